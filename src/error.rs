@@ -1,0 +1,166 @@
+//! The one API error: every failure a client can see is an [`ApiError`] carrying a
+//! stable [`ErrorCode`] from protocol.md §10. Its HTTP mapping (problem+json, RFC 9457)
+//! lives in `http/problem.rs` and nowhere else.
+
+use std::fmt;
+
+/// The stable error codes of protocol.md §10. The string form is part of the wire contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidScope,
+    InvalidNonce,
+    InvalidSignature,
+    UnknownDevice,
+    DeviceInactive,
+    UntrustedCredential,
+    RevokedCredential,
+    ExpiredCredential,
+    AlreadyEnrolled,
+    SessionNotFound,
+    NotFound,
+    SessionClosed,
+    OtpMismatch,
+    TooManyPending,
+    RateLimited,
+    LockedOut,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Overloaded,
+    Unavailable,
+    Internal,
+    ClockSkew,
+    UnknownService,
+    OriginNotAllowed,
+}
+
+impl ErrorCode {
+    /// The wire string of the code.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => "invalid_request",
+            InvalidScope => "invalid_scope",
+            InvalidNonce => "invalid_nonce",
+            InvalidSignature => "invalid_signature",
+            UnknownDevice => "unknown_device",
+            DeviceInactive => "device_inactive",
+            UntrustedCredential => "untrusted_credential",
+            RevokedCredential => "revoked_credential",
+            ExpiredCredential => "expired_credential",
+            AlreadyEnrolled => "already_enrolled",
+            SessionNotFound => "session_not_found",
+            NotFound => "not_found",
+            SessionClosed => "session_closed",
+            OtpMismatch => "otp_mismatch",
+            TooManyPending => "too_many_pending",
+            RateLimited => "rate_limited",
+            LockedOut => "locked_out",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            Overloaded => "overloaded",
+            Unavailable => "unavailable",
+            Internal => "internal",
+            ClockSkew => "clock_skew",
+            UnknownService => "unknown_service",
+            OriginNotAllowed => "origin_not_allowed",
+        }
+    }
+
+    /// The HTTP status of the code (protocol.md §10).
+    pub fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest | InvalidScope | InvalidNonce | UnknownService => 400,
+            InvalidSignature | UnknownDevice | OtpMismatch | ClockSkew => 401,
+            DeviceInactive | OriginNotAllowed => 403,
+            SessionNotFound | NotFound => 404,
+            AlreadyEnrolled | SessionClosed => 409,
+            PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
+            UntrustedCredential | RevokedCredential | ExpiredCredential => 422,
+            TooManyPending | RateLimited | LockedOut => 429,
+            Internal => 500,
+            Overloaded | Unavailable => 503,
+        }
+    }
+
+    /// The short human title used in problem+json.
+    pub fn title(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => "Invalid request",
+            InvalidScope => "Invalid scope",
+            InvalidNonce => "Invalid or expired nonce",
+            InvalidSignature => "Invalid signature",
+            UnknownDevice => "Unknown device",
+            DeviceInactive => "Device inactive",
+            UntrustedCredential => "Untrusted credential",
+            RevokedCredential => "Revoked credential",
+            ExpiredCredential => "Expired credential",
+            AlreadyEnrolled => "Already enrolled",
+            SessionNotFound => "Session not found",
+            NotFound => "Not found",
+            SessionClosed => "Session closed",
+            OtpMismatch => "One-time code mismatch",
+            TooManyPending => "Too many pending sessions",
+            RateLimited => "Rate limited",
+            LockedOut => "Locked out",
+            PayloadTooLarge => "Payload too large",
+            UnsupportedMediaType => "Unsupported media type",
+            Overloaded => "Overloaded",
+            Unavailable => "Service unavailable",
+            Internal => "Internal error",
+            ClockSkew => "Clock skew",
+            UnknownService => "Unknown service",
+            OriginNotAllowed => "Origin not allowed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error a client sees. `detail` is human readable and must never carry a secret,
+/// an OTP or a claim value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub detail: String,
+    /// Seconds for `Retry-After` (every 429 and 503 carries one).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let retry_after = match code.status() {
+            429 | 503 => Some(1),
+            _ => None,
+        };
+        Self { code, detail: detail.into(), retry_after }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, detail)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
