@@ -18,7 +18,7 @@ pub use jwk::EcPublicJwk;
 pub use pin::{HsmPin, PinError, PinOrigin};
 pub use pool::SessionPool;
 pub use ring::KeyRing;
-pub use token::{TokenInfo, TokenKey, TokenSession};
+pub use token::{TokenInfo, TokenKey, TokenSession, initialize as initialize_module};
 pub use uri::{Pkcs11Uri, UriError};
 
 use cryptoki::context::Pkcs11;

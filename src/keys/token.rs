@@ -165,10 +165,13 @@ impl TokenSession {
             .decrypt(&Mechanism::AesGcm(params), key, &sealed[GCM_IV_LEN..])
         {
             Ok(p) => Ok(p),
+            // SoftHSM2 reports a GCM tag mismatch as CKR_GENERAL_ERROR; others use
+            // CKR_ENCRYPTED_DATA_INVALID or CKR_AEAD_DECRYPT_FAILED (PKCS#11 3.2).
             Err(CkError::Pkcs11(
                 RvError::EncryptedDataInvalid
                 | RvError::EncryptedDataLenRange
-                | RvError::DataInvalid,
+                | RvError::DataInvalid
+                | RvError::GeneralError,
                 _,
             )) => Err(HsmError::DecryptFailed),
             Err(e) => Err(e.into()),
