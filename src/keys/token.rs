@@ -392,14 +392,15 @@ pub fn find_token(
         );
         let matches = label.is_none_or(|want| want == l) && serial.is_none_or(|want| want == s);
         if matches {
-            let mechs = ctx.get_mechanism_list(slot)?;
             return Ok(TokenInfo {
                 slot,
                 label: l,
                 serial: s,
                 manufacturer: info.manufacturer_id().trim().to_string(),
                 model: info.model().trim().to_string(),
-                has_ecdsa_sha256: mechs.contains(&cryptoki::mechanism::MechanismType::ECDSA_SHA256),
+                has_ecdsa_sha256: ctx
+                    .get_mechanism_info(slot, cryptoki::mechanism::MechanismType::ECDSA_SHA256)
+                    .is_ok(),
             });
         }
         seen.push(l);
