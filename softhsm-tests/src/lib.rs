@@ -1,1 +1,5 @@
-pub fn x(){}
+//! Symbolon test tooling: trust-chain fixtures, the reference device and the
+//! end-to-end harness. Never shipped.
+
+pub mod fixtures;
+pub mod jose;
