@@ -29,7 +29,7 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Transport failure.
-    #[error("HTTP: {0}")]
+    #[error("HTTP request failed")]
     Http(#[from] reqwest::Error),
     /// The server answered with a problem document.
     #[error("{status} {}: {}", problem.code, problem.detail)]
