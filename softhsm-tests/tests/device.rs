@@ -224,6 +224,10 @@ fn faults_break_exactly_what_they_name() {
                 assert!(decoded.payload.get("iat").is_none());
                 assert!(verifies);
             }
+            JwsFault::SkewedIat => {
+                assert_eq!(decoded.payload["iat"], payload().iat - 600);
+                assert!(verifies);
+            }
         }
         assert!(!fault.expected_code().is_empty());
     }

@@ -37,7 +37,7 @@ pub enum ClientError {
         /// HTTP status.
         status: u16,
         /// The problem body (fields empty when the body was not problem+json).
-        problem: Problem,
+        problem: Box<Problem>,
         /// Raw body text.
         body: String,
     },
@@ -179,7 +179,7 @@ async fn parse<T: serde::de::DeserializeOwned>(
     let status = response.status();
     let body = response.text().await?;
     if !status.is_success() {
-        let problem = serde_json::from_str(&body).unwrap_or(Problem {
+        let problem = serde_json::from_str(&body).unwrap_or_else(|_| Problem {
             kind: String::new(),
             title: String::new(),
             status: status.as_u16(),
@@ -188,7 +188,7 @@ async fn parse<T: serde::de::DeserializeOwned>(
         });
         return Err(ClientError::Problem {
             status: status.as_u16(),
-            problem,
+            problem: Box::new(problem),
             body,
         });
     }

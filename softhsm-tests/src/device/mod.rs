@@ -153,11 +153,13 @@ pub enum JwsFault {
     UnknownPayloadField,
     /// `iat` removed from the payload.
     MissingIat,
+    /// `iat` moved 600 s into the past (outside the default 120 s window).
+    SkewedIat,
 }
 
 impl JwsFault {
     /// Every fault, for table-driven tests.
-    pub const ALL: [JwsFault; 11] = [
+    pub const ALL: [JwsFault; 12] = [
         Self::AlgNone,
         Self::AlgHs256,
         Self::AlgRs256,
@@ -169,6 +171,7 @@ impl JwsFault {
         Self::DerSignature,
         Self::UnknownPayloadField,
         Self::MissingIat,
+        Self::SkewedIat,
     ];
 
     /// The protocol.md §10 code the server must answer with.
@@ -183,6 +186,7 @@ impl JwsFault {
             | Self::WrongTyp
             | Self::UnknownPayloadField
             | Self::MissingIat => "invalid_request",
+            Self::SkewedIat => "clock_skew",
         }
     }
 }
@@ -348,6 +352,10 @@ impl Device {
                 if let Some(object) = payload.as_object_mut() {
                     object.remove("iat");
                 }
+            }
+            JwsFault::SkewedIat => {
+                let iat = payload["iat"].as_i64().unwrap_or_else(unix_now);
+                payload["iat"] = (iat - 600).into();
             }
         }
         let signing_input = format!(
