@@ -1,6 +1,11 @@
-//! Symbolon's test harness: a fresh SoftHSM2 token per test, the real server on free
-//! ports, fixtures, the reference device and benchmarks. Never shipped in packages.
+//! Symbolon's test tooling: a fresh SoftHSM2 token per test, the real server on free
+//! ports, trust-chain fixtures, the reference device and benchmarks. Never shipped.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod device;
+pub mod fixtures;
+pub mod jose;
 pub mod server;
 pub mod token;
 
