@@ -12,6 +12,7 @@ pub fn canonicalize(value: &Value) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::trust::json::parse_strict;

@@ -378,6 +378,7 @@ pub(crate) fn date_passed(date: &str, now: i64) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use serde_json::json;
