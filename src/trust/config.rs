@@ -1,6 +1,6 @@
 //! `[trust]` configuration.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ const BUILTIN_CODES: &[(&str, &str)] = &[
 ];
 
 /// Trust configuration: where the governance list is and how it is pinned.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
     /// `https://` or `file://` URL of the governance list; empty = trust not configured
