@@ -1,5 +1,14 @@
 //! Symbolon: hardware-backed mutual out-of-band authentication server.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod cli;
+pub mod config;
 pub mod error;
+pub mod http;
+pub mod ids;
+pub mod keys;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
 pub mod trust;

@@ -1,0 +1,207 @@
+//! Starts the real `symbolon serve` on free ports with a generated configuration
+//! and hands back its URLs. Used by every end-to-end test.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::token::TestToken;
+
+/// The `symbolon` binary: `SYMBOLON_BIN`, else next to the test executable's `deps/`.
+pub fn symbolon_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SYMBOLON_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("test executable has no directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("symbolon");
+    if !bin.exists() {
+        bail!("{} not found: run `cargo build --workspace --bins` first", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the server binds it right after).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// What a test wants of its server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Extra TOML appended to the generated configuration.
+    pub extra_toml: String,
+    /// Skip `symbolon keys init` before start.
+    pub no_keys: bool,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// A running server. Stopped (SIGTERM) when dropped.
+pub struct TestServer {
+    pub public_url: String,
+    pub admin_url: String,
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// The generated configuration for `token`.
+pub fn write_config(dir: &Path, token: &TestToken, public: u16, admin: u16, extra: &str) -> anyhow::Result<PathBuf> {
+    let state_dir = dir.join("state");
+    std::fs::create_dir_all(&state_dir)?;
+    let path = dir.join("symbolon.toml");
+    let mut f = std::fs::File::create(&path)?;
+    write!(
+        f,
+        r#"[server]
+public_listen = "127.0.0.1:{public}"
+admin_listen = "127.0.0.1:{admin}"
+issuer = "http://127.0.0.1:{public}"
+state_dir = "{state}"
+allow_root = true
+shutdown_grace = "5s"
+
+[hsm]
+uri = "{uri}"
+workers = 2
+deadline = "5s"
+
+[telemetry]
+level = "info"
+format = "json"
+
+{extra}
+"#,
+        state = state_dir.display(),
+        uri = token.uri(),
+    )?;
+    Ok(path)
+}
+
+/// Runs the `symbolon` CLI with a configuration and the token's environment.
+pub fn symbolon_cli(token: &TestToken, config: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new(symbolon_bin()?)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env_remove("SYMBOLON_HSM_PIN")
+        .output()?)
+}
+
+impl TestServer {
+    /// Generates keys (unless told not to), starts the server and waits for `/readyz`.
+    pub fn start(token: &TestToken, options: ServerOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("symbolon-srv-").tempdir()?;
+        let (public, admin) = (free_port()?, free_port()?);
+        let config_path = write_config(dir.path(), token, public, admin, &options.extra_toml)?;
+        if !options.no_keys {
+            let out = symbolon_cli(token, &config_path, &["keys", "init"])?;
+            if !out.status.success() {
+                bail!("symbolon keys init failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(symbolon_bin()?);
+        cmd.arg("--config")
+            .arg(&config_path)
+            .arg("serve")
+            .env("SOFTHSM2_CONF", &token.conf)
+            .env_remove("SYMBOLON_HSM_PIN")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting symbolon serve")?;
+        let mut server = TestServer {
+            public_url: format!("http://127.0.0.1:{public}"),
+            admin_url: format!("http://127.0.0.1:{admin}"),
+            state_dir: dir.path().join("state"),
+            config_path,
+            log_path,
+            child: Some(child),
+            _dir: dir,
+        };
+        server.wait_ready(Duration::from_secs(30))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let url = format!("{}/readyz", self.admin_url);
+        while start.elapsed() < within {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("symbolon serve exited with {status}: {}", self.log());
+            }
+            if let Ok(resp) = blocking_get(&url)
+                && resp == 200
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("symbolon serve not ready within {within:?}: {}", self.log())
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("server already stopped")?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                child.kill()?;
+                return Ok(child.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// A minimal blocking GET returning the status code (readiness polling without a runtime).
+fn blocking_get(url: &str) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("http only")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let code = text.split_whitespace().nth(1).context("no status")?.parse()?;
+    Ok(code)
+}

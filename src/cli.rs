@@ -1,0 +1,204 @@
+//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::keys::{KeyPurpose, KeyRing, open_pool};
+use crate::startup::{Application, harden_process};
+use crate::store::open_durable;
+
+/// Symbolon: hardware-backed mutual out-of-band authentication server.
+#[derive(Debug, Parser)]
+#[command(name = "symbolon", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables SYMBOLON_<SECTION>__<KEY> override it.
+    #[arg(long, global = true, env = "SYMBOLON_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (public and admin listeners) until SIGTERM.
+    Serve,
+    /// Apply database migrations and exit (idempotent).
+    Migrate,
+    /// Manage keys in the HSM.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the keys of the catalog with their state.
+    List,
+    /// Generate a key in the HSM (active when the purpose has none, else next).
+    Generate {
+        #[arg(long, value_enum)]
+        purpose: KeyPurpose,
+    },
+    /// Generate an active key for every purpose that has none (first installation).
+    Init,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file; print each problem with its field path.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(Some(path)).map_err(|problems| {
+        for p in &problems {
+            eprintln!("config error: {p}");
+        }
+        anyhow::anyhow!("invalid configuration in {}", path.display())
+    })
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config(ConfigCommand::Check { file }) => match Config::check_file(&file) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(problems) => {
+                for p in &problems {
+                    println!("{}: {p}", file.display());
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Serve => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init(&config.telemetry)?;
+            harden_process(config.server.allow_root)?;
+            runtime()?.block_on(async move {
+                let app = Application::build(config).await?;
+                app.run_until_stopped().await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            runtime()?.block_on(async move {
+                let store = open_durable(&config).await?;
+                store.migrate().await?;
+                println!("migrations applied");
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(cmd) => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            runtime()?.block_on(keys_command(config, cmd))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.server.state_dir).with_context(|| {
+        format!(
+            "cannot create state directory {}",
+            config.server.state_dir.display()
+        )
+    })?;
+    let store = open_durable(&config).await?;
+    store.migrate().await?;
+    let mut hsm = config.hsm.clone();
+    hsm.workers = 1;
+    let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
+    let now = crate::ids::now_unix();
+    let ring = KeyRing::open(pool, store, now).await?;
+    match cmd {
+        KeysCommand::List => {
+            let token = ring.pool().token();
+            println!(
+                "token {} (serial {}, {} {})",
+                token.label, token.serial, token.manufacturer, token.model
+            );
+            println!(
+                "{:<8} {:<40} {:<9} {:<44} {:<10} {:<20}",
+                "PURPOSE", "LABEL", "STATE", "KID", "MECHANISM", "CREATED"
+            );
+            for e in ring.entries() {
+                println!(
+                    "{:<8} {:<40} {:<9} {:<44} {:<10} {:<20}",
+                    e.purpose.as_str(),
+                    e.label,
+                    e.state.as_str(),
+                    if e.kid.is_empty() { "-" } else { &e.kid },
+                    e.purpose.mechanism(),
+                    fmt_time(e.created_at),
+                );
+            }
+        }
+        KeysCommand::Generate { purpose } => {
+            let e = ring.generate(purpose, now).await?;
+            println!(
+                "generated {} ({}, {})",
+                e.label,
+                e.purpose,
+                e.state.as_str()
+            );
+        }
+        KeysCommand::Init => {
+            for purpose in KeyPurpose::ALL {
+                if ring.active(purpose).is_ok() {
+                    continue;
+                }
+                let e = ring.generate(purpose, now).await?;
+                println!(
+                    "generated {} ({}, {})",
+                    e.label,
+                    e.purpose,
+                    e.state.as_str()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fmt_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

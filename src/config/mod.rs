@@ -1,0 +1,456 @@
+//! Typed configuration: built-in defaults < TOML file < `SYMBOLON_*` environment
+//! (`__` separates levels, e.g. `SYMBOLON_HSM__WORKERS=4`). Durations are written
+//! like `90s`, `5m`, `1h`. Secrets never live here: the HSM PIN comes from a file,
+//! a systemd credential or `SYMBOLON_HSM_PIN` (see `keys::pin`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::trust::TrustConfig;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/symbolon/symbolon.toml";
+
+/// Environment variables with the `SYMBOLON_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["hsm_pin", "config", "log"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub hsm: HsmConfig,
+    pub database: DatabaseConfig,
+    pub session_store: SessionStoreConfig,
+    pub telemetry: TelemetryConfig,
+    pub device: DeviceConfig,
+    pub limits: LimitsConfig,
+    pub trust: TrustConfig,
+}
+
+/// Listeners, identity and process settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener: the protocol (protocol.md §3–§9) and `/health`.
+    pub public_listen: SocketAddr,
+    /// Admin listener: `/livez`, `/readyz`, `/health`, metrics and management.
+    pub admin_listen: SocketAddr,
+    /// Issuer URL: the `iss` of identity tokens and the base of SAML entity ids.
+    pub issuer: String,
+    /// State directory: SQLite database, trust-list cache.
+    pub state_dir: PathBuf,
+    /// Proxies whose `X-Forwarded-For` is believed (protocol.md §12 rule 12).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Allow running as root (refused by default).
+    pub allow_root: bool,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            public_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            issuer: "http://localhost:8080".into(),
+            state_dir: PathBuf::from("/var/lib/symbolon"),
+            trusted_proxies: Vec::new(),
+            allow_root: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The PKCS#11 token holding every key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HsmConfig {
+    /// RFC 7512 URI, e.g.
+    /// `pkcs11:token=symbolon?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/credentials/symbolon.service/hsm-pin`.
+    pub uri: String,
+    /// Worker threads, each with its own logged-in session (0 = number of cores).
+    pub workers: usize,
+    /// Jobs that may wait for a worker before callers get `overloaded`.
+    pub queue_depth: usize,
+    /// Longest a caller waits for one HSM operation (queueing included).
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+impl Default for HsmConfig {
+    fn default() -> Self {
+        Self {
+            uri: String::new(),
+            workers: 0,
+            queue_depth: 1024,
+            deadline: Duration::from_secs(2),
+        }
+    }
+}
+
+impl HsmConfig {
+    /// Worker count with `0` resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+/// The durable store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (default: `symbolon.db` in the state directory).
+    pub url: String,
+    /// Run migrations when `serve` starts.
+    pub auto_migrate: bool,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            auto_migrate: true,
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The session store (nonces, auth sessions, counters).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionStoreConfig {
+    /// `memory://` (single node).
+    pub url: String,
+}
+
+impl Default for SessionStoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "memory://".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directive, e.g. `info` or `symbolon=debug,info`.
+    /// `SYMBOLON_LOG` overrides it.
+    pub level: String,
+    /// `auto` (journald under systemd, pretty on a terminal, JSON otherwise),
+    /// `journald`, `json` or `pretty`.
+    pub format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Journald,
+    Json,
+    Pretty,
+}
+
+/// Device message rules (protocol.md §3, §4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// Accepted `|now - iat|` of device JWS payloads.
+    #[serde(with = "humantime_serde")]
+    pub iat_skew: Duration,
+    /// Life of an enrollment nonce.
+    #[serde(with = "humantime_serde")]
+    pub enroll_nonce_ttl: Duration,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            iat_skew: Duration::from_secs(120),
+            enroll_nonce_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Abuse limits (protocol.md §9).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body.
+    pub body_max_bytes: usize,
+    /// Requests per client IP per minute to `/v1/enroll*`.
+    pub enroll_per_ip_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            body_max_bytes: 64 * 1024,
+            enroll_per_ip_per_minute: 30,
+        }
+    }
+}
+
+/// One problem found in a configuration, with the dotted path of the bad field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl Config {
+    /// Loads defaults < `file` (when given; a missing file is an error) < environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
+        Self::from_figment(Self::figment(file)?)
+    }
+
+    /// Loads `file` alone over the defaults, without the environment (`config check`).
+    pub fn check_file(file: &Path) -> Result<Config, Vec<ConfigProblem>> {
+        Self::require_file(file)?;
+        let figment = Figment::from(Toml::file_exact(file));
+        Self::from_figment(figment)
+    }
+
+    fn require_file(file: &Path) -> Result<(), Vec<ConfigProblem>> {
+        match std::fs::metadata(file) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(vec![problem(
+                "(file)",
+                format!("{} is not a file", file.display()),
+            )]),
+            Err(e) => Err(vec![problem(
+                "(file)",
+                format!("cannot read {}: {e}", file.display()),
+            )]),
+        }
+    }
+
+    fn figment(file: Option<&Path>) -> Result<Figment, Vec<ConfigProblem>> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            Self::require_file(file)?;
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Ok(figment.merge(
+            Env::prefixed("SYMBOLON_")
+                .split("__")
+                .ignore(NON_CONFIG_ENV),
+        ))
+    }
+
+    /// Extracts section by section so that one run reports every bad section, then
+    /// validates the values themselves.
+    fn from_figment(figment: Figment) -> Result<Config, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let known = [
+            "server",
+            "hsm",
+            "database",
+            "session_store",
+            "telemetry",
+            "device",
+            "limits",
+            "trust",
+        ];
+        match figment.extract::<figment::value::Dict>() {
+            Ok(dict) => {
+                for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
+                    problems.push(problem(key, "unknown section".to_string()));
+                }
+            }
+            Err(e) => problems.extend(figment_problems(e, "")),
+        }
+        let mut config = Config::default();
+        section(&figment, "server", &mut config.server, &mut problems);
+        section(&figment, "hsm", &mut config.hsm, &mut problems);
+        section(&figment, "database", &mut config.database, &mut problems);
+        section(
+            &figment,
+            "session_store",
+            &mut config.session_store,
+            &mut problems,
+        );
+        section(&figment, "telemetry", &mut config.telemetry, &mut problems);
+        section(&figment, "device", &mut config.device, &mut problems);
+        section(&figment, "limits", &mut config.limits, &mut problems);
+        section(&figment, "trust", &mut config.trust, &mut problems);
+        if problems.is_empty() {
+            problems.extend(config.validate());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.hsm.uri.trim().is_empty() {
+            p.push(problem(
+                "hsm.uri",
+                "required: the PKCS#11 URI of the token".into(),
+            ));
+        } else if let Err(e) = crate::keys::Pkcs11Uri::parse(&self.hsm.uri) {
+            p.push(problem("hsm.uri", e.to_string()));
+        }
+        if self.hsm.queue_depth == 0 {
+            p.push(problem("hsm.queue_depth", "must be at least 1".into()));
+        }
+        if self.hsm.deadline.is_zero() {
+            p.push(problem("hsm.deadline", "must be greater than zero".into()));
+        }
+        if !(self.server.issuer.starts_with("https://")
+            || self.server.issuer.starts_with("http://"))
+        {
+            p.push(problem("server.issuer", "must be an http(s) URL".into()));
+        }
+        if self.server.public_listen == self.server.admin_listen {
+            p.push(problem(
+                "server.admin_listen",
+                "must differ from server.public_listen".into(),
+            ));
+        }
+        let url = self.database_url();
+        if !url.starts_with("sqlite:") {
+            p.push(problem(
+                "database.url",
+                "unsupported scheme (expected sqlite://PATH)".into(),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            p.push(problem(
+                "database.max_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.session_store.url != "memory://" {
+            p.push(problem(
+                "session_store.url",
+                "unsupported (expected memory://)".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.level) {
+            p.push(problem("telemetry.level", e.to_string()));
+        }
+        if self.device.iat_skew.is_zero() {
+            p.push(problem(
+                "device.iat_skew",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.limits.body_max_bytes < 1024 {
+            p.push(problem(
+                "limits.body_max_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        p.extend(
+            self.trust
+                .validate()
+                .into_iter()
+                .map(|(path, message)| ConfigProblem { path, message }),
+        );
+        p
+    }
+
+    /// The durable store URL with the default resolved.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.server.state_dir.join("symbolon.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+fn problem(path: &str, message: String) -> ConfigProblem {
+    ConfigProblem {
+        path: path.to_string(),
+        message,
+    }
+}
+
+fn section<T: serde::de::DeserializeOwned>(
+    figment: &Figment,
+    name: &str,
+    slot: &mut T,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    if !figment.contains(name) {
+        return;
+    }
+    match figment.extract_inner::<T>(name) {
+        Ok(v) => *slot = v,
+        Err(e) => problems.extend(figment_problems(e, name)),
+    }
+}
+
+fn figment_problems(err: figment::Error, section: &str) -> Vec<ConfigProblem> {
+    err.into_iter()
+        .map(|e| {
+            let mut path = e.path.join(".");
+            if path.is_empty() {
+                path = section.to_string();
+            } else if !section.is_empty() && !path.starts_with(section) {
+                path = format!("{section}.{path}");
+            }
+            if path.is_empty() {
+                path = "(root)".into();
+            }
+            let mut message = e.kind.to_string();
+            if let Some(md) = &e.metadata {
+                message = format!("{message} (from {})", md.name);
+            }
+            ConfigProblem { path, message }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_plus_uri_validate() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+    }
+}

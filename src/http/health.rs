@@ -1,0 +1,86 @@
+//! Liveness, readiness and health (protocol.md §11).
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::AppState;
+use crate::error::{ApiError, ErrorCode};
+
+/// Bound on each readiness probe so `/readyz` never hangs.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /livez`: 200 while the process serves.
+pub async fn livez() -> impl IntoResponse {
+    (StatusCode::OK, Json(json!({"status": "ok"})))
+}
+
+async fn timed<F, E>(f: F) -> serde_json::Value
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let start = Instant::now();
+    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
+        Ok(Ok(())) => json!({"ok": true, "latency_ms": start.elapsed().as_millis() as u64}),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check failed");
+            json!({"ok": false, "error": "check failed"})
+        }
+        Err(_) => json!({"ok": false, "error": "timed out"}),
+    }
+}
+
+async fn checks(state: &AppState) -> (bool, serde_json::Value) {
+    let (database, session_store, hsm) = tokio::join!(
+        timed(state.store.ping()),
+        timed(state.sessions.ping()),
+        timed(state.keys.ping()),
+    );
+    let ok = [&database, &session_store, &hsm]
+        .iter()
+        .all(|c| c["ok"] == true);
+    (
+        ok,
+        json!({"database": database, "session_store": session_store, "hsm": hsm}),
+    )
+}
+
+/// `GET /readyz`: 200 only when the store, the session store and an HSM round trip answer.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let (ok, checks) = checks(&state).await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if ok {"ready"} else {"not_ready"}, "checks": checks})),
+    )
+}
+
+/// `GET /health`: the checks with a summary; 503 when a required check fails.
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let (ok, checks) = checks(&state).await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ok {"ok"} else {"degraded"},
+        "version": env!("CARGO_PKG_VERSION"),
+        "checks": checks,
+    });
+    (status, Json(body))
+}
+
+/// Unknown routes answer problem+json like everything else.
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such resource")
+}

@@ -1,0 +1,77 @@
+//! HTTP: routers for the public and admin listeners, extractors, middleware.
+//! Handlers parse and authorize here, decide in `service/`, persist in `store/`.
+
+mod health;
+mod problem;
+pub mod request_id;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::config::Config;
+use crate::keys::KeyRing;
+use crate::store::{DurableStore, SessionStore};
+
+/// Everything a handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<App>,
+}
+
+/// The application's parts.
+pub struct App {
+    pub config: Config,
+    pub keys: KeyRing,
+    pub store: Arc<dyn DurableStore>,
+    pub sessions: Arc<dyn SessionStore>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.inner
+    }
+}
+
+fn common_layers(router: Router<AppState>, state: &AppState) -> Router {
+    router
+        .layer(DefaultBodyLimit::max(state.config.limits.body_max_bytes))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(axum::middleware::from_fn(request_id::assign))
+        .with_state(state.clone())
+}
+
+/// The public listener: the protocol and `/health` (protocol.md §12 rule 11).
+pub fn public_router(state: AppState) -> Router {
+    let router = Router::new().route("/health", get(health::health));
+    common_layers(router.fallback(health::not_found), &state)
+}
+
+/// The admin listener: probes and operations.
+pub fn admin_router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/health", get(health::health));
+    common_layers(router.fallback(health::not_found), &state)
+}

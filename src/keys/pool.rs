@@ -1,0 +1,220 @@
+//! The session pool. PKCS#11 calls block, so a fixed set of worker threads each owns
+//! one logged-in session and takes jobs from a bounded queue. Callers await the result
+//! with a deadline and get `Overloaded` when the queue is full or the deadline passes.
+//! A worker whose session was invalidated (token restart, `C_Finalize` from outside,
+//! sessions closed) opens a new one, logs in again and retries the job once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use cryptoki::context::Pkcs11;
+use tokio::sync::oneshot;
+
+use super::HsmError;
+use super::pin::HsmPin;
+use super::token::{TokenInfo, TokenSession, find_token, initialize};
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// Shared by the pool handle and its workers.
+struct Shared {
+    ctx: Pkcs11,
+    pin: HsmPin,
+    label: Option<String>,
+    serial: Option<String>,
+    /// Set when the token refused the PIN: stop logging in, or the token locks.
+    pin_rejected: AtomicBool,
+    reopened: AtomicU64,
+}
+
+/// A pool of logged-in sessions on one token.
+#[derive(Clone)]
+pub struct SessionPool {
+    tx: Sender<Job>,
+    shared: Arc<Shared>,
+    deadline: Duration,
+    info: TokenInfo,
+    workers: usize,
+}
+
+impl std::fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionPool")
+            .field("token", &self.info.label)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One worker thread's state.
+pub struct Worker {
+    shared: Arc<Shared>,
+    info: TokenInfo,
+    session: Option<TokenSession>,
+}
+
+impl Worker {
+    fn session(&mut self) -> Result<&mut TokenSession, HsmError> {
+        if self.shared.pin_rejected.load(Ordering::Relaxed) {
+            return Err(HsmError::WrongPin);
+        }
+        if self.session.is_none() {
+            let opened = match TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin) {
+                Err(HsmError::Pkcs11(rv)) if rv.is_not_initialized() => {
+                    initialize(&self.shared.ctx)?;
+                    // The slot list may have changed after a re-initialization.
+                    self.info = find_token(
+                        &self.shared.ctx,
+                        self.shared.label.as_deref(),
+                        self.shared.serial.as_deref(),
+                    )?;
+                    TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin)
+                }
+                other => other,
+            };
+            match opened {
+                Ok(s) => self.session = Some(s),
+                Err(e @ (HsmError::WrongPin | HsmError::PinLocked)) => {
+                    self.shared.pin_rejected.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.session.as_mut().ok_or(HsmError::Unavailable)
+    }
+
+    /// Runs `op` on this worker's session; after a session-level failure, reopens the
+    /// session and runs it once more.
+    fn call<R>(
+        &mut self,
+        op: &mut dyn FnMut(&mut TokenSession) -> Result<R, HsmError>,
+    ) -> Result<R, HsmError> {
+        let first = op(self.session()?);
+        match first {
+            Err(HsmError::Pkcs11(rv)) if rv.needs_new_session() => {
+                tracing::warn!(error = %rv, "HSM session lost; reopening");
+                self.session = None;
+                self.shared.reopened.fetch_add(1, Ordering::Relaxed);
+                op(self.session()?)
+            }
+            other => other,
+        }
+    }
+}
+
+impl SessionPool {
+    /// Finds the token and starts `workers` threads. Each opens and logs in its session
+    /// now, so a wrong PIN or missing token fails start-up with a clear error instead
+    /// of failing every request later.
+    pub fn start(
+        ctx: Pkcs11,
+        label: Option<String>,
+        serial: Option<String>,
+        pin: HsmPin,
+        workers: usize,
+        queue_depth: usize,
+        deadline: Duration,
+    ) -> Result<Self, HsmError> {
+        let info = find_token(&ctx, label.as_deref(), serial.as_deref())?;
+        let shared = Arc::new(Shared {
+            ctx,
+            pin,
+            label,
+            serial,
+            pin_rejected: AtomicBool::new(false),
+            reopened: AtomicU64::new(0),
+        });
+        let workers = workers.max(1);
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(queue_depth.max(1));
+        // Log in once before spawning so that a wrong PIN costs one attempt, not N.
+        let first = TokenSession::open(&shared.ctx, &info, &shared.pin)?;
+        let mut first = Some(first);
+        for n in 0..workers {
+            let mut worker = Worker {
+                shared: shared.clone(),
+                info: info.clone(),
+                session: first.take(),
+            };
+            if worker.session.is_none() {
+                worker.session = Some(TokenSession::open(&shared.ctx, &info, &shared.pin)?);
+            }
+            let rx: Receiver<Job> = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("hsm-worker-{n}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        job(&mut worker);
+                    }
+                })
+                .map_err(|e| HsmError::Thread(e.to_string()))?;
+        }
+        Ok(Self {
+            tx,
+            shared,
+            deadline,
+            info,
+            workers,
+        })
+    }
+
+    /// Token details.
+    pub fn token(&self) -> &TokenInfo {
+        &self.info
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// How many times a worker replaced a lost session.
+    pub fn sessions_reopened(&self) -> u64 {
+        self.shared.reopened.load(Ordering::Relaxed)
+    }
+
+    /// The module context, for operator tooling and tests that act on the token from
+    /// "outside" the pool (e.g. `C_Finalize` to simulate a token restart).
+    pub fn context(&self) -> &Pkcs11 {
+        &self.shared.ctx
+    }
+
+    /// Runs `op` on a worker's session within the pool deadline.
+    pub async fn run<R, F>(&self, mut op: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
+    {
+        let deadline = Instant::now() + self.deadline;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |worker: &mut Worker| {
+            // A job that waited past its deadline is dropped: its caller already gave up.
+            if Instant::now() >= deadline {
+                let _ = tx.send(Err(HsmError::Overloaded));
+                return;
+            }
+            let _ = tx.send(worker.call(&mut op));
+        });
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(HsmError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(HsmError::Unavailable),
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(HsmError::Unavailable),
+            Err(_) => Err(HsmError::Overloaded),
+        }
+    }
+
+    /// Runs `op` on the calling thread with a session of its own (CLI commands).
+    pub fn run_blocking<R>(
+        &self,
+        mut op: impl FnMut(&mut TokenSession) -> Result<R, HsmError>,
+    ) -> Result<R, HsmError> {
+        let mut session = TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin)?;
+        op(&mut session)
+    }
+}

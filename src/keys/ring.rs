@@ -1,0 +1,252 @@
+//! The key ring: the session pool plus the catalog of key states kept in the durable
+//! store, so every node agrees which key signs, MACs or encrypts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::HsmError;
+use super::catalog::{CatalogEntry, KeyPurpose, KeyState, LABEL_PREFIX};
+use super::envelope::Envelope;
+use super::jwk::EcPublicJwk;
+use super::pool::SessionPool;
+use super::token::TokenKey;
+use crate::store::DurableStore;
+
+/// Keys as the server uses them.
+#[derive(Clone)]
+pub struct KeyRing {
+    pool: SessionPool,
+    store: Arc<dyn DurableStore>,
+    catalog: Arc<RwLock<Vec<CatalogEntry>>>,
+    /// Public keys of EC key pairs by label (public, so caching them is harmless).
+    public: Arc<RwLock<HashMap<String, EcPublicJwk>>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a private or secret key that could leave the token.
+pub fn check_key_safety(key: &TokenKey) -> Result<(), HsmError> {
+    if key.class == "public" {
+        return Ok(());
+    }
+    if key.extractable {
+        return Err(HsmError::UnsafeKey {
+            label: key.label.clone(),
+            reason: "CKA_EXTRACTABLE is true",
+        });
+    }
+    if !key.sensitive {
+        return Err(HsmError::UnsafeKey {
+            label: key.label.clone(),
+            reason: "CKA_SENSITIVE is false",
+        });
+    }
+    Ok(())
+}
+
+impl KeyRing {
+    /// Reads the token's keys, refuses unsafe ones, adopts keys of our label scheme that
+    /// the catalog does not know (as `active` when the purpose has none, else `next`)
+    /// and loads the catalog.
+    pub async fn open(
+        pool: SessionPool,
+        store: Arc<dyn DurableStore>,
+        now: i64,
+    ) -> Result<Self, HsmError> {
+        let ring = Self {
+            pool,
+            store,
+            catalog: Arc::new(RwLock::new(Vec::new())),
+            public: Arc::new(RwLock::new(HashMap::new())),
+        };
+        ring.sync(now).await?;
+        Ok(ring)
+    }
+
+    /// The pool underneath.
+    pub fn pool(&self) -> &SessionPool {
+        &self.pool
+    }
+
+    /// Re-reads token and catalog (start-up, `keys` commands, periodic refresh).
+    pub async fn sync(&self, now: i64) -> Result<(), HsmError> {
+        let token_keys = self.pool.run(|s| s.list_keys(LABEL_PREFIX)).await?;
+        for key in &token_keys {
+            check_key_safety(key)?;
+        }
+        let mut known: Vec<CatalogEntry> = self.store.list_keys().await.map_err(catalog_err)?;
+        let mut labels: Vec<&TokenKey> =
+            token_keys.iter().filter(|k| k.class != "public").collect();
+        labels.sort_by(|a, b| a.label.cmp(&b.label));
+        for key in labels {
+            let Some(purpose) = KeyPurpose::from_label(&key.label) else {
+                continue;
+            };
+            if known.iter().any(|e| e.label == key.label) {
+                continue;
+            }
+            let has_active = known
+                .iter()
+                .any(|e| e.purpose == purpose && e.state == KeyState::Active);
+            let kid = self.kid_of(purpose, &key.label).await?;
+            let state = if has_active {
+                KeyState::Next
+            } else {
+                KeyState::Active
+            };
+            let entry = CatalogEntry {
+                label: key.label.clone(),
+                purpose,
+                kid,
+                state,
+                created_at: now,
+                activated_at: (state == KeyState::Active).then_some(now),
+                retiring_at: None,
+                retired_at: None,
+            };
+            self.store.insert_key(&entry).await.map_err(catalog_err)?;
+            tracing::info!(label = %entry.label, purpose = %purpose, state = state.as_str(), "adopted key from the token");
+            known.push(entry);
+        }
+        // Keys of the catalog that vanished from the token are reported, not silently dropped.
+        for e in &known {
+            if e.state != KeyState::Retired && !token_keys.iter().any(|k| k.label == e.label) {
+                tracing::error!(label = %e.label, "key in the catalog is missing from the token");
+            }
+        }
+        if let Ok(mut c) = self.catalog.write() {
+            *c = known;
+        }
+        Ok(())
+    }
+
+    async fn kid_of(&self, purpose: KeyPurpose, label: &str) -> Result<String, HsmError> {
+        if !purpose.is_key_pair() {
+            return Ok(String::new());
+        }
+        Ok(self.public_jwk(label).await?.thumbprint())
+    }
+
+    /// Generates a key for `purpose` in the token and records it (`active` when the
+    /// purpose has no active key, else `next`).
+    pub async fn generate(&self, purpose: KeyPurpose, now: i64) -> Result<CatalogEntry, HsmError> {
+        let mut label = purpose.new_label(now);
+        // Two keys made within one second get distinct labels.
+        let existing = self.pool.run(|s| s.list_keys(LABEL_PREFIX)).await?;
+        let mut n = 1;
+        while existing.iter().any(|k| k.label == label) {
+            label = format!("{}-{n}", purpose.new_label(now));
+            n += 1;
+        }
+        let l = label.clone();
+        self.pool.run(move |s| s.generate(purpose, &l)).await?;
+        self.sync(now).await?;
+        self.entries()
+            .into_iter()
+            .find(|e| e.label == label)
+            .ok_or_else(|| HsmError::Catalog(format!("generated key {label} not in the catalog")))
+    }
+
+    /// The catalog as last synced.
+    pub fn entries(&self) -> Vec<CatalogEntry> {
+        self.catalog.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The active key of a purpose.
+    pub fn active(&self, purpose: KeyPurpose) -> Result<CatalogEntry, HsmError> {
+        self.entries()
+            .into_iter()
+            .find(|e| e.purpose == purpose && e.state == KeyState::Active)
+            .ok_or(HsmError::NoActiveKey(purpose))
+    }
+
+    /// Keys of a purpose that are published (JWKS, metadata): next, active, retiring.
+    pub fn published(&self, purpose: KeyPurpose) -> Vec<CatalogEntry> {
+        self.entries()
+            .into_iter()
+            .filter(|e| {
+                e.purpose == purpose
+                    && matches!(
+                        e.state,
+                        KeyState::Next | KeyState::Active | KeyState::Retiring
+                    )
+            })
+            .collect()
+    }
+
+    /// The public JWK of an EC key pair (cached: public keys never change).
+    pub async fn public_jwk(&self, label: &str) -> Result<EcPublicJwk, HsmError> {
+        if let Some(jwk) = self.public.read().ok().and_then(|m| m.get(label).cloned()) {
+            return Ok(jwk);
+        }
+        let l = label.to_string();
+        let jwk = self.pool.run(move |s| s.public_jwk(&l)).await?;
+        if let Ok(mut m) = self.public.write() {
+            m.insert(label.to_string(), jwk.clone());
+        }
+        Ok(jwk)
+    }
+
+    /// ES256 over `message` with the active key of `purpose`: (catalog entry, r||s).
+    pub async fn sign_active(
+        &self,
+        purpose: KeyPurpose,
+        message: Vec<u8>,
+    ) -> Result<(CatalogEntry, [u8; 64]), HsmError> {
+        let key = self.active(purpose)?;
+        let label = key.label.clone();
+        let sig = self
+            .pool
+            .run(move |s| s.sign_es256(&label, &message))
+            .await?;
+        Ok((key, sig))
+    }
+
+    /// HMAC-SHA256 with the named secret key (OTP keys are named on their session).
+    pub async fn hmac(&self, label: &str, message: Vec<u8>) -> Result<[u8; 32], HsmError> {
+        let l = label.to_string();
+        self.pool.run(move |s| s.hmac_sha256(&l, &message)).await
+    }
+
+    /// Seals `plain` under the active data key with `aad` (the row id): envelope text.
+    pub async fn seal(&self, aad: &str, plain: Vec<u8>) -> Result<String, HsmError> {
+        let key = self.active(KeyPurpose::Data)?;
+        let (label, aad_bytes) = (key.label.clone(), aad.as_bytes().to_vec());
+        let sealed = self
+            .pool
+            .run(move |s| s.encrypt_gcm(&label, &aad_bytes, &plain))
+            .await?;
+        Ok(Envelope {
+            key_label: key.label,
+            sealed,
+        }
+        .encode())
+    }
+
+    /// Opens an envelope made by [`Self::seal`] with the key it names.
+    pub async fn open_sealed(&self, aad: &str, envelope: &str) -> Result<Vec<u8>, HsmError> {
+        let env = Envelope::decode(envelope).ok_or(HsmError::DecryptFailed)?;
+        if KeyPurpose::from_label(&env.key_label) != Some(KeyPurpose::Data) {
+            return Err(HsmError::DecryptFailed);
+        }
+        let aad_bytes = aad.as_bytes().to_vec();
+        self.pool
+            .run(move |s| s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed))
+            .await
+    }
+
+    /// A round trip to the token.
+    pub async fn ping(&self) -> Result<(), HsmError> {
+        self.pool.run(|s| s.ping()).await
+    }
+}
+
+fn catalog_err(e: crate::store::StoreError) -> HsmError {
+    HsmError::Catalog(e.to_string())
+}

@@ -1,0 +1,419 @@
+//! Operations on one logged-in PKCS#11 session. Everything here blocks and runs on a
+//! pool worker thread (see `pool.rs`); object handles are looked up per session and
+//! forgotten when the session is replaced.
+
+use std::collections::HashMap;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use sha2::{Digest, Sha256};
+
+use super::HsmError;
+use super::catalog::KeyPurpose;
+use super::jwk::EcPublicJwk;
+use super::pin::HsmPin;
+
+/// DER of the P-256 curve OID (1.2.840.10045.3.1.7), the `CKA_EC_PARAMS` of our EC keys.
+const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const GCM_IV_LEN: usize = 12;
+const GCM_TAG_BITS: u64 = 128;
+
+/// How the token was found and what it offers.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub slot: Slot,
+    pub label: String,
+    pub serial: String,
+    pub manufacturer: String,
+    pub model: String,
+    /// The token implements `CKM_ECDSA_SHA256` (hash in the token).
+    pub has_ecdsa_sha256: bool,
+}
+
+/// A key object seen on the token (private, secret or public key with our label scheme).
+#[derive(Debug, Clone)]
+pub struct TokenKey {
+    pub label: String,
+    pub class: &'static str,
+    pub key_type: &'static str,
+    pub sensitive: bool,
+    pub extractable: bool,
+}
+
+/// A session plus the handles found through it.
+pub struct TokenSession {
+    session: Session,
+    info: TokenInfo,
+    handles: HashMap<(u64, String), ObjectHandle>,
+}
+
+impl TokenSession {
+    /// Opens a read/write session on the token and logs the user in.
+    pub fn open(ctx: &Pkcs11, info: &TokenInfo, pin: &HsmPin) -> Result<Self, HsmError> {
+        let session = ctx.open_rw_session(info.slot)?;
+        match session.login(UserType::User, Some(&pin.auth_pin())) {
+            Ok(()) => {}
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+                return Err(HsmError::WrongPin);
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Self {
+            session,
+            info: info.clone(),
+            handles: HashMap::new(),
+        })
+    }
+
+    /// Token details (label, serial, mechanisms).
+    pub fn info(&self) -> &TokenInfo {
+        &self.info
+    }
+
+    /// A cheap round trip to the token.
+    pub fn ping(&self) -> Result<(), HsmError> {
+        self.session.get_session_info()?;
+        Ok(())
+    }
+
+    fn find(&mut self, class: ObjectClass, label: &str) -> Result<ObjectHandle, HsmError> {
+        let key = (class_id(class), label.to_string());
+        if let Some(h) = self.handles.get(&key) {
+            return Ok(*h);
+        }
+        let found = self.session.find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?;
+        match found.as_slice() {
+            [h] => {
+                self.handles.insert(key, *h);
+                Ok(*h)
+            }
+            [] => Err(HsmError::KeyNotFound(label.to_string())),
+            _ => Err(HsmError::DuplicateLabel(label.to_string())),
+        }
+    }
+
+    /// ES256 signature (raw `r||s`, 64 bytes) over `message` with the private key `label`.
+    pub fn sign_es256(&mut self, label: &str, message: &[u8]) -> Result<[u8; 64], HsmError> {
+        let key = self.find(ObjectClass::PRIVATE_KEY, label)?;
+        let sig = if self.info.has_ecdsa_sha256 {
+            self.session.sign(&Mechanism::EcdsaSha256, key, message)?
+        } else {
+            let digest = Sha256::digest(message);
+            self.session.sign(&Mechanism::Ecdsa, key, &digest)?
+        };
+        sig.as_slice()
+            .try_into()
+            .map_err(|_| HsmError::Malformed("ECDSA signature length"))
+    }
+
+    /// HMAC-SHA256 (`CKM_SHA256_HMAC`) of `message` with the secret key `label`.
+    pub fn hmac_sha256(&mut self, label: &str, message: &[u8]) -> Result<[u8; 32], HsmError> {
+        let key = self.find(ObjectClass::SECRET_KEY, label)?;
+        let mac = self.session.sign(&Mechanism::Sha256Hmac, key, message)?;
+        mac.as_slice()
+            .try_into()
+            .map_err(|_| HsmError::Malformed("HMAC length"))
+    }
+
+    /// AES-256-GCM with a fresh 12-byte IV from the token: returns `iv || ciphertext || tag`.
+    pub fn encrypt_gcm(
+        &mut self,
+        label: &str,
+        aad: &[u8],
+        plain: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let key = self.find(ObjectClass::SECRET_KEY, label)?;
+        let mut iv = [0u8; GCM_IV_LEN];
+        self.session.generate_random_slice(&mut iv)?;
+        let mut iv_param = iv;
+        let params = GcmParams::new(&mut iv_param, aad, GCM_TAG_BITS.into())?;
+        let sealed = self
+            .session
+            .encrypt(&Mechanism::AesGcm(params), key, plain)?;
+        let mut out = Vec::with_capacity(GCM_IV_LEN + sealed.len());
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens `iv || ciphertext || tag` sealed by [`Self::encrypt_gcm`].
+    pub fn decrypt_gcm(
+        &mut self,
+        label: &str,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        if sealed.len() < GCM_IV_LEN + 16 {
+            return Err(HsmError::DecryptFailed);
+        }
+        let key = self.find(ObjectClass::SECRET_KEY, label)?;
+        let mut iv = [0u8; GCM_IV_LEN];
+        iv.copy_from_slice(&sealed[..GCM_IV_LEN]);
+        let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?;
+        match self
+            .session
+            .decrypt(&Mechanism::AesGcm(params), key, &sealed[GCM_IV_LEN..])
+        {
+            Ok(p) => Ok(p),
+            // SoftHSM2 reports a GCM tag mismatch as CKR_GENERAL_ERROR; others use
+            // CKR_ENCRYPTED_DATA_INVALID or CKR_AEAD_DECRYPT_FAILED (PKCS#11 3.2).
+            Err(CkError::Pkcs11(
+                RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::DataInvalid
+                | RvError::GeneralError,
+                _,
+            )) => Err(HsmError::DecryptFailed),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The public key of the EC key pair `label` as a JWK.
+    pub fn public_jwk(&mut self, label: &str) -> Result<EcPublicJwk, HsmError> {
+        let key = self.find(ObjectClass::PUBLIC_KEY, label)?;
+        let attrs = self
+            .session
+            .get_attributes(key, &[AttributeType::EcPoint])?;
+        let point = attrs
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(p) => Some(p),
+                _ => None,
+            })
+            .ok_or(HsmError::Malformed("CKA_EC_POINT missing"))?;
+        let sec1 = unwrap_ec_point(&point).ok_or(HsmError::Malformed("CKA_EC_POINT"))?;
+        EcPublicJwk::from_sec1(sec1).ok_or(HsmError::Malformed("CKA_EC_POINT is not a P-256 point"))
+    }
+
+    /// Generates a key for `purpose` under `label`: token object, private, sensitive,
+    /// never extractable.
+    pub fn generate(&mut self, purpose: KeyPurpose, label: &str) -> Result<(), HsmError> {
+        let mut id = [0u8; 16];
+        self.session.generate_random_slice(&mut id)?;
+        let common = |extra: Vec<Attribute>| {
+            let mut t = vec![
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id.to_vec()),
+            ];
+            t.extend(extra);
+            t
+        };
+        match purpose {
+            KeyPurpose::Otp => {
+                self.session.generate_key(
+                    &Mechanism::GenericSecretKeyGen,
+                    &common(vec![
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::GENERIC_SECRET),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Sign(true),
+                        Attribute::Verify(true),
+                    ]),
+                )?;
+            }
+            KeyPurpose::Data => {
+                self.session.generate_key(
+                    &Mechanism::AesKeyGen,
+                    &common(vec![
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                    ]),
+                )?;
+            }
+            KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => {
+                let public = vec![
+                    Attribute::Token(true),
+                    Attribute::Private(false),
+                    Attribute::Verify(true),
+                    Attribute::EcParams(P256_PARAMS.to_vec()),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Id(id.to_vec()),
+                ];
+                self.session.generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &public,
+                    &common(vec![Attribute::Sign(true)]),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Imports a secret key with a known value (HMAC or AES), then sensitive and not
+    /// extractable like every other key. For known-answer tests and operator migration.
+    pub fn import_secret(
+        &mut self,
+        purpose: KeyPurpose,
+        label: &str,
+        value: &[u8],
+    ) -> Result<(), HsmError> {
+        let (key_type, usage) = match purpose {
+            KeyPurpose::Otp => (
+                KeyType::GENERIC_SECRET,
+                [Attribute::Sign(true), Attribute::Verify(true)],
+            ),
+            KeyPurpose::Data => (
+                KeyType::AES,
+                [Attribute::Encrypt(true), Attribute::Decrypt(true)],
+            ),
+            _ => {
+                return Err(HsmError::Malformed(
+                    "only otp and data keys can be imported",
+                ));
+            }
+        };
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Value(value.to_vec()),
+        ];
+        template.extend(usage);
+        self.session.create_object(&template)?;
+        Ok(())
+    }
+
+    /// Every private, secret and public key whose label starts with `prefix`.
+    pub fn list_keys(&mut self, prefix: &str) -> Result<Vec<TokenKey>, HsmError> {
+        let mut out = Vec::new();
+        for class in [
+            ObjectClass::PRIVATE_KEY,
+            ObjectClass::SECRET_KEY,
+            ObjectClass::PUBLIC_KEY,
+        ] {
+            for h in self.session.find_objects(&[Attribute::Class(class)])? {
+                let attrs = self.session.get_attributes(
+                    h,
+                    &[
+                        AttributeType::Label,
+                        AttributeType::KeyType,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                    ],
+                )?;
+                let mut key = TokenKey {
+                    label: String::new(),
+                    class: class_name(class),
+                    key_type: "other",
+                    sensitive: false,
+                    extractable: true,
+                };
+                for a in attrs {
+                    match a {
+                        Attribute::Label(l) => key.label = String::from_utf8_lossy(&l).into_owned(),
+                        Attribute::KeyType(t) if t == KeyType::EC => key.key_type = "ec",
+                        Attribute::KeyType(t) if t == KeyType::AES => key.key_type = "aes",
+                        Attribute::KeyType(t) if t == KeyType::GENERIC_SECRET => {
+                            key.key_type = "generic-secret"
+                        }
+                        Attribute::Sensitive(s) => key.sensitive = s,
+                        Attribute::Extractable(e) => key.extractable = e,
+                        _ => {}
+                    }
+                }
+                if class == ObjectClass::PUBLIC_KEY {
+                    // Public keys are neither sensitive nor secret.
+                    key.sensitive = true;
+                    key.extractable = false;
+                }
+                if key.label.starts_with(prefix) {
+                    out.push(key);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.label.cmp(&b.label).then(a.class.cmp(b.class)));
+        Ok(out)
+    }
+}
+
+/// `CKA_EC_POINT` is a DER OCTET STRING around the SEC1 point (PKCS#11 §2.3.3);
+/// some tokens return the bare point. Accept both.
+fn unwrap_ec_point(raw: &[u8]) -> Option<&[u8]> {
+    match raw {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 => Some(rest),
+        [0x04, ..] if raw.len() == 65 => Some(raw),
+        _ => None,
+    }
+}
+
+fn class_id(class: ObjectClass) -> u64 {
+    if class == ObjectClass::PRIVATE_KEY {
+        3
+    } else if class == ObjectClass::SECRET_KEY {
+        4
+    } else {
+        2
+    }
+}
+
+fn class_name(class: ObjectClass) -> &'static str {
+    match class_id(class) {
+        3 => "private",
+        4 => "secret",
+        _ => "public",
+    }
+}
+
+/// Loads the module, initializes it (tolerating an earlier initialization) and finds
+/// the token by label or serial.
+pub fn find_token(
+    ctx: &Pkcs11,
+    label: Option<&str>,
+    serial: Option<&str>,
+) -> Result<TokenInfo, HsmError> {
+    initialize(ctx)?;
+    let mut seen = Vec::new();
+    for slot in ctx.get_slots_with_token()? {
+        let info = ctx.get_token_info(slot)?;
+        let (l, s) = (
+            info.label().trim().to_string(),
+            info.serial_number().trim().to_string(),
+        );
+        let matches = label.is_none_or(|want| want == l) && serial.is_none_or(|want| want == s);
+        if matches {
+            let mechs = ctx.get_mechanism_list(slot)?;
+            return Ok(TokenInfo {
+                slot,
+                label: l,
+                serial: s,
+                manufacturer: info.manufacturer_id().trim().to_string(),
+                model: info.model().trim().to_string(),
+                has_ecdsa_sha256: mechs.contains(&cryptoki::mechanism::MechanismType::ECDSA_SHA256),
+            });
+        }
+        seen.push(l);
+    }
+    Err(HsmError::TokenNotFound {
+        wanted: label.or(serial).unwrap_or_default().to_string(),
+        seen,
+    })
+}
+
+/// `C_Initialize`, tolerating `CKR_CRYPTOKI_ALREADY_INITIALIZED`.
+pub fn initialize(ctx: &Pkcs11) -> Result<(), HsmError> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,195 @@
+//! Building the application (stores, HSM, routers) and running it until stopped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{App, AppState, admin_router, public_router};
+use crate::keys::{KeyRing, open_pool};
+use crate::store::{open_durable, open_session_store};
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    state: AppState,
+    public: TcpListener,
+    admin: TcpListener,
+}
+
+/// Process hardening at start (architecture.md §Process): no core dumps, not
+/// ptrace-able by other users, private file mode, not root unless allowed.
+pub fn harden_process(allow_root: bool) -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::stat::{Mode, umask};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).context("setrlimit(RLIMIT_CORE)")?;
+    nix::sys::prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE)")?;
+    umask(Mode::from_bits_truncate(0o077));
+    if nix::unistd::geteuid().is_root() && !allow_root {
+        anyhow::bail!(
+            "refusing to run as root: run as the symbolon system user, or set server.allow_root = true"
+        );
+    }
+    Ok(())
+}
+
+impl Application {
+    /// Opens the stores (migrating when configured), the HSM pool and key ring, and
+    /// binds both listeners.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.server.state_dir).with_context(|| {
+            format!(
+                "cannot create state directory {}",
+                config.server.state_dir.display()
+            )
+        })?;
+        let store = open_durable(&config).await.context("durable store")?;
+        if config.database.auto_migrate {
+            store.migrate().await.context("database migration")?;
+        }
+        let sessions = open_session_store(&config).context("session store")?;
+        let hsm_config = config.hsm.clone();
+        let pool = tokio::task::spawn_blocking(move || open_pool(&hsm_config))
+            .await
+            .context("HSM start-up task")?
+            .context("HSM")?;
+        tracing::info!(
+            token = %pool.token().label,
+            serial = %pool.token().serial,
+            workers = pool.workers(),
+            "HSM session pool ready"
+        );
+        let keys = KeyRing::open(pool, store.clone(), crate::ids::now_unix())
+            .await
+            .context("key ring")?;
+        let public = TcpListener::bind(config.server.public_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind public listener {}",
+                    config.server.public_listen
+                )
+            })?;
+        let admin = TcpListener::bind(config.server.admin_listen)
+            .await
+            .with_context(|| {
+                format!("cannot bind admin listener {}", config.server.admin_listen)
+            })?;
+        let state = AppState {
+            inner: Arc::new(App {
+                config,
+                keys,
+                store,
+                sessions,
+            }),
+        };
+        Ok(Self {
+            state,
+            public,
+            admin,
+        })
+    }
+
+    /// The bound public address.
+    pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains within `server.shutdown_grace`.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let grace = self.state.config.server.shutdown_grace;
+        let public =
+            public_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let admin =
+            admin_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let public_task = tokio::spawn(
+            axum::serve(self.public, public)
+                .with_graceful_shutdown(wait(stop_rx.clone()))
+                .into_future(),
+        );
+        let admin_task = tokio::spawn(
+            axum::serve(self.admin, admin)
+                .with_graceful_shutdown(wait(stop_rx.clone()))
+                .into_future(),
+        );
+        notify(&[sd_notify::NotifyState::Ready]);
+        tracing::info!(
+            public = %self.state.config.server.public_listen,
+            admin = %self.state.config.server.admin_listen,
+            "symbolon serving"
+        );
+        let watchdog = spawn_watchdog(self.state.clone());
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        let drained = tokio::time::timeout(grace, async {
+            let _ = public_task.await;
+            let _ = admin_task.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("requests still running after the shutdown grace period; exiting");
+        }
+        Ok(())
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(false, states)
+    {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Sends `WATCHDOG=1` at half the systemd watchdog interval while the HSM and store answer.
+fn spawn_watchdog(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec / 2);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let ok = state.keys.ping().await.is_ok() && state.store.ping().await.is_ok();
+            if ok {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::error!("watchdog check failed: HSM or database not answering");
+            }
+        }
+    }))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

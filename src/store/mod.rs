@@ -1,0 +1,215 @@
+//! Persistence. Two stores, each behind a trait so the embedded single-node default
+//! and the clustered engines are interchangeable (architecture.md §Stores):
+//! the durable store (enrollments, key catalog) and the session store (nonces and
+//! other short-lived state with a TTL).
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemorySessionStore;
+pub use sqlite::SqliteStore;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::keys::{CatalogEntry, KeyState};
+
+/// Durable store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the token id already has an active device")]
+    AlreadyEnrolled,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("stored row is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyEnrolled => ApiError::new(
+                ErrorCode::AlreadyEnrolled,
+                "this token id already has an active device; an operator must revoke it first",
+            ),
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "durable store unavailable");
+                ApiError::new(ErrorCode::Unavailable, "the database is not available")
+            }
+            other => {
+                tracing::error!(error = %other, "durable store error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// Status of an enrolled device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollmentStatus {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+impl EnrollmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentStatus::Active => "active",
+            EnrollmentStatus::Suspended => "suspended",
+            EnrollmentStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(EnrollmentStatus::Active),
+            "suspended" => Some(EnrollmentStatus::Suspended),
+            "revoked" => Some(EnrollmentStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// An enrolled device as stored. Push token and claims stay sealed
+/// (`keys::Envelope` text, the row id as AAD) until a caller opens them in the HSM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub id: String,
+    pub token_id: String,
+    pub device_id: String,
+    /// The device public key, JWK JSON text.
+    pub device_jwk: String,
+    pub device_name: String,
+    pub status: EnrollmentStatus,
+    pub status_reason: Option<String>,
+    pub push_provider: String,
+    pub push_token_sealed: Option<String>,
+    pub claims_sealed: String,
+    /// Names of the stored claims (never their values).
+    pub claim_names: Vec<String>,
+    /// The CA that issued the credential's signer, and the signer's serial (hex),
+    /// so a later CRL can suspend this enrollment.
+    pub ca_name: String,
+    pub signer_serial: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The durable store (SQLite for one node; PostgreSQL for a cluster).
+#[async_trait]
+pub trait DurableStore: Send + Sync + std::fmt::Debug {
+    /// A round trip to the database.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Applies pending migrations (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Every key of the catalog.
+    async fn list_keys(&self) -> Result<Vec<CatalogEntry>, StoreError>;
+    /// Inserts a key; `false` when the label was already there.
+    async fn insert_key(&self, entry: &CatalogEntry) -> Result<bool, StoreError>;
+    /// Moves a key to `state` at `at`.
+    async fn set_key_state(&self, label: &str, state: KeyState, at: i64) -> Result<(), StoreError>;
+
+    /// Stores a new active enrollment; `AlreadyEnrolled` when the token id has one.
+    async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError>;
+    /// The enrollment of a device id (any status).
+    async fn enrollment_by_device(&self, device_id: &str)
+    -> Result<Option<Enrollment>, StoreError>;
+    /// The active enrollment of a token id.
+    async fn active_enrollment(&self, token_id: &str) -> Result<Option<Enrollment>, StoreError>;
+    /// Suspends the active enrollments of these token ids; returns those changed.
+    async fn suspend_token_ids(
+        &self,
+        token_ids: &[String],
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Suspends active enrollments whose credential signer is (ca_name, serial); returns
+    /// the token ids changed.
+    async fn suspend_signer(
+        &self,
+        ca_name: &str,
+        serial: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Counts rows (for tests and status): enrollments in total.
+    async fn count_enrollments(&self) -> Result<i64, StoreError>;
+}
+
+/// Session-store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionStoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<SessionStoreError> for ApiError {
+    fn from(e: SessionStoreError) -> Self {
+        tracing::error!(error = %e, "session store unavailable");
+        ApiError::new(ErrorCode::Unavailable, "the session store is not available")
+    }
+}
+
+/// Short-lived shared state with TTLs, every operation atomic (memory for one node,
+/// Redis for a cluster).
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    async fn ping(&self) -> Result<(), SessionStoreError>;
+    /// Records a single-use nonce for `ttl`.
+    async fn put_nonce(&self, nonce: &str, ttl: Duration) -> Result<(), SessionStoreError>;
+    /// Consumes a nonce: `true` exactly once while it lives.
+    async fn take_nonce(&self, nonce: &str) -> Result<bool, SessionStoreError>;
+    /// Sliding-window counter: records one hit for `key` and tells whether the window
+    /// (`limit` hits per `window`) still allows it; when not, how long until it does.
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Result<(), Duration>, SessionStoreError>;
+}
+
+/// Opens the durable store named by the configuration.
+pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, StoreError> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(&url, &config.database).await?))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "unsupported database url scheme in {url:?}"
+        )))
+    }
+}
+
+/// Opens the session store named by the configuration.
+pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, SessionStoreError> {
+    match config.session_store.url.as_str() {
+        "memory://" => Ok(Arc::new(MemorySessionStore::new())),
+        other => Err(SessionStoreError::Unavailable(format!(
+            "unsupported session store url {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,59 @@
+//! Logging: journald with structured fields under systemd (`JOURNAL_STREAM` set),
+//! JSON lines otherwise, pretty on a terminal. `SYMBOLON_LOG` overrides the filter.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Installs the global subscriber. Safe to call once per process.
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<()> {
+    let directive = std::env::var("SYMBOLON_LOG").unwrap_or_else(|_| config.level.clone());
+    let filter = EnvFilter::try_new(&directive)?;
+    let format = match config.format {
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => LogFormat::Journald,
+        LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Pretty,
+        LogFormat::Auto => LogFormat::Json,
+        other => other,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Journald => {
+            let layer = tracing_journald::layer()?.with_syslog_identifier("symbolon".into());
+            registry.with(layer).try_init()?;
+        }
+        LogFormat::Pretty => {
+            registry
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .try_init()?;
+        }
+        LogFormat::Json | LogFormat::Auto => {
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr);
+            registry.with(layer).try_init()?;
+        }
+    }
+    Ok(())
+}
+
+/// A quiet logger for one-shot CLI commands: warnings and errors to stderr.
+pub fn init_cli() {
+    let filter =
+        EnvFilter::try_new(std::env::var("SYMBOLON_LOG").unwrap_or_else(|_| "warn".into()))
+            .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .without_time(),
+        )
+        .try_init();
+}
