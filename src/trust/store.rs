@@ -543,16 +543,16 @@ impl TrustStore {
         let mut report = RefreshReport::default();
         loop {
             let tree = Tree::build(config, &docs);
+            // Each document once per refresh, even when several services share it.
             let todo: Vec<Wanted> = tree
                 .wanted
                 .into_iter()
-                .filter(|w| !attempted.contains(&w.key))
+                .filter(|w| attempted.insert(w.key.clone()))
                 .collect();
-            if todo.is_empty() || attempted.len() >= MAX_DOCUMENTS {
+            if todo.is_empty() || attempted.len() > MAX_DOCUMENTS {
                 break;
             }
             for w in todo {
-                attempted.insert(w.key.clone());
                 let previous = old.docs.get(&w.key);
                 let max = match w.want {
                     Want::List(_) => MAX_LIST_BYTES,

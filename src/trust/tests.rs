@@ -1023,3 +1023,62 @@ fn names_match_case_and_space_insensitively() {
     assert!(cert::names_match(&a, &b));
     assert!(!cert::names_match(&a, &name("CN=AUS VDS CA 2,O=Test,C=AU")));
 }
+
+#[tokio::test]
+async fn shared_vrl_is_fetched_once() {
+    let f = Fixture::new();
+    let mut second = f.service();
+    second["name"] = json!("AUS VDS CA 2026 (copy)");
+    f.publish_tsl(1, NOW - 60, NOW + DAY, vec![f.service(), second]);
+    let store = TrustStore::load(&f.config(), &f.state_dir()).unwrap();
+    let report = store.refresh(NOW).await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    // gl, scheme, tsl, one VRL, one CRL (same CA, same URL).
+    assert_eq!(report.updated.len(), 5, "{:?}", report.updated);
+    assert!(
+        store
+            .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
+            .is_ok()
+    );
+}
+
+#[test]
+fn error_mapping() {
+    use crate::error::ApiError;
+    let cases = [
+        (
+            TrustError::Malformed("x".into()),
+            ErrorCode::InvalidRequest,
+            400,
+        ),
+        (
+            TrustError::Untrusted("x".into()),
+            ErrorCode::UntrustedCredential,
+            422,
+        ),
+        (
+            TrustError::Revoked("x".into()),
+            ErrorCode::RevokedCredential,
+            422,
+        ),
+        (
+            TrustError::Expired("x".into()),
+            ErrorCode::ExpiredCredential,
+            422,
+        ),
+        (
+            TrustError::Unavailable("TSL a/B is stale".into()),
+            ErrorCode::Unavailable,
+            503,
+        ),
+        (TrustError::NotConfigured, ErrorCode::Unavailable, 503),
+        (TrustError::Cache("disk".into()), ErrorCode::Internal, 500),
+    ];
+    for (e, code, status) in cases {
+        let api = ApiError::from(e);
+        assert_eq!((api.code, api.code.status()), (code, status));
+    }
+    let api = ApiError::from(TrustError::Unavailable("TSL a/B is stale".into()));
+    assert_eq!(api.detail, "TSL a/B is stale");
+    assert!(api.retry_after.is_some());
+}
