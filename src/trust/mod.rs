@@ -72,7 +72,7 @@ pub use config::TrustConfig;
 pub use seal::{Credential, Seal, SealHeader, SealSignature, parse_seal_for_fuzz};
 pub use store::{
     RefreshFailure, RefreshReport, RevokedSigner, TrustEntryStatus, TrustStatus, TrustStore,
-    VerifiedCredential,
+    VerifiedCredential, VerifiedSeal,
 };
 
 use crate::error::{ApiError, ErrorCode};
