@@ -1,0 +1,295 @@
+//! Bodies of the operator commands of vds.md §4. The lead wires the argument structs
+//! into the main clap tree; these functions print to stdout.
+
+use super::TrustError;
+use super::cert::{CaCert, Crl};
+use super::config::{SYMBOLON_ID, TrustConfig};
+use super::seal::{Credential, MAX_SEAL_BYTES, Seal, decode_vds};
+use super::store::{TrustStore, unix_now};
+use super::verify::{Anchor, CrlCheck, Policy, verify_seal};
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// `symbolon vds verify FILE [--ca CERT]... [--crl CRL]... [--at TIME]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VdsVerifyArgs {
+    /// The seal: its JSON, or that JSON base64/b64u-encoded.
+    pub file: PathBuf,
+    /// CA certificate (PEM or DER) to verify against instead of the trust lists; any
+    /// document type is then accepted.
+    #[arg(long = "ca", value_name = "CERT")]
+    pub ca: Vec<PathBuf>,
+    /// CRL (PEM or DER) of one of the `--ca` CAs.
+    #[arg(long = "crl", value_name = "CRL")]
+    pub crl: Vec<PathBuf>,
+    /// Verify as of this time: RFC 3339 or Unix seconds (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+/// `symbolon trust status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustStatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `symbolon trust refresh`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustRefreshArgs {}
+
+/// Verifies a seal file and prints its header, message and verdict. `Ok(true)` only
+/// when valid. Without `--ca` the configured trust lists and types apply (`trust`
+/// must then be given, loaded from the state directory's cache).
+pub fn vds_verify(args: &VdsVerifyArgs, trust: Option<&TrustStore>) -> anyhow::Result<bool> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    vds_verify_to(args, trust, &mut out)
+}
+
+/// [`vds_verify`] writing to `out`.
+pub fn vds_verify_to(
+    args: &VdsVerifyArgs,
+    trust: Option<&TrustStore>,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let now = match &args.at {
+        Some(t) => parse_time(t)?,
+        None => unix_now(),
+    };
+    let raw = read_capped(&args.file, 1024 * 1024)?;
+    let seal = match read_seal(&raw) {
+        Ok(seal) => seal,
+        Err(e) => {
+            writeln!(
+                out,
+                "INVALID ({}): {e}",
+                crate::error::ApiError::from(e.clone()).code
+            )?;
+            return Ok(false);
+        }
+    };
+    writeln!(out, "header: {}", serde_json::to_string(&seal.header)?)?;
+    writeln!(out, "message: {}", serde_json::to_string_pretty(&seal.msg)?)?;
+    let result = if args.ca.is_empty() {
+        if !args.crl.is_empty() {
+            anyhow::bail!("--crl needs --ca (the configured lists bring their own CRLs)");
+        }
+        let store = trust.context("no --ca given and no trust lists configured")?;
+        store.verify_seal(&seal, now).map(|v| {
+            format!(
+                "{} signed by {} ({}), signer serial {}",
+                v.doc_type,
+                v.ca_name,
+                v.territory.unwrap_or_default(),
+                v.signer_serial_hex
+            )
+        })
+    } else {
+        verify_with_files(args, &seal, now, out)?
+    };
+    match result {
+        Ok(summary) => {
+            writeln!(out, "VALID: {summary}")?;
+            Ok(true)
+        }
+        Err(e) => {
+            writeln!(
+                out,
+                "INVALID ({}): {e}",
+                crate::error::ApiError::from(e.clone()).code
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+fn verify_with_files(
+    args: &VdsVerifyArgs,
+    seal: &Seal,
+    now: i64,
+    out: &mut dyn Write,
+) -> anyhow::Result<Result<String, TrustError>> {
+    let mut cas = Vec::new();
+    for path in &args.ca {
+        let bytes = read_capped(path, 4 * 1024 * 1024)?;
+        let certs = CaCert::parse_file(&bytes).with_context(|| format!("{}", path.display()))?;
+        cas.extend(certs);
+    }
+    let mut crls = Vec::new();
+    for path in &args.crl {
+        let bytes = read_capped(path, super::cert::MAX_CRL_BYTES)?;
+        let crl = Crl::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+        let label = format!("CRL {}", path.display());
+        if !cas.iter().any(|ca| crl.verify(ca).is_ok()) {
+            writeln!(
+                out,
+                "warning: {label} is not signed by any --ca certificate; ignored"
+            )?;
+        }
+        crls.push((label, crl));
+    }
+    let names: Vec<String> = cas.iter().map(CaCert::subject).collect();
+    let anchors: Vec<Anchor<'_>> = cas
+        .iter()
+        .zip(&names)
+        .map(|(ca, name)| Anchor {
+            ca,
+            ca_name: name,
+            territory: None,
+            doc_types: None,
+            path: Vec::new(),
+            crls: crls
+                .iter()
+                .filter(|(_, crl)| crl.verify(ca).is_ok())
+                .map(|(label, crl)| CrlCheck {
+                    label,
+                    crl: Some(crl),
+                })
+                .collect(),
+            vrl: None,
+        })
+        .collect();
+    let credential = if seal.header.doc_type == SYMBOLON_ID {
+        match Credential::from_msg(&seal.msg) {
+            Ok(c) => Some(c),
+            Err(e) => return Ok(Err(e)),
+        }
+    } else {
+        None
+    };
+    let config = TrustConfig::default();
+    let policy = Policy {
+        accepted: None,
+        config: &config,
+        unknown_lists: Vec::new(),
+    };
+    Ok(
+        verify_seal(seal, credential.as_ref(), &anchors, &policy, now).map(|v| {
+            let anchor = &anchors[v.anchor];
+            let crl_note = if anchor.crls.is_empty() {
+                " (no CRL given for this CA)"
+            } else {
+                ""
+            };
+            format!(
+                "{} signed by {}, signer serial {}{crl_note}",
+                seal.header.doc_type, anchor.ca_name, v.signer.serial_hex
+            )
+        }),
+    )
+}
+
+/// Prints every list, CRL and VRL from the state directory's cache. `Ok(true)` when
+/// all are fresh.
+pub async fn trust_status(
+    args: &TrustStatusArgs,
+    config: &TrustConfig,
+    state_dir: &Path,
+) -> anyhow::Result<bool> {
+    let store = TrustStore::load(config, state_dir)?;
+    let status = store.status(unix_now());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+    } else {
+        print_status(&status, &mut out)?;
+    }
+    Ok(status.fresh)
+}
+
+/// Fetches everything now and prints what changed and what failed. `Ok(false)` on any
+/// failure (the caller exits non-zero).
+pub async fn trust_refresh(
+    _args: &TrustRefreshArgs,
+    config: &TrustConfig,
+    state_dir: &Path,
+) -> anyhow::Result<bool> {
+    let store = TrustStore::load(config, state_dir)?;
+    let report = store.refresh(unix_now()).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for name in &report.updated {
+        writeln!(out, "updated: {name}")?;
+    }
+    for f in &report.failed {
+        writeln!(out, "FAILED: {} ({}): {}", f.list, f.url, f.reason)?;
+    }
+    print_status(&store.status(unix_now()), &mut out)?;
+    Ok(report.failed.is_empty() && report.fresh)
+}
+
+fn print_status(status: &super::TrustStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    if !status.configured {
+        return writeln!(
+            out,
+            "trust lists are not configured (trust.governance_url is empty)"
+        );
+    }
+    writeln!(
+        out,
+        "trust: {} (oldest fetch {} s ago)",
+        if status.fresh { "fresh" } else { "NOT FRESH" },
+        status.age_s.map_or("-".into(), |a| a.to_string())
+    )?;
+    for e in &status.entries {
+        let opt = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+        writeln!(
+            out,
+            "{:<10} {:<40} seq={:<6} issued={:<11} next_update={:<11} {} {}{}",
+            e.kind,
+            e.name,
+            e.seq.map_or("-".into(), |s| s.to_string()),
+            opt(e.issued),
+            opt(e.next_update),
+            if e.fresh { "fresh" } else { "STALE" },
+            e.source,
+            e.error
+                .as_deref()
+                .map(|m| format!(" [{m}]"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// A seal file: JSON as is, or base64/b64u text (whitespace and line breaks ignored).
+fn read_seal(raw: &[u8]) -> Result<Seal, TrustError> {
+    let start = raw
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(raw.len());
+    if raw.get(start) == Some(&b'{') {
+        return Seal::parse(&raw[start..]);
+    }
+    let text: String = String::from_utf8_lossy(raw)
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = decode_vds(&text)?;
+    debug_assert!(bytes.len() <= MAX_SEAL_BYTES);
+    Seal::parse(&bytes)
+}
+
+fn read_capped(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() <= max,
+        "{} is larger than {max} bytes",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+/// RFC 3339 or Unix seconds.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("--at {s:?} is neither RFC 3339 nor Unix seconds"))?;
+    Ok(t.unix_timestamp())
+}
