@@ -47,7 +47,7 @@ pub struct TokenKey {
 
 /// A session plus the handles found through it.
 pub struct TokenSession {
-    session: Session,
+    pub(crate) session: Session,
     info: TokenInfo,
     handles: HashMap<(u64, String), ObjectHandle>,
 }
@@ -83,7 +83,8 @@ impl TokenSession {
         Ok(())
     }
 
-    fn find(&mut self, class: ObjectClass, label: &str) -> Result<ObjectHandle, HsmError> {
+    /// The handle of the object `label` of `class`, found once per session.
+    pub(crate) fn find(&mut self, class: ObjectClass, label: &str) -> Result<ObjectHandle, HsmError> {
         let key = (class_id(class), label.to_string());
         if let Some(h) = self.handles.get(&key) {
             return Ok(*h);
