@@ -86,23 +86,14 @@ pub struct HsmConfig {
 
 impl Default for HsmConfig {
     fn default() -> Self {
-        Self {
-            uri: String::new(),
-            workers: 0,
-            queue_depth: 1024,
-            deadline: Duration::from_secs(2),
-        }
+        Self { uri: String::new(), workers: 0, queue_depth: 1024, deadline: Duration::from_secs(2) }
     }
 }
 
 impl HsmConfig {
     /// Worker count with `0` resolved to the number of cores.
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        }
+        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
     }
 }
 
@@ -121,12 +112,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: String::new(),
-            auto_migrate: true,
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(3),
-        }
+        Self { url: String::new(), auto_migrate: true, max_connections: 8, acquire_timeout: Duration::from_secs(3) }
     }
 }
 
@@ -140,9 +126,7 @@ pub struct SessionStoreConfig {
 
 impl Default for SessionStoreConfig {
     fn default() -> Self {
-        Self {
-            url: "memory://".into(),
-        }
+        Self { url: "memory://".into() }
     }
 }
 
@@ -160,10 +144,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Auto,
-        }
+        Self { level: "info".into(), format: LogFormat::Auto }
     }
 }
 
@@ -191,10 +172,7 @@ pub struct DeviceConfig {
 
 impl Default for DeviceConfig {
     fn default() -> Self {
-        Self {
-            iat_skew: Duration::from_secs(120),
-            enroll_nonce_ttl: Duration::from_secs(300),
-        }
+        Self { iat_skew: Duration::from_secs(120), enroll_nonce_ttl: Duration::from_secs(300) }
     }
 }
 
@@ -210,10 +188,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            body_max_bytes: 64 * 1024,
-            enroll_per_ip_per_minute: 30,
-        }
+        Self { body_max_bytes: 64 * 1024, enroll_per_ip_per_minute: 30 }
     }
 }
 
@@ -246,14 +221,8 @@ impl Config {
     fn require_file(file: &Path) -> Result<(), Vec<ConfigProblem>> {
         match std::fs::metadata(file) {
             Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(vec![problem(
-                "(file)",
-                format!("{} is not a file", file.display()),
-            )]),
-            Err(e) => Err(vec![problem(
-                "(file)",
-                format!("cannot read {}: {e}", file.display()),
-            )]),
+            Ok(_) => Err(vec![problem("(file)", format!("{} is not a file", file.display()))]),
+            Err(e) => Err(vec![problem("(file)", format!("cannot read {}: {e}", file.display()))]),
         }
     }
 
@@ -263,27 +232,14 @@ impl Config {
             Self::require_file(file)?;
             figment = figment.merge(Toml::file_exact(file));
         }
-        Ok(figment.merge(
-            Env::prefixed("SYMBOLON_")
-                .split("__")
-                .ignore(NON_CONFIG_ENV),
-        ))
+        Ok(figment.merge(Env::prefixed("SYMBOLON_").split("__").ignore(NON_CONFIG_ENV)))
     }
 
     /// Extracts section by section so that one run reports every bad section, then
     /// validates the values themselves.
     fn from_figment(figment: Figment) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let known = [
-            "server",
-            "hsm",
-            "database",
-            "session_store",
-            "telemetry",
-            "device",
-            "limits",
-            "trust",
-        ];
+        let known = ["server", "hsm", "database", "session_store", "telemetry", "device", "limits", "trust"];
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
                 for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -296,12 +252,7 @@ impl Config {
         section(&figment, "server", &mut config.server, &mut problems);
         section(&figment, "hsm", &mut config.hsm, &mut problems);
         section(&figment, "database", &mut config.database, &mut problems);
-        section(
-            &figment,
-            "session_store",
-            &mut config.session_store,
-            &mut problems,
-        );
+        section(&figment, "session_store", &mut config.session_store, &mut problems);
         section(&figment, "telemetry", &mut config.telemetry, &mut problems);
         section(&figment, "device", &mut config.device, &mut problems);
         section(&figment, "limits", &mut config.limits, &mut problems);
@@ -309,21 +260,14 @@ impl Config {
         if problems.is_empty() {
             problems.extend(config.validate());
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if self.hsm.uri.trim().is_empty() {
-            p.push(problem(
-                "hsm.uri",
-                "required: the PKCS#11 URI of the token".into(),
-            ));
+            p.push(problem("hsm.uri", "required: the PKCS#11 URI of the token".into()));
         } else if let Err(e) = crate::keys::Pkcs11Uri::parse(&self.hsm.uri) {
             p.push(problem("hsm.uri", e.to_string()));
         }
@@ -333,67 +277,39 @@ impl Config {
         if self.hsm.deadline.is_zero() {
             p.push(problem("hsm.deadline", "must be greater than zero".into()));
         }
-        if !(self.server.issuer.starts_with("https://")
-            || self.server.issuer.starts_with("http://"))
-        {
+        if !(self.server.issuer.starts_with("https://") || self.server.issuer.starts_with("http://")) {
             p.push(problem("server.issuer", "must be an http(s) URL".into()));
         }
         if self.server.public_listen == self.server.admin_listen {
-            p.push(problem(
-                "server.admin_listen",
-                "must differ from server.public_listen".into(),
-            ));
+            p.push(problem("server.admin_listen", "must differ from server.public_listen".into()));
         }
         let url = self.database_url();
         if !url.starts_with("sqlite:") {
-            p.push(problem(
-                "database.url",
-                "unsupported scheme (expected sqlite://PATH)".into(),
-            ));
+            p.push(problem("database.url", "unsupported scheme (expected sqlite://PATH)".into()));
         }
         if self.database.max_connections == 0 {
-            p.push(problem(
-                "database.max_connections",
-                "must be at least 1".into(),
-            ));
+            p.push(problem("database.max_connections", "must be at least 1".into()));
         }
         if self.session_store.url != "memory://" {
-            p.push(problem(
-                "session_store.url",
-                "unsupported (expected memory://)".into(),
-            ));
+            p.push(problem("session_store.url", "unsupported (expected memory://)".into()));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.level) {
             p.push(problem("telemetry.level", e.to_string()));
         }
         if self.device.iat_skew.is_zero() {
-            p.push(problem(
-                "device.iat_skew",
-                "must be greater than zero".into(),
-            ));
+            p.push(problem("device.iat_skew", "must be greater than zero".into()));
         }
         if self.limits.body_max_bytes < 1024 {
-            p.push(problem(
-                "limits.body_max_bytes",
-                "must be at least 1024".into(),
-            ));
+            p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
-        p.extend(
-            self.trust
-                .validate()
-                .into_iter()
-                .map(|(path, message)| ConfigProblem { path, message }),
-        );
+        p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
     }
 
     /// The durable store URL with the default resolved.
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
-            format!(
-                "sqlite://{}",
-                self.server.state_dir.join("symbolon.db").display()
-            )
+            format!("sqlite://{}", self.server.state_dir.join("symbolon.db").display())
         } else {
             self.database.url.clone()
         }
@@ -401,10 +317,7 @@ impl Config {
 }
 
 fn problem(path: &str, message: String) -> ConfigProblem {
-    ConfigProblem {
-        path: path.to_string(),
-        message,
-    }
+    ConfigProblem { path: path.to_string(), message }
 }
 
 fn section<T: serde::de::DeserializeOwned>(

@@ -25,10 +25,7 @@ impl Inner {
             return;
         }
         self.nonces.retain(|_, exp| *exp > now);
-        self.windows.retain(|_, (window, hits)| {
-            hits.back()
-                .is_some_and(|last| now.duration_since(*last) < *window)
-        });
+        self.windows.retain(|_, (window, hits)| hits.back().is_some_and(|last| now.duration_since(*last) < *window));
     }
 }
 
@@ -44,9 +41,7 @@ impl MemorySessionStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, SessionStoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| SessionStoreError::Unavailable("poisoned lock".into()))
+        self.inner.lock().map_err(|_| SessionStoreError::Unavailable("poisoned lock".into()))
     }
 }
 
@@ -70,30 +65,17 @@ impl SessionStore for MemorySessionStore {
         Ok(inner.nonces.remove(nonce).is_some_and(|exp| exp > now))
     }
 
-    async fn hit(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<Result<(), Duration>, SessionStoreError> {
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError> {
         let now = Instant::now();
         let mut inner = self.lock()?;
         inner.sweep(now);
-        let (w, hits) = inner
-            .windows
-            .entry(key.to_string())
-            .or_insert_with(|| (window, VecDeque::new()));
+        let (w, hits) = inner.windows.entry(key.to_string()).or_insert_with(|| (window, VecDeque::new()));
         *w = window;
-        while hits
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
+        while hits.front().is_some_and(|t| now.duration_since(*t) >= window) {
             hits.pop_front();
         }
         if hits.len() >= limit as usize {
-            let wait = hits.front().map_or(window, |first| {
-                window.saturating_sub(now.duration_since(*first))
-            });
+            let wait = hits.front().map_or(window, |first| window.saturating_sub(now.duration_since(*first)));
             return Ok(Err(wait));
         }
         hits.push_back(now);
@@ -121,24 +103,10 @@ mod tests {
     async fn sliding_window() {
         let s = MemorySessionStore::new();
         for _ in 0..3 {
-            assert!(
-                s.hit("k", 3, Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .is_ok()
-            );
+            assert!(s.hit("k", 3, Duration::from_secs(60)).await.unwrap().is_ok());
         }
-        let wait = s
-            .hit("k", 3, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap_err();
+        let wait = s.hit("k", 3, Duration::from_secs(60)).await.unwrap().unwrap_err();
         assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(50));
-        assert!(
-            s.hit("other", 3, Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_ok()
-        );
+        assert!(s.hit("other", 3, Duration::from_secs(60)).await.unwrap().is_ok());
     }
 }

@@ -109,9 +109,9 @@ pub struct Enrollment {
     pub claims_sealed: String,
     /// Names of the stored claims (never their values).
     pub claim_names: Vec<String>,
-    /// The CA that issued the credential's signer, and the signer's serial (hex),
+    /// SHA-256 (hex) of the CA that issued the credential's signer, and the signer's serial (hex),
     /// so a later CRL can suspend this enrollment.
-    pub ca_name: String,
+    pub ca_sha256: String,
     pub signer_serial: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -135,22 +135,16 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// Stores a new active enrollment; `AlreadyEnrolled` when the token id has one.
     async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError>;
     /// The enrollment of a device id (any status).
-    async fn enrollment_by_device(&self, device_id: &str)
-    -> Result<Option<Enrollment>, StoreError>;
+    async fn enrollment_by_device(&self, device_id: &str) -> Result<Option<Enrollment>, StoreError>;
     /// The active enrollment of a token id.
     async fn active_enrollment(&self, token_id: &str) -> Result<Option<Enrollment>, StoreError>;
     /// Suspends the active enrollments of these token ids; returns those changed.
-    async fn suspend_token_ids(
-        &self,
-        token_ids: &[String],
-        reason: &str,
-        at: i64,
-    ) -> Result<Vec<String>, StoreError>;
-    /// Suspends active enrollments whose credential signer is (ca_name, serial); returns
+    async fn suspend_token_ids(&self, token_ids: &[String], reason: &str, at: i64) -> Result<Vec<String>, StoreError>;
+    /// Suspends active enrollments whose credential signer is (ca_sha256, serial); returns
     /// the token ids changed.
     async fn suspend_signer(
         &self,
-        ca_name: &str,
+        ca_sha256: &str,
         serial: &str,
         reason: &str,
         at: i64,
@@ -184,12 +178,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn take_nonce(&self, nonce: &str) -> Result<bool, SessionStoreError>;
     /// Sliding-window counter: records one hit for `key` and tells whether the window
     /// (`limit` hits per `window`) still allows it; when not, how long until it does.
-    async fn hit(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<Result<(), Duration>, SessionStoreError>;
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError>;
 }
 
 /// Opens the durable store named by the configuration.
@@ -198,9 +187,7 @@ pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, Stor
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(&url, &config.database).await?))
     } else {
-        Err(StoreError::Unavailable(format!(
-            "unsupported database url scheme in {url:?}"
-        )))
+        Err(StoreError::Unavailable(format!("unsupported database url scheme in {url:?}")))
     }
 }
 
@@ -208,8 +195,6 @@ pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, Stor
 pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, SessionStoreError> {
     match config.session_store.url.as_str() {
         "memory://" => Ok(Arc::new(MemorySessionStore::new())),
-        other => Err(SessionStoreError::Unavailable(format!(
-            "unsupported session store url {other:?}"
-        ))),
+        other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
     }
 }
