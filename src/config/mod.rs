@@ -16,8 +16,6 @@ use crate::trust::TrustConfig;
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/symbolon/symbolon.toml";
 
-/// Environment variables with the `SYMBOLON_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["hsm_pin", "config", "log"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -232,7 +230,7 @@ impl Config {
             Self::require_file(file)?;
             figment = figment.merge(Toml::file_exact(file));
         }
-        Ok(figment.merge(Env::prefixed("SYMBOLON_").split("__").ignore(NON_CONFIG_ENV)))
+        Ok(figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.'))))
     }
 
     /// Extracts section by section so that one run reports every bad section, then
@@ -359,6 +357,22 @@ fn figment_problems(err: figment::Error, section: &str) -> Vec<ConfigProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_overrides_sections_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[hsm]\nuri = \"pkcs11:token=t?module-path=/x.so\"\nworkers = 2\n")?;
+            jail.set_env("SYMBOLON_HSM__WORKERS", "3");
+            jail.set_env("SYMBOLON_SERVER__SHUTDOWN_GRACE", "90s");
+            // Not configuration: top-level SYMBOLON_ variables (PIN, binary paths, log filter).
+            jail.set_env("SYMBOLON_HSM_PIN", "1234");
+            jail.set_env("SYMBOLON_BIN", "/x");
+            let c = Config::load(Some(Path::new("c.toml"))).map_err(|p| format!("{p:?}"))?;
+            assert_eq!(c.hsm.workers, 3);
+            assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_plus_uri_validate() {

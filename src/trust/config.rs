@@ -79,8 +79,9 @@ impl TrustConfig {
                 );
             }
         }
-        if self.refresh < Duration::from_secs(10) {
-            bad("refresh", "must be at least 10s".into());
+        // Short periods are for tests and file:// lists; production uses minutes or hours.
+        if self.refresh < Duration::from_secs(1) {
+            bad("refresh", "must be at least 1s".into());
         }
         if self.fetch_timeout.is_zero() {
             bad("fetch_timeout", "must be greater than 0".into());

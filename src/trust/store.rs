@@ -562,6 +562,10 @@ impl TrustStore {
             return Err(TrustError::NotConfigured);
         }
         let seal = parse_vds(vds)?;
+        // Structure first (vds.md §6 rule 1): an enrollment needs the profile's `tid`
+        // and well-formed dates whatever the document type, so a seal without them is
+        // `400 invalid_request` before any signature or type check.
+        Credential::from_msg(&seal.msg)?;
         let v = self.verify_seal(&seal, now)?;
         let credential =
             v.credential.ok_or_else(|| TrustError::Untrusted("document type is not accepted for enrollment".into()))?;
