@@ -65,7 +65,8 @@ async fn every_fixture_seal_gets_its_expected_outcome_and_rejections_leave_no_ro
     for seal in &env.chain.manifest.seals {
         let device = Device::generate();
         let before = store.count_enrollments().await.unwrap();
-        let r = env.client.enroll(&device, &seal.vds, Push::Fcm { token: "fcm-token-secret-1".into() }, "Pixel 9").await;
+        let r =
+            env.client.enroll(&device, &seal.vds, Push::Fcm { token: "fcm-token-secret-1".into() }, "Pixel 9").await;
         match (outcome_code(&seal.expected), r) {
             (None, Ok(body)) => {
                 enrolled += 1;
@@ -108,7 +109,8 @@ async fn malformed_device_jws_get_their_codes() {
     for fault in JwsFault::ALL {
         let device = Device::generate();
         let challenge = env.client.challenge().await.unwrap();
-        let payload = EnrollPayload { vds: seal.vds.clone(), push: Push::None, device_name: "x".into(), iat: unix_now() };
+        let payload =
+            EnrollPayload { vds: seal.vds.clone(), push: Push::None, device_name: "x".into(), iat: unix_now() };
         let jws = device.enrollment_jws_with(&challenge.nonce, &payload, fault);
         let err = env.client.post_jose::<Value>("/v1/enroll", jws).await.unwrap_err();
         let (status, got) = code(&err);
@@ -196,11 +198,7 @@ async fn per_ip_rate_limit_on_enroll() {
     for _ in 0..5 {
         env.client.challenge().await.unwrap();
     }
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/enroll/challenge", env.server.public_url))
-        .send()
-        .await
-        .unwrap();
+    let r = reqwest::Client::new().post(format!("{}/v1/enroll/challenge", env.server.public_url)).send().await.unwrap();
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));

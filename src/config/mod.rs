@@ -16,7 +16,6 @@ use crate::trust::TrustConfig;
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/symbolon/symbolon.toml";
 
-
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,8 +26,68 @@ pub struct Config {
     pub session_store: SessionStoreConfig,
     pub telemetry: TelemetryConfig,
     pub device: DeviceConfig,
+    pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub trust: TrustConfig,
+    /// Relying parties (`[[services]]`).
+    pub services: Vec<ServiceConfig>,
+}
+
+/// A relying party.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `service_id` in the protocol, `aud` of identity tokens.
+    pub id: String,
+    /// Shown to the user on the phone.
+    pub name: String,
+    /// Scopes this service may request (protocol.md §7.3).
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
+    /// Browser origins allowed to start sessions (`Origin` header), e.g. `https://rp.example`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// The scopes of protocol.md §7.3, in table order.
+pub const SCOPES: [&str; 5] = ["name", "birthdate", "age", "nationality", "document"];
+
+/// Authentication sessions (protocol.md §5, §6, §7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Life of a session and its OTP.
+    #[serde(with = "humantime_serde")]
+    pub otp_ttl: Duration,
+    /// OTP length, 6 to 8.
+    pub otp_digits: u8,
+    /// Pending sessions allowed per token id.
+    pub max_pending: u32,
+    /// Failed verifies that lock a session.
+    pub session_max_failures: u32,
+    /// Life of identity tokens.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// How long after `expires_at` the browser token still reads the outcome.
+    #[serde(with = "humantime_serde")]
+    pub browser_grace: Duration,
+    /// Time the browser has to send `hello` on the WebSocket.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            otp_ttl: Duration::from_secs(120),
+            otp_digits: 6,
+            max_pending: 3,
+            session_max_failures: 5,
+            token_ttl: Duration::from_secs(300),
+            browser_grace: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Listeners, identity and process settings.
@@ -182,11 +241,33 @@ pub struct LimitsConfig {
     pub body_max_bytes: usize,
     /// Requests per client IP per minute to `/v1/enroll*`.
     pub enroll_per_ip_per_minute: u32,
+    /// Requests per client IP per minute to `/v1/auth/initiate`.
+    pub initiate_per_ip_per_minute: u32,
+    /// Initiates per token id per minute (push-bombing guard).
+    pub initiate_per_token_per_minute: u32,
+    /// Failure units per token id within `failure_window` that lock it out.
+    pub failure_units: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Units a failed verify costs.
+    pub verify_failure_cost: u32,
+    /// How long a token id stays locked out.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { body_max_bytes: 64 * 1024, enroll_per_ip_per_minute: 30 }
+        Self {
+            body_max_bytes: 64 * 1024,
+            enroll_per_ip_per_minute: 30,
+            initiate_per_ip_per_minute: 60,
+            initiate_per_token_per_minute: 5,
+            failure_units: 10,
+            failure_window: Duration::from_secs(60),
+            verify_failure_cost: 2,
+            lockout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -253,7 +334,9 @@ impl Config {
         section(&figment, "session_store", &mut config.session_store, &mut problems);
         section(&figment, "telemetry", &mut config.telemetry, &mut problems);
         section(&figment, "device", &mut config.device, &mut problems);
+        section(&figment, "auth", &mut config.auth, &mut problems);
         section(&figment, "limits", &mut config.limits, &mut problems);
+        section(&figment, "services", &mut config.services, &mut problems);
         section(&figment, "trust", &mut config.trust, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
@@ -297,11 +380,57 @@ impl Config {
         if self.device.iat_skew.is_zero() {
             p.push(problem("device.iat_skew", "must be greater than zero".into()));
         }
+        if !(6..=8).contains(&self.auth.otp_digits) {
+            p.push(problem("auth.otp_digits", "must be 6, 7 or 8".into()));
+        }
+        if self.auth.otp_ttl < Duration::from_secs(10) {
+            p.push(problem("auth.otp_ttl", "must be at least 10s".into()));
+        }
+        if self.auth.max_pending == 0 || self.auth.session_max_failures == 0 {
+            p.push(problem("auth.max_pending", "max_pending and session_max_failures must be at least 1".into()));
+        }
+        if self.auth.token_ttl < Duration::from_secs(10) {
+            p.push(problem("auth.token_ttl", "must be at least 10s".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = |f: &str| format!("services[{i}].{f}");
+            if s.id.is_empty() || s.id.len() > 128 {
+                p.push(problem(&at("id"), "must be 1..128 characters".into()));
+            }
+            if !seen.insert(s.id.as_str()) {
+                p.push(problem(&at("id"), format!("duplicate service id {:?}", s.id)));
+            }
+            if s.name.is_empty() {
+                p.push(problem(&at("name"), "must not be empty".into()));
+            }
+            for scope in &s.allowed_scopes {
+                if !SCOPES.contains(&scope.as_str()) {
+                    p.push(problem(&at("allowed_scopes"), format!("unknown scope {scope:?} (known: {SCOPES:?})")));
+                }
+            }
+            for origin in &s.allowed_origins {
+                let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/')
+                    && origin.matches('/').count() == 2;
+                if !ok {
+                    p.push(problem(
+                        &at("allowed_origins"),
+                        format!("{origin:?} is not an origin like https://rp.example"),
+                    ));
+                }
+            }
+        }
         if self.limits.body_max_bytes < 1024 {
             p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
+    }
+
+    /// The relying party with this id.
+    pub fn service(&self, id: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.id == id)
     }
 
     /// The durable store URL with the default resolved.

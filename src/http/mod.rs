@@ -1,6 +1,7 @@
 //! HTTP: routers for the public and admin listeners, extractors, middleware.
 //! Handlers parse and authorize here, decide in `service/`, persist in `store/`.
 
+mod auth;
 mod enroll;
 pub mod extract;
 mod health;
@@ -46,7 +47,14 @@ pub fn public_router(state: AppState) -> Router {
     let router = Router::new()
         .route("/health", get(health::health))
         .route("/v1/enroll/challenge", post(enroll::challenge))
-        .route("/v1/enroll", post(enroll::enroll));
+        .route("/v1/enroll", post(enroll::enroll))
+        .route("/v1/auth/initiate", post(auth::initiate))
+        .route("/v1/auth/sessions/{id}", get(auth::poll))
+        .route("/v1/auth/sessions/{id}/ws", get(auth::websocket))
+        .route("/v1/device/pending", post(auth::device_pending))
+        .route("/v1/auth/verify", post(auth::verify))
+        .route("/jwks", get(auth::jwks))
+        .route("/.well-known/jwks.json", get(auth::jwks));
     common_layers(router.fallback(health::not_found), &state)
 }
 

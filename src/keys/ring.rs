@@ -182,6 +182,12 @@ impl KeyRing {
         Ok((key, sig))
     }
 
+    /// ES256 over `message` with the named key pair (its `kid` is already in a header).
+    pub async fn sign_with(&self, label: &str, message: Vec<u8>) -> Result<[u8; 64], HsmError> {
+        let l = label.to_string();
+        self.pool.run(move |s| s.sign_es256(&l, &message)).await
+    }
+
     /// HMAC-SHA256 with the named secret key (OTP keys are named on their session).
     pub async fn hmac(&self, label: &str, message: Vec<u8>) -> Result<[u8; 32], HsmError> {
         let l = label.to_string();

@@ -1,9 +1,12 @@
 //! The domain: enrollment, authentication sessions, OTPs, identity tokens, claims.
 //! Nothing here knows HTTP; handlers in `http/` call these and map [`ApiError`]s.
 
+pub mod auth;
 pub mod claims;
 pub mod enroll;
+pub mod idtoken;
 pub mod jws;
+pub mod otp;
 
 use std::sync::Arc;
 
