@@ -7,6 +7,7 @@ pub mod device;
 pub mod fixtures;
 pub mod jose;
 pub mod server;
+pub mod signin;
 pub mod token;
 pub mod trustenv;
 

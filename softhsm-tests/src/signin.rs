@@ -1,0 +1,83 @@
+//! A server with a relying party, an enrolled reference device and a browser client
+//! (HTTP + WebSocket) for sign-in tests and benchmarks.
+
+use serde_json::Value;
+
+use crate::device::client::DeviceClient;
+use crate::device::{Device, Push};
+use crate::trustenv::FixtureChain;
+use crate::{ServerOptions, TestServer, TestToken};
+
+/// The relying party every sign-in test uses.
+pub const SERVICE_TOML: &str = r#"
+[[services]]
+id = "rp1"
+name = "Demo Bank"
+allowed_scopes = ["name", "birthdate", "age", "nationality", "document"]
+allowed_origins = ["https://rp.example"]
+
+[[services]]
+id = "rp2"
+name = "Age Check"
+allowed_scopes = ["age"]
+allowed_origins = []
+"#;
+
+/// Limits relaxed so that tests exercise one limit at a time.
+pub const RELAXED_LIMITS: &str = "[limits]\nenroll_per_ip_per_minute = 100000\ninitiate_per_ip_per_minute = 100000\n";
+
+/// A running server with an enrolled device.
+pub struct SignIn {
+    pub token: TestToken,
+    pub chain: FixtureChain,
+    pub server: TestServer,
+    pub device: Device,
+    pub device_client: DeviceClient,
+    /// The enrolled token id.
+    pub token_id: String,
+}
+
+impl SignIn {
+    /// Starts a server with `extra` TOML (after the services and relaxed limits) and
+    /// enrolls a device with the `valid_full` fixture seal.
+    pub async fn start(extra: &str, options: ServerOptions) -> anyhow::Result<Self> {
+        let token = TestToken::new()?;
+        Self::start_with_token(token, extra, options).await
+    }
+
+    /// As [`SignIn::start`] with a token prepared by the caller.
+    pub async fn start_with_token(token: TestToken, extra: &str, options: ServerOptions) -> anyhow::Result<Self> {
+        let chain = FixtureChain::new()?;
+        let extra_toml =
+            format!("{}\n{SERVICE_TOML}\n{RELAXED_LIMITS}\n{extra}\n{}", chain.trust_toml("1h"), options.extra_toml);
+        let server = TestServer::start(&token, ServerOptions { extra_toml, ..options })?;
+        let device_client = DeviceClient::new(&server.public_url)?;
+        let device = Device::generate();
+        let seal = chain.manifest.seal("valid_full").ok_or_else(|| anyhow::anyhow!("no valid_full seal"))?;
+        device_client.enroll(&device, &seal.vds, Push::None, "test phone").await?;
+        let token_id = seal.tid.clone().unwrap_or_default();
+        Ok(Self { token, chain, server, device, device_client, token_id })
+    }
+
+    /// `POST /v1/auth/initiate`; returns (status, body).
+    pub async fn initiate(
+        &self,
+        token_id: &str,
+        service: &str,
+        scopes: &[&str],
+    ) -> anyhow::Result<(u16, Value, reqwest::header::HeaderMap)> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/auth/initiate", self.server.public_url))
+            .json(&serde_json::json!({"token_id": token_id, "service_id": service, "scopes": scopes}))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        Ok((status, r.json().await?, headers))
+    }
+
+    /// The WebSocket URL of a session.
+    pub fn ws_url(&self, session_id: &str) -> String {
+        format!("{}/v1/auth/sessions/{session_id}/ws", self.server.public_url.replace("http://", "ws://"))
+    }
+}
