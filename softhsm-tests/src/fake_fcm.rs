@@ -276,6 +276,28 @@ impl ServiceAccountFixture {
         Self::from_key(&key, project_id, token_uri)
     }
 
+    /// Reads a service-account JSON written by [`Self::write_to`] (the demo reuses one
+    /// across restarts of `fake-fcm`).
+    pub fn from_json(json: &str) -> anyhow::Result<Self> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let v: Value = serde_json::from_str(json).context("service-account JSON")?;
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("service-account JSON has no {k}"))
+        };
+        let key = RsaPrivateKey::from_pkcs8_pem(&field("private_key")?)
+            .context("private_key is not a PKCS#8 RSA key")?;
+        Ok(Self {
+            json: json.to_owned(),
+            public_key: key.to_public_key(),
+            project_id: field("project_id")?,
+            client_email: field("client_email")?,
+            private_key_id: field("private_key_id")?,
+            token_uri: field("token_uri")?,
+        })
+    }
+
     /// The JSON for an existing key.
     pub fn from_key(
         key: &RsaPrivateKey,

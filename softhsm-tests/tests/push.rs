@@ -552,15 +552,27 @@ async fn a_key_the_fake_does_not_trust_is_refused_permanently() {
         ..rig.config.clone()
     };
     let client = FcmClient::new(&config, Arc::new(pool)).unwrap();
-    let err = client.send(&auth_push("s", "dev", 120)).await.unwrap_err();
-    match &err {
-        PushError::TokenRefused { status, error, .. } => {
-            assert_eq!(*status, 400);
-            assert_eq!(error, "invalid_grant");
+    // Three concurrent sends share the outcome of one token fetch.
+    let pushes: Vec<AuthPush> = (1..=3)
+        .map(|n| auth_push(&format!("s{n}"), "dev", 120))
+        .collect();
+    let (a, b, c) = tokio::join!(
+        client.send(&pushes[0]),
+        client.send(&pushes[1]),
+        client.send(&pushes[2]),
+    );
+    for result in [a, b, c] {
+        let err = result.unwrap_err();
+        match &err {
+            PushError::TokenRefused { status, error, .. } => {
+                assert_eq!(*status, 400);
+                assert_eq!(error, "invalid_grant");
+            }
+            other => panic!("unexpected {other:?}"),
         }
-        other => panic!("unexpected {other:?}"),
+        assert!(err.is_permanent());
     }
-    assert!(err.is_permanent());
+    assert_eq!(rig.fake.token_requests(), 1);
     assert!(rig.fake.messages().is_empty());
     let _ = &rig.account;
 }

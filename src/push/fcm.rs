@@ -29,13 +29,21 @@ struct AccessToken {
     refresh_at: Instant,
 }
 
+/// The cached token and the last failed fetch, under one lock so that callers who
+/// waited for a fetch share its outcome instead of each trying again.
+#[derive(Default)]
+struct TokenCache {
+    token: Option<AccessToken>,
+    failed: Option<(Instant, PushError)>,
+}
+
 /// Sends FCM HTTP v1 data messages for one service account.
 pub struct FcmClient {
     http: reqwest::Client,
     send_url: String,
     identity: AssertionIdentity,
     signer: Arc<dyn AssertionSigner>,
-    token: Mutex<Option<AccessToken>>,
+    token: Mutex<TokenCache>,
     token_fetches: AtomicU64,
 }
 
@@ -120,7 +128,7 @@ impl FcmClient {
                 key_label: config.key_label.clone(),
             },
             signer,
-            token: Mutex::new(None),
+            token: Mutex::new(TokenCache::default()),
             token_fetches: AtomicU64::new(0),
         })
     }
@@ -192,24 +200,47 @@ impl FcmClient {
 
     /// The cached access token, or a new one. Concurrent callers wait for one fetch.
     async fn access_token(&self) -> Result<SecretString, PushError> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+        let waiting_since = Instant::now();
+        let mut cache = self.token.lock().await;
+        if let Some(t) = cache
+            .token
+            .as_ref()
+            .filter(|t| Instant::now() < t.refresh_at)
+        {
             return Ok(t.value.clone());
         }
-        let fresh = self.fetch_token().await?;
-        let value = fresh.value.clone();
-        *cached = Some(fresh);
-        Ok(value)
+        if let Some((at, e)) = cache.failed.as_ref().filter(|(at, _)| *at >= waiting_since) {
+            tracing::debug!(
+                failed_ms_ago = at.elapsed().as_millis() as u64,
+                "sharing the outcome of a failed token fetch"
+            );
+            return Err(e.shared_copy());
+        }
+        match self.fetch_token().await {
+            Ok(fresh) => {
+                let value = fresh.value.clone();
+                *cache = TokenCache {
+                    token: Some(fresh),
+                    failed: None,
+                };
+                Ok(value)
+            }
+            Err(e) => {
+                cache.failed = Some((Instant::now(), e.shared_copy()));
+                Err(e)
+            }
+        }
     }
 
     /// Drops the cached token if it is still the one FCM refused.
     async fn forget_token(&self, refused: &SecretString) {
-        let mut cached = self.token.lock().await;
-        if cached
+        let mut cache = self.token.lock().await;
+        if cache
+            .token
             .as_ref()
             .is_some_and(|t| t.value.expose_secret() == refused.expose_secret())
         {
-            *cached = None;
+            cache.token = None;
         }
     }
 

@@ -156,6 +156,42 @@ impl PushError {
         }
     }
 
+    /// The same failure for another caller (errors are not `Clone`: an HSM error is
+    /// carried as its message, with the same permanence).
+    pub(crate) fn shared_copy(&self) -> PushError {
+        match self {
+            PushError::Rejected {
+                status,
+                code,
+                retry_after,
+            } => PushError::Rejected {
+                status: *status,
+                code: code.clone(),
+                retry_after: *retry_after,
+            },
+            PushError::TokenRefused {
+                status,
+                error,
+                retry_after,
+            } => PushError::TokenRefused {
+                status: *status,
+                error: error.clone(),
+                retry_after: *retry_after,
+            },
+            PushError::Transport(m) => PushError::Transport(m.clone()),
+            PushError::Protocol(m) => PushError::Protocol(m),
+            PushError::Expired => PushError::Expired,
+            PushError::ServiceAccount(m) => PushError::ServiceAccount(m.clone()),
+            PushError::Config(m) => PushError::Config(m.clone()),
+            PushError::Signer(e) if self.is_permanent() => {
+                PushError::Config(format!("signing the FCM assertion in the HSM: {e}"))
+            }
+            PushError::Signer(e) => {
+                PushError::Transport(format!("signing the FCM assertion in the HSM: {e}"))
+            }
+        }
+    }
+
     /// The server's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
