@@ -588,3 +588,79 @@ async fn provider_none_sends_nothing() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(rig.fake.send_requests(), 0);
 }
+
+/// Collects everything the process logs.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_never_carry_the_push_token_or_the_otp() {
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+    let mut rig = rig().await;
+    rig.config.max_queued = 3;
+    let device_token = "fcm-device-token-SECRET-7f3a9c";
+    let otp = "493817";
+    // Retries, a permanent failure, a delivery and a dropped push.
+    rig.fake.fail_next(2, 503);
+    rig.fake.fail_next(1, 404);
+    let (queue, failures) = rig.queue(Duration::from_millis(20));
+    queue.push(auth_push("sess-log-1", device_token, 120), || async {
+        true
+    });
+    assert!(wait_until(Duration::from_secs(5), || queue.queued() == 0).await);
+    queue.push(auth_push("sess-log-2", device_token, 120), || async {
+        true
+    });
+    assert_eq!(
+        rig.fake
+            .wait_for_messages(1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+    rig.fake.fail_next(1000, 503);
+    for n in 0..5 {
+        queue.push(
+            auth_push(&format!("sess-log-q{n}"), device_token, 120),
+            || async { true },
+        );
+    }
+    queue.shutdown();
+    assert!(wait_until(Duration::from_secs(5), || queue.queued() == 0).await);
+    assert!(failures.lock().unwrap().iter().any(|f| f.attempt == 0));
+
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("sess-log-1") && logs.contains("push delivered"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("will retry") && logs.contains("giving up"),
+        "{logs}"
+    );
+    assert!(logs.contains("push queue is full"), "{logs}");
+    assert!(logs.contains(&symbolon::push::token_hash(device_token)));
+    if std::env::var_os("PUSH_TEST_DUMP_LOGS").is_some() {
+        eprintln!("{logs}");
+    }
+    assert!(!logs.contains(device_token), "push token in logs:\n{logs}");
+    assert!(!logs.contains(otp), "OTP in logs:\n{logs}");
+    assert!(!logs.contains("ya29."), "access token in logs:\n{logs}");
+    assert!(!logs.contains("PRIVATE KEY"), "key in logs");
+}

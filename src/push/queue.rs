@@ -196,7 +196,11 @@ where
     let mut backoff = inner.initial_backoff;
     let mut attempt: u32 = 0;
     loop {
-        if *shutdown.borrow() || !still_pending().await {
+        if *shutdown.borrow() {
+            tracing::debug!(session_id, attempt, "push stopped: shutting down");
+            return;
+        }
+        if !still_pending().await {
             tracing::debug!(
                 session_id,
                 attempt,
@@ -213,7 +217,7 @@ where
         };
         let error = match result {
             Ok(name) => {
-                tracing::info!(session_id, attempt, %token_hash, message = %name, "push delivered");
+                tracing::info!(session_id, attempt, %token_hash, fcm_message = %name, "push delivered");
                 return;
             }
             Err(e) => e,
