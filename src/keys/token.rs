@@ -84,11 +84,7 @@ impl TokenSession {
     }
 
     /// The handle of the object `label` of `class`, found once per session.
-    pub(crate) fn find(
-        &mut self,
-        class: ObjectClass,
-        label: &str,
-    ) -> Result<ObjectHandle, HsmError> {
+    pub(crate) fn find(&mut self, class: ObjectClass, label: &str) -> Result<ObjectHandle, HsmError> {
         let key = (class_id(class), label.to_string());
         if let Some(h) = self.handles.get(&key) {
             return Ok(*h);

@@ -52,52 +52,27 @@ impl Op {
     }
 }
 
-const MSG: &[u8] =
-    b"symbolon-otp-v1\0sessionsessionsessionsessionsession\0AUS-7Q2M9K4T\0\0\0\0\0i\x1f\x00\x00";
+const MSG: &[u8] = b"symbolon-otp-v1\0sessionsessionsessionsessionsession\0AUS-7Q2M9K4T\0\0\0\0\0i\x1f\x00\x00";
 
-fn raw_rate(
-    token: &TestToken,
-    ctx: &Pkcs11,
-    label: &str,
-    op: Op,
-    threads: usize,
-    secs: f64,
-) -> f64 {
+fn raw_rate(token: &TestToken, ctx: &Pkcs11, label: &str, op: Op, threads: usize, secs: f64) -> f64 {
     let slot = ctx
         .get_slots_with_token()
         .unwrap_or_default()
         .into_iter()
-        .find(|s| {
-            ctx.get_token_info(*s)
-                .map(|i| i.label().trim() == token.label)
-                .unwrap_or(false)
-        })
+        .find(|s| ctx.get_token_info(*s).map(|i| i.label().trim() == token.label).unwrap_or(false))
         .expect("token slot");
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (ctx, stop, count, label, pin) = (
-                ctx.clone(),
-                stop.clone(),
-                count.clone(),
-                label.to_string(),
-                token.pin.clone(),
-            );
+            let (ctx, stop, count, label, pin) = (ctx.clone(), stop.clone(), count.clone(), label.to_string(), token.pin.clone());
             std::thread::spawn(move || {
                 let session = ctx.open_rw_session(slot).expect("session");
                 let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(pin)));
-                let class = if op == Op::Es256 {
-                    ObjectClass::PRIVATE_KEY
-                } else {
-                    ObjectClass::SECRET_KEY
-                };
+                let class = if op == Op::Es256 { ObjectClass::PRIVATE_KEY } else { ObjectClass::SECRET_KEY };
                 let key = session
-                    .find_objects(&[
-                        Attribute::Class(class),
-                        Attribute::Label(label.into_bytes()),
-                    ])
+                    .find_objects(&[Attribute::Class(class), Attribute::Label(label.into_bytes())])
                     .expect("find")[0];
                 while !stop.load(Ordering::Relaxed) {
                     match op {
@@ -106,17 +81,13 @@ fn raw_rate(
                             session.sign(&Mechanism::Ecdsa, key, &digest).expect("sign");
                         }
                         Op::Hmac => {
-                            session
-                                .sign(&Mechanism::Sha256Hmac, key, MSG)
-                                .expect("hmac");
+                            session.sign(&Mechanism::Sha256Hmac, key, MSG).expect("hmac");
                         }
                         Op::AesGcm => {
                             let mut iv = [0u8; 12];
                             session.generate_random_slice(&mut iv).expect("rng");
                             let params = GcmParams::new(&mut iv, b"row", 128.into()).expect("gcm");
-                            session
-                                .encrypt(&Mechanism::AesGcm(params), key, MSG)
-                                .expect("enc");
+                            session.encrypt(&Mechanism::AesGcm(params), key, MSG).expect("enc");
                         }
                     }
                     count.fetch_add(1, Ordering::Relaxed);
@@ -138,18 +109,14 @@ async fn pool_rate(pool: &SessionPool, label: &str, op: Op, callers: usize, secs
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
-            let (pool, stop, count, label) =
-                (pool.clone(), stop.clone(), count.clone(), label.to_string());
+            let (pool, stop, count, label) = (pool.clone(), stop.clone(), count.clone(), label.to_string());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let l = label.clone();
                     let r = match op {
                         Op::Es256 => pool.run(move |s| s.sign_es256(&l, MSG).map(|_| ())).await,
                         Op::Hmac => pool.run(move |s| s.hmac_sha256(&l, MSG).map(|_| ())).await,
-                        Op::AesGcm => {
-                            pool.run(move |s| s.encrypt_gcm(&l, b"row", MSG).map(|_| ()))
-                                .await
-                        }
+                        Op::AesGcm => pool.run(move |s| s.encrypt_gcm(&l, b"row", MSG).map(|_| ())).await,
                     };
                     if r.is_ok() {
                         count.fetch_add(1, Ordering::Relaxed);
@@ -178,15 +145,7 @@ async fn main() -> anyhow::Result<()> {
         let pin = HsmPin::resolve(Some(&token.pin_file))?;
         pools.push((
             workers,
-            SessionPool::start(
-                ctx.clone(),
-                Some(token.label.clone()),
-                None,
-                pin,
-                workers,
-                4096,
-                Duration::from_secs(10),
-            )?,
+            SessionPool::start(ctx.clone(), Some(token.label.clone()), None, pin, workers, 4096, Duration::from_secs(10))?,
         ));
     }
     let mut labels = Vec::new();
@@ -197,14 +156,8 @@ async fn main() -> anyhow::Result<()> {
         pools[0].1.run(move |s| s.generate(purpose, &l)).await?;
         labels.push((op, label));
     }
-    println!(
-        "hsm-bench: SoftHSM2 token {}, {:.1}s per cell, {} pool callers",
-        token.label, args.seconds, args.callers
-    );
-    println!(
-        "{:<16} {:>7} {:>12} {:>12} {:>7}",
-        "operation", "threads", "raw ops/s", "pool ops/s", "ratio"
-    );
+    println!("hsm-bench: SoftHSM2 token {}, {:.1}s per cell, {} pool callers", token.label, args.seconds, args.callers);
+    println!("{:<16} {:>7} {:>12} {:>12} {:>7}", "operation", "threads", "raw ops/s", "pool ops/s", "ratio");
     let mut worst: f64 = f64::MAX;
     for (op, label) in &labels {
         for (workers, pool) in &pools {
@@ -212,14 +165,7 @@ async fn main() -> anyhow::Result<()> {
             let pooled = pool_rate(pool, label, *op, args.callers, args.seconds).await;
             let ratio = pooled / raw;
             worst = worst.min(ratio);
-            println!(
-                "{:<16} {:>7} {:>12.0} {:>12.0} {:>6.0}%",
-                op.name(),
-                workers,
-                raw,
-                pooled,
-                ratio * 100.0
-            );
+            println!("{:<16} {:>7} {:>12.0} {:>12.0} {:>6.0}%", op.name(), workers, raw, pooled, ratio * 100.0);
         }
     }
     println!("worst pool/raw ratio: {:.0}% (target ≥ 90%)", worst * 100.0);
