@@ -34,6 +34,26 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Trust lists: status and refresh.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// VDS-NC seals.
+    #[command(subcommand)]
+    Vds(VdsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Show every list, CRL and VRL with seq, issued, next_update, freshness and source.
+    Status(crate::trust::cli::TrustStatusArgs),
+    /// Fetch every list, CRL and VRL now; exit non-zero on any failure.
+    Refresh(crate::trust::cli::TrustRefreshArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VdsCommand {
+    /// Verify a seal's signature and chain; print its header and message; exit 0 only when valid.
+    Verify(crate::trust::cli::VdsVerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,10 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -120,6 +137,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Trust(cmd) => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            let ok = runtime()?.block_on(async {
+                match cmd {
+                    TrustCommand::Status(args) => {
+                        crate::trust::cli::trust_status(&args, &config.trust, &config.server.state_dir).await
+                    }
+                    TrustCommand::Refresh(args) => {
+                        crate::trust::cli::trust_refresh(&args, &config.trust, &config.server.state_dir).await
+                    }
+                }
+            })?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Vds(VdsCommand::Verify(args)) => {
+            crate::telemetry::init_cli();
+            // With --ca the seal is checked against the given CAs alone; without, against
+            // the configured trust lists (cached in the state directory).
+            let store = if args.ca.is_empty() {
+                let config = load_config(&cli.config)?;
+                Some(crate::trust::TrustStore::load(&config.trust, &config.server.state_dir)?)
+            } else {
+                None
+            };
+            let ok = crate::trust::cli::vds_verify(&args, store.as_ref())?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Keys(cmd) => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
@@ -130,12 +175,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.server.state_dir).with_context(|| {
-        format!(
-            "cannot create state directory {}",
-            config.server.state_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.server.state_dir)
+        .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
     let store = open_durable(&config).await?;
     store.migrate().await?;
     let mut hsm = config.hsm.clone();
@@ -146,10 +187,7 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::List => {
             let token = ring.pool().token();
-            println!(
-                "token {} (serial {}, {} {})",
-                token.label, token.serial, token.manufacturer, token.model
-            );
+            println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
             println!(
                 "{:<8} {:<40} {:<9} {:<44} {:<10} {:<20}",
                 "PURPOSE", "LABEL", "STATE", "KID", "MECHANISM", "CREATED"
@@ -168,12 +206,7 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Generate { purpose } => {
             let e = ring.generate(purpose, now).await?;
-            println!(
-                "generated {} ({}, {})",
-                e.label,
-                e.purpose,
-                e.state.as_str()
-            );
+            println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
         }
         KeysCommand::Init => {
             for purpose in KeyPurpose::ALL {
@@ -181,12 +214,7 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                     continue;
                 }
                 let e = ring.generate(purpose, now).await?;
-                println!(
-                    "generated {} ({}, {})",
-                    e.label,
-                    e.purpose,
-                    e.state.as_str()
-                );
+                println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
             }
         }
     }
@@ -196,9 +224,6 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
 fn fmt_time(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| unix.to_string())
 }

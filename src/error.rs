@@ -140,11 +140,7 @@ impl ApiError {
             429 | 503 => Some(1),
             _ => None,
         };
-        Self {
-            code,
-            detail: detail.into(),
-            retry_after,
-        }
+        Self { code, detail: detail.into(), retry_after }
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {

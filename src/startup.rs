@@ -8,9 +8,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::http::{App, AppState, admin_router, public_router};
+use crate::http::{AppState, admin_router, public_router};
 use crate::keys::{KeyRing, open_pool};
+use crate::service::Services;
 use crate::store::{open_durable, open_session_store};
+use crate::trust::TrustStore;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -28,9 +30,7 @@ pub fn harden_process(allow_root: bool) -> anyhow::Result<()> {
     nix::sys::prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE)")?;
     umask(Mode::from_bits_truncate(0o077));
     if nix::unistd::geteuid().is_root() && !allow_root {
-        anyhow::bail!(
-            "refusing to run as root: run as the symbolon system user, or set server.allow_root = true"
-        );
+        anyhow::bail!("refusing to run as root: run as the symbolon system user, or set server.allow_root = true");
     }
     Ok(())
 }
@@ -39,12 +39,8 @@ impl Application {
     /// Opens the stores (migrating when configured), the HSM pool and key ring, and
     /// binds both listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.server.state_dir).with_context(|| {
-            format!(
-                "cannot create state directory {}",
-                config.server.state_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&config.server.state_dir)
+            .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
         let store = open_durable(&config).await.context("durable store")?;
         if config.database.auto_migrate {
             store.migrate().await.context("database migration")?;
@@ -61,35 +57,27 @@ impl Application {
             workers = pool.workers(),
             "HSM session pool ready"
         );
-        let keys = KeyRing::open(pool, store.clone(), crate::ids::now_unix())
-            .await
-            .context("key ring")?;
+        let keys = KeyRing::open(pool, store.clone(), crate::ids::now_unix()).await.context("key ring")?;
         let public = TcpListener::bind(config.server.public_listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot bind public listener {}",
-                    config.server.public_listen
-                )
-            })?;
+            .with_context(|| format!("cannot bind public listener {}", config.server.public_listen))?;
         let admin = TcpListener::bind(config.server.admin_listen)
             .await
-            .with_context(|| {
-                format!("cannot bind admin listener {}", config.server.admin_listen)
-            })?;
-        let state = AppState {
-            inner: Arc::new(App {
-                config,
-                keys,
-                store,
-                sessions,
-            }),
-        };
-        Ok(Self {
-            state,
-            public,
-            admin,
-        })
+            .with_context(|| format!("cannot bind admin listener {}", config.server.admin_listen))?;
+        let trust = TrustStore::load(&config.trust, &config.server.state_dir).context("trust cache")?;
+        let services = Arc::new(Services { config, keys, store, sessions, trust });
+        if services.trust.config().is_configured() {
+            let now = crate::ids::now_unix();
+            match services.trust.refresh(now).await {
+                Ok(report) => log_refresh(&report),
+                Err(e) => tracing::warn!(error = %e, "initial trust refresh failed; using the cached lists"),
+            }
+            services.apply_revocations(now).await;
+        } else {
+            tracing::warn!("trust.governance_url is empty: enrollment is disabled until trust lists are configured");
+        }
+        let state = AppState { inner: services };
+        Ok(Self { state, public, admin })
     }
 
     /// The bound public address.
@@ -106,23 +94,15 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let grace = self.state.config.server.shutdown_grace;
-        let public =
-            public_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let admin =
-            admin_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let public = public_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let admin = admin_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let public_task = tokio::spawn(
-            axum::serve(self.public, public)
-                .with_graceful_shutdown(wait(stop_rx.clone()))
-                .into_future(),
-        );
-        let admin_task = tokio::spawn(
-            axum::serve(self.admin, admin)
-                .with_graceful_shutdown(wait(stop_rx.clone()))
-                .into_future(),
-        );
+        let public_task =
+            tokio::spawn(axum::serve(self.public, public).with_graceful_shutdown(wait(stop_rx.clone())).into_future());
+        let admin_task =
+            tokio::spawn(axum::serve(self.admin, admin).with_graceful_shutdown(wait(stop_rx.clone())).into_future());
         notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(
             public = %self.state.config.server.public_listen,
@@ -130,12 +110,20 @@ impl Application {
             "symbolon serving"
         );
         let watchdog = spawn_watchdog(self.state.clone());
+        let refresher = self.state.trust.config().is_configured().then(|| {
+            let services = self.state.inner.clone();
+            self.state.trust.spawn_refresh_loop(move |report| {
+                log_refresh(report);
+                let services = services.clone();
+                tokio::spawn(async move { services.apply_revocations(crate::ids::now_unix()).await });
+            })
+        });
         shutdown_signal().await;
         tracing::info!("shutting down");
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
-        if let Some(w) = watchdog {
-            w.abort();
+        for task in [watchdog, refresher].into_iter().flatten() {
+            task.abort();
         }
         let drained = tokio::time::timeout(grace, async {
             let _ = public_task.await;
@@ -146,6 +134,18 @@ impl Application {
             tracing::warn!("requests still running after the shutdown grace period; exiting");
         }
         Ok(())
+    }
+}
+
+fn log_refresh(report: &crate::trust::RefreshReport) {
+    for name in &report.updated {
+        tracing::info!(list = %name, "trust document updated");
+    }
+    for f in &report.failed {
+        tracing::warn!(list = %f.list, url = %f.url, reason = %f.reason, "trust document refused or unreachable; keeping the last good copy");
+    }
+    if !report.fresh {
+        tracing::warn!("trust lists are stale: enrollment fails closed until they are refreshed");
     }
 }
 

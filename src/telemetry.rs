@@ -26,9 +26,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<()> {
             registry.with(layer).try_init()?;
         }
         LogFormat::Pretty => {
-            registry
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-                .try_init()?;
+            registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?;
         }
         LogFormat::Json | LogFormat::Auto => {
             let layer = tracing_subscriber::fmt::layer()
@@ -45,15 +43,10 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<()> {
 
 /// A quiet logger for one-shot CLI commands: warnings and errors to stderr.
 pub fn init_cli() {
-    let filter =
-        EnvFilter::try_new(std::env::var("SYMBOLON_LOG").unwrap_or_else(|_| "warn".into()))
-            .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_new(std::env::var("SYMBOLON_LOG").unwrap_or_else(|_| "warn".into()))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .without_time(),
-        )
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).without_time())
         .try_init();
 }

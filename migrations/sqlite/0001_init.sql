@@ -26,11 +26,11 @@ CREATE TABLE enrollments (
     push_token_sealed TEXT,
     claims_sealed     TEXT NOT NULL,
     claim_names       TEXT NOT NULL,
-    ca_name           TEXT NOT NULL,
+    ca_sha256         TEXT NOT NULL,
     signer_serial     TEXT NOT NULL,
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL
 );
 -- One active device per token id (protocol.md §4.2 step 4).
 CREATE UNIQUE INDEX enrollments_one_active ON enrollments (token_id) WHERE status = 'active';
-CREATE INDEX enrollments_signer ON enrollments (ca_name, signer_serial);
+CREATE INDEX enrollments_signer ON enrollments (ca_sha256, signer_serial);

@@ -86,9 +86,7 @@ pub enum JwsError {
 /// Splits and decodes a compact JWS without checking the signature.
 pub fn decode_compact(jws: &str) -> Result<DecodedJws, JwsError> {
     let mut parts = jws.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwsError::Shape);
     };
     Ok(DecodedJws {
@@ -103,7 +101,6 @@ pub fn decode_compact(jws: &str) -> Result<DecodedJws, JwsError> {
 pub fn verify_es256(jws: &str, key: &VerifyingKey) -> Result<DecodedJws, JwsError> {
     let decoded = decode_compact(jws)?;
     let signature = Signature::from_slice(&decoded.signature).map_err(|_| JwsError::Signature)?;
-    key.verify(decoded.signing_input.as_bytes(), &signature)
-        .map_err(|_| JwsError::Signature)?;
+    key.verify(decoded.signing_input.as_bytes(), &signature).map_err(|_| JwsError::Signature)?;
     Ok(decoded)
 }

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod jose;
 pub mod server;
 pub mod token;
+pub mod trustenv;
 
 pub use server::{ServerOptions, TestServer, free_port, symbolon_bin, symbolon_cli, write_config};
 pub use token::{TestToken, softhsm_module};

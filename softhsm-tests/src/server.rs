@@ -17,19 +17,13 @@ pub fn symbolon_bin() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    let mut dir = exe
-        .parent()
-        .context("test executable has no directory")?
-        .to_path_buf();
+    let mut dir = exe.parent().context("test executable has no directory")?.to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
     let bin = dir.join("symbolon");
     if !bin.exists() {
-        bail!(
-            "{} not found: run `cargo build --workspace --bins` first",
-            bin.display()
-        );
+        bail!("{} not found: run `cargo build --workspace --bins` first", bin.display());
     }
     Ok(bin)
 }
@@ -62,13 +56,7 @@ pub struct TestServer {
 }
 
 /// The generated configuration for `token`.
-pub fn write_config(
-    dir: &Path,
-    token: &TestToken,
-    public: u16,
-    admin: u16,
-    extra: &str,
-) -> anyhow::Result<PathBuf> {
+pub fn write_config(dir: &Path, token: &TestToken, public: u16, admin: u16, extra: &str) -> anyhow::Result<PathBuf> {
     let state_dir = dir.join("state");
     std::fs::create_dir_all(&state_dir)?;
     let path = dir.join("symbolon.toml");
@@ -101,11 +89,7 @@ format = "json"
 }
 
 /// Runs the `symbolon` CLI with a configuration and the token's environment.
-pub fn symbolon_cli(
-    token: &TestToken,
-    config: &Path,
-    args: &[&str],
-) -> anyhow::Result<std::process::Output> {
+pub fn symbolon_cli(token: &TestToken, config: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
     Ok(Command::new(symbolon_bin()?)
         .arg("--config")
         .arg(config)
@@ -124,10 +108,7 @@ impl TestServer {
         if !options.no_keys {
             let out = symbolon_cli(token, &config_path, &["keys", "init"])?;
             if !out.status.success() {
-                bail!(
-                    "symbolon keys init failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                bail!("symbolon keys init failed: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
         let log_path = dir.path().join("server.log");
@@ -214,23 +195,13 @@ impl Drop for TestServer {
 fn blocking_get(url: &str) -> anyhow::Result<u16> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").context("http only")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
+    let code = text.split_whitespace().nth(1).context("no status")?.parse()?;
     Ok(code)
 }

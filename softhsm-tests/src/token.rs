@@ -66,34 +66,15 @@ impl TestToken {
         let so_pin = random_hex(8);
         let out = Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                &label,
-                "--pin",
-                &pin,
-                "--so-pin",
-                &so_pin,
-            ])
+            .args(["--init-token", "--free", "--label", &label, "--pin", &pin, "--so-pin", &so_pin])
             .output()
             .context("running softhsm2-util (apt-get install softhsm2)")?;
         if !out.status.success() {
-            bail!(
-                "softhsm2-util --init-token failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("softhsm2-util --init-token failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let pin_file = dir.path().join("user-pin");
         std::fs::write(&pin_file, &pin)?;
-        Ok(Self {
-            dir,
-            conf,
-            label,
-            pin,
-            pin_file,
-            module,
-        })
+        Ok(Self { dir, conf, label, pin, pin_file, module })
     }
 
     /// The RFC 7512 URI for Symbolon's `hsm.uri`.

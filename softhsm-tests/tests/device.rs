@@ -14,21 +14,14 @@ use softhsm_tests::jose;
 fn payload() -> EnrollPayload {
     EnrollPayload {
         vds: jose::b64u(br#"{"data":{},"sig":{}}"#),
-        push: Push::Fcm {
-            token: "fcm-token-1".into(),
-        },
+        push: Push::Fcm { token: "fcm-token-1".into() },
         device_name: "Pixel 9".into(),
         iat: 1_763_800_000,
     }
 }
 
 fn keys(value: &Value) -> Vec<&str> {
-    let mut keys: Vec<_> = value
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut keys: Vec<_> = value.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     keys
 }
@@ -50,11 +43,7 @@ fn enrollment_jws_is_exactly_as_specified() {
     // The jwk in the header is the signing key (proof of possession).
     let x = jose::b64u_decode(decoded.header["jwk"]["x"].as_str().unwrap()).unwrap();
     let y = jose::b64u_decode(decoded.header["jwk"]["y"].as_str().unwrap()).unwrap();
-    let point = p256::EncodedPoint::from_affine_coordinates(
-        x.as_slice().into(),
-        y.as_slice().into(),
-        false,
-    );
+    let point = p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
     let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point).unwrap();
     assert_eq!(&key, device.verifying_key());
     assert_eq!(
@@ -66,14 +55,8 @@ fn enrollment_jws_is_exactly_as_specified() {
 
 #[test]
 fn push_none_serialises_as_provider_none() {
-    let p = EnrollPayload {
-        push: Push::None,
-        ..payload()
-    };
-    assert_eq!(
-        serde_json::to_value(&p).unwrap()["push"],
-        json!({"provider": "none"})
-    );
+    let p = EnrollPayload { push: Push::None, ..payload() };
+    assert_eq!(serde_json::to_value(&p).unwrap()["push"], json!({"provider": "none"}));
 }
 
 #[test]
@@ -81,18 +64,11 @@ fn device_jws_has_kid_and_verifies() {
     let device = Device::generate();
     let jws = device.device_jws(&PendingPayload { iat: 42 });
     let decoded = jose::verify_es256(&jws, device.verifying_key()).unwrap();
-    assert_eq!(
-        decoded.header,
-        json!({"alg": "ES256", "typ": "symbolon-device+jws", "kid": device.device_id()})
-    );
+    assert_eq!(decoded.header, json!({"alg": "ES256", "typ": "symbolon-device+jws", "kid": device.device_id()}));
     assert_eq!(decoded.payload, json!({"iat": 42}));
     // Raw header order is alg, typ, kid.
     let header = jose::b64u_decode(jws.split('.').next().unwrap()).unwrap();
-    assert!(
-        String::from_utf8(header)
-            .unwrap()
-            .starts_with(r#"{"alg":"ES256","typ":"#)
-    );
+    assert!(String::from_utf8(header).unwrap().starts_with(r#"{"alg":"ES256","typ":"#));
 }
 
 #[test]
@@ -108,11 +84,7 @@ fn verify_payloads_for_approve_and_reject() {
         serde_json::to_value(&approve).unwrap(),
         json!({"session_id": "s1", "otp": "123456", "decision": "approve", "scopes": [], "iat": 7})
     );
-    let reject = VerifyPayload {
-        decision: Decision::Reject,
-        scopes: None,
-        ..approve
-    };
+    let reject = VerifyPayload { decision: Decision::Reject, scopes: None, ..approve };
     assert_eq!(
         serde_json::to_value(&reject).unwrap(),
         json!({"session_id": "s1", "otp": "123456", "decision": "reject", "iat": 7})
@@ -125,13 +97,8 @@ fn device_id_is_the_rfc7638_thumbprint() {
     let jwk = device.public_jwk();
     // Independent computation: serde_json sorts object keys, which for an EC
     // key is exactly RFC 7638's lexicographic member order crv, kty, x, y.
-    let members: BTreeMap<&str, &str> = [
-        ("kty", jwk.kty.as_str()),
-        ("crv", jwk.crv.as_str()),
-        ("x", jwk.x.as_str()),
-        ("y", jwk.y.as_str()),
-    ]
-    .into();
+    let members: BTreeMap<&str, &str> =
+        [("kty", jwk.kty.as_str()), ("crv", jwk.crv.as_str()), ("x", jwk.x.as_str()), ("y", jwk.y.as_str())].into();
     let canonical = serde_json::to_string(&members).unwrap();
     assert!(canonical.starts_with(r#"{"crv":"P-256","kty":"EC","x":""#));
     let expected = jose::b64u(&Sha256::digest(canonical.as_bytes()));
@@ -186,11 +153,8 @@ fn faults_break_exactly_what_they_name() {
             JwsFault::InvalidPoint => {
                 let x = jose::b64u_decode(h["jwk"]["x"].as_str().unwrap()).unwrap();
                 let y = jose::b64u_decode(h["jwk"]["y"].as_str().unwrap()).unwrap();
-                let point = p256::EncodedPoint::from_affine_coordinates(
-                    x.as_slice().into(),
-                    y.as_slice().into(),
-                    false,
-                );
+                let point =
+                    p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
                 assert!(p256::ecdsa::VerifyingKey::from_encoded_point(&point).is_err());
             }
             JwsFault::OtherKey => {
@@ -209,12 +173,7 @@ fn faults_break_exactly_what_they_name() {
             JwsFault::DerSignature => {
                 assert_ne!(decoded.signature.len(), 64);
                 let sig = p256::ecdsa::Signature::from_der(&decoded.signature).unwrap();
-                assert!(
-                    device
-                        .verifying_key()
-                        .verify(decoded.signing_input.as_bytes(), &sig)
-                        .is_ok()
-                );
+                assert!(device.verifying_key().verify(decoded.signing_input.as_bytes(), &sig).is_ok());
             }
             JwsFault::UnknownPayloadField => {
                 assert_eq!(decoded.payload["unexpected"], true);
@@ -243,18 +202,9 @@ fn vds_file_may_hold_json_or_base64() {
     let seal = br#"{"data":{"hdr":{"t":"symbolon.id","v":1,"is":"AUS"}},"sig":{}}"#;
     let expected = jose::b64u(seal);
     assert_eq!(vds_from_file_contents(seal).unwrap(), expected);
-    assert_eq!(
-        vds_from_file_contents(format!("{expected}\n").as_bytes()).unwrap(),
-        expected
-    );
-    assert_eq!(
-        vds_from_file_contents(jose::b64u_padded(seal).as_bytes()).unwrap(),
-        expected
-    );
-    assert_eq!(
-        vds_from_file_contents(jose::b64_std(seal).as_bytes()).unwrap(),
-        expected
-    );
+    assert_eq!(vds_from_file_contents(format!("{expected}\n").as_bytes()).unwrap(), expected);
+    assert_eq!(vds_from_file_contents(jose::b64u_padded(seal).as_bytes()).unwrap(), expected);
+    assert_eq!(vds_from_file_contents(jose::b64_std(seal).as_bytes()).unwrap(), expected);
     assert!(vds_from_file_contents(b"not a seal").is_err());
 }
 
@@ -296,23 +246,16 @@ mod cli {
                     let decoded = jose::decode_compact(&body).unwrap();
                     let jwk: p256::elliptic_curve::JwkEcKey =
                         serde_json::from_value(decoded.header["jwk"].clone()).unwrap();
-                    let key =
-                        p256::ecdsa::VerifyingKey::from(p256::PublicKey::from_jwk(&jwk).unwrap());
+                    let key = p256::ecdsa::VerifyingKey::from(p256::PublicKey::from_jwk(&jwk).unwrap());
                     jose::verify_es256(&body, &key).unwrap();
                     let vds = decoded.payload["vds"].as_str().unwrap().to_owned();
-                    let seal: Value =
-                        serde_json::from_slice(&jose::b64u_decode(&vds).unwrap()).unwrap();
-                    s2.lock().unwrap().enroll = Some((
-                        content_type,
-                        decoded.header.clone(),
-                        decoded.payload.clone(),
-                    ));
+                    let seal: Value = serde_json::from_slice(&jose::b64u_decode(&vds).unwrap()).unwrap();
+                    s2.lock().unwrap().enroll = Some((content_type, decoded.header.clone(), decoded.payload.clone()));
                     match seal["data"]["msg"]["tid"].as_str() {
-                        Some(tid) => (
-                            StatusCode::CREATED,
-                            Json(json!({"token_id": tid, "device_id": "d", "claims": []})),
-                        )
-                            .into_response(),
+                        Some(tid) => {
+                            (StatusCode::CREATED, Json(json!({"token_id": tid, "device_id": "d", "claims": []})))
+                                .into_response()
+                        }
                         None => (
                             StatusCode::BAD_REQUEST,
                             [("content-type", "application/problem+json")],
@@ -331,11 +274,7 @@ mod cli {
     }
 
     async fn run(args: &[&str]) -> std::process::Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_symbolon-device"))
-            .args(args)
-            .output()
-            .await
-            .unwrap()
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_symbolon-device")).args(args).output().await.unwrap()
     }
 
     #[tokio::test]
@@ -361,11 +300,7 @@ mod cli {
             "Test Phone",
         ])
         .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let body: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(body["token_id"], "AUS-OK000001");
 
@@ -377,10 +312,7 @@ mod cli {
         assert_eq!(content_type, "application/jose");
         assert_eq!(header["nonce"], "fixed-nonce");
         let jwk = serde_json::from_value(header["jwk"].clone()).unwrap();
-        assert_eq!(
-            softhsm_tests::device::jwk_thumbprint(&jwk),
-            device_id.trim()
-        );
+        assert_eq!(softhsm_tests::device::jwk_thumbprint(&jwk), device_id.trim());
         assert_eq!(payload["vds"], jose::b64u(seal.as_bytes()));
         assert_eq!(payload["push"], json!({"provider": "fcm", "token": "tok"}));
         assert_eq!(payload["device_name"], "Test Phone");

@@ -18,16 +18,7 @@ fn pool_for(token: &TestToken, workers: usize, queue: usize) -> SessionPool {
     token.use_in_process().unwrap();
     let ctx = Pkcs11::new(&token.module).unwrap();
     let pin = HsmPin::resolve(Some(&token.pin_file)).unwrap();
-    SessionPool::start(
-        ctx,
-        Some(token.label.clone()),
-        None,
-        pin,
-        workers,
-        queue,
-        Duration::from_secs(10),
-    )
-    .unwrap()
+    SessionPool::start(ctx, Some(token.label.clone()), None, pin, workers, queue, Duration::from_secs(10)).unwrap()
 }
 
 async fn generate(pool: &SessionPool, purpose: KeyPurpose) -> String {
@@ -62,25 +53,15 @@ async fn hmac_matches_software_on_imported_known_key() {
     let pool = pool_for(&token, 1, 16);
     let value: Vec<u8> = (0u8..32).collect();
     let v = value.clone();
-    pool.run(move |s| s.import_secret(KeyPurpose::Otp, "symbolon-otp-known", &v))
-        .await
-        .unwrap();
+    pool.run(move |s| s.import_secret(KeyPurpose::Otp, "symbolon-otp-known", &v)).await.unwrap();
     let msg = b"symbolon-otp-v1\0session\0token\0\0\0\0\0\0\0\0\x01".to_vec();
     let m = msg.clone();
-    let got = pool
-        .run(move |s| s.hmac_sha256("symbolon-otp-known", &m))
-        .await
-        .unwrap();
+    let got = pool.run(move |s| s.hmac_sha256("symbolon-otp-known", &m)).await.unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(&value).unwrap();
     mac.update(&msg);
     assert_eq!(&got[..], &mac.finalize().into_bytes()[..]);
     // Imported, then sensitive: the value cannot be read back.
-    assert_value_unreadable(
-        &token,
-        pool.context(),
-        "symbolon-otp-known",
-        ObjectClass::SECRET_KEY,
-    );
+    assert_value_unreadable(&token, pool.context(), "symbolon-otp-known", ObjectClass::SECRET_KEY);
 }
 
 #[tokio::test]
@@ -89,49 +70,27 @@ async fn aes_gcm_round_trip_tamper_and_wrong_aad() {
     let pool = pool_for(&token, 2, 16);
     let label = generate(&pool, KeyPurpose::Data).await;
     let l = label.clone();
-    let sealed = pool
-        .run(move |s| s.encrypt_gcm(&l, b"row-1", b"secret claims"))
-        .await
-        .unwrap();
+    let sealed = pool.run(move |s| s.encrypt_gcm(&l, b"row-1", b"secret claims")).await.unwrap();
     assert_eq!(sealed.len(), 12 + 13 + 16);
     let (l, c) = (label.clone(), sealed.clone());
-    assert_eq!(
-        pool.run(move |s| s.decrypt_gcm(&l, b"row-1", &c))
-            .await
-            .unwrap(),
-        b"secret claims"
-    );
+    assert_eq!(pool.run(move |s| s.decrypt_gcm(&l, b"row-1", &c)).await.unwrap(), b"secret claims");
     // A fresh IV each time.
     let l = label.clone();
-    let again = pool
-        .run(move |s| s.encrypt_gcm(&l, b"row-1", b"secret claims"))
-        .await
-        .unwrap();
+    let again = pool.run(move |s| s.encrypt_gcm(&l, b"row-1", b"secret claims")).await.unwrap();
     assert_ne!(again[..12], sealed[..12]);
     for i in [0, 12, sealed.len() - 1] {
         let mut bad = sealed.clone();
         bad[i] ^= 1;
         let l = label.clone();
         let r = pool.run(move |s| s.decrypt_gcm(&l, b"row-1", &bad)).await;
-        assert!(
-            matches!(r, Err(HsmError::DecryptFailed)),
-            "tampered byte {i}: {r:?}"
-        );
+        assert!(matches!(r, Err(HsmError::DecryptFailed)), "tampered byte {i}: {r:?}");
     }
     let (l, c) = (label.clone(), sealed.clone());
     let r = pool.run(move |s| s.decrypt_gcm(&l, b"row-2", &c)).await;
-    assert!(
-        matches!(r, Err(HsmError::DecryptFailed)),
-        "wrong AAD: {r:?}"
-    );
+    assert!(matches!(r, Err(HsmError::DecryptFailed)), "wrong AAD: {r:?}");
     let l = label.clone();
-    let r = pool
-        .run(move |s| s.decrypt_gcm(&l, b"row-1", &[0u8; 10]))
-        .await;
-    assert!(
-        matches!(r, Err(HsmError::DecryptFailed)),
-        "short input: {r:?}"
-    );
+    let r = pool.run(move |s| s.decrypt_gcm(&l, b"row-1", &[0u8; 10])).await;
+    assert!(matches!(r, Err(HsmError::DecryptFailed)), "short input: {r:?}");
 }
 
 fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: ObjectClass) {
@@ -142,41 +101,19 @@ fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: 
         .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token.label)
         .unwrap();
     let session = ctx.open_rw_session(slot).unwrap();
-    let _ = session.login(
-        UserType::User,
-        Some(&cryptoki::types::AuthPin::from(token.pin.clone())),
-    );
-    let handle = session
-        .find_objects(&[
-            Attribute::Class(class),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .unwrap()[0];
+    let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(token.pin.clone())));
+    let handle =
+        session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())]).unwrap()[0];
     let attrs = session
-        .get_attributes(
-            handle,
-            &[
-                AttributeType::Sensitive,
-                AttributeType::Extractable,
-                AttributeType::Value,
-            ],
-        )
+        .get_attributes(handle, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Value])
         .unwrap();
     assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
     assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
-    assert!(
-        !attrs.iter().any(|a| matches!(a, Attribute::Value(_))),
-        "CKA_VALUE must not be readable: {attrs:?}"
-    );
+    assert!(!attrs.iter().any(|a| matches!(a, Attribute::Value(_))), "CKA_VALUE must not be readable: {attrs:?}");
     // Asking for CKA_VALUE alone must fail with CKR_ATTRIBUTE_SENSITIVE.
-    let info = session
-        .get_attribute_info(handle, &[AttributeType::Value])
-        .unwrap();
+    let info = session.get_attribute_info(handle, &[AttributeType::Value]).unwrap();
     assert!(
-        matches!(
-            info.as_slice(),
-            [cryptoki::object::AttributeInfo::Sensitive]
-        ),
+        matches!(info.as_slice(), [cryptoki::object::AttributeInfo::Sensitive]),
         "C_GetAttributeValue(CKA_VALUE) must answer CKR_ATTRIBUTE_SENSITIVE: {info:?}"
     );
     // Wrapping it under an AES key must fail: the key is not extractable.
@@ -207,10 +144,7 @@ fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: 
                 let r = session.wrap_key(&Mechanism::AesKeyWrap, wrapper, handle);
                 assert!(matches!(
                     r,
-                    Err(cryptoki::error::Error::Pkcs11(
-                        cryptoki::error::RvError::KeyUnextractable,
-                        _
-                    ))
+                    Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::KeyUnextractable, _))
                 ));
             }
         }
@@ -224,11 +158,7 @@ async fn generated_keys_are_sensitive_and_not_extractable() {
     let pool = pool_for(&token, 1, 16);
     for purpose in KeyPurpose::ALL {
         let label = generate(&pool, purpose).await;
-        let class = if purpose.is_key_pair() {
-            ObjectClass::PRIVATE_KEY
-        } else {
-            ObjectClass::SECRET_KEY
-        };
+        let class = if purpose.is_key_pair() { ObjectClass::PRIVATE_KEY } else { ObjectClass::SECRET_KEY };
         assert_value_unreadable(&token, pool.context(), &label, class);
     }
     let keys = pool.run(|s| s.list_keys("symbolon-")).await.unwrap();
@@ -243,13 +173,7 @@ async fn sixty_four_concurrent_callers_on_two_workers() {
     let pool = pool_for(&token, 2, 128);
     let jwt = generate(&pool, KeyPurpose::Jwt).await;
     let l = jwt.clone();
-    let key = VerifyingKey::from(
-        pool.run(move |s| s.public_jwk(&l))
-            .await
-            .unwrap()
-            .to_public_key()
-            .unwrap(),
-    );
+    let key = VerifyingKey::from(pool.run(move |s| s.public_jwk(&l)).await.unwrap().to_public_key().unwrap());
     let key = Arc::new(key);
     let mut tasks = Vec::new();
     for i in 0..64u32 {
@@ -258,8 +182,7 @@ async fn sixty_four_concurrent_callers_on_two_workers() {
             let msg = format!("message {i}").into_bytes();
             let m = msg.clone();
             let sig = pool.run(move |s| s.sign_es256(&label, &m)).await.unwrap();
-            key.verify(&msg, &Signature::from_slice(&sig).unwrap())
-                .unwrap();
+            key.verify(&msg, &Signature::from_slice(&sig).unwrap()).unwrap();
             i
         }));
     }
@@ -312,17 +235,11 @@ async fn pool_recovers_after_finalize_and_reinitialize_from_outside() {
         let after = pool.run(move |s| s.hmac_sha256(&l, b"x")).await.unwrap();
         assert_eq!(before, after);
     }
-    assert!(
-        pool.sessions_reopened() >= 1,
-        "a worker reopened its session"
-    );
+    assert!(pool.sessions_reopened() >= 1, "a worker reopened its session");
     // And when the module is finalized and nobody re-initializes it, the pool does.
     pool.context().clone().finalize().unwrap();
     let l = label.clone();
-    assert_eq!(
-        pool.run(move |s| s.hmac_sha256(&l, b"x")).await.unwrap(),
-        before
-    );
+    assert_eq!(pool.run(move |s| s.hmac_sha256(&l, b"x")).await.unwrap(), before);
 }
 
 #[test]
@@ -333,30 +250,14 @@ fn wrong_pin_missing_token_and_unreadable_pin_file() {
     let wrong = token.dir.path().join("wrong-pin");
     std::fs::write(&wrong, "00000000").unwrap();
     let pin = HsmPin::resolve(Some(&wrong)).unwrap();
-    let r = SessionPool::start(
-        ctx.clone(),
-        Some(token.label.clone()),
-        None,
-        pin,
-        2,
-        4,
-        Duration::from_secs(1),
-    );
+    let r = SessionPool::start(ctx.clone(), Some(token.label.clone()), None, pin, 2, 4, Duration::from_secs(1));
     let err = r.unwrap_err();
     assert!(matches!(err, HsmError::WrongPin), "{err:?}");
     assert!(err.to_string().contains("wrong PIN"), "{err}");
 
     let pin = HsmPin::resolve(Some(&token.pin_file)).unwrap();
-    let err = SessionPool::start(
-        ctx.clone(),
-        Some("no-such-token".into()),
-        None,
-        pin,
-        1,
-        4,
-        Duration::from_secs(1),
-    )
-    .unwrap_err();
+    let err = SessionPool::start(ctx.clone(), Some("no-such-token".into()), None, pin, 1, 4, Duration::from_secs(1))
+        .unwrap_err();
     match &err {
         HsmError::TokenNotFound { wanted, seen } => {
             assert_eq!(wanted, "no-such-token");
@@ -372,12 +273,7 @@ fn wrong_pin_missing_token_and_unreadable_pin_file() {
     assert!(HsmPin::resolve(Some(&dir_as_file)).is_err());
     let empty = token.dir.path().join("empty-pin");
     std::fs::write(&empty, "\n").unwrap();
-    assert!(
-        HsmPin::resolve(Some(&empty))
-            .unwrap_err()
-            .to_string()
-            .contains("empty")
-    );
+    assert!(HsmPin::resolve(Some(&empty)).unwrap_err().to_string().contains("empty"));
     // The PIN never shows in Debug.
     let pin = HsmPin::resolve(Some(&token.pin_file)).unwrap();
     assert!(!format!("{pin:?}").contains(&token.pin));

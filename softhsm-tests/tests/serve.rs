@@ -6,9 +6,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::UserType;
-use softhsm_tests::{
-    ServerOptions, TestServer, TestToken, free_port, symbolon_bin, symbolon_cli, write_config,
-};
+use softhsm_tests::{ServerOptions, TestServer, TestToken, free_port, symbolon_bin, symbolon_cli, write_config};
 
 fn get(url: &str) -> reqwest::blocking::Response {
     reqwest::blocking::Client::new().get(url).send().unwrap()
@@ -38,17 +36,9 @@ fn serve_answers_livez_readyz_health_and_stops_on_sigterm() {
     assert_eq!(problem["code"], "not_found");
     // A valid inbound request id is echoed, an invalid one replaced.
     let client = reqwest::blocking::Client::new();
-    let r = client
-        .get(format!("{}/livez", server.admin_url))
-        .header("x-request-id", "abc.DEF-1_2")
-        .send()
-        .unwrap();
+    let r = client.get(format!("{}/livez", server.admin_url)).header("x-request-id", "abc.DEF-1_2").send().unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc.DEF-1_2");
-    let r = client
-        .get(format!("{}/livez", server.admin_url))
-        .header("x-request-id", "bad id!")
-        .send()
-        .unwrap();
+    let r = client.get(format!("{}/livez", server.admin_url)).header("x-request-id", "bad id!").send().unwrap();
     assert_ne!(r.headers()["x-request-id"], "bad id!");
     let status = server.stop().unwrap();
     assert!(status.success(), "graceful exit: {status}");
@@ -59,20 +49,9 @@ fn serve_answers_livez_readyz_health_and_stops_on_sigterm() {
 fn keys_init_list_and_generate() {
     let token = TestToken::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &token,
-        free_port().unwrap(),
-        free_port().unwrap(),
-        "",
-    )
-    .unwrap();
+    let cfg = write_config(dir.path(), &token, free_port().unwrap(), free_port().unwrap(), "").unwrap();
     let out = symbolon_cli(&token, &cfg, &["keys", "init"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     for p in ["otp", "jwt", "saml", "data", "audit"] {
         assert!(text.contains(&format!("symbolon-{p}-")), "{text}");
@@ -82,11 +61,7 @@ fn keys_init_list_and_generate() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("next"));
     let out = symbolon_cli(&token, &cfg, &["keys", "list"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("jwt")).count(),
-        2,
-        "{text}"
-    );
+    assert_eq!(text.lines().filter(|l| l.starts_with("jwt")).count(), 2, "{text}");
     assert_eq!(text.matches(" active ").count(), 5, "{text}");
     assert!(text.contains(" next "), "{text}");
     let out = symbolon_cli(&token, &cfg, &["keys", "generate", "--purpose", "nonsense"]).unwrap();
@@ -94,11 +69,7 @@ fn keys_init_list_and_generate() {
     // Idempotent migrate.
     for _ in 0..2 {
         let out = symbolon_cli(&token, &cfg, &["migrate"]).unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -115,12 +86,7 @@ fn serve_refuses_an_extractable_key() {
         .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token.label)
         .unwrap();
     let session = ctx.open_rw_session(slot).unwrap();
-    session
-        .login(
-            UserType::User,
-            Some(&cryptoki::types::AuthPin::from(token.pin.clone())),
-        )
-        .unwrap();
+    session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(token.pin.clone()))).unwrap();
     session
         .generate_key(
             &Mechanism::GenericSecretKeyGen,
@@ -136,46 +102,20 @@ fn serve_refuses_an_extractable_key() {
         )
         .unwrap();
     drop(session);
-    let err = TestServer::start(
-        &token,
-        ServerOptions {
-            no_keys: true,
-            ..Default::default()
-        },
-    )
-    .err()
-    .unwrap();
+    let err = TestServer::start(&token, ServerOptions { no_keys: true, ..Default::default() }).err().unwrap();
     let text = format!("{err:#}");
-    assert!(
-        text.contains("symbolon-otp-20260101T000000Z") && text.contains("CKA_EXTRACTABLE"),
-        "{text}"
-    );
+    assert!(text.contains("symbolon-otp-20260101T000000Z") && text.contains("CKA_EXTRACTABLE"), "{text}");
 }
 
 #[test]
 fn startup_errors_name_what_is_wrong() {
     let token = TestToken::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &token,
-        free_port().unwrap(),
-        free_port().unwrap(),
-        "",
-    )
-    .unwrap();
+    let cfg = write_config(dir.path(), &token, free_port().unwrap(), free_port().unwrap(), "").unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap();
     let cases = [
-        (
-            format!("token={}", token.label),
-            "token=nosuch".to_string(),
-            "no token \"nosuch\"",
-        ),
-        (
-            token.pin_file.display().to_string(),
-            "/nonexistent/pin".to_string(),
-            "/nonexistent/pin",
-        ),
+        (format!("token={}", token.label), "token=nosuch".to_string(), "no token \"nosuch\""),
+        (token.pin_file.display().to_string(), "/nonexistent/pin".to_string(), "/nonexistent/pin"),
     ];
     for (from, to, expect) in cases {
         std::fs::write(&cfg, text.replace(&from, &to)).unwrap();
@@ -186,14 +126,7 @@ fn startup_errors_name_what_is_wrong() {
     }
     let wrong = dir.path().join("wrong-pin");
     std::fs::write(&wrong, "1111").unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace(
-            &token.pin_file.display().to_string(),
-            &wrong.display().to_string(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, text.replace(&token.pin_file.display().to_string(), &wrong.display().to_string())).unwrap();
     let out = symbolon_cli(&token, &cfg, &["serve"]).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -220,11 +153,7 @@ x = 1
 "#,
     )
     .unwrap();
-    let out = Command::new(symbolon_bin().unwrap())
-        .args(["config", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = Command::new(symbolon_bin().unwrap()).args(["config", "check"]).arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for path in ["server.public_listen", "hsm.deadline", "nonsense"] {
@@ -233,28 +162,10 @@ x = 1
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[hsm]\nuri = \"pkcs11:token=x?module-path=/usr/lib/softhsm/libsofthsm2.so\"\n[server]\nshutdown_grace = \"90s\"\n")
         .unwrap();
-    let out = Command::new(symbolon_bin().unwrap())
-        .args(["config", "check"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = Command::new(symbolon_bin().unwrap()).args(["config", "check"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // The shipped example configuration is valid.
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../packaging/symbolon.example.toml"
-    );
-    let out = Command::new(symbolon_bin().unwrap())
-        .args(["config", "check", example])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/symbolon.example.toml");
+    let out = Command::new(symbolon_bin().unwrap()).args(["config", "check", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -16,9 +16,6 @@ use crate::trust::TrustConfig;
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/symbolon/symbolon.toml";
 
-/// Environment variables with the `SYMBOLON_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["hsm_pin", "config", "log"];
-
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,8 +26,68 @@ pub struct Config {
     pub session_store: SessionStoreConfig,
     pub telemetry: TelemetryConfig,
     pub device: DeviceConfig,
+    pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub trust: TrustConfig,
+    /// Relying parties (`[[services]]`).
+    pub services: Vec<ServiceConfig>,
+}
+
+/// A relying party.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `service_id` in the protocol, `aud` of identity tokens.
+    pub id: String,
+    /// Shown to the user on the phone.
+    pub name: String,
+    /// Scopes this service may request (protocol.md §7.3).
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
+    /// Browser origins allowed to start sessions (`Origin` header), e.g. `https://rp.example`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// The scopes of protocol.md §7.3, in table order.
+pub const SCOPES: [&str; 5] = ["name", "birthdate", "age", "nationality", "document"];
+
+/// Authentication sessions (protocol.md §5, §6, §7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Life of a session and its OTP.
+    #[serde(with = "humantime_serde")]
+    pub otp_ttl: Duration,
+    /// OTP length, 6 to 8.
+    pub otp_digits: u8,
+    /// Pending sessions allowed per token id.
+    pub max_pending: u32,
+    /// Failed verifies that lock a session.
+    pub session_max_failures: u32,
+    /// Life of identity tokens.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// How long after `expires_at` the browser token still reads the outcome.
+    #[serde(with = "humantime_serde")]
+    pub browser_grace: Duration,
+    /// Time the browser has to send `hello` on the WebSocket.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            otp_ttl: Duration::from_secs(120),
+            otp_digits: 6,
+            max_pending: 3,
+            session_max_failures: 5,
+            token_ttl: Duration::from_secs(300),
+            browser_grace: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Listeners, identity and process settings.
@@ -86,23 +143,14 @@ pub struct HsmConfig {
 
 impl Default for HsmConfig {
     fn default() -> Self {
-        Self {
-            uri: String::new(),
-            workers: 0,
-            queue_depth: 1024,
-            deadline: Duration::from_secs(2),
-        }
+        Self { uri: String::new(), workers: 0, queue_depth: 1024, deadline: Duration::from_secs(2) }
     }
 }
 
 impl HsmConfig {
     /// Worker count with `0` resolved to the number of cores.
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        }
+        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
     }
 }
 
@@ -121,12 +169,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: String::new(),
-            auto_migrate: true,
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(3),
-        }
+        Self { url: String::new(), auto_migrate: true, max_connections: 8, acquire_timeout: Duration::from_secs(3) }
     }
 }
 
@@ -140,9 +183,7 @@ pub struct SessionStoreConfig {
 
 impl Default for SessionStoreConfig {
     fn default() -> Self {
-        Self {
-            url: "memory://".into(),
-        }
+        Self { url: "memory://".into() }
     }
 }
 
@@ -160,10 +201,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Auto,
-        }
+        Self { level: "info".into(), format: LogFormat::Auto }
     }
 }
 
@@ -191,10 +229,7 @@ pub struct DeviceConfig {
 
 impl Default for DeviceConfig {
     fn default() -> Self {
-        Self {
-            iat_skew: Duration::from_secs(120),
-            enroll_nonce_ttl: Duration::from_secs(300),
-        }
+        Self { iat_skew: Duration::from_secs(120), enroll_nonce_ttl: Duration::from_secs(300) }
     }
 }
 
@@ -206,6 +241,19 @@ pub struct LimitsConfig {
     pub body_max_bytes: usize,
     /// Requests per client IP per minute to `/v1/enroll*`.
     pub enroll_per_ip_per_minute: u32,
+    /// Requests per client IP per minute to `/v1/auth/initiate`.
+    pub initiate_per_ip_per_minute: u32,
+    /// Initiates per token id per minute (push-bombing guard).
+    pub initiate_per_token_per_minute: u32,
+    /// Failure units per token id within `failure_window` that lock it out.
+    pub failure_units: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Units a failed verify costs.
+    pub verify_failure_cost: u32,
+    /// How long a token id stays locked out.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -213,6 +261,12 @@ impl Default for LimitsConfig {
         Self {
             body_max_bytes: 64 * 1024,
             enroll_per_ip_per_minute: 30,
+            initiate_per_ip_per_minute: 60,
+            initiate_per_token_per_minute: 5,
+            failure_units: 10,
+            failure_window: Duration::from_secs(60),
+            verify_failure_cost: 2,
+            lockout: Duration::from_secs(300),
         }
     }
 }
@@ -246,14 +300,8 @@ impl Config {
     fn require_file(file: &Path) -> Result<(), Vec<ConfigProblem>> {
         match std::fs::metadata(file) {
             Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(vec![problem(
-                "(file)",
-                format!("{} is not a file", file.display()),
-            )]),
-            Err(e) => Err(vec![problem(
-                "(file)",
-                format!("cannot read {}: {e}", file.display()),
-            )]),
+            Ok(_) => Err(vec![problem("(file)", format!("{} is not a file", file.display()))]),
+            Err(e) => Err(vec![problem("(file)", format!("cannot read {}: {e}", file.display()))]),
         }
     }
 
@@ -263,27 +311,14 @@ impl Config {
             Self::require_file(file)?;
             figment = figment.merge(Toml::file_exact(file));
         }
-        Ok(figment.merge(
-            Env::prefixed("SYMBOLON_")
-                .split("__")
-                .ignore(NON_CONFIG_ENV),
-        ))
+        Ok(figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.'))))
     }
 
     /// Extracts section by section so that one run reports every bad section, then
     /// validates the values themselves.
     fn from_figment(figment: Figment) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let known = [
-            "server",
-            "hsm",
-            "database",
-            "session_store",
-            "telemetry",
-            "device",
-            "limits",
-            "trust",
-        ];
+        let known = ["server", "hsm", "database", "session_store", "telemetry", "device", "limits", "trust"];
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
                 for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -296,34 +331,24 @@ impl Config {
         section(&figment, "server", &mut config.server, &mut problems);
         section(&figment, "hsm", &mut config.hsm, &mut problems);
         section(&figment, "database", &mut config.database, &mut problems);
-        section(
-            &figment,
-            "session_store",
-            &mut config.session_store,
-            &mut problems,
-        );
+        section(&figment, "session_store", &mut config.session_store, &mut problems);
         section(&figment, "telemetry", &mut config.telemetry, &mut problems);
         section(&figment, "device", &mut config.device, &mut problems);
+        section(&figment, "auth", &mut config.auth, &mut problems);
         section(&figment, "limits", &mut config.limits, &mut problems);
+        section(&figment, "services", &mut config.services, &mut problems);
         section(&figment, "trust", &mut config.trust, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if self.hsm.uri.trim().is_empty() {
-            p.push(problem(
-                "hsm.uri",
-                "required: the PKCS#11 URI of the token".into(),
-            ));
+            p.push(problem("hsm.uri", "required: the PKCS#11 URI of the token".into()));
         } else if let Err(e) = crate::keys::Pkcs11Uri::parse(&self.hsm.uri) {
             p.push(problem("hsm.uri", e.to_string()));
         }
@@ -333,67 +358,85 @@ impl Config {
         if self.hsm.deadline.is_zero() {
             p.push(problem("hsm.deadline", "must be greater than zero".into()));
         }
-        if !(self.server.issuer.starts_with("https://")
-            || self.server.issuer.starts_with("http://"))
-        {
+        if !(self.server.issuer.starts_with("https://") || self.server.issuer.starts_with("http://")) {
             p.push(problem("server.issuer", "must be an http(s) URL".into()));
         }
         if self.server.public_listen == self.server.admin_listen {
-            p.push(problem(
-                "server.admin_listen",
-                "must differ from server.public_listen".into(),
-            ));
+            p.push(problem("server.admin_listen", "must differ from server.public_listen".into()));
         }
         let url = self.database_url();
         if !url.starts_with("sqlite:") {
-            p.push(problem(
-                "database.url",
-                "unsupported scheme (expected sqlite://PATH)".into(),
-            ));
+            p.push(problem("database.url", "unsupported scheme (expected sqlite://PATH)".into()));
         }
         if self.database.max_connections == 0 {
-            p.push(problem(
-                "database.max_connections",
-                "must be at least 1".into(),
-            ));
+            p.push(problem("database.max_connections", "must be at least 1".into()));
         }
         if self.session_store.url != "memory://" {
-            p.push(problem(
-                "session_store.url",
-                "unsupported (expected memory://)".into(),
-            ));
+            p.push(problem("session_store.url", "unsupported (expected memory://)".into()));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.level) {
             p.push(problem("telemetry.level", e.to_string()));
         }
         if self.device.iat_skew.is_zero() {
-            p.push(problem(
-                "device.iat_skew",
-                "must be greater than zero".into(),
-            ));
+            p.push(problem("device.iat_skew", "must be greater than zero".into()));
+        }
+        if !(6..=8).contains(&self.auth.otp_digits) {
+            p.push(problem("auth.otp_digits", "must be 6, 7 or 8".into()));
+        }
+        if self.auth.otp_ttl < Duration::from_secs(10) {
+            p.push(problem("auth.otp_ttl", "must be at least 10s".into()));
+        }
+        if self.auth.max_pending == 0 || self.auth.session_max_failures == 0 {
+            p.push(problem("auth.max_pending", "max_pending and session_max_failures must be at least 1".into()));
+        }
+        if self.auth.token_ttl < Duration::from_secs(10) {
+            p.push(problem("auth.token_ttl", "must be at least 10s".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = |f: &str| format!("services[{i}].{f}");
+            if s.id.is_empty() || s.id.len() > 128 {
+                p.push(problem(&at("id"), "must be 1..128 characters".into()));
+            }
+            if !seen.insert(s.id.as_str()) {
+                p.push(problem(&at("id"), format!("duplicate service id {:?}", s.id)));
+            }
+            if s.name.is_empty() {
+                p.push(problem(&at("name"), "must not be empty".into()));
+            }
+            for scope in &s.allowed_scopes {
+                if !SCOPES.contains(&scope.as_str()) {
+                    p.push(problem(&at("allowed_scopes"), format!("unknown scope {scope:?} (known: {SCOPES:?})")));
+                }
+            }
+            for origin in &s.allowed_origins {
+                let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/')
+                    && origin.matches('/').count() == 2;
+                if !ok {
+                    p.push(problem(
+                        &at("allowed_origins"),
+                        format!("{origin:?} is not an origin like https://rp.example"),
+                    ));
+                }
+            }
         }
         if self.limits.body_max_bytes < 1024 {
-            p.push(problem(
-                "limits.body_max_bytes",
-                "must be at least 1024".into(),
-            ));
+            p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
-        p.extend(
-            self.trust
-                .validate()
-                .into_iter()
-                .map(|(path, message)| ConfigProblem { path, message }),
-        );
+        p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
+    }
+
+    /// The relying party with this id.
+    pub fn service(&self, id: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.id == id)
     }
 
     /// The durable store URL with the default resolved.
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
-            format!(
-                "sqlite://{}",
-                self.server.state_dir.join("symbolon.db").display()
-            )
+            format!("sqlite://{}", self.server.state_dir.join("symbolon.db").display())
         } else {
             self.database.url.clone()
         }
@@ -401,10 +444,7 @@ impl Config {
 }
 
 fn problem(path: &str, message: String) -> ConfigProblem {
-    ConfigProblem {
-        path: path.to_string(),
-        message,
-    }
+    ConfigProblem { path: path.to_string(), message }
 }
 
 fn section<T: serde::de::DeserializeOwned>(
@@ -446,6 +486,22 @@ fn figment_problems(err: figment::Error, section: &str) -> Vec<ConfigProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_overrides_sections_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[hsm]\nuri = \"pkcs11:token=t?module-path=/x.so\"\nworkers = 2\n")?;
+            jail.set_env("SYMBOLON_HSM__WORKERS", "3");
+            jail.set_env("SYMBOLON_SERVER__SHUTDOWN_GRACE", "90s");
+            // Not configuration: top-level SYMBOLON_ variables (PIN, binary paths, log filter).
+            jail.set_env("SYMBOLON_HSM_PIN", "1234");
+            jail.set_env("SYMBOLON_BIN", "/x");
+            let c = Config::load(Some(Path::new("c.toml"))).map_err(|p| format!("{p:?}"))?;
+            assert_eq!(c.hsm.workers, 3);
+            assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_plus_uri_validate() {

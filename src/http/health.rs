@@ -36,42 +36,23 @@ where
 }
 
 async fn checks(state: &AppState) -> (bool, serde_json::Value) {
-    let (database, session_store, hsm) = tokio::join!(
-        timed(state.store.ping()),
-        timed(state.sessions.ping()),
-        timed(state.keys.ping()),
-    );
-    let ok = [&database, &session_store, &hsm]
-        .iter()
-        .all(|c| c["ok"] == true);
-    (
-        ok,
-        json!({"database": database, "session_store": session_store, "hsm": hsm}),
-    )
+    let (database, session_store, hsm) =
+        tokio::join!(timed(state.store.ping()), timed(state.sessions.ping()), timed(state.keys.ping()),);
+    let ok = [&database, &session_store, &hsm].iter().all(|c| c["ok"] == true);
+    (ok, json!({"database": database, "session_store": session_store, "hsm": hsm}))
 }
 
 /// `GET /readyz`: 200 only when the store, the session store and an HSM round trip answer.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let (ok, checks) = checks(&state).await;
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"status": if ok {"ready"} else {"not_ready"}, "checks": checks})),
-    )
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"status": if ok {"ready"} else {"not_ready"}, "checks": checks})))
 }
 
 /// `GET /health`: the checks with a summary; 503 when a required check fails.
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let (ok, checks) = checks(&state).await;
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ok {"ok"} else {"degraded"},
         "version": env!("CARGO_PKG_VERSION"),

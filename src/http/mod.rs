@@ -1,6 +1,9 @@
 //! HTTP: routers for the public and admin listeners, extractors, middleware.
 //! Handlers parse and authorize here, decide in `service/`, persist in `store/`.
 
+mod auth;
+mod enroll;
+pub mod extract;
 mod health;
 mod problem;
 pub mod request_id;
@@ -10,30 +13,20 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::config::Config;
-use crate::keys::KeyRing;
-use crate::store::{DurableStore, SessionStore};
+use crate::service::Services;
 
-/// Everything a handler may use.
-#[derive(Clone)]
+/// Everything a handler may use: the domain services.
+#[derive(Clone, Debug)]
 pub struct AppState {
-    pub inner: Arc<App>,
-}
-
-/// The application's parts.
-pub struct App {
-    pub config: Config,
-    pub keys: KeyRing,
-    pub store: Arc<dyn DurableStore>,
-    pub sessions: Arc<dyn SessionStore>,
+    pub inner: Arc<Services>,
 }
 
 impl std::ops::Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
+    type Target = Services;
+    fn deref(&self) -> &Services {
         &self.inner
     }
 }
@@ -41,29 +34,27 @@ impl std::ops::Deref for AppState {
 fn common_layers(router: Router<AppState>, state: &AppState) -> Router {
     router
         .layer(DefaultBodyLimit::max(state.config.limits.body_max_bytes))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state.clone())
 }
 
 /// The public listener: the protocol and `/health` (protocol.md §12 rule 11).
 pub fn public_router(state: AppState) -> Router {
-    let router = Router::new().route("/health", get(health::health));
+    let router = Router::new()
+        .route("/health", get(health::health))
+        .route("/v1/enroll/challenge", post(enroll::challenge))
+        .route("/v1/enroll", post(enroll::enroll))
+        .route("/v1/auth/initiate", post(auth::initiate))
+        .route("/v1/auth/sessions/{id}", get(auth::poll))
+        .route("/v1/auth/sessions/{id}/ws", get(auth::websocket))
+        .route("/v1/device/pending", post(auth::device_pending))
+        .route("/v1/auth/verify", post(auth::verify))
+        .route("/jwks", get(auth::jwks))
+        .route("/.well-known/jwks.json", get(auth::jwks));
     common_layers(router.fallback(health::not_found), &state)
 }
 

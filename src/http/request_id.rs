@@ -16,11 +16,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct RequestId(pub String);
 
 fn valid(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Middleware: assigns the id, opens the request span, stamps the response.

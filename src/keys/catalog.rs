@@ -9,19 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const LABEL_PREFIX: &str = "symbolon-";
 
 /// What a key is for (architecture.md §Keys).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyPurpose {
     /// HMAC secret deriving one-time codes.
@@ -37,13 +25,8 @@ pub enum KeyPurpose {
 }
 
 impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 5] = [
-        KeyPurpose::Otp,
-        KeyPurpose::Jwt,
-        KeyPurpose::Saml,
-        KeyPurpose::Data,
-        KeyPurpose::Audit,
-    ];
+    pub const ALL: [KeyPurpose; 5] =
+        [KeyPurpose::Otp, KeyPurpose::Jwt, KeyPurpose::Saml, KeyPurpose::Data, KeyPurpose::Audit];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -71,8 +54,7 @@ impl KeyPurpose {
 
     /// A fresh label for a key made at `unix` seconds.
     pub fn new_label(self, unix: i64) -> String {
-        let ts = time::OffsetDateTime::from_unix_timestamp(unix)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let ts = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
         let stamp = ts.format(&fmt).unwrap_or_else(|_| unix.to_string());
         format!("{LABEL_PREFIX}{}-{stamp}", self.as_str())
@@ -83,9 +65,7 @@ impl KeyPurpose {
         let rest = label.strip_prefix(LABEL_PREFIX)?;
         let (purpose, stamp) = rest.split_once('-')?;
         let ok_stamp = !stamp.is_empty()
-            && stamp
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            && stamp.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
         if !ok_stamp {
             return None;
         }
@@ -102,10 +82,7 @@ impl fmt::Display for KeyPurpose {
 impl FromStr for KeyPurpose {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        KeyPurpose::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown key purpose {s:?}"))
+        KeyPurpose::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown key purpose {s:?}"))
     }
 }
 

@@ -14,11 +14,7 @@ pub struct Envelope {
 impl Envelope {
     /// The stored text form.
     pub fn encode(&self) -> String {
-        format!(
-            "v1.{}.{}",
-            self.key_label,
-            URL_SAFE_NO_PAD.encode(&self.sealed)
-        )
+        format!("v1.{}.{}", self.key_label, URL_SAFE_NO_PAD.encode(&self.sealed))
     }
 
     /// Parses the stored text form.
@@ -29,10 +25,7 @@ impl Envelope {
             return None;
         }
         let sealed = URL_SAFE_NO_PAD.decode(b64).ok()?;
-        Some(Envelope {
-            key_label: label.to_string(),
-            sealed,
-        })
+        Some(Envelope { key_label: label.to_string(), sealed })
     }
 }
 
@@ -42,19 +35,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        let e = Envelope {
-            key_label: "symbolon-data-20260101T000000Z".into(),
-            sealed: vec![1, 2, 3],
-        };
+        let e = Envelope { key_label: "symbolon-data-20260101T000000Z".into(), sealed: vec![1, 2, 3] };
         assert_eq!(Envelope::decode(&e.encode()), Some(e));
-        for bad in [
-            "",
-            "v2.symbolon-data-1.AQ",
-            "v1..AQ",
-            "v1.symbolon-data-1.!!",
-            "v1.other.AQ",
-            "v1.nodot",
-        ] {
+        for bad in ["", "v2.symbolon-data-1.AQ", "v1..AQ", "v1.symbolon-data-1.!!", "v1.other.AQ", "v1.nodot"] {
             assert_eq!(Envelope::decode(bad), None, "{bad}");
         }
     }

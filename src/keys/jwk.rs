@@ -56,10 +56,7 @@ impl EcPublicJwk {
 
     /// RFC 7638 thumbprint: b64u(SHA-256 of `{"crv":..,"kty":..,"x":..,"y":..}`).
     pub fn thumbprint(&self) -> String {
-        let canonical = format!(
-            r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#,
-            self.crv, self.kty, self.x, self.y
-        );
+        let canonical = format!(r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#, self.crv, self.kty, self.x, self.y);
         URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
     }
 }

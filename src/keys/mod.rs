@@ -115,9 +115,7 @@ impl From<CkError> for HsmError {
 impl From<HsmError> for ApiError {
     fn from(e: HsmError) -> Self {
         match e {
-            HsmError::Overloaded => {
-                ApiError::new(ErrorCode::Overloaded, "the HSM is busy, retry shortly")
-            }
+            HsmError::Overloaded => ApiError::new(ErrorCode::Overloaded, "the HSM is busy, retry shortly"),
             HsmError::DecryptFailed => {
                 tracing::error!(error = %e, "stored ciphertext does not decrypt");
                 ApiError::internal()
@@ -134,17 +132,7 @@ impl From<HsmError> for ApiError {
 pub fn open_pool(config: &HsmConfig) -> Result<SessionPool, HsmError> {
     let uri = Pkcs11Uri::parse(&config.uri)?;
     let pin = HsmPin::resolve(uri.pin_source.as_deref())?;
-    let ctx = Pkcs11::new(&uri.module_path).map_err(|e| HsmError::Module {
-        path: uri.module_path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    SessionPool::start(
-        ctx,
-        uri.token,
-        uri.serial,
-        pin,
-        config.worker_count(),
-        config.queue_depth,
-        config.deadline,
-    )
+    let ctx = Pkcs11::new(&uri.module_path)
+        .map_err(|e| HsmError::Module { path: uri.module_path.display().to_string(), reason: e.to_string() })?;
+    SessionPool::start(ctx, uri.token, uri.serial, pin, config.worker_count(), config.queue_depth, config.deadline)
 }

@@ -32,9 +32,7 @@ pub struct HsmPin {
 
 impl fmt::Debug for HsmPin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HsmPin")
-            .field("origin", &self.origin)
-            .finish_non_exhaustive()
+        f.debug_struct("HsmPin").field("origin", &self.origin).finish_non_exhaustive()
     }
 }
 
@@ -42,10 +40,7 @@ impl fmt::Debug for HsmPin {
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     #[error("cannot read the HSM PIN from {origin}: {source}")]
-    Unreadable {
-        origin: PinOrigin,
-        source: std::io::Error,
-    },
+    Unreadable { origin: PinOrigin, source: std::io::Error },
     #[error("the HSM PIN from {0} is empty")]
     Empty(PinOrigin),
     #[error(
@@ -90,10 +85,7 @@ impl HsmPin {
         if trimmed.is_empty() {
             return Err(PinError::Empty(origin));
         }
-        Ok(HsmPin {
-            secret: SecretString::from(trimmed),
-            origin,
-        })
+        Ok(HsmPin { secret: SecretString::from(trimmed), origin })
     }
 
     /// Where the PIN came from.

@@ -65,11 +65,8 @@ impl Worker {
                 Err(HsmError::Pkcs11(rv)) if rv.is_not_initialized() => {
                     initialize(&self.shared.ctx)?;
                     // The slot list may have changed after a re-initialization.
-                    self.info = find_token(
-                        &self.shared.ctx,
-                        self.shared.label.as_deref(),
-                        self.shared.serial.as_deref(),
-                    )?;
+                    self.info =
+                        find_token(&self.shared.ctx, self.shared.label.as_deref(), self.shared.serial.as_deref())?;
                     TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin)
                 }
                 other => other,
@@ -88,10 +85,7 @@ impl Worker {
 
     /// Runs `op` on this worker's session; after a session-level failure, reopens the
     /// session and runs it once more.
-    fn call<R>(
-        &mut self,
-        op: &mut dyn FnMut(&mut TokenSession) -> Result<R, HsmError>,
-    ) -> Result<R, HsmError> {
+    fn call<R>(&mut self, op: &mut dyn FnMut(&mut TokenSession) -> Result<R, HsmError>) -> Result<R, HsmError> {
         let first = op(self.session()?);
         match first {
             Err(HsmError::Pkcs11(rv)) if rv.needs_new_session() => {
@@ -133,11 +127,7 @@ impl SessionPool {
         let first = TokenSession::open(&shared.ctx, &info, &shared.pin)?;
         let mut first = Some(first);
         for n in 0..workers {
-            let mut worker = Worker {
-                shared: shared.clone(),
-                info: info.clone(),
-                session: first.take(),
-            };
+            let mut worker = Worker { shared: shared.clone(), info: info.clone(), session: first.take() };
             if worker.session.is_none() {
                 worker.session = Some(TokenSession::open(&shared.ctx, &info, &shared.pin)?);
             }
@@ -151,13 +141,7 @@ impl SessionPool {
                 })
                 .map_err(|e| HsmError::Thread(e.to_string()))?;
         }
-        Ok(Self {
-            tx,
-            shared,
-            deadline,
-            info,
-            workers,
-        })
+        Ok(Self { tx, shared, deadline, info, workers })
     }
 
     /// Token details.
@@ -210,10 +194,7 @@ impl SessionPool {
     }
 
     /// Runs `op` on the calling thread with a session of its own (CLI commands).
-    pub fn run_blocking<R>(
-        &self,
-        mut op: impl FnMut(&mut TokenSession) -> Result<R, HsmError>,
-    ) -> Result<R, HsmError> {
+    pub fn run_blocking<R>(&self, mut op: impl FnMut(&mut TokenSession) -> Result<R, HsmError>) -> Result<R, HsmError> {
         let mut session = TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin)?;
         op(&mut session)
     }

@@ -24,9 +24,7 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing")
-            .field("pool", &self.pool)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyRing").field("pool", &self.pool).finish_non_exhaustive()
     }
 }
 
@@ -36,16 +34,10 @@ pub fn check_key_safety(key: &TokenKey) -> Result<(), HsmError> {
         return Ok(());
     }
     if key.extractable {
-        return Err(HsmError::UnsafeKey {
-            label: key.label.clone(),
-            reason: "CKA_EXTRACTABLE is true",
-        });
+        return Err(HsmError::UnsafeKey { label: key.label.clone(), reason: "CKA_EXTRACTABLE is true" });
     }
     if !key.sensitive {
-        return Err(HsmError::UnsafeKey {
-            label: key.label.clone(),
-            reason: "CKA_SENSITIVE is false",
-        });
+        return Err(HsmError::UnsafeKey { label: key.label.clone(), reason: "CKA_SENSITIVE is false" });
     }
     Ok(())
 }
@@ -54,11 +46,7 @@ impl KeyRing {
     /// Reads the token's keys, refuses unsafe ones, adopts keys of our label scheme that
     /// the catalog does not know (as `active` when the purpose has none, else `next`)
     /// and loads the catalog.
-    pub async fn open(
-        pool: SessionPool,
-        store: Arc<dyn DurableStore>,
-        now: i64,
-    ) -> Result<Self, HsmError> {
+    pub async fn open(pool: SessionPool, store: Arc<dyn DurableStore>, now: i64) -> Result<Self, HsmError> {
         let ring = Self {
             pool,
             store,
@@ -81,8 +69,7 @@ impl KeyRing {
             check_key_safety(key)?;
         }
         let mut known: Vec<CatalogEntry> = self.store.list_keys().await.map_err(catalog_err)?;
-        let mut labels: Vec<&TokenKey> =
-            token_keys.iter().filter(|k| k.class != "public").collect();
+        let mut labels: Vec<&TokenKey> = token_keys.iter().filter(|k| k.class != "public").collect();
         labels.sort_by(|a, b| a.label.cmp(&b.label));
         for key in labels {
             let Some(purpose) = KeyPurpose::from_label(&key.label) else {
@@ -91,15 +78,9 @@ impl KeyRing {
             if known.iter().any(|e| e.label == key.label) {
                 continue;
             }
-            let has_active = known
-                .iter()
-                .any(|e| e.purpose == purpose && e.state == KeyState::Active);
+            let has_active = known.iter().any(|e| e.purpose == purpose && e.state == KeyState::Active);
             let kid = self.kid_of(purpose, &key.label).await?;
-            let state = if has_active {
-                KeyState::Next
-            } else {
-                KeyState::Active
-            };
+            let state = if has_active { KeyState::Next } else { KeyState::Active };
             let entry = CatalogEntry {
                 label: key.label.clone(),
                 purpose,
@@ -171,11 +152,7 @@ impl KeyRing {
         self.entries()
             .into_iter()
             .filter(|e| {
-                e.purpose == purpose
-                    && matches!(
-                        e.state,
-                        KeyState::Next | KeyState::Active | KeyState::Retiring
-                    )
+                e.purpose == purpose && matches!(e.state, KeyState::Next | KeyState::Active | KeyState::Retiring)
             })
             .collect()
     }
@@ -201,11 +178,14 @@ impl KeyRing {
     ) -> Result<(CatalogEntry, [u8; 64]), HsmError> {
         let key = self.active(purpose)?;
         let label = key.label.clone();
-        let sig = self
-            .pool
-            .run(move |s| s.sign_es256(&label, &message))
-            .await?;
+        let sig = self.pool.run(move |s| s.sign_es256(&label, &message)).await?;
         Ok((key, sig))
+    }
+
+    /// ES256 over `message` with the named key pair (its `kid` is already in a header).
+    pub async fn sign_with(&self, label: &str, message: Vec<u8>) -> Result<[u8; 64], HsmError> {
+        let l = label.to_string();
+        self.pool.run(move |s| s.sign_es256(&l, &message)).await
     }
 
     /// HMAC-SHA256 with the named secret key (OTP keys are named on their session).
@@ -218,15 +198,8 @@ impl KeyRing {
     pub async fn seal(&self, aad: &str, plain: Vec<u8>) -> Result<String, HsmError> {
         let key = self.active(KeyPurpose::Data)?;
         let (label, aad_bytes) = (key.label.clone(), aad.as_bytes().to_vec());
-        let sealed = self
-            .pool
-            .run(move |s| s.encrypt_gcm(&label, &aad_bytes, &plain))
-            .await?;
-        Ok(Envelope {
-            key_label: key.label,
-            sealed,
-        }
-        .encode())
+        let sealed = self.pool.run(move |s| s.encrypt_gcm(&label, &aad_bytes, &plain)).await?;
+        Ok(Envelope { key_label: key.label, sealed }.encode())
     }
 
     /// Opens an envelope made by [`Self::seal`] with the key it names.
@@ -236,9 +209,7 @@ impl KeyRing {
             return Err(HsmError::DecryptFailed);
         }
         let aad_bytes = aad.as_bytes().to_vec();
-        self.pool
-            .run(move |s| s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed))
-            .await
+        self.pool.run(move |s| s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed)).await
     }
 
     /// A round trip to the token.

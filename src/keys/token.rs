@@ -65,11 +65,7 @@ impl TokenSession {
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked),
             Err(e) => return Err(e.into()),
         }
-        Ok(Self {
-            session,
-            info: info.clone(),
-            handles: HashMap::new(),
-        })
+        Ok(Self { session, info: info.clone(), handles: HashMap::new() })
     }
 
     /// Token details (label, serial, mechanisms).
@@ -89,10 +85,8 @@ impl TokenSession {
         if let Some(h) = self.handles.get(&key) {
             return Ok(*h);
         }
-        let found = self.session.find_objects(&[
-            Attribute::Class(class),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])?;
+        let found =
+            self.session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])?;
         match found.as_slice() {
             [h] => {
                 self.handles.insert(key, *h);
@@ -112,35 +106,24 @@ impl TokenSession {
             let digest = Sha256::digest(message);
             self.session.sign(&Mechanism::Ecdsa, key, &digest)?
         };
-        sig.as_slice()
-            .try_into()
-            .map_err(|_| HsmError::Malformed("ECDSA signature length"))
+        sig.as_slice().try_into().map_err(|_| HsmError::Malformed("ECDSA signature length"))
     }
 
     /// HMAC-SHA256 (`CKM_SHA256_HMAC`) of `message` with the secret key `label`.
     pub fn hmac_sha256(&mut self, label: &str, message: &[u8]) -> Result<[u8; 32], HsmError> {
         let key = self.find(ObjectClass::SECRET_KEY, label)?;
         let mac = self.session.sign(&Mechanism::Sha256Hmac, key, message)?;
-        mac.as_slice()
-            .try_into()
-            .map_err(|_| HsmError::Malformed("HMAC length"))
+        mac.as_slice().try_into().map_err(|_| HsmError::Malformed("HMAC length"))
     }
 
     /// AES-256-GCM with a fresh 12-byte IV from the token: returns `iv || ciphertext || tag`.
-    pub fn encrypt_gcm(
-        &mut self,
-        label: &str,
-        aad: &[u8],
-        plain: &[u8],
-    ) -> Result<Vec<u8>, HsmError> {
+    pub fn encrypt_gcm(&mut self, label: &str, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, HsmError> {
         let key = self.find(ObjectClass::SECRET_KEY, label)?;
         let mut iv = [0u8; GCM_IV_LEN];
         self.session.generate_random_slice(&mut iv)?;
         let mut iv_param = iv;
         let params = GcmParams::new(&mut iv_param, aad, GCM_TAG_BITS.into())?;
-        let sealed = self
-            .session
-            .encrypt(&Mechanism::AesGcm(params), key, plain)?;
+        let sealed = self.session.encrypt(&Mechanism::AesGcm(params), key, plain)?;
         let mut out = Vec::with_capacity(GCM_IV_LEN + sealed.len());
         out.extend_from_slice(&iv);
         out.extend_from_slice(&sealed);
@@ -148,12 +131,7 @@ impl TokenSession {
     }
 
     /// Opens `iv || ciphertext || tag` sealed by [`Self::encrypt_gcm`].
-    pub fn decrypt_gcm(
-        &mut self,
-        label: &str,
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Vec<u8>, HsmError> {
+    pub fn decrypt_gcm(&mut self, label: &str, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, HsmError> {
         if sealed.len() < GCM_IV_LEN + 16 {
             return Err(HsmError::DecryptFailed);
         }
@@ -161,10 +139,7 @@ impl TokenSession {
         let mut iv = [0u8; GCM_IV_LEN];
         iv.copy_from_slice(&sealed[..GCM_IV_LEN]);
         let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?;
-        match self
-            .session
-            .decrypt(&Mechanism::AesGcm(params), key, &sealed[GCM_IV_LEN..])
-        {
+        match self.session.decrypt(&Mechanism::AesGcm(params), key, &sealed[GCM_IV_LEN..]) {
             Ok(p) => Ok(p),
             // SoftHSM2 reports a GCM tag mismatch as CKR_GENERAL_ERROR; others use
             // CKR_ENCRYPTED_DATA_INVALID or CKR_AEAD_DECRYPT_FAILED (PKCS#11 3.2).
@@ -182,9 +157,7 @@ impl TokenSession {
     /// The public key of the EC key pair `label` as a JWK.
     pub fn public_jwk(&mut self, label: &str) -> Result<EcPublicJwk, HsmError> {
         let key = self.find(ObjectClass::PUBLIC_KEY, label)?;
-        let attrs = self
-            .session
-            .get_attributes(key, &[AttributeType::EcPoint])?;
+        let attrs = self.session.get_attributes(key, &[AttributeType::EcPoint])?;
         let point = attrs
             .into_iter()
             .find_map(|a| match a {
@@ -259,25 +232,12 @@ impl TokenSession {
 
     /// Imports a secret key with a known value (HMAC or AES), then sensitive and not
     /// extractable like every other key. For known-answer tests and operator migration.
-    pub fn import_secret(
-        &mut self,
-        purpose: KeyPurpose,
-        label: &str,
-        value: &[u8],
-    ) -> Result<(), HsmError> {
+    pub fn import_secret(&mut self, purpose: KeyPurpose, label: &str, value: &[u8]) -> Result<(), HsmError> {
         let (key_type, usage) = match purpose {
-            KeyPurpose::Otp => (
-                KeyType::GENERIC_SECRET,
-                [Attribute::Sign(true), Attribute::Verify(true)],
-            ),
-            KeyPurpose::Data => (
-                KeyType::AES,
-                [Attribute::Encrypt(true), Attribute::Decrypt(true)],
-            ),
+            KeyPurpose::Otp => (KeyType::GENERIC_SECRET, [Attribute::Sign(true), Attribute::Verify(true)]),
+            KeyPurpose::Data => (KeyType::AES, [Attribute::Encrypt(true), Attribute::Decrypt(true)]),
             _ => {
-                return Err(HsmError::Malformed(
-                    "only otp and data keys can be imported",
-                ));
+                return Err(HsmError::Malformed("only otp and data keys can be imported"));
             }
         };
         let mut template = vec![
@@ -298,11 +258,7 @@ impl TokenSession {
     /// Every private, secret and public key whose label starts with `prefix`.
     pub fn list_keys(&mut self, prefix: &str) -> Result<Vec<TokenKey>, HsmError> {
         let mut out = Vec::new();
-        for class in [
-            ObjectClass::PRIVATE_KEY,
-            ObjectClass::SECRET_KEY,
-            ObjectClass::PUBLIC_KEY,
-        ] {
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY, ObjectClass::PUBLIC_KEY] {
             for h in self.session.find_objects(&[Attribute::Class(class)])? {
                 let attrs = self.session.get_attributes(
                     h,
@@ -325,9 +281,7 @@ impl TokenSession {
                         Attribute::Label(l) => key.label = String::from_utf8_lossy(&l).into_owned(),
                         Attribute::KeyType(t) if t == KeyType::EC => key.key_type = "ec",
                         Attribute::KeyType(t) if t == KeyType::AES => key.key_type = "aes",
-                        Attribute::KeyType(t) if t == KeyType::GENERIC_SECRET => {
-                            key.key_type = "generic-secret"
-                        }
+                        Attribute::KeyType(t) if t == KeyType::GENERIC_SECRET => key.key_type = "generic-secret",
                         Attribute::Sensitive(s) => key.sensitive = s,
                         Attribute::Extractable(e) => key.extractable = e,
                         _ => {}
@@ -378,19 +332,12 @@ fn class_name(class: ObjectClass) -> &'static str {
 
 /// Loads the module, initializes it (tolerating an earlier initialization) and finds
 /// the token by label or serial.
-pub fn find_token(
-    ctx: &Pkcs11,
-    label: Option<&str>,
-    serial: Option<&str>,
-) -> Result<TokenInfo, HsmError> {
+pub fn find_token(ctx: &Pkcs11, label: Option<&str>, serial: Option<&str>) -> Result<TokenInfo, HsmError> {
     initialize(ctx)?;
     let mut seen = Vec::new();
     for slot in ctx.get_slots_with_token()? {
         let info = ctx.get_token_info(slot)?;
-        let (l, s) = (
-            info.label().trim().to_string(),
-            info.serial_number().trim().to_string(),
-        );
+        let (l, s) = (info.label().trim().to_string(), info.serial_number().trim().to_string());
         let matches = label.is_none_or(|want| want == l) && serial.is_none_or(|want| want == s);
         if matches {
             return Ok(TokenInfo {
@@ -406,10 +353,7 @@ pub fn find_token(
         }
         seen.push(l);
     }
-    Err(HsmError::TokenNotFound {
-        wanted: label.or(serial).unwrap_or_default().to_string(),
-        seen,
-    })
+    Err(HsmError::TokenNotFound { wanted: label.or(serial).unwrap_or_default().to_string(), seen })
 }
 
 /// `C_Initialize`, tolerating `CKR_CRYPTOKI_ALREADY_INITIALIZED`.

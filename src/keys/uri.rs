@@ -31,9 +31,7 @@ pub enum UriError {
     Unsupported(String),
     #[error("attribute {0:?} given twice")]
     Duplicate(String),
-    #[error(
-        "pin-value is refused: keep the PIN in a file, a systemd credential or SYMBOLON_HSM_PIN"
-    )]
+    #[error("pin-value is refused: keep the PIN in a file, a systemd credential or SYMBOLON_HSM_PIN")]
     PinValue,
     #[error("pin-source must be file:/absolute/path")]
     PinSource,
@@ -48,25 +46,15 @@ impl Pkcs11Uri {
     pub fn parse(uri: &str) -> Result<Self, UriError> {
         let rest = uri.trim().strip_prefix("pkcs11:").ok_or(UriError::Scheme)?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut out = Pkcs11Uri {
-            token: None,
-            serial: None,
-            object: None,
-            module_path: PathBuf::new(),
-            pin_source: None,
-        };
+        let mut out =
+            Pkcs11Uri { token: None, serial: None, object: None, module_path: PathBuf::new(), pin_source: None };
         let mut module_path = None;
         let path_attrs = path.split(';').filter(|s| !s.is_empty()).map(|a| (a, true));
-        let query_attrs = query
-            .split('&')
-            .filter(|s| !s.is_empty())
-            .map(|a| (a, false));
+        let query_attrs = query.split('&').filter(|s| !s.is_empty()).map(|a| (a, false));
         for (attr, in_path) in path_attrs.chain(query_attrs) {
             let (name, raw) = attr.split_once('=').unwrap_or((attr, ""));
-            let value = percent_decode_str(raw)
-                .decode_utf8()
-                .map_err(|_| UriError::Encoding(name.to_string()))?
-                .into_owned();
+            let value =
+                percent_decode_str(raw).decode_utf8().map_err(|_| UriError::Encoding(name.to_string()))?.into_owned();
             let slot = match (name, in_path) {
                 ("token", true) => &mut out.token,
                 ("serial", true) => &mut out.serial,
@@ -126,32 +114,17 @@ mod tests {
         .unwrap();
         assert_eq!(u.token.as_deref(), Some("sym bolon"));
         assert_eq!(u.serial.as_deref(), Some("abc"));
-        assert_eq!(
-            u.module_path,
-            PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
-        );
+        assert_eq!(u.module_path, PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
         assert_eq!(u.pin_source, Some(PathBuf::from("/run/pin")));
     }
 
     #[test]
     fn refuses_bad_uris() {
         assert_eq!(Pkcs11Uri::parse("pkcs12:token=a"), Err(UriError::Scheme));
-        assert_eq!(
-            Pkcs11Uri::parse("pkcs11:token=a"),
-            Err(UriError::ModulePath)
-        );
-        assert_eq!(
-            Pkcs11Uri::parse("pkcs11:token=a?module-path=rel.so"),
-            Err(UriError::ModulePath)
-        );
-        assert_eq!(
-            Pkcs11Uri::parse("pkcs11:?module-path=/m.so"),
-            Err(UriError::NoToken)
-        );
-        assert_eq!(
-            Pkcs11Uri::parse("pkcs11:token=a?module-path=/m.so&pin-value=1234"),
-            Err(UriError::PinValue)
-        );
+        assert_eq!(Pkcs11Uri::parse("pkcs11:token=a"), Err(UriError::ModulePath));
+        assert_eq!(Pkcs11Uri::parse("pkcs11:token=a?module-path=rel.so"), Err(UriError::ModulePath));
+        assert_eq!(Pkcs11Uri::parse("pkcs11:?module-path=/m.so"), Err(UriError::NoToken));
+        assert_eq!(Pkcs11Uri::parse("pkcs11:token=a?module-path=/m.so&pin-value=1234"), Err(UriError::PinValue));
         assert_eq!(
             Pkcs11Uri::parse("pkcs11:token=a;token=b?module-path=/m.so"),
             Err(UriError::Duplicate("token".into()))
@@ -164,9 +137,6 @@ mod tests {
             Pkcs11Uri::parse("pkcs11:token=a?module-path=/m.so&pin-source=file:relative"),
             Err(UriError::PinSource)
         );
-        assert!(matches!(
-            Pkcs11Uri::parse("pkcs11:token=%ff?module-path=/m.so"),
-            Err(UriError::Encoding(_))
-        ));
+        assert!(matches!(Pkcs11Uri::parse("pkcs11:token=%ff?module-path=/m.so"), Err(UriError::Encoding(_))));
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
-use super::{SessionStore, SessionStoreError};
+use super::{AuthSession, SessionEnd, SessionStatus, SessionStore, SessionStoreError};
 
 /// Entries expire lazily; a sweep runs every `SWEEP_EVERY` writes so memory stays bounded.
 const SWEEP_EVERY: u64 = 1024;
@@ -15,6 +16,12 @@ const SWEEP_EVERY: u64 = 1024;
 struct Inner {
     nonces: HashMap<String, Instant>,
     windows: HashMap<String, (Duration, VecDeque<Instant>)>,
+    weighted: HashMap<String, (Duration, VecDeque<(Instant, u32)>)>,
+    locks: HashMap<String, Instant>,
+    /// Sessions with the unix time until which they are kept.
+    sessions: HashMap<String, (AuthSession, i64)>,
+    by_token: HashMap<String, Vec<String>>,
+    channels: HashMap<String, broadcast::Sender<()>>,
     writes: u64,
 }
 
@@ -25,10 +32,30 @@ impl Inner {
             return;
         }
         self.nonces.retain(|_, exp| *exp > now);
-        self.windows.retain(|_, (window, hits)| {
-            hits.back()
-                .is_some_and(|last| now.duration_since(*last) < *window)
-        });
+        self.windows.retain(|_, (window, hits)| hits.back().is_some_and(|last| now.duration_since(*last) < *window));
+        self.weighted
+            .retain(|_, (window, hits)| hits.back().is_some_and(|(last, _)| now.duration_since(*last) < *window));
+        self.locks.retain(|_, until| *until > now);
+        let unix = crate::ids::now_unix();
+        let gone: Vec<String> =
+            self.sessions.iter().filter(|(_, (_, keep))| *keep < unix).map(|(id, _)| id.clone()).collect();
+        for id in gone {
+            if let Some((s, _)) = self.sessions.remove(&id)
+                && let Some(ids) = self.by_token.get_mut(&s.token_id)
+            {
+                ids.retain(|i| i != &id);
+                if ids.is_empty() {
+                    self.by_token.remove(&s.token_id);
+                }
+            }
+            self.channels.remove(&id);
+        }
+    }
+
+    fn notify(&self, id: &str) {
+        if let Some(tx) = self.channels.get(id) {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -43,22 +70,20 @@ impl MemorySessionStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, SessionStoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| SessionStoreError::Unavailable("poisoned lock".into()))
+    fn guard(&self) -> Result<std::sync::MutexGuard<'_, Inner>, SessionStoreError> {
+        self.inner.lock().map_err(|_| SessionStoreError::Unavailable("poisoned lock".into()))
     }
 }
 
 #[async_trait]
 impl SessionStore for MemorySessionStore {
     async fn ping(&self) -> Result<(), SessionStoreError> {
-        self.lock().map(|_| ())
+        self.guard().map(|_| ())
     }
 
     async fn put_nonce(&self, nonce: &str, ttl: Duration) -> Result<(), SessionStoreError> {
         let now = Instant::now();
-        let mut inner = self.lock()?;
+        let mut inner = self.guard()?;
         inner.sweep(now);
         inner.nonces.insert(nonce.to_string(), now + ttl);
         Ok(())
@@ -66,38 +91,143 @@ impl SessionStore for MemorySessionStore {
 
     async fn take_nonce(&self, nonce: &str) -> Result<bool, SessionStoreError> {
         let now = Instant::now();
-        let mut inner = self.lock()?;
+        let mut inner = self.guard()?;
         Ok(inner.nonces.remove(nonce).is_some_and(|exp| exp > now))
     }
 
-    async fn hit(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<Result<(), Duration>, SessionStoreError> {
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError> {
         let now = Instant::now();
-        let mut inner = self.lock()?;
+        let mut inner = self.guard()?;
         inner.sweep(now);
-        let (w, hits) = inner
-            .windows
-            .entry(key.to_string())
-            .or_insert_with(|| (window, VecDeque::new()));
+        let (w, hits) = inner.windows.entry(key.to_string()).or_insert_with(|| (window, VecDeque::new()));
         *w = window;
-        while hits
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
+        while hits.front().is_some_and(|t| now.duration_since(*t) >= window) {
             hits.pop_front();
         }
         if hits.len() >= limit as usize {
-            let wait = hits.front().map_or(window, |first| {
-                window.saturating_sub(now.duration_since(*first))
-            });
+            let wait = hits.front().map_or(window, |first| window.saturating_sub(now.duration_since(*first)));
             return Ok(Err(wait));
         }
         hits.push_back(now);
         Ok(Ok(()))
+    }
+
+    async fn create_session(
+        &self,
+        session: &AuthSession,
+        max_pending: u32,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<bool, SessionStoreError> {
+        let mut inner = self.guard()?;
+        inner.sweep(Instant::now());
+        let pending = inner
+            .by_token
+            .get(&session.token_id)
+            .map(|ids| ids.iter().filter(|id| inner.sessions.get(*id).is_some_and(|(s, _)| s.is_pending(now))).count())
+            .unwrap_or(0);
+        if pending >= max_pending as usize {
+            return Ok(false);
+        }
+        inner.by_token.entry(session.token_id.clone()).or_default().push(session.id.clone());
+        inner.sessions.insert(session.id.clone(), (session.clone(), keep_until));
+        Ok(true)
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<AuthSession>, SessionStoreError> {
+        let inner = self.guard()?;
+        let unix = crate::ids::now_unix();
+        Ok(inner.sessions.get(id).filter(|(_, keep)| *keep >= unix).map(|(s, _)| s.clone()))
+    }
+
+    async fn pending_sessions(&self, token_id: &str, now: i64) -> Result<Vec<AuthSession>, SessionStoreError> {
+        let inner = self.guard()?;
+        let mut out: Vec<AuthSession> = inner
+            .by_token
+            .get(token_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.sessions.get(id))
+            .map(|(s, _)| s)
+            .filter(|s| s.is_pending(now))
+            .cloned()
+            .collect();
+        out.sort_by_key(|s| s.created_at);
+        Ok(out)
+    }
+
+    async fn end_session(
+        &self,
+        id: &str,
+        end: SessionEnd,
+        now: i64,
+    ) -> Result<Option<Result<AuthSession, AuthSession>>, SessionStoreError> {
+        let mut inner = self.guard()?;
+        let Some((session, _)) = inner.sessions.get_mut(id) else { return Ok(None) };
+        if !session.is_pending(now) {
+            return Ok(Some(Err(session.clone())));
+        }
+        match end {
+            SessionEnd::Approved { id_token } => {
+                session.status = SessionStatus::Approved;
+                session.id_token = Some(id_token);
+            }
+            SessionEnd::Rejected => session.status = SessionStatus::Rejected,
+            SessionEnd::Locked => session.status = SessionStatus::Locked,
+        }
+        session.ended_at = Some(now);
+        let ended = session.clone();
+        inner.notify(id);
+        Ok(Some(Ok(ended)))
+    }
+
+    async fn count_failure(&self, id: &str, lock_at: u32, now: i64) -> Result<Option<AuthSession>, SessionStoreError> {
+        let mut inner = self.guard()?;
+        let Some((session, _)) = inner.sessions.get_mut(id) else { return Ok(None) };
+        if !session.is_pending(now) {
+            return Ok(Some(session.clone()));
+        }
+        session.failures += 1;
+        let locked = session.failures >= lock_at;
+        if locked {
+            session.status = SessionStatus::Locked;
+            session.ended_at = Some(now);
+        }
+        let after = session.clone();
+        if locked {
+            inner.notify(id);
+        }
+        Ok(Some(after))
+    }
+
+    async fn subscribe(&self, id: &str) -> Result<broadcast::Receiver<()>, SessionStoreError> {
+        let mut inner = self.guard()?;
+        Ok(inner.channels.entry(id.to_string()).or_insert_with(|| broadcast::channel(4).0).subscribe())
+    }
+
+    async fn add_units(&self, key: &str, units: u32, window: Duration) -> Result<u32, SessionStoreError> {
+        let now = Instant::now();
+        let mut inner = self.guard()?;
+        inner.sweep(now);
+        let (w, hits) = inner.weighted.entry(key.to_string()).or_insert_with(|| (window, VecDeque::new()));
+        *w = window;
+        while hits.front().is_some_and(|(t, _)| now.duration_since(*t) >= window) {
+            hits.pop_front();
+        }
+        hits.push_back((now, units));
+        Ok(hits.iter().map(|(_, u)| *u).sum())
+    }
+
+    async fn lock(&self, key: &str, ttl: Duration) -> Result<(), SessionStoreError> {
+        let mut inner = self.guard()?;
+        inner.locks.insert(key.to_string(), Instant::now() + ttl);
+        Ok(())
+    }
+
+    async fn lock_remaining(&self, key: &str) -> Result<Option<Duration>, SessionStoreError> {
+        let inner = self.guard()?;
+        let now = Instant::now();
+        Ok(inner.locks.get(key).filter(|until| **until > now).map(|until| *until - now))
     }
 }
 
@@ -121,24 +251,10 @@ mod tests {
     async fn sliding_window() {
         let s = MemorySessionStore::new();
         for _ in 0..3 {
-            assert!(
-                s.hit("k", 3, Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .is_ok()
-            );
+            assert!(s.hit("k", 3, Duration::from_secs(60)).await.unwrap().is_ok());
         }
-        let wait = s
-            .hit("k", 3, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap_err();
+        let wait = s.hit("k", 3, Duration::from_secs(60)).await.unwrap().unwrap_err();
         assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(50));
-        assert!(
-            s.hit("other", 3, Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_ok()
-        );
+        assert!(s.hit("other", 3, Duration::from_secs(60)).await.unwrap().is_ok());
     }
 }

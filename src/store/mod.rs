@@ -109,9 +109,9 @@ pub struct Enrollment {
     pub claims_sealed: String,
     /// Names of the stored claims (never their values).
     pub claim_names: Vec<String>,
-    /// The CA that issued the credential's signer, and the signer's serial (hex),
+    /// SHA-256 (hex) of the CA that issued the credential's signer, and the signer's serial (hex),
     /// so a later CRL can suspend this enrollment.
-    pub ca_name: String,
+    pub ca_sha256: String,
     pub signer_serial: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -135,22 +135,16 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// Stores a new active enrollment; `AlreadyEnrolled` when the token id has one.
     async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError>;
     /// The enrollment of a device id (any status).
-    async fn enrollment_by_device(&self, device_id: &str)
-    -> Result<Option<Enrollment>, StoreError>;
+    async fn enrollment_by_device(&self, device_id: &str) -> Result<Option<Enrollment>, StoreError>;
     /// The active enrollment of a token id.
     async fn active_enrollment(&self, token_id: &str) -> Result<Option<Enrollment>, StoreError>;
     /// Suspends the active enrollments of these token ids; returns those changed.
-    async fn suspend_token_ids(
-        &self,
-        token_ids: &[String],
-        reason: &str,
-        at: i64,
-    ) -> Result<Vec<String>, StoreError>;
-    /// Suspends active enrollments whose credential signer is (ca_name, serial); returns
+    async fn suspend_token_ids(&self, token_ids: &[String], reason: &str, at: i64) -> Result<Vec<String>, StoreError>;
+    /// Suspends active enrollments whose credential signer is (ca_sha256, serial); returns
     /// the token ids changed.
     async fn suspend_signer(
         &self,
-        ca_name: &str,
+        ca_sha256: &str,
         serial: &str,
         reason: &str,
         at: i64,
@@ -173,23 +167,107 @@ impl From<SessionStoreError> for ApiError {
     }
 }
 
+/// State of an authentication session. `expired` is not stored: a pending session
+/// past its `expires_at` is expired (protocol.md §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Locked,
+}
+
+/// An authentication session as the session store keeps it. The OTP is not in it:
+/// it is recomputed in the HSM from `created_at` and the key named by `otp_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthSession {
+    pub id: String,
+    /// SHA-256 (hex) of the browser token; the token itself is never stored.
+    pub browser_token_sha256: String,
+    pub token_id: String,
+    pub service_id: String,
+    /// Requested scopes, in §7.3 order.
+    pub scopes: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// Label of the OTP key used (sessions survive key rotation).
+    pub otp_key: String,
+    pub otp_digits: u8,
+    /// The enrolled device the session is for; `None` for an unknown or inactive
+    /// token id (such a session can only expire).
+    pub device_id: Option<String>,
+    pub status: SessionStatus,
+    /// Failed verifies so far (5 lock the session).
+    pub failures: u32,
+    /// The identity token, once approved.
+    pub id_token: Option<String>,
+    pub ended_at: Option<i64>,
+}
+
+impl AuthSession {
+    /// Pending and not past its expiry.
+    pub fn is_pending(&self, now: i64) -> bool {
+        self.status == SessionStatus::Pending && now < self.expires_at
+    }
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    Approved { id_token: String },
+    Rejected,
+    Locked,
+}
+
 /// Short-lived shared state with TTLs, every operation atomic (memory for one node,
 /// Redis for a cluster).
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), SessionStoreError>;
+
+    /// Stores a new session unless its token id already has `max_pending` pending
+    /// sessions (then `false`). The record lives until `keep_until` (unix seconds).
+    async fn create_session(
+        &self,
+        session: &AuthSession,
+        max_pending: u32,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<bool, SessionStoreError>;
+    /// A session by id, while it is kept.
+    async fn get_session(&self, id: &str) -> Result<Option<AuthSession>, SessionStoreError>;
+    /// The pending sessions of a token id.
+    async fn pending_sessions(&self, token_id: &str, now: i64) -> Result<Vec<AuthSession>, SessionStoreError>;
+    /// Atomically ends a pending session. `Ok(session)` when this call ended it;
+    /// `Err(session)` when it had already ended or expired (the caller lost the race).
+    async fn end_session(
+        &self,
+        id: &str,
+        end: SessionEnd,
+        now: i64,
+    ) -> Result<Option<Result<AuthSession, AuthSession>>, SessionStoreError>;
+    /// Atomically counts one failed verify on a pending session and locks it when
+    /// the count reaches `lock_at`. Returns the session after the change, or `None`
+    /// when it is unknown; a session that is no longer pending is returned unchanged.
+    async fn count_failure(&self, id: &str, lock_at: u32, now: i64) -> Result<Option<AuthSession>, SessionStoreError>;
+    /// Notifications for a session: a message each time it ends. Subscribe before
+    /// reading the session to not miss an end that happens in between.
+    async fn subscribe(&self, id: &str) -> Result<tokio::sync::broadcast::Receiver<()>, SessionStoreError>;
+
+    /// Adds `units` to the sliding window of `key` and returns the window's total.
+    async fn add_units(&self, key: &str, units: u32, window: Duration) -> Result<u32, SessionStoreError>;
+    /// Locks `key` for `ttl`.
+    async fn lock(&self, key: &str, ttl: Duration) -> Result<(), SessionStoreError>;
+    /// Time left on a lock of `key`.
+    async fn lock_remaining(&self, key: &str) -> Result<Option<Duration>, SessionStoreError>;
     /// Records a single-use nonce for `ttl`.
     async fn put_nonce(&self, nonce: &str, ttl: Duration) -> Result<(), SessionStoreError>;
     /// Consumes a nonce: `true` exactly once while it lives.
     async fn take_nonce(&self, nonce: &str) -> Result<bool, SessionStoreError>;
     /// Sliding-window counter: records one hit for `key` and tells whether the window
     /// (`limit` hits per `window`) still allows it; when not, how long until it does.
-    async fn hit(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<Result<(), Duration>, SessionStoreError>;
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError>;
 }
 
 /// Opens the durable store named by the configuration.
@@ -198,9 +276,7 @@ pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, Stor
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(&url, &config.database).await?))
     } else {
-        Err(StoreError::Unavailable(format!(
-            "unsupported database url scheme in {url:?}"
-        )))
+        Err(StoreError::Unavailable(format!("unsupported database url scheme in {url:?}")))
     }
 }
 
@@ -208,8 +284,6 @@ pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, Stor
 pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, SessionStoreError> {
     match config.session_store.url.as_str() {
         "memory://" => Ok(Arc::new(MemorySessionStore::new())),
-        other => Err(SessionStoreError::Unavailable(format!(
-            "unsupported session store url {other:?}"
-        ))),
+        other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
     }
 }

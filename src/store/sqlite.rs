@@ -3,9 +3,7 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{DurableStore, Enrollment, EnrollmentStatus, StoreError};
@@ -64,18 +62,13 @@ fn enrollment_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Enrollment, Stor
         device_id: row.try_get("device_id")?,
         device_jwk: row.try_get("device_jwk")?,
         device_name: row.try_get("device_name")?,
-        status: EnrollmentStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        status: EnrollmentStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
         status_reason: row.try_get("status_reason")?,
         push_provider: row.try_get("push_provider")?,
         push_token_sealed: row.try_get("push_token_sealed")?,
         claims_sealed: row.try_get("claims_sealed")?,
-        claim_names: names
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        ca_name: row.try_get("ca_name")?,
+        claim_names: names.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        ca_sha256: row.try_get("ca_sha256")?,
         signer_serial: row.try_get("signer_serial")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -94,16 +87,11 @@ impl DurableStore for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string()))
     }
 
     async fn list_keys(&self) -> Result<Vec<CatalogEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM keys ORDER BY purpose, created_at, label")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM keys ORDER BY purpose, created_at, label").fetch_all(&self.pool).await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -132,21 +120,19 @@ impl DurableStore for SqliteStore {
             KeyState::Retiring => "retiring_at",
             KeyState::Retired => "retired_at",
         };
-        sqlx::query(&format!(
-            "UPDATE keys SET state = ?, {column} = ? WHERE label = ?"
-        ))
-        .bind(state.as_str())
-        .bind(at)
-        .bind(label)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(&format!("UPDATE keys SET state = ?, {column} = ? WHERE label = ?"))
+            .bind(state.as_str())
+            .bind(at)
+            .bind(label)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError> {
         let result = sqlx::query(
             "INSERT INTO enrollments (id, token_id, device_id, device_jwk, device_name, status, status_reason,
-                push_provider, push_token_sealed, claims_sealed, claim_names, ca_name, signer_serial,
+                push_provider, push_token_sealed, claims_sealed, claim_names, ca_sha256, signer_serial,
                 created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -161,7 +147,7 @@ impl DurableStore for SqliteStore {
         .bind(&e.push_token_sealed)
         .bind(&e.claims_sealed)
         .bind(e.claim_names.join(" "))
-        .bind(&e.ca_name)
+        .bind(&e.ca_sha256)
         .bind(&e.signer_serial)
         .bind(e.created_at)
         .bind(e.updated_at)
@@ -175,10 +161,7 @@ impl DurableStore for SqliteStore {
         }
     }
 
-    async fn enrollment_by_device(
-        &self,
-        device_id: &str,
-    ) -> Result<Option<Enrollment>, StoreError> {
+    async fn enrollment_by_device(&self, device_id: &str) -> Result<Option<Enrollment>, StoreError> {
         let row = sqlx::query("SELECT * FROM enrollments WHERE device_id = ?")
             .bind(device_id)
             .fetch_optional(&self.pool)
@@ -194,12 +177,7 @@ impl DurableStore for SqliteStore {
         row.as_ref().map(enrollment_from_row).transpose()
     }
 
-    async fn suspend_token_ids(
-        &self,
-        token_ids: &[String],
-        reason: &str,
-        at: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn suspend_token_ids(&self, token_ids: &[String], reason: &str, at: i64) -> Result<Vec<String>, StoreError> {
         let mut changed = Vec::new();
         for chunk in token_ids.chunks(500) {
             let mut q: QueryBuilder<Sqlite> =
@@ -220,30 +198,25 @@ impl DurableStore for SqliteStore {
 
     async fn suspend_signer(
         &self,
-        ca_name: &str,
+        ca_sha256: &str,
         serial: &str,
         reason: &str,
         at: i64,
     ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "UPDATE enrollments SET status = 'suspended', status_reason = ?, updated_at = ?
-             WHERE status = 'active' AND ca_name = ? AND signer_serial = ? RETURNING token_id",
+             WHERE status = 'active' AND ca_sha256 = ? AND signer_serial = ? RETURNING token_id",
         )
         .bind(reason)
         .bind(at)
-        .bind(ca_name)
+        .bind(ca_sha256)
         .bind(serial)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| r.try_get("token_id").map_err(StoreError::from))
-            .collect()
+        rows.iter().map(|r| r.try_get("token_id").map_err(StoreError::from)).collect()
     }
 
     async fn count_enrollments(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM enrollments")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM enrollments").fetch_one(&self.pool).await?.try_get("n")?)
     }
 }

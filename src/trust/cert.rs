@@ -87,10 +87,7 @@ pub(crate) enum PublicKey {
 
 impl PublicKey {
     fn from_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<Self, CertError> {
-        let bits = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or_else(|| err("public key bit string has unused bits"))?;
+        let bits = spki.subject_public_key.as_bytes().ok_or_else(|| err("public key bit string has unused bits"))?;
         let alg = &spki.algorithm;
         if alg.oid == ID_EC_PUBLIC_KEY {
             let curve = alg
@@ -110,8 +107,7 @@ impl PublicKey {
                 Err(err("unsupported EC curve"))
             }
         } else if alg.oid == RSA_ENCRYPTION {
-            let key = rsa::pkcs1::RsaPublicKey::from_der(bits)
-                .map_err(|_| err("invalid RSA public key"))?;
+            let key = rsa::pkcs1::RsaPublicKey::from_der(bits).map_err(|_| err("invalid RSA public key"))?;
             let n = rsa::BigUint::from_bytes_be(key.modulus.as_bytes());
             let e = rsa::BigUint::from_bytes_be(key.public_exponent.as_bytes());
             rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
@@ -123,12 +119,7 @@ impl PublicKey {
     }
 
     /// Verifies `sig` over `msg` under the X.509 signature algorithm `alg`.
-    pub(crate) fn verify(
-        &self,
-        alg: &AlgorithmIdentifierOwned,
-        msg: &[u8],
-        sig: &[u8],
-    ) -> Result<(), CertError> {
+    pub(crate) fn verify(&self, alg: &AlgorithmIdentifierOwned, msg: &[u8], sig: &[u8]) -> Result<(), CertError> {
         use rsa::signature::Verifier;
         let bad = || err("signature does not verify");
         let ecdsa_hash = if alg.oid == ECDSA_WITH_SHA256 {
@@ -167,16 +158,13 @@ impl PublicKey {
             let key = key.clone();
             return match hash {
                 Hash::Sha256 => {
-                    rsa::pss::VerifyingKey::<sha2::Sha256>::new_with_salt_len(key, salt_len)
-                        .verify(msg, &s)
+                    rsa::pss::VerifyingKey::<sha2::Sha256>::new_with_salt_len(key, salt_len).verify(msg, &s)
                 }
                 Hash::Sha384 => {
-                    rsa::pss::VerifyingKey::<sha2::Sha384>::new_with_salt_len(key, salt_len)
-                        .verify(msg, &s)
+                    rsa::pss::VerifyingKey::<sha2::Sha384>::new_with_salt_len(key, salt_len).verify(msg, &s)
                 }
                 Hash::Sha512 => {
-                    rsa::pss::VerifyingKey::<sha2::Sha512>::new_with_salt_len(key, salt_len)
-                        .verify(msg, &s)
+                    rsa::pss::VerifyingKey::<sha2::Sha512>::new_with_salt_len(key, salt_len).verify(msg, &s)
                 }
             }
             .map_err(|_| bad());
@@ -234,20 +222,10 @@ impl Hash {
 /// RSASSA-PSS parameters: SHA-2 hash, MGF1 with the same hash, trailer 1.
 fn pss_params(alg: &AlgorithmIdentifierOwned) -> Result<(Hash, usize), CertError> {
     let unsupported = || err("unsupported RSASSA-PSS parameters");
-    let der = alg
-        .parameters
-        .as_ref()
-        .ok_or_else(unsupported)?
-        .to_der()
-        .map_err(|_| unsupported())?;
+    let der = alg.parameters.as_ref().ok_or_else(unsupported)?.to_der().map_err(|_| unsupported())?;
     let params = rsa::pkcs1::RsaPssParams::from_der(&der).map_err(|_| unsupported())?;
     let hash = Hash::from_oid(&params.hash.oid).ok_or_else(unsupported)?;
-    let mgf_hash = params
-        .mask_gen
-        .parameters
-        .as_ref()
-        .map(|p| p.oid)
-        .ok_or_else(unsupported)?;
+    let mgf_hash = params.mask_gen.parameters.as_ref().map(|p| p.oid).ok_or_else(unsupported)?;
     if params.mask_gen.oid != MGF1 || Hash::from_oid(&mgf_hash) != Some(hash) {
         return Err(unsupported());
     }
@@ -293,15 +271,14 @@ fn normalized_name(n: &Name) -> Vec<Vec<(String, Vec<u8>)>> {
                 .iter()
                 .map(|atv| {
                     let value = match atv.value.tag() {
-                        Tag::PrintableString
-                        | Tag::Utf8String
-                        | Tag::Ia5String
-                        | Tag::TeletexString => String::from_utf8_lossy(atv.value.value())
-                            .split_whitespace()
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                            .to_lowercase()
-                            .into_bytes(),
+                        Tag::PrintableString | Tag::Utf8String | Tag::Ia5String | Tag::TeletexString => {
+                            String::from_utf8_lossy(atv.value.value())
+                                .split_whitespace()
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                                .to_lowercase()
+                                .into_bytes()
+                        }
                         _ => atv.value.value().to_vec(),
                     };
                     (atv.oid.to_string(), value)
@@ -327,18 +304,11 @@ pub struct CaCert {
 impl CaCert {
     /// Parses a DER CA certificate whose key is RSA, P-256 or P-384.
     pub fn parse(der: &[u8]) -> Result<Self, CertError> {
-        let cert =
-            Certificate::from_der(der).map_err(|_| err("CA certificate is not DER X.509"))?;
+        let cert = Certificate::from_der(der).map_err(|_| err("CA certificate is not DER X.509"))?;
         let key = PublicKey::from_spki(&cert.tbs_certificate.subject_public_key_info)?;
         let v = &cert.tbs_certificate.validity;
         let (not_before, not_after) = (unix(v.not_before), unix(v.not_after));
-        Ok(Self {
-            key,
-            sha256: super::sha256_hex(der),
-            not_before,
-            not_after,
-            cert,
-        })
+        Ok(Self { key, sha256: super::sha256_hex(der), not_before, not_after, cert })
     }
 
     /// Parses one or more CA certificates from PEM (`CERTIFICATE` blocks) or one DER.
@@ -349,8 +319,7 @@ impl CaCert {
         let text = std::str::from_utf8(bytes).map_err(|_| err("PEM is not UTF-8"))?;
         let mut out = Vec::new();
         for block in pem_blocks(text) {
-            let (label, der) =
-                der::pem::decode_vec(block.as_bytes()).map_err(|_| err("bad PEM"))?;
+            let (label, der) = der::pem::decode_vec(block.as_bytes()).map_err(|_| err("bad PEM"))?;
             if label == "CERTIFICATE" {
                 out.push(Self::parse(&der)?);
             }
@@ -368,17 +337,8 @@ impl CaCert {
 
     /// Whether this CA issued `signer`: issuer name matches and the signature verifies.
     pub(crate) fn issued(&self, signer: &SignerCert) -> bool {
-        names_match(
-            &signer.cert.tbs_certificate.issuer,
-            &self.cert.tbs_certificate.subject,
-        ) && self
-            .key
-            .verify(
-                &signer.cert.signature_algorithm,
-                &signer.tbs,
-                &signer.signature,
-            )
-            .is_ok()
+        names_match(&signer.cert.tbs_certificate.issuer, &self.cert.tbs_certificate.subject)
+            && self.key.verify(&signer.cert.signature_algorithm, &signer.tbs, &signer.signature).is_ok()
     }
 
     /// Whether `t` is within the CA's validity.
@@ -403,8 +363,7 @@ pub struct SignerCert {
 impl SignerCert {
     /// Parses the DER signer certificate: version 3 and a P-256 key are required.
     pub fn parse(der: &[u8]) -> Result<Self, CertError> {
-        let cert =
-            Certificate::from_der(der).map_err(|_| err("signer certificate is not DER X.509"))?;
+        let cert = Certificate::from_der(der).map_err(|_| err("signer certificate is not DER X.509"))?;
         if cert.tbs_certificate.version != x509_cert::certificate::Version::V3 {
             return Err(err("signer certificate is not X.509 v3"));
         }
@@ -413,23 +372,11 @@ impl SignerCert {
             _ => return Err(err("signer key is not EC P-256")),
         };
         let tbs = tbs_bytes(der)?.to_vec();
-        let signature = cert
-            .signature
-            .as_bytes()
-            .ok_or_else(|| err("signature bit string has unused bits"))?
-            .to_vec();
+        let signature = cert.signature.as_bytes().ok_or_else(|| err("signature bit string has unused bits"))?.to_vec();
         let v = &cert.tbs_certificate.validity;
         let (not_before, not_after) = (unix(v.not_before), unix(v.not_after));
         let serial_hex = super::hex(cert.tbs_certificate.serial_number.as_bytes());
-        Ok(Self {
-            cert,
-            tbs,
-            signature,
-            key,
-            serial_hex,
-            not_before,
-            not_after,
-        })
+        Ok(Self { cert, tbs, signature, key, serial_hex, not_before, not_after })
     }
 
     /// Raw serial number bytes, as CRLs carry them.
@@ -471,8 +418,7 @@ impl SignerExtensions {
             if ext.extn_id == OID_DOCUMENT_TYPE_LIST {
                 out.doc_type_codes = Some(parse_document_type_list(value)?);
             } else if ext.extn_id == EXT_EKU {
-                let eku = ExtendedKeyUsage::from_der(value)
-                    .map_err(|_| err("malformed extended key usage"))?;
+                let eku = ExtendedKeyUsage::from_der(value).map_err(|_| err("malformed extended key usage"))?;
                 out.eku = Some(eku.0);
             } else if ext.extn_id == EXT_KEY_USAGE {
                 let ku = KeyUsage::from_der(value).map_err(|_| err("malformed key usage"))?;
@@ -541,11 +487,7 @@ impl Crl {
         };
         let list = CertificateList::from_der(&der).map_err(|_| err("CRL is not DER"))?;
         let tbs = tbs_bytes(&der)?.to_vec();
-        let signature = list
-            .signature
-            .as_bytes()
-            .ok_or_else(|| err("CRL signature has unused bits"))?
-            .to_vec();
+        let signature = list.signature.as_bytes().ok_or_else(|| err("CRL signature has unused bits"))?.to_vec();
         let t = &list.tbs_cert_list;
         for ext in t.crl_extensions.iter().flatten() {
             if ext.extn_id == ISSUING_DISTRIBUTION_POINT {
@@ -554,22 +496,13 @@ impl Crl {
                 if idp.indirect_crl {
                     return Err(err("indirect CRLs are not supported"));
                 }
-                if idp.only_contains_ca_certs
-                    || idp.only_contains_attribute_certs
-                    || idp.only_some_reasons.is_some()
-                {
+                if idp.only_contains_ca_certs || idp.only_contains_attribute_certs || idp.only_some_reasons.is_some() {
                     return Err(err("partitioned CRLs are not supported"));
                 }
             } else if ext.extn_id == DELTA_CRL_INDICATOR {
                 return Err(err("delta CRLs are not supported"));
-            } else if ext.critical
-                && ext.extn_id != CRL_NUMBER
-                && ext.extn_id != AUTHORITY_KEY_IDENTIFIER
-            {
-                return Err(err(format!(
-                    "unknown critical CRL extension {}",
-                    ext.extn_id
-                )));
+            } else if ext.critical && ext.extn_id != CRL_NUMBER && ext.extn_id != AUTHORITY_KEY_IDENTIFIER {
+                return Err(err(format!("unknown critical CRL extension {}", ext.extn_id)));
             }
         }
         let mut revoked = BTreeSet::new();
@@ -596,20 +529,15 @@ impl Crl {
 
     /// Verifies the CRL was issued and signed by `ca`.
     pub fn verify(&self, ca: &CaCert) -> Result<(), CertError> {
-        if !names_match(
-            &self.list.tbs_cert_list.issuer,
-            &ca.cert.tbs_certificate.subject,
-        ) {
+        if !names_match(&self.list.tbs_cert_list.issuer, &ca.cert.tbs_certificate.subject) {
             return Err(err("CRL issuer is not the CA"));
         }
-        ca.key
-            .verify(&self.list.signature_algorithm, &self.tbs, &self.signature)
+        ca.key.verify(&self.list.signature_algorithm, &self.tbs, &self.signature)
     }
 
     /// Whether the CRL is current at `now`: issued, and `nextUpdate` not passed.
     pub fn current_at(&self, now: i64) -> bool {
-        self.next_update.is_some_and(|n| now <= n)
-            && self.this_update <= now + super::lists::MAX_CLOCK_AHEAD
+        self.next_update.is_some_and(|n| now <= n) && self.this_update <= now + super::lists::MAX_CLOCK_AHEAD
     }
 
     /// Whether the serial number (raw bytes) is listed.
@@ -624,10 +552,7 @@ impl Crl {
 }
 
 fn looks_like_pem(bytes: &[u8]) -> bool {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
     bytes[start..].starts_with(b"-----BEGIN ")
 }
 

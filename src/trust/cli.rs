@@ -50,11 +50,7 @@ pub fn vds_verify(args: &VdsVerifyArgs, trust: Option<&TrustStore>) -> anyhow::R
 }
 
 /// [`vds_verify`] writing to `out`.
-pub fn vds_verify_to(
-    args: &VdsVerifyArgs,
-    trust: Option<&TrustStore>,
-    out: &mut dyn Write,
-) -> anyhow::Result<bool> {
+pub fn vds_verify_to(args: &VdsVerifyArgs, trust: Option<&TrustStore>, out: &mut dyn Write) -> anyhow::Result<bool> {
     let now = match &args.at {
         Some(t) => parse_time(t)?,
         None => unix_now(),
@@ -63,11 +59,7 @@ pub fn vds_verify_to(
     let seal = match read_seal(&raw) {
         Ok(seal) => seal,
         Err(e) => {
-            writeln!(
-                out,
-                "INVALID ({}): {e}",
-                crate::error::ApiError::from(e.clone()).code
-            )?;
+            writeln!(out, "INVALID ({}): {e}", crate::error::ApiError::from(e.clone()).code)?;
             return Ok(false);
         }
     };
@@ -96,11 +88,7 @@ pub fn vds_verify_to(
             Ok(true)
         }
         Err(e) => {
-            writeln!(
-                out,
-                "INVALID ({}): {e}",
-                crate::error::ApiError::from(e.clone()).code
-            )?;
+            writeln!(out, "INVALID ({}): {e}", crate::error::ApiError::from(e.clone()).code)?;
             Ok(false)
         }
     }
@@ -124,10 +112,7 @@ fn verify_with_files(
         let crl = Crl::parse(&bytes).with_context(|| format!("{}", path.display()))?;
         let label = format!("CRL {}", path.display());
         if !cas.iter().any(|ca| crl.verify(ca).is_ok()) {
-            writeln!(
-                out,
-                "warning: {label} is not signed by any --ca certificate; ignored"
-            )?;
+            writeln!(out, "warning: {label} is not signed by any --ca certificate; ignored")?;
         }
         crls.push((label, crl));
     }
@@ -144,10 +129,7 @@ fn verify_with_files(
             crls: crls
                 .iter()
                 .filter(|(_, crl)| crl.verify(ca).is_ok())
-                .map(|(label, crl)| CrlCheck {
-                    label,
-                    crl: Some(crl),
-                })
+                .map(|(label, crl)| CrlCheck { label, crl: Some(crl) })
                 .collect(),
             vrl: None,
         })
@@ -161,34 +143,20 @@ fn verify_with_files(
         None
     };
     let config = TrustConfig::default();
-    let policy = Policy {
-        accepted: None,
-        config: &config,
-        unknown_lists: Vec::new(),
-    };
-    Ok(
-        verify_seal(seal, credential.as_ref(), &anchors, &policy, now).map(|v| {
-            let anchor = &anchors[v.anchor];
-            let crl_note = if anchor.crls.is_empty() {
-                " (no CRL given for this CA)"
-            } else {
-                ""
-            };
-            format!(
-                "{} signed by {}, signer serial {}{crl_note}",
-                seal.header.doc_type, anchor.ca_name, v.signer.serial_hex
-            )
-        }),
-    )
+    let policy = Policy { accepted: None, config: &config, unknown_lists: Vec::new() };
+    Ok(verify_seal(seal, credential.as_ref(), &anchors, &policy, now).map(|v| {
+        let anchor = &anchors[v.anchor];
+        let crl_note = if anchor.crls.is_empty() { " (no CRL given for this CA)" } else { "" };
+        format!(
+            "{} signed by {}, signer serial {}{crl_note}",
+            seal.header.doc_type, anchor.ca_name, v.signer.serial_hex
+        )
+    }))
 }
 
 /// Prints every list, CRL and VRL from the state directory's cache. `Ok(true)` when
 /// all are fresh.
-pub async fn trust_status(
-    args: &TrustStatusArgs,
-    config: &TrustConfig,
-    state_dir: &Path,
-) -> anyhow::Result<bool> {
+pub async fn trust_status(args: &TrustStatusArgs, config: &TrustConfig, state_dir: &Path) -> anyhow::Result<bool> {
     let store = TrustStore::load(config, state_dir)?;
     let status = store.status(unix_now());
     let stdout = std::io::stdout();
@@ -203,11 +171,7 @@ pub async fn trust_status(
 
 /// Fetches everything now and prints what changed and what failed. `Ok(false)` on any
 /// failure (the caller exits non-zero).
-pub async fn trust_refresh(
-    _args: &TrustRefreshArgs,
-    config: &TrustConfig,
-    state_dir: &Path,
-) -> anyhow::Result<bool> {
+pub async fn trust_refresh(_args: &TrustRefreshArgs, config: &TrustConfig, state_dir: &Path) -> anyhow::Result<bool> {
     let store = TrustStore::load(config, state_dir)?;
     let report = store.refresh(unix_now()).await?;
     let stdout = std::io::stdout();
@@ -224,10 +188,7 @@ pub async fn trust_refresh(
 
 fn print_status(status: &super::TrustStatus, out: &mut dyn Write) -> std::io::Result<()> {
     if !status.configured {
-        return writeln!(
-            out,
-            "trust lists are not configured (trust.governance_url is empty)"
-        );
+        return writeln!(out, "trust lists are not configured (trust.governance_url is empty)");
     }
     writeln!(
         out,
@@ -247,10 +208,7 @@ fn print_status(status: &super::TrustStatus, out: &mut dyn Write) -> std::io::Re
             opt(e.next_update),
             if e.fresh { "fresh" } else { "STALE" },
             e.source,
-            e.error
-                .as_deref()
-                .map(|m| format!(" [{m}]"))
-                .unwrap_or_default()
+            e.error.as_deref().map(|m| format!(" [{m}]")).unwrap_or_default()
         )?;
     }
     Ok(())
@@ -258,17 +216,11 @@ fn print_status(status: &super::TrustStatus, out: &mut dyn Write) -> std::io::Re
 
 /// A seal file: JSON as is, or base64/b64u text (whitespace and line breaks ignored).
 fn read_seal(raw: &[u8]) -> Result<Seal, TrustError> {
-    let start = raw
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(raw.len());
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
     if raw.get(start) == Some(&b'{') {
         return Seal::parse(&raw[start..]);
     }
-    let text: String = String::from_utf8_lossy(raw)
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let text: String = String::from_utf8_lossy(raw).chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let bytes = decode_vds(&text)?;
     debug_assert!(bytes.len() <= MAX_SEAL_BYTES);
     Seal::parse(&bytes)
@@ -276,11 +228,7 @@ fn read_seal(raw: &[u8]) -> Result<Seal, TrustError> {
 
 fn read_capped(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    anyhow::ensure!(
-        bytes.len() <= max,
-        "{} is larger than {max} bytes",
-        path.display()
-    );
+    anyhow::ensure!(bytes.len() <= max, "{} is larger than {max} bytes", path.display());
     Ok(bytes)
 }
 

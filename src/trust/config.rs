@@ -6,11 +6,7 @@ use std::time::Duration;
 
 /// The document type enrolled by default and its built-in ICAO codes (vds.md §3.3 step 3).
 pub const SYMBOLON_ID: &str = "symbolon.id";
-const BUILTIN_CODES: &[(&str, &str)] = &[
-    ("icao.vacc", "NV"),
-    ("icao.test", "NT"),
-    (SYMBOLON_ID, "SI"),
-];
+const BUILTIN_CODES: &[(&str, &str)] = &[("icao.vacc", "NV"), ("icao.test", "NT"), (SYMBOLON_ID, "SI")];
 
 /// Trust configuration: where the governance list is and how it is pinned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,12 +54,7 @@ impl TrustConfig {
         self.doc_type_codes
             .get(doc_type)
             .map(String::as_str)
-            .or_else(|| {
-                BUILTIN_CODES
-                    .iter()
-                    .find(|(t, _)| *t == doc_type)
-                    .map(|(_, c)| *c)
-            })
+            .or_else(|| BUILTIN_CODES.iter().find(|(t, _)| *t == doc_type).map(|(_, c)| *c))
     }
 
     /// Problems with the configuration as (field path, message); empty when valid.
@@ -73,30 +64,24 @@ impl TrustConfig {
         if self.is_configured() {
             match url::Url::parse(&self.governance_url) {
                 Ok(u) if u.scheme() == "https" || u.scheme() == "file" => {}
-                Ok(_) => bad(
-                    "governance_url",
-                    "must be an https:// or file:// URL".into(),
-                ),
+                Ok(_) => bad("governance_url", "must be an https:// or file:// URL".into()),
                 Err(e) => bad("governance_url", format!("not a URL: {e}")),
             }
             if self.governance_signer_sha256.is_empty() {
-                bad(
-                    "governance_signer_sha256",
-                    "at least one pin is required when governance_url is set".into(),
-                );
+                bad("governance_signer_sha256", "at least one pin is required when governance_url is set".into());
             }
         }
         for (i, pin) in self.governance_signer_sha256.iter().enumerate() {
             if !is_sha256_hex(pin) {
                 bad(
                     &format!("governance_signer_sha256[{i}]"),
-                    "must be 64 lower-case hex digits (SHA-256 of the signer certificate DER)"
-                        .into(),
+                    "must be 64 lower-case hex digits (SHA-256 of the signer certificate DER)".into(),
                 );
             }
         }
-        if self.refresh < Duration::from_secs(10) {
-            bad("refresh", "must be at least 10s".into());
+        // Short periods are for tests and file:// lists; production uses minutes or hours.
+        if self.refresh < Duration::from_secs(1) {
+            bad("refresh", "must be at least 1s".into());
         }
         if self.fetch_timeout.is_zero() {
             bad("fetch_timeout", "must be greater than 0".into());
@@ -104,29 +89,18 @@ impl TrustConfig {
             bad("fetch_timeout", "must not exceed trust.refresh".into());
         }
         if self.is_configured() && self.accepted_doc_types.is_empty() {
-            bad(
-                "accepted_doc_types",
-                "must name at least one document type".into(),
-            );
+            bad("accepted_doc_types", "must name at least one document type".into());
         }
         for (i, t) in self.accepted_doc_types.iter().enumerate() {
             if t.is_empty() || t.len() > 64 {
-                bad(
-                    &format!("accepted_doc_types[{i}]"),
-                    "must be 1..64 characters".into(),
-                );
+                bad(&format!("accepted_doc_types[{i}]"), "must be 1..64 characters".into());
             }
         }
         for (t, code) in &self.doc_type_codes {
-            let ok = (1..=8).contains(&code.len())
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            let ok =
+                (1..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
             if t.is_empty() || !ok {
-                bad(
-                    &format!("doc_type_codes.{t}"),
-                    "codes are 1..8 upper-case letters or digits".into(),
-                );
+                bad(&format!("doc_type_codes.{t}"), "codes are 1..8 upper-case letters or digits".into());
             }
         }
         problems
@@ -135,9 +109,7 @@ impl TrustConfig {
 
 /// 64 lower-case hex digits.
 pub(crate) fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -147,8 +119,7 @@ mod tests {
 
     #[test]
     fn defaults_and_humantime() {
-        let c: TrustConfig =
-            serde_json::from_str(r#"{"refresh":"15m","fetch_timeout":"5s"}"#).unwrap();
+        let c: TrustConfig = serde_json::from_str(r#"{"refresh":"15m","fetch_timeout":"5s"}"#).unwrap();
         assert_eq!(c.refresh, Duration::from_secs(900));
         assert_eq!(c.fetch_timeout, Duration::from_secs(5));
         assert_eq!(c.accepted_doc_types, vec!["symbolon.id"]);
@@ -177,14 +148,7 @@ mod tests {
             ..TrustConfig::default()
         };
         let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
-        assert_eq!(
-            fields,
-            vec![
-                "trust.governance_url",
-                "trust.governance_signer_sha256[0]",
-                "trust.fetch_timeout"
-            ]
-        );
+        assert_eq!(fields, vec!["trust.governance_url", "trust.governance_signer_sha256[0]", "trust.fetch_timeout"]);
         let ok = TrustConfig {
             governance_url: "file:///var/lib/symbolon/gl.jws".into(),
             governance_signer_sha256: vec!["a".repeat(64)],

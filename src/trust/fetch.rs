@@ -23,18 +23,12 @@ impl Fetcher {
         let parsed = url::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
         match parsed.scheme() {
             "file" => {
-                let path = parsed
-                    .to_file_path()
-                    .map_err(|_| "bad file URL".to_owned())?;
-                let meta = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
+                let path = parsed.to_file_path().map_err(|_| "bad file URL".to_owned())?;
+                let meta = tokio::fs::metadata(&path).await.map_err(|e| format!("read: {e}"))?;
                 if meta.len() > max as u64 {
                     return Err("document too large".into());
                 }
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
+                let bytes = tokio::fs::read(&path).await.map_err(|e| format!("read: {e}"))?;
                 if bytes.len() > max {
                     return Err("document too large".into());
                 }
@@ -42,11 +36,7 @@ impl Fetcher {
             }
             "https" => {
                 let client = self.client.as_ref().map_err(Clone::clone)?;
-                let mut resp = client
-                    .get(parsed)
-                    .send()
-                    .await
-                    .map_err(|e| format!("fetch: {e}"))?;
+                let mut resp = client.get(parsed).send().await.map_err(|e| format!("fetch: {e}"))?;
                 if !resp.status().is_success() {
                     return Err(format!("HTTP status {}", resp.status().as_u16()));
                 }

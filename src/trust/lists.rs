@@ -201,9 +201,7 @@ pub fn parse_compact_jws(bytes: &[u8]) -> Result<CompactJws, ListError> {
     let text = std::str::from_utf8(bytes).map_err(|_| err("list is not UTF-8"))?;
     let text = text.trim_end_matches(['\n', '\r']);
     let mut parts = text.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(err("not a compact JWS"));
     };
     let header_bytes = b64::decode_jws_segment(h).ok_or_else(|| err("JWS header is not b64u"))?;
@@ -214,12 +212,7 @@ pub fn parse_compact_jws(bytes: &[u8]) -> Result<CompactJws, ListError> {
     signing_input.extend_from_slice(h.as_bytes());
     signing_input.push(b'.');
     signing_input.extend_from_slice(p.as_bytes());
-    Ok(CompactJws {
-        header,
-        payload,
-        signature,
-        signing_input,
-    })
+    Ok(CompactJws { header, payload, signature, signing_input })
 }
 
 /// Verifies a list against where it is pinned from: header exactly
@@ -227,10 +220,7 @@ pub fn parse_compact_jws(bytes: &[u8]) -> Result<CompactJws, ListError> {
 /// `scheme`/`territory` as the context says. Time is not checked here.
 pub fn verify_list(bytes: &[u8], ctx: &ListContext) -> Result<VerifiedList, ListError> {
     let jws = parse_compact_jws(bytes)?;
-    let header = jws
-        .header
-        .as_object()
-        .ok_or_else(|| err("JWS header is not an object"))?;
+    let header = jws.header.as_object().ok_or_else(|| err("JWS header is not an object"))?;
     if header.len() != 3 {
         return Err(err("JWS header must have exactly alg, typ and x5c"));
     }
@@ -247,28 +237,19 @@ pub fn verify_list(bytes: &[u8], ctx: &ListContext) -> Result<VerifiedList, List
     .ok_or_else(|| err("JWS x5c must be a non-empty array of strings"))?;
     let der = b64::decode_std(x5c0).ok_or_else(|| err("x5c[0] is not base64"))?;
     let signer_sha256 = super::sha256_hex(&der);
-    if !ctx
-        .pins
-        .iter()
-        .any(|p| p.eq_ignore_ascii_case(&signer_sha256))
-    {
+    if !ctx.pins.iter().any(|p| p.eq_ignore_ascii_case(&signer_sha256)) {
         return Err(err("list signer is not pinned"));
     }
-    let (key, signer_not_before, signer_not_after) =
-        cert::list_signer(&der).map_err(|e| err(e.to_string()))?;
+    let (key, signer_not_before, signer_not_after) = cert::list_signer(&der).map_err(|e| err(e.to_string()))?;
     let sig = p256::ecdsa::Signature::from_slice(&jws.signature)
         .map_err(|_| err("JWS signature is not a 64-byte ES256 signature"))?;
     use p256::ecdsa::signature::Verifier;
-    key.verify(&jws.signing_input, &sig)
-        .map_err(|_| err("JWS signature does not verify"))?;
+    key.verify(&jws.signing_input, &sig).map_err(|_| err("JWS signature does not verify"))?;
 
     let value = parse_strict(&jws.payload).map_err(|e| err(format!("payload: {e}")))?;
     let common: Common = from_value(&value)?;
     if common.kind != ctx.kind.type_name() {
-        return Err(err(format!(
-            "payload type must be {}",
-            ctx.kind.type_name()
-        )));
+        return Err(err(format!("payload type must be {}", ctx.kind.type_name())));
     }
     let payload = match ctx.kind {
         ListKind::Governance => ListPayload::Governance(from_value(&value)?),
@@ -309,9 +290,7 @@ fn from_value<T: DeserializeOwned>(v: &Value) -> Result<T, ListError> {
 
 fn expect_eq(pinned: &Option<String>, actual: &str, what: &str) -> Result<(), ListError> {
     match pinned {
-        Some(p) if p != actual => Err(err(format!(
-            "{what} does not match where the list is pinned from"
-        ))),
+        Some(p) if p != actual => Err(err(format!("{what} does not match where the list is pinned from"))),
         _ => Ok(()),
     }
 }

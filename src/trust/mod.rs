@@ -71,8 +71,8 @@ mod tests;
 pub use config::TrustConfig;
 pub use seal::{Credential, Seal, SealHeader, SealSignature, parse_seal_for_fuzz};
 pub use store::{
-    RefreshFailure, RefreshReport, RevokedSigner, TrustEntryStatus, TrustStatus, TrustStore,
-    VerifiedCredential, VerifiedSeal,
+    RefreshFailure, RefreshReport, RevokedSigner, TrustEntryStatus, TrustStatus, TrustStore, VerifiedCredential,
+    VerifiedSeal,
 };
 
 use crate::error::{ApiError, ErrorCode};
@@ -111,9 +111,7 @@ impl From<TrustError> for ApiError {
             TrustError::Revoked(d) => ApiError::new(ErrorCode::RevokedCredential, d),
             TrustError::Expired(d) => ApiError::new(ErrorCode::ExpiredCredential, d),
             TrustError::Unavailable(d) => ApiError::new(ErrorCode::Unavailable, d),
-            TrustError::NotConfigured => {
-                ApiError::new(ErrorCode::Unavailable, "trust lists are not configured")
-            }
+            TrustError::NotConfigured => ApiError::new(ErrorCode::Unavailable, "trust lists are not configured"),
             TrustError::Cache(_) => ApiError::internal(),
         }
     }

@@ -96,24 +96,18 @@ impl Credential {
 
     /// Reads the profile from `data.msg`. Unknown members are ignored.
     pub fn from_msg(msg: &Value) -> Result<Self, TrustError> {
-        let msg = msg
-            .as_object()
-            .ok_or_else(|| malformed("msg must be an object"))?;
+        let msg = msg.as_object().ok_or_else(|| malformed("msg must be an object"))?;
         let token_id = match msg.get("tid") {
             Some(Value::String(t)) if is_token_id(t) => t.clone(),
             Some(_) => {
-                return Err(malformed(
-                    "msg.tid must be 6..64 characters of [A-Za-z0-9._-]",
-                ));
+                return Err(malformed("msg.tid must be 6..64 characters of [A-Za-z0-9._-]"));
             }
             None => return Err(malformed("msg.tid is missing")),
         };
         let pid = optional_object(msg, "pid")?;
         let doc = optional_object(msg, "doc")?;
         let name = |obj: Option<&Map<String, Value>>, key: &str, path: &str| {
-            optional_string(obj, key, path)?
-                .map(|s| capped(s, path))
-                .transpose()
+            optional_string(obj, key, path)?.map(|s| capped(s, path)).transpose()
         };
         let given_name = name(pid, "gn", "msg.pid.gn")?;
         let family_name = name(pid, "fn", "msg.pid.fn")?;
@@ -126,14 +120,12 @@ impl Credential {
                 }
             })
             .transpose()?;
-        let nationality = optional_string(pid, "nat", "msg.pid.nat")?
-            .map(|n| icao_code(n, "msg.pid.nat"))
-            .transpose()?;
+        let nationality =
+            optional_string(pid, "nat", "msg.pid.nat")?.map(|n| icao_code(n, "msg.pid.nat")).transpose()?;
         let document_type = name(doc, "t", "msg.doc.t")?;
         let document_number = name(doc, "no", "msg.doc.no")?;
-        let issuing_country = optional_string(doc, "is", "msg.doc.is")?
-            .map(|n| icao_code(n, "msg.doc.is"))
-            .transpose()?;
+        let issuing_country =
+            optional_string(doc, "is", "msg.doc.is")?.map(|n| icao_code(n, "msg.doc.is")).transpose()?;
         let document_expiry = optional_full_date(doc, "exp", "msg.doc.exp")?;
         let expiry = optional_full_date(Some(msg), "exp", "msg.exp")?;
         Ok(Self {
@@ -192,17 +184,10 @@ impl Seal {
         if bytes.len() > MAX_SEAL_BYTES {
             return Err(malformed("seal exceeds 16 KiB"));
         }
-        let root =
-            parse_strict(bytes).map_err(|e| malformed(&format!("seal is not strict JSON: {e}")))?;
-        let root = root
-            .as_object()
-            .ok_or_else(|| malformed("seal must be a JSON object"))?;
-        let data = root
-            .get("data")
-            .ok_or_else(|| malformed("data is missing"))?;
-        let data_obj = data
-            .as_object()
-            .ok_or_else(|| malformed("data must be an object"))?;
+        let root = parse_strict(bytes).map_err(|e| malformed(&format!("seal is not strict JSON: {e}")))?;
+        let root = root.as_object().ok_or_else(|| malformed("seal must be a JSON object"))?;
+        let data = root.get("data").ok_or_else(|| malformed("data is missing"))?;
+        let data_obj = data.as_object().ok_or_else(|| malformed("data must be an object"))?;
         let hdr = match data_obj.get("hdr") {
             Some(Value::Object(h)) => h,
             Some(_) => return Err(malformed("data.hdr must be an object")),
@@ -238,21 +223,8 @@ impl Seal {
             Some(_) => Err(malformed(&format!("sig.{key} must be a string"))),
             None => Err(malformed(&format!("sig.{key} is missing"))),
         };
-        let sig = SealSignature {
-            alg: field("alg")?,
-            cer: field("cer")?,
-            sigvl: field("sigvl")?,
-        };
-        Ok(Self {
-            header: SealHeader {
-                doc_type,
-                version: 1,
-                issuing_state,
-            },
-            msg,
-            data: data.clone(),
-            sig,
-        })
+        let sig = SealSignature { alg: field("alg")?, cer: field("cer")?, sigvl: field("sigvl")? };
+        Ok(Self { header: SealHeader { doc_type, version: 1, issuing_state }, msg, data: data.clone(), sig })
     }
 }
 
@@ -261,16 +233,12 @@ fn malformed(detail: &str) -> TrustError {
 }
 
 fn is_token_id(t: &str) -> bool {
-    (6..=64).contains(&t.len())
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    (6..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn capped(s: &str, path: &str) -> Result<String, TrustError> {
     if s.chars().count() > MAX_NAME_CHARS {
-        return Err(malformed(&format!(
-            "{path} exceeds {MAX_NAME_CHARS} characters"
-        )));
+        return Err(malformed(&format!("{path} exceeds {MAX_NAME_CHARS} characters")));
     }
     Ok(s.to_owned())
 }
@@ -279,22 +247,14 @@ fn capped(s: &str, path: &str) -> Result<String, TrustError> {
 /// `<` fillers from the right (`D<<` → `D`).
 pub(crate) fn icao_code(raw: &str, path: &str) -> Result<String, TrustError> {
     let code = raw.trim_end_matches('<');
-    if raw.len() <= 3
-        && (1..=3).contains(&code.len())
-        && code.bytes().all(|b| b.is_ascii_uppercase())
-    {
+    if raw.len() <= 3 && (1..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(code.to_owned())
     } else {
-        Err(malformed(&format!(
-            "{path} must be 1..3 upper-case letters (ICAO 9303)"
-        )))
+        Err(malformed(&format!("{path} must be 1..3 upper-case letters (ICAO 9303)")))
     }
 }
 
-fn optional_object<'a>(
-    msg: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a Map<String, Value>>, TrustError> {
+fn optional_object<'a>(msg: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, TrustError> {
     match msg.get(key) {
         None => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),
@@ -314,11 +274,7 @@ fn optional_string<'a>(
     }
 }
 
-fn optional_full_date(
-    obj: Option<&Map<String, Value>>,
-    key: &str,
-    path: &str,
-) -> Result<Option<String>, TrustError> {
+fn optional_full_date(obj: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<Option<String>, TrustError> {
     optional_string(obj, key, path)?
         .map(|d| {
             if is_full_date(d) {
@@ -360,9 +316,7 @@ fn is_partial_date(s: &str) -> bool {
         7 => {
             s.as_bytes()[4] == b'-'
                 && s.get(0..4).and_then(digits).is_some()
-                && s.get(5..7)
-                    .and_then(digits)
-                    .is_some_and(|m| (1..=12).contains(&m))
+                && s.get(5..7).and_then(digits).is_some_and(|m| (1..=12).contains(&m))
         }
         _ => false,
     }
@@ -434,8 +388,7 @@ mod tests {
     fn minimal_profile_and_unknown_fields() {
         let c = parse_msg(json!({"tid": "abc.DEF_1-2", "future": {"x": 1}})).unwrap();
         assert!(c.claim_names().is_empty());
-        let c =
-            parse_msg(json!({"tid": "abcdef", "pid": {"gn": "MARY  ANN", "extra": 1}})).unwrap();
+        let c = parse_msg(json!({"tid": "abcdef", "pid": {"gn": "MARY  ANN", "extra": 1}})).unwrap();
         assert_eq!(c.given_name.as_deref(), Some("MARY  ANN"));
         assert_eq!(c.claim_names(), vec!["given_name"]);
     }
@@ -443,11 +396,7 @@ mod tests {
     #[test]
     fn token_id_rules() {
         for ok in ["abcdef", &"a".repeat(64), "A.B_C-9"] {
-            let ok = if ok.len() < 6 {
-                format!("{ok}xxxxx")
-            } else {
-                ok.to_owned()
-            };
+            let ok = if ok.len() < 6 { format!("{ok}xxxxx") } else { ok.to_owned() };
             assert!(parse_msg(json!({"tid": ok})).is_ok(), "{ok}");
         }
         for bad in [
@@ -459,24 +408,15 @@ mod tests {
             json!(123456),
             json!(null),
         ] {
-            assert!(matches!(
-                parse_msg(json!({"tid": bad})),
-                Err(TrustError::Malformed(_))
-            ));
+            assert!(matches!(parse_msg(json!({"tid": bad})), Err(TrustError::Malformed(_))));
         }
-        assert!(matches!(
-            parse_msg(json!({"pid": {}})),
-            Err(TrustError::Malformed(_))
-        ));
+        assert!(matches!(parse_msg(json!({"pid": {}})), Err(TrustError::Malformed(_))));
     }
 
     #[test]
     fn date_rules() {
         for dob in ["1990-04-01", "2000-02-29", "1990-04", "1990", "0001-01-01"] {
-            assert!(
-                parse_msg(json!({"tid": "abcdef", "pid": {"dob": dob}})).is_ok(),
-                "{dob}"
-            );
+            assert!(parse_msg(json!({"tid": "abcdef", "pid": {"dob": dob}})).is_ok(), "{dob}");
         }
         for dob in [
             "1990-4-01",
@@ -491,10 +431,7 @@ mod tests {
             "",
             "19900401",
         ] {
-            assert!(
-                parse_msg(json!({"tid": "abcdef", "pid": {"dob": dob}})).is_err(),
-                "{dob}"
-            );
+            assert!(parse_msg(json!({"tid": "abcdef", "pid": {"dob": dob}})).is_err(), "{dob}");
         }
         // exp and doc.exp are full dates only.
         assert!(parse_msg(json!({"tid": "abcdef", "exp": "2030-01"})).is_err());
@@ -514,21 +451,12 @@ mod tests {
 
     #[test]
     fn nationality_rules() {
-        for (raw, code) in [
-            ("AUS", "AUS"),
-            ("D<<", "D"),
-            ("D", "D"),
-            ("XXA", "XXA"),
-            ("GB<", "GB"),
-        ] {
+        for (raw, code) in [("AUS", "AUS"), ("D<<", "D"), ("D", "D"), ("XXA", "XXA"), ("GB<", "GB")] {
             let c = parse_msg(json!({"tid": "abcdef", "pid": {"nat": raw}})).unwrap();
             assert_eq!(c.nationality.as_deref(), Some(code));
         }
         for bad in ["aus", "AUSX", "<<<", "", "<DE", "D<E", "AU1", "D<<<"] {
-            assert!(
-                parse_msg(json!({"tid": "abcdef", "pid": {"nat": bad}})).is_err(),
-                "{bad}"
-            );
+            assert!(parse_msg(json!({"tid": "abcdef", "pid": {"nat": bad}})).is_err(), "{bad}");
         }
     }
 
@@ -558,18 +486,10 @@ mod tests {
         v["data"]["hdr"]["is"] = json!("D<<");
         let s = Seal::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(s.header.issuing_state, "D");
-        for (path, bad) in [
-            ("t", json!(1)),
-            ("t", json!("")),
-            ("is", json!("aus")),
-            ("is", json!(null)),
-        ] {
+        for (path, bad) in [("t", json!(1)), ("t", json!("")), ("is", json!("aus")), ("is", json!(null))] {
             let mut w = seal_json(good_msg());
             w["data"]["hdr"][path] = bad;
-            assert!(
-                Seal::parse(&serde_json::to_vec(&w).unwrap()).is_err(),
-                "{path}"
-            );
+            assert!(Seal::parse(&serde_json::to_vec(&w).unwrap()).is_err(), "{path}");
         }
         let mut w = seal_json(good_msg());
         w["sig"]["cer"] = json!(5);
@@ -600,12 +520,8 @@ mod tests {
         for enc in [e, p, s] {
             assert!(parse_vds(&enc).is_ok());
         }
-        assert!(matches!(
-            parse_vds("not base64!"),
-            Err(TrustError::Malformed(_))
-        ));
-        let huge =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![b' '; MAX_SEAL_BYTES + 1]);
+        assert!(matches!(parse_vds("not base64!"), Err(TrustError::Malformed(_))));
+        let huge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![b' '; MAX_SEAL_BYTES + 1]);
         assert!(matches!(parse_vds(&huge), Err(TrustError::Malformed(_))));
         assert!(parse_vds(&"A".repeat(10 * 1024 * 1024)).is_err());
         // Exactly 16 KiB of whitespace around a valid seal is still accepted.

@@ -15,9 +15,7 @@
 use super::cert::{CaCert, Crl, MAX_CRL_BYTES};
 use super::config::TrustConfig;
 use super::fetch::Fetcher;
-use super::lists::{
-    ListContext, ListKind, ListMeta, ListPayload, MAX_CLOCK_AHEAD, MAX_LIST_BYTES, verify_list,
-};
+use super::lists::{ListContext, ListKind, ListMeta, ListPayload, MAX_CLOCK_AHEAD, MAX_LIST_BYTES, verify_list};
 use super::seal::{Credential, Seal, parse_vds};
 use super::verify::{Anchor, CrlCheck, PathList, Policy, VrlCheck, verify_seal};
 use super::{TrustError, b64, sha256_hex};
@@ -224,13 +222,7 @@ impl Tree {
             territory: None,
         };
         let key = format!("gl|{}", config.governance_url);
-        let (node, payload) = tree.list(
-            docs,
-            key,
-            "governance list".into(),
-            &config.governance_url,
-            ctx,
-        );
+        let (node, payload) = tree.list(docs, key, "governance list".into(), &config.governance_url, ctx);
         tree.governance = Some(node);
         let Some(ListPayload::Governance(gl)) = payload else {
             return tree;
@@ -243,13 +235,8 @@ impl Tree {
                 territory: None,
             };
             let key = format!("sl|{}|{}", s.id, s.url);
-            let (node, payload) =
-                tree.list(docs, key, format!("scheme list {}", s.id), &s.url, ctx);
-            let mut scheme = SchemeNode {
-                node,
-                doc_types: s.doc_types,
-                tsls: Vec::new(),
-            };
+            let (node, payload) = tree.list(docs, key, format!("scheme list {}", s.id), &s.url, ctx);
+            let mut scheme = SchemeNode { node, doc_types: s.doc_types, tsls: Vec::new() };
             if let Some(ListPayload::Scheme(sl)) = payload {
                 for t in sl.tsls {
                     let tsl = tree.tsl(docs, &s.id, t);
@@ -271,19 +258,13 @@ impl Tree {
         let key = format!("tsl|{scheme}|{}|{}", t.territory, t.url);
         let label = format!("TSL {scheme}/{}", t.territory);
         let (node, payload) = self.list(docs, key, label, &t.url, ctx);
-        let mut tsl = TslNode {
-            node,
-            territory: t.territory.clone(),
-            services: Vec::new(),
-        };
+        let mut tsl = TslNode { node, territory: t.territory.clone(), services: Vec::new() };
         let Some(ListPayload::Tsl(list)) = payload else {
             return tsl;
         };
         for svc in list.services {
             let granted = svc.status == "granted";
-            let ca = b64::decode_std(&svc.ca)
-                .and_then(|der| CaCert::parse(&der).ok())
-                .map(Arc::new);
+            let ca = b64::decode_std(&svc.ca).and_then(|der| CaCert::parse(&der).ok()).map(Arc::new);
             if ca.is_none() {
                 tracing::warn!(service = %svc.name, territory = %t.territory, "TSL service CA certificate does not parse");
             }
@@ -313,10 +294,7 @@ impl Tree {
                         Some(ListPayload::Vrl(v)) => v.revoked.into_iter().map(|r| r.tid).collect(),
                         _ => BTreeSet::new(),
                     };
-                    node.vrl = Some(VrlNode {
-                        node: vnode,
-                        revoked,
-                    });
+                    node.vrl = Some(VrlNode { node: vnode, revoked });
                 }
             }
             tsl.services.push(node);
@@ -338,13 +316,7 @@ impl Tree {
             label: label.clone(),
             want: Want::List(ctx.clone()),
         });
-        let mut node = ListNode {
-            key,
-            label,
-            url: url.to_owned(),
-            meta: None,
-            error: None,
-        };
+        let mut node = ListNode { key, label, url: url.to_owned(), meta: None, error: None };
         let Some(doc) = docs.get(&node.key) else {
             node.error = Some("not fetched yet".into());
             return (node, None);
@@ -370,13 +342,7 @@ impl Tree {
             label: label.clone(),
             want: Want::Crl(ca.clone()),
         });
-        let mut node = CrlNode {
-            key,
-            label,
-            url: url.to_owned(),
-            crl: None,
-            error: None,
-        };
+        let mut node = CrlNode { key, label, url: url.to_owned(), crl: None, error: None };
         match docs.get(&node.key) {
             None => node.error = Some("not fetched yet".into()),
             Some(doc) => match Crl::parse(&doc.body).and_then(|c| c.verify(ca).map(|()| c)) {
@@ -421,10 +387,7 @@ impl Tree {
                     };
                     let path = [gl, &s.node, &t.node]
                         .into_iter()
-                        .map(|n| PathList {
-                            label: &n.label,
-                            meta: n.meta.as_ref(),
-                        })
+                        .map(|n| PathList { label: &n.label, meta: n.meta.as_ref() })
                         .collect();
                     out.push(Anchor {
                         ca,
@@ -432,14 +395,7 @@ impl Tree {
                         territory: Some(&t.territory),
                         doc_types: Some((&s.doc_types, &svc.doc_types)),
                         path,
-                        crls: svc
-                            .crls
-                            .iter()
-                            .map(|c| CrlCheck {
-                                label: &c.label,
-                                crl: c.crl.as_ref(),
-                            })
-                            .collect(),
+                        crls: svc.crls.iter().map(|c| CrlCheck { label: &c.label, crl: c.crl.as_ref() }).collect(),
                         vrl: svc.vrl.as_ref().map(|v| VrlCheck {
                             label: &v.node.label,
                             meta: v.node.meta.as_ref(),
@@ -456,11 +412,8 @@ impl Tree {
         let gl = self.governance.iter().map(|n| ("governance", n));
         let rest = self.schemes.iter().flat_map(|s| {
             std::iter::once(("scheme", &s.node)).chain(s.tsls.iter().flat_map(|t| {
-                std::iter::once(("tsl", &t.node)).chain(
-                    t.services
-                        .iter()
-                        .filter_map(|svc| svc.vrl.as_ref().map(|v| ("vrl", &v.node))),
-                )
+                std::iter::once(("tsl", &t.node))
+                    .chain(t.services.iter().filter_map(|svc| svc.vrl.as_ref().map(|v| ("vrl", &v.node))))
             }))
         });
         gl.chain(rest)
@@ -481,21 +434,11 @@ impl TrustStore {
     /// skipped; only an unusable cache directory is an error.
     pub fn load(config: &TrustConfig, state_dir: &Path) -> Result<Self, TrustError> {
         let cache_dir = state_dir.join("trust");
-        std::fs::create_dir_all(&cache_dir)
-            .map_err(|e| TrustError::Cache(format!("{}: {e}", cache_dir.display())))?;
+        std::fs::create_dir_all(&cache_dir).map_err(|e| TrustError::Cache(format!("{}: {e}", cache_dir.display())))?;
         let docs = read_cache(&cache_dir)?;
         let tree = Tree::build(config, &docs);
-        let docs = tree
-            .wanted
-            .iter()
-            .filter_map(|w| docs.get(&w.key).map(|d| (w.key.clone(), d.clone())))
-            .collect();
-        let snapshot = Snapshot {
-            docs,
-            tree,
-            errors: BTreeMap::new(),
-            last_refresh: None,
-        };
+        let docs = tree.wanted.iter().filter_map(|w| docs.get(&w.key).map(|d| (w.key.clone(), d.clone()))).collect();
+        let snapshot = Snapshot { docs, tree, errors: BTreeMap::new(), last_refresh: None };
         Ok(Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -544,11 +487,7 @@ impl TrustStore {
         loop {
             let tree = Tree::build(config, &docs);
             // Each document once per refresh, even when several services share it.
-            let todo: Vec<Wanted> = tree
-                .wanted
-                .into_iter()
-                .filter(|w| attempted.insert(w.key.clone()))
-                .collect();
+            let todo: Vec<Wanted> = tree.wanted.into_iter().filter(|w| attempted.insert(w.key.clone())).collect();
             if todo.is_empty() || attempted.len() > MAX_DOCUMENTS {
                 break;
             }
@@ -593,12 +532,7 @@ impl TrustStore {
                 reason: e.to_string(),
             });
         }
-        self.swap(Snapshot {
-            docs,
-            tree,
-            errors,
-            last_refresh: Some(now),
-        });
+        self.swap(Snapshot { docs, tree, errors, last_refresh: Some(now) });
         report.fresh = self.status(now).fresh;
         Ok(report)
     }
@@ -628,10 +562,13 @@ impl TrustStore {
             return Err(TrustError::NotConfigured);
         }
         let seal = parse_vds(vds)?;
+        // Structure first (vds.md §6 rule 1): an enrollment needs the profile's `tid`
+        // and well-formed dates whatever the document type, so a seal without them is
+        // `400 invalid_request` before any signature or type check.
+        Credential::from_msg(&seal.msg)?;
         let v = self.verify_seal(&seal, now)?;
-        let credential = v.credential.ok_or_else(|| {
-            TrustError::Untrusted("document type is not accepted for enrollment".into())
-        })?;
+        let credential =
+            v.credential.ok_or_else(|| TrustError::Untrusted("document type is not accepted for enrollment".into()))?;
         Ok(VerifiedCredential {
             credential,
             doc_type: v.doc_type,
@@ -689,11 +626,7 @@ impl TrustStore {
                 next_update: n.meta.as_ref().map(|m| m.next_update),
                 fresh: n.meta.as_ref().is_some_and(|m| m.fresh_at(now)),
                 fetched_at: fetched(&n.key),
-                error: snapshot
-                    .errors
-                    .get(&n.key)
-                    .cloned()
-                    .or_else(|| n.error.clone()),
+                error: snapshot.errors.get(&n.key).cloned().or_else(|| n.error.clone()),
             });
         }
         for (_, c) in tree.crls() {
@@ -706,11 +639,7 @@ impl TrustStore {
                 next_update: c.crl.as_ref().and_then(|x| x.next_update),
                 fresh: c.crl.as_ref().is_some_and(|x| x.current_at(now)),
                 fetched_at: fetched(&c.key),
-                error: snapshot
-                    .errors
-                    .get(&c.key)
-                    .cloned()
-                    .or_else(|| c.error.clone()),
+                error: snapshot.errors.get(&c.key).cloned().or_else(|| c.error.clone()),
             });
         }
         let configured = self.inner.config.is_configured();
@@ -750,11 +679,7 @@ impl TrustStore {
                 continue;
             };
             for serial_hex in crl.revoked_serials_hex() {
-                out.insert(RevokedSigner {
-                    ca_sha256: ca.sha256.clone(),
-                    ca_name: svc.name.clone(),
-                    serial_hex,
-                });
+                out.insert(RevokedSigner { ca_sha256: ca.sha256.clone(), ca_name: svc.name.clone(), serial_hex });
             }
         }
         out.into_iter().collect()
@@ -775,10 +700,7 @@ fn accept(w: &Wanted, body: Vec<u8>, previous: Option<&Doc>, now: i64) -> Result
             }
             if let Some(old) = previous.and_then(|p| verify_list(&p.body, ctx).ok()) {
                 if m.seq < old.meta.seq {
-                    return Err(format!(
-                        "seq {} is older than the cached seq {}",
-                        m.seq, old.meta.seq
-                    ));
+                    return Err(format!("seq {} is older than the cached seq {}", m.seq, old.meta.seq));
                 }
                 if m.seq == old.meta.seq && new.payload_bytes != old.payload_bytes {
                     return Err(format!("seq {} repeated with a different payload", m.seq));
@@ -801,12 +723,7 @@ fn accept(w: &Wanted, body: Vec<u8>, previous: Option<&Doc>, now: i64) -> Result
             }
         }
     }
-    Ok(Doc {
-        key: w.key.clone(),
-        url: w.url.clone(),
-        fetched_at: now,
-        body,
-    })
+    Ok(Doc { key: w.key.clone(), url: w.url.clone(), fetched_at: now, body })
 }
 
 /// Current Unix time in seconds.
@@ -822,8 +739,7 @@ fn cache_file(dir: &Path, key: &str) -> PathBuf {
 }
 
 fn read_cache(dir: &Path) -> Result<DocMap, TrustError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| TrustError::Cache(format!("{}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| TrustError::Cache(format!("{}: {e}", dir.display())))?;
     let mut docs = DocMap::new();
     for entry in entries.flatten() {
         let path = entry.path();
@@ -851,16 +767,8 @@ fn read_cache(dir: &Path) -> Result<DocMap, TrustError> {
 /// Writes changed documents (temp file + fsync + rename) and removes dropped ones.
 async fn write_cache(dir: &Path, old: &DocMap, new: &DocMap) -> Result<(), TrustError> {
     let dir = dir.to_owned();
-    let changed: Vec<Doc> = new
-        .values()
-        .filter(|d| old.get(&d.key) != Some(*d))
-        .cloned()
-        .collect();
-    let dropped: Vec<String> = old
-        .keys()
-        .filter(|k| !new.contains_key(*k))
-        .cloned()
-        .collect();
+    let changed: Vec<Doc> = new.values().filter(|d| old.get(&d.key) != Some(*d)).cloned().collect();
+    let dropped: Vec<String> = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
     tokio::task::spawn_blocking(move || -> Result<(), TrustError> {
         let io = |e: std::io::Error| TrustError::Cache(e.to_string());
         for doc in changed {

@@ -60,29 +60,20 @@ pub fn rsa2048() -> rsa::RsaPrivateKey {
 
 fn ec_spki(curve: &str, point: &[u8]) -> SubjectPublicKeyInfoOwned {
     SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: oid("1.2.840.10045.2.1"),
-            parameters: Some(Any::from(&oid(curve))),
-        },
+        algorithm: AlgorithmIdentifierOwned { oid: oid("1.2.840.10045.2.1"), parameters: Some(Any::from(&oid(curve))) },
         subject_public_key: BitString::from_bytes(point).unwrap(),
     }
 }
 
 pub fn p256_spki(key: &p256::ecdsa::SigningKey) -> SubjectPublicKeyInfoOwned {
-    ec_spki(
-        "1.2.840.10045.3.1.7",
-        key.verifying_key().to_encoded_point(false).as_bytes(),
-    )
+    ec_spki("1.2.840.10045.3.1.7", key.verifying_key().to_encoded_point(false).as_bytes())
 }
 
 impl TestKey {
     pub fn spki(&self) -> SubjectPublicKeyInfoOwned {
         match self {
             Self::P256(k) => p256_spki(k),
-            Self::P384(k) => ec_spki(
-                "1.3.132.0.34",
-                k.verifying_key().to_encoded_point(false).as_bytes(),
-            ),
+            Self::P384(k) => ec_spki("1.3.132.0.34", k.verifying_key().to_encoded_point(false).as_bytes()),
             Self::Rsa(k) | Self::RsaPss(k) => {
                 use rsa::pkcs8::EncodePublicKey;
                 let der = k.to_public_key().to_public_key_der().unwrap();
@@ -93,22 +84,13 @@ impl TestKey {
 
     pub fn alg(&self) -> AlgorithmIdentifierOwned {
         match self {
-            Self::P256(_) => AlgorithmIdentifierOwned {
-                oid: oid("1.2.840.10045.4.3.2"),
-                parameters: None,
-            },
-            Self::P384(_) => AlgorithmIdentifierOwned {
-                oid: oid("1.2.840.10045.4.3.3"),
-                parameters: None,
-            },
-            Self::Rsa(_) => AlgorithmIdentifierOwned {
-                oid: oid("1.2.840.113549.1.1.11"),
-                parameters: Some(Any::null()),
-            },
+            Self::P256(_) => AlgorithmIdentifierOwned { oid: oid("1.2.840.10045.4.3.2"), parameters: None },
+            Self::P384(_) => AlgorithmIdentifierOwned { oid: oid("1.2.840.10045.4.3.3"), parameters: None },
+            Self::Rsa(_) => {
+                AlgorithmIdentifierOwned { oid: oid("1.2.840.113549.1.1.11"), parameters: Some(Any::null()) }
+            }
             Self::RsaPss(_) => {
-                let params = rsa::pkcs1::RsaPssParams::new::<sha2::Sha256>(32)
-                    .to_der()
-                    .unwrap();
+                let params = rsa::pkcs1::RsaPssParams::new::<sha2::Sha256>(32).to_der().unwrap();
                 AlgorithmIdentifierOwned {
                     oid: oid("1.2.840.113549.1.1.10"),
                     parameters: Some(Any::from_der(&params).unwrap()),
@@ -128,9 +110,7 @@ impl TestKey {
                 let s: p384::ecdsa::Signature = k.sign(msg);
                 s.to_der().as_bytes().to_vec()
             }
-            Self::Rsa(k) => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.clone())
-                .sign(msg)
-                .to_vec(),
+            Self::Rsa(k) => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.clone()).sign(msg).to_vec(),
             Self::RsaPss(k) => rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(k.clone())
                 .sign_with_rng(&mut rand_core::OsRng, msg)
                 .to_vec(),
@@ -152,17 +132,11 @@ pub fn time(t: i64) -> Time {
 }
 
 pub fn ext(id: &str, critical: bool, value: Vec<u8>) -> Extension {
-    Extension {
-        extn_id: oid(id),
-        critical,
-        extn_value: OctetString::new(value).unwrap(),
-    }
+    Extension { extn_id: oid(id), critical, extn_value: OctetString::new(value).unwrap() }
 }
 
 pub fn eku(critical: bool, purposes: &[&str]) -> Extension {
-    let v = ExtendedKeyUsage(purposes.iter().map(|p| oid(p)).collect())
-        .to_der()
-        .unwrap();
+    let v = ExtendedKeyUsage(purposes.iter().map(|p| oid(p)).collect()).to_der().unwrap();
     ext("2.5.29.37", critical, v)
 }
 
@@ -171,16 +145,7 @@ pub fn key_usage(flags: impl Into<der::flagset::FlagSet<KeyUsages>>) -> Extensio
 }
 
 pub fn ca_constraints() -> Extension {
-    ext(
-        "2.5.29.19",
-        true,
-        BasicConstraints {
-            ca: true,
-            path_len_constraint: Some(0),
-        }
-        .to_der()
-        .unwrap(),
-    )
+    ext("2.5.29.19", true, BasicConstraints { ca: true, path_len_constraint: Some(0) }.to_der().unwrap())
 }
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -247,40 +212,24 @@ impl CertSpec {
 }
 
 /// Builds and signs a certificate for `spki` issued by `issuer` (name + key).
-pub fn make_cert(
-    spec: CertSpec,
-    spki: SubjectPublicKeyInfoOwned,
-    issuer: &Name,
-    issuer_key: &TestKey,
-) -> Vec<u8> {
+pub fn make_cert(spec: CertSpec, spki: SubjectPublicKeyInfoOwned, issuer: &Name, issuer_key: &TestKey) -> Vec<u8> {
     let alg = issuer_key.alg();
     let tbs = TbsCertificate {
         version: spec.version,
         serial_number: SerialNumber::new(&spec.serial).unwrap(),
         signature: alg.clone(),
         issuer: issuer.clone(),
-        validity: Validity {
-            not_before: time(spec.not_before),
-            not_after: time(spec.not_after),
-        },
+        validity: Validity { not_before: time(spec.not_before), not_after: time(spec.not_after) },
         subject: spec.subject,
         subject_public_key_info: spki,
         issuer_unique_id: None,
         subject_unique_id: None,
-        extensions: if spec.extensions.is_empty() {
-            None
-        } else {
-            Some(spec.extensions)
-        },
+        extensions: if spec.extensions.is_empty() { None } else { Some(spec.extensions) },
     };
     let sig = issuer_key.sign(&tbs.to_der().unwrap());
-    Certificate {
-        tbs_certificate: tbs,
-        signature_algorithm: alg,
-        signature: BitString::from_bytes(&sig).unwrap(),
-    }
-    .to_der()
-    .unwrap()
+    Certificate { tbs_certificate: tbs, signature_algorithm: alg, signature: BitString::from_bytes(&sig).unwrap() }
+        .to_der()
+        .unwrap()
 }
 
 /// A CA: its key, name and self-signed certificate.
@@ -298,9 +247,7 @@ impl TestCa {
 
     pub fn with_validity(key: TestKey, subject: &str, not_before: i64, not_after: i64) -> Self {
         let n = name(subject);
-        let spec = CertSpec::new(subject, 1)
-            .validity(not_before, not_after)
-            .ext(ca_constraints());
+        let spec = CertSpec::new(subject, 1).validity(not_before, not_after).ext(ca_constraints());
         let der = make_cert(spec, key.spki(), &n, &key);
         Self { key, name: n, der }
     }
@@ -327,11 +274,7 @@ impl TestCa {
             issuer: self.name.clone(),
             this_update: time(this_update),
             next_update: next_update.map(time),
-            revoked_certificates: if revoked.is_empty() {
-                None
-            } else {
-                Some(revoked)
-            },
+            revoked_certificates: if revoked.is_empty() { None } else { Some(revoked) },
             crl_extensions: None,
         };
         let sig = self.key.sign(&tbs.to_der().unwrap());
@@ -394,11 +337,7 @@ pub fn make_seal(data: &Value, cert: &[u8], key: &p256::ecdsa::SigningKey, padde
     let canonical = super::jcs::canonicalize(data).unwrap();
     let sig: p256::ecdsa::Signature = key.sign(&canonical);
     let enc = |b: &[u8]| {
-        if padded {
-            URL_SAFE.encode(b)
-        } else {
-            URL_SAFE_NO_PAD.encode(b)
-        }
+        if padded { URL_SAFE.encode(b) } else { URL_SAFE_NO_PAD.encode(b) }
     };
     json!({"data": data, "sig": {"alg": "ES256", "cer": enc(cert), "sigvl": enc(&sig.to_bytes())}})
 }

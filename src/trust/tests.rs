@@ -28,10 +28,7 @@ fn default_signer_spec() -> CertSpec {
 
 impl Fixture {
     fn new() -> Self {
-        Self::with_ca(TestCa::new(
-            TestKey::P256(p256_key()),
-            "CN=AUS VDS CA 2026,O=Test,C=AU",
-        ))
+        Self::with_ca(TestCa::new(TestKey::P256(p256_key()), "CN=AUS VDS CA 2026,O=Test,C=AU"))
     }
 
     fn with_ca(ca: TestCa) -> Self {
@@ -92,13 +89,7 @@ impl Fixture {
     }
 
     fn publish_gl(&self, seq: u64, issued: i64, next_update: i64) {
-        self.write(
-            "gl.jws",
-            &self.gl.sign(
-                "symbolon-gl+jws",
-                &self.gl_payload(seq, issued, next_update),
-            ),
-        );
+        self.write("gl.jws", &self.gl.sign("symbolon-gl+jws", &self.gl_payload(seq, issued, next_update)));
     }
 
     fn publish_sl(&self, seq: u64, issued: i64, next_update: i64) {
@@ -118,10 +109,8 @@ impl Fixture {
     }
 
     fn publish_vrl(&self, seq: u64, issued: i64, next_update: i64, tids: &[&str]) {
-        let revoked: Vec<Value> = tids
-            .iter()
-            .map(|t| json!({"tid": t, "revoked_at": NOW - DAY, "reason": "lost"}))
-            .collect();
+        let revoked: Vec<Value> =
+            tids.iter().map(|t| json!({"tid": t, "revoked_at": NOW - DAY, "reason": "lost"})).collect();
         let p = json!({"type": "vrl", "territory": "AUS", "seq": seq, "issued": issued,
                        "next_update": next_update, "revoked": revoked});
         self.write("vrl.jws", &self.vrl.sign("symbolon-vrl+jws", &p));
@@ -164,9 +153,7 @@ fn code(r: Result<VerifiedCredential, TrustError>) -> ErrorCode {
 async fn valid_credential_verifies() {
     let f = Fixture::new();
     let store = f.store().await;
-    let v = store
-        .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-        .unwrap();
+    let v = store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).unwrap();
     assert_eq!(v.credential.token_id, "AUS-7Q2M9K4T");
     assert_eq!(v.doc_type, "symbolon.id");
     assert_eq!(v.territory, "AUS");
@@ -191,19 +178,10 @@ async fn structure_errors_come_first() {
     let mut data = profile_data("bad tid!");
     let mut seal = make_seal(&data, &f.signer_cert, &f.signer_key, false);
     seal["data"]["msg"]["pid"]["gn"] = json!("TAMPERED");
-    assert_eq!(
-        code(store.verify_credential(&b64u(&seal), NOW)),
-        ErrorCode::InvalidRequest
-    );
+    assert_eq!(code(store.verify_credential(&b64u(&seal), NOW)), ErrorCode::InvalidRequest);
     data["hdr"]["v"] = json!(2);
-    assert_eq!(
-        code(store.verify_credential(&f.vds(&data), NOW)),
-        ErrorCode::InvalidRequest
-    );
-    assert_eq!(
-        code(store.verify_credential("%%%", NOW)),
-        ErrorCode::InvalidRequest
-    );
+    assert_eq!(code(store.verify_credential(&f.vds(&data), NOW)), ErrorCode::InvalidRequest);
+    assert_eq!(code(store.verify_credential("%%%", NOW)), ErrorCode::InvalidRequest);
 }
 
 #[tokio::test]
@@ -215,31 +193,19 @@ async fn step1_signature_failures_are_untrusted() {
 
     let mut tampered = good.clone();
     tampered["data"]["msg"]["pid"]["gn"] = json!("JOHN");
-    assert_eq!(
-        code(store.verify_credential(&b64u(&tampered), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&b64u(&tampered), NOW)), ErrorCode::UntrustedCredential);
 
     let mut alg = good.clone();
     alg["sig"]["alg"] = json!("ES384");
-    assert_eq!(
-        code(store.verify_credential(&b64u(&alg), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&b64u(&alg), NOW)), ErrorCode::UntrustedCredential);
 
     let mut cer = good.clone();
     cer["sig"]["cer"] = json!("bm90IGEgY2VydA");
-    assert_eq!(
-        code(store.verify_credential(&b64u(&cer), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&b64u(&cer), NOW)), ErrorCode::UntrustedCredential);
 
     let mut sigvl = good.clone();
     sigvl["sig"]["sigvl"] = json!("AAAA");
-    assert_eq!(
-        code(store.verify_credential(&b64u(&sigvl), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&b64u(&sigvl), NOW)), ErrorCode::UntrustedCredential);
 
     // Member order and whitespace do not matter: JCS.
     let reordered = format!(
@@ -251,18 +217,10 @@ async fn step1_signature_failures_are_untrusted() {
 
     // A P-384 signer key is not accepted.
     let k384 = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
-    let c384 = make_cert(
-        default_signer_spec(),
-        TestKey::P384(k384).spki(),
-        &f.ca.name,
-        &f.ca.key,
-    );
+    let c384 = make_cert(default_signer_spec(), TestKey::P384(k384).spki(), &f.ca.name, &f.ca.key);
     let mut wrong_key = good.clone();
     wrong_key["sig"]["cer"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c384));
-    assert_eq!(
-        code(store.verify_credential(&b64u(&wrong_key), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&b64u(&wrong_key), NOW)), ErrorCode::UntrustedCredential);
 }
 
 #[tokio::test]
@@ -274,10 +232,7 @@ async fn step2_ca_must_be_granted_and_verify() {
     let k = p256_key();
     let cert = impostor.issue(default_signer_spec(), &k);
     let vds = f.vds_by(&profile_data("AUS-7Q2M9K4T"), &cert, &k);
-    assert_eq!(
-        code(store.verify_credential(&vds, NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&vds, NOW)), ErrorCode::UntrustedCredential);
 
     // Withdrawn service.
     let mut svc = f.service();
@@ -303,9 +258,7 @@ async fn step2_rollover_same_name_chooses_by_signature() {
     second["name"] = json!("new");
     f.publish_tsl(1, NOW - 60, NOW + DAY, vec![first, second]);
     let store = f.store().await;
-    let v = store
-        .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-        .unwrap();
+    let v = store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).unwrap();
     assert_eq!(v.ca_name, "new");
 }
 
@@ -323,26 +276,15 @@ async fn step3_document_types_and_extensions() {
     // No EKU, no KU: fine.
     assert!(store.verify_credential(&issue(base()), NOW).is_ok());
     // Critical EKU with the VDS-NC purpose, no KU: fine (state-issued shape).
-    assert!(
-        store
-            .verify_credential(&issue(base().ext(eku(true, &[EKU_VDS]))), NOW)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&issue(base().ext(eku(true, &[EKU_VDS]))), NOW).is_ok());
     // EKU without the purpose.
     let r = store.verify_credential(&issue(base().ext(eku(false, &["1.3.6.1.5.5.7.3.4"]))), NOW);
     assert_eq!(code(r), ErrorCode::UntrustedCredential);
     // KU without digitalSignature.
-    let r = store.verify_credential(
-        &issue(base().ext(key_usage(KeyUsages::KeyEncipherment))),
-        NOW,
-    );
+    let r = store.verify_credential(&issue(base().ext(key_usage(KeyUsages::KeyEncipherment))), NOW);
     assert_eq!(code(r), ErrorCode::UntrustedCredential);
     // DocumentTypeList with SI, and without.
-    assert!(
-        store
-            .verify_credential(&issue(base().ext(dtl(&["NV", "SI"]))), NOW)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&issue(base().ext(dtl(&["NV", "SI"]))), NOW).is_ok());
     let r = store.verify_credential(&issue(base().ext(dtl(&["NV"]))), NOW);
     assert_eq!(code(r), ErrorCode::UntrustedCredential);
     // Unknown critical extension.
@@ -354,20 +296,14 @@ async fn step3_document_types_and_extensions() {
     svc["doc_types"] = json!(["icao.vacc"]);
     f.publish_tsl(2, NOW - 60, NOW + DAY, vec![svc]);
     store.refresh(NOW).await.unwrap();
-    assert_eq!(
-        code(store.verify_credential(&f.vds(&data), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&f.vds(&data), NOW)), ErrorCode::UntrustedCredential);
 
     // A seal of a type the configuration does not accept (signed, trusted CA).
     let f2 = Fixture::new();
     let store2 = f2.store().await;
     let mut other = profile_data("AUS-7Q2M9K4T");
     other["hdr"]["t"] = json!("icao.vacc");
-    assert_eq!(
-        code(store2.verify_credential(&f2.vds(&other), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store2.verify_credential(&f2.vds(&other), NOW)), ErrorCode::UntrustedCredential);
 }
 
 #[tokio::test]
@@ -386,34 +322,18 @@ async fn step3_unknown_type_with_dtl_is_untrusted() {
     let k = p256_key();
     let plain = f.ca.issue(CertSpec::new("CN=S,C=AU", 9), &k);
     // Scheme doc_types lack x.custom.
-    assert_eq!(
-        code(store.verify_credential(&f.vds_by(&data, &plain, &k), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert_eq!(code(store.verify_credential(&f.vds_by(&data, &plain, &k), NOW)), ErrorCode::UntrustedCredential);
     let mut gl = f.gl_payload(2, NOW - 60, NOW + DAY);
     gl["schemes"][0]["doc_types"] = json!(["symbolon.id", "x.custom"]);
     f.write("gl.jws", &f.gl.sign("symbolon-gl+jws", &gl));
     store.refresh(NOW).await.unwrap();
-    assert!(
-        store
-            .verify_credential(&f.vds_by(&data, &plain, &k), NOW)
-            .is_ok()
-    );
-    let with_dtl =
-        f.ca.issue(CertSpec::new("CN=S,C=AU", 10).ext(dtl(&["SI"])), &k);
-    assert_eq!(
-        code(store.verify_credential(&f.vds_by(&data, &with_dtl, &k), NOW)),
-        ErrorCode::UntrustedCredential
-    );
+    assert!(store.verify_credential(&f.vds_by(&data, &plain, &k), NOW).is_ok());
+    let with_dtl = f.ca.issue(CertSpec::new("CN=S,C=AU", 10).ext(dtl(&["SI"])), &k);
+    assert_eq!(code(store.verify_credential(&f.vds_by(&data, &with_dtl, &k), NOW)), ErrorCode::UntrustedCredential);
     config.doc_type_codes.insert("x.custom".into(), "XC".into());
     let store = TrustStore::load(&config, &f.state_dir()).unwrap();
-    let with_xc =
-        f.ca.issue(CertSpec::new("CN=S,C=AU", 11).ext(dtl(&["XC"])), &k);
-    assert!(
-        store
-            .verify_credential(&f.vds_by(&data, &with_xc, &k), NOW)
-            .is_ok()
-    );
+    let with_xc = f.ca.issue(CertSpec::new("CN=S,C=AU", 11).ext(dtl(&["XC"])), &k);
+    assert!(store.verify_credential(&f.vds_by(&data, &with_xc, &k), NOW).is_ok());
 }
 
 #[tokio::test]
@@ -421,45 +341,22 @@ async fn step4_territory_before_validity() {
     let f = Fixture::new();
     let store = f.store().await;
     let k = p256_key();
-    let expired = f.ca.issue(
-        default_signer_spec().validity(NOW - 100 * DAY, NOW - DAY),
-        &k,
-    );
+    let expired = f.ca.issue(default_signer_spec().validity(NOW - 100 * DAY, NOW - DAY), &k);
     let mut data = profile_data("AUS-7Q2M9K4T");
-    assert_eq!(
-        code(store.verify_credential(&f.vds_by(&data, &expired, &k), NOW)),
-        ErrorCode::ExpiredCredential
-    );
+    assert_eq!(code(store.verify_credential(&f.vds_by(&data, &expired, &k), NOW)), ErrorCode::ExpiredCredential);
     data["hdr"]["is"] = json!("NZL");
-    assert_eq!(
-        code(store.verify_credential(&f.vds_by(&data, &expired, &k), NOW)),
-        ErrorCode::UntrustedCredential
-    );
-    let future = f.ca.issue(
-        default_signer_spec().validity(NOW + DAY, NOW + 100 * DAY),
-        &k,
-    );
+    assert_eq!(code(store.verify_credential(&f.vds_by(&data, &expired, &k), NOW)), ErrorCode::UntrustedCredential);
+    let future = f.ca.issue(default_signer_spec().validity(NOW + DAY, NOW + 100 * DAY), &k);
     let data = profile_data("AUS-7Q2M9K4T");
-    assert_eq!(
-        code(store.verify_credential(&f.vds_by(&data, &future, &k), NOW)),
-        ErrorCode::ExpiredCredential
-    );
+    assert_eq!(code(store.verify_credential(&f.vds_by(&data, &future, &k), NOW)), ErrorCode::ExpiredCredential);
 }
 
 #[tokio::test]
 async fn step4_expired_ca() {
-    let ca = TestCa::with_validity(
-        TestKey::P256(p256_key()),
-        "CN=Old CA,C=AU",
-        NOW - 900 * DAY,
-        NOW - DAY,
-    );
+    let ca = TestCa::with_validity(TestKey::P256(p256_key()), "CN=Old CA,C=AU", NOW - 900 * DAY, NOW - DAY);
     let f = Fixture::with_ca(ca);
     let store = f.store().await;
-    assert_eq!(
-        code(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)),
-        ErrorCode::ExpiredCredential
-    );
+    assert_eq!(code(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)), ErrorCode::ExpiredCredential);
 }
 
 #[tokio::test]
@@ -471,10 +368,7 @@ async fn step5_crl_and_vrl() {
     f.publish_crl(&f.ca.crl(NOW - 60, Some(NOW + DAY), &[&[0x12, 0x34]]));
     let report = store.refresh(NOW).await.unwrap();
     assert_eq!(report.updated, vec!["CRL of AUS VDS CA 2026"]);
-    assert_eq!(
-        code(store.verify_credential(&vds, NOW)),
-        ErrorCode::RevokedCredential
-    );
+    assert_eq!(code(store.verify_credential(&vds, NOW)), ErrorCode::RevokedCredential);
     assert_eq!(
         store.revoked_signers(),
         vec![RevokedSigner {
@@ -491,16 +385,9 @@ async fn step5_crl_and_vrl() {
     f.publish_crl(&f.ca.crl(NOW, Some(NOW + DAY), &[]));
     f.publish_vrl(2, NOW - 60, NOW + DAY, &["AUS-7Q2M9K4T"]);
     store.refresh(NOW).await.unwrap();
-    assert_eq!(
-        code(store.verify_credential(&vds, NOW)),
-        ErrorCode::RevokedCredential
-    );
+    assert_eq!(code(store.verify_credential(&vds, NOW)), ErrorCode::RevokedCredential);
     assert!(store.revoked_token_ids().contains("AUS-7Q2M9K4T"));
-    assert!(
-        store
-            .verify_credential(&f.vds(&profile_data("AUS-OTHER1")), NOW)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-OTHER1")), NOW).is_ok());
 }
 
 #[tokio::test]
@@ -512,13 +399,8 @@ async fn step5_badly_signed_crl_fails_closed() {
     let report = store.refresh(NOW).await.unwrap();
     assert_eq!(report.failed.len(), 1);
     assert!(!report.fresh);
-    let err = store
-        .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        TrustError::Unavailable("CRL of AUS VDS CA 2026 is not current".into())
-    );
+    let err = store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).unwrap_err();
+    assert_eq!(err, TrustError::Unavailable("CRL of AUS VDS CA 2026 is not current".into()));
     // A CRL without nextUpdate is refused too.
     f.publish_crl(&f.ca.crl(NOW - 60, None, &[]));
     assert_eq!(store.refresh(NOW).await.unwrap().failed.len(), 1);
@@ -528,11 +410,7 @@ async fn step5_badly_signed_crl_fails_closed() {
     f.publish_tsl(2, NOW - 60, NOW + DAY, vec![svc]);
     let report = store.refresh(NOW).await.unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert!(
-        store
-            .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
 }
 
 #[tokio::test]
@@ -541,24 +419,12 @@ async fn step6_dates_inclusive() {
     let store = f.store().await;
     let mut data = profile_data("AUS-7Q2M9K4T");
     data["msg"]["exp"] = json!("2026-01-01");
-    assert!(
-        store
-            .verify_credential(&f.vds(&data), NOW + DAY - 1)
-            .is_ok()
-    );
-    let err = store
-        .verify_credential(&f.vds(&data), NOW + DAY)
-        .unwrap_err();
-    assert_eq!(
-        crate::error::ApiError::from(err).code,
-        ErrorCode::ExpiredCredential
-    );
+    assert!(store.verify_credential(&f.vds(&data), NOW + DAY - 1).is_ok());
+    let err = store.verify_credential(&f.vds(&data), NOW + DAY).unwrap_err();
+    assert_eq!(crate::error::ApiError::from(err).code, ErrorCode::ExpiredCredential);
     let mut data = profile_data("AUS-7Q2M9K4T");
     data["msg"]["doc"]["exp"] = json!("2025-12-31");
-    assert_eq!(
-        code(store.verify_credential(&f.vds(&data), NOW)),
-        ErrorCode::ExpiredCredential
-    );
+    assert_eq!(code(store.verify_credential(&f.vds(&data), NOW)), ErrorCode::ExpiredCredential);
 }
 
 #[tokio::test]
@@ -569,13 +435,8 @@ async fn stale_list_fails_closed_and_names_it() {
     let report = store.refresh(NOW).await.unwrap();
     assert!(report.failed.is_empty());
     assert!(!report.fresh);
-    let err = store
-        .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        TrustError::Unavailable("scheme list x1280-demo is stale or missing".into())
-    );
+    let err = store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).unwrap_err();
+    assert_eq!(err, TrustError::Unavailable("scheme list x1280-demo is stale or missing".into()));
     let api = crate::error::ApiError::from(err);
     assert_eq!((api.code, api.code.status()), (ErrorCode::Unavailable, 503));
     assert!(!store.status(NOW).fresh);
@@ -584,27 +445,16 @@ async fn stale_list_fails_closed_and_names_it() {
     f.publish_vrl(1, NOW - 3600, NOW - 1, &[]);
     let store = TrustStore::load(&f.config(), &f.state_dir()).unwrap();
     store.refresh(NOW).await.unwrap();
-    let err = store
-        .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        TrustError::Unavailable("VRL x1280-demo/AUS is stale or missing".into())
-    );
+    let err = store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).unwrap_err();
+    assert_eq!(err, TrustError::Unavailable("VRL x1280-demo/AUS is stale or missing".into()));
 }
 
 #[tokio::test]
 async fn not_configured_or_never_fetched_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let store = TrustStore::load(&TrustConfig::default(), dir.path()).unwrap();
-    assert_eq!(
-        store.verify_credential("e30", NOW).unwrap_err(),
-        TrustError::NotConfigured
-    );
-    assert_eq!(
-        store.refresh(NOW).await.unwrap_err(),
-        TrustError::NotConfigured
-    );
+    assert_eq!(store.verify_credential("e30", NOW).unwrap_err(), TrustError::NotConfigured);
+    assert_eq!(store.refresh(NOW).await.unwrap_err(), TrustError::NotConfigured);
     assert!(!store.status(NOW).fresh);
 
     let f = Fixture::new();
@@ -612,25 +462,15 @@ async fn not_configured_or_never_fetched_is_unavailable() {
     let store = TrustStore::load(&f.config(), &f.state_dir()).unwrap();
     let report = store.refresh(NOW).await.unwrap();
     assert_eq!(report.failed.len(), 1);
-    let err = store
-        .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        TrustError::Unavailable("governance list is stale or missing".into())
-    );
+    let err = store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).unwrap_err();
+    assert_eq!(err, TrustError::Unavailable("governance list is stale or missing".into()));
 }
 
 #[tokio::test]
 async fn list_acceptance_rules() {
     let f = Fixture::new();
     let store = f.store().await;
-    let fails = |r: RefreshReport| {
-        r.failed
-            .into_iter()
-            .map(|x| (x.list, x.reason))
-            .collect::<Vec<_>>()
-    };
+    let fails = |r: RefreshReport| r.failed.into_iter().map(|x| (x.list, x.reason)).collect::<Vec<_>>();
 
     // Rollback of seq.
     f.publish_gl(5, NOW - 60, NOW + DAY);
@@ -650,99 +490,48 @@ async fn list_acceptance_rules() {
 
     // Issued too far in the future.
     f.publish_gl(6, NOW + 301, NOW + DAY);
-    assert!(
-        fails(store.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("future")
-    );
+    assert!(fails(store.refresh(NOW).await.unwrap())[0].1.contains("future"));
     f.publish_gl(6, NOW + 300, NOW + DAY);
     assert!(store.refresh(NOW).await.unwrap().failed.is_empty());
 
     // Unpinned signer, wrong typ, extra header member, wrong type member.
     let rogue = ListSigner::new("rogue");
-    f.write(
-        "gl.jws",
-        &rogue.sign("symbolon-gl+jws", &f.gl_payload(7, NOW, NOW + DAY)),
-    );
-    assert!(
-        fails(store.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("not pinned")
-    );
-    f.write(
-        "gl.jws",
-        &f.gl
-            .sign("symbolon-sl+jws", &f.gl_payload(7, NOW, NOW + DAY)),
-    );
-    assert!(
-        fails(store.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("typ")
-    );
+    f.write("gl.jws", &rogue.sign("symbolon-gl+jws", &f.gl_payload(7, NOW, NOW + DAY)));
+    assert!(fails(store.refresh(NOW).await.unwrap())[0].1.contains("not pinned"));
+    f.write("gl.jws", &f.gl.sign("symbolon-sl+jws", &f.gl_payload(7, NOW, NOW + DAY)));
+    assert!(fails(store.refresh(NOW).await.unwrap())[0].1.contains("typ"));
     let header = json!({"alg": "ES256", "typ": "symbolon-gl+jws", "kid": "x",
                         "x5c": [STANDARD.encode(&f.gl.der)]});
-    f.write(
-        "gl.jws",
-        &f.gl
-            .sign_with_header(&header, &f.gl_payload(7, NOW, NOW + DAY)),
-    );
-    assert!(
-        fails(store.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("exactly")
-    );
+    f.write("gl.jws", &f.gl.sign_with_header(&header, &f.gl_payload(7, NOW, NOW + DAY)));
+    assert!(fails(store.refresh(NOW).await.unwrap())[0].1.contains("exactly"));
     let mut p = f.gl_payload(7, NOW, NOW + DAY);
     p["type"] = json!("scheme");
     f.write("gl.jws", &f.gl.sign("symbolon-gl+jws", &p));
-    assert!(
-        fails(store.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("type")
-    );
+    assert!(fails(store.refresh(NOW).await.unwrap())[0].1.contains("type"));
     // A tampered signature.
-    let mut good =
-        f.gl.sign("symbolon-gl+jws", &f.gl_payload(7, NOW, NOW + DAY));
+    let mut good = f.gl.sign("symbolon-gl+jws", &f.gl_payload(7, NOW, NOW + DAY));
     let n = good.len();
     good[n - 5] = if good[n - 5] == b'A' { b'B' } else { b'A' };
     f.write("gl.jws", &good);
-    assert!(
-        fails(store.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("signature")
-    );
+    assert!(fails(store.refresh(NOW).await.unwrap())[0].1.contains("signature"));
     // Through all of that the store kept working on seq 6.
     assert_eq!(store.status(NOW).entries[0].seq, Some(6));
-    assert!(
-        store
-            .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
 
     // TSL territory must match where it is pinned from.
     f.publish_gl(6, NOW + 300, NOW + DAY);
     let mut p = f.tsl_payload(9, NOW, NOW + DAY, vec![f.service()]);
     p["territory"] = json!("NZL");
     f.write("aus.jws", &f.tsl.sign("symbolon-tsl+jws", &p));
-    assert!(
-        fails(store.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("territory")
-    );
+    assert!(fails(store.refresh(NOW).await.unwrap())[0].1.contains("territory"));
     // An expired list signer certificate.
     let f2 = Fixture::new();
     let old = ListSigner::with_validity("GL old", NOW - 100 * DAY, NOW - DAY);
-    f2.write(
-        "gl.jws",
-        &old.sign("symbolon-gl+jws", &f2.gl_payload(1, NOW, NOW + DAY)),
-    );
+    f2.write("gl.jws", &old.sign("symbolon-gl+jws", &f2.gl_payload(1, NOW, NOW + DAY)));
     let mut c = f2.config();
     c.governance_signer_sha256 = vec![old.pin()];
     let s2 = TrustStore::load(&c, &f2.state_dir()).unwrap();
-    assert!(
-        fails(s2.refresh(NOW).await.unwrap())[0]
-            .1
-            .contains("validity")
-    );
+    assert!(fails(s2.refresh(NOW).await.unwrap())[0].1.contains("validity"));
 }
 
 #[tokio::test]
@@ -754,18 +543,10 @@ async fn last_good_copy_survives_restart_offline() {
     std::fs::remove_dir_all(f.dir.path().join("web")).unwrap();
     let store = TrustStore::load(&f.config(), &f.state_dir()).unwrap();
     assert!(store.status(NOW).fresh);
-    assert!(
-        store
-            .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
     let report = store.refresh(NOW + 60).await.unwrap();
     assert_eq!(report.failed.len(), 5);
-    assert!(
-        store
-            .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW + 60)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW + 60).is_ok());
     let status = store.status(NOW + 60);
     assert_eq!(status.age_s, Some(60));
     assert!(status.entries.iter().all(|e| e.error.is_some()));
@@ -790,11 +571,7 @@ async fn ca_key_types() {
         let ca = TestCa::new(key, "CN=Typed CA,C=AU");
         let f = Fixture::with_ca(ca);
         let store = f.store().await;
-        assert!(
-            store
-                .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-                .is_ok()
-        );
+        assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
     }
 }
 
@@ -803,15 +580,10 @@ async fn ca_key_types() {
 /// names with double spaces, `hdr.v` integer, type `icao.vacc`.
 #[test]
 fn state_shaped_seal_with_vds_verify_cli() {
-    let ca = TestCa::new(
-        TestKey::Rsa(rsa4096()),
-        "CN=Utopia CSCA,O=Ministry of Health,C=UT",
-    );
+    let ca = TestCa::new(TestKey::Rsa(rsa4096()), "CN=Utopia CSCA,O=Ministry of Health,C=UT");
     let k = p256_key();
     let cert = ca.issue(
-        CertSpec::new("CN=Utopia VDS-NC Signer,C=UT", 0x7f01)
-            .ext(eku(true, &[EKU_VDS]))
-            .ext(dtl(&["NV", "NT"])),
+        CertSpec::new("CN=Utopia VDS-NC Signer,C=UT", 0x7f01).ext(eku(true, &[EKU_VDS])).ext(dtl(&["NV", "NT"])),
         &k,
     );
     let data = json!({
@@ -828,11 +600,7 @@ fn state_shaped_seal_with_vds_verify_cli() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, pem("CERTIFICATE", &ca.der)).unwrap();
     let crl_file = dir.path().join("ca.crl");
-    std::fs::write(
-        &crl_file,
-        pem("X509 CRL", &ca.crl(NOW - DAY, Some(NOW + DAY), &[&[0x01]])),
-    )
-    .unwrap();
+    std::fs::write(&crl_file, pem("X509 CRL", &ca.crl(NOW - DAY, Some(NOW + DAY), &[&[0x01]]))).unwrap();
 
     let run = |file: &PathBuf, crl: bool, at: &str| {
         let args = cli::VdsVerifyArgs {
@@ -847,10 +615,7 @@ fn state_shaped_seal_with_vds_verify_cli() {
     };
     let (ok, out) = run(&seal_file, true, "2026-01-01T00:00:00Z");
     assert!(ok, "{out}");
-    assert!(
-        out.contains("Smith  Bill") && out.contains("icao.vacc") && out.contains("VALID"),
-        "{out}"
-    );
+    assert!(out.contains("Smith  Bill") && out.contains("icao.vacc") && out.contains("VALID"), "{out}");
     // The b64u form of the file works too, and unix seconds for --at.
     let b64_file = dir.path().join("seal.b64");
     std::fs::write(&b64_file, format!("{}\n", b64u(&seal))).unwrap();
@@ -866,12 +631,7 @@ fn state_shaped_seal_with_vds_verify_cli() {
     let (ok, out) = run(&seal_file, false, "2026-01-01T00:00:00Z");
     assert!(!ok && out.contains("untrusted_credential"), "{out}");
     // Without --ca and without trust configured: an error, not a verdict.
-    let args = cli::VdsVerifyArgs {
-        file: b64_file,
-        ca: vec![],
-        crl: vec![],
-        at: None,
-    };
+    let args = cli::VdsVerifyArgs { file: b64_file, ca: vec![], crl: vec![], at: None };
     assert!(cli::vds_verify_to(&args, None, &mut Vec::new()).is_err());
 }
 
@@ -881,18 +641,9 @@ async fn vds_verify_without_ca_uses_the_store() {
     let store = f.store().await;
     let file = f.dir.path().join("seal.b64");
     std::fs::write(&file, f.vds(&profile_data("AUS-7Q2M9K4T"))).unwrap();
-    let args = cli::VdsVerifyArgs {
-        file: file.clone(),
-        ca: vec![],
-        crl: vec![],
-        at: Some(NOW.to_string()),
-    };
+    let args = cli::VdsVerifyArgs { file: file.clone(), ca: vec![], crl: vec![], at: Some(NOW.to_string()) };
     let mut out = Vec::new();
-    assert!(
-        cli::vds_verify_to(&args, Some(&store), &mut out).unwrap(),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert!(cli::vds_verify_to(&args, Some(&store), &mut out).unwrap(), "{}", String::from_utf8_lossy(&out));
     // icao.vacc is not an accepted type by default.
     let mut data = profile_data("AUS-7Q2M9K4T");
     data["hdr"]["t"] = json!("icao.vacc");
@@ -934,14 +685,7 @@ fn parsers_reject_truncated_and_garbage_input() {
     for cut in 0..jws.len() {
         assert!(lists::verify_list(&jws[..cut], &ctx).is_err());
     }
-    for bad in [
-        &b""[..],
-        b"a.b",
-        b"a.b.c.d",
-        b"..",
-        b"\xff.\xff.\xff",
-        b"e30.e30.e30",
-    ] {
+    for bad in [&b""[..], b"a.b", b"a.b.c.d", b"..", b"\xff.\xff.\xff", b"e30.e30.e30"] {
         assert!(lists::verify_list(bad, &ctx).is_err());
     }
     assert!(lists::verify_list(&vec![b'A'; lists::MAX_LIST_BYTES + 1], &ctx).is_err());
@@ -953,14 +697,8 @@ fn parsers_reject_truncated_and_garbage_input() {
 
 #[test]
 fn extension_parsing() {
-    assert_eq!(
-        cert::parse_document_type_list(&dtl_value(0, &["NV", "SI"])).unwrap(),
-        vec!["NV", "SI"]
-    );
-    assert_eq!(
-        cert::parse_document_type_list(&dtl_value(0, &[])).unwrap(),
-        Vec::<String>::new()
-    );
+    assert_eq!(cert::parse_document_type_list(&dtl_value(0, &["NV", "SI"])).unwrap(), vec!["NV", "SI"]);
+    assert_eq!(cert::parse_document_type_list(&dtl_value(0, &[])).unwrap(), Vec::<String>::new());
     assert!(cert::parse_document_type_list(&dtl_value(1, &["NV"])).is_err());
     let good = dtl_value(0, &["NV"]);
     for cut in 0..good.len() {
@@ -981,11 +719,7 @@ fn extension_parsing() {
 
     let ca = TestCa::new(TestKey::P256(p256_key()), "CN=CA,C=AU");
     let k = p256_key();
-    let read = |spec: CertSpec| {
-        cert::SignerCert::parse(&ca.issue(spec, &k))
-            .unwrap()
-            .extensions()
-    };
+    let read = |spec: CertSpec| cert::SignerCert::parse(&ca.issue(spec, &k)).unwrap().extensions();
     let e = read(CertSpec::new("CN=a", 1)).unwrap();
     assert_eq!(e, cert::SignerExtensions::default());
     let e = read(
@@ -998,22 +732,9 @@ fn extension_parsing() {
     assert_eq!(e.eku, Some(vec![cert::OID_EKU_VDS_NC_SIGNER]));
     assert_eq!(e.digital_signature, Some(true));
     assert_eq!(e.doc_type_codes, Some(vec!["SI".to_owned()]));
-    assert!(
-        read(
-            CertSpec::new("CN=a", 1)
-                .ext(eku(false, &[EKU_VDS]))
-                .ext(eku(false, &[EKU_VDS]))
-        )
-        .is_err()
-    );
-    assert!(
-        read(CertSpec::new("CN=a", 1).ext(ext("2.5.29.37", false, vec![0x30, 0x03, 0x06])))
-            .is_err()
-    );
-    assert!(
-        read(CertSpec::new("CN=a", 1).ext(ext("2.23.136.1.1.6.2", false, vec![0x30, 0x00])))
-            .is_err()
-    );
+    assert!(read(CertSpec::new("CN=a", 1).ext(eku(false, &[EKU_VDS])).ext(eku(false, &[EKU_VDS]))).is_err());
+    assert!(read(CertSpec::new("CN=a", 1).ext(ext("2.5.29.37", false, vec![0x30, 0x03, 0x06]))).is_err());
+    assert!(read(CertSpec::new("CN=a", 1).ext(ext("2.23.136.1.1.6.2", false, vec![0x30, 0x00]))).is_err());
 }
 
 #[test]
@@ -1035,42 +756,18 @@ async fn shared_vrl_is_fetched_once() {
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     // gl, scheme, tsl, one VRL, one CRL (same CA, same URL).
     assert_eq!(report.updated.len(), 5, "{:?}", report.updated);
-    assert!(
-        store
-            .verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW)
-            .is_ok()
-    );
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
 }
 
 #[test]
 fn error_mapping() {
     use crate::error::ApiError;
     let cases = [
-        (
-            TrustError::Malformed("x".into()),
-            ErrorCode::InvalidRequest,
-            400,
-        ),
-        (
-            TrustError::Untrusted("x".into()),
-            ErrorCode::UntrustedCredential,
-            422,
-        ),
-        (
-            TrustError::Revoked("x".into()),
-            ErrorCode::RevokedCredential,
-            422,
-        ),
-        (
-            TrustError::Expired("x".into()),
-            ErrorCode::ExpiredCredential,
-            422,
-        ),
-        (
-            TrustError::Unavailable("TSL a/B is stale".into()),
-            ErrorCode::Unavailable,
-            503,
-        ),
+        (TrustError::Malformed("x".into()), ErrorCode::InvalidRequest, 400),
+        (TrustError::Untrusted("x".into()), ErrorCode::UntrustedCredential, 422),
+        (TrustError::Revoked("x".into()), ErrorCode::RevokedCredential, 422),
+        (TrustError::Expired("x".into()), ErrorCode::ExpiredCredential, 422),
+        (TrustError::Unavailable("TSL a/B is stale".into()), ErrorCode::Unavailable, 503),
         (TrustError::NotConfigured, ErrorCode::Unavailable, 503),
         (TrustError::Cache("disk".into()), ErrorCode::Internal, 500),
     ];

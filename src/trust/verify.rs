@@ -75,70 +75,43 @@ pub(crate) fn verify_seal(
     if seal.sig.alg != "ES256" {
         return Err(untrusted("sig.alg is not ES256"));
     }
-    let cer =
-        b64::decode_any(&seal.sig.cer).ok_or_else(|| untrusted("sig.cer is not base64url"))?;
+    let cer = b64::decode_any(&seal.sig.cer).ok_or_else(|| untrusted("sig.cer is not base64url"))?;
     let signer = SignerCert::parse(&cer).map_err(|e| untrusted(format!("sig.cer: {e}")))?;
-    let sigvl =
-        b64::decode_any(&seal.sig.sigvl).ok_or_else(|| untrusted("sig.sigvl is not base64url"))?;
+    let sigvl = b64::decode_any(&seal.sig.sigvl).ok_or_else(|| untrusted("sig.sigvl is not base64url"))?;
     let sig = p256::ecdsa::Signature::from_slice(&sigvl)
         .map_err(|_| untrusted("sig.sigvl is not a 64-byte r||s signature"))?;
-    let signed =
-        jcs::canonicalize(&seal.data).map_err(|_| untrusted("data has no canonical form"))?;
+    let signed = jcs::canonicalize(&seal.data).map_err(|_| untrusted("data has no canonical form"))?;
     use p256::ecdsa::signature::Verifier;
-    signer
-        .key
-        .verify(&signed, &sig)
-        .map_err(|_| untrusted("seal signature does not verify"))?;
+    signer.key.verify(&signed, &sig).map_err(|_| untrusted("seal signature does not verify"))?;
 
     // Step 2: the issuing CA among the anchors, by name and signature.
-    let matching: Vec<usize> = anchors
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.ca.issued(&signer))
-        .map(|(i, _)| i)
-        .collect();
+    let matching: Vec<usize> =
+        anchors.iter().enumerate().filter(|(_, a)| a.ca.issued(&signer)).map(|(i, _)| i).collect();
     let t = seal.header.doc_type.as_str();
     let fits = |a: &Anchor<'_>| {
-        a.doc_types.is_none_or(|(scheme, service)| {
-            scheme.iter().any(|x| x == t) && service.iter().any(|x| x == t)
-        }) && a
-            .territory
-            .is_none_or(|terr| territory_eq(terr, &seal.header.issuing_state))
+        a.doc_types.is_none_or(|(scheme, service)| scheme.iter().any(|x| x == t) && service.iter().any(|x| x == t))
+            && a.territory.is_none_or(|terr| territory_eq(terr, &seal.header.issuing_state))
     };
-    let Some(index) = matching
-        .iter()
-        .copied()
-        .find(|&i| fits(&anchors[i]))
-        .or(matching.first().copied())
-    else {
+    let Some(index) = matching.iter().copied().find(|&i| fits(&anchors[i])).or(matching.first().copied()) else {
         if let Some(label) = policy.unknown_lists.first() {
-            return Err(TrustError::Unavailable(format!(
-                "{label} is stale or missing"
-            )));
+            return Err(TrustError::Unavailable(format!("{label} is stale or missing")));
         }
         return Err(untrusted("no granted CA issued the signer certificate"));
     };
     let anchor = &anchors[index];
     for list in &anchor.path {
         if !list.meta.is_some_and(|m| m.fresh_at(now)) {
-            return Err(TrustError::Unavailable(format!(
-                "{} is stale or missing",
-                list.label
-            )));
+            return Err(TrustError::Unavailable(format!("{} is stale or missing", list.label)));
         }
     }
 
     // Step 3: document type, ICAO DocumentTypeList, EKU, KeyUsage.
     if let Some((scheme, service)) = anchor.doc_types {
         if !service.iter().any(|x| x == t) {
-            return Err(untrusted(
-                "document type is not allowed for the CA's service",
-            ));
+            return Err(untrusted("document type is not allowed for the CA's service"));
         }
         if !scheme.iter().any(|x| x == t) {
-            return Err(untrusted(
-                "document type is not allowed for the CA's scheme",
-            ));
+            return Err(untrusted("document type is not allowed for the CA's scheme"));
         }
     }
     if let Some(accepted) = policy.accepted {
@@ -146,35 +119,25 @@ pub(crate) fn verify_seal(
             return Err(untrusted("document type is not accepted for enrollment"));
         }
     }
-    let ext = signer
-        .extensions()
-        .map_err(|e| untrusted(format!("signer certificate: {e}")))?;
+    let ext = signer.extensions().map_err(|e| untrusted(format!("signer certificate: {e}")))?;
     if let Some(codes) = &ext.doc_type_codes {
         match policy.config.doc_type_code(t) {
             None => {
-                return Err(untrusted(
-                    "document type has no ICAO code and the signer certificate restricts types",
-                ));
+                return Err(untrusted("document type has no ICAO code and the signer certificate restricts types"));
             }
             Some(code) if !codes.iter().any(|c| c == code) => {
-                return Err(untrusted(
-                    "signer certificate's DocumentTypeList excludes the document type",
-                ));
+                return Err(untrusted("signer certificate's DocumentTypeList excludes the document type"));
             }
             Some(_) => {}
         }
     }
     if let Some(eku) = &ext.eku {
         if !eku.contains(&OID_EKU_VDS_NC_SIGNER) {
-            return Err(untrusted(
-                "signer certificate's extended key usage lacks the VDS-NC signer purpose",
-            ));
+            return Err(untrusted("signer certificate's extended key usage lacks the VDS-NC signer purpose"));
         }
     }
     if ext.digital_signature == Some(false) {
-        return Err(untrusted(
-            "signer certificate's key usage lacks digitalSignature",
-        ));
+        return Err(untrusted("signer certificate's key usage lacks digitalSignature"));
     }
 
     // Step 4: territory, then validity.
@@ -184,14 +147,10 @@ pub(crate) fn verify_seal(
         }
     }
     if !signer.valid_at(now) {
-        return Err(TrustError::Expired(
-            "signer certificate is not within its validity".into(),
-        ));
+        return Err(TrustError::Expired("signer certificate is not within its validity".into()));
     }
     if !anchor.ca.valid_at(now) {
-        return Err(TrustError::Expired(
-            "CA certificate is not within its validity".into(),
-        ));
+        return Err(TrustError::Expired("CA certificate is not within its validity".into()));
     }
 
     // Step 5: CRL, then VRL.
@@ -203,19 +162,13 @@ pub(crate) fn verify_seal(
                 }
             }
             _ => {
-                return Err(TrustError::Unavailable(format!(
-                    "{} is not current",
-                    check.label
-                )));
+                return Err(TrustError::Unavailable(format!("{} is not current", check.label)));
             }
         }
     }
     if let Some(vrl) = &anchor.vrl {
         if !vrl.meta.is_some_and(|m| m.fresh_at(now)) {
-            return Err(TrustError::Unavailable(format!(
-                "{} is stale or missing",
-                vrl.label
-            )));
+            return Err(TrustError::Unavailable(format!("{} is stale or missing", vrl.label)));
         }
         if let Some(c) = credential {
             if vrl.revoked.contains(&c.token_id) {
@@ -229,17 +182,11 @@ pub(crate) fn verify_seal(
         if c.expiry.as_deref().is_some_and(|d| date_passed(d, now)) {
             return Err(TrustError::Expired("credential has expired".into()));
         }
-        if c.document_expiry
-            .as_deref()
-            .is_some_and(|d| date_passed(d, now))
-        {
+        if c.document_expiry.as_deref().is_some_and(|d| date_passed(d, now)) {
             return Err(TrustError::Expired("identity document has expired".into()));
         }
     }
-    Ok(Verdict {
-        anchor: index,
-        signer,
-    })
+    Ok(Verdict { anchor: index, signer })
 }
 
 /// Territories compare as ICAO codes (trailing `<` fillers ignored).

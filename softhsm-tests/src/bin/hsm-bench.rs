@@ -66,7 +66,8 @@ fn raw_rate(token: &TestToken, ctx: &Pkcs11, label: &str, op: Op, threads: usize
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (ctx, stop, count, label, pin) = (ctx.clone(), stop.clone(), count.clone(), label.to_string(), token.pin.clone());
+            let (ctx, stop, count, label, pin) =
+                (ctx.clone(), stop.clone(), count.clone(), label.to_string(), token.pin.clone());
             std::thread::spawn(move || {
                 let session = ctx.open_rw_session(slot).expect("session");
                 let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(pin)));
@@ -145,7 +146,15 @@ async fn main() -> anyhow::Result<()> {
         let pin = HsmPin::resolve(Some(&token.pin_file))?;
         pools.push((
             workers,
-            SessionPool::start(ctx.clone(), Some(token.label.clone()), None, pin, workers, 4096, Duration::from_secs(10))?,
+            SessionPool::start(
+                ctx.clone(),
+                Some(token.label.clone()),
+                None,
+                pin,
+                workers,
+                4096,
+                Duration::from_secs(10),
+            )?,
         ));
     }
     let mut labels = Vec::new();

@@ -110,14 +110,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::load_or_create(&key_path)?;
     match args.command {
         Command::Id => println!("{}", device.device_id()),
-        Command::Enroll {
-            server,
-            vds,
-            push_token,
-            device_name,
-        } => {
-            let contents = std::fs::read(&vds)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", vds.display()))?;
+        Command::Enroll { server, vds, push_token, device_name } => {
+            let contents = std::fs::read(&vds).map_err(|e| anyhow::anyhow!("reading {}: {e}", vds.display()))?;
             let vds = vds_from_file_contents(&contents)?;
             let push = match push_token {
                 Some(token) => Push::Fcm { token },
@@ -131,12 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let pending = DeviceClient::new(&server)?.pending(&device).await?;
             println!("{}", serde_json::to_string_pretty(&pending)?);
         }
-        Command::Approve {
-            server,
-            session,
-            otp,
-            scopes,
-        } => {
+        Command::Approve { server, session, otp, scopes } => {
             let client = DeviceClient::new(&server)?;
             let scopes = match scopes {
                 Some(scopes) => scopes,
@@ -147,30 +136,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .into_iter()
                     .find(|s| s.session_id == session)
                     .map(|s| s.scopes)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("session {session} is not pending; pass --scopes")
-                    })?,
+                    .ok_or_else(|| anyhow::anyhow!("session {session} is not pending; pass --scopes"))?,
             };
-            let result = client
-                .verify(&device, &session, &otp, Decision::Approve, Some(scopes))
-                .await?;
+            let result = client.verify(&device, &session, &otp, Decision::Approve, Some(scopes)).await?;
             println!("{}", serde_json::to_string_pretty(&result)?);
         }
-        Command::Reject {
-            server,
-            session,
-            otp,
-        } => {
-            let result = DeviceClient::new(&server)?
-                .verify(&device, &session, &otp, Decision::Reject, None)
-                .await?;
+        Command::Reject { server, session, otp } => {
+            let result = DeviceClient::new(&server)?.verify(&device, &session, &otp, Decision::Reject, None).await?;
             println!("{}", serde_json::to_string_pretty(&result)?);
         }
-        Command::Watch {
-            server,
-            interval,
-            once,
-        } => {
+        Command::Watch { server, interval, once } => {
             let client = DeviceClient::new(&server)?;
             let mut seen = std::collections::HashSet::new();
             loop {

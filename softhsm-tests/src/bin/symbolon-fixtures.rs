@@ -41,16 +41,8 @@ fn main() -> anyhow::Result<()> {
             rsa_key_cache: args.rsa_key_cache,
         },
     )?;
-    println!(
-        "wrote {} files and {} seals to {}",
-        manifest.files.len(),
-        manifest.seals.len(),
-        args.out.display()
-    );
+    println!("wrote {} files and {} seals to {}", manifest.files.len(), manifest.seals.len(), args.out.display());
     println!("governance url: {}", manifest.governance.url);
-    println!(
-        "governance signer sha256: {}",
-        manifest.governance.signer_sha256.join(",")
-    );
+    println!("governance signer sha256: {}", manifest.governance.signer_sha256.join(","));
     Ok(())
 }

@@ -89,9 +89,7 @@ impl DeviceClient {
     /// Client for `server` (base URL, e.g. `http://127.0.0.1:8080`).
     pub fn new(server: &str) -> Result<Self, ClientError> {
         Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()?,
+            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?,
             server: server.trim_end_matches('/').to_owned(),
         })
     }
@@ -117,17 +115,8 @@ impl DeviceClient {
         device_name: &str,
     ) -> Result<Value, ClientError> {
         let challenge = self.challenge().await?;
-        let payload = EnrollPayload {
-            vds: vds.to_owned(),
-            push,
-            device_name: device_name.to_owned(),
-            iat: unix_now(),
-        };
-        self.post_jose(
-            "/v1/enroll",
-            device.enrollment_jws(&challenge.nonce, &payload),
-        )
-        .await
+        let payload = EnrollPayload { vds: vds.to_owned(), push, device_name: device_name.to_owned(), iat: unix_now() };
+        self.post_jose("/v1/enroll", device.enrollment_jws(&challenge.nonce, &payload)).await
     }
 
     /// `POST /v1/device/pending`.
@@ -145,23 +134,13 @@ impl DeviceClient {
         decision: Decision,
         scopes: Option<Vec<String>>,
     ) -> Result<Value, ClientError> {
-        let payload = VerifyPayload {
-            session_id: session_id.to_owned(),
-            otp: otp.to_owned(),
-            decision,
-            scopes,
-            iat: unix_now(),
-        };
-        self.post_jose("/v1/auth/verify", device.device_jws(&payload))
-            .await
+        let payload =
+            VerifyPayload { session_id: session_id.to_owned(), otp: otp.to_owned(), decision, scopes, iat: unix_now() };
+        self.post_jose("/v1/auth/verify", device.device_jws(&payload)).await
     }
 
     /// Posts any compact JWS as `application/jose` (for negative tests too).
-    pub async fn post_jose<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        jws: String,
-    ) -> Result<T, ClientError> {
+    pub async fn post_jose<T: serde::de::DeserializeOwned>(&self, path: &str, jws: String) -> Result<T, ClientError> {
         let response = self
             .http
             .post(format!("{}{path}", self.server))
@@ -173,9 +152,7 @@ impl DeviceClient {
     }
 }
 
-async fn parse<T: serde::de::DeserializeOwned>(
-    response: reqwest::Response,
-) -> Result<T, ClientError> {
+async fn parse<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
     let status = response.status();
     let body = response.text().await?;
     if !status.is_success() {
@@ -186,11 +163,7 @@ async fn parse<T: serde::de::DeserializeOwned>(
             code: String::new(),
             detail: body.clone(),
         });
-        return Err(ClientError::Problem {
-            status: status.as_u16(),
-            problem: Box::new(problem),
-            body,
-        });
+        return Err(ClientError::Problem { status: status.as_u16(), problem: Box::new(problem), body });
     }
     serde_json::from_str(&body).map_err(|e| ClientError::Unexpected(format!("{e}: {body}")))
 }

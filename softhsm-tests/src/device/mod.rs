@@ -202,22 +202,16 @@ pub fn unix_now() -> i64 {
 impl Device {
     /// A fresh key.
     pub fn generate() -> Self {
-        Self {
-            key: SigningKey::random(&mut OsRng),
-        }
+        Self { key: SigningKey::random(&mut OsRng) }
     }
 
     /// Loads the key from a private JWK file.
     pub fn load(path: &Path) -> Result<Self, DeviceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DeviceError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let secret = p256::SecretKey::from_jwk_str(&text)
-            .map_err(|_| DeviceError::BadKey(path.display().to_string()))?;
-        Ok(Self {
-            key: SigningKey::from(secret),
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| DeviceError::Io { path: path.display().to_string(), source })?;
+        let secret =
+            p256::SecretKey::from_jwk_str(&text).map_err(|_| DeviceError::BadKey(path.display().to_string()))?;
+        Ok(Self { key: SigningKey::from(secret) })
     }
 
     /// Loads the key, creating and saving a fresh one when the file does not exist.
@@ -234,35 +228,21 @@ impl Device {
     pub fn save(&self, path: &Path) -> Result<(), DeviceError> {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
-        let io = |source| DeviceError::Io {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = |source| DeviceError::Io { path: path.display().to_string(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let jwk = p256::SecretKey::from(&self.key).to_jwk_string();
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
         file.write_all(jwk.as_bytes()).map_err(io)
     }
 
     /// The public key as a JWK.
     pub fn public_jwk(&self) -> PublicJwk {
         let point = self.key.verifying_key().to_encoded_point(false);
-        let coordinate =
-            |c: Option<&p256::FieldBytes>| c.map(|c| jose::b64u(c)).unwrap_or_default();
-        PublicJwk {
-            kty: "EC".into(),
-            crv: "P-256".into(),
-            x: coordinate(point.x()),
-            y: coordinate(point.y()),
-        }
+        let coordinate = |c: Option<&p256::FieldBytes>| c.map(|c| jose::b64u(c)).unwrap_or_default();
+        PublicJwk { kty: "EC".into(), crv: "P-256".into(), x: coordinate(point.x()), y: coordinate(point.y()) }
     }
 
     /// The verifying key.
@@ -287,17 +267,8 @@ impl Device {
     }
 
     /// An enrollment JWS with a deliberate fault.
-    pub fn enrollment_jws_with(
-        &self,
-        nonce: &str,
-        payload: &EnrollPayload,
-        fault: JwsFault,
-    ) -> String {
-        self.faulty(
-            to_value(&self.enroll_header(nonce)),
-            to_value(payload),
-            fault,
-        )
+    pub fn enrollment_jws_with(&self, nonce: &str, payload: &EnrollPayload, fault: JwsFault) -> String {
+        self.faulty(to_value(&self.enroll_header(nonce)), to_value(payload), fault)
     }
 
     /// A device JWS with a deliberate fault (`JwkWithPrivate` and `InvalidPoint`
@@ -307,20 +278,11 @@ impl Device {
     }
 
     fn enroll_header<'a>(&self, nonce: &'a str) -> EnrollHeader<'a> {
-        EnrollHeader {
-            alg: "ES256",
-            typ: TYP_ENROLL,
-            jwk: self.public_jwk(),
-            nonce,
-        }
+        EnrollHeader { alg: "ES256", typ: TYP_ENROLL, jwk: self.public_jwk(), nonce }
     }
 
     fn device_header(&self) -> DeviceHeader {
-        DeviceHeader {
-            alg: "ES256",
-            typ: TYP_DEVICE,
-            kid: self.device_id(),
-        }
+        DeviceHeader { alg: "ES256", typ: TYP_DEVICE, kid: self.device_id() }
     }
 
     fn faulty(&self, mut header: Value, mut payload: Value, fault: JwsFault) -> String {
@@ -358,11 +320,8 @@ impl Device {
                 payload["iat"] = (iat - 600).into();
             }
         }
-        let signing_input = format!(
-            "{}.{}",
-            jose::b64u(header.to_string().as_bytes()),
-            jose::b64u(payload.to_string().as_bytes())
-        );
+        let signing_input =
+            format!("{}.{}", jose::b64u(header.to_string().as_bytes()), jose::b64u(payload.to_string().as_bytes()));
         let signature: Vec<u8> = match fault {
             JwsFault::AlgNone => Vec::new(),
             JwsFault::AlgHs256 => {
@@ -394,10 +353,7 @@ impl Device {
 /// RFC 7638 thumbprint of an EC JWK: SHA-256 over `{"crv","kty","x","y"}` in
 /// that order without whitespace, b64u.
 pub fn jwk_thumbprint(jwk: &PublicJwk) -> String {
-    let canonical = format!(
-        r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#,
-        jwk.crv, jwk.kty, jwk.x, jwk.y
-    );
+    let canonical = format!(r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#, jwk.crv, jwk.kty, jwk.x, jwk.y);
     jose::b64u(&Sha256::digest(canonical.as_bytes()))
 }
 
@@ -426,7 +382,6 @@ pub fn vds_from_file_contents(contents: &[u8]) -> anyhow::Result<String> {
         Ok(bytes) => bytes,
         Err(_) => base64::engine::general_purpose::STANDARD.decode(&compact)?,
     };
-    serde_json::from_slice::<Value>(&bytes)
-        .map_err(|e| anyhow::anyhow!("decoded --vds is not a JSON seal: {e}"))?;
+    serde_json::from_slice::<Value>(&bytes).map_err(|e| anyhow::anyhow!("decoded --vds is not a JSON seal: {e}"))?;
     Ok(jose::b64u(&bytes))
 }

@@ -1,0 +1,262 @@
+//! Enrollment end to end (protocol.md §4, vds.md §3): the real server, a SoftHSM2
+//! token, SQLite, a generated trust chain and the reference device.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+use softhsm_tests::device::client::{ClientError, DeviceClient};
+use softhsm_tests::device::{Device, EnrollPayload, JwsFault, Push, unix_now};
+use softhsm_tests::fixtures::{Outcome, republish_aus_vrl};
+use softhsm_tests::trustenv::FixtureChain;
+use softhsm_tests::{ServerOptions, TestServer, TestToken};
+use symbolon::store::{DurableStore, EnrollmentStatus, SqliteStore};
+
+struct Env {
+    _token: TestToken,
+    chain: FixtureChain,
+    server: TestServer,
+    client: DeviceClient,
+}
+
+fn start(refresh: &str, extra: &str) -> Env {
+    let token = TestToken::new().unwrap();
+    let chain = FixtureChain::new().unwrap();
+    let extra_toml = format!("{}\n{extra}", chain.trust_toml(refresh));
+    let server = TestServer::start(&token, ServerOptions { extra_toml, ..Default::default() }).unwrap();
+    let client = DeviceClient::new(&server.public_url).unwrap();
+    Env { _token: token, chain, server, client }
+}
+
+const RELAXED: &str = "[limits]\nenroll_per_ip_per_minute = 100000\n";
+
+async fn store(env: &Env) -> SqliteStore {
+    let url = format!("sqlite://{}", env.server.state_dir.join("symbolon.db").display());
+    SqliteStore::open(&url, &Default::default()).await.unwrap()
+}
+
+fn code(err: &ClientError) -> (u16, String) {
+    match err {
+        ClientError::Problem { status, problem, .. } => (*status, problem.code.clone()),
+        other => panic!("expected a problem, got {other:?}"),
+    }
+}
+
+fn outcome_code(o: &Outcome) -> Option<&'static str> {
+    match o {
+        Outcome::Ok => None,
+        Outcome::UntrustedCredential => Some("untrusted_credential"),
+        Outcome::RevokedCredential => Some("revoked_credential"),
+        Outcome::ExpiredCredential => Some("expired_credential"),
+        Outcome::InvalidRequest => Some("invalid_request"),
+        Outcome::Unavailable => Some("unavailable"),
+    }
+}
+
+/// Every claim value the fixtures carry; none may appear in the server log.
+const CLAIM_VALUES: &[&str] = &["JANE", "CITIZEN", "PA1234567", "1990-04-01", "2031-04-01"];
+
+#[tokio::test]
+async fn every_fixture_seal_gets_its_expected_outcome_and_rejections_leave_no_row() {
+    let env = start("1h", RELAXED);
+    let store = store(&env).await;
+    let mut enrolled = 0;
+    for seal in &env.chain.manifest.seals {
+        let device = Device::generate();
+        let before = store.count_enrollments().await.unwrap();
+        let r =
+            env.client.enroll(&device, &seal.vds, Push::Fcm { token: "fcm-token-secret-1".into() }, "Pixel 9").await;
+        match (outcome_code(&seal.expected), r) {
+            (None, Ok(body)) => {
+                enrolled += 1;
+                assert_eq!(body["token_id"], seal.tid.clone().unwrap(), "{}", seal.name);
+                assert_eq!(body["device_id"], device.device_id());
+                let claims: Vec<String> = serde_json::from_value(body["claims"].clone()).unwrap();
+                assert_eq!(claims, seal.claims, "{}", seal.name);
+                let row = store.enrollment_by_device(&device.device_id()).await.unwrap().unwrap();
+                assert_eq!(row.status, EnrollmentStatus::Active);
+                assert!(row.claims_sealed.starts_with("v1.symbolon-data-"), "claims are sealed");
+                assert!(!row.claims_sealed.contains("JANE"));
+                assert!(row.push_token_sealed.as_deref().unwrap().starts_with("v1.symbolon-data-"));
+            }
+            (Some(want), Err(e)) => {
+                let (status, got) = code(&e);
+                assert_eq!(got, want, "{}: {e}", seal.name);
+                let want_status = match want {
+                    "invalid_request" => 400,
+                    "unavailable" => 503,
+                    _ => 422,
+                };
+                assert_eq!(status, want_status, "{}", seal.name);
+                assert_eq!(store.count_enrollments().await.unwrap(), before, "{} left a row", seal.name);
+            }
+            (want, got) => panic!("{}: expected {want:?}, got {got:?}", seal.name),
+        }
+    }
+    assert!(enrolled >= 7);
+    let log = env.server.log();
+    for value in CLAIM_VALUES.iter().chain(["fcm-token-secret-1"].iter()) {
+        assert!(!log.contains(value), "the log contains {value:?}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_device_jws_get_their_codes() {
+    let env = start("1h", RELAXED);
+    let store = store(&env).await;
+    let seal = env.chain.manifest.seal("valid_full").unwrap();
+    for fault in JwsFault::ALL {
+        let device = Device::generate();
+        let challenge = env.client.challenge().await.unwrap();
+        let payload =
+            EnrollPayload { vds: seal.vds.clone(), push: Push::None, device_name: "x".into(), iat: unix_now() };
+        let jws = device.enrollment_jws_with(&challenge.nonce, &payload, fault);
+        let err = env.client.post_jose::<Value>("/v1/enroll", jws).await.unwrap_err();
+        let (status, got) = code(&err);
+        assert_eq!(got, fault.expected_code(), "{fault:?}");
+        let want_status = match fault.expected_code() {
+            "invalid_request" => 400,
+            _ => 401,
+        };
+        assert_eq!(status, want_status, "{fault:?}");
+    }
+    assert_eq!(store.count_enrollments().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn nonce_is_single_use_and_unknown_nonces_fail() {
+    let env = start("1h", RELAXED);
+    let seal = env.chain.manifest.seal("valid_full").unwrap();
+    let device = Device::generate();
+    let payload = EnrollPayload { vds: seal.vds.clone(), push: Push::None, device_name: "x".into(), iat: unix_now() };
+    let unknown = URL_SAFE_NO_PAD.encode([7u8; 32]);
+    let err = env.client.post_jose::<Value>("/v1/enroll", device.enrollment_jws(&unknown, &payload)).await.unwrap_err();
+    assert_eq!(code(&err), (400, "invalid_nonce".into()));
+    let challenge = env.client.challenge().await.unwrap();
+    assert_eq!(challenge.nonce.len(), 43);
+    assert!(challenge.expires_at >= unix_now() + 299);
+    let jws = device.enrollment_jws(&challenge.nonce, &payload);
+    env.client.post_jose::<Value>("/v1/enroll", jws.clone()).await.unwrap();
+    // The same nonce again (a replay with another device too) fails.
+    let other = Device::generate();
+    let err = env
+        .client
+        .post_jose::<Value>("/v1/enroll", other.enrollment_jws(&challenge.nonce, &payload))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), (400, "invalid_nonce".into()));
+}
+
+#[tokio::test]
+async fn one_active_device_per_token_id() {
+    let env = start("1h", RELAXED);
+    let seal = env.chain.manifest.seal("valid_full").unwrap();
+    env.client.enroll(&Device::generate(), &seal.vds, Push::None, "first").await.unwrap();
+    let err = env.client.enroll(&Device::generate(), &seal.vds, Push::None, "second").await.unwrap_err();
+    assert_eq!(code(&err), (409, "already_enrolled".into()));
+    assert_eq!(store(&env).await.count_enrollments().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn content_type_size_and_unknown_members() {
+    let env = start("1h", RELAXED);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/enroll", env.server.public_url);
+    let r = http.post(&url).header("content-type", "application/json").body("a.b.c").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "unsupported_media_type");
+    let r = http.post(&url).body("a.b.c").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    let big = "a".repeat(65 * 1024);
+    let r = http.post(&url).header("content-type", "application/jose").body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "payload_too_large");
+    // The challenge takes {} or nothing, with or without a content type; nothing else.
+    let curl = format!("{}/v1/enroll/challenge", env.server.public_url);
+    for (ct, body) in [(Some("application/json"), "{}"), (None, ""), (None, "{}"), (Some("application/json"), "")] {
+        let mut req = http.post(&curl).body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{ct:?} {body:?}");
+        assert!(r.headers().contains_key("x-request-id"));
+    }
+    for body in [r#"{"x":1}"#, "[]", "{", r#"{}{}"#] {
+        let r = http.post(&curl).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn per_ip_rate_limit_on_enroll() {
+    let env = start("1h", "[limits]\nenroll_per_ip_per_minute = 5\n");
+    for _ in 0..5 {
+        env.client.challenge().await.unwrap();
+    }
+    let r = reqwest::Client::new().post(format!("{}/v1/enroll/challenge", env.server.public_url)).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "rate_limited");
+}
+
+async fn wait_trust_fresh(env: &Env, fresh: bool) -> Value {
+    for _ in 0..100 {
+        let health: Value =
+            reqwest::get(format!("{}/health", env.server.public_url)).await.unwrap().json().await.unwrap();
+        if health["checks"]["trust"]["fresh"] == fresh {
+            return health;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("trust.fresh never became {fresh}");
+}
+
+#[tokio::test]
+async fn stale_governance_list_blocks_enrollment_until_refreshed() {
+    let env = start("1s", RELAXED);
+    let seal = env.chain.manifest.seal("valid_full").unwrap();
+    env.chain.swap("lists/governance.jws", "lists/governance-stale.jws").unwrap();
+    let health = wait_trust_fresh(&env, false).await;
+    // A stale list degrades /health but does not fail it.
+    assert_eq!(health["status"], "degraded");
+    let err = env.client.enroll(&Device::generate(), &seal.vds, Push::None, "x").await.unwrap_err();
+    assert_eq!(code(&err), (503, "unavailable".into()));
+    match &err {
+        ClientError::Problem { problem, .. } => assert!(problem.detail.contains("governance"), "{}", problem.detail),
+        _ => unreachable!(),
+    }
+    assert_eq!(store(&env).await.count_enrollments().await.unwrap(), 0);
+    env.chain.swap("lists/governance.jws", "lists/governance-next.jws").unwrap();
+    let health = wait_trust_fresh(&env, true).await;
+    assert_eq!(health["status"], "ok");
+    env.client.enroll(&Device::generate(), &seal.vds, Push::None, "x").await.unwrap();
+}
+
+#[tokio::test]
+async fn vrl_revoking_an_enrolled_token_suspends_it() {
+    let env = start("1s", RELAXED);
+    let seal = env.chain.manifest.seal("valid_full").unwrap();
+    let device = Device::generate();
+    env.client.enroll(&device, &seal.vds, Push::None, "x").await.unwrap();
+    let tid = seal.tid.clone().unwrap();
+    republish_aus_vrl(env.chain.dir.path(), 89, &[&tid], unix_now()).unwrap();
+    let store = store(&env).await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let row = store.enrollment_by_device(&device.device_id()).await.unwrap().unwrap();
+        if row.status == EnrollmentStatus::Suspended {
+            assert!(row.status_reason.unwrap().contains("VRL"));
+            // A new enrollment of the revoked token id is refused too.
+            let err = env.client.enroll(&Device::generate(), &seal.vds, Push::None, "y").await.unwrap_err();
+            assert_eq!(code(&err), (422, "revoked_credential".into()));
+            return;
+        }
+    }
+    panic!("enrollment not suspended after the VRL refresh");
+}

@@ -1,0 +1,431 @@
+//! Authentication sessions (protocol.md §5): initiate, the browser's view, the
+//! device's pending list and verify, with the abuse limits of §9 and §12.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Services;
+use super::claims::StoredClaims;
+use super::idtoken::{IdClaims, ordered_scopes, scope_claims, signing_input};
+use super::jws::{HasIat, ParsedJws, TYP_DEVICE};
+use super::otp::{codes_equal, otp_message, truncate};
+use crate::config::ServiceConfig;
+use crate::error::{ApiError, ErrorCode};
+use crate::keys::{EcPublicJwk, KeyPurpose};
+use crate::store::{AuthSession, Enrollment, EnrollmentStatus, SessionEnd, SessionStatus};
+
+/// `POST /v1/auth/initiate` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitiateRequest {
+    pub token_id: String,
+    pub service_id: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// `201` answer of initiate.
+#[derive(Debug, Serialize)]
+pub struct Initiated {
+    pub session_id: String,
+    pub browser_token: String,
+    pub expires_at: i64,
+    pub ws_url: String,
+}
+
+/// What the browser may see of its session (polling and WebSocket).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum BrowserView {
+    Pending { otp: String, expires_at: i64 },
+    Approved { id_token: String },
+    Rejected,
+    Expired,
+    Locked,
+}
+
+/// One entry of `POST /v1/device/pending`.
+#[derive(Debug, Serialize)]
+pub struct PendingEntry {
+    pub session_id: String,
+    pub otp: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub scopes: Vec<String>,
+    pub expires_at: i64,
+}
+
+/// `POST /v1/device/pending` answer.
+#[derive(Debug, Serialize)]
+pub struct PendingList {
+    pub sessions: Vec<PendingEntry>,
+}
+
+/// `POST /v1/device/pending` payload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingPayload {
+    #[serde(default)]
+    pub iat: Option<i64>,
+}
+
+impl HasIat for PendingPayload {
+    fn iat(&self) -> Option<i64> {
+        self.iat
+    }
+}
+
+/// The device's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// `POST /v1/auth/verify` payload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyPayload {
+    pub session_id: String,
+    pub otp: String,
+    pub decision: Decision,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub iat: Option<i64>,
+}
+
+impl HasIat for VerifyPayload {
+    fn iat(&self) -> Option<i64> {
+        self.iat
+    }
+}
+
+/// `POST /v1/auth/verify` answer.
+#[derive(Debug, Serialize)]
+pub struct Verified {
+    pub status: &'static str,
+}
+
+/// Token ids as in vds.md §2: 6..64 characters of `[A-Za-z0-9._-]`.
+fn valid_token_id(t: &str) -> bool {
+    (6..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// SHA-256 hex of a browser token (the store keeps only this).
+pub fn browser_token_digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lockout_key(token_id: &str) -> String {
+    format!("lockout:{token_id}")
+}
+
+fn units_key(token_id: &str) -> String {
+    format!("failures:{token_id}")
+}
+
+impl Services {
+    fn service_or_err(&self, id: &str) -> Result<&ServiceConfig, ApiError> {
+        self.config
+            .service(id)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownService, "service_id names no configured relying party"))
+    }
+
+    /// `Origin`, when present, must be one of the service's origins (§12 rule 3).
+    pub fn check_origin(&self, service: &ServiceConfig, origin: Option<&str>) -> Result<(), ApiError> {
+        match origin {
+            Some(o) if !service.allowed_origins.iter().any(|a| a == o) => {
+                Err(ApiError::new(ErrorCode::OriginNotAllowed, "this origin may not use the service"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn check_lockout(&self, token_id: &str) -> Result<(), ApiError> {
+        if let Some(left) = self.sessions.lock_remaining(&lockout_key(token_id)).await? {
+            return Err(ApiError::new(ErrorCode::LockedOut, "too many failures for this token id; try later")
+                .with_retry_after(left.as_secs().max(1)));
+        }
+        Ok(())
+    }
+
+    /// Computes a session's OTP in the HSM with the key the session names.
+    pub async fn session_otp(&self, s: &AuthSession) -> Result<String, ApiError> {
+        let mac = self.keys.hmac(&s.otp_key, otp_message(&s.id, &s.token_id, s.created_at)).await?;
+        Ok(truncate(&mac, s.otp_digits))
+    }
+
+    /// Starts a session (protocol.md §5.1) with the limits in the order of §12 rule 4.
+    pub async fn initiate(
+        &self,
+        req: InitiateRequest,
+        origin: Option<&str>,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<Initiated, ApiError> {
+        let limits = &self.config.limits;
+        self.rate_limit(&format!("ip-initiate:{ip}"), limits.initiate_per_ip_per_minute).await?;
+        let service = self.service_or_err(&req.service_id)?;
+        self.check_origin(service, origin)?;
+        if !valid_token_id(&req.token_id) {
+            return Err(ApiError::invalid_request("token_id must be 6..64 characters of [A-Za-z0-9._-]"));
+        }
+        let mut scopes = Vec::new();
+        for s in &req.scopes {
+            if !service.allowed_scopes.contains(s) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidScope,
+                    "a requested scope is not allowed for this service",
+                ));
+            }
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        let scopes: Vec<String> = ordered_scopes(&scopes).into_iter().map(str::to_string).collect();
+        self.check_lockout(&req.token_id).await?;
+        self.rate_limit(&format!("token-initiate:{}", req.token_id), limits.initiate_per_token_per_minute).await?;
+
+        let enrollment = self.store.active_enrollment(&req.token_id).await?;
+        let otp_key = self.keys.active(KeyPurpose::Otp)?;
+        let ttl = self.config.auth.otp_ttl.as_secs() as i64;
+        let browser_token = crate::ids::new_id();
+        let session = AuthSession {
+            id: crate::ids::new_id(),
+            browser_token_sha256: browser_token_digest(&browser_token),
+            token_id: req.token_id.clone(),
+            service_id: service.id.clone(),
+            scopes,
+            created_at: now,
+            expires_at: now + ttl,
+            otp_key: otp_key.label.clone(),
+            otp_digits: self.config.auth.otp_digits,
+            device_id: enrollment.as_ref().map(|e| e.device_id.clone()),
+            status: SessionStatus::Pending,
+            failures: 0,
+            id_token: None,
+            ended_at: None,
+        };
+        // The OTP is derived for every session, enrolled or not, so both take the same
+        // HSM work (no enrollment oracle by timing); only enrolled ones are pushed.
+        let otp = self.session_otp(&session).await?;
+        let keep_until = session.expires_at + self.config.auth.browser_grace.as_secs() as i64;
+        if !self.sessions.create_session(&session, self.config.auth.max_pending, now, keep_until).await? {
+            return Err(ApiError::new(ErrorCode::TooManyPending, "too many pending sessions for this token id")
+                .with_retry_after(ttl as u64));
+        }
+        if let Some(enrollment) = &enrollment {
+            self.push_session(enrollment, &session, service, &otp).await;
+        }
+        tracing::info!(session_id = %session.id, service_id = %session.service_id, "auth session started");
+        Ok(Initiated {
+            ws_url: format!("/v1/auth/sessions/{}/ws", session.id),
+            session_id: session.id,
+            browser_token,
+            expires_at: session.expires_at,
+        })
+    }
+
+    /// Sends the push for a new session when the device registered one. Never fails
+    /// the initiate call: a device without push, or a failed push, pulls instead.
+    async fn push_session(&self, enrollment: &Enrollment, session: &AuthSession, service: &ServiceConfig, otp: &str) {
+        let _ = (enrollment, session, service, otp);
+    }
+
+    /// The session if `browser_token` is its token and it is still readable
+    /// (until `browser_grace` after expiry); `404 not_found` otherwise, whether the
+    /// session is unknown or the token wrong.
+    pub async fn browser_session(&self, id: &str, browser_token: &str, now: i64) -> Result<AuthSession, ApiError> {
+        let not_found = || ApiError::new(ErrorCode::NotFound, "no such session");
+        let session = self.sessions.get_session(id).await?.ok_or_else(not_found)?;
+        let given = browser_token_digest(browser_token);
+        let readable = now <= session.expires_at + self.config.auth.browser_grace.as_secs() as i64;
+        if !codes_equal(&given, &session.browser_token_sha256) || !readable {
+            return Err(not_found());
+        }
+        Ok(session)
+    }
+
+    /// What the browser sees of a session.
+    pub async fn browser_view(&self, session: &AuthSession, now: i64) -> Result<BrowserView, ApiError> {
+        Ok(match session.status {
+            SessionStatus::Pending if now < session.expires_at => {
+                BrowserView::Pending { otp: self.session_otp(session).await?, expires_at: session.expires_at }
+            }
+            SessionStatus::Pending => BrowserView::Expired,
+            SessionStatus::Approved => match &session.id_token {
+                Some(t) => BrowserView::Approved { id_token: t.clone() },
+                None => return Err(ApiError::internal()),
+            },
+            SessionStatus::Rejected => BrowserView::Rejected,
+            SessionStatus::Locked => BrowserView::Locked,
+        })
+    }
+
+    /// Authenticates a device JWS: `kid` names an enrolled device, the signature is
+    /// its, the device is active (§5.5), then the payload and `iat`.
+    pub async fn authenticate_device<T: serde::de::DeserializeOwned + HasIat>(
+        &self,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(Enrollment, T), ApiError> {
+        let jws = ParsedJws::parse(body, TYP_DEVICE)?;
+        let kid = jws.header_str("kid").ok_or_else(|| ApiError::invalid_request("kid must be a string"))?;
+        let enrollment = self
+            .store
+            .enrollment_by_device(kid)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownDevice, "no enrolled device has this kid"))?;
+        let jwk: EcPublicJwk = serde_json::from_str(&enrollment.device_jwk).map_err(|_| ApiError::internal())?;
+        let key = jwk.to_public_key().ok_or_else(ApiError::internal)?;
+        jws.verify(&key)?;
+        if enrollment.status != EnrollmentStatus::Active {
+            return Err(ApiError::new(ErrorCode::DeviceInactive, "this device is not active"));
+        }
+        let payload = jws.payload(now, self.config.device.iat_skew.as_secs() as i64)?;
+        Ok((enrollment, payload))
+    }
+
+    /// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
+    pub async fn device_pending(&self, body: &[u8], now: i64) -> Result<PendingList, ApiError> {
+        let (enrollment, _payload): (Enrollment, PendingPayload) = self.authenticate_device(body, now).await?;
+        let mut sessions = Vec::new();
+        for s in self.sessions.pending_sessions(&enrollment.token_id, now).await? {
+            if s.device_id.as_deref() != Some(enrollment.device_id.as_str()) {
+                continue;
+            }
+            let Some(service) = self.config.service(&s.service_id) else { continue };
+            sessions.push(PendingEntry {
+                otp: self.session_otp(&s).await?,
+                session_id: s.id.clone(),
+                service_id: s.service_id.clone(),
+                service_name: service.name.clone(),
+                scopes: s.scopes.clone(),
+                expires_at: s.expires_at,
+            });
+        }
+        Ok(PendingList { sessions })
+    }
+
+    /// Records a failed verify: counts toward the session's lock and costs failure
+    /// units of the token id; reaching the limit locks the token out (§12 rule 5).
+    async fn verify_failed(&self, session: &AuthSession, now: i64) -> Result<(), ApiError> {
+        let after = self.sessions.count_failure(&session.id, self.config.auth.session_max_failures, now).await?;
+        if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.ended_at == Some(now)) {
+            tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
+        }
+        let limits = &self.config.limits;
+        let total = self
+            .sessions
+            .add_units(&units_key(&session.token_id), limits.verify_failure_cost, limits.failure_window)
+            .await?;
+        if total >= limits.failure_units {
+            self.sessions.lock(&lockout_key(&session.token_id), limits.lockout).await?;
+            tracing::warn!(token_id = %session.token_id, "token id locked out after repeated failures");
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/auth/verify` with the ordered checks of §5.5 and §12 rules 5 and 6.
+    pub async fn verify(&self, body: &[u8], now: i64) -> Result<Verified, ApiError> {
+        let (enrollment, payload): (Enrollment, VerifyPayload) = self.authenticate_device(body, now).await?;
+        let not_found = || ApiError::new(ErrorCode::SessionNotFound, "no such session");
+        let session = self.sessions.get_session(&payload.session_id).await?.ok_or_else(not_found)?;
+        if !session.is_pending(now) {
+            return Err(ApiError::new(ErrorCode::SessionClosed, "the session has ended"));
+        }
+        if session.token_id != enrollment.token_id || session.device_id.as_deref() != Some(&enrollment.device_id) {
+            return Err(not_found());
+        }
+        self.check_lockout(&session.token_id).await?;
+        let otp = self.session_otp(&session).await?;
+        if !codes_equal(&otp, &payload.otp) {
+            self.verify_failed(&session, now).await?;
+            return Err(ApiError::new(ErrorCode::OtpMismatch, "the code does not match"));
+        }
+        let end = match payload.decision {
+            Decision::Reject => SessionEnd::Rejected,
+            Decision::Approve => {
+                let granted = payload.scopes.unwrap_or_default();
+                if granted.iter().any(|g| !session.scopes.contains(g)) {
+                    self.verify_failed(&session, now).await?;
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidScope,
+                        "granted scopes must be among the requested ones",
+                    ));
+                }
+                SessionEnd::Approved { id_token: self.issue_id_token(&session, &enrollment, &granted, now).await? }
+            }
+        };
+        match self.sessions.end_session(&session.id, end, now).await? {
+            Some(Ok(ended)) => {
+                let status = if ended.status == SessionStatus::Approved { "approved" } else { "rejected" };
+                tracing::info!(session_id = %ended.id, outcome = status, "auth session ended");
+                Ok(Verified { status })
+            }
+            Some(Err(_)) => Err(ApiError::new(ErrorCode::SessionClosed, "the session has ended")),
+            None => Err(not_found()),
+        }
+    }
+
+    /// Signs the identity token for an approved session in the HSM (§7).
+    async fn issue_id_token(
+        &self,
+        session: &AuthSession,
+        enrollment: &Enrollment,
+        granted: &[String],
+        now: i64,
+    ) -> Result<String, ApiError> {
+        let scopes = ordered_scopes(granted);
+        let claims: StoredClaims = if scopes.is_empty() {
+            StoredClaims::default()
+        } else {
+            let plain = self.keys.open_sealed(&enrollment.id, &enrollment.claims_sealed).await?;
+            serde_json::from_slice(&plain).map_err(|_| ApiError::internal())?
+        };
+        let key = self.keys.active(KeyPurpose::Jwt)?;
+        let base = IdClaims {
+            iss: &self.config.server.issuer,
+            sub: &session.token_id,
+            aud: &session.service_id,
+            iat: now,
+            nbf: now,
+            exp: now + self.config.auth.token_ttl.as_secs() as i64,
+            jti: crate::ids::new_id(),
+            sid: &session.id,
+            scope: scopes.join(" "),
+            given_name: None,
+            family_name: None,
+            birthdate: None,
+            age_over_18: None,
+            age_over_21: None,
+            nationality: None,
+            document_type: None,
+            document_number: None,
+            issuing_country: None,
+            document_expiry: None,
+        };
+        let payload = scope_claims(base, &claims, &scopes);
+        let input = signing_input(&key.kid, &payload).map_err(|_| ApiError::internal())?;
+        let sig = self.keys.sign_with(&key.label, input.clone().into_bytes()).await?;
+        use base64::Engine;
+        Ok(format!("{input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)))
+    }
+
+    /// JWKS (§7.2): every `jwt` key in state next, active or retiring.
+    pub async fn jwks(&self) -> Result<serde_json::Value, ApiError> {
+        let mut keys = Vec::new();
+        for e in self.keys.published(KeyPurpose::Jwt) {
+            let jwk = self.keys.public_jwk(&e.label).await?;
+            keys.push(serde_json::json!({
+                "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "y": jwk.y,
+                "kid": e.kid, "use": "sig", "alg": "ES256",
+            }));
+        }
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+}

@@ -1,0 +1,74 @@
+//! The domain: enrollment, authentication sessions, OTPs, identity tokens, claims.
+//! Nothing here knows HTTP; handlers in `http/` call these and map [`ApiError`]s.
+
+pub mod auth;
+pub mod claims;
+pub mod enroll;
+pub mod idtoken;
+pub mod jws;
+pub mod otp;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::keys::KeyRing;
+use crate::store::{DurableStore, SessionStore};
+use crate::trust::TrustStore;
+
+/// Everything the domain needs, shared by all requests.
+pub struct Services {
+    pub config: Config,
+    pub keys: KeyRing,
+    pub store: Arc<dyn DurableStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub trust: TrustStore,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// Counts one request for `key` against `limit` per minute (sliding window);
+    /// `429 rate_limited` with `Retry-After` past it.
+    pub async fn rate_limit(&self, key: &str, limit: u32) -> Result<(), ApiError> {
+        match self.sessions.hit(key, limit, std::time::Duration::from_secs(60)).await? {
+            Ok(()) => Ok(()),
+            Err(wait) => Err(ApiError::new(crate::error::ErrorCode::RateLimited, "too many requests")
+                .with_retry_after(wait.as_secs().max(1))),
+        }
+    }
+
+    /// After a trust refresh: suspends enrollments whose token id is on a VRL or whose
+    /// signer certificate is on a CRL (vds.md §3.4).
+    pub async fn apply_revocations(&self, now: i64) {
+        let ids: Vec<String> = self.trust.revoked_token_ids().into_iter().collect();
+        if !ids.is_empty() {
+            match self.store.suspend_token_ids(&ids, "token id revoked by VRL", now).await {
+                Ok(changed) => {
+                    for token_id in changed {
+                        tracing::warn!(token_id = %token_id, reason = "vrl", "enrollment suspended: credential revoked");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot apply VRL revocations"),
+            }
+        }
+        for signer in self.trust.revoked_signers() {
+            match self
+                .store
+                .suspend_signer(&signer.ca_sha256, &signer.serial_hex, "signer certificate revoked by CRL", now)
+                .await
+            {
+                Ok(changed) => {
+                    for token_id in changed {
+                        tracing::warn!(token_id = %token_id, reason = "crl", "enrollment suspended: credential revoked");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot apply CRL revocations"),
+            }
+        }
+    }
+}
