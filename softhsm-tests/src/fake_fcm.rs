@@ -97,9 +97,7 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Recorder> {
         // A panicking test thread must not hide what was recorded.
-        self.recorder
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -118,9 +116,7 @@ impl FakeFcm {
 
     /// Binds `addr`; with `print_messages`, prints each accepted message (demo).
     pub async fn start_on(addr: SocketAddr, print_messages: bool) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             token_uri: format!("http://{addr}/token"),
@@ -146,11 +142,7 @@ impl FakeFcm {
                 eprintln!("fake FCM stopped: {e}");
             }
         });
-        Ok(Self {
-            addr,
-            shared,
-            stop: Some(stop),
-        })
+        Ok(Self { addr, shared, stop: Some(stop) })
     }
 
     /// `fcm_base_url` for Symbolon's `[push]`.
@@ -281,13 +273,10 @@ impl ServiceAccountFixture {
     pub fn from_json(json: &str) -> anyhow::Result<Self> {
         use rsa::pkcs8::DecodePrivateKey;
         let v: Value = serde_json::from_str(json).context("service-account JSON")?;
-        let field = |k: &str| {
-            v[k].as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("service-account JSON has no {k}"))
-        };
-        let key = RsaPrivateKey::from_pkcs8_pem(&field("private_key")?)
-            .context("private_key is not a PKCS#8 RSA key")?;
+        let field =
+            |k: &str| v[k].as_str().map(str::to_owned).with_context(|| format!("service-account JSON has no {k}"));
+        let key =
+            RsaPrivateKey::from_pkcs8_pem(&field("private_key")?).context("private_key is not a PKCS#8 RSA key")?;
         Ok(Self {
             json: json.to_owned(),
             public_key: key.to_public_key(),
@@ -299,14 +288,8 @@ impl ServiceAccountFixture {
     }
 
     /// The JSON for an existing key.
-    pub fn from_key(
-        key: &RsaPrivateKey,
-        project_id: &str,
-        token_uri: &str,
-    ) -> anyhow::Result<Self> {
-        let pem = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .context("encoding the RSA key as PKCS#8")?;
+    pub fn from_key(key: &RsaPrivateKey, project_id: &str, token_uri: &str) -> anyhow::Result<Self> {
+        let pem = key.to_pkcs8_pem(LineEnding::LF).context("encoding the RSA key as PKCS#8")?;
         let mut id = [0u8; 20];
         OsRng.fill_bytes(&mut id);
         let private_key_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -355,17 +338,10 @@ fn now_unix() -> i64 {
 }
 
 fn oauth_error(error: &str, description: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(json!({"error": error, "error_description": description}))).into_response()
 }
 
-async fn token_endpoint(
-    State(shared): State<Arc<Shared>>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
+async fn token_endpoint(State(shared): State<Arc<Shared>>, Form(form): Form<HashMap<String, String>>) -> Response {
     shared.token_requests.fetch_add(1, Ordering::Relaxed);
     if form.get("grant_type").map(String::as_str) != Some(JWT_BEARER_GRANT) {
         return oauth_error("unsupported_grant_type", "Invalid grant_type.");
@@ -393,15 +369,11 @@ async fn token_endpoint(
 /// Verifies the RFC 7523 assertion; returns the account's project.
 fn verify_assertion(shared: &Shared, assertion: &str) -> Result<String, &'static str> {
     let mut parts = assertion.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err("Invalid JWT: not a compact JWS.");
     };
     let decode = |p: &str| -> Result<Value, &'static str> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(p)
-            .map_err(|_| "Invalid JWT: bad base64url.")?;
+        let bytes = URL_SAFE_NO_PAD.decode(p).map_err(|_| "Invalid JWT: bad base64url.")?;
         serde_json::from_slice(&bytes).map_err(|_| "Invalid JWT: not JSON.")
     };
     let header = decode(h)?;
@@ -425,9 +397,7 @@ fn verify_assertion(shared: &Shared, assertion: &str) -> Result<String, &'static
     {
         return Err("Invalid JWT: unknown kid.");
     }
-    let sig = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| "Invalid JWT Signature.")?;
+    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| "Invalid JWT Signature.")?;
     let sig = Signature::try_from(sig.as_slice()).map_err(|_| "Invalid JWT Signature.")?;
     let signing_input = &assertion[..h.len() + 1 + c.len()];
     VerifyingKey::<Sha256>::new(account.public_key)
@@ -445,9 +415,7 @@ fn verify_assertion(shared: &Shared, assertion: &str) -> Result<String, &'static
     };
     let now = now_unix();
     if iat > now + SKEW_SECS || exp <= now {
-        return Err(
-            "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe.",
-        );
+        return Err("Invalid JWT: Token must be a short-lived token and in a reasonable timeframe.");
     }
     if exp - iat > 3600 {
         return Err("Invalid JWT: exp is more than one hour after iat.");
@@ -458,33 +426,13 @@ fn verify_assertion(shared: &Shared, assertion: &str) -> Result<String, &'static
 /// An error in the Google API format FCM uses.
 fn fcm_error(status: u16, retry_after: Option<u64>) -> Response {
     let (api_status, error_code, message) = match status {
-        400 => (
-            "INVALID_ARGUMENT",
-            "INVALID_ARGUMENT",
-            "Request contains an invalid argument.",
-        ),
-        401 => (
-            "UNAUTHENTICATED",
-            "THIRD_PARTY_AUTH_ERROR",
-            "Request had invalid authentication credentials.",
-        ),
-        403 => (
-            "PERMISSION_DENIED",
-            "SENDER_ID_MISMATCH",
-            "SenderId mismatch",
-        ),
-        404 => (
-            "NOT_FOUND",
-            "UNREGISTERED",
-            "Requested entity was not found.",
-        ),
+        400 => ("INVALID_ARGUMENT", "INVALID_ARGUMENT", "Request contains an invalid argument."),
+        401 => ("UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", "Request had invalid authentication credentials."),
+        403 => ("PERMISSION_DENIED", "SENDER_ID_MISMATCH", "SenderId mismatch"),
+        404 => ("NOT_FOUND", "UNREGISTERED", "Requested entity was not found."),
         429 => ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "Quota exceeded."),
         500 => ("INTERNAL", "INTERNAL", "Internal error encountered."),
-        _ => (
-            "UNAVAILABLE",
-            "UNAVAILABLE",
-            "The service is currently unavailable.",
-        ),
+        _ => ("UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."),
     };
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let mut response = (
@@ -520,10 +468,8 @@ async fn send_endpoint(
     if method != "messages:send" {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let granted = {
         let r = shared.lock();
         bearer.and_then(|b| r.issued.get(b).cloned())
@@ -571,32 +517,13 @@ async fn send_endpoint(
 /// Checks a `messages:send` body the way FCM does for the parts Symbolon uses.
 fn check_message(body: &Value) -> Result<RecordedMessage, String> {
     let top = body.as_object().ok_or("body is not an object")?;
-    if let Some(k) = top
-        .keys()
-        .find(|k| *k != "message" && *k != "validate_only")
-    {
+    if let Some(k) = top.keys().find(|k| *k != "message" && *k != "validate_only") {
         return Err(format!("unknown field {k:?}"));
     }
-    let message = top
-        .get("message")
-        .and_then(Value::as_object)
-        .ok_or("message is missing")?;
-    const MESSAGE_FIELDS: &[&str] = &[
-        "name",
-        "data",
-        "notification",
-        "android",
-        "webpush",
-        "apns",
-        "fcm_options",
-        "token",
-        "topic",
-        "condition",
-    ];
-    if let Some(k) = message
-        .keys()
-        .find(|k| !MESSAGE_FIELDS.contains(&k.as_str()))
-    {
+    let message = top.get("message").and_then(Value::as_object).ok_or("message is missing")?;
+    const MESSAGE_FIELDS: &[&str] =
+        &["name", "data", "notification", "android", "webpush", "apns", "fcm_options", "token", "topic", "condition"];
+    if let Some(k) = message.keys().find(|k| !MESSAGE_FIELDS.contains(&k.as_str())) {
         return Err(format!("unknown field message.{k}"));
     }
     let token = message
@@ -611,11 +538,8 @@ fn check_message(body: &Value) -> Result<RecordedMessage, String> {
     if let Some(d) = message.get("data") {
         let d = d.as_object().ok_or("message.data must be an object")?;
         for (k, v) in d {
-            let v = v
-                .as_str()
-                .ok_or_else(|| format!("message.data.{k} is not a string"))?;
-            if k == "from" || k == "message_type" || k.starts_with("google") || k.starts_with("gcm")
-            {
+            let v = v.as_str().ok_or_else(|| format!("message.data.{k} is not a string"))?;
+            if k == "from" || k == "message_type" || k.starts_with("google") || k.starts_with("gcm") {
                 return Err(format!("message.data.{k} is a reserved key"));
             }
             data.insert(k.clone(), v.to_owned());
@@ -643,9 +567,7 @@ fn check_message(body: &Value) -> Result<RecordedMessage, String> {
     if let Some(h) = message.get("apns").and_then(|a| a.get("headers")) {
         let h = h.as_object().ok_or("apns.headers must be an object")?;
         for (k, v) in h {
-            let v = v
-                .as_str()
-                .ok_or_else(|| format!("apns.headers.{k} is not a string"))?;
+            let v = v.as_str().ok_or_else(|| format!("apns.headers.{k} is not a string"))?;
             apns_headers.insert(k.clone(), v.to_owned());
         }
     }

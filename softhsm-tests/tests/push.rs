@@ -17,8 +17,8 @@ use softhsm_tests::fake_fcm::{FakeFcm, ServiceAccountFixture};
 use symbolon::keys::{HsmPin, KeyPurpose, SessionPool};
 use symbolon::push::cli::{ImportedServiceAccount, import_service_account};
 use symbolon::push::{
-    AssertionIdentity, AuthPush, FailureHook, FcmClient, PushConfig, PushError, PushFailure,
-    PushProvider, PushQueue, build_assertion,
+    AssertionIdentity, AuthPush, FailureHook, FcmClient, PushConfig, PushError, PushFailure, PushProvider, PushQueue,
+    build_assertion,
 };
 
 const PROJECT: &str = "symbolon-test";
@@ -46,11 +46,7 @@ fn pool_for(token: &TestToken) -> SessionPool {
     .unwrap()
 }
 
-async fn import(
-    pool: &SessionPool,
-    token: &TestToken,
-    account: &ServiceAccountFixture,
-) -> ImportedServiceAccount {
+async fn import(pool: &SessionPool, token: &TestToken, account: &ServiceAccountFixture) -> ImportedServiceAccount {
     let path = token.dir.path().join("service-account.json");
     account.write_to(&path).unwrap();
     import_service_account(pool, &path).await.unwrap()
@@ -75,14 +71,7 @@ async fn rig() -> Rig {
         request_timeout: Duration::from_secs(5),
         ..PushConfig::default()
     };
-    Rig {
-        token,
-        pool,
-        fake,
-        account,
-        imported,
-        config,
-    }
+    Rig { token, pool, fake, account, imported, config }
 }
 
 impl Rig {
@@ -131,23 +120,15 @@ async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 async fn imported_key_is_sensitive_and_signs_rs256_in_the_token() {
     let token = TestToken::new().unwrap();
     let pool = pool_for(&token);
-    let account =
-        ServiceAccountFixture::generate(PROJECT, "https://oauth2.googleapis.com/token").unwrap();
+    let account = ServiceAccountFixture::generate(PROJECT, "https://oauth2.googleapis.com/token").unwrap();
     let imported = import(&pool, &token, &account).await;
-    assert!(
-        imported.label.starts_with("symbolon-fcm-"),
-        "{}",
-        imported.label
-    );
+    assert!(imported.label.starts_with("symbolon-fcm-"), "{}", imported.label);
     assert_eq!(KeyPurpose::from_label(&imported.label), None);
     assert_eq!(imported.client_email, account.client_email);
     assert_eq!(imported.private_key_id, account.private_key_id);
     assert_eq!(imported.token_uri, "https://oauth2.googleapis.com/token");
     let snippet = imported.config_snippet();
-    assert!(
-        snippet.contains(&format!("key_label = \"{}\"", imported.label)),
-        "{snippet}"
-    );
+    assert!(snippet.contains(&format!("key_label = \"{}\"", imported.label)), "{snippet}");
 
     // The private parts cannot be read back: sensitive, not extractable.
     let ctx = pool.context();
@@ -158,10 +139,7 @@ async fn imported_key_is_sensitive_and_signs_rs256_in_the_token() {
         .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token.label)
         .unwrap();
     let session = ctx.open_ro_session(slot).unwrap();
-    let _ = session.login(
-        UserType::User,
-        Some(&cryptoki::types::AuthPin::from(token.pin.clone())),
-    );
+    let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(token.pin.clone())));
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -172,20 +150,12 @@ async fn imported_key_is_sensitive_and_signs_rs256_in_the_token() {
     let attrs = session
         .get_attributes(
             found[0],
-            &[
-                AttributeType::Sensitive,
-                AttributeType::Extractable,
-                AttributeType::Sign,
-                AttributeType::Decrypt,
-            ],
+            &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Sign, AttributeType::Decrypt],
         )
         .unwrap();
-    for want in [
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-    ] {
+    for want in
+        [Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Sign(true), Attribute::Decrypt(false)]
+    {
         assert!(attrs.contains(&want), "{want:?} not in {attrs:?}");
     }
     let secret_parts = [
@@ -199,26 +169,15 @@ async fn imported_key_is_sensitive_and_signs_rs256_in_the_token() {
     ];
     let info = session.get_attribute_info(found[0], &secret_parts).unwrap();
     for (t, i) in secret_parts.iter().zip(&info) {
-        assert!(
-            matches!(i, AttributeInfo::Sensitive | AttributeInfo::TypeInvalid),
-            "{t:?} is readable: {i:?}"
-        );
+        assert!(matches!(i, AttributeInfo::Sensitive | AttributeInfo::TypeInvalid), "{t:?} is readable: {i:?}");
     }
     assert!(
-        session
-            .get_attributes(found[0], &[AttributeType::PrivateExponent])
-            .map(|a| a.is_empty())
-            .unwrap_or(true),
+        session.get_attributes(found[0], &[AttributeType::PrivateExponent]).map(|a| a.is_empty()).unwrap_or(true),
         "CKA_PRIVATE_EXPONENT was returned"
     );
     // The key layer's start-up safety check sees it as safe.
-    let listed = pool
-        .run(|s| s.list_keys("symbolon-"))
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.label == imported.label)
-        .unwrap();
+    let listed =
+        pool.run(|s| s.list_keys("symbolon-")).await.unwrap().into_iter().find(|k| k.label == imported.label).unwrap();
     assert!(listed.sensitive && !listed.extractable, "{listed:?}");
 
     // CKM_SHA256_RSA_PKCS in the token verifies with the service account's public key.
@@ -237,14 +196,8 @@ async fn message_is_sent_with_exact_data_and_the_token_is_reused() {
     let client = rig.client();
     let push = auth_push("session-one", "device-token-abc", 120);
     let name = client.send(&push).await.unwrap();
-    assert!(
-        name.starts_with(&format!("projects/{PROJECT}/messages/")),
-        "{name}"
-    );
-    client
-        .send(&auth_push("session-two", "device-token-abc", 60))
-        .await
-        .unwrap();
+    assert!(name.starts_with(&format!("projects/{PROJECT}/messages/")), "{name}");
+    client.send(&auth_push("session-two", "device-token-abc", 60)).await.unwrap();
 
     let got = rig.fake.messages();
     assert_eq!(got.len(), 2);
@@ -260,20 +213,13 @@ async fn message_is_sent_with_exact_data_and_the_token_is_reused() {
         ("session_id", "session-one".into()),
         ("type", "auth".into()),
     ];
-    let have: Vec<(&str, String)> = m
-        .data
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
+    let have: Vec<(&str, String)> = m.data.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     assert_eq!(have, want);
     assert_eq!(m.android_priority.as_deref(), Some("high"));
     let ttl = m.ttl_secs().unwrap();
     assert!((115..=120).contains(&ttl), "ttl {ttl}");
     assert!((55..=60).contains(&got[1].ttl_secs().unwrap()));
-    assert_eq!(
-        m.apns_headers.get("apns-expiration"),
-        Some(&push.expires_at.to_string())
-    );
+    assert_eq!(m.apns_headers.get("apns-expiration"), Some(&push.expires_at.to_string()));
     // One assertion, one access token, reused for the second send.
     assert_eq!(rig.fake.token_requests(), 1);
     assert_eq!(client.token_fetches(), 1);
@@ -331,19 +277,9 @@ async fn retry_after_is_honoured() {
     rig.fake.set_retry_after(Some(1));
     let (queue, failures) = rig.queue(Duration::from_millis(20));
     queue.push(auth_push("sess-429", "dev", 120), || async { true });
-    assert_eq!(
-        rig.fake
-            .wait_for_messages(1, Duration::from_secs(5))
-            .await
-            .len(),
-        1
-    );
+    assert_eq!(rig.fake.wait_for_messages(1, Duration::from_secs(5)).await.len(), 1);
     let times = rig.fake.send_times();
-    assert!(
-        times[1] - times[0] >= Duration::from_secs(1),
-        "{:?}",
-        times[1] - times[0]
-    );
+    assert!(times[1] - times[0] >= Duration::from_secs(1), "{:?}", times[1] - times[0]);
     assert_eq!(failures.lock().unwrap()[0].status, Some(429));
 }
 
@@ -353,13 +289,7 @@ async fn unregistered_404_is_permanent() {
     rig.fake.fail_next(1, 404);
     let (queue, failures) = rig.queue(Duration::from_millis(20));
     queue.push(auth_push("sess-404", "stale-token", 120), || async { true });
-    assert!(
-        wait_until(Duration::from_secs(5), || !failures
-            .lock()
-            .unwrap()
-            .is_empty())
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(5), || !failures.lock().unwrap().is_empty()).await);
     // Several backoff periods later, still exactly one send.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rig.fake.send_times().len(), 1);
@@ -368,11 +298,7 @@ async fn unregistered_404_is_permanent() {
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].status, Some(404));
     assert!(failures[0].gave_up);
-    assert!(
-        failures[0].reason.contains("UNREGISTERED"),
-        "{}",
-        failures[0].reason
-    );
+    assert!(failures[0].reason.contains("UNREGISTERED"), "{}", failures[0].reason);
     assert_eq!(queue.queued(), 0);
 }
 
@@ -424,13 +350,7 @@ async fn a_full_queue_drops_and_reports_without_blocking() {
     let started = Instant::now();
     queue.push(auth_push("sess-b", "dev-b", 120), || async { true });
     assert!(started.elapsed() < Duration::from_millis(50));
-    let dropped = failures
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|f| f.session_id == "sess-b")
-        .cloned()
-        .unwrap();
+    let dropped = failures.lock().unwrap().iter().find(|f| f.session_id == "sess-b").cloned().unwrap();
     assert_eq!(dropped.attempt, 0);
     assert!(dropped.gave_up);
     queue.shutdown();
@@ -460,10 +380,7 @@ async fn the_fake_verifies_the_assertion_and_the_bearer() {
                 .send()
                 .await
                 .unwrap();
-            (
-                r.status().as_u16(),
-                r.json::<serde_json::Value>().await.unwrap(),
-            )
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
         }
     };
     // The HSM-signed assertion is accepted.
@@ -492,27 +409,19 @@ async fn the_fake_verifies_the_assertion_and_the_bearer() {
     assert_eq!(body["error_description"], "Invalid JWT Signature.");
 
     // Wrong audience, even correctly signed.
-    let wrong_aud = AssertionIdentity {
-        token_uri: "https://oauth2.googleapis.com/token".into(),
-        ..identity.clone()
-    };
+    let wrong_aud = AssertionIdentity { token_uri: "https://oauth2.googleapis.com/token".into(), ..identity.clone() };
     let (status, _) = exchange(build_assertion(&rig.pool, &wrong_aud, now()).await.unwrap()).await;
     assert_eq!(status, 400);
 
     // Bearer checks on messages:send.
     let send = |bearer: String, project: &str| {
         let http = http.clone();
-        let url = format!(
-            "{}/v1/projects/{project}/messages:send",
-            rig.fake.base_url()
-        );
+        let url = format!("{}/v1/projects/{project}/messages:send", rig.fake.base_url());
         async move {
             http.post(url)
                 .bearer_auth(bearer)
-                .json(
-                    &serde_json::json!({"message": {"token": "t", "data": {"a": "b"},
-                    "android": {"priority": "high", "ttl": "10s"}}}),
-                )
+                .json(&serde_json::json!({"message": {"token": "t", "data": {"a": "b"},
+                    "android": {"priority": "high", "ttl": "10s"}}}))
                 .send()
                 .await
                 .unwrap()
@@ -526,10 +435,7 @@ async fn the_fake_verifies_the_assertion_and_the_bearer() {
 
     // Message shape: data values must be strings.
     let status = http
-        .post(format!(
-            "{}/v1/projects/{PROJECT}/messages:send",
-            rig.fake.base_url()
-        ))
+        .post(format!("{}/v1/projects/{PROJECT}/messages:send", rig.fake.base_url()))
         .bearer_auth(&access)
         .json(&serde_json::json!({"message": {"token": "t", "data": {"n": 1}}}))
         .send()
@@ -547,20 +453,11 @@ async fn a_key_the_fake_does_not_trust_is_refused_permanently() {
     let pool = rig.pool.clone();
     let imported = import(&pool, &rig.token, &other).await;
     assert_ne!(imported.label, rig.imported.label);
-    let config = PushConfig {
-        key_label: imported.label,
-        ..rig.config.clone()
-    };
+    let config = PushConfig { key_label: imported.label, ..rig.config.clone() };
     let client = FcmClient::new(&config, Arc::new(pool)).unwrap();
     // Three concurrent sends share the outcome of one token fetch.
-    let pushes: Vec<AuthPush> = (1..=3)
-        .map(|n| auth_push(&format!("s{n}"), "dev", 120))
-        .collect();
-    let (a, b, c) = tokio::join!(
-        client.send(&pushes[0]),
-        client.send(&pushes[1]),
-        client.send(&pushes[2]),
-    );
+    let pushes: Vec<AuthPush> = (1..=3).map(|n| auth_push(&format!("s{n}"), "dev", 120)).collect();
+    let (a, b, c) = tokio::join!(client.send(&pushes[0]), client.send(&pushes[1]), client.send(&pushes[2]),);
     for result in [a, b, c] {
         let err = result.unwrap_err();
         match &err {
@@ -581,8 +478,7 @@ async fn a_key_the_fake_does_not_trust_is_refused_permanently() {
 async fn provider_none_sends_nothing() {
     let rig = rig().await;
     let hook: FailureHook = Arc::new(|_| {});
-    let queue =
-        PushQueue::from_config(&PushConfig::default(), Arc::new(rig.pool.clone()), hook).unwrap();
+    let queue = PushQueue::from_config(&PushConfig::default(), Arc::new(rig.pool.clone()), hook).unwrap();
     assert!(!queue.is_enabled());
     queue.push(auth_push("s", "dev", 120), || async { true });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -620,40 +516,21 @@ async fn logs_never_carry_the_push_token_or_the_otp() {
     rig.fake.fail_next(2, 503);
     rig.fake.fail_next(1, 404);
     let (queue, failures) = rig.queue(Duration::from_millis(20));
-    queue.push(auth_push("sess-log-1", device_token, 120), || async {
-        true
-    });
+    queue.push(auth_push("sess-log-1", device_token, 120), || async { true });
     assert!(wait_until(Duration::from_secs(5), || queue.queued() == 0).await);
-    queue.push(auth_push("sess-log-2", device_token, 120), || async {
-        true
-    });
-    assert_eq!(
-        rig.fake
-            .wait_for_messages(1, Duration::from_secs(5))
-            .await
-            .len(),
-        1
-    );
+    queue.push(auth_push("sess-log-2", device_token, 120), || async { true });
+    assert_eq!(rig.fake.wait_for_messages(1, Duration::from_secs(5)).await.len(), 1);
     rig.fake.fail_next(1000, 503);
     for n in 0..5 {
-        queue.push(
-            auth_push(&format!("sess-log-q{n}"), device_token, 120),
-            || async { true },
-        );
+        queue.push(auth_push(&format!("sess-log-q{n}"), device_token, 120), || async { true });
     }
     queue.shutdown();
     assert!(wait_until(Duration::from_secs(5), || queue.queued() == 0).await);
     assert!(failures.lock().unwrap().iter().any(|f| f.attempt == 0));
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
-    assert!(
-        logs.contains("sess-log-1") && logs.contains("push delivered"),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("will retry") && logs.contains("giving up"),
-        "{logs}"
-    );
+    assert!(logs.contains("sess-log-1") && logs.contains("push delivered"), "{logs}");
+    assert!(logs.contains("will retry") && logs.contains("giving up"), "{logs}");
     assert!(logs.contains("push queue is full"), "{logs}");
     assert!(logs.contains(&symbolon::push::token_hash(device_token)));
     if std::env::var_os("PUSH_TEST_DUMP_LOGS").is_some() {

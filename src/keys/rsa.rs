@@ -15,23 +15,15 @@ impl TokenSession {
     /// Imports a two-prime RSA private key under `label`: token object, private,
     /// sensitive, never extractable, usable only to sign. The caller drops (and so
     /// zeroizes) `key` afterwards; the copies made here are wiped before returning.
-    pub fn import_rsa_private_key(
-        &mut self,
-        label: &str,
-        key: &RsaPrivateKey,
-    ) -> Result<(), HsmError> {
+    pub fn import_rsa_private_key(&mut self, label: &str, key: &RsaPrivateKey) -> Result<(), HsmError> {
         let [p, q] = key.primes() else {
-            return Err(HsmError::KeyMaterial(
-                "only two-prime RSA keys can be imported",
-            ));
+            return Err(HsmError::KeyMaterial("only two-prime RSA keys can be imported"));
         };
         // CRT values are recomputed rather than trusted from the input.
         let one = ::rsa::BigUint::from(1u8);
         let dp = Zeroizing::new((key.d() % (p - &one)).to_bytes_be());
         let dq = Zeroizing::new((key.d() % (q - &one)).to_bytes_be());
-        let mut qinv_big = key
-            .crt_coefficient()
-            .ok_or(HsmError::KeyMaterial("RSA primes are not coprime"))?;
+        let mut qinv_big = key.crt_coefficient().ok_or(HsmError::KeyMaterial("RSA primes are not coprime"))?;
         let qinv = Zeroizing::new(qinv_big.to_bytes_be());
         qinv_big.zeroize();
         let mut id = [0u8; 16];

@@ -64,11 +64,7 @@ pub async fn build_assertion(
     identity: &AssertionIdentity,
     now: i64,
 ) -> Result<String, HsmError> {
-    let header = Header {
-        alg: "RS256",
-        typ: "JWT",
-        kid: &identity.private_key_id,
-    };
+    let header = Header { alg: "RS256", typ: "JWT", kid: &identity.private_key_id };
     let claims = Claims {
         iss: &identity.client_email,
         scope: FCM_SCOPE,
@@ -81,9 +77,7 @@ pub async fn build_assertion(
     let mut jws = URL_SAFE_NO_PAD.encode(header);
     jws.push('.');
     jws.push_str(&URL_SAFE_NO_PAD.encode(claims));
-    let signature = signer
-        .sign_rs256(&identity.key_label, jws.as_bytes())
-        .await?;
+    let signature = signer.sign_rs256(&identity.key_label, jws.as_bytes()).await?;
     jws.push('.');
     jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
     Ok(jws)

@@ -62,13 +62,11 @@ impl ImportedServiceAccount {
 /// token as `symbolon-fcm-<UTC timestamp>` (sign only, sensitive, not extractable) and
 /// returns the label and the settings to configure. The caller prints
 /// [`ImportedServiceAccount::config_snippet`] and may then delete the file.
-pub async fn import_service_account(
-    pool: &SessionPool,
-    json_path: &Path,
-) -> Result<ImportedServiceAccount, PushError> {
-    let raw = Zeroizing::new(std::fs::read_to_string(json_path).map_err(|e| {
-        PushError::ServiceAccount(format!("cannot read {}: {e}", json_path.display()))
-    })?);
+pub async fn import_service_account(pool: &SessionPool, json_path: &Path) -> Result<ImportedServiceAccount, PushError> {
+    let raw = Zeroizing::new(
+        std::fs::read_to_string(json_path)
+            .map_err(|e| PushError::ServiceAccount(format!("cannot read {}: {e}", json_path.display())))?,
+    );
     let (key, imported) = parse_service_account(&raw, crate::ids::now_unix())?;
     drop(raw);
     let base = imported.label.clone();
@@ -96,17 +94,10 @@ pub async fn import_service_account(
 }
 
 /// Parses the file; the key is returned separately and zeroizes itself when dropped.
-fn parse_service_account(
-    raw: &str,
-    now: i64,
-) -> Result<(RsaPrivateKey, ImportedServiceAccount), PushError> {
+fn parse_service_account(raw: &str, now: i64) -> Result<(RsaPrivateKey, ImportedServiceAccount), PushError> {
     let bad = |m: &str| PushError::ServiceAccount(m.to_owned());
-    let file: ServiceAccountFile = serde_json::from_str(raw).map_err(|e| {
-        PushError::ServiceAccount(format!(
-            "not a service-account JSON file: {}",
-            e.classify_name()
-        ))
-    })?;
+    let file: ServiceAccountFile = serde_json::from_str(raw)
+        .map_err(|e| PushError::ServiceAccount(format!("not a service-account JSON file: {}", e.classify_name())))?;
     let pem = Zeroizing::new(file.private_key);
     if file.kind != "service_account" {
         return Err(bad("\"type\" is not \"service_account\""));
@@ -114,26 +105,22 @@ fn parse_service_account(
     if file.project_id.is_empty() || !file.client_email.contains('@') {
         return Err(bad("project_id or client_email is missing"));
     }
-    let key = RsaPrivateKey::from_pkcs8_pem(&pem)
-        .map_err(|_| bad("private_key is not a PKCS#8 PEM RSA private key"))?;
+    let key =
+        RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|_| bad("private_key is not a PKCS#8 PEM RSA private key"))?;
     let bits = key.n().bits();
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err(PushError::ServiceAccount(format!(
             "the RSA key has {bits} bits; {MIN_RSA_BITS} to {MAX_RSA_BITS} are accepted"
         )));
     }
-    key.validate()
-        .map_err(|_| bad("the RSA private key is inconsistent"))?;
+    key.validate().map_err(|_| bad("the RSA private key is inconsistent"))?;
     Ok((
         key,
         ImportedServiceAccount {
             label: fcm_label(now),
             project_id: file.project_id,
             client_email: file.client_email,
-            token_uri: file
-                .token_uri
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| DEFAULT_TOKEN_URI.to_owned()),
+            token_uri: file.token_uri.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_TOKEN_URI.to_owned()),
             private_key_id: file.private_key_id,
         },
     ))
@@ -142,8 +129,7 @@ fn parse_service_account(
 /// `symbolon-fcm-YYYYMMDDTHHMMSSZ`. Not a `KeyPurpose` label: the key ring checks it
 /// is sensitive and not extractable but does not catalog it.
 fn fcm_label(unix: i64) -> String {
-    let ts =
-        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let ts = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
     let stamp = ts.format(&fmt).unwrap_or_else(|_| unix.to_string());
     format!("{LABEL_PREFIX}fcm-{stamp}")
@@ -159,9 +145,7 @@ impl ClassifyName for serde_json::Error {
         match self.classify() {
             serde_json::error::Category::Io => "I/O error",
             serde_json::error::Category::Syntax => "invalid JSON",
-            serde_json::error::Category::Data => {
-                "a required field is missing or has the wrong type"
-            }
+            serde_json::error::Category::Data => "a required field is missing or has the wrong type",
             serde_json::error::Category::Eof => "truncated JSON",
         }
     }

@@ -92,9 +92,10 @@ impl PushConfig {
         }
         // The project id becomes a URL path segment.
         if self.project_id.is_empty()
-            || !self.project_id.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b':'
-            })
+            || !self
+                .project_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b':')
         {
             bad(
                 "project_id",
@@ -104,10 +105,7 @@ impl PushConfig {
             );
         }
         if !self.client_email.contains('@') {
-            bad(
-                "client_email",
-                "required with provider = \"fcm\": the service account's client_email".into(),
-            );
+            bad("client_email", "required with provider = \"fcm\": the service account's client_email".into());
         }
         if self.key_label.trim().is_empty() {
             bad(
@@ -158,15 +156,7 @@ mod tests {
             ..PushConfig::default()
         };
         let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
-        assert_eq!(
-            fields,
-            [
-                "push.fcm_base_url",
-                "push.project_id",
-                "push.client_email",
-                "push.key_label"
-            ]
-        );
+        assert_eq!(fields, ["push.fcm_base_url", "push.project_id", "push.client_email", "push.key_label"]);
     }
 
     #[test]

@@ -157,11 +157,7 @@ impl FcmClient {
         };
         let status = response.status();
         if status.is_success() {
-            let name = response
-                .json::<SendResponse>()
-                .await
-                .map(|r| r.name)
-                .unwrap_or_default();
+            let name = response.json::<SendResponse>().await.map(|r| r.name).unwrap_or_default();
             return Ok(name);
         }
         let retry_after = retry_after(response.headers());
@@ -169,26 +165,12 @@ impl FcmClient {
             .json::<GoogleErrorBody>()
             .await
             .ok()
-            .and_then(|b| {
-                b.error
-                    .details
-                    .into_iter()
-                    .find_map(|d| d.error_code)
-                    .or(b.error.status)
-            })
+            .and_then(|b| b.error.details.into_iter().find_map(|d| d.error_code).or(b.error.status))
             .map(sanitize_code);
-        Err(PushError::Rejected {
-            status: status.as_u16(),
-            code,
-            retry_after,
-        })
+        Err(PushError::Rejected { status: status.as_u16(), code, retry_after })
     }
 
-    async fn post_message(
-        &self,
-        token: &SecretString,
-        body: &serde_json::Value,
-    ) -> Result<Response, PushError> {
+    async fn post_message(&self, token: &SecretString, body: &serde_json::Value) -> Result<Response, PushError> {
         self.http
             .post(&self.send_url)
             .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
@@ -202,11 +184,7 @@ impl FcmClient {
     async fn access_token(&self) -> Result<SecretString, PushError> {
         let waiting_since = Instant::now();
         let mut cache = self.token.lock().await;
-        if let Some(t) = cache
-            .token
-            .as_ref()
-            .filter(|t| Instant::now() < t.refresh_at)
-        {
+        if let Some(t) = cache.token.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(t.value.clone());
         }
         if let Some((at, e)) = cache.failed.as_ref().filter(|(at, _)| *at >= waiting_since) {
@@ -219,10 +197,7 @@ impl FcmClient {
         match self.fetch_token().await {
             Ok(fresh) => {
                 let value = fresh.value.clone();
-                *cache = TokenCache {
-                    token: Some(fresh),
-                    failed: None,
-                };
+                *cache = TokenCache { token: Some(fresh), failed: None };
                 Ok(value)
             }
             Err(e) => {
@@ -235,19 +210,14 @@ impl FcmClient {
     /// Drops the cached token if it is still the one FCM refused.
     async fn forget_token(&self, refused: &SecretString) {
         let mut cache = self.token.lock().await;
-        if cache
-            .token
-            .as_ref()
-            .is_some_and(|t| t.value.expose_secret() == refused.expose_secret())
-        {
+        if cache.token.as_ref().is_some_and(|t| t.value.expose_secret() == refused.expose_secret()) {
             cache.token = None;
         }
     }
 
     async fn fetch_token(&self) -> Result<AccessToken, PushError> {
         let started = Instant::now();
-        let assertion =
-            build_assertion(self.signer.as_ref(), &self.identity, crate::ids::now_unix()).await?;
+        let assertion = build_assertion(self.signer.as_ref(), &self.identity, crate::ids::now_unix()).await?;
         self.token_fetches.fetch_add(1, Ordering::Relaxed);
         let response = self
             .http
@@ -259,52 +229,25 @@ impl FcmClient {
         let status = response.status();
         if !status.is_success() {
             let retry_after = retry_after(response.headers());
-            let error = response
-                .json::<OAuthError>()
-                .await
-                .map(|e| sanitize_code(e.error))
-                .unwrap_or_default();
+            let error = response.json::<OAuthError>().await.map(|e| sanitize_code(e.error)).unwrap_or_default();
             return Err(PushError::TokenRefused {
                 status: status.as_u16(),
-                error: if error.is_empty() {
-                    "no error code".into()
-                } else {
-                    error
-                },
+                error: if error.is_empty() { "no error code".into() } else { error },
                 retry_after,
             });
         }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|_| PushError::Protocol("token endpoint answer is not a token response"))?;
+        let body: TokenResponse =
+            response.json().await.map_err(|_| PushError::Protocol("token endpoint answer is not a token response"))?;
         if body.access_token.is_empty() {
-            return Err(PushError::Protocol(
-                "token endpoint returned an empty token",
-            ));
+            return Err(PushError::Protocol("token endpoint returned an empty token"));
         }
-        if body
-            .token_type
-            .as_deref()
-            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
-        {
-            return Err(PushError::Protocol(
-                "token endpoint returned a non-Bearer token",
-            ));
+        if body.token_type.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
+            return Err(PushError::Protocol("token endpoint returned a non-Bearer token"));
         }
-        let lifetime = body
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let lifetime = body.expires_in.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_LIFETIME);
         let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 2);
-        tracing::debug!(
-            lifetime_s = lifetime.as_secs(),
-            "fetched an FCM access token"
-        );
-        Ok(AccessToken {
-            value: SecretString::from(body.access_token),
-            refresh_at: started + lifetime - margin,
-        })
+        tracing::debug!(lifetime_s = lifetime.as_secs(), "fetched an FCM access token");
+        Ok(AccessToken { value: SecretString::from(body.access_token), refresh_at: started + lifetime - margin })
     }
 }
 
@@ -335,11 +278,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let wait = if let Ok(secs) = raw.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let at = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc2822)
-            .ok()?;
-        let secs = (at - time::OffsetDateTime::now_utc())
-            .whole_seconds()
-            .max(0);
+        let at = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc2822).ok()?;
+        let secs = (at - time::OffsetDateTime::now_utc()).whole_seconds().max(0);
         Duration::from_secs(u64::try_from(secs).unwrap_or(0))
     };
     Some(wait.min(MAX_RETRY_AFTER))
@@ -347,10 +287,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// Error codes come from the remote side: keep them short and printable.
 fn sanitize_code(code: String) -> String {
-    code.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(64)
-        .collect()
+    code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
 }
 
 fn transport(e: reqwest::Error) -> PushError {
@@ -385,10 +322,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
-        );
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);

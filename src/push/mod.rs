@@ -17,9 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::keys::HsmError;
 
-pub use assertion::{
-    ASSERTION_LIFETIME_SECS, AssertionIdentity, AssertionSigner, FCM_SCOPE, build_assertion,
-};
+pub use assertion::{ASSERTION_LIFETIME_SECS, AssertionIdentity, AssertionSigner, FCM_SCOPE, build_assertion};
 pub use config::{DEFAULT_FCM_BASE_URL, DEFAULT_TOKEN_URI, PushConfig, PushProvider};
 pub use fcm::FcmClient;
 pub use queue::{DEFAULT_INITIAL_BACKOFF, FailureHook, PushFailure, PushQueue};
@@ -60,12 +58,7 @@ impl AuthPush {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        Self {
-            session_id: session_id.to_owned(),
-            device_push_token: device_push_token.to_owned(),
-            data,
-            expires_at,
-        }
+        Self { session_id: session_id.to_owned(), device_push_token: device_push_token.to_owned(), data, expires_at }
     }
 
     /// A short, non-reversible name for the push token, for correlating log lines.
@@ -87,10 +80,7 @@ impl std::fmt::Debug for AuthPush {
 
 /// First 8 hex digits of SHA-256 of a push token.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(token.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a push attempt (or the setup of push) failed. Messages carry status codes and
@@ -135,13 +125,9 @@ impl PushError {
             }
             PushError::TokenRefused { status, .. } => !(*status == 429 || *status >= 500),
             PushError::Transport(_) | PushError::Protocol(_) => false,
-            PushError::Signer(e) => !matches!(
-                e,
-                HsmError::Overloaded
-                    | HsmError::Unavailable
-                    | HsmError::Pkcs11(_)
-                    | HsmError::Library(_)
-            ),
+            PushError::Signer(e) => {
+                !matches!(e, HsmError::Overloaded | HsmError::Unavailable | HsmError::Pkcs11(_) | HsmError::Library(_))
+            }
             PushError::Expired | PushError::ServiceAccount(_) | PushError::Config(_) => true,
         }
     }
@@ -149,9 +135,7 @@ impl PushError {
     /// The HTTP status behind the failure, if there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            PushError::Rejected { status, .. } | PushError::TokenRefused { status, .. } => {
-                Some(*status)
-            }
+            PushError::Rejected { status, .. } | PushError::TokenRefused { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -160,24 +144,12 @@ impl PushError {
     /// carried as its message, with the same permanence).
     pub(crate) fn shared_copy(&self) -> PushError {
         match self {
-            PushError::Rejected {
-                status,
-                code,
-                retry_after,
-            } => PushError::Rejected {
-                status: *status,
-                code: code.clone(),
-                retry_after: *retry_after,
-            },
-            PushError::TokenRefused {
-                status,
-                error,
-                retry_after,
-            } => PushError::TokenRefused {
-                status: *status,
-                error: error.clone(),
-                retry_after: *retry_after,
-            },
+            PushError::Rejected { status, code, retry_after } => {
+                PushError::Rejected { status: *status, code: code.clone(), retry_after: *retry_after }
+            }
+            PushError::TokenRefused { status, error, retry_after } => {
+                PushError::TokenRefused { status: *status, error: error.clone(), retry_after: *retry_after }
+            }
             PushError::Transport(m) => PushError::Transport(m.clone()),
             PushError::Protocol(m) => PushError::Protocol(m),
             PushError::Expired => PushError::Expired,
@@ -186,17 +158,14 @@ impl PushError {
             PushError::Signer(e) if self.is_permanent() => {
                 PushError::Config(format!("signing the FCM assertion in the HSM: {e}"))
             }
-            PushError::Signer(e) => {
-                PushError::Transport(format!("signing the FCM assertion in the HSM: {e}"))
-            }
+            PushError::Signer(e) => PushError::Transport(format!("signing the FCM assertion in the HSM: {e}")),
         }
     }
 
     /// The server's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            PushError::Rejected { retry_after, .. }
-            | PushError::TokenRefused { retry_after, .. } => *retry_after,
+            PushError::Rejected { retry_after, .. } | PushError::TokenRefused { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -218,34 +187,16 @@ mod tests {
             1_763_800_120,
         );
         let keys: Vec<&str> = p.data.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "expires_at",
-                "otp",
-                "scopes",
-                "service_id",
-                "service_name",
-                "session_id",
-                "type"
-            ]
-        );
+        assert_eq!(keys, ["expires_at", "otp", "scopes", "service_id", "service_name", "session_id", "type"]);
         assert_eq!(p.data["scopes"], "name age");
         assert_eq!(p.data["expires_at"], "1763800120");
         let debug = format!("{p:?}");
-        assert!(
-            !debug.contains("123456") && !debug.contains("device-token"),
-            "{debug}"
-        );
+        assert!(!debug.contains("123456") && !debug.contains("device-token"), "{debug}");
     }
 
     #[test]
     fn classification() {
-        let rejected = |status| PushError::Rejected {
-            status,
-            code: None,
-            retry_after: None,
-        };
+        let rejected = |status| PushError::Rejected { status, code: None, retry_after: None };
         assert!(rejected(404).is_permanent());
         assert!(rejected(400).is_permanent());
         assert!(rejected(403).is_permanent());

@@ -77,12 +77,7 @@ impl PushQueue {
             PushProvider::None => None,
             PushProvider::Fcm => Some(Arc::new(FcmClient::new(config, signer)?)),
         };
-        Ok(Self::new(
-            client,
-            config,
-            on_failure,
-            DEFAULT_INITIAL_BACKOFF,
-        ))
+        Ok(Self::new(client, config, on_failure, DEFAULT_INITIAL_BACKOFF))
     }
 
     /// A queue around `client` (`None`: pushes are skipped). `initial_backoff` is
@@ -148,9 +143,7 @@ impl PushQueue {
         let taken = self
             .inner
             .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.inner.max_queued).then_some(n + 1)
-            });
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.inner.max_queued).then_some(n + 1));
         if taken.is_err() {
             tracing::error!(
                 session_id = %message.session_id,
@@ -201,11 +194,7 @@ where
             return;
         }
         if !still_pending().await {
-            tracing::debug!(
-                session_id,
-                attempt,
-                "push stopped: the session is no longer pending"
-            );
+            tracing::debug!(session_id, attempt, "push stopped: the session is no longer pending");
             return;
         }
         attempt += 1;
@@ -259,7 +248,5 @@ fn time_left(expires_at: i64) -> Duration {
     let Ok(at) = u64::try_from(expires_at) else {
         return Duration::ZERO;
     };
-    (UNIX_EPOCH + Duration::from_secs(at))
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    (UNIX_EPOCH + Duration::from_secs(at)).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
 }

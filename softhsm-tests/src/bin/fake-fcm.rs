@@ -11,9 +11,7 @@ use clap::Parser;
 use softhsm_tests::fake_fcm::{FakeFcm, ServiceAccountFixture};
 
 #[derive(Parser)]
-#[command(
-    about = "A local FCM-compatible server (OAuth JWT-bearer token endpoint + messages:send)"
-)]
+#[command(about = "A local FCM-compatible server (OAuth JWT-bearer token endpoint + messages:send)")]
 struct Args {
     /// Address to listen on (port 0 = any free port). Use a fixed port to reuse the
     /// service account across restarts.
@@ -46,9 +44,7 @@ async fn main() -> anyhow::Result<()> {
             (a, true)
         }
         _ => {
-            let a = fake
-                .new_service_account(&args.project_id)
-                .context("generating the service account")?;
+            let a = fake.new_service_account(&args.project_id).context("generating the service account")?;
             a.write_to(&args.service_account)?;
             (a, false)
         }
