@@ -9,6 +9,7 @@ mod jwk;
 mod pin;
 mod pool;
 mod ring;
+mod rsa;
 mod token;
 mod uri;
 
@@ -98,6 +99,8 @@ pub enum HsmError {
     Thread(String),
     #[error("key catalog: {0}")]
     Catalog(String),
+    #[error("unusable key material: {0}")]
+    KeyMaterial(&'static str),
 }
 
 impl From<CkError> for HsmError {
