@@ -67,6 +67,12 @@ pub enum KeysCommand {
     },
     /// Generate an active key for every purpose that has none (first installation).
     Init,
+    /// Import a Firebase service account's private key into the HSM (non-extractable)
+    /// and print the [push] configuration to use. Delete the JSON file afterwards.
+    ImportFcm {
+        /// The service-account JSON downloaded from the Firebase console.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,7 +189,16 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     hsm.workers = 1;
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
     let now = crate::ids::now_unix();
-    let ring = KeyRing::open(pool, store, now).await?;
+    let ring = KeyRing::open(pool.clone(), store, now).await;
+    let result = match ring {
+        Ok(ring) => keys_subcommand(&ring, cmd, now).await,
+        Err(e) => Err(e.into()),
+    };
+    tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+    result
+}
+
+async fn keys_subcommand(ring: &KeyRing, cmd: KeysCommand, now: i64) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::List => {
             let token = ring.pool().token();
@@ -207,6 +222,12 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Generate { purpose } => {
             let e = ring.generate(purpose, now).await?;
             println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
+        }
+        KeysCommand::ImportFcm { file } => {
+            let imported = crate::push::cli::import_service_account(ring.pool(), &file).await?;
+            println!("imported the service account key as {}", imported.label);
+            println!("\nAdd to the configuration:\n\n{}", imported.config_snippet());
+            println!("The JSON file still holds the private key: delete it now ({}).", file.display());
         }
         KeysCommand::Init => {
             for purpose in KeyPurpose::ALL {

@@ -65,7 +65,23 @@ impl Application {
             .await
             .with_context(|| format!("cannot bind admin listener {}", config.server.admin_listen))?;
         let trust = TrustStore::load(&config.trust, &config.server.state_dir).context("trust cache")?;
-        let services = Arc::new(Services { config, keys, store, sessions, trust });
+        let push = crate::push::PushQueue::from_config(
+            &config.push,
+            Arc::new(keys.pool().clone()),
+            Arc::new(|f: crate::push::PushFailure| {
+                tracing::warn!(
+                    session_id = %f.session_id,
+                    attempt = f.attempt,
+                    status = ?f.status,
+                    reason = %f.reason,
+                    push_token_hash = %f.token_hash,
+                    gave_up = f.gave_up,
+                    "push failed"
+                );
+            }),
+        )
+        .context("push")?;
+        let services = Arc::new(Services { config, keys, store, sessions, trust, push });
         if services.trust.config().is_configured() {
             let now = crate::ids::now_unix();
             match services.trust.refresh(now).await {
@@ -122,6 +138,7 @@ impl Application {
         tracing::info!("shutting down");
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
+        self.state.push.shutdown();
         for task in [watchdog, refresher].into_iter().flatten() {
             task.abort();
         }
@@ -133,6 +150,8 @@ impl Application {
         if drained.is_err() {
             tracing::warn!("requests still running after the shutdown grace period; exiting");
         }
+        let pool = self.state.keys.pool().clone();
+        let _ = tokio::task::spawn_blocking(move || pool.shutdown()).await;
         Ok(())
     }
 }

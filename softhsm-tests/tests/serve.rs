@@ -28,7 +28,9 @@ fn serve_answers_livez_readyz_health_and_stops_on_sigterm() {
     let r = get(&format!("{}/health", server.public_url));
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().unwrap();
-    assert_eq!(body["status"], "ok");
+    // No trust lists configured: enrollment cannot work, so the node is degraded (200).
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["trust"]["configured"], false);
     let r = get(&format!("{}/readyz", server.public_url));
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");

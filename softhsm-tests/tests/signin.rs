@@ -220,7 +220,10 @@ async fn concurrent_double_verify_exactly_one_wins() {
         let (a, b) = tokio::join!(a, b);
         let oks = [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count();
         assert_eq!(oks, 1, "round {round}: {a:?} {b:?}");
-        let loser = if a.is_err() { a.unwrap_err() } else { b.unwrap_err() };
+        let loser = match (a, b) {
+            (Err(e), _) | (_, Err(e)) => e,
+            _ => unreachable!(),
+        };
         assert_eq!(code(&loser), (409, "session_closed".into()));
     }
 }
@@ -317,9 +320,13 @@ async fn initiate_limits_in_order() {
     let (status, body, headers) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
     assert_eq!((status, body["code"].as_str().unwrap()), (429, "too_many_pending"));
     assert!(headers.contains_key("retry-after"));
-    // The pending cap does not count against the per-token rate, which is next: 5/min.
+    // The per-token rate (5/min) is checked before the pending cap, so the 5th attempt
+    // still meets the cap and the 6th the rate limit.
     let (status, body, _) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
+    assert_eq!((status, body["code"].as_str().unwrap()), (429, "too_many_pending"), "{body}");
+    let (status, body, headers) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
     assert_eq!((status, body["code"].as_str().unwrap()), (429, "rate_limited"), "{body}");
+    assert!(headers.contains_key("retry-after"));
     // Unknown service, disallowed scope, bad token id, disallowed origin.
     let (status, body, _) = env.initiate("AUS-OTHER001", "nope", &[]).await.unwrap();
     assert_eq!((status, body["code"].as_str().unwrap()), (400, "unknown_service"));

@@ -29,6 +29,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub trust: TrustConfig,
+    pub push: crate::push::PushConfig,
     /// Relying parties (`[[services]]`).
     pub services: Vec<ServiceConfig>,
 }
@@ -349,6 +350,7 @@ impl Config {
         section(&figment, "limits", &mut config.limits, &mut problems);
         section(&figment, "services", &mut config.services, &mut problems);
         section(&figment, "trust", &mut config.trust, &mut problems);
+        section(&figment, "push", &mut config.push, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
         }

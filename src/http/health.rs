@@ -49,12 +49,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(json!({"status": if ok {"ready"} else {"not_ready"}, "checks": checks})))
 }
 
-/// `GET /health`: the checks with a summary; 503 when a required check fails.
+/// `GET /health`: the checks with a summary; 503 when a required check fails. Stale or
+/// unconfigured trust lists make it `degraded` with 200 (protocol.md §12 rule 11).
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let (ok, checks) = checks(&state).await;
+    let (ok, mut checks) = checks(&state).await;
+    let trust = state.trust.status(crate::ids::now_unix());
+    let stale: Vec<&str> = trust.entries.iter().filter(|e| !e.fresh).map(|e| e.name.as_str()).collect();
+    checks["trust"] =
+        json!({"configured": trust.configured, "fresh": trust.fresh, "age_s": trust.age_s, "stale": stale});
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if ok {"ok"} else {"degraded"},
+        "status": if ok && trust.fresh {"ok"} else {"degraded"},
         "version": env!("CARGO_PKG_VERSION"),
         "checks": checks,
     });

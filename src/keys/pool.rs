@@ -27,6 +27,7 @@ struct Shared {
     /// Set when the token refused the PIN: stop logging in, or the token locks.
     pin_rejected: AtomicBool,
     reopened: AtomicU64,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// A pool of logged-in sessions on one token.
@@ -53,6 +54,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     info: TokenInfo,
     session: Option<TokenSession>,
+    stop: bool,
 }
 
 impl Worker {
@@ -120,6 +122,7 @@ impl SessionPool {
             serial,
             pin_rejected: AtomicBool::new(false),
             reopened: AtomicU64::new(0),
+            threads: std::sync::Mutex::new(Vec::new()),
         });
         let workers = workers.max(1);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue_depth.max(1));
@@ -127,19 +130,27 @@ impl SessionPool {
         let first = TokenSession::open(&shared.ctx, &info, &shared.pin)?;
         let mut first = Some(first);
         for n in 0..workers {
-            let mut worker = Worker { shared: shared.clone(), info: info.clone(), session: first.take() };
+            let mut worker = Worker { shared: shared.clone(), info: info.clone(), session: first.take(), stop: false };
             if worker.session.is_none() {
                 worker.session = Some(TokenSession::open(&shared.ctx, &info, &shared.pin)?);
             }
             let rx: Receiver<Job> = rx.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("hsm-worker-{n}"))
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
                         job(&mut worker);
+                        if worker.stop {
+                            break;
+                        }
                     }
+                    // Dropping the session closes it (C_CloseSession).
+                    drop(worker.session.take());
                 })
                 .map_err(|e| HsmError::Thread(e.to_string()))?;
+            if let Ok(mut threads) = shared.threads.lock() {
+                threads.push(handle);
+            }
         }
         Ok(Self { tx, shared, deadline, info, workers })
     }
@@ -191,6 +202,21 @@ impl SessionPool {
             Ok(Err(_)) => Err(HsmError::Unavailable),
             Err(_) => Err(HsmError::Overloaded),
         }
+    }
+
+    /// Stops the workers after the jobs already queued, closes their sessions and
+    /// finalizes the module. Modules such as SoftHSM2 can crash in their exit handlers
+    /// when a process ends with sessions open on other threads, so every process that
+    /// started a pool calls this before exiting.
+    pub fn shutdown(&self) {
+        let threads = self.shared.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for _ in 0..threads.len() {
+            let _ = self.tx.send(Box::new(|w: &mut Worker| w.stop = true));
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        let _ = self.shared.ctx.clone().finalize();
     }
 
     /// Runs `op` on the calling thread with a session of its own (CLI commands).

@@ -233,7 +233,33 @@ impl Services {
     /// Sends the push for a new session when the device registered one. Never fails
     /// the initiate call: a device without push, or a failed push, pulls instead.
     async fn push_session(&self, enrollment: &Enrollment, session: &AuthSession, service: &ServiceConfig, otp: &str) {
-        let _ = (enrollment, session, service, otp);
+        let (Some(sealed), true) = (&enrollment.push_token_sealed, self.push.is_enabled()) else { return };
+        if enrollment.push_provider != "fcm" {
+            return;
+        }
+        let token = match self.keys.open_sealed(&enrollment.id, sealed).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(session_id = %session.id, error = %e, "cannot open the push token; the device must pull");
+                return;
+            }
+        };
+        let Ok(token) = String::from_utf8(token) else { return };
+        let message = crate::push::AuthPush::auth(
+            &session.id,
+            &token,
+            otp,
+            &service.id,
+            &service.name,
+            &session.scopes,
+            session.expires_at,
+        );
+        let store = self.sessions.clone();
+        let id = session.id.clone();
+        self.push.push(message, move || {
+            let (store, id) = (store.clone(), id.clone());
+            async move { matches!(store.get_session(&id).await, Ok(Some(s)) if s.is_pending(crate::ids::now_unix())) }
+        });
     }
 
     /// The session if `browser_token` is its token and it is still readable

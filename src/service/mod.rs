@@ -23,6 +23,7 @@ pub struct Services {
     pub store: Arc<dyn DurableStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub trust: TrustStore,
+    pub push: crate::push::PushQueue,
 }
 
 impl std::fmt::Debug for Services {
