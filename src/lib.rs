@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod keys;
+pub mod saml;
 pub mod service;
 pub mod startup;
 pub mod store;
