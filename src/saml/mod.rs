@@ -96,10 +96,20 @@ pub fn saml_time(unix: i64) -> String {
 }
 
 /// Parses an `xs:dateTime` (UTC `Z` or an offset, optional fractional seconds).
+/// A value without a zone (some SPs omit the `Z`) is read as UTC.
 pub fn parse_saml_time(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    let has_zone = s.ends_with('Z')
+        || s.ends_with('z')
+        || s.get(s.len().saturating_sub(6)..)
+            .is_some_and(|t| t.starts_with(['+', '-']) && t.as_bytes().get(3) == Some(&b':'));
+    let parsed = if has_zone {
+        time::OffsetDateTime::parse(s, &Rfc3339)
+    } else {
+        time::OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339)
+    };
+    parsed.ok().map(|t| t.unix_timestamp())
 }
 
 fn b64(bytes: &[u8]) -> String {

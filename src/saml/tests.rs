@@ -634,3 +634,77 @@ fn inflate_cap_and_round_trip() {
         Err(RequestError::Deflate)
     );
 }
+
+#[test]
+fn config_reads_from_toml() {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+    #[derive(serde::Deserialize)]
+    struct Wrapper {
+        saml: SamlConfig,
+        services: Vec<Service>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Service {
+        #[allow(dead_code)]
+        id: String,
+        saml: Option<SamlSpConfig>,
+    }
+    let toml = r#"
+[saml]
+enabled = true
+certificate_subject = "idp.example.com"
+certificate_validity = "5years"
+assertion_lifetime = "5m"
+
+[[services]]
+id = "wiki"
+
+[services.saml]
+entity_id = "https://wiki.example.com/saml/metadata"
+acs_url = "https://wiki.example.com/saml/acs"
+slo_url = "https://wiki.example.com/saml/slo"
+sign_response = true
+default_scopes = ["name", "age"]
+
+[services.saml.attribute_names]
+given_name = "urn:oid:2.5.4.42"
+age_over_18 = "over18"
+"#;
+    let w: Wrapper = Figment::from(Toml::string(toml)).extract().unwrap();
+    assert!(w.saml.enabled);
+    assert_eq!(w.saml.certificate_validity.as_secs(), 157_788_000);
+    let sp = w.services[0].saml.clone().unwrap();
+    sp.validate().unwrap();
+    assert_eq!(sp.attribute_name(Claim::AgeOver18).0, "over18");
+    assert_eq!(
+        sp.attribute_name(Claim::GivenName),
+        (
+            "urn:oid:2.5.4.42",
+            "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+        )
+    );
+}
+
+#[test]
+fn saml_times() {
+    use super::{parse_saml_time, saml_time};
+    assert_eq!(saml_time(NOW), "2027-01-15T08:00:00Z");
+    for s in [
+        "2027-01-15T08:00:00Z",
+        "2027-01-15T08:00:00.123Z",
+        "2027-01-15T08:00:00",
+        "2027-01-15T10:00:00+02:00",
+    ] {
+        assert_eq!(parse_saml_time(s), Some(NOW), "{s}");
+    }
+    for s in [
+        "",
+        "2027-01-15",
+        "yesterday",
+        "2027-13-15T08:00:00Z",
+        "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+    ] {
+        assert_eq!(parse_saml_time(s), None, "{s}");
+    }
+}
