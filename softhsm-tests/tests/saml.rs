@@ -19,8 +19,7 @@ use symbolon::saml::c14n::canonicalize_document;
 use symbolon::saml::config::{Claim, SamlConfig, SamlSpConfig};
 use symbolon::saml::response::{ClaimValue, ResponseParams, build_response};
 use symbolon::saml::{
-    CertificateParams, SigningCertificate, active_certificate, dsig, ensure_certificate, metadata,
-    redirect,
+    CertificateParams, SigningCertificate, active_certificate, dsig, ensure_certificate, metadata, redirect,
 };
 use symbolon::store::{DurableStore, SqliteStore};
 
@@ -29,11 +28,7 @@ const ISSUER: &str = "https://idp.example";
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -45,6 +40,18 @@ struct Idp {
     token: TestToken,
     ring: KeyRing,
     _db: tempfile::TempDir,
+}
+
+impl Idp {
+    /// Orderly teardown: the pool's workers close their sessions and finalize the
+    /// module before the token directory goes and before the process exits (a pool
+    /// dropped at exit races SoftHSM2's static destructors: SIGSEGV).
+    async fn close(self) {
+        let Idp { token, ring, _db } = self;
+        drop(ring);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(token);
+    }
 }
 
 async fn idp() -> Idp {
@@ -62,31 +69,18 @@ async fn idp() -> Idp {
     .unwrap();
     let label = KeyPurpose::Saml.new_label(NOW);
     let l = label.clone();
-    pool.run(move |s| s.generate(KeyPurpose::Saml, &l))
-        .await
-        .unwrap();
+    pool.run(move |s| s.generate(KeyPurpose::Saml, &l)).await.unwrap();
     let db = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(
-        &format!("sqlite://{}/db", db.path().display()),
-        &DatabaseConfig::default(),
-    )
-    .await
-    .unwrap();
+    let store =
+        SqliteStore::open(&format!("sqlite://{}/db", db.path().display()), &DatabaseConfig::default()).await.unwrap();
     store.migrate().await.unwrap();
     let ring = KeyRing::open(pool, Arc::new(store), NOW).await.unwrap();
     assert_eq!(ring.active(KeyPurpose::Saml).unwrap().label, label);
-    Idp {
-        token,
-        ring,
-        _db: db,
-    }
+    Idp { token, ring, _db: db }
 }
 
 fn params() -> CertificateParams {
-    CertificateParams {
-        subject_cn: "idp.example".into(),
-        validity: SamlConfig::default().certificate_validity,
-    }
+    CertificateParams { subject_cn: "idp.example".into(), validity: SamlConfig::default().certificate_validity }
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
@@ -100,9 +94,7 @@ fn sp(sign_response: bool) -> SamlSpConfig {
         entity_id: "https://sp.example/saml2/metadata".into(),
         acs_url: "https://sp.example/saml2/acs".into(),
         slo_url: Some("https://sp.example/saml2/slo".into()),
-        attribute_names: [(Claim::GivenName, "urn:oid:2.5.4.42".to_string())]
-            .into_iter()
-            .collect(),
+        attribute_names: [(Claim::GivenName, "urn:oid:2.5.4.42".to_string())].into_iter().collect(),
         requests_signed: false,
         certificate_pem: None,
         sign_response,
@@ -112,25 +104,14 @@ fn sp(sign_response: bool) -> SamlSpConfig {
 
 fn claims() -> Vec<(Claim, ClaimValue)> {
     vec![
-        (
-            Claim::GivenName,
-            ClaimValue::Text("Zoë \"Jo\" <x> & y".into()),
-        ),
-        (
-            Claim::FamilyName,
-            ClaimValue::Text("Mc\tDonald\r\nthe 2nd".into()),
-        ),
+        (Claim::GivenName, ClaimValue::Text("Zoë \"Jo\" <x> & y".into())),
+        (Claim::FamilyName, ClaimValue::Text("Mc\tDonald\r\nthe 2nd".into())),
         (Claim::AgeOver18, ClaimValue::Bool(true)),
         (Claim::Nationality, ClaimValue::Text("D".into())),
     ]
 }
 
-async fn response(
-    ring: &KeyRing,
-    cert: &SigningCertificate,
-    sp: &SamlSpConfig,
-    now: i64,
-) -> String {
+async fn response(ring: &KeyRing, cert: &SigningCertificate, sp: &SamlSpConfig, now: i64) -> String {
     let claims = claims();
     build_response(
         ring,
@@ -155,14 +136,12 @@ async fn response(
 fn xmlsec_verify(dir: &Path, cert_pem: &Path, xml: &str, xpath: Option<&str>) -> (bool, String) {
     let file = write(dir, "doc.xml", xml);
     let mut cmd = Command::new("xmlsec1");
-    cmd.args(["--verify", "--pubkey-cert-pem"])
-        .arg(cert_pem)
-        .args([
-            "--id-attr:ID",
-            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
-            "--id-attr:ID",
-            "urn:oasis:names:tc:SAML:2.0:protocol:Response",
-        ]);
+    cmd.args(["--verify", "--pubkey-cert-pem"]).arg(cert_pem).args([
+        "--id-attr:ID",
+        "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        "--id-attr:ID",
+        "urn:oasis:names:tc:SAML:2.0:protocol:Response",
+    ]);
     if let Some(x) = xpath {
         cmd.args(["--node-xpath", x]);
     }
@@ -209,11 +188,7 @@ fn c14n_matches_xmllint() {
             .expect("xmllint (apt-get install libxml2-utils)");
         assert!(out.status.success(), "xmllint failed on vector {i}");
         let ours = canonicalize_document(v).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&ours),
-            String::from_utf8_lossy(&out.stdout),
-            "vector {i}: {v}"
-        );
+        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&out.stdout), "vector {i}: {v}");
     }
 }
 
@@ -244,12 +219,9 @@ fn enveloped_signatures_on_tricky_documents_verify_with_xmlsec1() {
         .arg(&cert_pem));
     assert!(ok, "{text}");
     use p256::pkcs8::DecodePrivateKey;
-    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&key_pem).unwrap())
-        .unwrap();
+    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&key_pem).unwrap()).unwrap();
     let cert_der = x509_cert::Certificate::from_der(
-        &der::pem::decode_vec(std::fs::read(&cert_pem).unwrap().as_slice())
-            .unwrap()
-            .1,
+        &der::pem::decode_vec(std::fs::read(&cert_pem).unwrap().as_slice()).unwrap().1,
     )
     .unwrap()
     .to_der()
@@ -272,8 +244,7 @@ fn enveloped_signatures_on_tricky_documents_verify_with_xmlsec1() {
     for (i, doc) in docs.iter().enumerate() {
         let id = format!("_x{}", i + 1);
         let prepared = dsig::prepare(doc, &id, &cert_der).unwrap();
-        let sig: p256::ecdsa::Signature =
-            p256::ecdsa::signature::Signer::sign(&key, prepared.signed_info());
+        let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&key, prepared.signed_info());
         let signed = prepared.finish(&sig.to_bytes().into());
         let (ok, text) = xmlsec_verify(dir.path(), &cert_pem, &signed, None);
         assert!(ok, "doc {i} did not verify:\n{text}\n{signed}");
@@ -290,13 +261,9 @@ async fn certificate_is_self_signed_in_the_hsm_and_stored_with_the_key_id() {
     let idp = idp().await;
     let dir = tempfile::tempdir().unwrap();
     let label = idp.ring.active(KeyPurpose::Saml).unwrap().label;
-    let der = ensure_certificate(&idp.ring, &label, &params(), NOW)
-        .await
-        .unwrap();
+    let der = ensure_certificate(&idp.ring, &label, &params(), NOW).await.unwrap();
     // Made once, then read back from the token.
-    let again = ensure_certificate(&idp.ring, &label, &params(), NOW + 100)
-        .await
-        .unwrap();
+    let again = ensure_certificate(&idp.ring, &label, &params(), NOW + 100).await.unwrap();
     assert_eq!(der, again);
     let cert_pem = write(dir.path(), "cert.pem", &pem(&der));
     let (ok, text) = run(Command::new("openssl")
@@ -304,9 +271,7 @@ async fn certificate_is_self_signed_in_the_hsm_and_stored_with_the_key_id() {
         .arg(&cert_pem)
         .arg(&cert_pem));
     assert!(ok, "openssl verify: {text}");
-    let (ok, text) = run(Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in"])
-        .arg(&cert_pem));
+    let (ok, text) = run(Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&cert_pem));
     assert!(ok);
     assert!(text.contains("Subject: CN = idp.example"), "{text}");
     assert!(text.contains("ecdsa-with-SHA256"), "{text}");
@@ -316,22 +281,13 @@ async fn certificate_is_self_signed_in_the_hsm_and_stored_with_the_key_id() {
     let cert = x509_cert::Certificate::from_der(&der).unwrap();
     let v = &cert.tbs_certificate.validity;
     assert_eq!(v.not_before.to_unix_duration().as_secs() as i64, NOW - 300);
-    assert_eq!(
-        v.not_after.to_unix_duration().as_secs() as i64,
-        NOW + 1826 * 86_400
-    );
+    assert_eq!(v.not_after.to_unix_duration().as_secs() as i64, NOW + 1826 * 86_400);
     // The token holds the certificate under the private key's CKA_ID.
     let out = Command::new("pkcs11-tool")
         .env("SOFTHSM2_CONF", &idp.token.conf)
         .arg("--module")
         .arg(&idp.token.module)
-        .args([
-            "--token-label",
-            &idp.token.label,
-            "--login",
-            "--pin",
-            &idp.token.pin,
-        ])
+        .args(["--token-label", &idp.token.label, "--login", "--pin", &idp.token.pin])
         .arg("--list-objects")
         .output()
         .unwrap();
@@ -355,6 +311,7 @@ async fn certificate_is_self_signed_in_the_hsm_and_stored_with_the_key_id() {
     let key_ids = ids("Private Key Object");
     assert_eq!(cert_ids.len(), 1, "{listing}");
     assert_eq!(cert_ids, key_ids, "{listing}");
+    idp.close().await;
 }
 
 // ------------------------------------------------------ HSM: responses vs xmlsec1
@@ -374,10 +331,7 @@ async fn signed_response_verifies_with_xmlsec1_and_tampering_fails() {
     assert!(text.contains("OK"), "{text}");
     for (from, to) in [
         ("token-abc", "token-abd"),
-        (
-            "https://sp.example/saml2/metadata</saml:Audience>",
-            "https://evil.example</saml:Audience>",
-        ),
+        ("https://sp.example/saml2/metadata</saml:Audience>", "https://evil.example</saml:Audience>"),
         ("true</saml:AttributeValue>", "false</saml:AttributeValue>"),
     ] {
         assert!(xml.contains(from), "{from}");
@@ -388,12 +342,11 @@ async fn signed_response_verifies_with_xmlsec1_and_tampering_fails() {
     // A different key's certificate does not verify it.
     let other = idp.ring.generate(KeyPurpose::Saml, now + 1).await.unwrap();
     assert_eq!(other.state, KeyState::Next);
-    let other_der = ensure_certificate(&idp.ring, &other.label, &params(), now)
-        .await
-        .unwrap();
+    let other_der = ensure_certificate(&idp.ring, &other.label, &params(), now).await.unwrap();
     let other_pem = write(dir.path(), "other.pem", &pem(&other_der));
     let (ok, _) = xmlsec_verify(dir.path(), &other_pem, &xml, None);
     assert!(!ok);
+    idp.close().await;
 }
 
 #[tokio::test]
@@ -415,17 +368,12 @@ async fn response_signed_too_verifies_both_signatures() {
     assert!(!xmlsec_verify(dir.path(), &cert_pem, &tampered, Some(response_sig)).0);
     assert!(xmlsec_verify(dir.path(), &cert_pem, &tampered, Some(assertion_sig)).0);
     // Our own self-check agrees.
-    let jwk = idp
-        .ring
-        .public_jwk(&cert.label)
-        .await
-        .unwrap()
-        .to_public_key()
-        .unwrap();
+    let jwk = idp.ring.public_jwk(&cert.label).await.unwrap().to_public_key().unwrap();
     let vk = p256::ecdsa::VerifyingKey::from(jwk);
     let root = symbolon::saml::xml::parse(&xml).unwrap();
     let rid = root.attr("ID").unwrap();
     assert!(dsig::verify_enveloped(&xml, rid, &vk).unwrap());
+    idp.close().await;
 }
 
 // ---------------------------------------------------------- HSM: metadata, SLO
@@ -436,36 +384,21 @@ async fn metadata_lists_active_and_next_certificates() {
     let now = symbolon::ids::now_unix();
     let first = active_certificate(&idp.ring, &params(), now).await.unwrap();
     let next = idp.ring.generate(KeyPurpose::Saml, now + 1).await.unwrap();
-    let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now)
-        .await
-        .unwrap();
+    let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now).await.unwrap();
     let root = symbolon::saml::xml::parse(&md).unwrap();
-    assert_eq!(
-        root.attr("entityID"),
-        Some("https://idp.example/saml/metadata")
-    );
+    assert_eq!(root.attr("entityID"), Some("https://idp.example/saml/metadata"));
     let mut certs = Vec::new();
-    root.descendants(
-        "http://www.w3.org/2000/09/xmldsig#",
-        "X509Certificate",
-        &mut certs,
-    );
-    let ders: Vec<Vec<u8>> = certs
-        .iter()
-        .map(|c| STANDARD.decode(c.text.as_bytes()).unwrap())
-        .collect();
+    root.descendants("http://www.w3.org/2000/09/xmldsig#", "X509Certificate", &mut certs);
+    let ders: Vec<Vec<u8>> = certs.iter().map(|c| STANDARD.decode(c.text.as_bytes()).unwrap()).collect();
     assert_eq!(ders.len(), 2);
     assert_eq!(ders[0], first.der, "active first");
-    let next_der = ensure_certificate(&idp.ring, &next.label, &params(), now)
-        .await
-        .unwrap();
+    let next_der = ensure_certificate(&idp.ring, &next.label, &params(), now).await.unwrap();
     assert_eq!(ders[1], next_der);
     // xmllint agrees it is well-formed; and the schema-ordered endpoints are there.
-    assert!(md.contains(
-        "<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>"
-    ));
+    assert!(md.contains("<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>"));
     assert!(md.contains(r#"Location="https://idp.example/saml/sso""#));
     assert!(md.contains(r#"Location="https://idp.example/saml/slo""#));
+    idp.close().await;
 }
 
 #[tokio::test]
@@ -480,17 +413,9 @@ async fn logout_response_redirect_is_signed_by_the_hsm() {
         symbolon::saml::saml_time(now)
     );
     let q = redirect::encode_query("SAMLRequest", &req, Some("state-1"), None, |_| vec![]);
-    let slo = redirect::receive_logout_request(
-        &q,
-        &sps,
-        "https://idp.example/saml/slo",
-        &SamlConfig::default(),
-        now,
-    )
-    .unwrap();
-    let url = redirect::logout_response_redirect(&idp.ring, ISSUER, &slo, now)
-        .await
+    let slo = redirect::receive_logout_request(&q, &sps, "https://idp.example/saml/slo", &SamlConfig::default(), now)
         .unwrap();
+    let url = redirect::logout_response_redirect(&idp.ring, ISSUER, &slo, now).await.unwrap();
     let (base, query) = url.split_once('?').unwrap();
     assert_eq!(base, "https://sp.example/saml2/slo");
     let msg = redirect::decode(query, "SAMLResponse").unwrap();
@@ -499,14 +424,7 @@ async fn logout_response_redirect_is_signed_by_the_hsm() {
     assert!(msg.xml.contains(r#"InResponseTo="_lr1""#));
     // openssl agrees: signature over the query up to &Signature, ECDSA-SHA256.
     let (signed, sig) = query.rsplit_once("&Signature=").unwrap();
-    let sig = STANDARD
-        .decode(
-            percent_encoding::percent_decode_str(sig)
-                .decode_utf8()
-                .unwrap()
-                .as_bytes(),
-        )
-        .unwrap();
+    let sig = STANDARD.decode(percent_encoding::percent_decode_str(sig).decode_utf8().unwrap().as_bytes()).unwrap();
     let der_sig = p256::ecdsa::Signature::from_slice(&sig).unwrap().to_der();
     let sig_file = dir.path().join("sig.der");
     std::fs::write(&sig_file, der_sig.as_bytes()).unwrap();
@@ -525,6 +443,7 @@ async fn logout_response_redirect_is_signed_by_the_hsm() {
     let bad = query.replacen("RelayState=state-1", "RelayState=state-2", 1);
     let msg = redirect::decode(&bad, "SAMLResponse").unwrap();
     assert!(msg.verify(&cert.der).is_err());
+    idp.close().await;
 }
 
 // ------------------------------------------------------------------ pysaml2
@@ -532,10 +451,7 @@ async fn logout_response_redirect_is_signed_by_the_hsm() {
 #[tokio::test]
 async fn pysaml2_accepts_the_response_and_rejects_a_tampered_one() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/saml_sp_check.py");
-    let has_pysaml2 = Command::new("python3")
-        .args(["-c", "import saml2"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let has_pysaml2 = Command::new("python3").args(["-c", "import saml2"]).status().is_ok_and(|s| s.success());
     if !has_pysaml2 {
         if std::env::var_os("SYMBOLON_REQUIRE_PYSAML2").is_some() {
             panic!("pysaml2 is required (pip install pysaml2)");
@@ -547,30 +463,17 @@ async fn pysaml2_accepts_the_response_and_rejects_a_tampered_one() {
     let dir = tempfile::tempdir().unwrap();
     let now = symbolon::ids::now_unix();
     let cert = active_certificate(&idp.ring, &params(), now).await.unwrap();
-    let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now)
-        .await
-        .unwrap();
+    let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now).await.unwrap();
     let md_file = write(dir.path(), "idp.xml", &md);
     for sign_response in [false, true] {
         let xml = response(&idp.ring, &cert, &sp(sign_response), now).await;
         let good = write(dir.path(), "good.xml", &xml);
-        let bad = write(
-            dir.path(),
-            "bad.xml",
-            &xml.replacen("token-abc", "token-evil", 1),
-        );
-        let (ok, text) = run(Command::new("python3")
-            .arg(&script)
-            .arg(&md_file)
-            .arg(&good)
-            .arg(&bad)
-            .arg(dir.path()));
+        let bad = write(dir.path(), "bad.xml", &xml.replacen("token-abc", "token-evil", 1));
+        let (ok, text) = run(Command::new("python3").arg(&script).arg(&md_file).arg(&good).arg(&bad).arg(dir.path()));
         eprintln!("pysaml2 (sign_response={sign_response}):\n{text}");
-        assert!(
-            ok,
-            "pysaml2 check failed (sign_response={sign_response}):\n{text}"
-        );
+        assert!(ok, "pysaml2 check failed (sign_response={sign_response}):\n{text}");
         assert!(text.contains("ACCEPTED token-abc"), "{text}");
         assert!(text.contains("REJECTED tampered"), "{text}");
     }
+    idp.close().await;
 }

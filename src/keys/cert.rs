@@ -12,23 +12,12 @@ impl TokenSession {
     /// under the `CKA_ID` of the private key `key_label`. Replaces an existing
     /// certificate of that label.
     pub fn store_certificate(&mut self, key_label: &str, der: &[u8]) -> Result<(), HsmError> {
-        let cert = x509_cert::Certificate::from_der(der)
-            .map_err(|_| HsmError::Malformed("certificate is not DER X.509"))?;
-        let subject = cert
-            .tbs_certificate
-            .subject
-            .to_der()
-            .map_err(|_| HsmError::Malformed("certificate subject"))?;
-        let issuer = cert
-            .tbs_certificate
-            .issuer
-            .to_der()
-            .map_err(|_| HsmError::Malformed("certificate issuer"))?;
-        let serial = cert
-            .tbs_certificate
-            .serial_number
-            .to_der()
-            .map_err(|_| HsmError::Malformed("certificate serial"))?;
+        let cert =
+            x509_cert::Certificate::from_der(der).map_err(|_| HsmError::Malformed("certificate is not DER X.509"))?;
+        let subject = cert.tbs_certificate.subject.to_der().map_err(|_| HsmError::Malformed("certificate subject"))?;
+        let issuer = cert.tbs_certificate.issuer.to_der().map_err(|_| HsmError::Malformed("certificate issuer"))?;
+        let serial =
+            cert.tbs_certificate.serial_number.to_der().map_err(|_| HsmError::Malformed("certificate serial"))?;
         let key = self.find(ObjectClass::PRIVATE_KEY, key_label)?;
         let id = self
             .session
@@ -79,10 +68,7 @@ impl TokenSession {
         Ok(Some(value))
     }
 
-    fn certificate_handles(
-        &mut self,
-        key_label: &str,
-    ) -> Result<Vec<cryptoki::object::ObjectHandle>, HsmError> {
+    fn certificate_handles(&mut self, key_label: &str) -> Result<Vec<cryptoki::object::ObjectHandle>, HsmError> {
         Ok(self.session.find_objects(&[
             Attribute::Class(ObjectClass::CERTIFICATE),
             Attribute::CertificateType(CertificateType::X_509),

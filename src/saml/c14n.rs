@@ -92,27 +92,13 @@ pub struct Options<'a> {
 
 /// Canonical form of the whole document.
 pub fn canonicalize_document(xml: &str) -> Result<Vec<u8>, XmlError> {
-    canonicalize(
-        xml,
-        &Options {
-            selection: Selection::Document,
-            enveloped: false,
-            inclusive_prefixes: &[],
-        },
-    )
+    canonicalize(xml, &Options { selection: Selection::Document, enveloped: false, inclusive_prefixes: &[] })
 }
 
 /// Canonical form of the element with `ID="id"` after the enveloped-signature transform.
 pub fn canonicalize_enveloped(xml: &str, id: &str) -> Result<Vec<u8>, XmlError> {
     let select = by_id(id);
-    canonicalize(
-        xml,
-        &Options {
-            selection: Selection::Element(&select),
-            enveloped: true,
-            inclusive_prefixes: &[],
-        },
-    )
+    canonicalize(xml, &Options { selection: Selection::Element(&select), enveloped: true, inclusive_prefixes: &[] })
 }
 
 pub(crate) struct Scope {
@@ -147,9 +133,7 @@ pub fn canonicalize(xml: &str, opts: &Options<'_>) -> Result<Vec<u8>, XmlError> 
     let mut root_closed = false;
 
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        let event = reader.read_event().map_err(|e| XmlError::Malformed(e.to_string()))?;
         match event {
             Event::Eof => break,
             Event::DocType(_) => return Err(XmlError::Doctype),
@@ -157,9 +141,7 @@ pub fn canonicalize(xml: &str, opts: &Options<'_>) -> Result<Vec<u8>, XmlError> 
             Event::Comment(_) => {}
             Event::Start(start) => {
                 if root_closed {
-                    return Err(XmlError::Malformed(
-                        "content after the document element".into(),
-                    ));
+                    return Err(XmlError::Malformed("content after the document element".into()));
                 }
                 seen_root = true;
                 if path.len() >= MAX_DEPTH {
@@ -174,16 +156,8 @@ pub fn canonicalize(xml: &str, opts: &Options<'_>) -> Result<Vec<u8>, XmlError> 
                     return Err(XmlError::UnboundPrefix(prefix.to_string()));
                 }
                 let id = unqualified_attr(&start, "ID")?;
-                qnames.push(format!(
-                    "{}{}{local}",
-                    prefix,
-                    if prefix.is_empty() { "" } else { ":" }
-                ));
-                path.push(ElementRef {
-                    ns,
-                    local: local.to_string(),
-                    id,
-                });
+                qnames.push(format!("{}{}{local}", prefix, if prefix.is_empty() { "" } else { ":" }));
+                path.push(ElementRef { ns, local: local.to_string(), id });
                 let depth = path.len();
                 let selected = match &opts.selection {
                     Selection::Document => depth == 1,
@@ -197,9 +171,7 @@ pub fn canonicalize(xml: &str, opts: &Options<'_>) -> Result<Vec<u8>, XmlError> 
                 }
                 match apex_depth {
                     Some(a) => {
-                        if opts.enveloped
-                            && depth == a + 1
-                            && path.last().is_some_and(|e| is(e, DSIG_NS, "Signature"))
+                        if opts.enveloped && depth == a + 1 && path.last().is_some_and(|e| is(e, DSIG_NS, "Signature"))
                         {
                             skip_depth = Some(depth);
                             continue;
@@ -247,13 +219,11 @@ pub fn canonicalize(xml: &str, opts: &Options<'_>) -> Result<Vec<u8>, XmlError> 
                 return Err(XmlError::Malformed("unexpected empty element event".into()));
             }
             Event::Text(t) => {
-                let raw = std::str::from_utf8(t.as_ref())
-                    .map_err(|_| XmlError::Malformed("text is not UTF-8".into()))?;
+                let raw =
+                    std::str::from_utf8(t.as_ref()).map_err(|_| XmlError::Malformed("text is not UTF-8".into()))?;
                 if path.is_empty() {
                     if !raw.chars().all(is_xml_space) {
-                        return Err(XmlError::Malformed(
-                            "text outside the document element".into(),
-                        ));
+                        return Err(XmlError::Malformed("text outside the document element".into()));
                     }
                     continue;
                 }
@@ -267,9 +237,7 @@ pub fn canonicalize(xml: &str, opts: &Options<'_>) -> Result<Vec<u8>, XmlError> 
             }
             Event::GeneralRef(r) => {
                 if path.is_empty() {
-                    return Err(XmlError::Malformed(
-                        "reference outside the document element".into(),
-                    ));
+                    return Err(XmlError::Malformed("reference outside the document element".into()));
                 }
                 let name = std::str::from_utf8(r.as_ref())
                     .map_err(|_| XmlError::Malformed("reference is not UTF-8".into()))?;
@@ -280,21 +248,21 @@ pub fn canonicalize(xml: &str, opts: &Options<'_>) -> Result<Vec<u8>, XmlError> 
                 }
             }
             Event::CData(c) => {
-                let raw = std::str::from_utf8(c.as_ref())
-                    .map_err(|_| XmlError::Malformed("CDATA is not UTF-8".into()))?;
+                let raw =
+                    std::str::from_utf8(c.as_ref()).map_err(|_| XmlError::Malformed("CDATA is not UTF-8".into()))?;
                 check_chars(raw)?;
                 if apex_depth.is_some() && skip_depth.is_none() {
                     escape_text(&normalize_eol(raw), &mut out);
                 }
             }
             Event::PI(pi) => {
-                let target = std::str::from_utf8(pi.target())
-                    .map_err(|_| XmlError::Malformed("PI is not UTF-8".into()))?;
+                let target =
+                    std::str::from_utf8(pi.target()).map_err(|_| XmlError::Malformed("PI is not UTF-8".into()))?;
                 if target.eq_ignore_ascii_case("xml") {
                     return Err(XmlError::Malformed("misplaced XML declaration".into()));
                 }
-                let content = std::str::from_utf8(pi.content())
-                    .map_err(|_| XmlError::Malformed("PI is not UTF-8".into()))?;
+                let content =
+                    std::str::from_utf8(pi.content()).map_err(|_| XmlError::Malformed("PI is not UTF-8".into()))?;
                 let data = normalize_eol(content.trim_start_matches(is_xml_space));
                 let inside = apex_depth.is_some() && skip_depth.is_none();
                 let around_root = whole && path.is_empty();
@@ -356,9 +324,7 @@ pub(crate) fn resolve_reference(name: &str) -> Result<char, XmlError> {
         "quot" => '"',
         "apos" => '\'',
         _ => {
-            let num = name
-                .strip_prefix('#')
-                .ok_or_else(|| XmlError::UnknownEntity(name.to_string()))?;
+            let num = name.strip_prefix('#').ok_or_else(|| XmlError::UnknownEntity(name.to_string()))?;
             let code = if let Some(hex) = num.strip_prefix('x') {
                 if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(XmlError::UnknownEntity(name.to_string()));
@@ -371,8 +337,7 @@ pub(crate) fn resolve_reference(name: &str) -> Result<char, XmlError> {
                 num.parse::<u32>()
             }
             .map_err(|_| XmlError::UnknownEntity(name.to_string()))?;
-            let c =
-                char::from_u32(code).ok_or_else(|| XmlError::UnknownEntity(name.to_string()))?;
+            let c = char::from_u32(code).ok_or_else(|| XmlError::UnknownEntity(name.to_string()))?;
             if !is_xml_char(c) {
                 return Err(XmlError::UnknownEntity(name.to_string()));
             }
@@ -385,8 +350,7 @@ pub(crate) fn resolve_reference(name: &str) -> Result<char, XmlError> {
 /// The value of an attribute as an XML processor reports it (no DTD: every attribute
 /// is CDATA): line ends normalized, literal whitespace to spaces, references resolved.
 pub fn attribute_value(raw: &[u8]) -> Result<String, XmlError> {
-    let raw = std::str::from_utf8(raw)
-        .map_err(|_| XmlError::Malformed("attribute value is not UTF-8".into()))?;
+    let raw = std::str::from_utf8(raw).map_err(|_| XmlError::Malformed("attribute value is not UTF-8".into()))?;
     if raw.contains('<') {
         return Err(XmlError::Malformed("'<' in attribute value".into()));
     }
@@ -398,9 +362,7 @@ pub fn attribute_value(raw: &[u8]) -> Result<String, XmlError> {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         if tail.starts_with('&') {
-            let end = tail
-                .find(';')
-                .ok_or_else(|| XmlError::Malformed("unterminated reference".into()))?;
+            let end = tail.find(';').ok_or_else(|| XmlError::Malformed("unterminated reference".into()))?;
             out.push(resolve_reference(&tail[1..end])?);
             rest = &tail[end + 1..];
         } else {
@@ -413,8 +375,7 @@ pub fn attribute_value(raw: &[u8]) -> Result<String, XmlError> {
 }
 
 pub(crate) fn split_qname(name: &[u8]) -> Result<(&str, &str), XmlError> {
-    let name =
-        std::str::from_utf8(name).map_err(|_| XmlError::Malformed("name is not UTF-8".into()))?;
+    let name = std::str::from_utf8(name).map_err(|_| XmlError::Malformed("name is not UTF-8".into()))?;
     let (prefix, local) = match name.split_once(':') {
         Some((p, l)) => (p, l),
         None => ("", name),
@@ -440,12 +401,9 @@ pub(crate) fn namespace_decls(start: &BytesStart<'_>) -> Result<Vec<(String, Str
         };
         let uri = attribute_value(&attr.value)?;
         if !prefix.is_empty() && uri.is_empty() {
-            return Err(XmlError::Malformed(format!(
-                "prefix {prefix:?} undeclared (XML Namespaces 1.1 only)"
-            )));
+            return Err(XmlError::Malformed(format!("prefix {prefix:?} undeclared (XML Namespaces 1.1 only)")));
         }
-        if prefix == "xml" && uri != XML_NS || prefix == "xmlns" || uri == XML_NS && prefix != "xml"
-        {
+        if prefix == "xml" && uri != XML_NS || prefix == "xmlns" || uri == XML_NS && prefix != "xml" {
             return Err(XmlError::Malformed("reserved namespace misused".into()));
         }
         if prefix == "xml" {
@@ -460,12 +418,7 @@ pub(crate) fn lookup(scopes: &[Scope], prefix: &str) -> Option<String> {
     if prefix == "xml" {
         return Some(XML_NS.to_string());
     }
-    scopes.iter().rev().find_map(|s| {
-        s.decls
-            .iter()
-            .find(|(p, _)| p == prefix)
-            .map(|(_, u)| u.clone())
-    })
+    scopes.iter().rev().find_map(|s| s.decls.iter().find(|(p, _)| p == prefix).map(|(_, u)| u.clone()))
 }
 
 fn unqualified_attr(start: &BytesStart<'_>, name: &str) -> Result<Option<String>, XmlError> {
@@ -515,12 +468,7 @@ fn write_start(
         if attrs.iter().any(|(u, l, _, _)| *u == uri && l == local) {
             return Err(XmlError::Malformed(format!("duplicate attribute {key:?}")));
         }
-        attrs.push((
-            uri,
-            local.to_string(),
-            key.to_string(),
-            attribute_value(&attr.value)?,
-        ));
+        attrs.push((uri, local.to_string(), key.to_string(), attribute_value(&attr.value)?));
     }
     for p in opts.inclusive_prefixes {
         let p = if *p == "#default" { "" } else { p };

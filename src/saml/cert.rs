@@ -49,21 +49,15 @@ pub async fn ensure_certificate(
     now: i64,
 ) -> Result<Vec<u8>, SamlError> {
     let jwk = ring.public_jwk(label).await?;
-    let public = jwk
-        .to_public_key()
-        .ok_or(HsmError::Malformed("SAML key is not a P-256 key"))?;
+    let public = jwk.to_public_key().ok_or(HsmError::Malformed("SAML key is not a P-256 key"))?;
     let spki_der = {
         use p256::pkcs8::EncodePublicKey;
-        public
-            .to_public_key_der()
-            .map_err(|e| SamlError::Certificate(e.to_string()))?
+        public.to_public_key_der().map_err(|e| SamlError::Certificate(e.to_string()))?
     };
-    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes())
-        .map_err(|e| SamlError::Certificate(e.to_string()))?;
+    let spki =
+        SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).map_err(|e| SamlError::Certificate(e.to_string()))?;
     let tbs = tbs_certificate(spki, params, now)?;
-    let tbs_der = tbs
-        .to_der()
-        .map_err(|e| SamlError::Certificate(e.to_string()))?;
+    let tbs_der = tbs.to_der().map_err(|e| SamlError::Certificate(e.to_string()))?;
     let l = label.to_string();
     let made = ring
         .pool()
@@ -78,9 +72,7 @@ pub async fn ensure_certificate(
                 signature: BitString::from_bytes(&ecdsa_sig_value(&sig)?)
                     .map_err(|_| HsmError::Malformed("signature bit string"))?,
             };
-            let der = cert
-                .to_der()
-                .map_err(|_| HsmError::Malformed("certificate encoding"))?;
+            let der = cert.to_der().map_err(|_| HsmError::Malformed("certificate encoding"))?;
             s.store_certificate(&l, &der)?;
             Ok((der, true))
         })
@@ -108,10 +100,7 @@ pub async fn active_certificate(
 ) -> Result<SigningCertificate, SamlError> {
     let entry = ring.active(KeyPurpose::Saml)?;
     let der = ensure_certificate(ring, &entry.label, params, now).await?;
-    Ok(SigningCertificate {
-        label: entry.label,
-        der,
-    })
+    Ok(SigningCertificate { label: entry.label, der })
 }
 
 /// Certificates of every published SAML key (`next`, `active`, `retiring`), made when
@@ -148,10 +137,7 @@ fn check_matches_key(der: &[u8], jwk: &crate::keys::EcPublicJwk) -> Result<(), S
 }
 
 fn ecdsa_sha256() -> AlgorithmIdentifierOwned {
-    AlgorithmIdentifierOwned {
-        oid: ECDSA_WITH_SHA256,
-        parameters: None,
-    }
+    AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA256, parameters: None }
 }
 
 fn tbs_certificate(
@@ -165,8 +151,7 @@ fn tbs_certificate(
     serial[0] &= 0x7f;
     serial[0] |= 0x01;
     let name = common_name(&params.subject_cn)?;
-    let not_after =
-        now.saturating_add(i64::try_from(params.validity.as_secs()).unwrap_or(i64::MAX / 2));
+    let not_after = now.saturating_add(i64::try_from(params.validity.as_secs()).unwrap_or(i64::MAX / 2));
     let spki_bits = spki.subject_public_key.raw_bytes().to_vec();
     let ski = Sha256::digest(&spki_bits)[..20].to_vec();
     let extensions = vec![
@@ -174,32 +159,21 @@ fn tbs_certificate(
             extn_id: BASIC_CONSTRAINTS,
             critical: true,
             extn_value: OctetString::new(
-                BasicConstraints {
-                    ca: false,
-                    path_len_constraint: None,
-                }
-                .to_der()
-                .map_err(cert_err)?,
+                BasicConstraints { ca: false, path_len_constraint: None }.to_der().map_err(cert_err)?,
             )
             .map_err(cert_err)?,
         },
         Extension {
             extn_id: KEY_USAGE,
             critical: true,
-            extn_value: OctetString::new(
-                KeyUsage(KeyUsages::DigitalSignature.into())
-                    .to_der()
-                    .map_err(cert_err)?,
-            )
-            .map_err(cert_err)?,
+            extn_value: OctetString::new(KeyUsage(KeyUsages::DigitalSignature.into()).to_der().map_err(cert_err)?)
+                .map_err(cert_err)?,
         },
         Extension {
             extn_id: SKI,
             critical: false,
             extn_value: OctetString::new(
-                SubjectKeyIdentifier(OctetString::new(ski).map_err(cert_err)?)
-                    .to_der()
-                    .map_err(cert_err)?,
+                SubjectKeyIdentifier(OctetString::new(ski).map_err(cert_err)?).to_der().map_err(cert_err)?,
             )
             .map_err(cert_err)?,
         },
@@ -209,10 +183,7 @@ fn tbs_certificate(
         serial_number: SerialNumber::new(&serial).map_err(cert_err)?,
         signature: ecdsa_sha256(),
         issuer: name.clone(),
-        validity: Validity {
-            not_before: x509_time(now - BACKDATE_S)?,
-            not_after: x509_time(not_after)?,
-        },
+        validity: Validity { not_before: x509_time(now - BACKDATE_S)?, not_after: x509_time(not_after)? },
         subject: name,
         subject_public_key_info: spki,
         issuer_unique_id: None,
@@ -225,23 +196,16 @@ fn tbs_certificate(
 fn common_name(cn: &str) -> Result<Name, SamlError> {
     let cert_err = |e: der::Error| SamlError::Certificate(e.to_string());
     if cn.is_empty() || cn.chars().count() > 64 {
-        return Err(SamlError::Certificate(
-            "certificate subject CN must have 1 to 64 characters".into(),
-        ));
+        return Err(SamlError::Certificate("certificate subject CN must have 1 to 64 characters".into()));
     }
-    let atv = AttributeTypeAndValue {
-        oid: CN,
-        value: Any::new(Tag::Utf8String, cn.as_bytes()).map_err(cert_err)?,
-    };
+    let atv = AttributeTypeAndValue { oid: CN, value: Any::new(Tag::Utf8String, cn.as_bytes()).map_err(cert_err)? };
     let rdn = RelativeDistinguishedName(SetOfVec::try_from(vec![atv]).map_err(cert_err)?);
     Ok(RdnSequence(vec![rdn]))
 }
 
 /// UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5).
 fn x509_time(t: i64) -> Result<Time, SamlError> {
-    let d = Duration::from_secs(
-        u64::try_from(t).map_err(|_| SamlError::Certificate("time before 1970".into()))?,
-    );
+    let d = Duration::from_secs(u64::try_from(t).map_err(|_| SamlError::Certificate("time before 1970".into()))?);
     let cert_err = |e: der::Error| SamlError::Certificate(e.to_string());
     Ok(if t < 2_524_608_000 {
         Time::UtcTime(UtcTime::from_unix_duration(d).map_err(cert_err)?)
@@ -252,7 +216,7 @@ fn x509_time(t: i64) -> Result<Time, SamlError> {
 
 /// DER `ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }` from raw `r||s`.
 pub fn ecdsa_sig_value(raw: &[u8; 64]) -> Result<Vec<u8>, HsmError> {
-    let sig = p256::ecdsa::Signature::from_slice(raw)
-        .map_err(|_| HsmError::Malformed("ECDSA signature out of range"))?;
+    let sig =
+        p256::ecdsa::Signature::from_slice(raw).map_err(|_| HsmError::Malformed("ECDSA signature out of range"))?;
     Ok(sig.to_der().as_bytes().to_vec())
 }

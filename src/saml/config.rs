@@ -156,10 +156,7 @@ impl SamlSpConfig {
             check_url("slo_url", u)?;
         }
         for s in &self.default_scopes {
-            if !matches!(
-                s.as_str(),
-                "name" | "birthdate" | "age" | "nationality" | "document"
-            ) {
+            if !matches!(s.as_str(), "name" | "birthdate" | "age" | "nationality" | "document") {
                 return Err(format!("default_scopes: unknown scope {s:?}"));
             }
         }
@@ -172,8 +169,7 @@ impl SamlSpConfig {
             return Err("certificate_pem: required when requests_signed = true".into());
         }
         if self.certificate_pem.is_some() {
-            self.certificate_der()
-                .map_err(|e| format!("certificate_pem: {e}"))?;
+            self.certificate_der().map_err(|e| format!("certificate_pem: {e}"))?;
         }
         Ok(())
     }
@@ -197,10 +193,7 @@ impl SamlSpConfig {
 
     /// The attribute name and NameFormat for a claim.
     pub fn attribute_name(&self, claim: Claim) -> (&str, &'static str) {
-        let name = self
-            .attribute_names
-            .get(&claim)
-            .map_or(claim.as_str(), String::as_str);
+        let name = self.attribute_names.get(&claim).map_or(claim.as_str(), String::as_str);
         let format = if name.contains(':') {
             "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
         } else {

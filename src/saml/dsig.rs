@@ -54,9 +54,7 @@ fn after_issuer(doc: &str, id: &str) -> Result<usize, XmlError> {
     let mut target: Option<usize> = None;
     let mut first_child_seen = false;
     loop {
-        let ev = reader
-            .read_event()
-            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        let ev = reader.read_event().map_err(|e| XmlError::Malformed(e.to_string()))?;
         match ev {
             Event::Start(s) => {
                 depth += 1;
@@ -64,9 +62,7 @@ fn after_issuer(doc: &str, id: &str) -> Result<usize, XmlError> {
                     if depth == t + 1 && !first_child_seen {
                         first_child_seen = true;
                         if s.local_name().as_ref() != b"Issuer" {
-                            return Err(XmlError::Malformed(
-                                "the signed element must start with Issuer".into(),
-                            ));
+                            return Err(XmlError::Malformed("the signed element must start with Issuer".into()));
                         }
                     }
                 } else {
@@ -82,8 +78,7 @@ fn after_issuer(doc: &str, id: &str) -> Result<usize, XmlError> {
                 if let Some(t) = target
                     && depth == t + 1
                 {
-                    return usize::try_from(reader.buffer_position())
-                        .map_err(|_| XmlError::Malformed("offset".into()));
+                    return usize::try_from(reader.buffer_position()).map_err(|_| XmlError::Malformed("offset".into()));
                 }
                 depth = depth.saturating_sub(1);
             }
@@ -104,11 +99,7 @@ pub fn prepare(doc: &str, id: &str, cert_der: &[u8]) -> Result<Prepared, SamlErr
     let mut w = XmlWriter::new();
     w.start("ds:Signature", &[("xmlns:ds", DSIG_NS)]);
     w.start("ds:SignedInfo", &[]);
-    w.leaf(
-        "ds:CanonicalizationMethod",
-        &[("Algorithm", ALG_EXC_C14N)],
-        "",
-    );
+    w.leaf("ds:CanonicalizationMethod", &[("Algorithm", ALG_EXC_C14N)], "");
     w.leaf("ds:SignatureMethod", &[("Algorithm", ALG_ECDSA_SHA256)], "");
     w.start("ds:Reference", &[("URI", &reference)]);
     w.start("ds:Transforms", &[]);
@@ -133,17 +124,9 @@ pub fn prepare(doc: &str, id: &str, cert_der: &[u8]) -> Result<Prepared, SamlErr
     let select = c14n::signed_info_of(id);
     let signed_info = c14n::canonicalize(
         &with_template,
-        &Options {
-            selection: Selection::Element(&select),
-            enveloped: false,
-            inclusive_prefixes: &[],
-        },
+        &Options { selection: Selection::Element(&select), enveloped: false, inclusive_prefixes: &[] },
     )?;
-    Ok(Prepared {
-        before,
-        after,
-        signed_info,
-    })
+    Ok(Prepared { before, after, signed_info })
 }
 
 /// Signs the element `ID="id"` of `doc` (enveloped, after its `Issuer`) with the
@@ -157,9 +140,7 @@ pub async fn sign_enveloped(
     cert: &SigningCertificate,
 ) -> Result<String, SamlError> {
     let prepared = prepare(doc, id, &cert.der)?;
-    let (key, sig) = ring
-        .sign_active(KeyPurpose::Saml, prepared.signed_info().to_vec())
-        .await?;
+    let (key, sig) = ring.sign_active(KeyPurpose::Saml, prepared.signed_info().to_vec()).await?;
     if key.label != cert.label {
         return Err(SamlError::KeyChanged);
     }
@@ -168,20 +149,12 @@ pub async fn sign_enveloped(
 
 /// Verifies an enveloped ECDSA-SHA256 signature made by [`prepare`] on the element
 /// `ID="id"` with `key` (self-check and tests; SP responses are not verified here).
-pub fn verify_enveloped(
-    doc: &str,
-    id: &str,
-    key: &p256::ecdsa::VerifyingKey,
-) -> Result<bool, SamlError> {
+pub fn verify_enveloped(doc: &str, id: &str, key: &p256::ecdsa::VerifyingKey) -> Result<bool, SamlError> {
     use p256::ecdsa::signature::Verifier;
     let select = c14n::signed_info_of(id);
     let signed_info = c14n::canonicalize(
         doc,
-        &Options {
-            selection: Selection::Element(&select),
-            enveloped: false,
-            inclusive_prefixes: &[],
-        },
+        &Options { selection: Selection::Element(&select), enveloped: false, inclusive_prefixes: &[] },
     )?;
     let si = String::from_utf8_lossy(&signed_info).into_owned();
     let Some(digest_b64) = between(&si, "<ds:DigestValue>", "</ds:DigestValue>") else {
@@ -196,9 +169,7 @@ pub fn verify_enveloped(
     }
     // The SignatureValue of the Signature that is a child of the element.
     let at = after_issuer(doc, id)?;
-    let Some(value) = doc
-        .get(at..)
-        .and_then(|rest| between(rest, "<ds:SignatureValue>", "</ds:SignatureValue>"))
+    let Some(value) = doc.get(at..).and_then(|rest| between(rest, "<ds:SignatureValue>", "</ds:SignatureValue>"))
     else {
         return Ok(false);
     };

@@ -13,25 +13,11 @@ use crate::keys::{KeyRing, KeyState};
 pub fn idp_metadata(issuer: &str, certificates: &[Vec<u8>], want_requests_signed: bool) -> String {
     let base = issuer.trim_end_matches('/');
     let mut w = XmlWriter::new();
-    w.start(
-        "md:EntityDescriptor",
-        &[
-            ("xmlns:md", MD_NS),
-            ("xmlns:ds", DSIG_NS),
-            ("entityID", &entity_id(issuer)),
-        ],
-    );
+    w.start("md:EntityDescriptor", &[("xmlns:md", MD_NS), ("xmlns:ds", DSIG_NS), ("entityID", &entity_id(issuer))]);
     w.start(
         "md:IDPSSODescriptor",
         &[
-            (
-                "WantAuthnRequestsSigned",
-                if want_requests_signed {
-                    "true"
-                } else {
-                    "false"
-                },
-            ),
+            ("WantAuthnRequestsSigned", if want_requests_signed { "true" } else { "false" }),
             ("protocolSupportEnumeration", SAMLP_NS),
         ],
     );
@@ -44,23 +30,9 @@ pub fn idp_metadata(issuer: &str, certificates: &[Vec<u8>], want_requests_signed
         w.end();
         w.end();
     }
-    w.leaf(
-        "md:SingleLogoutService",
-        &[
-            ("Binding", BINDING_REDIRECT),
-            ("Location", &format!("{base}/saml/slo")),
-        ],
-        "",
-    );
+    w.leaf("md:SingleLogoutService", &[("Binding", BINDING_REDIRECT), ("Location", &format!("{base}/saml/slo"))], "");
     w.leaf("md:NameIDFormat", &[], NAMEID_PERSISTENT);
-    w.leaf(
-        "md:SingleSignOnService",
-        &[
-            ("Binding", BINDING_REDIRECT),
-            ("Location", &format!("{base}/saml/sso")),
-        ],
-        "",
-    );
+    w.leaf("md:SingleSignOnService", &[("Binding", BINDING_REDIRECT), ("Location", &format!("{base}/saml/sso"))], "");
     w.finish()
 }
 

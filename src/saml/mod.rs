@@ -26,10 +26,7 @@ pub mod redirect;
 pub mod response;
 pub mod xml;
 
-pub use cert::{
-    CertificateParams, SigningCertificate, active_certificate, ensure_certificate,
-    published_certificates,
-};
+pub use cert::{CertificateParams, SigningCertificate, active_certificate, ensure_certificate, published_certificates};
 pub use config::{Claim, SamlConfig, SamlSpConfig};
 pub use redirect::{AuthnRequest, LogoutRequest, RedirectMessage, RequestError};
 pub use response::{ClaimValue, ResponseParams, build_response};

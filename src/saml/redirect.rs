@@ -16,8 +16,8 @@ use super::config::{SamlConfig, SamlSpConfig};
 use super::dsig::{ALG_ECDSA_SHA256, ALG_RSA_SHA256};
 use super::xml::{Element, XmlWriter, parse};
 use super::{
-    BINDING_POST, NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id,
-    new_saml_id, parse_saml_time, saml_time,
+    BINDING_POST, NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id,
+    parse_saml_time, saml_time,
 };
 use crate::keys::{KeyPurpose, KeyRing};
 
@@ -87,14 +87,9 @@ fn form_decode(raw: &str) -> Result<String, RequestError> {
 
 fn b64_param(value: &str, name: &'static str) -> Result<Vec<u8>, RequestError> {
     // A '+' the SP forgot to encode arrives as a space; line breaks are tolerated.
-    let cleaned: String = value
-        .chars()
-        .filter(|c| !matches!(c, '\r' | '\n'))
-        .map(|c| if c == ' ' { '+' } else { c })
-        .collect();
-    STANDARD
-        .decode(cleaned.as_bytes())
-        .map_err(|_| RequestError::Base64(name))
+    let cleaned: String =
+        value.chars().filter(|c| !matches!(c, '\r' | '\n')).map(|c| if c == ' ' { '+' } else { c }).collect();
+    STANDARD.decode(cleaned.as_bytes()).map_err(|_| RequestError::Base64(name))
 }
 
 /// Raw DEFLATE (RFC 1951) inflate, refusing output past `limit` bytes.
@@ -123,10 +118,7 @@ pub fn decode(query: &str, param: &'static str) -> Result<RedirectMessage, Reque
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let key = form_decode(k)?;
         if !seen.insert(key.clone())
-            && matches!(
-                key.as_str(),
-                "SAMLRequest" | "SAMLResponse" | "RelayState" | "SigAlg" | "Signature"
-            )
+            && matches!(key.as_str(), "SAMLRequest" | "SAMLResponse" | "RelayState" | "SigAlg" | "Signature")
         {
             return Err(RequestError::Query(format!("{key} given twice")));
         }
@@ -144,25 +136,15 @@ pub fn decode(query: &str, param: &'static str) -> Result<RedirectMessage, Reque
     let raw_msg = msg.ok_or(RequestError::Missing(param))?;
     let deflated = b64_param(&form_decode(raw_msg)?, param)?;
     let inflated = inflate(&deflated, MAX_INFLATED)?;
-    let xml = String::from_utf8(inflated)
-        .map_err(|_| RequestError::Xml("message is not UTF-8".into()))?;
+    let xml = String::from_utf8(inflated).map_err(|_| RequestError::Xml("message is not UTF-8".into()))?;
     let relay_state = relay.map(form_decode).transpose()?;
-    if relay_state
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
-    {
-        return Err(RequestError::Invalid(format!(
-            "RelayState longer than {MAX_RELAY_STATE} bytes"
-        )));
+    if relay_state.as_ref().is_some_and(|r| r.len() > MAX_RELAY_STATE) {
+        return Err(RequestError::Invalid(format!("RelayState longer than {MAX_RELAY_STATE} bytes")));
     }
     let sig_alg_value = sig_alg.map(form_decode).transpose()?;
-    let signature = sig
-        .map(|s| form_decode(s).and_then(|d| b64_param(&d, "Signature")))
-        .transpose()?;
+    let signature = sig.map(|s| form_decode(s).and_then(|d| b64_param(&d, "Signature"))).transpose()?;
     if signature.is_some() != sig_alg_value.is_some() {
-        return Err(RequestError::Invalid(
-            "Signature and SigAlg must come together".into(),
-        ));
+        return Err(RequestError::Invalid("Signature and SigAlg must come together".into()));
     }
     let mut signed_octets = format!("{param}={raw_msg}");
     if let Some(r) = relay {
@@ -196,19 +178,10 @@ impl RedirectMessage {
     }
 }
 
-fn verify_signature(
-    alg: &str,
-    message: &[u8],
-    sig: &[u8],
-    cert_der: &[u8],
-) -> Result<(), RequestError> {
-    let cert = x509_cert::Certificate::from_der(cert_der)
-        .map_err(|e| RequestError::Certificate(e.to_string()))?;
-    let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|e| RequestError::Certificate(e.to_string()))?;
+fn verify_signature(alg: &str, message: &[u8], sig: &[u8], cert_der: &[u8]) -> Result<(), RequestError> {
+    let cert = x509_cert::Certificate::from_der(cert_der).map_err(|e| RequestError::Certificate(e.to_string()))?;
+    let spki =
+        cert.tbs_certificate.subject_public_key_info.to_der().map_err(|e| RequestError::Certificate(e.to_string()))?;
     match alg {
         ALG_RSA_SHA256 => {
             use rsa::pkcs8::DecodePublicKey;
@@ -216,10 +189,8 @@ fn verify_signature(
             let key = rsa::RsaPublicKey::from_public_key_der(&spki)
                 .map_err(|_| RequestError::Certificate("not an RSA key".into()))?;
             let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key);
-            let s =
-                rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| RequestError::BadSignature)?;
-            vk.verify(message, &s)
-                .map_err(|_| RequestError::BadSignature)
+            let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| RequestError::BadSignature)?;
+            vk.verify(message, &s).map_err(|_| RequestError::BadSignature)
         }
         ALG_ECDSA_SHA256 => {
             use p256::ecdsa::signature::Verifier;
@@ -232,8 +203,7 @@ fn verify_signature(
                 p256::ecdsa::Signature::from_der(sig)
             }
             .map_err(|_| RequestError::BadSignature)?;
-            vk.verify(message, &s)
-                .map_err(|_| RequestError::BadSignature)
+            vk.verify(message, &s).map_err(|_| RequestError::BadSignature)
         }
         other => Err(RequestError::UnsupportedSigAlg(other.to_string())),
     }
@@ -273,18 +243,10 @@ fn invalid(s: impl Into<String>) -> RequestError {
 fn xml_root(xml: &str, local: &str) -> Result<Element, RequestError> {
     let root = parse(xml).map_err(|e| RequestError::Xml(e.to_string()))?;
     if !root.is(SAMLP_NS, local) {
-        return Err(invalid(format!(
-            "expected samlp:{local}, got {{{}}}{}",
-            root.ns, root.local
-        )));
+        return Err(invalid(format!("expected samlp:{local}, got {{{}}}{}", root.ns, root.local)));
     }
-    if root
-        .child("http://www.w3.org/2000/09/xmldsig#", "Signature")
-        .is_some()
-    {
-        return Err(invalid(
-            "XML signature inside a redirect-binding message (bindings §3.4.4.1)",
-        ));
+    if root.child("http://www.w3.org/2000/09/xmldsig#", "Signature").is_some() {
+        return Err(invalid("XML signature inside a redirect-binding message (bindings §3.4.4.1)"));
     }
     Ok(root)
 }
@@ -292,10 +254,7 @@ fn xml_root(xml: &str, local: &str) -> Result<Element, RequestError> {
 fn check_attrs(el: &Element, allowed: &[&str]) -> Result<(), RequestError> {
     for (ns, local, _) in &el.attrs {
         if ns.is_empty() && !allowed.contains(&local.as_str()) {
-            return Err(invalid(format!(
-                "unexpected attribute {local} on {}",
-                el.local
-            )));
+            return Err(invalid(format!("unexpected attribute {local} on {}", el.local)));
         }
         if ns == SAMLP_NS || ns == SAML_NS {
             return Err(invalid(format!("unexpected attribute {{{ns}}}{local}")));
@@ -307,10 +266,7 @@ fn check_attrs(el: &Element, allowed: &[&str]) -> Result<(), RequestError> {
 fn check_children(el: &Element, allowed: &[(&str, &str)]) -> Result<(), RequestError> {
     for c in &el.children {
         if !allowed.iter().any(|(ns, l)| c.is(ns, l)) {
-            return Err(invalid(format!(
-                "unexpected element {{{}}}{} in {}",
-                c.ns, c.local, el.local
-            )));
+            return Err(invalid(format!("unexpected element {{{}}}{} in {}", c.ns, c.local, el.local)));
         }
     }
     for (ns, l) in allowed {
@@ -325,18 +281,10 @@ fn check_children(el: &Element, allowed: &[(&str, &str)]) -> Result<(), RequestE
 }
 
 fn saml_id(el: &Element) -> Result<String, RequestError> {
-    let id = el
-        .attr("ID")
-        .ok_or(RequestError::Invalid("ID missing".into()))?;
+    let id = el.attr("ID").ok_or(RequestError::Invalid("ID missing".into()))?;
     let mut chars = id.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !first_ok
-        || id.len() > MAX_ID
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || id.len() > MAX_ID || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
         return Err(invalid("ID is not an NCName of at most 256 characters"));
     }
@@ -348,15 +296,10 @@ fn common(el: &Element) -> Result<(String, i64, Option<String>, String), Request
     if el.attr("Version") != Some("2.0") {
         return Err(invalid("Version must be 2.0"));
     }
-    let instant = el
-        .attr("IssueInstant")
-        .ok_or(invalid("IssueInstant missing"))?;
-    let issue_instant =
-        parse_saml_time(instant).ok_or_else(|| invalid("IssueInstant is not an xs:dateTime"))?;
+    let instant = el.attr("IssueInstant").ok_or(invalid("IssueInstant missing"))?;
+    let issue_instant = parse_saml_time(instant).ok_or_else(|| invalid("IssueInstant is not an xs:dateTime"))?;
     let destination = el.attr("Destination").map(str::to_string);
-    let issuer_el = el
-        .child(SAML_NS, "Issuer")
-        .ok_or(invalid("Issuer missing"))?;
+    let issuer_el = el.child(SAML_NS, "Issuer").ok_or(invalid("Issuer missing"))?;
     if el.children.first().map(|c| c.is(SAML_NS, "Issuer")) != Some(true) {
         return Err(invalid("Issuer must be the first child"));
     }
@@ -418,15 +361,10 @@ pub fn parse_authn_request(xml: &str) -> Result<AuthnRequest, RequestError> {
     let acs_url = root.attr("AssertionConsumerServiceURL").map(str::to_string);
     let acs_index = root
         .attr("AssertionConsumerServiceIndex")
-        .map(|v| {
-            v.parse::<u32>()
-                .map_err(|_| invalid("bad AssertionConsumerServiceIndex"))
-        })
+        .map(|v| v.parse::<u32>().map_err(|_| invalid("bad AssertionConsumerServiceIndex")))
         .transpose()?;
     if acs_url.is_some() && acs_index.is_some() {
-        return Err(invalid(
-            "AssertionConsumerServiceURL and AssertionConsumerServiceIndex are exclusive",
-        ));
+        return Err(invalid("AssertionConsumerServiceURL and AssertionConsumerServiceIndex are exclusive"));
     }
     let name_id_format = match root.child(SAMLP_NS, "NameIDPolicy") {
         Some(p) => {
@@ -453,31 +391,14 @@ pub fn parse_authn_request(xml: &str) -> Result<AuthnRequest, RequestError> {
 /// Parses a `LogoutRequest` strictly (SAML core §3.7.1).
 pub fn parse_logout_request(xml: &str) -> Result<LogoutRequest, RequestError> {
     let root = xml_root(xml, "LogoutRequest")?;
-    check_attrs(
-        &root,
-        &[
-            "ID",
-            "Version",
-            "IssueInstant",
-            "Destination",
-            "Consent",
-            "NotOnOrAfter",
-            "Reason",
-        ],
-    )?;
+    check_attrs(&root, &["ID", "Version", "IssueInstant", "Destination", "Consent", "NotOnOrAfter", "Reason"])?;
     check_children(
         &root,
-        &[
-            (SAML_NS, "Issuer"),
-            (SAMLP_NS, "Extensions"),
-            (SAML_NS, "NameID"),
-            (SAMLP_NS, "SessionIndex"),
-        ],
+        &[(SAML_NS, "Issuer"), (SAMLP_NS, "Extensions"), (SAML_NS, "NameID"), (SAMLP_NS, "SessionIndex")],
     )?;
     let (id, issue_instant, destination, issuer) = common(&root)?;
-    let name_id_el = root.child(SAML_NS, "NameID").ok_or(invalid(
-        "NameID missing (BaseID and EncryptedID are not supported)",
-    ))?;
+    let name_id_el =
+        root.child(SAML_NS, "NameID").ok_or(invalid("NameID missing (BaseID and EncryptedID are not supported)"))?;
     if let Some(f) = name_id_el.attr("Format")
         && f != NAMEID_PERSISTENT
     {
@@ -487,20 +408,15 @@ pub fn parse_logout_request(xml: &str) -> Result<LogoutRequest, RequestError> {
     if name_id.is_empty() {
         return Err(invalid("NameID is empty"));
     }
-    let not_on_or_after = root
-        .attr("NotOnOrAfter")
-        .map(|t| parse_saml_time(t).ok_or_else(|| invalid("bad NotOnOrAfter")))
-        .transpose()?;
+    let not_on_or_after =
+        root.attr("NotOnOrAfter").map(|t| parse_saml_time(t).ok_or_else(|| invalid("bad NotOnOrAfter"))).transpose()?;
     Ok(LogoutRequest {
         id,
         issue_instant,
         destination,
         issuer,
         name_id,
-        session_indexes: root
-            .children_named(SAMLP_NS, "SessionIndex")
-            .map(|s| s.text.trim().to_string())
-            .collect(),
+        session_indexes: root.children_named(SAMLP_NS, "SessionIndex").map(|s| s.text.trim().to_string()).collect(),
         not_on_or_after,
     })
 }
@@ -557,9 +473,7 @@ pub fn receive_authn_request<'a>(
         _ => {}
     }
     if request.acs_index.is_some() {
-        return Err(invalid(
-            "AssertionConsumerServiceIndex is not supported; send the URL",
-        ));
+        return Err(invalid("AssertionConsumerServiceIndex is not supported; send the URL"));
     }
     if let Some(b) = &request.protocol_binding
         && b != BINDING_POST
@@ -574,11 +488,7 @@ pub fn receive_authn_request<'a>(
         return Err(invalid(format!("NameIDPolicy Format {f} is not supported")));
     }
     check_time(request.issue_instant, now, cfg)?;
-    Ok(SsoRequest {
-        request,
-        sp,
-        relay_state: msg.relay_state,
-    })
+    Ok(SsoRequest { request, sp, relay_state: msg.relay_state })
 }
 
 fn check_destination(dest: Option<&str>, ours: &str, signed: bool) -> Result<(), RequestError> {
@@ -619,26 +529,12 @@ pub fn receive_logout_request<'a>(
     if request.not_on_or_after.is_some_and(|t| now >= t) {
         return Err(RequestError::Stale(saml_time(request.issue_instant)));
     }
-    let sp_slo = sp
-        .slo_url
-        .as_deref()
-        .ok_or_else(|| invalid("the SP has no slo_url configured"))?;
-    Ok(SloRequest {
-        request,
-        sp,
-        slo_url: sp_slo,
-        relay_state: msg.relay_state,
-    })
+    let sp_slo = sp.slo_url.as_deref().ok_or_else(|| invalid("the SP has no slo_url configured"))?;
+    Ok(SloRequest { request, sp, slo_url: sp_slo, relay_state: msg.relay_state })
 }
 
 /// The `LogoutResponse` XML (unsigned: the redirect binding signs the query string).
-pub fn logout_response_xml(
-    issuer: &str,
-    destination: &str,
-    in_response_to: &str,
-    status: &str,
-    now: i64,
-) -> String {
+pub fn logout_response_xml(issuer: &str, destination: &str, in_response_to: &str, status: &str, now: i64) -> String {
     let id = new_saml_id();
     let instant = saml_time(now);
     let mut w = XmlWriter::new();
@@ -662,11 +558,7 @@ pub fn logout_response_xml(
 }
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, QUERY_VALUE).to_string()
@@ -682,14 +574,7 @@ pub async fn logout_response_redirect(
     now: i64,
 ) -> Result<String, SamlError> {
     let xml = logout_response_xml(issuer, slo.slo_url, &slo.request.id, STATUS_SUCCESS, now);
-    signed_redirect_url(
-        ring,
-        slo.slo_url,
-        "SAMLResponse",
-        &xml,
-        slo.relay_state.as_deref(),
-    )
-    .await
+    signed_redirect_url(ring, slo.slo_url, "SAMLResponse", &xml, slo.relay_state.as_deref()).await
 }
 
 /// `url?{param}=…&RelayState=…&SigAlg=…&Signature=…` with the message deflated, base64'd
@@ -706,9 +591,7 @@ pub async fn signed_redirect_url(
         query.push_str(&format!("&RelayState={}", enc(r)));
     }
     query.push_str(&format!("&SigAlg={}", enc(ALG_ECDSA_SHA256)));
-    let (_, sig) = ring
-        .sign_active(KeyPurpose::Saml, query.clone().into_bytes())
-        .await?;
+    let (_, sig) = ring.sign_active(KeyPurpose::Saml, query.clone().into_bytes()).await?;
     query.push_str(&format!("&Signature={}", enc(&STANDARD.encode(sig))));
     let sep = if url.contains('?') { '&' } else { '?' };
     Ok(format!("{url}{sep}{query}"))

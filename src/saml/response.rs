@@ -9,10 +9,7 @@ use super::cert::SigningCertificate;
 use super::config::{Claim, SamlSpConfig};
 use super::dsig;
 use super::xml::XmlWriter;
-use super::{
-    NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id,
-    saml_time,
-};
+use super::{NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id, saml_time};
 use crate::keys::KeyRing;
 
 /// `AuthnContextClassRef` of our assertions.
@@ -38,9 +35,7 @@ impl ClaimValue {
 
 /// Claims in the JSON shape of identity tokens (`{"given_name":"JANE","age_over_18":true,...}`)
 /// as SAML claims; other members (`iss`, `sub`, ...) and other value types are left out.
-pub fn claims_from_json(
-    claims: &serde_json::Map<String, serde_json::Value>,
-) -> Vec<(Claim, ClaimValue)> {
+pub fn claims_from_json(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(Claim, ClaimValue)> {
     Claim::ALL
         .into_iter()
         .filter_map(|c| {
@@ -85,24 +80,12 @@ pub fn assertion_xml(p: &ResponseParams<'_>) -> (String, String) {
     let not_after = saml_time(p.now.saturating_add(secs(p.lifetime)));
     let not_before = saml_time(p.now.saturating_sub(secs(p.clock_skew)));
     let mut w = XmlWriter::new();
-    w.start(
-        "saml:Assertion",
-        &[
-            ("xmlns:saml", SAML_NS),
-            ("ID", &id),
-            ("Version", "2.0"),
-            ("IssueInstant", &now),
-        ],
-    );
+    w.start("saml:Assertion", &[("xmlns:saml", SAML_NS), ("ID", &id), ("Version", "2.0"), ("IssueInstant", &now)]);
     w.leaf("saml:Issuer", &[], &idp);
     w.start("saml:Subject", &[]);
     w.leaf(
         "saml:NameID",
-        &[
-            ("Format", NAMEID_PERSISTENT),
-            ("NameQualifier", &idp),
-            ("SPNameQualifier", &p.sp.entity_id),
-        ],
+        &[("Format", NAMEID_PERSISTENT), ("NameQualifier", &idp), ("SPNameQualifier", &p.sp.entity_id)],
         p.name_id,
     );
     w.start("saml:SubjectConfirmation", &[("Method", CM_BEARER)]);
@@ -115,22 +98,13 @@ pub fn assertion_xml(p: &ResponseParams<'_>) -> (String, String) {
     w.leaf("saml:SubjectConfirmationData", &scd, "");
     w.end(); // SubjectConfirmation
     w.end(); // Subject
-    w.start(
-        "saml:Conditions",
-        &[("NotBefore", &not_before), ("NotOnOrAfter", &not_after)],
-    );
+    w.start("saml:Conditions", &[("NotBefore", &not_before), ("NotOnOrAfter", &not_after)]);
     w.start("saml:AudienceRestriction", &[]);
     w.leaf("saml:Audience", &[], &p.sp.entity_id);
     w.end();
     w.end();
     let authn_instant = saml_time(p.authn_instant);
-    w.start(
-        "saml:AuthnStatement",
-        &[
-            ("AuthnInstant", &authn_instant),
-            ("SessionIndex", p.session_index),
-        ],
-    );
+    w.start("saml:AuthnStatement", &[("AuthnInstant", &authn_instant), ("SessionIndex", p.session_index)]);
     w.start("saml:AuthnContext", &[]);
     w.leaf("saml:AuthnContextClassRef", &[], AUTHN_CONTEXT);
     w.end();
@@ -142,14 +116,7 @@ pub fn assertion_xml(p: &ResponseParams<'_>) -> (String, String) {
         w.start("saml:AttributeStatement", &[]);
         for (claim, value) in claims {
             let (name, format) = p.sp.attribute_name(*claim);
-            w.start(
-                "saml:Attribute",
-                &[
-                    ("Name", name),
-                    ("NameFormat", format),
-                    ("FriendlyName", claim.as_str()),
-                ],
-            );
+            w.start("saml:Attribute", &[("Name", name), ("NameFormat", format), ("FriendlyName", claim.as_str())]);
             w.leaf("saml:AttributeValue", &[], &value.render());
             w.end();
         }

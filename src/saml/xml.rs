@@ -12,15 +12,12 @@ pub struct XmlWriter {
 }
 
 fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    let ok = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+    let ok =
+        |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
     if s.chars().all(ok) {
         std::borrow::Cow::Borrowed(s)
     } else {
-        std::borrow::Cow::Owned(
-            s.chars()
-                .map(|c| if ok(c) { c } else { '\u{FFFD}' })
-                .collect(),
-        )
+        std::borrow::Cow::Owned(s.chars().map(|c| if ok(c) { c } else { '\u{FFFD}' }).collect())
     }
 }
 
@@ -108,18 +105,11 @@ impl Element {
 
     /// An unqualified attribute.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(ns, l, _)| ns.is_empty() && l == name)
-            .map(|(_, _, v)| v.as_str())
+        self.attrs.iter().find(|(ns, l, _)| ns.is_empty() && l == name).map(|(_, _, v)| v.as_str())
     }
 
     /// Children named `{ns}local`.
-    pub fn children_named<'a>(
-        &'a self,
-        ns: &'a str,
-        local: &'a str,
-    ) -> impl Iterator<Item = &'a Element> + 'a {
+    pub fn children_named<'a>(&'a self, ns: &'a str, local: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.is(ns, local))
     }
 
@@ -142,8 +132,8 @@ impl Element {
 /// Parses a document into its root [`Element`] (namespace-aware, strict).
 pub fn parse(xml: &str) -> Result<Element, super::c14n::XmlError> {
     use super::c14n::{
-        MAX_DEPTH, Scope, XmlError, attribute_value, check_chars, is_xml_space, lookup,
-        namespace_decls, normalize_eol, resolve_reference, split_qname,
+        MAX_DEPTH, Scope, XmlError, attribute_value, check_chars, is_xml_space, lookup, namespace_decls, normalize_eol,
+        resolve_reference, split_qname,
     };
     use quick_xml::Reader;
     use quick_xml::events::Event;
@@ -159,25 +149,19 @@ pub fn parse(xml: &str) -> Result<Element, super::c14n::XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     loop {
-        let ev = reader
-            .read_event()
-            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        let ev = reader.read_event().map_err(|e| XmlError::Malformed(e.to_string()))?;
         match ev {
             Event::Eof => break,
             Event::DocType(_) => return Err(XmlError::Doctype),
             Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
             Event::Start(s) => {
                 if root.is_some() {
-                    return Err(XmlError::Malformed(
-                        "content after the document element".into(),
-                    ));
+                    return Err(XmlError::Malformed("content after the document element".into()));
                 }
                 if stack.len() >= MAX_DEPTH {
                     return Err(XmlError::TooDeep);
                 }
-                scopes.push(Scope {
-                    decls: namespace_decls(&s)?,
-                });
+                scopes.push(Scope { decls: namespace_decls(&s)? });
                 let qn = s.name();
                 let (prefix, local) = split_qname(qn.as_ref())?;
                 let ns = lookup(&scopes, prefix).unwrap_or_default();
@@ -204,19 +188,11 @@ pub fn parse(xml: &str) -> Result<Element, super::c14n::XmlError> {
                     }
                     attrs.push((ans, l.to_string(), attribute_value(&a.value)?));
                 }
-                stack.push(Element {
-                    ns,
-                    local: local.to_string(),
-                    attrs,
-                    children: Vec::new(),
-                    text: String::new(),
-                });
+                stack.push(Element { ns, local: local.to_string(), attrs, children: Vec::new(), text: String::new() });
             }
             Event::End(_) => {
                 scopes.pop();
-                let el = stack
-                    .pop()
-                    .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
+                let el = stack.pop().ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -226,28 +202,24 @@ pub fn parse(xml: &str) -> Result<Element, super::c14n::XmlError> {
                 return Err(XmlError::Malformed("unexpected empty element event".into()));
             }
             Event::Text(t) => {
-                let raw = std::str::from_utf8(t.as_ref())
-                    .map_err(|_| XmlError::Malformed("text is not UTF-8".into()))?;
+                let raw =
+                    std::str::from_utf8(t.as_ref()).map_err(|_| XmlError::Malformed("text is not UTF-8".into()))?;
                 check_chars(raw)?;
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&normalize_eol(raw)),
                     None if raw.chars().all(is_xml_space) => {}
                     None => {
-                        return Err(XmlError::Malformed(
-                            "text outside the document element".into(),
-                        ));
+                        return Err(XmlError::Malformed("text outside the document element".into()));
                     }
                 }
             }
             Event::CData(c) => {
-                let raw = std::str::from_utf8(c.as_ref())
-                    .map_err(|_| XmlError::Malformed("CDATA is not UTF-8".into()))?;
+                let raw =
+                    std::str::from_utf8(c.as_ref()).map_err(|_| XmlError::Malformed("CDATA is not UTF-8".into()))?;
                 check_chars(raw)?;
                 stack
                     .last_mut()
-                    .ok_or_else(|| {
-                        XmlError::Malformed("CDATA outside the document element".into())
-                    })?
+                    .ok_or_else(|| XmlError::Malformed("CDATA outside the document element".into()))?
                     .text
                     .push_str(&normalize_eol(raw));
             }
@@ -257,9 +229,7 @@ pub fn parse(xml: &str) -> Result<Element, super::c14n::XmlError> {
                 let ch = resolve_reference(name)?;
                 stack
                     .last_mut()
-                    .ok_or_else(|| {
-                        XmlError::Malformed("reference outside the document element".into())
-                    })?
+                    .ok_or_else(|| XmlError::Malformed("reference outside the document element".into()))?
                     .text
                     .push(ch);
             }
