@@ -9,6 +9,7 @@ pub mod http;
 pub mod ids;
 pub mod keys;
 pub mod push;
+pub mod saml;
 pub mod service;
 pub mod startup;
 pub mod store;
