@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::saml::{SamlConfig, SamlSpConfig};
 use crate::trust::TrustConfig;
 
 /// Default location of the configuration file.
@@ -30,8 +31,29 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub trust: TrustConfig,
     pub push: crate::push::PushConfig,
+    /// The SAML 2.0 identity provider (`[saml]`, protocol.md §8).
+    pub saml: SamlConfig,
+    /// The demo relying-party page (`[demo]`).
+    pub demo: DemoConfig,
     /// Relying parties (`[[services]]`).
     pub services: Vec<ServiceConfig>,
+}
+
+/// The demo relying-party page `GET /demo`: enter a token id, see the OTP, see the
+/// identity token after approval. Off by default; meant for trying Symbolon out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve `/demo`.
+    pub enabled: bool,
+    /// The `[[services]]` entry the page signs in to; its allowed scopes are requested.
+    pub service_id: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: false, service_id: "demo".into() }
+    }
 }
 
 /// A relying party.
@@ -48,6 +70,9 @@ pub struct ServiceConfig {
     /// Browser origins allowed to start sessions (`Origin` header), e.g. `https://rp.example`.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The service is also a SAML service provider (`[services.saml]`).
+    #[serde(default)]
+    pub saml: Option<SamlSpConfig>,
 }
 
 /// The scopes of protocol.md §7.3, in table order.
@@ -330,6 +355,9 @@ impl Config {
             "limits",
             "trust",
             "services",
+            "push",
+            "saml",
+            "demo",
         ];
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
@@ -351,6 +379,8 @@ impl Config {
         section(&figment, "services", &mut config.services, &mut problems);
         section(&figment, "trust", &mut config.trust, &mut problems);
         section(&figment, "push", &mut config.push, &mut problems);
+        section(&figment, "saml", &mut config.saml, &mut problems);
+        section(&figment, "demo", &mut config.demo, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
         }
@@ -434,11 +464,87 @@ impl Config {
                 }
             }
         }
+        p.extend(self.validate_saml());
+        if self.demo.enabled {
+            match self.service(&self.demo.service_id) {
+                None => p.push(problem(
+                    "demo.service_id",
+                    format!("names no [[services]] entry (add one with id = {:?})", self.demo.service_id),
+                )),
+                Some(s) if s.saml.is_some() => {
+                    p.push(problem("demo.service_id", "the demo service must not be a SAML service provider".into()))
+                }
+                Some(_) => {}
+            }
+        }
         if self.limits.body_max_bytes < 1024 {
             p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
+    }
+
+    /// SAML checks: the IdP settings, every `[services.saml]`, entity ids unique.
+    fn validate_saml(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let saml = &self.saml;
+        if saml.assertion_lifetime < Duration::from_secs(10) {
+            p.push(problem("saml.assertion_lifetime", "must be at least 10s".into()));
+        }
+        if saml.request_max_age < Duration::from_secs(10) {
+            p.push(problem("saml.request_max_age", "must be at least 10s".into()));
+        }
+        if saml.certificate_validity < Duration::from_secs(86_400) {
+            p.push(problem("saml.certificate_validity", "must be at least 1 day".into()));
+        }
+        if saml.certificate_subject.chars().count() > 64 {
+            p.push(problem("saml.certificate_subject", "at most 64 characters".into()));
+        }
+        let mut entities = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let Some(sp) = &s.saml else { continue };
+            let at = format!("services[{i}].saml");
+            if let Err(e) = sp.validate() {
+                p.push(problem(&at, e));
+            }
+            if !entities.insert(sp.entity_id.as_str()) {
+                p.push(problem(&format!("{at}.entity_id"), format!("duplicate SP entity id {:?}", sp.entity_id)));
+            }
+            for scope in &sp.default_scopes {
+                if !s.allowed_scopes.contains(scope) {
+                    p.push(problem(
+                        &format!("{at}.default_scopes"),
+                        format!("{scope:?} is not among the service's allowed_scopes"),
+                    ));
+                }
+            }
+        }
+        if saml.enabled && self.services.iter().all(|s| s.saml.is_none()) {
+            p.push(problem("saml.enabled", "no [services.saml] service provider is configured".into()));
+        }
+        p
+    }
+
+    /// The origin of `server.issuer` (`https://idp.example`), where the IdP's own pages
+    /// (SAML sign-in, demo) run.
+    pub fn issuer_origin(&self) -> Option<String> {
+        url::Url::parse(&self.server.issuer)
+            .ok()
+            .map(|u| u.origin())
+            .filter(|o| o.is_tuple())
+            .map(|o| o.ascii_serialization())
+    }
+
+    /// The SAML service providers, in configuration order, with their service ids.
+    pub fn saml_sps(&self) -> impl Iterator<Item = (&ServiceConfig, &SamlSpConfig)> {
+        self.services.iter().filter_map(|s| s.saml.as_ref().map(|sp| (s, sp)))
+    }
+
+    /// Whether the IdP's own pages start sessions for this service: a SAML SP (when
+    /// SAML is enabled) or the demo service (when the demo is enabled). For such a
+    /// service the issuer origin is accepted as an `Origin` besides `allowed_origins`.
+    pub fn served_by_idp_pages(&self, service: &ServiceConfig) -> bool {
+        (self.saml.enabled && service.saml.is_some()) || (self.demo.enabled && service.id == self.demo.service_id)
     }
 
     /// The relying party with this id.

@@ -5,6 +5,7 @@ mod auth;
 mod enroll;
 pub mod extract;
 mod health;
+mod pages;
 mod problem;
 pub mod request_id;
 
@@ -55,6 +56,16 @@ pub fn public_router(state: AppState) -> Router {
         .route("/v1/auth/verify", post(auth::verify))
         .route("/jwks", get(auth::jwks))
         .route("/.well-known/jwks.json", get(auth::jwks));
+    let router = if state.config.saml.enabled {
+        router
+            .route("/saml/metadata", get(pages::metadata))
+            .route("/saml/sso", get(pages::sso))
+            .route("/saml/slo", get(pages::slo))
+            .route("/saml/complete", post(pages::complete))
+    } else {
+        router
+    };
+    let router = if state.config.demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
     common_layers(router.fallback(health::not_found), &state)
 }
 
