@@ -106,6 +106,12 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--screenshot", required=True)
     ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--result-screenshot", help="screenshot of the final page (demo: the token)")
+    ap.add_argument(
+        "--expect-failure",
+        action="store_true",
+        help="the caller rejects: wait for the alert and the retry button, press it, expect the form back",
+    )
     args = ap.parse_args()
 
     server = None
@@ -117,7 +123,19 @@ def main():
         driver = browser(profile)
         try:
             sign_in(driver, args.url, args.token_id, args.screenshot)
-            if args.mode == "saml":
+            if args.expect_failure:
+                wait = WebDriverWait(driver, args.timeout)
+                wait.until(ec.visibility_of_element_located((By.ID, "retry")))
+                alert = driver.find_element(By.ID, "alert")
+                assert alert.is_displayed() and alert.get_attribute("role") == "alert"
+                result = {"alert": alert.text, "otp_hidden": not driver.find_element(By.ID, "otp").is_displayed()}
+                if args.result_screenshot:
+                    driver.save_screenshot(args.result_screenshot)
+                driver.find_element(By.ID, "retry").click()
+                wait.until(ec.visibility_of_element_located((By.ID, "token-id")))
+                result["form_back"] = True
+                result["acs_posted"] = got_post.is_set()
+            elif args.mode == "saml":
                 if not got_post.wait(args.timeout):
                     print("no POST reached the ACS; page:", driver.page_source[:2000], file=sys.stderr)
                     return 1
@@ -134,6 +152,8 @@ def main():
                     "header": json.loads(driver.find_element(By.ID, "jwt-header").text),
                     "claims": json.loads(driver.find_element(By.ID, "jwt-claims").text),
                 }
+                if args.result_screenshot:
+                    driver.save_screenshot(args.result_screenshot)
             violations = csp_violations(driver)
             if violations:
                 print("CSP violations:", violations, file=sys.stderr)

@@ -451,14 +451,7 @@ async fn logout_response_redirect_is_signed_by_the_hsm() {
 #[tokio::test]
 async fn pysaml2_accepts_the_response_and_rejects_a_tampered_one() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/saml_sp_check.py");
-    let has_pysaml2 = Command::new("python3").args(["-c", "import saml2"]).status().is_ok_and(|s| s.success());
-    if !has_pysaml2 {
-        if std::env::var_os("SYMBOLON_REQUIRE_PYSAML2").is_some() {
-            panic!("pysaml2 is required (pip install pysaml2)");
-        }
-        eprintln!("SKIP: pysaml2 not installed (pip install pysaml2)");
-        return;
-    }
+    let Some(python) = softhsm_tests::python::python_or_skip(&["saml2"], "pysaml2 SP") else { return };
     let idp = idp().await;
     let dir = tempfile::tempdir().unwrap();
     let now = symbolon::ids::now_unix();
@@ -469,7 +462,7 @@ async fn pysaml2_accepts_the_response_and_rejects_a_tampered_one() {
         let xml = response(&idp.ring, &cert, &sp(sign_response), now).await;
         let good = write(dir.path(), "good.xml", &xml);
         let bad = write(dir.path(), "bad.xml", &xml.replacen("token-abc", "token-evil", 1));
-        let (ok, text) = run(Command::new("python3").arg(&script).arg(&md_file).arg(&good).arg(&bad).arg(dir.path()));
+        let (ok, text) = run(Command::new(&python).arg(&script).arg(&md_file).arg(&good).arg(&bad).arg(dir.path()));
         eprintln!("pysaml2 (sign_response={sign_response}):\n{text}");
         assert!(ok, "pysaml2 check failed (sign_response={sign_response}):\n{text}");
         assert!(text.contains("ACCEPTED token-abc"), "{text}");

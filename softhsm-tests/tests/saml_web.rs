@@ -655,6 +655,8 @@ async fn chromium_walks_the_demo_page_and_verifies_the_token_in_the_browser() {
             out.to_str().unwrap(),
             "--screenshot",
             shot.to_str().unwrap(),
+            "--result-screenshot",
+            shots.join("demo-token.png").to_str().unwrap(),
         ],
     );
     let otp = tokio::task::block_in_place(|| browser.otp());
@@ -666,6 +668,47 @@ async fn chromium_walks_the_demo_page_and_verifies_the_token_in_the_browser() {
     assert_eq!(result["claims"]["aud"], "demo");
     assert_eq!(result["claims"]["sub"], e.env.token_id.as_str());
     assert_eq!(result["claims"]["scope"], "name age");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_a_rejection_with_a_retry_and_posts_nothing() {
+    let Some(py) = browser_python() else { return };
+    let acs_port = free_port().unwrap();
+    let e = start(acs_port).await;
+    let shots = target_dir().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = e.dir.path().join("rejected.json");
+    let sso = e.sso_url(&e.good_request("_chromium_reject"), None);
+    let port = acs_port.to_string();
+    let mut browser = Browser::start(
+        &py,
+        &[
+            "saml",
+            "--url",
+            &sso,
+            "--token-id",
+            &e.env.token_id,
+            "--acs-port",
+            &port,
+            "--out",
+            out.to_str().unwrap(),
+            "--screenshot",
+            shots.join("signin-otp-2.png").to_str().unwrap(),
+            "--result-screenshot",
+            shots.join("signin-rejected.png").to_str().unwrap(),
+            "--expect-failure",
+        ],
+    );
+    let otp = tokio::task::block_in_place(|| browser.otp());
+    let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
+    let entry = pending.sessions.iter().find(|s| s.otp == otp).unwrap();
+    e.env.device_client.verify(&e.env.device, &entry.session_id, &otp, Decision::Reject, None).await.unwrap();
+    tokio::task::block_in_place(|| browser.finish());
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(result["alert"].as_str().unwrap().contains("rejected"), "{result}");
+    assert_eq!(result["otp_hidden"], true);
+    assert_eq!(result["form_back"], true);
+    assert_eq!(result["acs_posted"], false);
 }
 
 #[tokio::test]

@@ -624,6 +624,87 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn saml_demo_and_service_provider_sections_load() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                r#"
+[hsm]
+uri = "pkcs11:token=t?module-path=/x.so"
+[saml]
+enabled = true
+request_max_age = "2m"
+[demo]
+enabled = true
+[[services]]
+id = "demo"
+name = "Demo"
+allowed_scopes = ["age"]
+[[services]]
+id = "sp"
+name = "SP"
+allowed_scopes = ["name", "age"]
+[services.saml]
+entity_id = "https://sp.example/md"
+acs_url = "https://sp.example/acs"
+default_scopes = ["name"]
+[services.saml.attribute_names]
+given_name = "urn:oid:2.5.4.42"
+"#,
+            )?;
+            let c = Config::check_file(Path::new("c.toml")).map_err(|p| format!("{p:?}"))?;
+            assert!(c.saml.enabled && c.demo.enabled);
+            assert_eq!(c.saml.request_max_age, Duration::from_secs(120));
+            let sp = c.service("sp").and_then(|s| s.saml.as_ref()).ok_or("no sp")?;
+            assert_eq!(sp.attribute_name(crate::saml::Claim::GivenName).0, "urn:oid:2.5.4.42");
+            assert!(c.served_by_idp_pages(c.service("demo").ok_or("no demo")?));
+            assert_eq!(c.issuer_origin().as_deref(), Some("http://localhost:8080"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn saml_and_demo_problems_name_the_field() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        c.saml.enabled = true;
+        c.demo.enabled = true;
+        c.demo.service_id = "nope".into();
+        let sp = |entity: &str, acs: &str| SamlSpConfig {
+            entity_id: entity.into(),
+            acs_url: acs.into(),
+            slo_url: None,
+            attribute_names: Default::default(),
+            requests_signed: false,
+            certificate_pem: None,
+            sign_response: false,
+            default_scopes: vec!["document".into()],
+        };
+        let service = |id: &str, saml| ServiceConfig {
+            id: id.into(),
+            name: id.into(),
+            allowed_scopes: vec!["name".into()],
+            allowed_origins: vec![],
+            saml,
+        };
+        c.services = vec![
+            service("a", Some(sp("https://sp.example", "not a url"))),
+            service("b", Some(sp("https://sp.example", "https://sp.example/acs"))),
+        ];
+        let problems: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
+        let has = |s: &str| problems.iter().any(|p| p.contains(s));
+        assert!(has("services[0].saml: acs_url"), "{problems:?}");
+        assert!(has("services[1].saml.entity_id: duplicate"), "{problems:?}");
+        assert!(has("services[1].saml.default_scopes: \"document\" is not among"), "{problems:?}");
+        assert!(has("demo.service_id"), "{problems:?}");
+        c.services.clear();
+        c.demo.enabled = false;
+        let problems: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
+        assert!(problems.iter().any(|p| p.starts_with("saml.enabled")), "{problems:?}");
+    }
+
+    #[test]
     fn defaults_plus_uri_validate() {
         let mut c = Config::default();
         c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();

@@ -40,6 +40,7 @@
     alertEl.hidden = true;
     alertEl.textContent = '';
     retry.hidden = true;
+    retry.textContent = 'Try again';
     stepOtp.hidden = true;
     stepStart.hidden = false;
     button.disabled = false;
@@ -79,6 +80,7 @@
       setStatus('Waiting for your approval on the phone.');
     }
     if (expiresAt) current.expiresAt = expiresAt;
+    tick();
   }
 
   function tick() {
@@ -226,6 +228,7 @@
     } catch (e) {
       fail('The identity token could not be read.');
     }
+    retry.textContent = 'Sign in again';
     retry.hidden = false;
   }
 
