@@ -451,6 +451,9 @@ async fn every_bad_request_gets_the_error_page_and_no_response() {
     e.assert_error_page(&format!("{sso}?SAMLRequest=bm90LWRlZmxhdGU%3D"), 400, "bad DEFLATE data").await;
     e.assert_error_page(&e.sso_url("<not-xml", None), 400, "malformed XML").await;
     e.assert_error_page(&e.sso_url("<a xmlns=\"urn:x\"/>", None), 400, "expected samlp:AuthnRequest").await;
+    // A document type declaration (entity tricks) is refused by the parser.
+    let dtd = format!("<!DOCTYPE x [<!ENTITY e \"boom\">]>{}", e.good_request("_dtd"));
+    e.assert_error_page(&e.sso_url(&dtd, None), 400, "malformed XML").await;
     // Oversized after inflating (a small deflate of a large document).
     let big = e.good_request("_big").replace("<saml:Issuer>", &format!("<!--{}--><saml:Issuer>", " ".repeat(200_000)));
     e.assert_error_page(&e.sso_url(&big, None), 400, "inflated message exceeds").await;
@@ -729,6 +732,15 @@ async fn demo_page_is_off_by_default_and_csp_strict_when_on() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), want);
+    }
+    // The WebSocket upgrade applies the same rule.
+    let (_, started, _) = e.env.initiate("someone-3", "demo", &["age"]).await.unwrap();
+    let ws_url = e.env.ws_url(started["session_id"].as_str().unwrap());
+    for (origin, ok) in [(e.env.server.public_url.as_str(), true), ("https://evil.example", false)] {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        assert_eq!(tokio_tungstenite::connect_async(req).await.is_ok(), ok, "WebSocket from {origin}");
     }
     // rp1 (not served by IdP pages) does not accept the issuer origin.
     let r = client()
