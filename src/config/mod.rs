@@ -319,18 +319,16 @@ impl Config {
     /// validates the values themselves.
     fn from_figment(figment: Figment) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let known = [
-            "server",
-            "hsm",
-            "database",
-            "session_store",
-            "telemetry",
-            "device",
-            "auth",
-            "limits",
-            "trust",
-            "services",
-        ];
+        let mut config = Config::default();
+        // Each section is named once: extracted into its field and listed as known.
+        macro_rules! sections {
+            ($($name:ident),* $(,)?) => {{
+                $( section(&figment, stringify!($name), &mut config.$name, &mut problems); )*
+                [$(stringify!($name)),*]
+            }};
+        }
+        let known =
+            sections!(server, hsm, database, session_store, telemetry, device, auth, limits, trust, push, services);
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
                 for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -339,18 +337,6 @@ impl Config {
             }
             Err(e) => problems.extend(figment_problems(e, "")),
         }
-        let mut config = Config::default();
-        section(&figment, "server", &mut config.server, &mut problems);
-        section(&figment, "hsm", &mut config.hsm, &mut problems);
-        section(&figment, "database", &mut config.database, &mut problems);
-        section(&figment, "session_store", &mut config.session_store, &mut problems);
-        section(&figment, "telemetry", &mut config.telemetry, &mut problems);
-        section(&figment, "device", &mut config.device, &mut problems);
-        section(&figment, "auth", &mut config.auth, &mut problems);
-        section(&figment, "limits", &mut config.limits, &mut problems);
-        section(&figment, "services", &mut config.services, &mut problems);
-        section(&figment, "trust", &mut config.trust, &mut problems);
-        section(&figment, "push", &mut config.push, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
         }
@@ -438,6 +424,7 @@ impl Config {
             p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
+        p.extend(self.push.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
     }
 
