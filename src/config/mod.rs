@@ -110,6 +110,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Requests served at once per listener; more are answered `503 overloaded`.
+    pub max_in_flight: usize,
+    /// Send `Strict-Transport-Security` (set when clients reach Symbolon over HTTPS,
+    /// e.g. through a TLS-terminating proxy).
+    pub hsts: bool,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +127,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             allow_root: false,
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight: 4096,
+            hsts: false,
         }
     }
 }
@@ -350,6 +357,9 @@ impl Config {
             p.push(problem("hsm.uri", "required: the PKCS#11 URI of the token".into()));
         } else if let Err(e) = crate::keys::Pkcs11Uri::parse(&self.hsm.uri) {
             p.push(problem("hsm.uri", e.to_string()));
+        }
+        if self.server.max_in_flight == 0 {
+            p.push(problem("server.max_in_flight", "must be at least 1".into()));
         }
         if self.hsm.queue_depth == 0 {
             p.push(problem("hsm.queue_depth", "must be at least 1".into()));
