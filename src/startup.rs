@@ -1,6 +1,7 @@
 //! Building the application (stores, HSM, routers) and running it until stopped.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub struct Application {
     state: AppState,
     public: TcpListener,
     admin: TcpListener,
+    config_path: Option<PathBuf>,
 }
 
 /// Process hardening at start (architecture.md §Process): no core dumps, not
@@ -89,7 +91,14 @@ impl Application {
             state,
             public,
             admin,
+            config_path: None,
         })
+    }
+
+    /// The file SIGHUP re-reads (without it, SIGHUP only logs).
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// The bound public address.
@@ -103,6 +112,7 @@ impl Application {
     }
 
     /// Serves until SIGTERM or SIGINT, then drains within `server.shutdown_grace`.
+    /// SIGHUP runs [`reload_configuration`] between `RELOADING=1` and `READY=1`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let grace = self.state.config.server.shutdown_grace;
@@ -123,6 +133,8 @@ impl Application {
                 .with_graceful_shutdown(wait(stop_rx.clone()))
                 .into_future(),
         );
+        // Handlers before READY=1: a SIGTERM or SIGHUP right after it must not kill us.
+        let mut signals = ProcessSignals::install()?;
         notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(
             public = %self.state.config.server.public_listen,
@@ -130,7 +142,15 @@ impl Application {
             "symbolon serving"
         );
         let watchdog = spawn_watchdog(self.state.clone());
-        shutdown_signal().await;
+        while let ProcessSignal::Reload = signals.next().await {
+            let mut reloading = vec![sd_notify::NotifyState::Reloading];
+            if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                reloading.push(now);
+            }
+            notify(&reloading);
+            reload_configuration(self.config_path.as_deref());
+            notify(&[sd_notify::NotifyState::Ready]);
+        }
         tracing::info!("shutting down");
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
@@ -149,6 +169,24 @@ impl Application {
     }
 }
 
+/// The SIGHUP reload hook: re-reads and validates the configuration file and logs
+/// the outcome. The running configuration is kept either way for now; trust-list
+/// and relying-party reloads hook in here.
+fn reload_configuration(path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: no configuration file to re-read");
+        return;
+    };
+    match Config::load(Some(path)) {
+        Ok(_) => tracing::info!(file = %path.display(), "SIGHUP: configuration re-read and valid"),
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(file = %path.display(), problem = %p, "SIGHUP: invalid configuration");
+            }
+        }
+    }
+}
+
 fn notify(states: &[sd_notify::NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(false, states)
@@ -159,11 +197,7 @@ fn notify(states: &[sd_notify::NotifyState]) {
 
 /// Sends `WATCHDOG=1` at half the systemd watchdog interval while the HSM and store answer.
 fn spawn_watchdog(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return None;
-    }
-    let period = Duration::from_micros(usec / 2);
+    let period = watchdog_interval()? / 2;
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
@@ -178,18 +212,46 @@ fn spawn_watchdog(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// `WATCHDOG_USEC` when the watchdog is meant for this process: like
+/// `sd_watchdog_enabled(3)`, an unset `WATCHDOG_PID` means "this process".
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// What a signal asks of the serving process.
+enum ProcessSignal {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload), registered up front.
+struct ProcessSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl ProcessSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> ProcessSignal {
+        tokio::select! {
+            _ = self.term.recv() => ProcessSignal::Stop,
+            _ = self.int.recv() => ProcessSignal::Stop,
+            _ = self.hup.recv() => ProcessSignal::Reload,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
