@@ -119,6 +119,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Every command may create state (database, token objects): private by default,
+    // also when an operator runs `keys init` by hand rather than under the unit's UMask=.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     match cli.command {
         Command::Config(ConfigCommand::Check { file }) => match Config::check_file(&file) {
             Ok(_) => {

@@ -29,7 +29,11 @@ fn write_page(dir: &Path, cmd: &clap::Command) -> anyhow::Result<()> {
     man.render(&mut page).context("rendering man page")?;
     let path = dir.join(man.get_filename());
     std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // `help` mirrors the tree it belongs to; it gets no pages of its own.
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         write_page(dir, sub)?;
     }
     Ok(())
