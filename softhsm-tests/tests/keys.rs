@@ -6,7 +6,6 @@ use std::time::Duration;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
 use hmac::{Hmac, Mac};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -94,14 +93,7 @@ async fn aes_gcm_round_trip_tamper_and_wrong_aad() {
 }
 
 fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: ObjectClass) {
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token.label)
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
-    let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(token.pin.clone())));
+    let session = token.user_session(ctx).unwrap();
     let handle =
         session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())]).unwrap()[0];
     let attrs = session
