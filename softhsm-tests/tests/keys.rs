@@ -13,11 +13,30 @@ use sha2::Sha256;
 use softhsm_tests::TestToken;
 use symbolon::keys::{HsmError, HsmPin, KeyPurpose, SessionPool};
 
-fn pool_for(token: &TestToken, workers: usize, queue: usize) -> SessionPool {
+/// A pool that is shut down when the test ends (SoftHSM2 must not see the process
+/// exit with sessions open on worker threads).
+struct Pool(SessionPool);
+
+impl std::ops::Deref for Pool {
+    type Target = SessionPool;
+    fn deref(&self) -> &SessionPool {
+        &self.0
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+fn pool_for(token: &TestToken, workers: usize, queue: usize) -> Pool {
     token.use_in_process().unwrap();
     let ctx = Pkcs11::new(&token.module).unwrap();
     let pin = HsmPin::resolve(Some(&token.pin_file)).unwrap();
-    SessionPool::start(ctx, Some(token.label.clone()), None, pin, workers, queue, Duration::from_secs(10)).unwrap()
+    Pool(
+        SessionPool::start(ctx, Some(token.label.clone()), None, pin, workers, queue, Duration::from_secs(10)).unwrap(),
+    )
 }
 
 async fn generate(pool: &SessionPool, purpose: KeyPurpose) -> String {

@@ -146,7 +146,7 @@ async fn otp_derivation_matches_an_independent_computation() {
     pool.run(move |s| s.import_secret(symbolon::keys::KeyPurpose::Otp, "symbolon-otp-20260101T000000Z", &k))
         .await
         .unwrap();
-    drop(pool);
+    pool.shutdown();
     let env = SignIn::start_with_token(token, "[auth]\notp_digits = 8\n", ServerOptions::default()).await.unwrap();
     let (_, started, _) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
     let sid = started["session_id"].as_str().unwrap();
