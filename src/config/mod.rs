@@ -135,6 +135,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Requests served at once per listener; more are answered `503 overloaded`.
+    pub max_in_flight: usize,
+    /// Send `Strict-Transport-Security` (set when clients reach Symbolon over HTTPS,
+    /// e.g. through a TLS-terminating proxy).
+    pub hsts: bool,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +152,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             allow_root: false,
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight: 4096,
+            hsts: false,
         }
     }
 }
@@ -344,21 +351,29 @@ impl Config {
     /// validates the values themselves.
     fn from_figment(figment: Figment) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let known = [
-            "server",
-            "hsm",
-            "database",
-            "session_store",
-            "telemetry",
-            "device",
-            "auth",
-            "limits",
-            "trust",
-            "services",
-            "push",
-            "saml",
-            "demo",
-        ];
+        let mut config = Config::default();
+        // Each section is named once: extracted into its field and listed as known.
+        macro_rules! sections {
+            ($($name:ident),* $(,)?) => {{
+                $( section(&figment, stringify!($name), &mut config.$name, &mut problems); )*
+                [$(stringify!($name)),*]
+            }};
+        }
+        let known = sections!(
+            server,
+            hsm,
+            database,
+            session_store,
+            telemetry,
+            device,
+            auth,
+            limits,
+            trust,
+            push,
+            services,
+            saml,
+            demo
+        );
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
                 for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -367,20 +382,6 @@ impl Config {
             }
             Err(e) => problems.extend(figment_problems(e, "")),
         }
-        let mut config = Config::default();
-        section(&figment, "server", &mut config.server, &mut problems);
-        section(&figment, "hsm", &mut config.hsm, &mut problems);
-        section(&figment, "database", &mut config.database, &mut problems);
-        section(&figment, "session_store", &mut config.session_store, &mut problems);
-        section(&figment, "telemetry", &mut config.telemetry, &mut problems);
-        section(&figment, "device", &mut config.device, &mut problems);
-        section(&figment, "auth", &mut config.auth, &mut problems);
-        section(&figment, "limits", &mut config.limits, &mut problems);
-        section(&figment, "services", &mut config.services, &mut problems);
-        section(&figment, "trust", &mut config.trust, &mut problems);
-        section(&figment, "push", &mut config.push, &mut problems);
-        section(&figment, "saml", &mut config.saml, &mut problems);
-        section(&figment, "demo", &mut config.demo, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
         }
@@ -394,6 +395,9 @@ impl Config {
             p.push(problem("hsm.uri", "required: the PKCS#11 URI of the token".into()));
         } else if let Err(e) = crate::keys::Pkcs11Uri::parse(&self.hsm.uri) {
             p.push(problem("hsm.uri", e.to_string()));
+        }
+        if self.server.max_in_flight == 0 {
+            p.push(problem("server.max_in_flight", "must be at least 1".into()));
         }
         if self.hsm.queue_depth == 0 {
             p.push(problem("hsm.queue_depth", "must be at least 1".into()));
@@ -481,6 +485,7 @@ impl Config {
             p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
+        p.extend(self.push.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
     }
 
