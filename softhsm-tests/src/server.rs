@@ -159,6 +159,11 @@ impl TestServer {
         bail!("symbolon serve not ready within {within:?}: {}", self.log())
     }
 
+    /// The server process id while it runs (e.g. to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
