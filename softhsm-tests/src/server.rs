@@ -162,7 +162,7 @@ impl TestServer {
         bail!("symbolon serve not ready within {within:?}: {}", self.log())
     }
 
-    /// The server process id, while it runs.
+    /// The server process id while it runs (e.g. to read `/proc/<pid>/status`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -135,18 +135,18 @@ impl SessionStore for MemorySessionStore {
         now: i64,
         keep_until: i64,
     ) -> Result<bool, SessionStoreError> {
-        let mut inner = self.guard()?;
-        inner.sweep(Instant::now());
-        let pending = inner
-            .by_token
-            .get(&session.token_id)
-            .map(|ids| ids.iter().filter(|id| inner.sessions.get(*id).is_some_and(|(s, _)| s.is_pending(now))).count())
-            .unwrap_or(0);
-        if pending >= max_pending as usize {
+        let mut guard = self.guard()?;
+        guard.sweep(Instant::now());
+        let Inner { by_token, sessions, .. } = &mut *guard;
+        // `by_token` lists only pending sessions: ended or expired ones are dropped here,
+        // so a busy token id costs O(its pending sessions), not O(all its recent ones).
+        let ids = by_token.entry(session.token_id.clone()).or_default();
+        ids.retain(|id| sessions.get(id).is_some_and(|(s, _)| s.is_pending(now)));
+        if ids.len() >= max_pending as usize {
             return Ok(false);
         }
-        inner.by_token.entry(session.token_id.clone()).or_default().push(session.id.clone());
-        inner.sessions.insert(session.id.clone(), (session.clone(), keep_until));
+        ids.push(session.id.clone());
+        sessions.insert(session.id.clone(), (session.clone(), keep_until));
         Ok(true)
     }
 

@@ -1,0 +1,941 @@
+//! symbolon-bench: load benchmark of full sign-ins (issue 5 item 12) against the real
+//! `symbolon serve` on a fresh SoftHSM2 token, with the raw bound measured in the same run.
+//!
+//! Phases:
+//! 1. raw bound: HSM ES256 signs/s and HMAC-SHA256/s through an in-process `SessionPool`
+//!    (2 workers) on a separate fresh token, software p256 verifies/s on 2 threads;
+//!    bound = 1 / (1/V + 1/S + 2/H) sign-ins/s (one device-JWS verify, one identity-token
+//!    sign, two OTP HMACs, all competing for the same cores, so their times add up);
+//! 2. peak: N closed-loop browsers run full sign-ins (initiate over HTTP, WebSocket hello,
+//!    `otp`, in-process device signs and POSTs verify, browser receives `approved`) for D s;
+//! 3. half of the peak, open loop (paced arrivals);
+//! 4. 10,000 pending WebSocket sessions held open, server RSS from /proc;
+//! 5. 3× the peak offered open loop: 201 vs 503 and how long the 503s took, RSS before/after.
+//!
+//! Prints a table of targets with PASS/MISS; never asserts timings.
+//!
+//! Usage: symbolon-bench [--seconds D] [--concurrency N] [--pending 10000] [--overload-seconds 4]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use serde_json::{Value, json};
+use softhsm_tests::device::{Decision, VerifyPayload, unix_now};
+use softhsm_tests::signin::SignIn;
+use softhsm_tests::{ServerOptions, TestToken};
+use symbolon::keys::{HsmPin, KeyPurpose, SessionPool, initialize_module};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Parser, Clone)]
+#[command(about = "Load benchmark of full Symbolon sign-ins against the in-run raw bound")]
+struct Args {
+    /// Seconds of the peak (closed-loop) and half-peak (open-loop) measurements.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Concurrent closed-loop browsers in the peak measurement.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds per raw-bound measurement.
+    #[arg(long, default_value_t = 3.0)]
+    raw_seconds: f64,
+    /// Pending WebSocket sessions to hold in phase 4.
+    #[arg(long, default_value_t = 10_000)]
+    pending: usize,
+    /// Seconds of 3× peak offered load in phase 5.
+    #[arg(long, default_value_t = 4.0)]
+    overload_seconds: f64,
+    /// The server's `hsm.deadline` (the bound on any wait for the HSM, hence on a 503).
+    #[arg(long, default_value = "250ms")]
+    hsm_deadline: String,
+    /// The server's `server.max_in_flight` (requests served at once; more are shed at once
+    /// with 503). The shipped default, 4096, lets a 2-core server queue seconds of work.
+    #[arg(long, default_value_t = 128)]
+    max_in_flight: usize,
+    /// The server's log level (`telemetry.level`).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Scopes requested and granted (comma separated; empty = none: no claims to unseal).
+    #[arg(long, default_value = "")]
+    scopes: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Process accounting
+
+/// CPU seconds (user + system) this process has used.
+fn self_cpu() -> f64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of another process from /proc/<pid>/stat (clock ticks of 1/100 s).
+fn proc_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// `VmRSS` and `VmHWM` of a process in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Busy and total CPU seconds of the whole machine from /proc/stat (all cores).
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
+}
+
+/// CPU used during a phase: the server, this bench, and everything else on the machine.
+struct CpuMeter {
+    pid: u32,
+    at: Instant,
+    server: f64,
+    me: f64,
+    machine: f64,
+}
+
+impl CpuMeter {
+    fn start(pid: u32) -> Self {
+        Self { pid, at: Instant::now(), server: proc_cpu(pid), me: self_cpu(), machine: machine_cpu().0 }
+    }
+    /// (server, bench, others) CPU seconds since start, and the wall seconds.
+    fn read(&self) -> (f64, f64, f64, f64) {
+        let (server, me) = (proc_cpu(self.pid) - self.server, self_cpu() - self.me);
+        let others = (machine_cpu().0 - self.machine - server - me).max(0.0);
+        (server, me, others, self.at.elapsed().as_secs_f64())
+    }
+    fn line(&self) -> String {
+        let (server, me, others, wall) = self.read();
+        format!(
+            "cores busy: server {:.2}, bench {:.2}, other processes {:.2} (of {})",
+            server / wall,
+            me / wall,
+            others / wall,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        )
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Raises RLIMIT_NOFILE to the hard limit; the server child inherits it.
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) => {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
+        }
+        Err(_) => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Phase 1: raw bound
+
+const OTP_MSG: &[u8] = b"symbolon-otp-v1\0sessionsessionsessionsessionsessionsess\0AUS-7Q2M9K4T\0\0\0\0\0i\x1f\x00\x00";
+
+#[derive(Clone, Copy)]
+enum RawOp {
+    Es256,
+    Hmac,
+}
+
+/// ops/s and CPU seconds per op of `op` through the pool, fed by `callers` async tasks.
+async fn pool_rate(pool: &SessionPool, label: &str, op: RawOp, callers: usize, secs: f64) -> (f64, f64) {
+    // A JWT signing input is about this long.
+    let jwt_input = vec![b'e'; 420];
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (start, cpu0) = (Instant::now(), self_cpu());
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (pool, stop, count, label, jwt_input) =
+                (pool.clone(), stop.clone(), count.clone(), label.to_string(), jwt_input.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let (l, m) = (label.clone(), jwt_input.clone());
+                    let r = match op {
+                        RawOp::Es256 => pool.run(move |s| s.sign_es256(&l, &m).map(|_| ())).await,
+                        RawOp::Hmac => pool.run(move |s| s.hmac_sha256(&l, OTP_MSG).map(|_| ())).await,
+                    };
+                    if r.is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = count.load(Ordering::Relaxed) as f64;
+    (n / start.elapsed().as_secs_f64(), (self_cpu() - cpu0) / n.max(1.0))
+}
+
+/// p256 ECDSA verifies/s (software) on `threads` threads and CPU seconds per verify.
+fn verify_rate(threads: usize, secs: f64) -> (f64, f64) {
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    // A device verify JWS signing input is about this long.
+    let msg = vec![b'e'; 330];
+    let sig: Signature = key.sign(&msg);
+    let vk = VerifyingKey::from(&key);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (start, cpu0) = (Instant::now(), self_cpu());
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, count, msg, vk) = (stop.clone(), count.clone(), msg.clone(), vk);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if vk.verify(&msg, &sig).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let n = count.load(Ordering::Relaxed) as f64;
+    (n / start.elapsed().as_secs_f64(), (self_cpu() - cpu0) / n.max(1.0))
+}
+
+/// Same as [`verify_rate`] with ring's P-256 (assembly), for comparison only.
+fn ring_verify_rate(threads: usize, secs: f64) -> f64 {
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    let msg = vec![b'e'; 330];
+    let sig: Signature = key.sign(&msg);
+    let public = VerifyingKey::from(&key).to_encoded_point(false).as_bytes().to_vec();
+    let sig = sig.to_bytes().to_vec();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, count, msg, public, sig) =
+                (stop.clone(), count.clone(), msg.clone(), public.clone(), sig.clone());
+            std::thread::spawn(move || {
+                let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, public);
+                while !stop.load(Ordering::Relaxed) {
+                    if key.verify(&msg, &sig).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Bound {
+    sign: (f64, f64),
+    hmac: (f64, f64),
+    verify: (f64, f64),
+}
+
+impl Bound {
+    /// Sign-ins/s: the three costs share the machine, so their times per sign-in add up.
+    fn per_second(&self) -> f64 {
+        1.0 / (1.0 / self.verify.0 + 1.0 / self.sign.0 + 2.0 / self.hmac.0)
+    }
+    /// CPU seconds per sign-in of the bound's work.
+    fn cpu(&self) -> f64 {
+        self.verify.1 + self.sign.1 + 2.0 * self.hmac.1
+    }
+}
+
+async fn raw_bound(secs: f64) -> anyhow::Result<Bound> {
+    let token = TestToken::new()?;
+    token.use_in_process()?;
+    let ctx = cryptoki::context::Pkcs11::new(&token.module)?;
+    initialize_module(&ctx)?;
+    let pin = HsmPin::resolve(Some(&token.pin_file))?;
+    let pool = SessionPool::start(ctx, Some(token.label.clone()), None, pin, 2, 4096, Duration::from_secs(10))?;
+    let jwt = KeyPurpose::Jwt.new_label(1_800_000_000);
+    let otp = KeyPurpose::Otp.new_label(1_800_000_000);
+    for (purpose, label) in [(KeyPurpose::Jwt, jwt.clone()), (KeyPurpose::Otp, otp.clone())] {
+        pool.run(move |s| s.generate(purpose, &label)).await?;
+    }
+    let sign = pool_rate(&pool, &jwt, RawOp::Es256, 16, secs).await;
+    let hmac = pool_rate(&pool, &otp, RawOp::Hmac, 16, secs).await;
+    pool.shutdown();
+    let verify = tokio::task::spawn_blocking(move || verify_rate(2, secs)).await?;
+    Ok(Bound { sign, hmac, verify })
+}
+
+// ---------------------------------------------------------------------------------------
+// The sign-in driver
+
+struct Bench {
+    env: SignIn,
+    browser: reqwest::Client,
+    device: reqwest::Client,
+    initiate_url: String,
+    verify_url: String,
+    initiate_body: String,
+    scopes: Vec<String>,
+    pid: u32,
+}
+
+/// Timings of one completed sign-in.
+#[derive(Clone, Copy, Default)]
+struct Trace {
+    /// `POST /v1/auth/initiate` round trip.
+    initiate: Duration,
+    /// WebSocket connect + hello until `otp` arrives.
+    otp: Duration,
+    /// Building the signed device JWS.
+    jws: Duration,
+    /// Verify sent until its `200`.
+    verify: Duration,
+    /// Verify sent until the browser's `approved` (the headline latency).
+    approved: Duration,
+    /// Whole sign-in.
+    total: Duration,
+}
+
+/// One attempted sign-in: the status and latency of each HTTP request it made.
+#[derive(Default)]
+struct Attempt {
+    initiate: Option<(u16, Duration)>,
+    verify: Option<(u16, Duration)>,
+    trace: Option<Trace>,
+    error: Option<String>,
+}
+
+async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.context("websocket timeout")? {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t)?),
+            Some(Ok(Message::Close(f))) => bail!("websocket closed: {f:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => bail!("websocket: {e}"),
+            None => bail!("websocket ended"),
+        }
+    }
+}
+
+/// Initiate; on 201 returns (session_id, browser_token).
+async fn initiate(b: &Bench, body: String, a: &mut Attempt) -> anyhow::Result<Option<(String, String)>> {
+    let t = Instant::now();
+    let r = b
+        .browser
+        .post(&b.initiate_url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await?;
+    a.initiate = Some((status, t.elapsed()));
+    if status != 201 {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(&bytes)?;
+    let field = |n: &str| v[n].as_str().map(str::to_string).context("initiate answer");
+    Ok(Some((field("session_id")?, field("browser_token")?)))
+}
+
+/// Opens the browser channel and waits for `otp`.
+async fn open_channel(b: &Bench, sid: &str, bt: &str) -> anyhow::Result<(Ws, String)> {
+    // Small read buffer: tungstenite's 128 KiB default would make the bench, not the
+    // server, the memory hog when 10,000 sessions are held.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(b.env.ws_url(sid), Some(config), true).await?;
+    ws.send(Message::Text(json!({"type": "hello", "browser_token": bt}).to_string().into())).await?;
+    let msg = next_json(&mut ws).await?;
+    if msg["type"] != "otp" {
+        bail!("expected otp, got {msg}");
+    }
+    Ok((ws, msg["otp"].as_str().unwrap_or_default().to_string()))
+}
+
+async fn sign_in(b: &Bench) -> Attempt {
+    let mut a = Attempt::default();
+    if let Err(e) = sign_in_inner(b, &mut a).await {
+        a.error = Some(format!("{e:#}"));
+    }
+    a
+}
+
+async fn sign_in_inner(b: &Bench, a: &mut Attempt) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let Some((sid, bt)) = initiate(b, b.initiate_body.clone(), a).await? else { return Ok(()) };
+    let t1 = Instant::now();
+    let (mut ws, otp) = open_channel(b, &sid, &bt).await?;
+    let t2 = Instant::now();
+    let payload = VerifyPayload {
+        session_id: sid,
+        otp,
+        decision: Decision::Approve,
+        scopes: Some(b.scopes.clone()),
+        iat: unix_now(),
+    };
+    let jws = b.env.device.device_jws(&payload);
+    let t3 = Instant::now();
+    let verify = async {
+        let r = b
+            .device
+            .post(&b.verify_url)
+            .header(reqwest::header::CONTENT_TYPE, "application/jose")
+            .body(jws)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let _ = r.bytes().await?;
+        anyhow::Ok((status, t3.elapsed()))
+    };
+    tokio::pin!(verify);
+    let (mut verified, mut approved) = (None, None);
+    while verified.is_none() || approved.is_none() {
+        tokio::select! {
+            r = &mut verify, if verified.is_none() => {
+                let (status, took) = r?;
+                a.verify = Some((status, took));
+                if status != 200 {
+                    return Ok(());
+                }
+                verified = Some(took);
+            }
+            m = next_json(&mut ws), if approved.is_none() => {
+                let m = m?;
+                if m["type"] != "approved" {
+                    bail!("expected approved, got {m}");
+                }
+                approved = Some(t3.elapsed());
+            }
+        }
+    }
+    a.trace = Some(Trace {
+        initiate: t1 - t0,
+        otp: t2 - t1,
+        jws: t3 - t2,
+        verify: verified.unwrap_or_default(),
+        approved: approved.unwrap_or_default(),
+        total: t0.elapsed(),
+    });
+    Ok(())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn sorted(traces: &[Trace], f: impl Fn(&Trace) -> Duration) -> Vec<Duration> {
+    let mut v: Vec<Duration> = traces.iter().map(f).collect();
+    v.sort();
+    v
+}
+
+/// Prints p50/p99 of every step.
+fn print_steps(traces: &[Trace]) {
+    type Step = (&'static str, fn(&Trace) -> Duration);
+    let steps: [Step; 6] = [
+        ("initiate (HTTP)", |t| t.initiate),
+        ("ws connect+hello→otp", |t| t.otp),
+        ("device JWS (client)", |t| t.jws),
+        ("verify (HTTP 200)", |t| t.verify),
+        ("verify→approved (WS)", |t| t.approved),
+        ("whole sign-in", |t| t.total),
+    ];
+    println!("    {:<24} {:>9} {:>9} {:>9}", "step", "p50 ms", "p99 ms", "mean ms");
+    for (name, f) in steps {
+        let v = sorted(traces, f);
+        let mean = if v.is_empty() { 0.0 } else { v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64 };
+        println!("    {:<24} {:>9.2} {:>9.2} {:>9.2}", name, ms(pct(&v, 50.0)), ms(pct(&v, 99.0)), mean);
+    }
+}
+
+fn print_errors(attempts: &[Attempt]) {
+    let mut errors: Vec<&str> = attempts.iter().filter_map(|a| a.error.as_deref()).collect();
+    let n = errors.len();
+    if n > 0 {
+        errors.sort();
+        errors.dedup();
+        println!("    {n} attempts failed, e.g.: {}", errors.iter().take(3).copied().collect::<Vec<_>>().join(" | "));
+    }
+    let odd: Vec<u16> = attempts
+        .iter()
+        .flat_map(|a| [a.initiate, a.verify])
+        .flatten()
+        .map(|(s, _)| s)
+        .filter(|s| ![200, 201].contains(s))
+        .collect();
+    if !odd.is_empty() {
+        let mut kinds = odd.clone();
+        kinds.sort();
+        kinds.dedup();
+        println!("    {} requests answered {:?}", odd.len(), kinds);
+    }
+}
+
+/// Phase 2: `n` closed-loop browsers for `secs` after a warm-up second.
+async fn closed_loop(b: &Arc<Bench>, n: usize, secs: f64) -> (Vec<Attempt>, f64, f64, f64) {
+    let warm = Duration::from_secs(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let begin = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (b, stop) = (b.clone(), stop.clone());
+        set.spawn(async move {
+            let mut done = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let a = sign_in(&b).await;
+                if started >= begin + warm && !stop.load(Ordering::Relaxed) {
+                    done.push(a);
+                }
+            }
+            done
+        });
+    }
+    tokio::time::sleep(warm).await;
+    let meter = CpuMeter::start(b.pid);
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (srv, me, _, elapsed) = meter.read();
+    println!("    {}", meter.line());
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.unwrap_or_default());
+    }
+    (all, elapsed, srv, me)
+}
+
+/// Open loop: sign-ins started at `rate`/s for `secs` regardless of completions.
+async fn open_loop(b: &Arc<Bench>, rate: f64, secs: f64) -> (Vec<Attempt>, f64, f64) {
+    let start = Instant::now();
+    let meter = CpuMeter::start(b.pid);
+    let mut set = JoinSet::new();
+    let mut k = 0u64;
+    let mut late = Duration::ZERO;
+    loop {
+        let at = start + Duration::from_secs_f64(k as f64 / rate);
+        if at >= start + Duration::from_secs_f64(secs) {
+            break;
+        }
+        tokio::time::sleep_until(at.into()).await;
+        late = late.max(at.elapsed());
+        let b = b.clone();
+        set.spawn(async move { sign_in(&b).await });
+        k += 1;
+    }
+    let offered = k as f64 / start.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(a) = r {
+            all.push(a);
+        }
+    }
+    println!("    offered {offered:.0}/s ({k} sign-ins), pacer at most {:.1} ms late", ms(late));
+    println!("    {}", meter.line());
+    (all, offered, start.elapsed().as_secs_f64())
+}
+
+/// Phase 4: holds `count` pending sessions (unknown token ids) on open WebSockets.
+async fn hold_pending(b: &Arc<Bench>, count: usize) -> anyhow::Result<(Vec<Ws>, usize)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = JoinSet::new();
+    let run = unix_now() % 100_000;
+    for i in 0..count {
+        let (b, sem) = (b.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            let body = json!({"token_id": format!("BENCH-{run}-{i:06}"), "service_id": "rp1", "scopes": []});
+            let mut a = Attempt::default();
+            let Some((sid, bt)) = initiate(&b, body.to_string(), &mut a).await? else {
+                bail!("initiate answered {:?}", a.initiate.map(|(s, _)| s));
+            };
+            Ok(open_channel(&b, &sid, &bt).await?.0)
+        });
+    }
+    let mut held = Vec::with_capacity(count);
+    let mut failed = 0;
+    let mut first_error = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(ws)) => held.push(ws),
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(format!("{e:#}"));
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        println!("    {failed} pending sessions failed, first: {e}");
+    }
+    Ok((held, failed))
+}
+
+/// Server-side latencies (from its `request done` log lines after byte `from`) of the
+/// responses with `status`, or of all responses when `status` is `None`.
+fn server_latencies(log: &std::path::Path, from: u64, status: Option<u64>) -> Vec<Duration> {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let mut out: Vec<Duration> = text
+        .lines()
+        .filter(|l| l.contains("request done"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        // The server logs JSON with the event's fields flattened into the line.
+        .filter(|v| status.is_none() || v["status"].as_u64() == status)
+        .filter_map(|v| v["latency_us"].as_u64())
+        .map(Duration::from_micros)
+        .collect();
+    out.sort();
+    out
+}
+
+fn log_len(log: &std::path::Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
+}
+
+struct Overload {
+    max_503: Duration,
+    server_max_503: Duration,
+    shed: usize,
+    failed: usize,
+    rss_after: f64,
+}
+
+/// Phase 5: `rate` sign-ins/s offered open loop for `secs`; counts 201/503 and their latencies.
+async fn overload(b: &Arc<Bench>, rate: f64, secs: f64) -> Overload {
+    let (rss_before, _) = rss_mib(b.pid);
+    let log_from = log_len(&b.env.server.log_path);
+    let (attempts, _, elapsed) = open_loop(b, rate, secs).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_after, hwm) = rss_mib(b.pid);
+    let count = |f: &dyn Fn(&Attempt) -> Option<(u16, Duration)>, code: u16| {
+        attempts.iter().filter_map(f).filter(|(s, _)| *s == code).count()
+    };
+    let init = |a: &Attempt| a.initiate;
+    let ver = |a: &Attempt| a.verify;
+    let mut shed: Vec<Duration> = attempts
+        .iter()
+        .flat_map(|a| [a.initiate, a.verify])
+        .flatten()
+        .filter(|(s, _)| *s == 503)
+        .map(|(_, d)| d)
+        .collect();
+    shed.sort();
+    let completed = attempts.iter().filter(|a| a.trace.is_some()).count();
+    println!(
+        "    initiate: {} × 201, {} × 503; verify: {} × 200, {} × 503; {completed} sign-ins completed \
+         ({:.0}/s over the {elapsed:.1} s until the last answer)",
+        count(&init, 201),
+        count(&init, 503),
+        count(&ver, 200),
+        count(&ver, 503),
+        completed as f64 / elapsed
+    );
+    println!(
+        "    503 latency seen by the client: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(pct(&shed, 50.0)),
+        ms(pct(&shed, 99.0)),
+        ms(shed.last().copied().unwrap_or_default())
+    );
+    let srv_503 = server_latencies(&b.env.server.log_path, log_from, Some(503));
+    let srv_all = server_latencies(&b.env.server.log_path, log_from, None);
+    if !srv_all.is_empty() {
+        println!(
+            "    server-side (its log): 503 max {:.1} ms; all {} responses p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(srv_503.last().copied().unwrap_or_default()),
+            srv_all.len(),
+            ms(pct(&srv_all, 50.0)),
+            ms(pct(&srv_all, 99.0)),
+            ms(srv_all.last().copied().unwrap_or_default())
+        );
+    }
+    print_errors(&attempts);
+    println!("    server RSS {rss_before:.1} → {rss_after:.1} MiB (peak {hwm:.1})");
+    Overload {
+        max_503: shed.last().copied().unwrap_or_default(),
+        server_max_503: srv_503.last().copied().unwrap_or_default(),
+        shed: shed.len(),
+        failed: attempts.iter().filter(|a| a.error.is_some()).count(),
+        rss_after,
+    }
+}
+
+struct Row {
+    what: String,
+    measured: String,
+    target: String,
+    pass: bool,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let nofile = raise_nofile();
+    let scopes: Vec<String> = args.scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    println!(
+        "symbolon-bench: {} cores, load average {} at start, RLIMIT_NOFILE {nofile}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg()
+    );
+
+    // Phase 1 ----------------------------------------------------------------------------
+    println!("\n[1] raw bound ({:.0} s per measurement, fresh SoftHSM2 token)", args.raw_seconds);
+    let bound = raw_bound(args.raw_seconds).await?;
+    println!("    HSM ES256 sign   (pool, 2 workers) {:>8.0}/s  {:>7.0} µs CPU/op", bound.sign.0, bound.sign.1 * 1e6);
+    println!("    HSM HMAC-SHA256  (pool, 2 workers) {:>8.0}/s  {:>7.0} µs CPU/op", bound.hmac.0, bound.hmac.1 * 1e6);
+    println!(
+        "    p256 ECDSA verify (software, 2 thr) {:>8.0}/s  {:>7.0} µs CPU/op",
+        bound.verify.0,
+        bound.verify.1 * 1e6
+    );
+    println!(
+        "    bound = 1 / (1/verify + 1/sign + 2/hmac) = {:.0} sign-ins/s  ({:.0} µs CPU per sign-in)",
+        bound.per_second(),
+        bound.cpu() * 1e6
+    );
+    let secs = args.raw_seconds.min(1.0);
+    let ring = tokio::task::spawn_blocking(move || ring_verify_rate(2, secs)).await?;
+    println!(
+        "    (what-if, not in the bound: P-256 verify with ring {ring:.0}/s = {:.1}× the p256 crate the server uses)",
+        ring / bound.verify.0
+    );
+
+    // Server -------------------------------------------------------------------------------
+    let max_in_flight = args.max_in_flight.to_string();
+    let env_overrides: Vec<(String, String)> = [
+        ("SYMBOLON_AUTH__MAX_PENDING", "1000000"),
+        ("SYMBOLON_LIMITS__INITIATE_PER_IP_PER_MINUTE", "1000000000"),
+        ("SYMBOLON_LIMITS__INITIATE_PER_TOKEN_PER_MINUTE", "1000000000"),
+        ("SYMBOLON_HSM__DEADLINE", args.hsm_deadline.as_str()),
+        ("SYMBOLON_SERVER__MAX_IN_FLIGHT", max_in_flight.as_str()),
+        ("SYMBOLON_TELEMETRY__LEVEL", args.log_level.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let env = SignIn::start("", ServerOptions { env: env_overrides.clone(), ..Default::default() }).await?;
+    let pid = env.server.pid().context("server pid")?;
+    println!("\nserver pid {pid}, hsm.workers 2, limits lifted so they do not shape the numbers:");
+    for (k, v) in &env_overrides {
+        println!("    {k}={v}");
+    }
+    let http =
+        || reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(usize::MAX).build();
+    let b = Arc::new(Bench {
+        browser: http()?,
+        device: http()?,
+        initiate_url: format!("{}/v1/auth/initiate", env.server.public_url),
+        verify_url: format!("{}/v1/auth/verify", env.server.public_url),
+        initiate_body: json!({"token_id": env.token_id, "service_id": "rp1", "scopes": scopes}).to_string(),
+        scopes,
+        pid,
+        env,
+    });
+    let (rss_idle, _) = rss_mib(pid);
+    println!("    server RSS idle {rss_idle:.1} MiB");
+    // Smoke test: one full sign-in must work before measuring anything.
+    let smoke = sign_in(&b).await;
+    if smoke.trace.is_none() {
+        bail!(
+            "a single sign-in failed: initiate {:?} verify {:?} {:?}\n{}",
+            smoke.initiate.map(|x| x.0),
+            smoke.verify.map(|x| x.0),
+            smoke.error,
+            b.env.server.log()
+        );
+    }
+
+    // Phase 2 ----------------------------------------------------------------------------
+    println!("\n[2] peak: {} closed-loop browsers, {:.0} s (after 1 s warm-up)", args.concurrency, args.seconds);
+    let (attempts, elapsed, srv_cpu, me_cpu) = closed_loop(&b, args.concurrency, args.seconds).await;
+    let traces: Vec<Trace> = attempts.iter().filter_map(|a| a.trace).collect();
+    let peak = traces.len() as f64 / elapsed;
+    let ratio = peak / bound.per_second();
+    print_steps(&traces);
+    print_errors(&attempts);
+    let per = |cpu: f64| cpu / traces.len().max(1) as f64 * 1e6;
+    println!("    {} sign-ins in {elapsed:.1} s = {peak:.0}/s = {:.0} % of the bound", traces.len(), ratio * 100.0);
+    println!(
+        "    CPU per sign-in: server {:.0} µs (bound's crypto {:.0} µs = {:.0} % of it), bench client {:.0} µs; \
+         machine {:.2} of 2 cores busy with both",
+        per(srv_cpu),
+        bound.cpu() * 1e6,
+        bound.cpu() * 1e6 / per(srv_cpu) * 100.0,
+        per(me_cpu),
+        (srv_cpu + me_cpu) / elapsed
+    );
+    let peak_approved = sorted(&traces, |t| t.approved);
+    let (rss_peak, _) = rss_mib(pid);
+    println!("    server RSS {rss_peak:.1} MiB");
+
+    // Phase 3 ----------------------------------------------------------------------------
+    let half = (peak / 2.0).max(1.0);
+    println!("\n[3] half of peak: {half:.0} sign-ins/s open loop, {:.0} s", args.seconds);
+    let (attempts, _, _) = open_loop(&b, half, args.seconds).await;
+    let half_traces: Vec<Trace> = attempts.iter().filter_map(|a| a.trace).collect();
+    print_steps(&half_traces);
+    print_errors(&attempts);
+    let half_approved = sorted(&half_traces, |t| t.approved);
+    let half_p99 = pct(&half_approved, 99.0);
+
+    // Phase 4 ----------------------------------------------------------------------------
+    println!("\n[4] {} pending WebSocket sessions (unknown token ids, hello done, otp received)", args.pending);
+    let (rss_before_pending, _) = rss_mib(pid);
+    let t = Instant::now();
+    let (held, failed) = hold_pending(&b, args.pending).await?;
+    let opened_in = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_pending, hwm_pending) = rss_mib(pid);
+    let (me_rss, _) = rss_mib(std::process::id());
+    println!(
+        "    {} held ({failed} failed), opened in {:.1} s; server RSS {rss_before_pending:.1} → {rss_pending:.1} MiB \
+         (peak {hwm_pending:.1}), {:.1} KiB per session; bench RSS {me_rss:.1} MiB",
+        held.len(),
+        opened_in.as_secs_f64(),
+        (rss_pending - rss_before_pending) * 1024.0 / held.len().max(1) as f64
+    );
+    let held_count = held.len();
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Phase 5 ----------------------------------------------------------------------------
+    let over = peak * 3.0;
+    let rss_before = rss_mib(pid).0;
+    let mut bursts = Vec::new();
+    for n in 1..=2 {
+        println!("\n[5.{n}] 3× peak offered: {over:.0} sign-ins/s open loop, {:.0} s", args.overload_seconds);
+        bursts.push(overload(&b, over, args.overload_seconds).await);
+    }
+    let max_503 = bursts.iter().map(|o| o.max_503).max().unwrap_or_default();
+    let srv_max_503 = bursts.iter().map(|o| o.server_max_503).max().unwrap_or_default();
+    let shed: usize = bursts.iter().map(|o| o.shed).sum();
+    let other_errors: usize = bursts.iter().map(|o| o.failed).sum();
+    let rss_after: Vec<f64> = bursts.iter().map(|o| o.rss_after).collect();
+
+    // Summary ----------------------------------------------------------------------------
+    let deadline = humantime_ms(&args.hsm_deadline);
+    let bound_503 = deadline + 100.0;
+    let rows = vec![
+        Row {
+            what: "peak sign-ins/s vs in-run bound".into(),
+            measured: format!("{peak:.0}/s of {:.0}/s = {:.0} %", bound.per_second(), ratio * 100.0),
+            target: "≥ 50 %".into(),
+            pass: ratio >= 0.5,
+        },
+        Row {
+            what: "peak: verify→approved p50 / p99".into(),
+            measured: format!("{:.1} / {:.1} ms", ms(pct(&peak_approved, 50.0)), ms(pct(&peak_approved, 99.0))),
+            target: "(info)".into(),
+            pass: true,
+        },
+        Row {
+            what: format!("half peak ({half:.0}/s): verify→approved p50 / p99"),
+            measured: format!("{:.1} / {:.1} ms", ms(pct(&half_approved, 50.0)), ms(half_p99)),
+            target: "p99 ≤ 10 ms".into(),
+            pass: !half_approved.is_empty() && half_p99 <= Duration::from_millis(10),
+        },
+        Row {
+            what: format!("server RSS holding {held_count} pending WS"),
+            measured: format!("{rss_pending:.1} MiB"),
+            target: format!("{} held, ≤ 300 MB", args.pending),
+            pass: held_count == args.pending && rss_pending * 1.048_576 <= 300.0,
+        },
+        Row {
+            what: "3× peak: 503 max latency (client / server)".into(),
+            measured: format!("{:.0} / {:.0} ms ({shed} × 503)", ms(max_503), ms(srv_max_503)),
+            target: format!("≤ hsm.deadline + 100 ms = {bound_503:.0} ms"),
+            pass: ms(max_503) <= bound_503,
+        },
+        Row {
+            what: "3× peak: only 2xx or 503, no failures".into(),
+            measured: format!("{other_errors} failed"),
+            target: "0".into(),
+            pass: other_errors == 0,
+        },
+        Row {
+            what: "3× peak: server RSS before → burst 1 → burst 2".into(),
+            measured: format!("{rss_before:.0} → {:.0} → {:.0} MiB", rss_after[0], rss_after[1]),
+            target: "flat: burst 2 ≤ burst 1 + 10 %".into(),
+            pass: rss_after[1] <= rss_after[0] * 1.10,
+        },
+    ];
+    println!("\n{:<48} {:<34} {:<34} result", "target", "measured", "goal");
+    for r in &rows {
+        let result = if r.target == "(info)" {
+            "-"
+        } else if r.pass {
+            "PASS"
+        } else {
+            "MISS"
+        };
+        println!("{:<48} {:<34} {:<34} {result}", r.what, r.measured, r.target);
+    }
+    println!("load average at end {}", loadavg());
+    Ok(())
+}
+
+/// Milliseconds of a humantime duration such as `250ms` or `2s` (NaN if unreadable).
+fn humantime_ms(s: &str) -> f64 {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("ms") {
+        return v.trim().parse().unwrap_or(f64::NAN);
+    }
+    if let Some(v) = s.strip_suffix('s') {
+        return v.trim().parse::<f64>().map_or(f64::NAN, |v| v * 1000.0);
+    }
+    f64::NAN
+}
