@@ -1,0 +1,191 @@
+//! PostgreSQL and Redis for tests: a fresh database and a fresh key prefix per test
+//! on the machine's shared servers (started by `scripts/test`), and a private
+//! `redis-server` a test may stop and start.
+//!
+//! `SYMBOLON_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432`) names a
+//! superuser connection; `SYMBOLON_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::free_port;
+
+/// Superuser URL of the test PostgreSQL server (no database part).
+pub fn pg_admin_url() -> String {
+    std::env::var("SYMBOLON_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// URL of the shared test Redis.
+pub fn redis_url() -> String {
+    std::env::var("SYMBOLON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs SQL as the superuser with `psql` against `database`; returns stdout.
+pub fn psql(database: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .arg(format!("{}/{database}", pg_admin_url()))
+        .args(["-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A database of its own on the test server, dropped with this value.
+pub struct PgDatabase {
+    pub name: String,
+}
+
+impl PgDatabase {
+    pub fn create() -> anyhow::Result<Self> {
+        let name = format!("symbolon_test_{}", random_suffix());
+        psql("postgres", &format!("CREATE DATABASE {name}"))?;
+        Ok(Self { name })
+    }
+
+    /// URL for the server (superuser: tests also tamper with the audit table).
+    pub fn url(&self) -> String {
+        format!("{}/{}", pg_admin_url(), self.name)
+    }
+
+    /// `[database]` TOML for a server using this database.
+    pub fn toml(&self) -> String {
+        format!(
+            "[database]\nurl = \"{}\"\ntls = \"disable\"\nacquire_timeout = \"1s\"\nstatement_timeout = \"2s\"\n",
+            self.url()
+        )
+    }
+
+    /// Runs SQL in this database as the superuser.
+    pub fn sql(&self, sql: &str) -> anyhow::Result<String> {
+        psql(&self.name, sql)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = psql("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// A key prefix of its own on a Redis, its keys deleted with this value.
+pub struct RedisPrefix {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    /// A prefix on the shared test Redis.
+    pub fn new() -> Self {
+        Self::on(&redis_url())
+    }
+
+    /// A prefix on the Redis at `url`.
+    pub fn on(url: &str) -> Self {
+        Self { url: url.to_string(), prefix: format!("symbolon-test-{}:", random_suffix()) }
+    }
+
+    /// `[session_store]` TOML for a server using this prefix.
+    pub fn toml(&self) -> String {
+        format!("[session_store]\nurl = \"{}\"\nkey_prefix = \"{}\"\ntimeout = \"1s\"\n", self.url, self.prefix)
+    }
+
+    /// The number of keys under the prefix.
+    pub fn key_count(&self) -> anyhow::Result<usize> {
+        Ok(self.keys()?.len())
+    }
+
+    fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn)?;
+        Ok(keys)
+    }
+}
+
+impl Default for RedisPrefix {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let cleanup = || -> anyhow::Result<()> {
+            let keys = self.keys()?;
+            if !keys.is_empty() {
+                let client = redis::Client::open(self.url.as_str())?;
+                let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+                redis::cmd("DEL").arg(keys).query::<()>(&mut conn)?;
+            }
+            Ok(())
+        };
+        let _ = cleanup();
+    }
+}
+
+/// A `redis-server` of this test alone, on a free port, without persistence: stopping
+/// it loses every key, like a restart of a Redis without AOF/RDB.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> anyhow::Result<Self> {
+        let mut r = Self { port: free_port()?, child: None };
+        r.start_again()?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?;
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(client) = redis::Client::open(self.url().as_str())
+                && let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("private redis-server did not answer on port {}", self.port)
+    }
+
+    /// Kills the server (no clean shutdown) and waits for it to exit.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
