@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`.
+//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`, `audit`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,9 @@ pub enum Command {
     /// VDS-NC seals.
     #[command(subcommand)]
     Vds(VdsCommand),
+    /// The audit trail: verify the hash chain and its signed checkpoints, export events.
+    #[command(subcommand)]
+    Audit(crate::service::audit::cli::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +172,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None
             };
             let ok = crate::trust::cli::vds_verify(&args, store.as_ref())?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Audit(cmd) => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            let ok = runtime()?.block_on(crate::service::audit::cli::run(config, cmd))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Keys(cmd) => {

@@ -134,6 +134,34 @@ impl Drop for RedisPrefix {
     }
 }
 
+/// The shared stores of a cluster test: a database and a key prefix of its own.
+pub struct ClusterStores {
+    pub pg: PgDatabase,
+    pub redis: RedisPrefix,
+}
+
+impl ClusterStores {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self { pg: PgDatabase::create()?, redis: RedisPrefix::new() })
+    }
+
+    /// `[database]` and `[session_store]` TOML.
+    pub fn toml(&self) -> String {
+        format!("{}\n{}", self.pg.toml(), self.redis.toml())
+    }
+
+    /// `SYMBOLON_TEST_STORES=postgres+redis` runs every server of the end-to-end tests on
+    /// PostgreSQL and Redis instead of SQLite and memory (`scripts/test` does a pass so),
+    /// unless the test names its stores itself.
+    pub fn from_env(extra_toml: &str) -> anyhow::Result<Option<Self>> {
+        let wanted = std::env::var("SYMBOLON_TEST_STORES").is_ok_and(|v| v == "postgres+redis");
+        if !wanted || extra_toml.contains("[database]") || extra_toml.contains("[session_store]") {
+            return Ok(None);
+        }
+        Self::new().map(Some)
+    }
+}
+
 /// A `redis-server` of this test alone, on a free port, without persistence: stopping
 /// it loses every key, like a restart of a Redis without AOF/RDB.
 pub struct PrivateRedis {

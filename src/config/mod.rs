@@ -30,6 +30,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub trust: TrustConfig,
     pub push: crate::push::PushConfig,
+    pub audit: AuditConfig,
     /// Relying parties (`[[services]]`).
     pub services: Vec<ServiceConfig>,
 }
@@ -235,6 +236,23 @@ impl Default for SessionStoreConfig {
     }
 }
 
+/// The audit trail's signed checkpoints (architecture.md §Stores, Audit).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Sign a checkpoint after this many new events...
+    pub checkpoint_every: u32,
+    /// ...or this long after the last one when events were added since.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(60) }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -377,6 +395,7 @@ impl Config {
             "limits",
             "trust",
             "services",
+            "audit",
         ];
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
@@ -398,6 +417,7 @@ impl Config {
         section(&figment, "services", &mut config.services, &mut problems);
         section(&figment, "trust", &mut config.trust, &mut problems);
         section(&figment, "push", &mut config.push, &mut problems);
+        section(&figment, "audit", &mut config.audit, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
         }
@@ -504,6 +524,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval < Duration::from_secs(1) {
+            p.push(problem("audit.checkpoint_every", "checkpoint_every ≥ 1 and checkpoint_interval ≥ 1s".into()));
         }
         if self.limits.body_max_bytes < 1024 {
             p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));

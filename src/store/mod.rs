@@ -180,6 +180,8 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<bool, StoreError>;
     /// Every checkpoint, in `seq` order.
     async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
+    /// The checkpoint with the highest `seq`.
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
 }
 
 /// Session-store failures.

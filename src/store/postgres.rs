@@ -273,6 +273,16 @@ impl DurableStore for PostgresStore {
         })
         .await
     }
+
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        self.bounded(async {
+            let row = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(checkpoint_from_row).transpose()
+        })
+        .await
+    }
 }
 
 async fn insert_enrollment(conn: &mut PgConnection, e: &Enrollment) -> Result<(), StoreError> {

@@ -205,6 +205,12 @@ impl DurableStore for SqliteStore {
         let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq").fetch_all(&self.pool).await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
+
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetch_optional(&self.pool).await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
 }
 
 async fn insert_enrollment(conn: &mut SqliteConnection, e: &Enrollment) -> Result<(), StoreError> {
