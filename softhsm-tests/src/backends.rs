@@ -17,6 +17,14 @@ pub fn pg_admin_url() -> String {
     std::env::var("SYMBOLON_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// Address of the test PostgreSQL server (host:port of [`pg_admin_url`]).
+pub fn pg_addr() -> anyhow::Result<std::net::SocketAddr> {
+    let url = pg_admin_url();
+    let host_port = url.rsplit_once('@').map_or(url.as_str(), |(_, h)| h).trim_start_matches("postgres://");
+    use std::net::ToSocketAddrs;
+    host_port.to_socket_addrs()?.next().context("PostgreSQL address does not resolve")
+}
+
 /// URL of the shared test Redis.
 pub fn redis_url() -> String {
     std::env::var("SYMBOLON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -64,6 +72,13 @@ impl PgDatabase {
             "[database]\nurl = \"{}\"\ntls = \"disable\"\nacquire_timeout = \"1s\"\nstatement_timeout = \"2s\"\n",
             self.url()
         )
+    }
+
+    /// `[database]` TOML reaching this database through `127.0.0.1:port` (a [`TcpCut`]).
+    pub fn toml_via(&self, port: u16) -> String {
+        let admin = pg_admin_url();
+        let user = admin.trim_start_matches("postgres://").split_once('@').map_or("postgres", |(u, _)| u).to_string();
+        self.toml().replace(&self.url(), &format!("postgres://{user}@127.0.0.1:{port}/{}", self.name))
     }
 
     /// Runs SQL in this database as the superuser.
@@ -215,5 +230,86 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// A TCP forwarder on a free port to a shared server (PostgreSQL), that a test can
+/// cut and restore: the server looks unreachable to whoever connects through it,
+/// without touching the machine's shared service.
+pub struct TcpCut {
+    pub port: u16,
+    target: std::net::SocketAddr,
+    state: std::sync::Arc<CutState>,
+}
+
+#[derive(Default)]
+struct CutState {
+    open: std::sync::atomic::AtomicBool,
+    conns: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl TcpCut {
+    /// Forwards `127.0.0.1:<free port>` to `target`, open.
+    pub fn start(target: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let state = std::sync::Arc::new(CutState::default());
+        state.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for incoming in listener.incoming() {
+                let Ok(client) = incoming else { continue };
+                if !st.open.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client); // refused while cut
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                if let (Ok(c2), Ok(s2), Ok(mut conns)) = (client.try_clone(), server.try_clone(), st.conns.lock()) {
+                    conns.push(c2);
+                    conns.push(s2);
+                }
+                pipe(client, server);
+            }
+        });
+        Ok(Self { port, target, state })
+    }
+
+    /// Cuts: closes every forwarded connection and refuses new ones.
+    pub fn cut(&self) {
+        self.state.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut conns) = self.state.conns.lock() {
+            for c in conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.state.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The target this forwards to.
+    pub fn target(&self) -> std::net::SocketAddr {
+        self.target
+    }
+}
+
+impl Drop for TcpCut {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
+    let copy = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    };
+    if let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) {
+        copy(a, b2);
+        copy(b, a2);
     }
 }
