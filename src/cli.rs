@@ -193,7 +193,11 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.state_dir)
         .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
     let store = open_durable(&config).await?;
-    store.migrate().await?;
+    // With auto_migrate = false the schema is the owner's business (`symbolon migrate`
+    // as the owner role); the runtime role may not create tables.
+    if config.database.auto_migrate {
+        store.migrate().await?;
+    }
     let mut hsm = config.hsm.clone();
     hsm.workers = 1;
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;

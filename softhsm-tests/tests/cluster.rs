@@ -373,3 +373,69 @@ async fn audit_on_sqlite_and_migrate_as_a_separate_step() {
     }
     assert_eq!(pg.sql("SELECT count(*) FROM _sqlx_migrations").unwrap().trim(), "2");
 }
+
+/// Roles of one test, dropped (after its database) when the test ends.
+struct Roles(Vec<String>);
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            let _ = softhsm_tests::backends::psql("postgres", &format!("DROP ROLE IF EXISTS {r}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_roles_the_runtime_role_cannot_change_the_audit_trail() {
+    let suffix = &symbolon::ids::short_id().to_lowercase().replace(['-', '_'], "")[..8];
+    let (owner, runtime) = (format!("symbolon_owner_{suffix}"), format!("symbolon_rt_{suffix}"));
+    let roles = Roles(vec![owner.clone(), runtime.clone()]);
+    let db = PgDatabase::create().unwrap();
+    softhsm_tests::backends::psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE {owner} LOGIN PASSWORD 'owner-pw'; CREATE ROLE {runtime} LOGIN PASSWORD 'runtime-pw';
+             ALTER DATABASE {} OWNER TO {owner}",
+            db.name
+        ),
+    )
+    .unwrap();
+    let addr = pg_addr().unwrap();
+    let url = |role: &str, pw: &str| format!("postgres://{role}:{pw}@{addr}/{}", db.name);
+    let db_toml = |u: &str| format!("[database]\nurl = \"{u}\"\ntls = \"disable\"\nauto_migrate = false\n");
+
+    // The owner migrates and grants (the documented script).
+    let token = softhsm_tests::TestToken::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = softhsm_tests::write_config(dir.path(), &token, 1, 2, &db_toml(&url(&owner, "owner-pw"))).unwrap();
+    let out = symbolon_cli(&token, &config, &["migrate"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let grants = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/postgres-runtime-role.sql");
+    let out = std::process::Command::new("psql")
+        .arg(url(&owner, "owner-pw"))
+        .args(["-q", "-v", &format!("runtime={runtime}"), "-f", grants])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The runtime role runs the server: keys, enrollment (with its audit event), sign-in.
+    let redis = RedisPrefix::new();
+    let extra = format!("{}\n{}", db_toml(&url(&runtime, "runtime-pw")), redis.toml());
+    let env = SignIn::start_with_token(token, &extra, ServerOptions::default()).await.unwrap();
+    sign_in(&env, &env.server).await;
+
+    // ...and may add to the audit trail, never change it.
+    let as_runtime = |sql: &str| {
+        std::process::Command::new("psql").arg(url(&runtime, "runtime-pw")).args(["-Atqc", sql]).output().unwrap()
+    };
+    let count = as_runtime("SELECT count(*) FROM audit");
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
+    for sql in ["UPDATE audit SET kind = 'x'", "DELETE FROM audit", "TRUNCATE audit", "DELETE FROM audit_checkpoints"] {
+        let out = as_runtime(sql);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("permission denied"), "{sql}: {err}");
+    }
+    drop(env);
+    drop(db);
+    drop(roles);
+}
