@@ -181,30 +181,57 @@ impl ClusterStores {
 /// it loses every key, like a restart of a Redis without AOF/RDB.
 pub struct PrivateRedis {
     pub port: u16,
+    /// TLS only (`cert`, `key`) when set: then the URL is `rediss://localhost:PORT`.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
     pub fn start() -> anyhow::Result<Self> {
-        let mut r = Self { port: free_port()?, child: None };
+        let mut r = Self { port: free_port()?, tls: None, child: None };
+        r.start_again()?;
+        Ok(r)
+    }
+
+    /// A server speaking TLS only, with this certificate chain and key (PEM).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Self> {
+        let mut r = Self { port: free_port()?, tls: Some((cert.to_path_buf(), key.to_path_buf())), child: None };
         r.start_again()?;
         Ok(r)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://localhost:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Starts the server (again) on the same port and waits until it answers.
     pub fn start_again(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server")?;
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no", "--tls-cert-file"])
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting redis-server")?;
         self.child = Some(child);
         let start = Instant::now();
+        if self.tls.is_some() {
+            // No TLS in the harness's own Redis client: wait for the port.
+            while start.elapsed() < Duration::from_secs(10) {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         while start.elapsed() < Duration::from_secs(10) {
             if let Ok(client) = redis::Client::open(self.url().as_str())
                 && let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))

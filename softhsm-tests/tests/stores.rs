@@ -412,3 +412,63 @@ async fn postgres_unreachable_is_unavailable_fast() {
     assert!(matches!(store.active_enrollment("tok-111111").await, Err(StoreError::Unavailable(_))));
     assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("san.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        d,
+        &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "1"]]
+            .concat(),
+    );
+    openssl(d, &[&["req"][..], &ec, &["-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost"]].concat());
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let redis = softhsm_tests::backends::PrivateRedis::start_tls(&d.join("srv.pem"), &d.join("srv.key")).unwrap();
+    let prefix = RedisPrefix::on(&redis.url());
+    // Trusting the private CA: works.
+    let config = SessionStoreConfig { ca_file: Some(d.join("ca.pem")), ..redis_config(&prefix) };
+    let store = RedisSessionStore::open(&config).unwrap();
+    store.ping().await.unwrap();
+    store.put_nonce("tls", Duration::from_secs(10)).await.unwrap();
+    assert!(store.take_nonce("tls").await.unwrap());
+    // With the system roots only, the server is not trusted.
+    let untrusted = RedisSessionStore::open(&redis_config(&prefix)).unwrap();
+    assert!(untrusted.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn postgres_tls_require() {
+    let db = PgDatabase::create().unwrap();
+    let server_ssl = db.sql("SHOW ssl").unwrap().trim() == "on";
+    let config = DatabaseConfig { tls: DatabaseTls::Require, ..db_config() };
+    let store = PostgresStore::open(&db.url(), &config).unwrap();
+    // `require` connects only over TLS: it works exactly when the server offers TLS.
+    assert_eq!(store.ping().await.is_ok(), server_ssl);
+}
