@@ -472,3 +472,36 @@ async fn postgres_tls_require() {
     // `require` connects only over TLS: it works exactly when the server offers TLS.
     assert_eq!(store.ping().await.is_ok(), server_ssl);
 }
+
+/// The ACL of docs/cluster.md: the session store works as a Redis user limited to its
+/// key prefix, its channel and the commands it needs (user and password in the URL).
+#[tokio::test]
+async fn redis_acl_user_from_the_docs() {
+    let redis = softhsm_tests::backends::PrivateRedis::start().unwrap();
+    let client = redis::Client::open(redis.url().as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let acl = "on >acl-pw ~symbolon:* &symbolon:events -@all +@connection +psetex +getdel +pttl +hgetall \
+               +hset +hmget +hincrby +expire +pexpire +ttl +zadd +zrem +zcard +zrange +zrangebyscore \
+               +zremrangebyscore +time +eval +evalsha +script|load +publish +subscribe";
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("symbolon")
+        .arg(acl.split_whitespace().collect::<Vec<_>>())
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://symbolon:acl-pw@127.0.0.1:{}", redis.port);
+    let config = |prefix: &str| SessionStoreConfig {
+        url: url.clone(),
+        key_prefix: prefix.to_string(),
+        timeout: Duration::from_secs(2),
+        ..SessionStoreConfig::default()
+    };
+    let a: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&config("symbolon:")).unwrap());
+    let b: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&config("symbolon:")).unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session_store_contract(a, b).await;
+    // Outside its prefix the user may do nothing.
+    let other = RedisSessionStore::open(&config("other:")).unwrap();
+    assert!(other.put_nonce("x", Duration::from_secs(5)).await.is_err());
+}
