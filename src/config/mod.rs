@@ -455,7 +455,7 @@ impl Config {
         if self.database.acquire_timeout.is_zero() || self.database.statement_timeout.is_zero() {
             p.push(problem("database.acquire_timeout", "acquire_timeout and statement_timeout must be > 0".into()));
         }
-        if !postgres && (self.database.ca_file.is_some() || self.database.password_file.is_some()) {
+        if url.starts_with("sqlite:") && (self.database.ca_file.is_some() || self.database.password_file.is_some()) {
             p.push(problem("database.ca_file", "ca_file and password_file apply to postgres:// only".into()));
         }
         if self.database.ca_file.is_some() && self.database.tls == DatabaseTls::Disable {
@@ -609,6 +609,25 @@ mod tests {
             assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
             Ok(())
         });
+    }
+
+    #[test]
+    fn cluster_store_urls() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        c.database.url = "postgres://symbolon@db:5432/symbolon".into();
+        c.database.tls = DatabaseTls::VerifyFull;
+        c.database.ca_file = Some("/etc/symbolon/db-ca.pem".into());
+        c.session_store.url = "rediss://symbolon@redis:6380/0".into();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        c.database.url = "mysql://x".into();
+        c.session_store.url = "redis://".into();
+        let paths: Vec<String> = c.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["database.url", "session_store.url"]);
+        c.database.url = "sqlite:///tmp/x.db".into();
+        c.session_store.url = "memory://".into();
+        let paths: Vec<String> = c.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["database.ca_file"], "ca_file is for postgres only");
     }
 
     #[test]

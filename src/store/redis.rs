@@ -289,11 +289,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The one subscription of this process to the events channel. Reconnects with
-/// backoff; after each (re)connect every local listener re-reads its session, so an
+/// backoff (also when a heartbeat PING goes unanswered); after each (re)connect every local listener re-reads its session, so an
 /// event published while the subscription was down is not lost.
 async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, timeout: Duration) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    const HEARTBEAT: Duration = Duration::from_secs(5);
     let mut backoff = MIN_BACKOFF;
     loop {
         let connect = async {
@@ -306,10 +307,26 @@ async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, t
                 tracing::info!(channel = %channel, "redis event subscription up");
                 backoff = MIN_BACKOFF;
                 hub.notify_all();
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    if let Ok(id) = msg.get_payload::<String>() {
-                        hub.notify(&id);
+                let (mut sink, mut messages) = pubsub.split();
+                // A PING now and then notices a connection that died without a FIN.
+                let mut heartbeat = tokio::time::interval(HEARTBEAT);
+                heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => match msg {
+                            Some(msg) => {
+                                if let Ok(id) = msg.get_payload::<String>() {
+                                    hub.notify(&id);
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = heartbeat.tick() => {
+                            let ping = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                            if !matches!(ping, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
                     }
                 }
                 tracing::warn!(channel = %channel, "redis event subscription lost; reconnecting");
