@@ -8,7 +8,7 @@ pub mod cli;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,6 +68,8 @@ struct Inner {
     interval: std::time::Duration,
     /// Highest `seq` known to be checkpointed (by any node), 0 before the first look.
     checkpointed: AtomicI64,
+    /// A checkpoint is being signed by this process (one at a time is enough).
+    signing: AtomicBool,
 }
 
 impl std::fmt::Debug for Audit {
@@ -85,6 +87,7 @@ impl Audit {
                 every: i64::from(config.checkpoint_every.max(1)),
                 interval: config.checkpoint_interval,
                 checkpointed: AtomicI64::new(0),
+                signing: AtomicBool::new(false),
             }),
         }
     }
@@ -112,12 +115,14 @@ impl Audit {
     /// To call after an event was appended by the store together with a change (e.g.
     /// `insert_enrollment_audited`): signs a checkpoint when one is due.
     pub fn appended(&self, record: &AuditRecord) {
-        if record.seq - self.inner.checkpointed.load(Ordering::Relaxed) >= self.inner.every {
+        let due = record.seq - self.inner.checkpointed.load(Ordering::Relaxed) >= self.inner.every;
+        if due && !self.inner.signing.swap(true, Ordering::AcqRel) {
             let audit = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = audit.checkpoint(crate::ids::now_unix()).await {
                     tracing::error!(error = %e, "cannot sign an audit checkpoint");
                 }
+                audit.inner.signing.store(false, Ordering::Release);
             });
         }
     }
