@@ -11,9 +11,26 @@ use crate::keys::{KeyPurpose, KeyRing, open_pool};
 use crate::startup::{Application, harden_process};
 use crate::store::open_durable;
 
+/// Files, environment and signals, for `--help` and the man page.
+const OPERATOR_NOTES: &str = "\
+Files:
+  /etc/symbolon/symbolon.toml   configuration (check it with `symbolon config check FILE`)
+  /etc/symbolon/hsm-pin         HSM user PIN, passed to the service as the credential hsm-pin
+  /var/lib/symbolon             state: SQLite database, trust-list cache, SoftHSM2 tokens
+
+Environment:
+  SYMBOLON_CONFIG               configuration file (instead of --config)
+  SYMBOLON_<SECTION>__<KEY>     overrides one configuration value
+  SYMBOLON_LOG                  tracing filter (overrides telemetry.level)
+  CREDENTIALS_DIRECTORY         systemd credentials; the HSM PIN is read from hsm-pin there
+
+Signals (serve):
+  SIGTERM, SIGINT               stop accepting, drain for server.shutdown_grace, exit
+  SIGHUP                        reload (systemctl reload symbolon)";
+
 /// Symbolon: hardware-backed mutual out-of-band authentication server.
 #[derive(Debug, Parser)]
-#[command(name = "symbolon", version, about, long_about = None)]
+#[command(name = "symbolon", version, about, long_about = None, after_long_help = OPERATOR_NOTES)]
 pub struct Cli {
     /// Configuration file (TOML). Environment variables SYMBOLON_<SECTION>__<KEY> override it.
     #[arg(long, global = true, env = "SYMBOLON_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
@@ -24,8 +41,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (public and admin listeners) until SIGTERM.
-    Serve,
+    /// Run the server (public and admin listeners) until SIGTERM; SIGHUP reloads.
+    Serve {
+        /// Run even as root (same as `server.allow_root = true`); meant for containers.
+        #[arg(long)]
+        allow_root: bool,
+    },
     /// Apply database migrations and exit (idempotent).
     Migrate,
     /// Manage keys in the HSM.
@@ -43,6 +64,18 @@ pub enum Command {
     /// The audit trail: verify the hash chain and its signed checkpoints, export events.
     #[command(subcommand)]
     Audit(crate::service::audit::cli::AuditCommand),
+    /// Write the man pages (section 8) into DIR (packaging; hidden).
+    #[command(hide = true)]
+    GenerateMan {
+        /// Output directory.
+        dir: PathBuf,
+    },
+    /// Write bash, zsh and fish completions into DIR (packaging; hidden).
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +145,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Every command may create state (database, token objects): private by default,
+    // also when an operator runs `keys init` by hand rather than under the unit's UMask=.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     match cli.command {
         Command::Config(ConfigCommand::Check { file }) => match Config::check_file(&file) {
             Ok(_) => {
@@ -125,14 +161,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Serve => {
+        Command::Serve { allow_root } => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init(&config.telemetry)?;
-            harden_process(config.server.allow_root)?;
+            harden_process(allow_root || config.server.allow_root)?;
+            let config_path = cli.config;
             runtime()?.block_on(async move {
                 let app = Application::build(config).await?;
-                app.run_until_stopped().await
+                app.with_config_path(config_path).run_until_stopped().await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenerateMan { dir } => {
+            crate::cli_docs::write_man_pages(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenerateCompletions { dir } => {
+            crate::cli_docs::write_completions(&dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

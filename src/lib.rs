@@ -3,14 +3,17 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod cli;
+pub mod cli_docs;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod ids;
 pub mod keys;
 pub mod push;
+pub mod saml;
 pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod trust;
+pub mod web;

@@ -1,6 +1,7 @@
 //! Building the application (stores, HSM, routers) and running it until stopped.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub struct Application {
     state: AppState,
     public: TcpListener,
     admin: TcpListener,
+    /// The configuration file, re-read on SIGHUP.
+    config_path: Option<PathBuf>,
 }
 
 /// Process hardening at start (architecture.md §Process): no core dumps, not
@@ -94,7 +97,13 @@ impl Application {
             tracing::warn!("trust.governance_url is empty: enrollment is disabled until trust lists are configured");
         }
         let state = AppState { inner: services };
-        Ok(Self { state, public, admin })
+        Ok(Self { state, public, admin, config_path: None })
+    }
+
+    /// Names the configuration file that SIGHUP re-reads.
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// The bound public address.
@@ -120,6 +129,8 @@ impl Application {
             tokio::spawn(axum::serve(self.public, public).with_graceful_shutdown(wait(stop_rx.clone())).into_future());
         let admin_task =
             tokio::spawn(axum::serve(self.admin, admin).with_graceful_shutdown(wait(stop_rx.clone())).into_future());
+        // Handlers before READY=1: a SIGTERM or SIGHUP right after it must not kill us.
+        let mut signals = ProcessSignals::install()?;
         notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(
             public = %self.state.config.server.public_listen,
@@ -136,7 +147,15 @@ impl Application {
                 tokio::spawn(async move { services.apply_revocations(crate::ids::now_unix()).await });
             })
         });
-        shutdown_signal().await;
+        while let ProcessSignal::Reload = signals.next().await {
+            let mut reloading = vec![sd_notify::NotifyState::Reloading];
+            if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                reloading.push(now);
+            }
+            notify(&reloading);
+            reload(&self.state, self.config_path.as_deref()).await;
+            notify(&[sd_notify::NotifyState::Ready]);
+        }
         tracing::info!("shutting down");
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
@@ -184,11 +203,7 @@ fn notify(states: &[sd_notify::NotifyState]) {
 
 /// Sends `WATCHDOG=1` at half the systemd watchdog interval while the HSM and store answer.
 fn spawn_watchdog(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return None;
-    }
-    let period = Duration::from_micros(usec / 2);
+    let period = watchdog_interval()? / 2;
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
@@ -203,18 +218,68 @@ fn spawn_watchdog(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// `WATCHDOG_USEC` when the watchdog is meant for this process: like
+/// `sd_watchdog_enabled(3)`, an unset `WATCHDOG_PID` means "this process".
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// What a signal asks of the serving process.
+enum ProcessSignal {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload), registered up front.
+struct ProcessSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl ProcessSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> ProcessSignal {
+        tokio::select! {
+            _ = self.term.recv() => ProcessSignal::Stop,
+            _ = self.int.recv() => ProcessSignal::Stop,
+            _ = self.hup.recv() => ProcessSignal::Reload,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+}
+
+/// SIGHUP: re-reads and validates the configuration file (the running configuration
+/// stays; a restart applies changes) and fetches the trust lists now.
+async fn reload(state: &AppState, path: Option<&Path>) {
+    match path.map(|p| (p, Config::load(Some(p)))) {
+        None => tracing::info!("SIGHUP: no configuration file to re-read"),
+        Some((p, Ok(_))) => tracing::info!(file = %p.display(), "SIGHUP: configuration re-read and valid"),
+        Some((p, Err(problems))) => {
+            for problem in &problems {
+                tracing::error!(file = %p.display(), problem = %problem, "SIGHUP: invalid configuration");
+            }
+        }
+    }
+    if state.trust.config().is_configured() {
+        let now = crate::ids::now_unix();
+        match state.trust.refresh(now).await {
+            Ok(report) => log_refresh(&report),
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: trust refresh failed"),
+        }
+        state.apply_revocations(now).await;
     }
 }

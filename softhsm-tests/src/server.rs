@@ -101,6 +101,8 @@ pub fn symbolon_cli(token: &TestToken, config: &Path, args: &[&str]) -> anyhow::
         .args(args)
         .env("SOFTHSM2_CONF", &token.conf)
         .env_remove("SYMBOLON_HSM_PIN")
+        // SYMBOLON_<SECTION> variables are configuration; this one is only for the harness.
+        .env_remove("SYMBOLON_BIN")
         .output()?)
 }
 
@@ -129,6 +131,7 @@ impl TestServer {
             .arg("serve")
             .env("SOFTHSM2_CONF", &token.conf)
             .env_remove("SYMBOLON_HSM_PIN")
+            .env_remove("SYMBOLON_BIN")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
             .stdout(Stdio::null())
@@ -169,6 +172,11 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("symbolon serve not ready within {within:?}: {}", self.log())
+    }
+
+    /// The server process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The server's log so far.

@@ -47,6 +47,11 @@ impl SignIn {
 
     /// As [`SignIn::start`] with a token prepared by the caller.
     pub async fn start_with_token(token: TestToken, extra: &str, options: ServerOptions) -> anyhow::Result<Self> {
+        Self::start_full(token, extra, options, Push::None).await
+    }
+
+    /// As [`SignIn::start_with_token`], enrolling with the given push registration.
+    pub async fn start_full(token: TestToken, extra: &str, options: ServerOptions, push: Push) -> anyhow::Result<Self> {
         let chain = FixtureChain::new()?;
         let extra_toml =
             format!("{}\n{SERVICE_TOML}\n{RELAXED_LIMITS}\n{extra}\n{}", chain.trust_toml("1h"), options.extra_toml);
@@ -54,7 +59,7 @@ impl SignIn {
         let device_client = DeviceClient::new(&server.public_url)?;
         let device = Device::generate();
         let seal = chain.manifest.seal("valid_full").ok_or_else(|| anyhow::anyhow!("no valid_full seal"))?;
-        device_client.enroll(&device, &seal.vds, Push::None, "test phone").await?;
+        device_client.enroll(&device, &seal.vds, push, "test phone").await?;
         let token_id = seal.tid.clone().unwrap_or_default();
         Ok(Self { token, chain, server, device, device_client, token_id })
     }

@@ -92,6 +92,25 @@ impl TestToken {
         )
     }
 
+    /// A read/write session on this token, logged in as the user, opened through `ctx`
+    /// (for tests that inspect or prepare objects outside the server's pool).
+    pub fn user_session(&self, ctx: &cryptoki::context::Pkcs11) -> anyhow::Result<cryptoki::session::Session> {
+        symbolon::keys::initialize_module(ctx)?;
+        let mut slot = None;
+        for s in ctx.get_slots_with_token()? {
+            if ctx.get_token_info(s)?.label().trim() == self.label {
+                slot = Some(s);
+            }
+        }
+        let session = ctx.open_rw_session(slot.context("token slot")?)?;
+        match session.login(cryptoki::session::UserType::User, Some(&cryptoki::types::AuthPin::from(self.pin.clone())))
+        {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(session)
+    }
+
     /// Points this process's SoftHSM2 at this token's configuration. SoftHSM2 reads
     /// `SOFTHSM2_CONF` once, when the module is first initialized, so one process can
     /// use one token directory: tests run one per process (cargo nextest).

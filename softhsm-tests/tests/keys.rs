@@ -6,7 +6,6 @@ use std::time::Duration;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
 use hmac::{Hmac, Mac};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -14,11 +13,30 @@ use sha2::Sha256;
 use softhsm_tests::TestToken;
 use symbolon::keys::{HsmError, HsmPin, KeyPurpose, SessionPool};
 
-fn pool_for(token: &TestToken, workers: usize, queue: usize) -> SessionPool {
+/// A pool that is shut down when the test ends (SoftHSM2 must not see the process
+/// exit with sessions open on worker threads).
+struct Pool(SessionPool);
+
+impl std::ops::Deref for Pool {
+    type Target = SessionPool;
+    fn deref(&self) -> &SessionPool {
+        &self.0
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+fn pool_for(token: &TestToken, workers: usize, queue: usize) -> Pool {
     token.use_in_process().unwrap();
     let ctx = Pkcs11::new(&token.module).unwrap();
     let pin = HsmPin::resolve(Some(&token.pin_file)).unwrap();
-    SessionPool::start(ctx, Some(token.label.clone()), None, pin, workers, queue, Duration::from_secs(10)).unwrap()
+    Pool(
+        SessionPool::start(ctx, Some(token.label.clone()), None, pin, workers, queue, Duration::from_secs(10)).unwrap(),
+    )
 }
 
 async fn generate(pool: &SessionPool, purpose: KeyPurpose) -> String {
@@ -94,14 +112,7 @@ async fn aes_gcm_round_trip_tamper_and_wrong_aad() {
 }
 
 fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: ObjectClass) {
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token.label)
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
-    let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(token.pin.clone())));
+    let session = token.user_session(ctx).unwrap();
     let handle =
         session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())]).unwrap()[0];
     let attrs = session

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::signature::Verifier;
 use sha2::Sha256;
@@ -132,14 +131,7 @@ async fn imported_key_is_sensitive_and_signs_rs256_in_the_token() {
 
     // The private parts cannot be read back: sensitive, not extractable.
     let ctx = pool.context();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token.label)
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
-    let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(token.pin.clone())));
+    let session = token.user_session(ctx).unwrap();
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),

@@ -5,7 +5,6 @@ use std::process::Command;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
-use cryptoki::session::UserType;
 use softhsm_tests::{ServerOptions, TestServer, TestToken, free_port, symbolon_bin, symbolon_cli, write_config};
 
 fn get(url: &str) -> reqwest::blocking::Response {
@@ -80,15 +79,7 @@ fn serve_refuses_an_extractable_key() {
     let token = TestToken::new().unwrap();
     token.use_in_process().unwrap();
     let ctx = Pkcs11::new(&token.module).unwrap();
-    symbolon::keys::initialize_module(&ctx).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == token.label)
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
-    session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(token.pin.clone()))).unwrap();
+    let session = token.user_session(&ctx).unwrap();
     session
         .generate_key(
             &Mechanism::GenericSecretKeyGen,

@@ -35,6 +35,12 @@ async fn next(ws: &mut Ws) -> Result<Value, Option<u16>> {
     }
 }
 
+/// The polling view of a session.
+async fn poll(env: &SignIn, sid: &str, browser_token: &str) -> Value {
+    let url = format!("{}/v1/auth/sessions/{sid}", env.server.public_url);
+    reqwest::Client::new().get(url).bearer_auth(browser_token).send().await.unwrap().json().await.unwrap()
+}
+
 fn code(err: &ClientError) -> (u16, String) {
     match err {
         ClientError::Problem { status, problem, .. } => (*status, problem.code.clone()),
@@ -117,16 +123,7 @@ async fn happy_path_browser_and_device_see_the_same_otp_and_the_token_verifies()
     assert_eq!(claims["nbf"], claims["iat"]);
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
     // Polling delivers the same token.
-    let polled: Value = reqwest::Client::new()
-        .get(format!("{}/v1/auth/sessions/{sid}", env.server.public_url))
-        .bearer_auth(&bt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(polled, json!({"status": "approved", "id_token": jwt}));
+    assert_eq!(poll(&env, &sid, &bt).await, json!({"status": "approved", "id_token": jwt}));
     // Nothing secret in the log.
     let log = env.server.log();
     for secret in [otp.as_str(), "JANE", "CITIZEN", "PA1234567", bt.as_str(), jwt.as_str()] {
@@ -149,7 +146,7 @@ async fn otp_derivation_matches_an_independent_computation() {
     pool.run(move |s| s.import_secret(symbolon::keys::KeyPurpose::Otp, "symbolon-otp-20260101T000000Z", &k))
         .await
         .unwrap();
-    drop(pool);
+    pool.shutdown();
     let env = SignIn::start_with_token(token, "[auth]\notp_digits = 8\n", ServerOptions::default()).await.unwrap();
     let (_, started, _) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
     let sid = started["session_id"].as_str().unwrap();
@@ -240,16 +237,7 @@ async fn sessions_expire_with_a_short_ttl() {
     assert_eq!(next(&mut ws).await.unwrap_err(), Some(1000));
     let e = env.device_client.verify(&env.device, sid, &otp, Decision::Approve, None).await.unwrap_err();
     assert_eq!(code(&e), (409, "session_closed".into()));
-    let polled: Value = reqwest::Client::new()
-        .get(format!("{}/v1/auth/sessions/{sid}", env.server.public_url))
-        .bearer_auth(bt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(polled, json!({"status": "expired"}));
+    assert_eq!(poll(&env, sid, bt).await, json!({"status": "expired"}));
 }
 
 #[tokio::test]

@@ -85,6 +85,15 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     }
     assert_eq!(won, 1);
 
+    // Single-use values: replaced by a later put, taken once, expiring.
+    a.put_value("v1", "first", Duration::from_secs(60)).await.unwrap();
+    b.put_value("v1", "second", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(b.take_value("v1").await.unwrap().as_deref(), Some("second"));
+    assert_eq!(a.take_value("v1").await.unwrap(), None);
+    a.put_value("v2", "x", Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(b.take_value("v2").await.unwrap(), None);
+
     // Sliding window shared by both nodes.
     for i in 0..3 {
         let s = if i % 2 == 0 { &a } else { &b };

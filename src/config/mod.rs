@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::saml::{SamlConfig, SamlSpConfig};
 use crate::trust::TrustConfig;
 
 /// Default location of the configuration file.
@@ -31,8 +32,29 @@ pub struct Config {
     pub trust: TrustConfig,
     pub push: crate::push::PushConfig,
     pub audit: AuditConfig,
+    /// The SAML 2.0 identity provider (`[saml]`, protocol.md §8).
+    pub saml: SamlConfig,
+    /// The demo relying-party page (`[demo]`).
+    pub demo: DemoConfig,
     /// Relying parties (`[[services]]`).
     pub services: Vec<ServiceConfig>,
+}
+
+/// The demo relying-party page `GET /demo`: enter a token id, see the OTP, see the
+/// identity token after approval. Off by default; meant for trying Symbolon out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve `/demo`.
+    pub enabled: bool,
+    /// The `[[services]]` entry the page signs in to; its allowed scopes are requested.
+    pub service_id: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: false, service_id: "demo".into() }
+    }
 }
 
 /// A relying party.
@@ -49,6 +71,9 @@ pub struct ServiceConfig {
     /// Browser origins allowed to start sessions (`Origin` header), e.g. `https://rp.example`.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The service is also a SAML service provider (`[services.saml]`).
+    #[serde(default)]
+    pub saml: Option<SamlSpConfig>,
 }
 
 /// The scopes of protocol.md §7.3, in table order.
@@ -111,6 +136,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Requests served at once per listener; more are answered `503 overloaded`.
+    pub max_in_flight: usize,
+    /// Send `Strict-Transport-Security` (set when clients reach Symbolon over HTTPS,
+    /// e.g. through a TLS-terminating proxy).
+    pub hsts: bool,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +153,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             allow_root: false,
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight: 4096,
+            hsts: false,
         }
     }
 }
@@ -384,19 +416,30 @@ impl Config {
     /// validates the values themselves.
     fn from_figment(figment: Figment) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let known = [
-            "server",
-            "hsm",
-            "database",
-            "session_store",
-            "telemetry",
-            "device",
-            "auth",
-            "limits",
-            "trust",
-            "services",
-            "audit",
-        ];
+        let mut config = Config::default();
+        // Each section is named once: extracted into its field and listed as known.
+        macro_rules! sections {
+            ($($name:ident),* $(,)?) => {{
+                $( section(&figment, stringify!($name), &mut config.$name, &mut problems); )*
+                [$(stringify!($name)),*]
+            }};
+        }
+        let known = sections!(
+            server,
+            hsm,
+            database,
+            session_store,
+            telemetry,
+            device,
+            auth,
+            limits,
+            trust,
+            push,
+            audit,
+            services,
+            saml,
+            demo
+        );
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
                 for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -405,19 +448,6 @@ impl Config {
             }
             Err(e) => problems.extend(figment_problems(e, "")),
         }
-        let mut config = Config::default();
-        section(&figment, "server", &mut config.server, &mut problems);
-        section(&figment, "hsm", &mut config.hsm, &mut problems);
-        section(&figment, "database", &mut config.database, &mut problems);
-        section(&figment, "session_store", &mut config.session_store, &mut problems);
-        section(&figment, "telemetry", &mut config.telemetry, &mut problems);
-        section(&figment, "device", &mut config.device, &mut problems);
-        section(&figment, "auth", &mut config.auth, &mut problems);
-        section(&figment, "limits", &mut config.limits, &mut problems);
-        section(&figment, "services", &mut config.services, &mut problems);
-        section(&figment, "trust", &mut config.trust, &mut problems);
-        section(&figment, "push", &mut config.push, &mut problems);
-        section(&figment, "audit", &mut config.audit, &mut problems);
         if problems.is_empty() {
             problems.extend(config.validate());
         }
@@ -431,6 +461,9 @@ impl Config {
             p.push(problem("hsm.uri", "required: the PKCS#11 URI of the token".into()));
         } else if let Err(e) = crate::keys::Pkcs11Uri::parse(&self.hsm.uri) {
             p.push(problem("hsm.uri", e.to_string()));
+        }
+        if self.server.max_in_flight == 0 {
+            p.push(problem("server.max_in_flight", "must be at least 1".into()));
         }
         if self.hsm.queue_depth == 0 {
             p.push(problem("hsm.queue_depth", "must be at least 1".into()));
@@ -528,11 +561,88 @@ impl Config {
         if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval < Duration::from_secs(1) {
             p.push(problem("audit.checkpoint_every", "checkpoint_every ≥ 1 and checkpoint_interval ≥ 1s".into()));
         }
+        p.extend(self.validate_saml());
+        if self.demo.enabled {
+            match self.service(&self.demo.service_id) {
+                None => p.push(problem(
+                    "demo.service_id",
+                    format!("names no [[services]] entry (add one with id = {:?})", self.demo.service_id),
+                )),
+                Some(s) if s.saml.is_some() => {
+                    p.push(problem("demo.service_id", "the demo service must not be a SAML service provider".into()))
+                }
+                Some(_) => {}
+            }
+        }
         if self.limits.body_max_bytes < 1024 {
             p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
+        p.extend(self.push.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
+    }
+
+    /// SAML checks: the IdP settings, every `[services.saml]`, entity ids unique.
+    fn validate_saml(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let saml = &self.saml;
+        if saml.assertion_lifetime < Duration::from_secs(10) {
+            p.push(problem("saml.assertion_lifetime", "must be at least 10s".into()));
+        }
+        if saml.request_max_age < Duration::from_secs(10) {
+            p.push(problem("saml.request_max_age", "must be at least 10s".into()));
+        }
+        if saml.certificate_validity < Duration::from_secs(86_400) {
+            p.push(problem("saml.certificate_validity", "must be at least 1 day".into()));
+        }
+        if saml.certificate_subject.chars().count() > 64 {
+            p.push(problem("saml.certificate_subject", "at most 64 characters".into()));
+        }
+        let mut entities = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let Some(sp) = &s.saml else { continue };
+            let at = format!("services[{i}].saml");
+            if let Err(e) = sp.validate() {
+                p.push(problem(&at, e));
+            }
+            if !entities.insert(sp.entity_id.as_str()) {
+                p.push(problem(&format!("{at}.entity_id"), format!("duplicate SP entity id {:?}", sp.entity_id)));
+            }
+            for scope in &sp.default_scopes {
+                if !s.allowed_scopes.contains(scope) {
+                    p.push(problem(
+                        &format!("{at}.default_scopes"),
+                        format!("{scope:?} is not among the service's allowed_scopes"),
+                    ));
+                }
+            }
+        }
+        if saml.enabled && self.services.iter().all(|s| s.saml.is_none()) {
+            p.push(problem("saml.enabled", "no [services.saml] service provider is configured".into()));
+        }
+        p
+    }
+
+    /// The origin of `server.issuer` (`https://idp.example`), where the IdP's own pages
+    /// (SAML sign-in, demo) run.
+    pub fn issuer_origin(&self) -> Option<String> {
+        url::Url::parse(&self.server.issuer)
+            .ok()
+            .map(|u| u.origin())
+            .filter(|o| o.is_tuple())
+            .map(|o| o.ascii_serialization())
+    }
+
+    /// The SAML service providers, in configuration order, with their service ids.
+    pub fn saml_sps(&self) -> impl Iterator<Item = (&ServiceConfig, &SamlSpConfig)> {
+        self.services.iter().filter_map(|s| s.saml.as_ref().map(|sp| (s, sp)))
+    }
+
+    /// Whether the IdP's own pages start sessions for this service: a SAML SP (when
+    /// SAML is enabled) or the demo service (when the demo is enabled). For such a
+    /// service the issuer origin is accepted as an `Origin` besides `allowed_origins`.
+    pub fn served_by_idp_pages(&self, service: &ServiceConfig) -> bool {
+        (self.saml.enabled && service.saml.is_some()) || (self.demo.enabled && service.id == self.demo.service_id)
     }
 
     /// The relying party with this id.
@@ -628,6 +738,87 @@ mod tests {
         c.session_store.url = "memory://".into();
         let paths: Vec<String> = c.validate().into_iter().map(|p| p.path).collect();
         assert_eq!(paths, ["database.ca_file"], "ca_file is for postgres only");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn saml_demo_and_service_provider_sections_load() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                r#"
+[hsm]
+uri = "pkcs11:token=t?module-path=/x.so"
+[saml]
+enabled = true
+request_max_age = "2m"
+[demo]
+enabled = true
+[[services]]
+id = "demo"
+name = "Demo"
+allowed_scopes = ["age"]
+[[services]]
+id = "sp"
+name = "SP"
+allowed_scopes = ["name", "age"]
+[services.saml]
+entity_id = "https://sp.example/md"
+acs_url = "https://sp.example/acs"
+default_scopes = ["name"]
+[services.saml.attribute_names]
+given_name = "urn:oid:2.5.4.42"
+"#,
+            )?;
+            let c = Config::check_file(Path::new("c.toml")).map_err(|p| format!("{p:?}"))?;
+            assert!(c.saml.enabled && c.demo.enabled);
+            assert_eq!(c.saml.request_max_age, Duration::from_secs(120));
+            let sp = c.service("sp").and_then(|s| s.saml.as_ref()).ok_or("no sp")?;
+            assert_eq!(sp.attribute_name(crate::saml::Claim::GivenName).0, "urn:oid:2.5.4.42");
+            assert!(c.served_by_idp_pages(c.service("demo").ok_or("no demo")?));
+            assert_eq!(c.issuer_origin().as_deref(), Some("http://localhost:8080"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn saml_and_demo_problems_name_the_field() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        c.saml.enabled = true;
+        c.demo.enabled = true;
+        c.demo.service_id = "nope".into();
+        let sp = |entity: &str, acs: &str| SamlSpConfig {
+            entity_id: entity.into(),
+            acs_url: acs.into(),
+            slo_url: None,
+            attribute_names: Default::default(),
+            requests_signed: false,
+            certificate_pem: None,
+            sign_response: false,
+            default_scopes: vec!["document".into()],
+        };
+        let service = |id: &str, saml| ServiceConfig {
+            id: id.into(),
+            name: id.into(),
+            allowed_scopes: vec!["name".into()],
+            allowed_origins: vec![],
+            saml,
+        };
+        c.services = vec![
+            service("a", Some(sp("https://sp.example", "not a url"))),
+            service("b", Some(sp("https://sp.example", "https://sp.example/acs"))),
+        ];
+        let problems: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
+        let has = |s: &str| problems.iter().any(|p| p.contains(s));
+        assert!(has("services[0].saml: acs_url"), "{problems:?}");
+        assert!(has("services[1].saml.entity_id: duplicate"), "{problems:?}");
+        assert!(has("services[1].saml.default_scopes: \"document\" is not among"), "{problems:?}");
+        assert!(has("demo.service_id"), "{problems:?}");
+        c.services.clear();
+        c.demo.enabled = false;
+        let problems: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
+        assert!(problems.iter().any(|p| p.starts_with("saml.enabled")), "{problems:?}");
     }
 
     #[test]

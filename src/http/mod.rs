@@ -5,6 +5,7 @@ mod auth;
 mod enroll;
 pub mod extract;
 mod health;
+mod pages;
 mod problem;
 pub mod request_id;
 
@@ -16,6 +17,7 @@ use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::error::{ApiError, ErrorCode};
 use crate::service::Services;
 
 /// Everything a handler may use: the domain services.
@@ -31,9 +33,39 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Requests beyond `server.max_in_flight` are shed at once with `503 overloaded`
+/// rather than queued without bound (protocol.md §9).
+async fn shed(err: tower::BoxError) -> ApiError {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::new(ErrorCode::Overloaded, "the server is at capacity, retry shortly")
+    } else {
+        tracing::error!(error = %err, "middleware error");
+        ApiError::internal()
+    }
+}
+
 fn common_layers(router: Router<AppState>, state: &AppState) -> Router {
-    router
+    let server = &state.config.server;
+    let csp = HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'");
+    let router = router
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(shed))
+                .load_shed()
+                .concurrency_limit(server.max_in_flight),
+        )
         .layer(DefaultBodyLimit::max(state.config.limits.body_max_bytes))
+        // Pages that need more (SAML sign-in, demo) set their own policy with a nonce.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, csp));
+    let router = if server.hsts {
+        router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        ))
+    } else {
+        router
+    };
+    router
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
@@ -55,7 +87,34 @@ pub fn public_router(state: AppState) -> Router {
         .route("/v1/auth/verify", post(auth::verify))
         .route("/jwks", get(auth::jwks))
         .route("/.well-known/jwks.json", get(auth::jwks));
-    common_layers(router.fallback(health::not_found), &state)
+    let router = if state.config.saml.enabled {
+        router
+            .route("/saml/metadata", get(pages::metadata))
+            .route("/saml/sso", get(pages::sso))
+            .route("/saml/slo", get(pages::slo))
+            .route("/saml/complete", post(pages::complete))
+    } else {
+        router
+    };
+    let router = if state.config.demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
+    common_layers(router.fallback(health::not_found), &state).layer(cors(&state))
+}
+
+/// CORS for the relying parties' browser origins (`allowed_origins` of every service).
+fn cors(state: &AppState) -> tower_http::cors::CorsLayer {
+    let origins: Vec<HeaderValue> = state
+        .config
+        .services
+        .iter()
+        .flat_map(|s| s.allowed_origins.iter())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([header::RETRY_AFTER, axum::http::HeaderName::from_static(request_id::REQUEST_ID)])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The admin listener: probes and operations.

@@ -4,6 +4,7 @@
 //! knows nothing of HTTP.
 
 mod catalog;
+mod cert;
 mod envelope;
 mod jwk;
 mod pin;

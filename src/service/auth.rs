@@ -135,14 +135,18 @@ impl Services {
             .ok_or_else(|| ApiError::new(ErrorCode::UnknownService, "service_id names no configured relying party"))
     }
 
-    /// `Origin`, when present, must be one of the service's origins (§12 rule 3).
+    /// `Origin`, when present, must be one of the service's origins (§12 rule 3). For
+    /// a service whose sign-in runs on the IdP's own pages (a SAML SP, the demo), the
+    /// issuer's origin is allowed too: those pages are served from it.
     pub fn check_origin(&self, service: &ServiceConfig, origin: Option<&str>) -> Result<(), ApiError> {
-        match origin {
-            Some(o) if !service.allowed_origins.iter().any(|a| a == o) => {
-                Err(ApiError::new(ErrorCode::OriginNotAllowed, "this origin may not use the service"))
-            }
-            _ => Ok(()),
+        let Some(o) = origin else { return Ok(()) };
+        if service.allowed_origins.iter().any(|a| a == o) {
+            return Ok(());
         }
+        if self.config.served_by_idp_pages(service) && self.config.issuer_origin().as_deref() == Some(o) {
+            return Ok(());
+        }
+        Err(ApiError::new(ErrorCode::OriginNotAllowed, "this origin may not use the service"))
     }
 
     async fn check_lockout(&self, token_id: &str) -> Result<(), ApiError> {

@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod idtoken;
 pub mod jws;
 pub mod otp;
+pub mod saml;
 
 use std::sync::Arc;
 

@@ -15,6 +15,7 @@ const SWEEP_EVERY: u64 = 1024;
 #[derive(Debug, Default)]
 struct Inner {
     nonces: HashMap<String, Instant>,
+    values: HashMap<String, (String, Instant)>,
     windows: HashMap<String, (Duration, VecDeque<Instant>)>,
     weighted: HashMap<String, (Duration, VecDeque<(Instant, u32)>)>,
     locks: HashMap<String, Instant>,
@@ -32,6 +33,7 @@ impl Inner {
             return;
         }
         self.nonces.retain(|_, exp| *exp > now);
+        self.values.retain(|_, (_, exp)| *exp > now);
         self.windows.retain(|_, (window, hits)| hits.back().is_some_and(|last| now.duration_since(*last) < *window));
         self.weighted
             .retain(|_, (window, hits)| hits.back().is_some_and(|(last, _)| now.duration_since(*last) < *window));
@@ -93,6 +95,20 @@ impl SessionStore for MemorySessionStore {
         let now = Instant::now();
         let mut inner = self.guard()?;
         Ok(inner.nonces.remove(nonce).is_some_and(|exp| exp > now))
+    }
+
+    async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SessionStoreError> {
+        let now = Instant::now();
+        let mut inner = self.guard()?;
+        inner.sweep(now);
+        inner.values.insert(key.to_string(), (value.to_string(), now + ttl));
+        Ok(())
+    }
+
+    async fn take_value(&self, key: &str) -> Result<Option<String>, SessionStoreError> {
+        let now = Instant::now();
+        let mut inner = self.guard()?;
+        Ok(inner.values.remove(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v))
     }
 
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError> {
@@ -245,6 +261,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(!s.take_nonce("b").await.unwrap());
         assert!(!s.take_nonce("never").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn values_are_taken_once() {
+        let s = MemorySessionStore::new();
+        s.put_value("k", "v", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(s.take_value("k").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(s.take_value("k").await.unwrap(), None);
+        s.put_value("short", "v", Duration::from_millis(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(s.take_value("short").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -296,6 +296,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn put_nonce(&self, nonce: &str, ttl: Duration) -> Result<(), SessionStoreError>;
     /// Consumes a nonce: `true` exactly once while it lives.
     async fn take_nonce(&self, nonce: &str) -> Result<bool, SessionStoreError>;
+    /// Stores a small value under `key` for `ttl`, replacing any previous one.
+    async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SessionStoreError>;
+    /// Removes and returns the value of `key` while it lives: a value is taken at most
+    /// once (single-use context, e.g. a pending SAML sign-in).
+    async fn take_value(&self, key: &str) -> Result<Option<String>, SessionStoreError>;
     /// Sliding-window counter: records one hit for `key` and tells whether the window
     /// (`limit` hits per `window`) still allows it; when not, how long until it does.
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError>;

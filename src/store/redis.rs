@@ -5,7 +5,8 @@
 //!   and the fields that change (`status`, `failures`, `ended_at`, `id_token`); it
 //!   expires when the session stops being readable.
 //! - `P tp:<token id>`: sorted set of the token's pending session ids, scored by `expires_at`.
-//! - `P n:<nonce>`, `P l:<key>`: nonces and locks, plain TTL keys.
+//! - `P n:<nonce>`, `P l:<key>`, `P v:<key>`: nonces, locks and single-use values,
+//!   plain TTL keys.
 //! - `P w:<key>`, `P u:<key>`: sliding windows, sorted sets scored by Redis time in ms.
 //!
 //! Every state change is one Lua script, so no read-modify-write race exists between
@@ -458,6 +459,19 @@ impl SessionStore for RedisSessionStore {
         let key = self.key("n", nonce);
         let taken: Option<String> = self.bounded(async move { conn.get_del(key).await }).await?;
         Ok(taken.is_some())
+    }
+
+    async fn put_value(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SessionStoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key("v", key);
+        let value = value.to_string();
+        self.bounded(async move { conn.pset_ex::<_, _, ()>(key, value, millis(ttl)).await }).await
+    }
+
+    async fn take_value(&self, key: &str) -> Result<Option<String>, SessionStoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key("v", key);
+        self.bounded(async move { conn.get_del(key).await }).await
     }
 
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError> {

@@ -178,5 +178,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("worst pool/raw ratio: {:.0}% (target ≥ 90%)", worst * 100.0);
+    for (_, pool) in &pools {
+        pool.shutdown();
+    }
     Ok(())
 }

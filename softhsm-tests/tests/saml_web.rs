@@ -1,0 +1,760 @@
+//! The SAML IdP over HTTP (protocol.md §8) with the real server, SoftHSM2 and the
+//! reference device: SP-initiated sign-in through the sign-in page and the completion
+//! step, the produced Response checked by xmlsec1 and a pysaml2 SP, every bad request
+//! answered by an error page, SLO, and headless Chromium walking the page to an ACS.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::Value;
+use softhsm_tests::device::Decision;
+use softhsm_tests::python::{python_or_skip, target_dir};
+use softhsm_tests::signin::SignIn;
+use softhsm_tests::{ServerOptions, free_port};
+use symbolon::saml::redirect::{encode_query, inflate};
+use symbolon::saml::saml_time;
+
+const SP_ENTITY: &str = "https://sp.example/saml2/metadata";
+const SP_SLO: &str = "https://sp.example/saml2/slo";
+const SIGNED_SP_ENTITY: &str = "https://signed-sp.example/metadata";
+const SCOPES: [&str; 3] = ["name", "age", "nationality"];
+const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+
+/// The server with two SAML SPs (one that must sign its requests) and the demo.
+struct Env {
+    env: SignIn,
+    acs: String,
+    dir: tempfile::TempDir,
+    sp_key: PathBuf,
+}
+
+fn sh(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+async fn start(acs_port: u16) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let sp_key = dir.path().join("sp-key.pem");
+    let sp_cert = dir.path().join("sp-cert.pem");
+    let (ok, text) = sh(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=signed-sp.example", "-keyout"])
+        .arg(&sp_key)
+        .arg("-out")
+        .arg(&sp_cert));
+    assert!(ok, "{text}");
+    let acs = format!("http://127.0.0.1:{acs_port}/saml2/acs");
+    let toml = format!(
+        r#"
+[saml]
+enabled = true
+
+[demo]
+enabled = true
+
+[[services]]
+id = "demo"
+name = "Symbolon Demo"
+allowed_scopes = ["name", "age"]
+
+[[services]]
+id = "sp1"
+name = "Example SP"
+allowed_scopes = ["name", "age", "nationality"]
+[services.saml]
+entity_id = "{SP_ENTITY}"
+acs_url = "{acs}"
+slo_url = "{SP_SLO}"
+default_scopes = ["name", "age", "nationality"]
+[services.saml.attribute_names]
+given_name = "urn:oid:2.5.4.42"
+
+[[services]]
+id = "sp2"
+name = "Signed SP"
+allowed_scopes = ["age"]
+[services.saml]
+entity_id = "{SIGNED_SP_ENTITY}"
+acs_url = "https://signed-sp.example/acs"
+requests_signed = true
+certificate_pem = "{cert}"
+default_scopes = ["age"]
+"#,
+        cert = sp_cert.display()
+    );
+    let env = SignIn::start(&toml, ServerOptions::default()).await.unwrap();
+    Env { env, acs, dir, sp_key }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+impl Env {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.env.server.public_url)
+    }
+
+    fn authn_request(&self, id: &str, issuer: &str, acs: Option<&str>, instant: i64, extra_attrs: &str) -> String {
+        let acs = acs.map(|a| format!(r#" AssertionConsumerServiceURL="{a}""#)).unwrap_or_default();
+        format!(
+            r#"<samlp:AuthnRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="{id}" Version="2.0" IssueInstant="{t}" Destination="{dest}"{acs} ProtocolBinding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"{extra_attrs}><saml:Issuer>{issuer}</saml:Issuer><samlp:NameIDPolicy Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent" AllowCreate="true"/></samlp:AuthnRequest>"#,
+            t = saml_time(instant),
+            dest = self.url("/saml/sso"),
+        )
+    }
+
+    fn good_request(&self, id: &str) -> String {
+        self.authn_request(id, SP_ENTITY, Some(&self.acs), now(), "")
+    }
+
+    fn sso_url(&self, xml: &str, relay: Option<&str>) -> String {
+        format!("{}?{}", self.url("/saml/sso"), encode_query("SAMLRequest", xml, relay, None, |_| Vec::new()))
+    }
+
+    /// A query signed by the signed SP's key (openssl, DER ECDSA) or by `key`.
+    fn signed_query(&self, xml: &str, key: &Path) -> String {
+        let dir = self.dir.path().to_path_buf();
+        encode_query(
+            "SAMLRequest",
+            xml,
+            Some("rs"),
+            Some("http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"),
+            |octets| {
+                let input = dir.join("octets");
+                std::fs::write(&input, octets).unwrap();
+                let out = Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(key).arg(&input).output();
+                out.unwrap().stdout
+            },
+        )
+    }
+
+    async fn get(&self, url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = client().get(url).send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().await.unwrap())
+    }
+
+    async fn metadata_cert_pem(&self) -> (String, String) {
+        let (status, headers, md) = self.get(&self.url("/saml/metadata")).await;
+        assert_eq!(status, 200, "{md}");
+        assert_eq!(headers["content-type"], "application/samlmetadata+xml");
+        let b64 = between(&md, "<ds:X509Certificate>", "</ds:X509Certificate>").unwrap();
+        let der = STANDARD.decode(b64).unwrap();
+        (md, der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &der).unwrap())
+    }
+
+    /// SSO page → initiate from the issuer origin → the device approves → completion.
+    /// Returns the completion page and the session's identity-token claims.
+    async fn sign_in(&self, sso: &str) -> (u16, reqwest::header::HeaderMap, String, Value) {
+        let (status, _, page) = self.get(sso).await;
+        assert_eq!(status, 200, "{page}");
+        let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+        let (sid, bt, claims) = self.approved_session().await;
+        let r = client()
+            .post(self.url("/saml/complete"))
+            .form(&[("context", context.as_str()), ("session_id", &sid), ("browser_token", &bt)])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().await.unwrap(), claims)
+    }
+
+    /// A session for sp1 started as the sign-in page does, approved by the device.
+    async fn approved_session(&self) -> (String, String, Value) {
+        let r = client()
+            .post(self.url("/v1/auth/initiate"))
+            .header("Origin", &self.env.server.public_url)
+            .json(&serde_json::json!({"token_id": self.env.token_id, "service_id": "sp1", "scopes": SCOPES}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "initiate from the issuer origin");
+        let started: Value = r.json().await.unwrap();
+        let sid = started["session_id"].as_str().unwrap().to_string();
+        let bt = started["browser_token"].as_str().unwrap().to_string();
+        let pending = self.env.device_client.pending(&self.env.device).await.unwrap();
+        let entry = pending.sessions.iter().find(|s| s.session_id == sid).unwrap();
+        let scopes = SCOPES.iter().map(|s| s.to_string()).collect();
+        self.env
+            .device_client
+            .verify(&self.env.device, &sid, &entry.otp, Decision::Approve, Some(scopes))
+            .await
+            .unwrap();
+        let polled: Value = client()
+            .get(self.url(&format!("/v1/auth/sessions/{sid}")))
+            .bearer_auth(&bt)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(polled["status"], "approved");
+        let jwt = polled["id_token"].as_str().unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        (sid, bt, claims)
+    }
+
+    /// Asserts an error page: HTML, the status, no SAMLResponse anywhere, the reason logged.
+    async fn assert_error_page(&self, url: &str, status: u16, log_reason: &str) {
+        let (got, headers, body) = self.get(url).await;
+        assert_error_body(got, &headers, &body, status);
+        self.assert_logged(log_reason).await;
+    }
+
+    async fn assert_logged(&self, needle: &str) {
+        for _ in 0..50 {
+            if self.env.server.log().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{needle:?} not in the server log:\n{}", self.env.server.log());
+    }
+}
+
+fn assert_error_body(got: u16, headers: &reqwest::header::HeaderMap, body: &str, status: u16) {
+    assert_eq!(got, status, "{body}");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"), "{headers:?}");
+    assert!(headers.contains_key("content-security-policy"));
+    assert!(!body.contains("SAMLResponse") && !body.contains("<script"), "{body}");
+    assert!(body.contains("role=\"alert\""), "{body}");
+}
+
+fn now() -> i64 {
+    symbolon::ids::now_unix()
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)? + i;
+    Some(&s[i..j])
+}
+
+fn attr_value(html: &str, prefix: &str) -> Option<String> {
+    between(html, prefix, "\"").map(|v| v.replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&"))
+}
+
+fn xmlsec_verify(dir: &Path, cert_pem: &str, xml: &str) -> (bool, String) {
+    let cert = dir.join("idp-cert.pem");
+    std::fs::write(&cert, cert_pem).unwrap();
+    let doc = dir.join("response.xml");
+    std::fs::write(&doc, xml).unwrap();
+    sh(Command::new("xmlsec1")
+        .args(["--verify", "--pubkey-cert-pem"])
+        .arg(&cert)
+        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"])
+        .arg(&doc))
+}
+
+/// xmlsec1 and (when available) pysaml2 accept `xml`, reject a tampered copy; the
+/// protocol fields are those of Profiles §4.1.4.2.
+fn check_response(e: &Env, md: &str, cert_pem: &str, xml: &str, request_id: &str, claims: &Value) {
+    let dir = e.dir.path();
+    let (ok, text) = xmlsec_verify(dir, cert_pem, xml);
+    assert!(ok && text.contains("OK"), "xmlsec1 rejected the Response:\n{text}\n{xml}");
+    let tampered = xml.replacen(&format!(">{}<", e.env.token_id), ">someone-else<", 1);
+    assert_ne!(tampered, xml);
+    let (ok, text) = xmlsec_verify(dir, cert_pem, &tampered);
+    assert!(!ok, "tampered Response verified: {text}");
+    assert!(xml.contains(&format!("InResponseTo=\"{request_id}\"")), "{xml}");
+    assert!(xml.contains(&format!("Recipient=\"{}\"", e.acs)), "{xml}");
+    assert!(xml.contains(&format!("Destination=\"{}\"", e.acs)), "{xml}");
+    assert!(xml.contains(&format!("<saml:Audience>{SP_ENTITY}</saml:Audience>")), "{xml}");
+    let Some(py) = python_or_skip(&["saml2"], "pysaml2 SP") else { return };
+    std::fs::write(dir.join("idp.xml"), md).unwrap();
+    std::fs::write(dir.join("good.xml"), xml).unwrap();
+    std::fs::write(dir.join("bad.xml"), &tampered).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/saml_sp_check.py");
+    let given = claims["given_name"].as_str().unwrap();
+    let nationality = claims["nationality"].as_str().unwrap();
+    let age18 = claims["age_over_18"].as_bool().unwrap();
+    let (ok, text) = sh(Command::new(py)
+        .arg(script)
+        .arg(dir.join("idp.xml"))
+        .arg(dir.join("good.xml"))
+        .arg(dir.join("bad.xml"))
+        .arg(dir)
+        .args(["--sp-entity", SP_ENTITY, "--acs", &e.acs, "--request-id", request_id])
+        .args(["--idp-entity", &format!("{}/saml/metadata", e.env.server.public_url)])
+        .args(["--expect-name-id", &e.env.token_id])
+        .args(["--expect", &format!("givenName={given}")])
+        .args(["--expect", &format!("nationality={nationality}")])
+        .args(["--expect", &format!("age_over_18={age18}")]));
+    eprintln!("pysaml2:\n{text}");
+    assert!(ok, "pysaml2 did not accept the Response / reject the tampered one:\n{text}");
+}
+
+fn saml_response_of(page: &str) -> String {
+    let b64 = attr_value(page, "name=\"SAMLResponse\" value=\"").unwrap();
+    String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap()
+}
+
+// ------------------------------------------------------------------ the page
+
+#[tokio::test]
+async fn sso_page_has_a_nonce_csp_and_no_inline_handlers() {
+    let e = start(free_port().unwrap()).await;
+    let (status, headers, page) = e.get(&e.sso_url(&e.good_request("_page1"), Some("rs1"))).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    let nonce = between(csp, "script-src 'nonce-", "'").unwrap();
+    assert!(nonce.len() >= 22, "{csp}");
+    for directive in [
+        "default-src 'none'",
+        &format!("style-src 'nonce-{nonce}'"),
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    let ws_self = e.env.server.public_url.replace("http://", "ws://");
+    assert!(csp.contains(&format!("connect-src 'self' {ws_self}")), "{csp}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    for tag in ["<script", "<style"] {
+        let n = page.matches(tag).count();
+        assert!(n >= 1);
+        assert_eq!(page.matches(&format!("{tag} nonce=\"{nonce}\"")).count(), n, "every {tag} has the nonce");
+    }
+    let lower = page.to_lowercase();
+    for handler in [" onclick=", " onload=", " onsubmit=", " onerror=", "javascript:", "<link", "src=\"http"] {
+        assert!(!lower.contains(handler), "{handler} in the page");
+    }
+    assert!(page.contains("<label for=\"token-id\">"), "labelled input");
+    assert!(page.contains("aria-live=\"polite\""), "live status");
+    assert!(page.contains("Example SP"));
+    // A second page gets a new nonce.
+    let (_, headers2, _) = e.get(&e.sso_url(&e.good_request("_page2"), None)).await;
+    assert_ne!(headers2["content-security-policy"], headers["content-security-policy"]);
+}
+
+// ------------------------------------------------------------------ the flow over HTTP
+
+#[tokio::test]
+async fn sso_round_trip_over_http_gives_a_response_xmlsec1_and_pysaml2_accept() {
+    let e = start(free_port().unwrap()).await;
+    let (md, cert_pem) = e.metadata_cert_pem().await;
+    assert!(md.contains(&format!("entityID=\"{}/saml/metadata\"", e.env.server.public_url)));
+    let (status, headers, page, claims) = e.sign_in(&e.sso_url(&e.good_request("_flow1"), Some("relay-42"))).await;
+    assert_eq!(status, 200, "{page}");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action http://127.0.0.1:{};",
+            e.acs.split(':').nth(2).unwrap().split('/').next().unwrap()
+        )),
+        "{csp}"
+    );
+    assert!(page.contains(&format!("action=\"{}\"", e.acs)), "{page}");
+    assert!(page.contains("name=\"RelayState\" value=\"relay-42\""), "{page}");
+    assert!(page.contains("<noscript>") && page.contains("<button type=\"submit\">"), "no-script button");
+    let nonce = between(csp, "script-src 'nonce-", "'").unwrap();
+    assert!(page.contains(&format!("<script nonce=\"{nonce}\">")));
+    let xml = saml_response_of(&page);
+    check_response(&e, &md, &cert_pem, &xml, "_flow1", &claims);
+    e.assert_logged("SAML response issued").await;
+}
+
+#[tokio::test]
+async fn completion_is_single_use_and_needs_an_approved_session_of_the_sp() {
+    let e = start(free_port().unwrap()).await;
+    let (_, _, page) = e.get(&e.sso_url(&e.good_request("_once"), None)).await;
+    let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+    let complete = |ctx: String, sid: String, bt: String| {
+        let url = e.url("/saml/complete");
+        async move {
+            let r = client()
+                .post(url)
+                .form(&[("context", ctx), ("session_id", sid), ("browser_token", bt)])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            (status, headers, r.text().await.unwrap())
+        }
+    };
+    // A pending session: not approved.
+    let (_, started, _) = e.env.initiate(&e.env.token_id, "sp1", &["age"]).await.unwrap();
+    let (psid, pbt) = (started["session_id"].as_str().unwrap(), started["browser_token"].as_str().unwrap());
+    let (s, h, b) = complete(context.clone(), psid.into(), pbt.into()).await;
+    assert_error_body(s, &h, &b, 409);
+    // An approved session of another service (rp1 from the harness, Origin-less).
+    let (_, other, _) = e.env.initiate(&e.env.token_id, "rp1", &[]).await.unwrap();
+    let osid = other["session_id"].as_str().unwrap().to_string();
+    let obt = other["browser_token"].as_str().unwrap().to_string();
+    let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
+    let otp = pending.sessions.iter().find(|p| p.session_id == osid).unwrap().otp.clone();
+    e.env.device_client.verify(&e.env.device, &osid, &otp, Decision::Approve, Some(vec![])).await.unwrap();
+    let (s, h, b) = complete(context.clone(), osid.clone(), obt.clone()).await;
+    assert_error_body(s, &h, &b, 400);
+    e.assert_logged("another service").await;
+    // The context was consumed by that attempt; a fresh page and a good session work once.
+    let (_, _, page) = e.get(&e.sso_url(&e.good_request("_once2"), None)).await;
+    let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+    let (sid, bt, _) = e.approved_session().await;
+    let (s, h, b) = complete(context.clone(), sid.clone(), "wrong-token".into()).await;
+    assert_error_body(s, &h, &b, 409);
+    let (s, _, b) = complete(context.clone(), sid.clone(), bt.clone()).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("SAMLResponse"));
+    let (s, h, b) = complete(context.clone(), sid.clone(), bt.clone()).await;
+    assert_error_body(s, &h, &b, 409);
+    // The same approved session with a new page: the session was used already.
+    let (_, _, page) = e.get(&e.sso_url(&e.good_request("_once3"), None)).await;
+    let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+    let (s, h, b) = complete(context, sid, bt).await;
+    assert_error_body(s, &h, &b, 409);
+    e.assert_logged("already produced a SAML response").await;
+    // A malformed form.
+    let r = client()
+        .post(e.url("/saml/complete"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("context=a&context=b&session_id=x&browser_token=y")
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_error_body(s, &h, &r.text().await.unwrap(), 400);
+}
+
+// ------------------------------------------------------------------ bad input
+
+#[tokio::test]
+async fn every_bad_request_gets_the_error_page_and_no_response() {
+    let e = start(free_port().unwrap()).await;
+    let sso = e.url("/saml/sso");
+    // Unknown SP.
+    let xml = e.authn_request("_u1", "https://unknown.example", None, now(), "");
+    e.assert_error_page(&e.sso_url(&xml, None), 400, "unknown service provider").await;
+    // ACS that is not the registered one.
+    let xml = e.authn_request("_a1", SP_ENTITY, Some("https://evil.example/acs"), now(), "");
+    e.assert_error_page(&e.sso_url(&xml, None), 400, "is not the registered one").await;
+    // Malformed: no parameter, bad base64, bad DEFLATE, not XML, wrong root.
+    e.assert_error_page(&sso, 400, "missing parameter SAMLRequest").await;
+    e.assert_error_page(&format!("{sso}?SAMLRequest=%%%25%21"), 400, "bad base64").await;
+    e.assert_error_page(&format!("{sso}?SAMLRequest=bm90LWRlZmxhdGU%3D"), 400, "bad DEFLATE data").await;
+    e.assert_error_page(&e.sso_url("<not-xml", None), 400, "malformed XML").await;
+    e.assert_error_page(&e.sso_url("<a xmlns=\"urn:x\"/>", None), 400, "expected samlp:AuthnRequest").await;
+    // A document type declaration (entity tricks) is refused by the parser.
+    let dtd = format!("<!DOCTYPE x [<!ENTITY e \"boom\">]>{}", e.good_request("_dtd"));
+    e.assert_error_page(&e.sso_url(&dtd, None), 400, "malformed XML").await;
+    // Oversized after inflating (a small deflate of a large document).
+    let big = e.good_request("_big").replace("<saml:Issuer>", &format!("<!--{}--><saml:Issuer>", " ".repeat(200_000)));
+    e.assert_error_page(&e.sso_url(&big, None), 400, "inflated message exceeds").await;
+    // Stale and future IssueInstant.
+    let xml = e.authn_request("_s1", SP_ENTITY, Some(&e.acs), now() - 3600, "");
+    e.assert_error_page(&e.sso_url(&xml, None), 400, "request is expired").await;
+    let xml = e.authn_request("_s2", SP_ENTITY, Some(&e.acs), now() + 3600, "");
+    e.assert_error_page(&e.sso_url(&xml, None), 400, "request is expired").await;
+    // Replayed request ID.
+    let url = e.sso_url(&e.good_request("_replay"), None);
+    let (status, _, _) = e.get(&url).await;
+    assert_eq!(status, 200);
+    e.assert_error_page(&url, 400, "was already used (replay)").await;
+    // IsPassive cannot be served.
+    let xml = e.authn_request("_p1", SP_ENTITY, Some(&e.acs), now(), " IsPassive=\"true\"");
+    e.assert_error_page(&e.sso_url(&xml, None), 400, "IsPassive").await;
+    // Signed SP: unsigned, signed by another key, signed right.
+    let signed_dest = |id: &str| e.authn_request(id, SIGNED_SP_ENTITY, None, now(), "");
+    e.assert_error_page(&e.sso_url(&signed_dest("_g1"), None), 400, "this one is unsigned").await;
+    let other_key = e.dir.path().join("other.pem");
+    let (ok, text) = sh(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(&other_key));
+    assert!(ok, "{text}");
+    let q = e.signed_query(&signed_dest("_g2"), &other_key);
+    e.assert_error_page(&format!("{sso}?{q}"), 400, "signature does not verify").await;
+    // Tampered after signing: the signature no longer covers the query.
+    let q = e.signed_query(&signed_dest("_g3"), &e.sp_key).replace("RelayState=rs", "RelayState=rX");
+    e.assert_error_page(&format!("{sso}?{q}"), 400, "signature does not verify").await;
+    let q = e.signed_query(&signed_dest("_g4"), &e.sp_key);
+    let (status, _, page) = e.get(&format!("{sso}?{q}")).await;
+    assert_eq!(status, 200, "a correctly signed request is served: {page}");
+    assert!(page.contains("Signed SP"));
+    // The server is still fine.
+    let (status, _, _) = e.get(&e.url("/health")).await;
+    assert_eq!(status, 200);
+}
+
+// ------------------------------------------------------------------ SLO
+
+#[tokio::test]
+async fn slo_round_trip_answers_a_signed_logout_response() {
+    let e = start(free_port().unwrap()).await;
+    let (_, cert_pem) = e.metadata_cert_pem().await;
+    let xml = format!(
+        r#"<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="_lo1" Version="2.0" IssueInstant="{t}" Destination="{d}"><saml:Issuer>{SP_ENTITY}</saml:Issuer><saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent">{tid}</saml:NameID><samlp:SessionIndex>abc</samlp:SessionIndex></samlp:LogoutRequest>"#,
+        t = saml_time(now()),
+        d = e.url("/saml/slo"),
+        tid = e.env.token_id,
+    );
+    let url = format!("{}?{}", e.url("/saml/slo"), encode_query("SAMLRequest", &xml, Some("back"), None, |_| vec![]));
+    let (status, headers, body) = e.get(&url).await;
+    assert_eq!(status, 303, "{body}");
+    let location = headers["location"].to_str().unwrap();
+    let query = location.strip_prefix(&format!("{SP_SLO}?")).unwrap_or_else(|| panic!("{location}"));
+    // Verify the query signature independently: raw r||s ECDSA P-256 over the octets.
+    let (signed, sig) = query.rsplit_once("&Signature=").unwrap();
+    let sig = STANDARD.decode(percent_encoding::percent_decode_str(sig).decode_utf8().unwrap().as_ref()).unwrap();
+    assert!(
+        signed.contains("&RelayState=back&SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23ecdsa-sha256")
+    );
+    use der::DecodePem;
+    let cert = x509_cert::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
+    let point = cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes();
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).unwrap();
+    use p256::ecdsa::signature::Verifier;
+    key.verify(signed.as_bytes(), &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+        .expect("LogoutResponse signature");
+    let msg = signed.split('&').next().unwrap().strip_prefix("SAMLResponse=").unwrap();
+    let deflated = STANDARD.decode(percent_encoding::percent_decode_str(msg).decode_utf8().unwrap().as_ref()).unwrap();
+    let response = String::from_utf8(inflate(&deflated, 65536).unwrap()).unwrap();
+    assert!(response.contains("InResponseTo=\"_lo1\""), "{response}");
+    assert!(response.contains(&format!("Destination=\"{SP_SLO}\"")), "{response}");
+    assert!(response.contains("urn:oasis:names:tc:SAML:2.0:status:Success"), "{response}");
+    // Replay, and an SP without slo_url, get the error page.
+    e.assert_error_page(&url, 400, "was already used (replay)").await;
+    let xml2 = xml.replace("_lo1", "_lo2").replace(SP_ENTITY, SIGNED_SP_ENTITY);
+    let q = e.signed_query(&xml2.replace("<samlp:SessionIndex>abc</samlp:SessionIndex>", ""), &e.sp_key);
+    e.assert_error_page(&format!("{}?{q}", e.url("/saml/slo")), 400, "no slo_url configured").await;
+}
+
+// ------------------------------------------------------------------ Chromium
+
+struct Browser {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Browser {
+    fn start(py: &Path, args: &[&str]) -> Browser {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/browser_signin.py");
+        let mut child =
+            Command::new(py).arg(script).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Browser { child, lines }
+    }
+
+    /// The OTP the page shows (blocking read of the script's "OTP <code>" line).
+    fn otp(&mut self) -> String {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            eprintln!("browser: {line}");
+            if let Some(otp) = line.strip_prefix("OTP ") {
+                return otp.trim().to_string();
+            }
+        }
+        panic!("the browser script ended without showing an OTP");
+    }
+
+    fn finish(mut self) {
+        for line in self.lines.by_ref() {
+            eprintln!("browser: {}", line.unwrap());
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "browser script failed: {status}");
+    }
+}
+
+fn browser_python() -> Option<PathBuf> {
+    let py = python_or_skip(&["selenium", "saml2"], "headless Chromium")?;
+    for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        if !Path::new(bin).exists() {
+            if std::env::var_os("SYMBOLON_REQUIRE_INTEROP").is_some() {
+                panic!("{bin} missing (scripts/install-deps --with-test-deps)");
+            }
+            eprintln!("SKIP: {bin} missing (scripts/install-deps --with-test-deps)");
+            return None;
+        }
+    }
+    Some(py)
+}
+
+async fn approve_shown_otp(e: &Env, otp: &str, scopes: Vec<String>) {
+    let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
+    let entry = pending.sessions.iter().find(|s| s.otp == otp).expect("the device sees the code the page shows");
+    e.env.device_client.verify(&e.env.device, &entry.session_id, otp, Decision::Approve, Some(scopes)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_walks_the_sign_in_page_to_the_sp_acs() {
+    let Some(py) = browser_python() else { return };
+    let acs_port = free_port().unwrap();
+    let e = start(acs_port).await;
+    let (md, cert_pem) = e.metadata_cert_pem().await;
+    let shots = target_dir().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("signin-otp.png");
+    let out = e.dir.path().join("acs.json");
+    let sso = e.sso_url(&e.good_request("_chromium1"), Some("after-login"));
+    let port = acs_port.to_string();
+    let mut browser = Browser::start(
+        &py,
+        &[
+            "saml",
+            "--url",
+            &sso,
+            "--token-id",
+            &e.env.token_id,
+            "--acs-port",
+            &port,
+            "--out",
+            out.to_str().unwrap(),
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ],
+    );
+    let otp = tokio::task::block_in_place(|| browser.otp());
+    approve_shown_otp(&e, &otp, SCOPES.iter().map(|s| s.to_string()).collect()).await;
+    tokio::task::block_in_place(|| browser.finish());
+    let posted: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(posted["_path"], "/saml2/acs");
+    assert_eq!(posted["RelayState"], "after-login");
+    assert!(posted["_content_type"].as_str().unwrap().starts_with("application/x-www-form-urlencoded"));
+    let xml = String::from_utf8(STANDARD.decode(posted["SAMLResponse"].as_str().unwrap()).unwrap()).unwrap();
+    // The claims the phone released, as the identity token carries them.
+    let claims = serde_json::json!({"given_name": between(&xml, "FriendlyName=\"given_name\"><saml:AttributeValue>", "<").unwrap(),
+        "nationality": between(&xml, "FriendlyName=\"nationality\"><saml:AttributeValue>", "<").unwrap(),
+        "age_over_18": between(&xml, "FriendlyName=\"age_over_18\"><saml:AttributeValue>", "<").unwrap() == "true"});
+    check_response(&e, &md, &cert_pem, &xml, "_chromium1", &claims);
+    assert!(shot.metadata().unwrap().len() > 1000, "screenshot saved at {}", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_walks_the_demo_page_and_verifies_the_token_in_the_browser() {
+    let Some(py) = browser_python() else { return };
+    let e = start(free_port().unwrap()).await;
+    let shots = target_dir().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("demo-otp.png");
+    let out = e.dir.path().join("demo.json");
+    let url = e.url("/demo");
+    let mut browser = Browser::start(
+        &py,
+        &[
+            "demo",
+            "--url",
+            &url,
+            "--token-id",
+            &e.env.token_id,
+            "--out",
+            out.to_str().unwrap(),
+            "--screenshot",
+            shot.to_str().unwrap(),
+            "--result-screenshot",
+            shots.join("demo-token.png").to_str().unwrap(),
+        ],
+    );
+    let otp = tokio::task::block_in_place(|| browser.otp());
+    approve_shown_otp(&e, &otp, vec!["name".into(), "age".into()]).await;
+    tokio::task::block_in_place(|| browser.finish());
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(result["verified"], "true", "{result}");
+    assert_eq!(result["header"]["alg"], "ES256");
+    assert_eq!(result["claims"]["aud"], "demo");
+    assert_eq!(result["claims"]["sub"], e.env.token_id.as_str());
+    assert_eq!(result["claims"]["scope"], "name age");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_a_rejection_with_a_retry_and_posts_nothing() {
+    let Some(py) = browser_python() else { return };
+    let acs_port = free_port().unwrap();
+    let e = start(acs_port).await;
+    let shots = target_dir().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = e.dir.path().join("rejected.json");
+    let sso = e.sso_url(&e.good_request("_chromium_reject"), None);
+    let port = acs_port.to_string();
+    let mut browser = Browser::start(
+        &py,
+        &[
+            "saml",
+            "--url",
+            &sso,
+            "--token-id",
+            &e.env.token_id,
+            "--acs-port",
+            &port,
+            "--out",
+            out.to_str().unwrap(),
+            "--screenshot",
+            shots.join("signin-otp-2.png").to_str().unwrap(),
+            "--result-screenshot",
+            shots.join("signin-rejected.png").to_str().unwrap(),
+            "--expect-failure",
+        ],
+    );
+    let otp = tokio::task::block_in_place(|| browser.otp());
+    let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
+    let entry = pending.sessions.iter().find(|s| s.otp == otp).unwrap();
+    e.env.device_client.verify(&e.env.device, &entry.session_id, &otp, Decision::Reject, None).await.unwrap();
+    tokio::task::block_in_place(|| browser.finish());
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(result["alert"].as_str().unwrap().contains("rejected"), "{result}");
+    assert_eq!(result["otp_hidden"], true);
+    assert_eq!(result["form_back"], true);
+    assert_eq!(result["acs_posted"], false);
+}
+
+#[tokio::test]
+async fn demo_page_is_off_by_default_and_csp_strict_when_on() {
+    let e = start(free_port().unwrap()).await;
+    let (status, headers, page) = e.get(&e.url("/demo")).await;
+    assert_eq!(status, 200, "{page}");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("form-action 'none'") && csp.contains("default-src 'none'"), "{csp}");
+    assert!(page.contains("data-service-id=\"demo\"") && page.contains("data-scopes=\"name age\""));
+    // The demo service accepts the issuer origin; another origin is still refused.
+    for (origin, want) in [(e.env.server.public_url.clone(), 201), ("https://evil.example".to_string(), 403)] {
+        let r = client()
+            .post(e.url("/v1/auth/initiate"))
+            .header("Origin", origin)
+            .json(&serde_json::json!({"token_id": "someone-1", "service_id": "demo", "scopes": ["age"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want);
+    }
+    // The WebSocket upgrade applies the same rule.
+    let (_, started, _) = e.env.initiate("someone-3", "demo", &["age"]).await.unwrap();
+    let ws_url = e.env.ws_url(started["session_id"].as_str().unwrap());
+    for (origin, ok) in [(e.env.server.public_url.as_str(), true), ("https://evil.example", false)] {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        assert_eq!(tokio_tungstenite::connect_async(req).await.is_ok(), ok, "WebSocket from {origin}");
+    }
+    // rp1 (not served by IdP pages) does not accept the issuer origin.
+    let r = client()
+        .post(e.url("/v1/auth/initiate"))
+        .header("Origin", &e.env.server.public_url)
+        .json(&serde_json::json!({"token_id": "someone-2", "service_id": "rp1", "scopes": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    drop(e);
+    let plain = SignIn::start("", ServerOptions::default()).await.unwrap();
+    for path in ["/demo", "/saml/metadata", "/saml/sso"] {
+        let r = client().get(format!("{}{path}", plain.server.public_url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path} off by default");
+    }
+}

@@ -1,0 +1,128 @@
+//! Browser-facing routes (protocol.md §8): SAML metadata, SSO, SLO and the
+//! completion step, and the demo relying-party page. SAML input problems become an
+//! HTML error page and a log line with the reason, never a problem+json.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::ids::now_unix;
+use crate::service::saml::SamlFlowError;
+use crate::web::{self, Page, SignInTarget};
+
+fn html(status: StatusCode, page: Page) -> Response {
+    let mut response = (status, page.html).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&page.csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    response
+}
+
+/// The error page for a refused SAML step, logged with its reason.
+fn saml_error(step: &'static str, e: &SamlFlowError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    if status.is_server_error() {
+        tracing::error!(step, reason = %e, "SAML step failed");
+    } else {
+        tracing::warn!(step, reason = %e, "SAML request refused");
+    }
+    let (title, message) = e.user_message();
+    html(status, web::error_page(&web::nonce(), title, &message))
+}
+
+/// `GET /saml/metadata`.
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    match state.saml_metadata(now_unix()).await {
+        Ok(xml) => {
+            let mut r = xml.into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/samlmetadata+xml"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+            r
+        }
+        Err(e) => saml_error("metadata", &e),
+    }
+}
+
+/// `GET /saml/sso`: a checked `AuthnRequest` gets the sign-in page.
+pub async fn sso(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    match state.saml_begin(query.as_deref().unwrap_or(""), now_unix()).await {
+        Ok(start) => {
+            let target = SignInTarget {
+                service_id: &start.service.id,
+                service_name: &start.service.name,
+                scopes: &start.scopes,
+            };
+            let origin = state.config.issuer_origin();
+            html(StatusCode::OK, web::signin_page(&web::nonce(), origin.as_deref(), &target, &start.context_id))
+        }
+        Err(e) => saml_error("sso", &e),
+    }
+}
+
+/// `GET /saml/slo`: a checked `LogoutRequest` is answered by a redirect carrying the
+/// signed `LogoutResponse`.
+pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    match state.saml_logout(query.as_deref().unwrap_or(""), now_unix()).await {
+        Ok(url) => match HeaderValue::from_str(&url) {
+            Ok(location) => {
+                let mut r = StatusCode::SEE_OTHER.into_response();
+                r.headers_mut().insert(header::LOCATION, location);
+                r
+            }
+            Err(_) => saml_error("slo", &SamlFlowError::Saml(crate::saml::SamlError::Config("bad SLO URL".into()))),
+        },
+        Err(e) => saml_error("slo", &e),
+    }
+}
+
+/// The fields of `POST /saml/complete`, each exactly once, nothing else.
+fn complete_form(headers: &HeaderMap, body: &[u8]) -> Option<(String, String, String)> {
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())?;
+    if media.split(';').next()?.trim() != "application/x-www-form-urlencoded" {
+        return None;
+    }
+    let (mut ctx, mut sid, mut bt) = (None, None, None);
+    for (k, v) in url::form_urlencoded::parse(body) {
+        let slot = match k.as_ref() {
+            "context" => &mut ctx,
+            "session_id" => &mut sid,
+            "browser_token" => &mut bt,
+            _ => return None,
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return None;
+        }
+    }
+    Some((ctx?, sid?, bt?))
+}
+
+/// `POST /saml/complete` (form: `context`, `session_id`, `browser_token`): the page
+/// that auto-POSTs the signed `Response` to the SP's registered ACS.
+pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((ctx, sid, bt)) = complete_form(&headers, &body) else {
+        let e = SamlFlowError::Request(crate::saml::RequestError::Invalid("malformed completion form".into()));
+        return saml_error("complete", &e);
+    };
+    match state.saml_complete(&ctx, &sid, &bt, now_unix()).await {
+        Ok(post) => html(
+            StatusCode::OK,
+            web::saml_post_page(&web::nonce(), &post.acs_url, &post.saml_response, post.relay_state.as_deref()),
+        ),
+        Err(e) => saml_error("complete", &e),
+    }
+}
+
+/// `GET /demo`: the demo relying party (only routed when `[demo] enabled`).
+pub async fn demo(State(state): State<AppState>) -> Response {
+    let Some(service) = state.config.service(&state.config.demo.service_id) else {
+        return html(StatusCode::NOT_FOUND, web::error_page(&web::nonce(), "Not found", "The demo is not configured."));
+    };
+    let target = SignInTarget { service_id: &service.id, service_name: &service.name, scopes: &service.allowed_scopes };
+    let origin = state.config.issuer_origin();
+    html(StatusCode::OK, web::demo_page(&web::nonce(), origin.as_deref(), &target))
+}

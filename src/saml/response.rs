@@ -1,0 +1,177 @@
+//! The `Response` sent to an SP's ACS (HTTP-POST binding): a signed `Assertion` for
+//! the token id (persistent NameID), bearer `SubjectConfirmation`, `Conditions` with
+//! the SP as audience, `AuthnStatement`, and the granted claims as attributes named
+//! per SP. SAML 2.0 Profiles §4.1.4.2 and core §2.
+
+use std::time::Duration;
+
+use super::cert::SigningCertificate;
+use super::config::{Claim, SamlSpConfig};
+use super::dsig;
+use super::xml::XmlWriter;
+use super::{NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id, saml_time};
+use crate::keys::KeyRing;
+
+/// `AuthnContextClassRef` of our assertions.
+pub const AUTHN_CONTEXT: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified";
+/// Bearer subject confirmation.
+pub const CM_BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
+
+/// A claim value: text, or a boolean (`age_over_*`), written `true` / `false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimValue {
+    Text(String),
+    Bool(bool),
+}
+
+impl ClaimValue {
+    fn render(&self) -> String {
+        match self {
+            ClaimValue::Text(s) => s.clone(),
+            ClaimValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// Claims in the JSON shape of identity tokens (`{"given_name":"JANE","age_over_18":true,...}`)
+/// as SAML claims; other members (`iss`, `sub`, ...) and other value types are left out.
+pub fn claims_from_json(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(Claim, ClaimValue)> {
+    Claim::ALL
+        .into_iter()
+        .filter_map(|c| {
+            let v = match claims.get(c.as_str())? {
+                serde_json::Value::String(s) => ClaimValue::Text(s.clone()),
+                serde_json::Value::Bool(b) => ClaimValue::Bool(*b),
+                _ => return None,
+            };
+            Some((c, v))
+        })
+        .collect()
+}
+
+/// Everything a `Response` says.
+#[derive(Debug, Clone)]
+pub struct ResponseParams<'a> {
+    /// `server.issuer` (the IdP entity id is `{issuer}/saml/metadata`).
+    pub issuer: &'a str,
+    pub sp: &'a SamlSpConfig,
+    /// The `AuthnRequest` ID (none for IdP-initiated).
+    pub in_response_to: Option<&'a str>,
+    /// The token id.
+    pub name_id: &'a str,
+    /// `SessionIndex` (e.g. the auth session id).
+    pub session_index: &'a str,
+    /// When the user approved on the phone.
+    pub authn_instant: i64,
+    pub now: i64,
+    /// `NotOnOrAfter` = `now` + lifetime.
+    pub lifetime: Duration,
+    /// `NotBefore` = `now` − skew.
+    pub clock_skew: Duration,
+    /// Granted claims (any order; written in the order of protocol.md §7.3).
+    pub claims: &'a [(Claim, ClaimValue)],
+}
+
+/// The unsigned `Assertion` element with its ID.
+pub fn assertion_xml(p: &ResponseParams<'_>) -> (String, String) {
+    let id = new_saml_id();
+    let idp = entity_id(p.issuer);
+    let now = saml_time(p.now);
+    let not_after = saml_time(p.now.saturating_add(secs(p.lifetime)));
+    let not_before = saml_time(p.now.saturating_sub(secs(p.clock_skew)));
+    let mut w = XmlWriter::new();
+    w.start("saml:Assertion", &[("xmlns:saml", SAML_NS), ("ID", &id), ("Version", "2.0"), ("IssueInstant", &now)]);
+    w.leaf("saml:Issuer", &[], &idp);
+    w.start("saml:Subject", &[]);
+    w.leaf(
+        "saml:NameID",
+        &[("Format", NAMEID_PERSISTENT), ("NameQualifier", &idp), ("SPNameQualifier", &p.sp.entity_id)],
+        p.name_id,
+    );
+    w.start("saml:SubjectConfirmation", &[("Method", CM_BEARER)]);
+    let mut scd: Vec<(&str, &str)> = Vec::new();
+    if let Some(irt) = p.in_response_to {
+        scd.push(("InResponseTo", irt));
+    }
+    scd.push(("NotOnOrAfter", &not_after));
+    scd.push(("Recipient", &p.sp.acs_url));
+    w.leaf("saml:SubjectConfirmationData", &scd, "");
+    w.end(); // SubjectConfirmation
+    w.end(); // Subject
+    w.start("saml:Conditions", &[("NotBefore", &not_before), ("NotOnOrAfter", &not_after)]);
+    w.start("saml:AudienceRestriction", &[]);
+    w.leaf("saml:Audience", &[], &p.sp.entity_id);
+    w.end();
+    w.end();
+    let authn_instant = saml_time(p.authn_instant);
+    w.start("saml:AuthnStatement", &[("AuthnInstant", &authn_instant), ("SessionIndex", p.session_index)]);
+    w.start("saml:AuthnContext", &[]);
+    w.leaf("saml:AuthnContextClassRef", &[], AUTHN_CONTEXT);
+    w.end();
+    w.end();
+    let mut claims: Vec<&(Claim, ClaimValue)> = p.claims.iter().collect();
+    claims.sort_by_key(|(c, _)| *c);
+    claims.dedup_by_key(|(c, _)| *c);
+    if !claims.is_empty() {
+        w.start("saml:AttributeStatement", &[]);
+        for (claim, value) in claims {
+            let (name, format) = p.sp.attribute_name(*claim);
+            w.start("saml:Attribute", &[("Name", name), ("NameFormat", format), ("FriendlyName", claim.as_str())]);
+            w.leaf("saml:AttributeValue", &[], &value.render());
+            w.end();
+        }
+        w.end();
+    }
+    (w.finish(), id)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+/// The `Response` around `assertion` (already signed or not).
+fn response_xml(p: &ResponseParams<'_>, id: &str, assertion: &str) -> String {
+    let now = saml_time(p.now);
+    let mut attrs: Vec<(&str, &str)> = vec![
+        ("xmlns:samlp", SAMLP_NS),
+        ("xmlns:saml", SAML_NS),
+        ("ID", id),
+        ("Version", "2.0"),
+        ("IssueInstant", &now),
+        ("Destination", &p.sp.acs_url),
+    ];
+    if let Some(irt) = p.in_response_to {
+        attrs.push(("InResponseTo", irt));
+    }
+    let mut w = XmlWriter::new();
+    w.start("samlp:Response", &attrs);
+    w.leaf("saml:Issuer", &[], &entity_id(p.issuer));
+    w.start("samlp:Status", &[]);
+    w.leaf("samlp:StatusCode", &[("Value", STATUS_SUCCESS)], "");
+    w.end();
+    w.raw(assertion);
+    w.finish()
+}
+
+/// The `Response` XML (not yet base64) with the `Assertion` signed by the active SAML
+/// key in the HSM, and the `Response` signed too when the SP asks for it. `cert` must
+/// be the active key's certificate ([`super::cert::active_certificate`]).
+pub async fn build_response(
+    ring: &KeyRing,
+    cert: &SigningCertificate,
+    p: &ResponseParams<'_>,
+) -> Result<String, SamlError> {
+    let (assertion, assertion_id) = assertion_xml(p);
+    let response_id = new_saml_id();
+    let doc = response_xml(p, &response_id, &assertion);
+    let doc = dsig::sign_enveloped(ring, &doc, &assertion_id, cert).await?;
+    if !p.sp.sign_response {
+        return Ok(doc);
+    }
+    dsig::sign_enveloped(ring, &doc, &response_id, cert).await
+}
+
+/// The value of the `SAMLResponse` form field (base64 of the XML).
+pub fn post_binding_value(response_xml: &str) -> String {
+    super::b64(response_xml.as_bytes())
+}

@@ -1,0 +1,326 @@
+//! The SAML sign-in flow (protocol.md §8) on top of the authentication sessions of
+//! §5: an SP's `AuthnRequest` is checked and remembered server-side as a single-use
+//! sign-in context; the browser then runs an ordinary session for the SP's service and,
+//! once the phone approved it, trades (context, session, browser token) for a signed
+//! `Response` to the SP's registered ACS URL. Nothing here knows HTTP.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::Services;
+use crate::config::ServiceConfig;
+use crate::error::{ApiError, ErrorCode};
+use crate::saml::redirect::{self, RequestError};
+use crate::saml::response::{ResponseParams, build_response, claims_from_json, post_binding_value};
+use crate::saml::{CertificateParams, SamlError, SamlSpConfig, active_certificate, metadata};
+use crate::store::SessionStatus;
+
+/// How long a rendered sign-in page may be completed (typing the token id, a few
+/// OTP attempts of `auth.otp_ttl` each).
+pub const SIGN_IN_CONTEXT_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// An SP's request waiting for the user to sign in, kept in the session store under
+/// a random id that only the rendered page knows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SsoContext {
+    pub service_id: String,
+    pub sp_entity_id: String,
+    /// The `AuthnRequest` ID (`InResponseTo`).
+    pub request_id: String,
+    pub relay_state: Option<String>,
+    pub created_at: i64,
+}
+
+/// What the sign-in page needs after a checked `AuthnRequest`.
+#[derive(Debug, Clone)]
+pub struct SsoStart {
+    /// Random id of the stored [`SsoContext`], embedded in the page.
+    pub context_id: String,
+    pub service: ServiceConfig,
+    pub sp: SamlSpConfig,
+    /// Scopes the page asks for: the SP's `default_scopes`.
+    pub scopes: Vec<String>,
+}
+
+/// The HTTP-POST binding message for the SP's ACS.
+#[derive(Debug, Clone)]
+pub struct SamlPost {
+    /// The registered ACS URL (never one from a request).
+    pub acs_url: String,
+    pub saml_response: String,
+    pub relay_state: Option<String>,
+}
+
+/// Why a SAML step was refused. [`SamlFlowError::user_message`] is what the error
+/// page says; the `Display` text is the reason for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum SamlFlowError {
+    #[error("SAML is not enabled")]
+    Disabled,
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("request ID {0:?} was already used (replay)")]
+    Replayed(String),
+    #[error("IsPassive requests cannot be served: signing in needs the user's phone")]
+    Passive,
+    #[error("the sign-in context is unknown, expired or already used")]
+    ContextGone,
+    #[error("the session is unknown, its browser token is wrong, or it is not approved")]
+    NotApproved,
+    #[error("the session was started for another service than the SAML request's")]
+    WrongService,
+    #[error("the session already produced a SAML response")]
+    SessionUsed,
+    #[error("the approved session carries no readable identity token")]
+    BadIdToken,
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("SAML: {0}")]
+    Saml(#[from] SamlError),
+}
+
+impl From<ApiError> for SamlFlowError {
+    fn from(e: ApiError) -> Self {
+        SamlFlowError::Api(e)
+    }
+}
+
+impl From<crate::store::SessionStoreError> for SamlFlowError {
+    fn from(e: crate::store::SessionStoreError) -> Self {
+        SamlFlowError::Api(e.into())
+    }
+}
+
+impl SamlFlowError {
+    /// HTTP status of the error page.
+    pub fn status(&self) -> u16 {
+        match self {
+            SamlFlowError::Disabled => 404,
+            SamlFlowError::Api(e) => e.code.status(),
+            SamlFlowError::Saml(_) => 500,
+            SamlFlowError::ContextGone | SamlFlowError::NotApproved | SamlFlowError::SessionUsed => 409,
+            _ => 400,
+        }
+    }
+
+    /// A short title and a sentence for the person in front of the browser. Never
+    /// names which check failed in detail beyond what helps them.
+    pub fn user_message(&self) -> (&'static str, String) {
+        let back = "Go back to the service you came from and start signing in again.";
+        match self {
+            SamlFlowError::Disabled => ("Not found", "This server does not offer SAML sign-in.".into()),
+            SamlFlowError::Request(RequestError::UnknownSp(_)) => {
+                ("Unknown service", "The service that sent you here is not registered with this sign-in server.".into())
+            }
+            SamlFlowError::Request(RequestError::AcsMismatch(_)) => (
+                "Sign-in request refused",
+                "The service asked for the answer to go to an address that is not registered for it.".into(),
+            ),
+            SamlFlowError::Request(RequestError::Stale(_)) => {
+                ("Sign-in request expired", format!("The sign-in request is too old or its clock is off. {back}"))
+            }
+            SamlFlowError::Request(
+                RequestError::Unsigned
+                | RequestError::BadSignature
+                | RequestError::UnsupportedSigAlg(_)
+                | RequestError::Certificate(_),
+            ) => ("Sign-in request refused", "The sign-in request's signature could not be verified.".into()),
+            SamlFlowError::Request(_) => {
+                ("Invalid sign-in request", format!("The sign-in request could not be understood. {back}"))
+            }
+            SamlFlowError::Replayed(_) => {
+                ("Sign-in request already used", format!("This request was used before. {back}"))
+            }
+            SamlFlowError::Passive => (
+                "Sign-in needs you",
+                "The service asked to sign you in without interaction, which is not possible here.".into(),
+            ),
+            SamlFlowError::ContextGone => {
+                ("Sign-in page expired", format!("This sign-in page expired or was already used. {back}"))
+            }
+            SamlFlowError::NotApproved | SamlFlowError::WrongService | SamlFlowError::SessionUsed => (
+                "Sign-in not completed",
+                format!("This sign-in was not approved on the phone or was already used. {back}"),
+            ),
+            SamlFlowError::BadIdToken | SamlFlowError::Saml(_) => {
+                ("Something went wrong", "The sign-in server could not complete the sign-in. Try again later.".into())
+            }
+            SamlFlowError::Api(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => {
+                ("Busy", "The sign-in server is busy. Try again in a moment.".into())
+            }
+            SamlFlowError::Api(_) => ("Something went wrong", "The sign-in could not be completed.".into()),
+        }
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+fn context_key(id: &str) -> String {
+    format!("saml-sso:{id}")
+}
+
+impl Services {
+    /// Parameters of a self-signed SAML certificate made for a new key.
+    pub fn saml_certificate_params(&self) -> CertificateParams {
+        CertificateParams {
+            subject_cn: self.config.saml.subject_cn(&self.config.server.issuer),
+            validity: self.config.saml.certificate_validity,
+        }
+    }
+
+    fn saml_url(&self, path: &str) -> String {
+        format!("{}/saml/{path}", self.config.server.issuer.trim_end_matches('/'))
+    }
+
+    fn saml_sps(&self) -> Vec<SamlSpConfig> {
+        self.config.saml_sps().map(|(_, sp)| sp.clone()).collect()
+    }
+
+    /// IdP metadata (`GET /saml/metadata`). `WantAuthnRequestsSigned` is true only
+    /// when every configured SP signs its requests.
+    pub async fn saml_metadata(&self, now: i64) -> Result<String, SamlFlowError> {
+        if !self.config.saml.enabled {
+            return Err(SamlFlowError::Disabled);
+        }
+        let want_signed = self.config.saml_sps().all(|(_, sp)| sp.requests_signed);
+        let params = self.saml_certificate_params();
+        Ok(metadata::idp_metadata_for(&self.keys, &self.config.server.issuer, &params, want_signed, now).await?)
+    }
+
+    /// `GET /saml/sso`: checks the `AuthnRequest` (strict parsing, registered SP and
+    /// ACS, signature when required, freshness) and its ID against replay, then stores
+    /// the sign-in context for the page.
+    pub async fn saml_begin(&self, query: &str, now: i64) -> Result<SsoStart, SamlFlowError> {
+        let cfg = &self.config.saml;
+        if !cfg.enabled {
+            return Err(SamlFlowError::Disabled);
+        }
+        let sps = self.saml_sps();
+        let sso = redirect::receive_authn_request(query, &sps, &self.saml_url("sso"), cfg, now)?;
+        let (service, sp) = self
+            .config
+            .saml_sps()
+            .find(|(_, sp)| sp.entity_id == sso.sp.entity_id)
+            .ok_or_else(|| RequestError::UnknownSp(sso.sp.entity_id.clone()))?;
+        if sso.request.is_passive {
+            return Err(SamlFlowError::Passive);
+        }
+        // Remember the ID for as long as the request could still pass the freshness check.
+        let window = cfg.request_max_age + cfg.clock_skew * 2;
+        let replay_key = format!("saml-authn:{}:{}", sp.entity_id, sso.request.id);
+        if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
+            return Err(SamlFlowError::Replayed(sso.request.id));
+        }
+        let context = SsoContext {
+            service_id: service.id.clone(),
+            sp_entity_id: sp.entity_id.clone(),
+            request_id: sso.request.id.clone(),
+            relay_state: sso.relay_state.clone(),
+            created_at: now,
+        };
+        let context_id = crate::ids::new_id();
+        let value = serde_json::to_string(&context).map_err(|_| ApiError::internal())?;
+        self.sessions.put_value(&context_key(&context_id), &value, SIGN_IN_CONTEXT_TTL).await?;
+        tracing::info!(sp = %sp.entity_id, request_id = %sso.request.id, "SAML sign-in started");
+        Ok(SsoStart { context_id, service: service.clone(), sp: sp.clone(), scopes: sp.default_scopes.clone() })
+    }
+
+    /// The completion step: the session must be approved, readable with its browser
+    /// token, for the context's service and started after the page; the context and the
+    /// session are each used once. The claims are those of the session's identity
+    /// token (signed by us; its payload is read, not re-verified).
+    pub async fn saml_complete(
+        &self,
+        context_id: &str,
+        session_id: &str,
+        browser_token: &str,
+        now: i64,
+    ) -> Result<SamlPost, SamlFlowError> {
+        if !self.config.saml.enabled {
+            return Err(SamlFlowError::Disabled);
+        }
+        let session =
+            self.browser_session(session_id, browser_token, now).await.map_err(|_| SamlFlowError::NotApproved)?;
+        if session.status != SessionStatus::Approved {
+            return Err(SamlFlowError::NotApproved);
+        }
+        let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
+        let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
+        if context.service_id != session.service_id || session.created_at < context.created_at {
+            return Err(SamlFlowError::WrongService);
+        }
+        let keep = secs(self.config.auth.otp_ttl + self.config.auth.browser_grace).max(60);
+        let used =
+            self.sessions.hit(&format!("saml-session:{}", session.id), 1, Duration::from_secs(keep as u64)).await?;
+        if used.is_err() {
+            return Err(SamlFlowError::SessionUsed);
+        }
+        let sp = self
+            .config
+            .service(&context.service_id)
+            .and_then(|s| s.saml.as_ref())
+            .filter(|sp| sp.entity_id == context.sp_entity_id)
+            .ok_or(SamlFlowError::WrongService)?;
+        let id_token = session.id_token.as_deref().ok_or(SamlFlowError::BadIdToken)?;
+        let claims = id_token_claims(id_token).ok_or(SamlFlowError::BadIdToken)?;
+        let claims = claims_from_json(&claims);
+        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), now).await?;
+        let cfg = &self.config.saml;
+        let xml = build_response(
+            &self.keys,
+            &cert,
+            &ResponseParams {
+                issuer: &self.config.server.issuer,
+                sp,
+                in_response_to: Some(&context.request_id),
+                name_id: &session.token_id,
+                session_index: &session.id,
+                authn_instant: session.ended_at.unwrap_or(now),
+                now,
+                lifetime: cfg.assertion_lifetime,
+                clock_skew: cfg.clock_skew,
+                claims: &claims,
+            },
+        )
+        .await?;
+        tracing::info!(sp = %sp.entity_id, session_id = %session.id, request_id = %context.request_id, "SAML response issued");
+        Ok(SamlPost {
+            acs_url: sp.acs_url.clone(),
+            saml_response: post_binding_value(&xml),
+            relay_state: context.relay_state,
+        })
+    }
+
+    /// `GET /saml/slo`: a checked `LogoutRequest` gets a signed `LogoutResponse`
+    /// (Success; the IdP keeps no browser session to end) redirected to the SP's SLO URL.
+    pub async fn saml_logout(&self, query: &str, now: i64) -> Result<String, SamlFlowError> {
+        let cfg = &self.config.saml;
+        if !cfg.enabled {
+            return Err(SamlFlowError::Disabled);
+        }
+        let sps = self.saml_sps();
+        let slo = redirect::receive_logout_request(query, &sps, &self.saml_url("slo"), cfg, now)?;
+        let window = cfg.request_max_age + cfg.clock_skew * 2;
+        let replay_key = format!("saml-logout:{}:{}", slo.sp.entity_id, slo.request.id);
+        if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
+            return Err(SamlFlowError::Replayed(slo.request.id));
+        }
+        let url = redirect::logout_response_redirect(&self.keys, &self.config.server.issuer, &slo, now).await?;
+        tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML logout answered");
+        Ok(url)
+    }
+}
+
+/// The payload of a compact JWS as a JSON object.
+fn id_token_claims(jwt: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(m) => Some(m),
+        _ => None,
+    }
+}

@@ -1,0 +1,228 @@
+//! Server-rendered browser pages: the SAML sign-in page, the page that auto-POSTs a
+//! SAML `Response` to an SP, the demo relying-party page and the error page. Every
+//! page is self-contained (no third-party assets), its script and style carry a
+//! per-response nonce, and its Content-Security-Policy is built here with it.
+//! Nothing here knows HTTP: handlers set the headers these functions describe.
+
+use base64::Engine;
+use rand_core::{OsRng, RngCore};
+
+const STYLE: &str = include_str!("style.css");
+const SIGNIN_JS: &str = include_str!("signin.js");
+const POST_JS: &str = "document.getElementById('saml-post').submit();";
+
+/// A rendered page with the CSP that must accompany it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub html: String,
+    pub csp: String,
+}
+
+/// A fresh CSP nonce: 128 random bits, base64.
+pub fn nonce() -> String {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Escapes text for HTML element content and double-quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The origin (`scheme://host[:port]`) of an http(s) URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    url::Url::parse(url).ok().map(|u| u.origin()).filter(|o| o.is_tuple()).map(|o| o.ascii_serialization())
+}
+
+/// `ws://` / `wss://` form of an http(s) origin, for `connect-src` (CSP level 2
+/// browsers do not let `'self'` cover WebSockets).
+fn ws_origin(origin: &str) -> Option<String> {
+    origin
+        .strip_prefix("https://")
+        .map(|h| format!("wss://{h}"))
+        .or_else(|| origin.strip_prefix("http://").map(|h| format!("ws://{h}")))
+}
+
+/// The policy of our pages: nothing by default, our nonce'd script and style,
+/// fetch/WebSocket to ourselves only, forms only to `form_action`, never framed.
+pub fn csp(nonce: &str, issuer_origin: Option<&str>, form_action: &str) -> String {
+    let mut connect = "'self'".to_string();
+    if let Some(ws) = issuer_origin.and_then(ws_origin) {
+        connect.push(' ');
+        connect.push_str(&ws);
+    }
+    format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src {connect}; \
+         img-src 'self' data:; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+fn layout(nonce: &str, title: &str, body: &str, script: Option<&str>) -> String {
+    let script = script.map(|s| format!("<script nonce=\"{nonce}\">{s}</script>")).unwrap_or_default();
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"referrer\" content=\"no-referrer\">\n<title>{title}</title>\n\
+         <style nonce=\"{nonce}\">{STYLE}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n{script}\n</body>\n</html>\n",
+        title = escape(title),
+    )
+}
+
+/// What the sign-in part of a page starts sessions for.
+#[derive(Debug, Clone)]
+pub struct SignInTarget<'a> {
+    /// `service_id` for initiate.
+    pub service_id: &'a str,
+    /// Shown to the user.
+    pub service_name: &'a str,
+    /// Requested scopes.
+    pub scopes: &'a [String],
+}
+
+fn signin_form(mode: &str, target: &SignInTarget<'_>, extra_data: &str) -> String {
+    format!(
+        r#"<div id="app" data-mode="{mode}" data-service-id="{sid}" data-scopes="{scopes}"{extra_data}>
+<section id="step-start" aria-labelledby="start-title">
+<h2 id="start-title" class="visually-hidden">Your token id</h2>
+<form id="start-form" novalidate>
+<label for="token-id">Token id</label>
+<input id="token-id" name="token_id" type="text" autocomplete="username" autocapitalize="none" spellcheck="false" required minlength="6" maxlength="64" pattern="[A-Za-z0-9._\-]{{6,64}}" aria-describedby="token-help">
+<p id="token-help" class="hint">The token id of your enrolled document, as shown in the Symbolon app.</p>
+<button id="start-button" type="submit">Continue</button>
+</form>
+</section>
+<section id="step-otp" hidden aria-labelledby="otp-title">
+<h2 id="otp-title">Check that your phone shows the same code</h2>
+<p class="otp" id="otp" aria-describedby="otp-help"></p>
+<p id="otp-help">Open the Symbolon app on your phone. Approve only if it shows exactly this code and the service <strong>{name}</strong>.</p>
+<p class="hint" id="countdown"></p>
+</section>
+<p id="status" role="status" aria-live="polite"></p>
+<p id="alert" role="alert" class="alert" hidden></p>
+<button id="retry" type="button" hidden>Try again</button>
+<noscript><p class="alert">This sign-in page needs JavaScript to talk to your phone. Please enable it and reload.</p></noscript>
+</div>"#,
+        sid = escape(target.service_id),
+        scopes = escape(&target.scopes.join(" ")),
+        name = escape(target.service_name),
+    )
+}
+
+/// The SAML sign-in page for a checked `AuthnRequest`. It posts to
+/// `/saml/complete`, hence `form-action 'self'`; the page answering that post is the
+/// one allowed to send a form to the SP ([`saml_post_page`]).
+pub fn signin_page(nonce: &str, issuer_origin: Option<&str>, target: &SignInTarget<'_>, context_id: &str) -> Page {
+    let body = format!(
+        r#"<h1>Sign in to {name}</h1>
+<p class="lead"><strong>{name}</strong> asks you to confirm who you are with your phone.</p>
+{form}
+<form id="complete-form" method="post" action="/saml/complete" hidden>
+<input type="hidden" name="context" value="{ctx}">
+<input type="hidden" name="session_id" value="">
+<input type="hidden" name="browser_token" value="">
+</form>"#,
+        name = escape(target.service_name),
+        form = signin_form("saml", target, ""),
+        ctx = escape(context_id),
+    );
+    Page {
+        html: layout(nonce, &format!("Sign in to {}", target.service_name), &body, Some(SIGNIN_JS)),
+        csp: csp(nonce, issuer_origin, "'self'"),
+    }
+}
+
+/// The demo relying-party page: sign in, then see the identity token decoded and its
+/// signature checked in the browser against `/jwks` (WebCrypto).
+pub fn demo_page(nonce: &str, issuer_origin: Option<&str>, target: &SignInTarget<'_>) -> Page {
+    let body = format!(
+        r#"<h1>Symbolon demo</h1>
+<p class="lead">A relying party called <strong>{name}</strong>: sign in with your token id, compare the code with your phone, approve, and see the identity token you get.</p>
+{form}
+<section id="result" hidden aria-labelledby="result-title">
+<h2 id="result-title">Identity token</h2>
+<p id="signature" role="status"></p>
+<h3>Header</h3>
+<pre id="jwt-header"></pre>
+<h3>Claims</h3>
+<pre id="jwt-claims"></pre>
+<h3>Compact form</h3>
+<pre id="jwt-raw" class="raw"></pre>
+</section>"#,
+        name = escape(target.service_name),
+        form = signin_form("demo", target, ""),
+    );
+    Page { html: layout(nonce, "Symbolon demo", &body, Some(SIGNIN_JS)), csp: csp(nonce, issuer_origin, "'none'") }
+}
+
+/// The page that sends the SAML `Response` to the ACS (HTTP-POST binding): submitted
+/// by a nonce'd script, with a button for browsers without script.
+pub fn saml_post_page(nonce: &str, acs_url: &str, saml_response: &str, relay_state: Option<&str>) -> Page {
+    let relay = relay_state
+        .map(|r| format!("<input type=\"hidden\" name=\"RelayState\" value=\"{}\">\n", escape(r)))
+        .unwrap_or_default();
+    let body = format!(
+        r#"<h1>Signing you in</h1>
+<p role="status">Approved. Taking you back to the service…</p>
+<form id="saml-post" method="post" action="{acs}">
+<input type="hidden" name="SAMLResponse" value="{resp}">
+{relay}<noscript><p>Script is off: press the button to continue.</p><button type="submit">Continue</button></noscript>
+</form>"#,
+        acs = escape(acs_url),
+        resp = escape(saml_response),
+    );
+    let action = origin_of(acs_url).unwrap_or_else(|| "'none'".into());
+    Page { html: layout(nonce, "Signing you in", &body, Some(POST_JS)), csp: csp(nonce, None, &action) }
+}
+
+/// An error page: a title, a sentence, nothing else (no script).
+pub fn error_page(nonce: &str, title: &str, message: &str) -> Page {
+    let body = format!("<h1>{}</h1>\n<p class=\"alert\" role=\"alert\">{}</p>", escape(title), escape(message));
+    Page { html: layout(nonce, title, &body, None), csp: csp(nonce, None, "'none'") }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_policy() {
+        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        let p = csp("N", Some("https://idp.example"), "https://sp.example");
+        assert!(p.contains("script-src 'nonce-N'"));
+        assert!(p.contains("connect-src 'self' wss://idp.example"));
+        assert!(p.contains("form-action https://sp.example"));
+        assert!(p.contains("frame-ancestors 'none'"));
+        assert_eq!(origin_of("https://sp.example:8443/acs?x=1").as_deref(), Some("https://sp.example:8443"));
+    }
+
+    #[test]
+    fn pages_have_no_inline_handlers_and_nonce_everywhere() {
+        let scopes = vec!["name".to_string()];
+        let target = SignInTarget { service_id: "rp\"1", service_name: "<Bank>", scopes: &scopes };
+        let page = signin_page("NONCE", Some("http://127.0.0.1:1"), &target, "ctx");
+        assert!(!page.html.contains("<Bank>"));
+        assert!(page.html.contains("rp&quot;1"));
+        for tag in ["<script", "<style"] {
+            for (i, _) in page.html.match_indices(tag) {
+                assert!(page.html[i..].starts_with(&format!("{tag} nonce=\"NONCE\"")));
+            }
+        }
+        assert!(!page.html.contains(" onclick=") && !page.html.contains(" onload="));
+        let post = saml_post_page("N2", "https://sp.example/acs", "PHg+", Some("r&s"));
+        assert!(post.html.contains("value=\"r&amp;s\""));
+        assert!(post.csp.contains("form-action https://sp.example;"));
+    }
+}
