@@ -419,8 +419,16 @@ async fn two_roles_the_runtime_role_cannot_change_the_audit_trail() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The runtime role runs the server: keys, enrollment (with its audit event), sign-in.
+    // Its password comes from a file, as docs/cluster.md recommends.
     let redis = RedisPrefix::new();
-    let extra = format!("{}\n{}", db_toml(&url(&runtime, "runtime-pw")), redis.toml());
+    let password_file = dir.path().join("db-password");
+    std::fs::write(&password_file, "runtime-pw\n").unwrap();
+    let runtime_toml = format!(
+        "{}password_file = \"{}\"\n",
+        db_toml(&format!("postgres://{runtime}@{addr}/{}", db.name)),
+        password_file.display()
+    );
+    let extra = format!("{runtime_toml}\n{}", redis.toml());
     let env = SignIn::start_with_token(token, &extra, ServerOptions::default()).await.unwrap();
     sign_in(&env, &env.server).await;
 

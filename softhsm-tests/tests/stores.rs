@@ -510,6 +510,17 @@ async fn redis_acl_user_from_the_docs() {
     let b: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&config("symbolon:")).unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
     session_store_contract(a, b).await;
+    // The password may come from a file instead of the URL.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "acl-pw\n").unwrap();
+    let from_file = SessionStoreConfig {
+        url: format!("redis://symbolon@127.0.0.1:{}", redis.port),
+        password_file: Some(dir.path().join("pw")),
+        ..config("symbolon:")
+    };
+    let store = RedisSessionStore::open(&from_file).unwrap();
+    store.put_nonce("pw", Duration::from_secs(5)).await.unwrap();
+    assert!(store.take_nonce("pw").await.unwrap());
     // Outside its prefix the user may do nothing.
     let other = RedisSessionStore::open(&config("other:")).unwrap();
     assert!(other.put_nonce("x", Duration::from_secs(5)).await.is_err());
