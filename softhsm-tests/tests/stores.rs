@@ -464,7 +464,12 @@ async fn redis_over_tls_with_a_private_ca() {
     // Trusting the private CA: works.
     let config = SessionStoreConfig { ca_file: Some(d.join("ca.pem")), ..redis_config(&prefix) };
     let store = RedisSessionStore::open(&config).unwrap();
-    store.ping().await.unwrap();
+    // Ready once the event subscription is up too.
+    let start = std::time::Instant::now();
+    while store.ping().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", store.ping().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     store.put_nonce("tls", Duration::from_secs(10)).await.unwrap();
     assert!(store.take_nonce("tls").await.unwrap());
     // With the system roots only, the server is not trusted.

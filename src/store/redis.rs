@@ -117,6 +117,9 @@ return total
 #[derive(Debug, Default)]
 struct EventHub {
     channels: Mutex<HashMap<String, broadcast::Sender<()>>>,
+    /// The subscription is up (readiness: without it browsers hear of a verify on
+    /// another node only when their session expires).
+    subscribed: std::sync::atomic::AtomicBool,
 }
 
 impl EventHub {
@@ -307,6 +310,7 @@ async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, t
             Ok(Ok(pubsub)) => {
                 tracing::info!(channel = %channel, "redis event subscription up");
                 backoff = MIN_BACKOFF;
+                hub.subscribed.store(true, std::sync::atomic::Ordering::Release);
                 hub.notify_all();
                 let (mut sink, mut messages) = pubsub.split();
                 // A PING now and then notices a connection that died without a FIN.
@@ -331,6 +335,7 @@ async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, t
                     }
                 }
                 tracing::warn!(channel = %channel, "redis event subscription lost; reconnecting");
+                hub.subscribed.store(false, std::sync::atomic::Ordering::Release);
                 hub.notify_all();
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "redis event subscription failed; retrying"),
@@ -343,9 +348,14 @@ async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, t
 
 #[async_trait]
 impl SessionStore for RedisSessionStore {
+    /// A round trip, and the event subscription is up.
     async fn ping(&self) -> Result<(), SessionStoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(async move { redis::cmd("PING").query_async::<String>(&mut conn).await }).await.map(|_| ())
+        self.bounded(async move { redis::cmd("PING").query_async::<String>(&mut conn).await }).await?;
+        if !self.hub.subscribed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(unavailable("the redis event subscription is down"));
+        }
+        Ok(())
     }
 
     async fn create_session(
