@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`.
+//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`, `audit`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +61,9 @@ pub enum Command {
     /// VDS-NC seals.
     #[command(subcommand)]
     Vds(VdsCommand),
+    /// The audit trail: verify the hash chain and its signed checkpoints, export events.
+    #[command(subcommand)]
+    Audit(crate::service::audit::cli::AuditCommand),
     /// Write the man pages (section 8) into DIR (packaging; hidden).
     #[command(hide = true)]
     GenerateMan {
@@ -216,6 +219,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let ok = crate::trust::cli::vds_verify(&args, store.as_ref())?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Audit(cmd) => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            let ok = runtime()?.block_on(crate::service::audit::cli::run(config, cmd))?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Keys(cmd) => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
@@ -229,7 +238,11 @@ async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.state_dir)
         .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
     let store = open_durable(&config).await?;
-    store.migrate().await?;
+    // With auto_migrate = false the schema is the owner's business (`symbolon migrate`
+    // as the owner role); the runtime role may not create tables.
+    if config.database.auto_migrate {
+        store.migrate().await?;
+    }
     let mut hsm = config.hsm.clone();
     hsm.workers = 1;
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;

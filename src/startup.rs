@@ -84,7 +84,8 @@ impl Application {
             }),
         )
         .context("push")?;
-        let services = Arc::new(Services { config, keys, store, sessions, trust, push });
+        let audit = crate::service::audit::Audit::new(store.clone(), keys.clone(), &config.audit);
+        let services = Arc::new(Services { config, keys, store, sessions, trust, push, audit });
         if services.trust.config().is_configured() {
             let now = crate::ids::now_unix();
             match services.trust.refresh(now).await {
@@ -137,6 +138,7 @@ impl Application {
             "symbolon serving"
         );
         let watchdog = spawn_watchdog(self.state.clone());
+        let checkpoints = Some(self.state.audit.spawn_checkpoint_loop());
         let refresher = self.state.trust.config().is_configured().then(|| {
             let services = self.state.inner.clone();
             self.state.trust.spawn_refresh_loop(move |report| {
@@ -158,7 +160,7 @@ impl Application {
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         self.state.push.shutdown();
-        for task in [watchdog, refresher].into_iter().flatten() {
+        for task in [watchdog, refresher, checkpoints].into_iter().flatten() {
             task.abort();
         }
         let drained = tokio::time::timeout(grace, async {
@@ -168,6 +170,10 @@ impl Application {
         .await;
         if drained.is_err() {
             tracing::warn!("requests still running after the shutdown grace period; exiting");
+        }
+        // Sign the events of the last moments before the HSM goes away.
+        if let Err(e) = self.state.audit.checkpoint(crate::ids::now_unix()).await {
+            tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
         }
         let pool = self.state.keys.pool().clone();
         let _ = tokio::task::spawn_blocking(move || pool.shutdown()).await;

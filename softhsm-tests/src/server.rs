@@ -51,8 +51,13 @@ pub struct TestServer {
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The extra TOML the server runs with (to start more nodes like it).
+    pub extra_toml: String,
     child: Option<Child>,
     _dir: tempfile::TempDir,
+    /// PostgreSQL and Redis when `SYMBOLON_TEST_STORES` asked for them; dropped after
+    /// the server stopped.
+    pub stores: Option<crate::backends::ClusterStores>,
 }
 
 /// The generated configuration for `token`.
@@ -106,7 +111,12 @@ impl TestServer {
     pub fn start(token: &TestToken, options: ServerOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("symbolon-srv-").tempdir()?;
         let (public, admin) = (free_port()?, free_port()?);
-        let config_path = write_config(dir.path(), token, public, admin, &options.extra_toml)?;
+        let stores = crate::backends::ClusterStores::from_env(&options.extra_toml)?;
+        let extra_toml = match &stores {
+            Some(s) => format!("{}\n{}", options.extra_toml, s.toml()),
+            None => options.extra_toml.clone(),
+        };
+        let config_path = write_config(dir.path(), token, public, admin, &extra_toml)?;
         if !options.no_keys {
             let out = symbolon_cli(token, &config_path, &["keys", "init"])?;
             if !out.status.success() {
@@ -136,8 +146,10 @@ impl TestServer {
             state_dir: dir.path().join("state"),
             config_path,
             log_path,
+            extra_toml,
             child: Some(child),
             _dir: dir,
+            stores,
         };
         server.wait_ready(Duration::from_secs(30))?;
         Ok(server)

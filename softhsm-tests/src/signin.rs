@@ -81,6 +81,15 @@ impl SignIn {
         Ok((status, r.json().await?, headers))
     }
 
+    /// Another node: a server with the same token and configuration (a cluster when
+    /// the configuration names shared stores).
+    pub fn another_node(&self) -> anyhow::Result<TestServer> {
+        TestServer::start(
+            &self.token,
+            ServerOptions { extra_toml: self.server.extra_toml.clone(), ..Default::default() },
+        )
+    }
+
     /// The WebSocket URL of a session.
     pub fn ws_url(&self, session_id: &str) -> String {
         format!("{}/v1/auth/sessions/{session_id}/ws", self.server.public_url.replace("http://", "ws://"))

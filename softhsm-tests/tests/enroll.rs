@@ -11,7 +11,7 @@ use softhsm_tests::device::{Device, EnrollPayload, JwsFault, Push, unix_now};
 use softhsm_tests::fixtures::{Outcome, republish_aus_vrl};
 use softhsm_tests::trustenv::FixtureChain;
 use softhsm_tests::{ServerOptions, TestServer, TestToken};
-use symbolon::store::{DurableStore, EnrollmentStatus, SqliteStore};
+use symbolon::store::{DurableStore, EnrollmentStatus};
 
 struct Env {
     _token: TestToken,
@@ -31,9 +31,10 @@ fn start(refresh: &str, extra: &str) -> Env {
 
 const RELAXED: &str = "[limits]\nenroll_per_ip_per_minute = 100000\n";
 
-async fn store(env: &Env) -> SqliteStore {
-    let url = format!("sqlite://{}", env.server.state_dir.join("symbolon.db").display());
-    SqliteStore::open(&url, &Default::default()).await.unwrap()
+/// The server's durable store, whichever database its configuration names.
+async fn store(env: &Env) -> std::sync::Arc<dyn DurableStore> {
+    let config = symbolon::config::Config::load(Some(&env.server.config_path)).unwrap();
+    symbolon::store::open_durable(&config).await.unwrap()
 }
 
 fn code(err: &ClientError) -> (u16, String) {

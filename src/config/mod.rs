@@ -31,6 +31,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub trust: TrustConfig,
     pub push: crate::push::PushConfig,
+    pub audit: AuditConfig,
     /// The SAML 2.0 identity provider (`[saml]`, protocol.md §8).
     pub saml: SamlConfig,
     /// The demo relying-party page (`[demo]`).
@@ -191,32 +192,96 @@ impl HsmConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH` (default: `symbolon.db` in the state directory).
+    /// `sqlite://PATH` (default: `symbolon.db` in the state directory) or
+    /// `postgres://USER@HOST:PORT/DB` (a cluster; see docs/cluster.md).
     pub url: String,
-    /// Run migrations when `serve` starts.
+    /// Run migrations when `serve` starts (`false`: run `symbolon migrate` as a separate step).
     pub auto_migrate: bool,
     pub max_connections: u32,
+    /// Longest wait for a pooled connection (connecting included).
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Longest a single database call may take before the request gets `503 unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// PostgreSQL TLS: `disable`, `prefer`, `require` or `verify-full`.
+    pub tls: DatabaseTls,
+    /// PEM file of the CA that signs the PostgreSQL server certificate (`verify-full`).
+    pub ca_file: Option<PathBuf>,
+    /// File holding the PostgreSQL password (keeps it out of the URL and the TOML).
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), auto_migrate: true, max_connections: 8, acquire_timeout: Duration::from_secs(3) }
+        Self {
+            url: String::new(),
+            auto_migrate: true,
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
+            tls: DatabaseTls::Prefer,
+            ca_file: None,
+            password_file: None,
+        }
     }
+}
+
+/// TLS towards PostgreSQL (libpq `sslmode` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatabaseTls {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
 }
 
 /// The session store (nonces, auth sessions, counters).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionStoreConfig {
-    /// `memory://` (single node).
+    /// `memory://` (single node), `redis://[USER[:PASSWORD]@]HOST:PORT[/DB]` or `rediss://...` (TLS).
     pub url: String,
+    /// Prefix of every Redis key and of the events channel, so several deployments can
+    /// share one Redis.
+    pub key_prefix: String,
+    /// Longest a single Redis call may take before the request gets `503 unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// PEM file of the CA that signs the Redis server certificate (`rediss://`; default:
+    /// the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// File holding the Redis password (ACL user from the URL, password from here).
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for SessionStoreConfig {
     fn default() -> Self {
-        Self { url: "memory://".into() }
+        Self {
+            url: "memory://".into(),
+            key_prefix: "symbolon:".into(),
+            timeout: Duration::from_secs(2),
+            ca_file: None,
+            password_file: None,
+        }
+    }
+}
+
+/// The audit trail's signed checkpoints (architecture.md §Stores, Audit).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Sign a checkpoint after this many new events...
+    pub checkpoint_every: u32,
+    /// ...or this long after the last one when events were added since.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(60) }
     }
 }
 
@@ -370,6 +435,7 @@ impl Config {
             limits,
             trust,
             push,
+            audit,
             services,
             saml,
             demo
@@ -412,14 +478,38 @@ impl Config {
             p.push(problem("server.admin_listen", "must differ from server.public_listen".into()));
         }
         let url = self.database_url();
-        if !url.starts_with("sqlite:") {
-            p.push(problem("database.url", "unsupported scheme (expected sqlite://PATH)".into()));
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !url.starts_with("sqlite:") && !postgres {
+            p.push(problem("database.url", "unsupported scheme (expected sqlite://PATH or postgres://...)".into()));
         }
         if self.database.max_connections == 0 {
             p.push(problem("database.max_connections", "must be at least 1".into()));
         }
-        if self.session_store.url != "memory://" {
-            p.push(problem("session_store.url", "unsupported (expected memory://)".into()));
+        if self.database.acquire_timeout.is_zero() || self.database.statement_timeout.is_zero() {
+            p.push(problem("database.acquire_timeout", "acquire_timeout and statement_timeout must be > 0".into()));
+        }
+        if url.starts_with("sqlite:") && (self.database.ca_file.is_some() || self.database.password_file.is_some()) {
+            p.push(problem("database.ca_file", "ca_file and password_file apply to postgres:// only".into()));
+        }
+        if self.database.ca_file.is_some() && self.database.tls == DatabaseTls::Disable {
+            p.push(problem("database.tls", "ca_file is set but tls = \"disable\"".into()));
+        }
+        let redis = match url::Url::parse(&self.session_store.url) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some_and(|h| !h.is_empty()) => true,
+            _ if self.session_store.url == "memory://" => false,
+            _ => {
+                p.push(problem(
+                    "session_store.url",
+                    "unsupported (expected memory://, redis://HOST:PORT or rediss://HOST:PORT)".into(),
+                ));
+                false
+            }
+        };
+        if redis && self.session_store.timeout.is_zero() {
+            p.push(problem("session_store.timeout", "must be greater than zero".into()));
+        }
+        if redis && self.session_store.key_prefix.is_empty() {
+            p.push(problem("session_store.key_prefix", "must not be empty".into()));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.level) {
             p.push(problem("telemetry.level", e.to_string()));
@@ -467,6 +557,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval < Duration::from_secs(1) {
+            p.push(problem("audit.checkpoint_every", "checkpoint_every ≥ 1 and checkpoint_interval ≥ 1s".into()));
         }
         p.extend(self.validate_saml());
         if self.demo.enabled {
@@ -626,6 +719,25 @@ mod tests {
             assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
             Ok(())
         });
+    }
+
+    #[test]
+    fn cluster_store_urls() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        c.database.url = "postgres://symbolon@db:5432/symbolon".into();
+        c.database.tls = DatabaseTls::VerifyFull;
+        c.database.ca_file = Some("/etc/symbolon/db-ca.pem".into());
+        c.session_store.url = "rediss://symbolon@redis:6380/0".into();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        c.database.url = "mysql://x".into();
+        c.session_store.url = "redis://".into();
+        let paths: Vec<String> = c.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["database.url", "session_store.url"]);
+        c.database.url = "sqlite:///tmp/x.db".into();
+        c.session_store.url = "memory://".into();
+        let paths: Vec<String> = c.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["database.ca_file"], "ca_file is for postgres only");
     }
 
     #[test]

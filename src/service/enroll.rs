@@ -134,7 +134,25 @@ impl Services {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_enrollment(&enrollment).await?;
+        // The enrollment and its audit event commit together.
+        let event = crate::store::AuditEvent::new(
+            now,
+            super::audit::kinds::ENROLLMENT_CREATED,
+            format!("device:{device_id}"),
+            &enrollment.token_id,
+            serde_json::json!({
+                "enrollment_id": enrollment.id,
+                "device_id": device_id,
+                "push_provider": enrollment.push_provider,
+                "claims": names,
+                "doc_type": verified.doc_type.to_string(),
+                "territory": verified.territory.to_string(),
+                "ca_sha256": enrollment.ca_sha256,
+                "signer_serial": enrollment.signer_serial,
+            }),
+        );
+        let record = self.store.insert_enrollment_audited(&enrollment, &event).await?;
+        self.audit.appended(&record);
         tracing::info!(
             token_id = %enrollment.token_id,
             device_id = %device_id,

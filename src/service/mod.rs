@@ -1,6 +1,7 @@
 //! The domain: enrollment, authentication sessions, OTPs, identity tokens, claims.
 //! Nothing here knows HTTP; handlers in `http/` call these and map [`ApiError`]s.
 
+pub mod audit;
 pub mod auth;
 pub mod claims;
 pub mod enroll;
@@ -25,6 +26,8 @@ pub struct Services {
     pub sessions: Arc<dyn SessionStore>,
     pub trust: TrustStore,
     pub push: crate::push::PushQueue,
+    /// The audit trail: record events through it (never secrets, OTPs or claim values).
+    pub audit: audit::Audit,
 }
 
 impl std::fmt::Debug for Services {

@@ -3,10 +3,17 @@
 //! the durable store (enrollments, key catalog) and the session store (nonces and
 //! other short-lived state with a TTL).
 
+pub mod audit;
 mod memory;
+mod postgres;
+mod redis;
+mod rows;
 mod sqlite;
 
+pub use audit::{AuditCheckpoint, AuditEvent, AuditRecord};
 pub use memory::MemorySessionStore;
+pub use postgres::PostgresStore;
+pub use redis::RedisSessionStore;
 pub use sqlite::SqliteStore;
 
 use std::sync::Arc;
@@ -37,7 +44,16 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            // PostgreSQL: connection exceptions (08), insufficient resources (53),
+            // operator intervention such as a shutdown or a statement timeout (57).
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57")) =>
+            {
                 StoreError::Unavailable(e.to_string())
             }
             other => StoreError::Database(other.to_string()),
@@ -151,6 +167,21 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<String>, StoreError>;
     /// Counts rows (for tests and status): enrollments in total.
     async fn count_enrollments(&self) -> Result<i64, StoreError>;
+
+    /// Stores a new active enrollment and its audit event in one transaction.
+    async fn insert_enrollment_audited(&self, e: &Enrollment, event: &AuditEvent) -> Result<AuditRecord, StoreError>;
+    /// Appends an event to the audit chain (serialized across nodes by the database).
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError>;
+    /// The last record's `(seq, hash)`.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+    /// Up to `limit` records with `seq > after_seq` and `at >= since`, in `seq` order.
+    async fn audit_page(&self, after_seq: i64, since: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Stores a signed checkpoint; `false` when one for that `seq` exists already.
+    async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<bool, StoreError>;
+    /// Every checkpoint, in `seq` order.
+    async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
+    /// The checkpoint with the highest `seq`.
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
 }
 
 /// Session-store failures.
@@ -280,15 +311,22 @@ pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, Stor
     let url = config.database_url();
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(&url, &config.database).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(&url, &config.database)?))
     } else {
         Err(StoreError::Unavailable(format!("unsupported database url scheme in {url:?}")))
     }
 }
 
-/// Opens the session store named by the configuration.
+/// Opens the session store named by the configuration. A Redis store connects lazily
+/// (and reconnects by itself), so a node starts while Redis is down and becomes
+/// ready when it answers; it must be called inside the Tokio runtime.
 pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, SessionStoreError> {
     match config.session_store.url.as_str() {
         "memory://" => Ok(Arc::new(MemorySessionStore::new())),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Ok(Arc::new(RedisSessionStore::open(&config.session_store)?))
+        }
         other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
     }
 }

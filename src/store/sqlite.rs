@@ -2,13 +2,16 @@
 
 use std::str::FromStr;
 
+use sqlx::SqliteConnection;
+
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{DurableStore, Enrollment, EnrollmentStatus, StoreError};
+use super::rows::{audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row};
+use super::{AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, StoreError, audit};
 use crate::config::DatabaseConfig;
-use crate::keys::{CatalogEntry, KeyPurpose, KeyState};
+use crate::keys::{CatalogEntry, KeyState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -36,47 +39,6 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self { pool })
     }
-}
-
-fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CatalogEntry, StoreError> {
-    let purpose: String = row.try_get("purpose")?;
-    let state: String = row.try_get("state")?;
-    Ok(CatalogEntry {
-        label: row.try_get("label")?,
-        purpose: KeyPurpose::from_str(&purpose).map_err(StoreError::Corrupt)?,
-        kid: row.try_get("kid")?,
-        state: KeyState::from_str(&state).map_err(StoreError::Corrupt)?,
-        created_at: row.try_get("created_at")?,
-        activated_at: row.try_get("activated_at")?,
-        retiring_at: row.try_get("retiring_at")?,
-        retired_at: row.try_get("retired_at")?,
-    })
-}
-
-fn enrollment_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Enrollment, StoreError> {
-    let status: String = row.try_get("status")?;
-    let names: String = row.try_get("claim_names")?;
-    Ok(Enrollment {
-        id: row.try_get("id")?,
-        token_id: row.try_get("token_id")?,
-        device_id: row.try_get("device_id")?,
-        device_jwk: row.try_get("device_jwk")?,
-        device_name: row.try_get("device_name")?,
-        status: EnrollmentStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        status_reason: row.try_get("status_reason")?,
-        push_provider: row.try_get("push_provider")?,
-        push_token_sealed: row.try_get("push_token_sealed")?,
-        claims_sealed: row.try_get("claims_sealed")?,
-        claim_names: names.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-        ca_sha256: row.try_get("ca_sha256")?,
-        signer_serial: row.try_get("signer_serial")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 #[async_trait]
@@ -130,35 +92,8 @@ impl DurableStore for SqliteStore {
     }
 
     async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO enrollments (id, token_id, device_id, device_jwk, device_name, status, status_reason,
-                push_provider, push_token_sealed, claims_sealed, claim_names, ca_sha256, signer_serial,
-                created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(&e.token_id)
-        .bind(&e.device_id)
-        .bind(&e.device_jwk)
-        .bind(&e.device_name)
-        .bind(e.status.as_str())
-        .bind(&e.status_reason)
-        .bind(&e.push_provider)
-        .bind(&e.push_token_sealed)
-        .bind(&e.claims_sealed)
-        .bind(e.claim_names.join(" "))
-        .bind(&e.ca_sha256)
-        .bind(&e.signer_serial)
-        .bind(e.created_at)
-        .bind(e.updated_at)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Both the one-active-device index and a reused device key land here.
-            Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
-            Err(err) => Err(err.into()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        insert_enrollment(&mut conn, e).await
     }
 
     async fn enrollment_by_device(&self, device_id: &str) -> Result<Option<Enrollment>, StoreError> {
@@ -219,4 +154,118 @@ impl DurableStore for SqliteStore {
     async fn count_enrollments(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM enrollments").fetch_one(&self.pool).await?.try_get("n")?)
     }
+
+    async fn insert_enrollment_audited(&self, e: &Enrollment, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+        // IMMEDIATE takes the write lock first, so two appenders cannot read the same head.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_enrollment(&mut tx, e).await?;
+        let record = append_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let record = append_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        audit_head(&mut conn).await
+    }
+
+    async fn audit_page(&self, after_seq: i64, since: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE seq > ? AND at >= ? ORDER BY seq LIMIT ?")
+            .bind(after_seq)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, hash, at, key_label, signature) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(c.seq)
+        .bind(&c.hash)
+        .bind(c.at)
+        .bind(&c.key_label)
+        .bind(&c.signature)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq").fetch_all(&self.pool).await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetch_optional(&self.pool).await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+}
+
+async fn insert_enrollment(conn: &mut SqliteConnection, e: &Enrollment) -> Result<(), StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO enrollments (id, token_id, device_id, device_jwk, device_name, status, status_reason,
+            push_provider, push_token_sealed, claims_sealed, claim_names, ca_sha256, signer_serial,
+            created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id)
+    .bind(&e.token_id)
+    .bind(&e.device_id)
+    .bind(&e.device_jwk)
+    .bind(&e.device_name)
+    .bind(e.status.as_str())
+    .bind(&e.status_reason)
+    .bind(&e.push_provider)
+    .bind(&e.push_token_sealed)
+    .bind(&e.claims_sealed)
+    .bind(e.claim_names.join(" "))
+    .bind(&e.ca_sha256)
+    .bind(&e.signer_serial)
+    .bind(e.created_at)
+    .bind(e.updated_at)
+    .execute(&mut *conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Both the one-active-device index and a reused device key land here.
+        Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn audit_head(conn: &mut SqliteConnection) -> Result<Option<(i64, String)>, StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+    row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?))).transpose()
+}
+
+/// Appends inside the caller's write transaction.
+async fn append_audit(conn: &mut SqliteConnection, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+    let head = audit_head(conn).await?;
+    let r = audit::next_record(head, event).map_err(StoreError::Corrupt)?;
+    sqlx::query(
+        "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(r.seq)
+    .bind(r.at)
+    .bind(&r.kind)
+    .bind(&r.actor)
+    .bind(&r.subject)
+    .bind(r.detail_text())
+    .bind(&r.prev_hash)
+    .bind(&r.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r)
 }

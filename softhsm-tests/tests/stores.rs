@@ -1,0 +1,532 @@
+//! The store contracts, run against every backend: the durable store on SQLite and
+//! PostgreSQL, the session store in memory and on Redis. For the shared backends a
+//! second, independent store instance plays a second node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use softhsm_tests::backends::{PgDatabase, RedisPrefix};
+use symbolon::config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
+use symbolon::keys::{CatalogEntry, KeyPurpose, KeyState};
+use symbolon::store::audit::{GENESIS_HASH, chain_hash};
+use symbolon::store::{
+    AuditCheckpoint, AuditEvent, AuthSession, DurableStore, Enrollment, EnrollmentStatus, MemorySessionStore,
+    PostgresStore, RedisSessionStore, SessionEnd, SessionStatus, SessionStore, SqliteStore, StoreError,
+};
+
+fn now() -> i64 {
+    symbolon::ids::now_unix()
+}
+
+fn db_config() -> DatabaseConfig {
+    DatabaseConfig {
+        tls: DatabaseTls::Disable,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+        ..DatabaseConfig::default()
+    }
+}
+
+fn redis_config(prefix: &RedisPrefix) -> SessionStoreConfig {
+    SessionStoreConfig {
+        url: prefix.url.clone(),
+        key_prefix: prefix.prefix.clone(),
+        timeout: Duration::from_secs(2),
+        ..SessionStoreConfig::default()
+    }
+}
+
+// ---------------------------------------------------------------- session store
+
+fn session(token_id: &str, now: i64, ttl: i64) -> AuthSession {
+    AuthSession {
+        id: symbolon::ids::new_id(),
+        browser_token_sha256: "ab".repeat(32),
+        token_id: token_id.into(),
+        service_id: "rp1".into(),
+        scopes: vec![],
+        created_at: now,
+        expires_at: now + ttl,
+        otp_key: "symbolon-otp-x".into(),
+        otp_digits: 6,
+        device_id: Some("dev".into()),
+        status: SessionStatus::Pending,
+        failures: 0,
+        id_token: None,
+        ended_at: None,
+    }
+}
+
+/// `a` and `b` are two handles on one store (two nodes of a cluster, or the same
+/// in-process store twice).
+async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
+    a.ping().await.unwrap();
+    let t = now();
+
+    // Nonces: single use across nodes, expiring.
+    a.put_nonce("n1", Duration::from_secs(60)).await.unwrap();
+    assert!(b.take_nonce("n1").await.unwrap());
+    assert!(!a.take_nonce("n1").await.unwrap());
+    a.put_nonce("n2", Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(!b.take_nonce("n2").await.unwrap());
+    assert!(!b.take_nonce("never").await.unwrap());
+    // Concurrent takes of one nonce: exactly one wins.
+    a.put_nonce("n3", Duration::from_secs(60)).await.unwrap();
+    let takes: Vec<_> = (0..10)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.take_nonce("n3").await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in takes {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+
+    // Single-use values: replaced by a later put, taken once, expiring.
+    a.put_value("v1", "first", Duration::from_secs(60)).await.unwrap();
+    b.put_value("v1", "second", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(b.take_value("v1").await.unwrap().as_deref(), Some("second"));
+    assert_eq!(a.take_value("v1").await.unwrap(), None);
+    a.put_value("v2", "x", Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(b.take_value("v2").await.unwrap(), None);
+
+    // Sliding window shared by both nodes.
+    for i in 0..3 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert!(s.hit("k", 3, Duration::from_secs(60)).await.unwrap().is_ok());
+    }
+    let wait = b.hit("k", 3, Duration::from_secs(60)).await.unwrap().unwrap_err();
+    assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(50), "{wait:?}");
+    assert!(a.hit("other", 3, Duration::from_secs(60)).await.unwrap().is_ok());
+    for _ in 0..2 {
+        assert!(a.hit("short", 2, Duration::from_millis(100)).await.unwrap().is_ok());
+    }
+    assert!(a.hit("short", 2, Duration::from_millis(100)).await.unwrap().is_err());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(b.hit("short", 2, Duration::from_millis(100)).await.unwrap().is_ok());
+
+    // Weighted window and locks.
+    assert_eq!(a.add_units("u", 2, Duration::from_secs(60)).await.unwrap(), 2);
+    assert_eq!(b.add_units("u", 2, Duration::from_secs(60)).await.unwrap(), 4);
+    assert_eq!(a.add_units("u2", 3, Duration::from_millis(100)).await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(a.add_units("u2", 3, Duration::from_millis(100)).await.unwrap(), 3);
+    assert_eq!(a.lock_remaining("l").await.unwrap(), None);
+    a.lock("l", Duration::from_secs(30)).await.unwrap();
+    let left = b.lock_remaining("l").await.unwrap().unwrap();
+    assert!(left > Duration::from_secs(28) && left <= Duration::from_secs(30));
+
+    // Sessions: the pending cap counts pending sessions only.
+    let s1 = session("tok-aaaaaa", t, 120);
+    let mut s2 = session("tok-aaaaaa", t + 1, 120);
+    s2.scopes = vec!["name".into(), "age".into()];
+    let s3 = session("tok-aaaaaa", t + 2, 120);
+    let keep = t + 180;
+    assert!(a.create_session(&s1, 3, t, keep).await.unwrap());
+    assert!(b.create_session(&s2, 3, t, keep).await.unwrap());
+    assert!(a.create_session(&s3, 3, t, keep).await.unwrap());
+    assert!(!b.create_session(&session("tok-aaaaaa", t, 120), 3, t, keep).await.unwrap());
+    assert_eq!(b.get_session(&s2.id).await.unwrap().unwrap(), s2);
+    assert_eq!(a.get_session("nope").await.unwrap(), None);
+    let pending = b.pending_sessions("tok-aaaaaa", t).await.unwrap();
+    assert_eq!(pending.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [&s1.id, &s2.id, &s3.id]);
+    assert!(a.pending_sessions("tok-other", t).await.unwrap().is_empty());
+
+    // Ending: one winner; the loser sees the ended session; a node's subscriber hears it.
+    let mut events = a.subscribe(&s1.id).await.unwrap();
+    let ended = b.end_session(&s1.id, SessionEnd::Approved { id_token: "jwt".into() }, t).await.unwrap();
+    let ended = ended.unwrap().unwrap();
+    assert_eq!(ended.status, SessionStatus::Approved);
+    assert_eq!(ended.id_token.as_deref(), Some("jwt"));
+    assert_eq!(ended.ended_at, Some(t));
+    tokio::time::timeout(Duration::from_secs(3), events.recv()).await.expect("end event").unwrap();
+    let lost = a.end_session(&s1.id, SessionEnd::Rejected, t).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(lost.status, SessionStatus::Approved);
+    assert_eq!(a.get_session(&s1.id).await.unwrap().unwrap(), ended);
+    assert!(a.end_session("nope", SessionEnd::Rejected, t).await.unwrap().is_none());
+    // An ended session frees its place under the cap.
+    assert_eq!(a.pending_sessions("tok-aaaaaa", t).await.unwrap().len(), 2);
+    let s4 = session("tok-aaaaaa", t + 3, 120);
+    assert!(b.create_session(&s4, 3, t, keep).await.unwrap());
+    // Past its expiry a session cannot end, only be read.
+    let late = b.end_session(&s2.id, SessionEnd::Rejected, s2.expires_at).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(late.status, SessionStatus::Pending);
+    assert!(!late.is_pending(s2.expires_at));
+    assert_eq!(a.pending_sessions("tok-aaaaaa", s4.expires_at).await.unwrap().len(), 0);
+
+    // Failures lock at the limit, once; after that the session is unchanged.
+    let mut lock_events = b.subscribe(&s3.id).await.unwrap();
+    for n in 1..=4u32 {
+        let s = if n % 2 == 0 { &a } else { &b };
+        let after = s.count_failure(&s3.id, 5, t).await.unwrap().unwrap();
+        assert_eq!((after.failures, after.status), (n, SessionStatus::Pending));
+    }
+    let locked = a.count_failure(&s3.id, 5, t).await.unwrap().unwrap();
+    assert_eq!((locked.failures, locked.status, locked.ended_at), (5, SessionStatus::Locked, Some(t)));
+    tokio::time::timeout(Duration::from_secs(3), lock_events.recv()).await.expect("lock event").unwrap();
+    assert_eq!(b.count_failure(&s3.id, 5, t).await.unwrap().unwrap(), locked);
+    assert!(a.count_failure("nope", 5, t).await.unwrap().is_none());
+    assert!(matches!(b.end_session(&s3.id, SessionEnd::Rejected, t).await.unwrap(), Some(Err(_))));
+
+    // Races across nodes: exactly one end wins; the cap holds under concurrent creates;
+    // concurrent failures stop at the limit.
+    let race = session("tok-race00", t, 120);
+    assert!(a.create_session(&race, 3, t, keep).await.unwrap());
+    let ends: Vec<_> = (0..16)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = race.id.clone();
+            tokio::spawn(async move { s.end_session(&id, SessionEnd::Approved { id_token: format!("t{i}") }, t).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for e in ends {
+        winners += usize::from(matches!(e.await.unwrap().unwrap(), Some(Ok(_))));
+    }
+    assert_eq!(winners, 1);
+    let creates: Vec<_> = (0..12)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.create_session(&session("tok-cap000", t, 120), 3, t, keep).await.unwrap() })
+        })
+        .collect();
+    let mut created = 0;
+    for c in creates {
+        created += usize::from(c.await.unwrap());
+    }
+    assert_eq!(created, 3);
+    let f = session("tok-fail00", t, 120);
+    assert!(a.create_session(&f, 3, t, keep).await.unwrap());
+    let fails: Vec<_> = (0..12)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = f.id.clone();
+            tokio::spawn(async move { s.count_failure(&id, 5, t).await.unwrap() })
+        })
+        .collect();
+    for x in fails {
+        x.await.unwrap();
+    }
+    let after = a.get_session(&f.id).await.unwrap().unwrap();
+    assert_eq!((after.failures, after.status), (5, SessionStatus::Locked));
+
+    // Records are kept until `keep_until`, then gone.
+    let short = session("tok-short0", t, 1);
+    assert!(a.create_session(&short, 3, t, t + 1).await.unwrap());
+    assert!(b.get_session(&short.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(b.get_session(&short.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn session_store_memory() {
+    let s: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
+    session_store_contract(s.clone(), s).await;
+}
+
+#[tokio::test]
+async fn session_store_redis_two_nodes() {
+    let prefix = RedisPrefix::new();
+    let a: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&redis_config(&prefix)).unwrap());
+    let b: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&redis_config(&prefix)).unwrap());
+    // Let both event subscriptions come up (an event published before would only be
+    // noticed at the session's expiry).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session_store_contract(a, b).await;
+    assert!(prefix.key_count().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn redis_session_format_is_versioned() {
+    let prefix = RedisPrefix::new();
+    let store = RedisSessionStore::open(&redis_config(&prefix)).unwrap();
+    let t = now();
+    let s = session("tok-format", t, 120);
+    assert!(store.create_session(&s, 3, t, t + 180).await.unwrap());
+    let client = redis::Client::open(prefix.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}s:{}", prefix.prefix, s.id);
+    let v: String = redis::cmd("HGET").arg(&key).arg("v").query_async(&mut conn).await.unwrap();
+    assert_eq!(v, "1");
+    // A record of an unknown version is refused, not misread.
+    redis::cmd("HSET").arg(&key).arg("v").arg("99").query_async::<()>(&mut conn).await.unwrap();
+    assert!(store.get_session(&s.id).await.is_err());
+}
+
+// ---------------------------------------------------------------- durable store
+
+fn enrollment(token_id: &str, device_id: &str, t: i64) -> Enrollment {
+    Enrollment {
+        id: symbolon::ids::short_id(),
+        token_id: token_id.into(),
+        device_id: device_id.into(),
+        device_jwk: "{}".into(),
+        device_name: "phone".into(),
+        status: EnrollmentStatus::Active,
+        status_reason: None,
+        push_provider: "none".into(),
+        push_token_sealed: None,
+        claims_sealed: "v1.x.y".into(),
+        claim_names: vec!["given_name".into(), "birthdate".into()],
+        ca_sha256: "ca".into(),
+        signer_serial: "01".into(),
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+fn event(kind: &str, subject: &str, t: i64) -> AuditEvent {
+    AuditEvent {
+        at: t,
+        kind: kind.into(),
+        actor: "system".into(),
+        subject: subject.into(),
+        detail: serde_json::json!({"n": 1, "reason": "test"}),
+    }
+}
+
+async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStore>) {
+    a.migrate().await.unwrap();
+    b.migrate().await.unwrap(); // idempotent
+    a.ping().await.unwrap();
+    let t = now();
+
+    // Key catalog, one active key per purpose.
+    let key = |label: &str, state| CatalogEntry {
+        label: label.into(),
+        purpose: KeyPurpose::Jwt,
+        kid: format!("kid-{label}"),
+        state,
+        created_at: t,
+        activated_at: None,
+        retiring_at: None,
+        retired_at: None,
+    };
+    assert!(a.insert_key(&key("symbolon-jwt-1", KeyState::Active)).await.unwrap());
+    assert!(!b.insert_key(&key("symbolon-jwt-1", KeyState::Active)).await.unwrap());
+    assert!(b.insert_key(&key("symbolon-jwt-2", KeyState::Retiring)).await.unwrap());
+    assert!(a.insert_key(&key("symbolon-jwt-3", KeyState::Active)).await.is_err());
+    b.set_key_state("symbolon-jwt-2", KeyState::Retired, t + 5).await.unwrap();
+    let keys = a.list_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    let k2 = keys.iter().find(|k| k.label == "symbolon-jwt-2").unwrap();
+    assert_eq!((k2.state, k2.retired_at), (KeyState::Retired, Some(t + 5)));
+
+    // Enrollments: one active device per token id, device keys unique.
+    let e1 = enrollment("tok-111111", "dev-1", t);
+    a.insert_enrollment(&e1).await.unwrap();
+    assert!(matches!(
+        b.insert_enrollment(&enrollment("tok-111111", "dev-2", t)).await,
+        Err(StoreError::AlreadyEnrolled)
+    ));
+    assert!(matches!(
+        b.insert_enrollment(&enrollment("tok-222222", "dev-1", t)).await,
+        Err(StoreError::AlreadyEnrolled)
+    ));
+    assert_eq!(b.enrollment_by_device("dev-1").await.unwrap().unwrap(), e1);
+    assert_eq!(b.active_enrollment("tok-111111").await.unwrap().unwrap(), e1);
+    assert!(a.active_enrollment("tok-none00").await.unwrap().is_none());
+    let e3 = enrollment("tok-333333", "dev-3", t);
+    b.insert_enrollment(&e3).await.unwrap();
+    let changed = a.suspend_token_ids(&["tok-111111".into(), "tok-none00".into()], "vrl", t + 1).await.unwrap();
+    assert_eq!(changed, ["tok-111111"]);
+    let s = b.enrollment_by_device("dev-1").await.unwrap().unwrap();
+    assert_eq!((s.status, s.status_reason.as_deref(), s.updated_at), (EnrollmentStatus::Suspended, Some("vrl"), t + 1));
+    assert_eq!(b.suspend_signer("ca", "01", "crl", t + 2).await.unwrap(), ["tok-333333"]);
+    assert!(a.suspend_signer("ca", "01", "crl", t + 2).await.unwrap().is_empty());
+    // A suspended enrollment no longer blocks a new device.
+    a.insert_enrollment(&enrollment("tok-111111", "dev-4", t)).await.unwrap();
+    assert_eq!(b.count_enrollments().await.unwrap(), 3);
+
+    // Audit: a chain appended from both nodes, concurrently.
+    assert!(a.audit_head().await.unwrap().is_none());
+    let appends: Vec<_> = (0..20)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.append_audit(&event("test.event", &format!("s{i}"), t)).await.unwrap() })
+        })
+        .collect();
+    for x in appends {
+        x.await.unwrap();
+    }
+    // The enrollment and its event commit together, or neither does.
+    let e5 = enrollment("tok-555555", "dev-5", t);
+    let rec = b.insert_enrollment_audited(&e5, &event("enrollment.created", "tok-555555", t)).await.unwrap();
+    assert_eq!(rec.seq, 21);
+    let dup = enrollment("tok-555555", "dev-6", t);
+    assert!(matches!(
+        a.insert_enrollment_audited(&dup, &event("enrollment.created", "tok-555555", t)).await,
+        Err(StoreError::AlreadyEnrolled)
+    ));
+    let (head_seq, head_hash) = a.audit_head().await.unwrap().unwrap();
+    assert_eq!((head_seq, head_hash.as_str()), (21, rec.hash.as_str()));
+    let all = b.audit_page(0, 0, 1000).await.unwrap();
+    assert_eq!(all.len(), 21);
+    let mut prev = GENESIS_HASH.to_string();
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1);
+        assert_eq!(r.prev_hash, prev);
+        assert_eq!(chain_hash(&r.prev_hash, r.seq, &r.event()).unwrap(), r.hash);
+        prev = r.hash.clone();
+    }
+    assert_eq!(all[20].kind, "enrollment.created");
+    assert_eq!(all[0].detail, serde_json::json!({"n": 1, "reason": "test"}));
+    let page = a.audit_page(5, 0, 3).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [6, 7, 8]);
+    assert!(a.audit_page(0, t + 1, 10).await.unwrap().is_empty());
+
+    // Checkpoints: one per seq.
+    let cp = AuditCheckpoint { seq: 21, hash: rec.hash.clone(), at: t, key_label: "k".into(), signature: "s".into() };
+    assert!(a.insert_checkpoint(&cp).await.unwrap());
+    assert!(!b.insert_checkpoint(&cp).await.unwrap());
+    assert_eq!(b.checkpoints().await.unwrap(), [cp]);
+}
+
+#[tokio::test]
+async fn durable_store_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let a: Arc<dyn DurableStore> = Arc::new(SqliteStore::open(&url, &db_config()).await.unwrap());
+    let b: Arc<dyn DurableStore> = Arc::new(SqliteStore::open(&url, &db_config()).await.unwrap());
+    durable_store_contract(a, b).await;
+}
+
+#[tokio::test]
+async fn durable_store_postgres_two_nodes() {
+    let db = PgDatabase::create().unwrap();
+    let a: Arc<dyn DurableStore> = Arc::new(PostgresStore::open(&db.url(), &db_config()).unwrap());
+    let b: Arc<dyn DurableStore> = Arc::new(PostgresStore::open(&db.url(), &db_config()).unwrap());
+    durable_store_contract(a, b).await;
+    // The database itself refuses to change the audit trail, even for its owner.
+    for sql in ["UPDATE audit SET kind = 'x' WHERE seq = 1", "DELETE FROM audit WHERE seq = 1", "TRUNCATE audit"] {
+        let err = db.sql(sql).unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert!(db.sql("DELETE FROM audit_checkpoints").is_err());
+    assert_eq!(db.sql("SELECT count(*) FROM audit").unwrap().trim(), "21");
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_unavailable_fast() {
+    // Nothing listens on this port: every call fails within the bounded time.
+    let port = softhsm_tests::free_port().unwrap();
+    let config = DatabaseConfig { acquire_timeout: Duration::from_millis(500), ..db_config() };
+    let store = PostgresStore::open(&format!("postgres://postgres@127.0.0.1:{port}/x"), &config).unwrap();
+    let start = std::time::Instant::now();
+    assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(store.active_enrollment("tok-111111").await, Err(StoreError::Unavailable(_))));
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("san.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        d,
+        &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "1"]]
+            .concat(),
+    );
+    openssl(d, &[&["req"][..], &ec, &["-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost"]].concat());
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let redis = softhsm_tests::backends::PrivateRedis::start_tls(&d.join("srv.pem"), &d.join("srv.key")).unwrap();
+    let prefix = RedisPrefix::on(&redis.url());
+    // Trusting the private CA: works.
+    let config = SessionStoreConfig { ca_file: Some(d.join("ca.pem")), ..redis_config(&prefix) };
+    let store = RedisSessionStore::open(&config).unwrap();
+    // Ready once the event subscription is up too.
+    let start = std::time::Instant::now();
+    while store.ping().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", store.ping().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.put_nonce("tls", Duration::from_secs(10)).await.unwrap();
+    assert!(store.take_nonce("tls").await.unwrap());
+    // With the system roots only, the server is not trusted.
+    let untrusted = RedisSessionStore::open(&redis_config(&prefix)).unwrap();
+    assert!(untrusted.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn postgres_tls_require() {
+    let db = PgDatabase::create().unwrap();
+    let server_ssl = db.sql("SHOW ssl").unwrap().trim() == "on";
+    let config = DatabaseConfig { tls: DatabaseTls::Require, ..db_config() };
+    let store = PostgresStore::open(&db.url(), &config).unwrap();
+    // `require` connects only over TLS: it works exactly when the server offers TLS.
+    assert_eq!(store.ping().await.is_ok(), server_ssl);
+}
+
+/// The ACL of docs/cluster.md: the session store works as a Redis user limited to its
+/// key prefix, its channel and the commands it needs (user and password in the URL).
+#[tokio::test]
+async fn redis_acl_user_from_the_docs() {
+    let redis = softhsm_tests::backends::PrivateRedis::start().unwrap();
+    let client = redis::Client::open(redis.url().as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let acl = "on >acl-pw ~symbolon:* &symbolon:events -@all +@connection +psetex +getdel +pttl +hgetall \
+               +hset +hmget +hincrby +expire +pexpire +ttl +zadd +zrem +zcard +zrange +zrangebyscore \
+               +zremrangebyscore +time +eval +evalsha +script|load +publish +subscribe";
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("symbolon")
+        .arg(acl.split_whitespace().collect::<Vec<_>>())
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://symbolon:acl-pw@127.0.0.1:{}", redis.port);
+    let config = |prefix: &str| SessionStoreConfig {
+        url: url.clone(),
+        key_prefix: prefix.to_string(),
+        timeout: Duration::from_secs(2),
+        ..SessionStoreConfig::default()
+    };
+    let a: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&config("symbolon:")).unwrap());
+    let b: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&config("symbolon:")).unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session_store_contract(a, b).await;
+    // The password may come from a file instead of the URL.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "acl-pw\n").unwrap();
+    let from_file = SessionStoreConfig {
+        url: format!("redis://symbolon@127.0.0.1:{}", redis.port),
+        password_file: Some(dir.path().join("pw")),
+        ..config("symbolon:")
+    };
+    let store = RedisSessionStore::open(&from_file).unwrap();
+    store.put_nonce("pw", Duration::from_secs(5)).await.unwrap();
+    assert!(store.take_nonce("pw").await.unwrap());
+    // Outside its prefix the user may do nothing.
+    let other = RedisSessionStore::open(&config("other:")).unwrap();
+    assert!(other.put_nonce("x", Duration::from_secs(5)).await.is_err());
+}

@@ -1,0 +1,169 @@
+//! Audit records as stored: the hash chain and signed checkpoints (architecture.md
+//! §Stores, Audit). The chain rule lives here once so that appending (in both
+//! databases) and `symbolon audit verify` compute the same bytes.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first event: 32 zero bytes, hex.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event to append. `detail` is a JSON object of non-secret facts: identifiers,
+/// reasons, counts. Never a secret, an OTP or a claim value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// Dotted event name, e.g. `enrollment.created`.
+    pub kind: String,
+    /// Who caused it: `device:<id>`, `system`, `operator`, `node:<host>`.
+    pub actor: String,
+    /// What it is about: a token id, a session id, a key label, a list name.
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
+/// An appended event with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub subject: String,
+    pub detail: serde_json::Value,
+    /// Hex SHA-256 of the previous record (or [`GENESIS_HASH`]).
+    pub prev_hash: String,
+    /// Hex SHA-256 over the raw `prev_hash` bytes and [`canonical_bytes`].
+    pub hash: String,
+}
+
+/// A signed statement that the chain's record `seq` has hash `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub at: i64,
+    /// Label of the HSM `audit` key that signed.
+    pub key_label: String,
+    /// ES256 signature (raw r||s, base64url) over [`checkpoint_message`].
+    pub signature: String,
+}
+
+/// The bytes an event is hashed over: RFC 8785 (JCS) JSON of its fields and `seq`.
+pub fn canonical_bytes(seq: i64, e: &AuditEvent) -> Vec<u8> {
+    let value = serde_json::json!({
+        "v": 1,
+        "seq": seq,
+        "at": e.at,
+        "kind": e.kind,
+        "actor": e.actor,
+        "subject": e.subject,
+        "detail": e.detail,
+    });
+    // JCS of a json! value cannot fail (no non-finite numbers, string keys only); fall
+    // back to serde's compact form to keep this infallible anyway.
+    serde_json_canonicalizer::to_vec(&value).unwrap_or_else(|_| value.to_string().into_bytes())
+}
+
+/// `hash` of the event `seq` following `prev_hash`; `None` when `prev_hash` is not 64 hex digits.
+pub fn chain_hash(prev_hash: &str, seq: i64, e: &AuditEvent) -> Option<String> {
+    let prev = hex_decode(prev_hash)?;
+    if prev.len() != 32 {
+        return None;
+    }
+    let mut h = Sha256::new();
+    h.update(&prev);
+    h.update(canonical_bytes(seq, e));
+    Some(hex(&h.finalize()))
+}
+
+/// Builds the record for `event` after the chain head `(seq, hash)` (`None`: empty chain).
+pub fn next_record(head: Option<(i64, String)>, event: &AuditEvent) -> Result<AuditRecord, String> {
+    let (seq, prev_hash) = match head {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, GENESIS_HASH.to_string()),
+    };
+    let hash = chain_hash(&prev_hash, seq, event).ok_or_else(|| format!("audit record {} has a bad hash", seq - 1))?;
+    Ok(AuditRecord {
+        seq,
+        at: event.at,
+        kind: event.kind.clone(),
+        actor: event.actor.clone(),
+        subject: event.subject.clone(),
+        detail: event.detail.clone(),
+        prev_hash,
+        hash,
+    })
+}
+
+impl AuditRecord {
+    /// The event part of the record.
+    pub fn event(&self) -> AuditEvent {
+        AuditEvent {
+            at: self.at,
+            kind: self.kind.clone(),
+            actor: self.actor.clone(),
+            subject: self.subject.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+
+    /// The detail as stored: canonical JSON text.
+    pub fn detail_text(&self) -> String {
+        serde_json_canonicalizer::to_string(&self.detail).unwrap_or_else(|_| self.detail.to_string())
+    }
+}
+
+/// The message a checkpoint signs.
+pub fn checkpoint_message(seq: i64, hash: &str, at: i64, key_label: &str) -> Vec<u8> {
+    let value = serde_json::json!({
+        "type": "symbolon.audit.checkpoint",
+        "seq": seq,
+        "hash": hash,
+        "at": at,
+        "key": key_label,
+    });
+    serde_json_canonicalizer::to_vec(&value).unwrap_or_else(|_| value.to_string().into_bytes())
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> AuditEvent {
+        AuditEvent {
+            at: 1_763_800_000,
+            kind: kind.into(),
+            actor: "system".into(),
+            subject: "tok".into(),
+            detail: serde_json::json!({"b": 1, "a": "x"}),
+        }
+    }
+
+    #[test]
+    fn chain_links_and_detects_changes() {
+        let first = next_record(None, &event("a.b")).unwrap();
+        assert_eq!(first.seq, 1);
+        assert_eq!(first.prev_hash, GENESIS_HASH);
+        let second = next_record(Some((1, first.hash.clone())), &event("c.d")).unwrap();
+        assert_eq!(second.prev_hash, first.hash);
+        assert_eq!(chain_hash(&second.prev_hash, 2, &second.event()).unwrap(), second.hash);
+        let mut changed = second.event();
+        changed.subject = "other".into();
+        assert_ne!(chain_hash(&second.prev_hash, 2, &changed).unwrap(), second.hash);
+        assert!(chain_hash("zz", 1, &changed).is_none());
+    }
+}
