@@ -250,14 +250,19 @@ impl Services {
         }
         let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
         let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
-        if context.service_id != session.service_id || session.created_at < context.created_at {
+        if context.service_id != session.service_id {
             return Err(SamlFlowError::WrongService);
         }
+        // "Already used" before the timing check, so a second completion of one session
+        // is always reported as such, whichever second the new page was made in.
         let keep = secs(self.config.auth.otp_ttl + self.config.auth.browser_grace).max(60);
         let used =
             self.sessions.hit(&format!("saml-session:{}", session.id), 1, Duration::from_secs(keep as u64)).await?;
         if used.is_err() {
             return Err(SamlFlowError::SessionUsed);
+        }
+        if session.created_at < context.created_at {
+            return Err(SamlFlowError::WrongService);
         }
         let sp = self
             .config
