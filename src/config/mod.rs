@@ -153,7 +153,9 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             allow_root: false,
             shutdown_grace: Duration::from_secs(10),
-            max_in_flight: 4096,
+            // Small enough that a saturated node sheds load in milliseconds, not seconds
+            // (symbolon-bench: with 4096 a 2-core node's 503s took up to 9 s at 3x load).
+            max_in_flight: 256,
             hsts: false,
         }
     }
