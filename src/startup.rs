@@ -68,10 +68,22 @@ impl Application {
             .await
             .with_context(|| format!("cannot bind admin listener {}", config.server.admin_listen))?;
         let trust = TrustStore::load(&config.trust, &config.server.state_dir).context("trust cache")?;
+        let audit = crate::service::audit::Audit::new(store.clone(), keys.clone(), &config.audit);
+        let push_audit = audit.clone();
         let push = crate::push::PushQueue::from_config(
             &config.push,
             Arc::new(keys.pool().clone()),
-            Arc::new(|f: crate::push::PushFailure| {
+            Arc::new(move |f: crate::push::PushFailure| {
+                push_audit.record_detached(crate::store::AuditEvent::new(
+                    crate::ids::now_unix(),
+                    crate::service::audit::kinds::PUSH_FAILED,
+                    "symbolon",
+                    f.session_id.clone(),
+                    serde_json::json!({
+                        "attempt": f.attempt, "status": f.status, "reason": f.reason,
+                        "push_token_hash": f.token_hash, "gave_up": f.gave_up,
+                    }),
+                ));
                 tracing::warn!(
                     session_id = %f.session_id,
                     attempt = f.attempt,
@@ -84,12 +96,14 @@ impl Application {
             }),
         )
         .context("push")?;
-        let audit = crate::service::audit::Audit::new(store.clone(), keys.clone(), &config.audit);
         let services = Arc::new(Services { config, keys, store, sessions, trust, push, audit });
         if services.trust.config().is_configured() {
             let now = crate::ids::now_unix();
             match services.trust.refresh(now).await {
-                Ok(report) => log_refresh(&report),
+                Ok(report) => {
+                    log_refresh(&report);
+                    services.audit_trust_refresh(&report, now);
+                }
                 Err(e) => tracing::warn!(error = %e, "initial trust refresh failed; using the cached lists"),
             }
             services.apply_revocations(now).await;
@@ -143,6 +157,7 @@ impl Application {
             let services = self.state.inner.clone();
             self.state.trust.spawn_refresh_loop(move |report| {
                 log_refresh(report);
+                services.audit_trust_refresh(report, crate::ids::now_unix());
                 let services = services.clone();
                 tokio::spawn(async move { services.apply_revocations(crate::ids::now_unix()).await });
             })

@@ -35,6 +35,23 @@ async fn next(ws: &mut Ws) -> Result<Value, Option<u16>> {
     }
 }
 
+/// The audit trail as JSON lines once it holds an event of `kind` (events of the sign-in
+/// flow are appended without holding up the response).
+async fn audit_with(env: &SignIn, kind: &str) -> String {
+    for _ in 0..50 {
+        let out =
+            softhsm_tests::symbolon_cli(&env.token, &env.server.config_path, &["audit", "export", "--since", "1h"])
+                .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        if text.contains(&format!("\"{kind}\"")) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {kind} event in the audit trail");
+}
+
 /// The polling view of a session.
 async fn poll(env: &SignIn, sid: &str, browser_token: &str) -> Value {
     let url = format!("{}/v1/auth/sessions/{sid}", env.server.public_url);
@@ -124,10 +141,13 @@ async fn happy_path_browser_and_device_see_the_same_otp_and_the_token_verifies()
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
     // Polling delivers the same token.
     assert_eq!(poll(&env, &sid, &bt).await, json!({"status": "approved", "id_token": jwt}));
-    // Nothing secret in the log.
+    // Nothing secret in the log or the audit trail, which records the outcome.
     let log = env.server.log();
+    let audit = audit_with(&env, "auth.approved").await;
+    assert!(audit.contains(&sid) && audit.contains("enrollment.created"), "{audit}");
     for secret in [otp.as_str(), "JANE", "CITIZEN", "PA1234567", bt.as_str(), jwt.as_str()] {
         assert!(!log.contains(secret), "log contains {secret:?}");
+        assert!(!audit.contains(secret), "audit contains {secret:?}");
     }
 }
 
@@ -203,6 +223,8 @@ async fn five_wrong_otps_lock_the_session_and_lock_out_the_token() {
     assert_eq!((status, body["code"].as_str().unwrap()), (429, "locked_out"));
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((250..=300).contains(&retry), "{retry}");
+    let audit = audit_with(&env, "auth.token_locked_out").await;
+    assert!(audit.contains("auth.session_locked"), "{audit}");
 }
 
 #[tokio::test]

@@ -6,11 +6,11 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Services;
 use super::claims::StoredClaims;
 use super::idtoken::{IdClaims, ordered_scopes, scope_claims, signing_input};
 use super::jws::{HasIat, ParsedJws, TYP_DEVICE};
 use super::otp::{codes_equal, otp_message, truncate};
+use super::{Services, audit};
 use crate::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::{EcPublicJwk, KeyPurpose};
@@ -345,8 +345,16 @@ impl Services {
     /// units of the token id; reaching the limit locks the token out (§12 rule 5).
     async fn verify_failed(&self, session: &AuthSession, now: i64) -> Result<(), ApiError> {
         let after = self.sessions.count_failure(&session.id, self.config.auth.session_max_failures, now).await?;
-        if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.ended_at == Some(now)) {
+        // Only the verify that made the last allowed failure sees exactly this count.
+        let max = self.config.auth.session_max_failures;
+        if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.failures == max) {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
+            self.audit_event(
+                audit::kinds::AUTH_SESSION_LOCKED,
+                session.device_id.as_deref().unwrap_or("-"),
+                &session.token_id,
+                serde_json::json!({"session_id": session.id, "service_id": session.service_id, "failures": max}),
+            );
         }
         let limits = &self.config.limits;
         let total = self
@@ -356,6 +364,12 @@ impl Services {
         if total >= limits.failure_units {
             self.sessions.lock(&lockout_key(&session.token_id), limits.lockout).await?;
             tracing::warn!(token_id = %session.token_id, "token id locked out after repeated failures");
+            self.audit_event(
+                audit::kinds::AUTH_TOKEN_LOCKED_OUT,
+                "symbolon",
+                &session.token_id,
+                serde_json::json!({"failure_units": total, "lockout_s": limits.lockout.as_secs()}),
+            );
         }
         Ok(())
     }
@@ -377,10 +391,12 @@ impl Services {
             self.verify_failed(&session, now).await?;
             return Err(ApiError::new(ErrorCode::OtpMismatch, "the code does not match"));
         }
+        let mut granted_names: Vec<&'static str> = Vec::new();
         let end = match payload.decision {
             Decision::Reject => SessionEnd::Rejected,
             Decision::Approve => {
                 let granted = payload.scopes.unwrap_or_default();
+                granted_names = ordered_scopes(&granted);
                 if granted.iter().any(|g| !session.scopes.contains(g)) {
                     self.verify_failed(&session, now).await?;
                     return Err(ApiError::new(
@@ -393,8 +409,15 @@ impl Services {
         };
         match self.sessions.end_session(&session.id, end, now).await? {
             Some(Ok(ended)) => {
-                let status = if ended.status == SessionStatus::Approved { "approved" } else { "rejected" };
+                let approved = ended.status == SessionStatus::Approved;
+                let status = if approved { "approved" } else { "rejected" };
                 tracing::info!(session_id = %ended.id, outcome = status, "auth session ended");
+                self.audit_event(
+                    if approved { audit::kinds::AUTH_APPROVED } else { audit::kinds::AUTH_REJECTED },
+                    &enrollment.device_id,
+                    &ended.token_id,
+                    serde_json::json!({"session_id": ended.id, "service_id": ended.service_id, "scopes": granted_names}),
+                );
                 Ok(Verified { status })
             }
             Some(Err(_)) => Err(ApiError::new(ErrorCode::SessionClosed, "the session has ended")),

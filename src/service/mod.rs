@@ -47,6 +47,30 @@ impl Services {
         }
     }
 
+    /// Records an audit event (without waiting; a failure is logged).
+    pub fn audit_event(&self, kind: &str, actor: &str, subject: &str, detail: serde_json::Value) {
+        self.audit.record_detached(crate::store::AuditEvent::new(crate::ids::now_unix(), kind, actor, subject, detail));
+    }
+
+    /// Audits what a trust refresh changed or refused (list names and reasons only).
+    pub fn audit_trust_refresh(&self, report: &crate::trust::RefreshReport, now: i64) {
+        if report.updated.is_empty() && report.failed.is_empty() {
+            return;
+        }
+        let failed: Vec<_> = report
+            .failed
+            .iter()
+            .map(|f| serde_json::json!({"list": f.list, "url": f.url, "reason": f.reason}))
+            .collect();
+        self.audit.record_detached(crate::store::AuditEvent::new(
+            now,
+            audit::kinds::TRUST_LIST_CHANGED,
+            "symbolon",
+            "trust",
+            serde_json::json!({"updated": report.updated, "failed": failed, "fresh": report.fresh}),
+        ));
+    }
+
     /// After a trust refresh: suspends enrollments whose token id is on a VRL or whose
     /// signer certificate is on a CRL (vds.md §3.4).
     pub async fn apply_revocations(&self, now: i64) {
@@ -56,6 +80,12 @@ impl Services {
                 Ok(changed) => {
                     for token_id in changed {
                         tracing::warn!(token_id = %token_id, reason = "vrl", "enrollment suspended: credential revoked");
+                        self.audit_event(
+                            audit::kinds::ENROLLMENT_SUSPENDED,
+                            "symbolon",
+                            &token_id,
+                            serde_json::json!({"reason": "token id revoked by VRL"}),
+                        );
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot apply VRL revocations"),
@@ -70,6 +100,12 @@ impl Services {
                 Ok(changed) => {
                     for token_id in changed {
                         tracing::warn!(token_id = %token_id, reason = "crl", "enrollment suspended: credential revoked");
+                        self.audit_event(
+                            audit::kinds::ENROLLMENT_SUSPENDED,
+                            "symbolon",
+                            &token_id,
+                            serde_json::json!({"reason": "signer certificate revoked by CRL", "serial": signer.serial_hex}),
+                        );
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot apply CRL revocations"),
