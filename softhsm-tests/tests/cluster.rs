@@ -281,7 +281,8 @@ async fn audit_chain_verifies_and_names_the_first_broken_link() {
     let db = &stores.pg;
     // The enrollment's event, with a checkpoint signed right after it.
     let start = Instant::now();
-    while db.sql("SELECT count(*) FROM audit_checkpoints").unwrap().trim() != "1" {
+    // (Other events, e.g. the trust lists loaded at start, may come first.)
+    while db.sql("SELECT count(*) FROM audit_checkpoints").unwrap().trim().parse::<i64>().unwrap_or(0) < 1 {
         assert!(start.elapsed() < Duration::from_secs(10), "no checkpoint signed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -299,16 +300,18 @@ async fn audit_chain_verifies_and_names_the_first_broken_link() {
     }
     let (ok, out) = cli(&env, &["audit", "verify"]);
     assert!(ok, "{out}");
-    assert!(out.contains("OK: 5 events, 1 signed checkpoints"), "{out}");
+    assert!(out.starts_with("OK:") && out.contains("4 events after the last checkpoint"), "{out}");
 
     let (ok, out) = cli(&env, &["audit", "export", "--since", "1h"]);
     assert!(ok, "{out}");
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 5);
-    assert_eq!(lines[0]["kind"], "enrollment.created");
-    assert_eq!(lines[0]["subject"], env.token_id.as_str());
+    assert!(lines.len() >= 5, "{out}");
+    let enrolled = lines.iter().find(|l| l["kind"] == "enrollment.created").expect("enrollment event");
+    assert_eq!(enrolled["subject"], env.token_id.as_str());
     assert_eq!(lines[0]["seq"], 1);
-    assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
     for secret in ["JANE", "CITIZEN", "PA1234567"] {
         assert!(!out.contains(secret), "claim value {secret} in the audit trail");
     }
@@ -322,11 +325,12 @@ async fn audit_chain_verifies_and_names_the_first_broken_link() {
         ))
         .unwrap()
     };
+    let original = db.sql("SELECT subject FROM audit WHERE seq = 3").unwrap().trim().to_string();
     tamper("UPDATE audit SET subject = 'mallory' WHERE seq = 3");
     let (ok, out) = cli(&env, &["audit", "verify"]);
     assert!(!ok, "{out}");
     assert!(out.contains("BROKEN at seq 3: hash does not match"), "{out}");
-    tamper("UPDATE audit SET subject = 'subject-1' WHERE seq = 3");
+    tamper(&format!("UPDATE audit SET subject = '{original}' WHERE seq = 3"));
     assert!(cli(&env, &["audit", "verify"]).0);
     // A record taken out of the middle.
     tamper("DELETE FROM audit WHERE seq = 2");
@@ -351,7 +355,11 @@ async fn audit_on_sqlite_and_migrate_as_a_separate_step() {
     loop {
         let (ok, out) = cli(&env, &["audit", "verify"]);
         assert!(ok, "{out}");
-        if out.contains("OK: 1 events, 1 signed checkpoints") {
+        // The enrollment's event (and the trust lists' at start), each checkpointed.
+        if out.starts_with("OK:")
+            && out.contains(", 0 events after the last checkpoint")
+            && !out.contains("OK: 0 events")
+        {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{out}");
@@ -436,8 +444,10 @@ async fn two_roles_the_runtime_role_cannot_change_the_audit_trail() {
     let as_runtime = |sql: &str| {
         std::process::Command::new("psql").arg(url(&runtime, "runtime-pw")).args(["-Atqc", sql]).output().unwrap()
     };
-    let count = as_runtime("SELECT count(*) FROM audit");
-    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
+    // The enrollment and the sign-in were recorded by the runtime role.
+    let kinds = as_runtime("SELECT string_agg(kind, ' ' ORDER BY seq) FROM audit");
+    let kinds = String::from_utf8_lossy(&kinds.stdout).to_string();
+    assert!(kinds.contains("enrollment.created") && kinds.contains("auth.approved"), "{kinds}");
     for sql in ["UPDATE audit SET kind = 'x'", "DELETE FROM audit", "TRUNCATE audit", "DELETE FROM audit_checkpoints"] {
         let out = as_runtime(sql);
         let err = String::from_utf8_lossy(&out.stderr);
