@@ -96,7 +96,8 @@ impl Application {
             }),
         )
         .context("push")?;
-        let services = Arc::new(Services { config, keys, store, sessions, trust, push, audit });
+        let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
+        let services = Arc::new(Services { config, relying_parties, keys, store, sessions, trust, push, audit });
         if services.trust.config().is_configured() {
             let now = crate::ids::now_unix();
             match services.trust.refresh(now).await {
@@ -196,6 +197,36 @@ impl Application {
     }
 }
 
+/// Applies the relying parties of a re-read, valid configuration and audits the change.
+fn apply_reloaded(state: &AppState, path: &Path, new: Config) {
+    let restart = state.config.sections_needing_restart(&new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            file = %path.display(),
+            sections = %restart.join(", "),
+            "SIGHUP: these sections changed and take effect at the next restart"
+        );
+    }
+    let changes = state.relying_parties.replace(new.services);
+    if changes.is_empty() {
+        tracing::info!(file = %path.display(), "SIGHUP: configuration re-read; relying parties unchanged");
+        return;
+    }
+    tracing::info!(
+        file = %path.display(),
+        added = ?changes.added,
+        removed = ?changes.removed,
+        changed = ?changes.changed,
+        "SIGHUP: relying parties replaced"
+    );
+    state.audit_event(
+        crate::service::audit::kinds::RELYING_PARTIES_CHANGED,
+        "symbolon",
+        "services",
+        serde_json::json!({"added": changes.added, "removed": changes.removed, "changed": changes.changed}),
+    );
+}
+
 fn log_refresh(report: &crate::trust::RefreshReport) {
     for name in &report.updated {
         tracing::info!(list = %name, "trust document updated");
@@ -277,16 +308,19 @@ impl ProcessSignals {
     }
 }
 
-/// SIGHUP: re-reads and validates the configuration file (the running configuration
-/// stays; a restart applies changes) and fetches the trust lists now.
+/// SIGHUP: re-reads the configuration file and fetches the trust lists now. A valid
+/// file replaces the relying parties (`[[services]]`) at once; other sections that
+/// changed are named in the log and take effect at the next restart. An invalid file
+/// changes nothing.
 async fn reload(state: &AppState, path: Option<&Path>) {
     match path.map(|p| (p, Config::load(Some(p)))) {
         None => tracing::info!("SIGHUP: no configuration file to re-read"),
-        Some((p, Ok(_))) => tracing::info!(file = %p.display(), "SIGHUP: configuration re-read and valid"),
+        Some((p, Ok(new))) => apply_reloaded(state, p, new),
         Some((p, Err(problems))) => {
             for problem in &problems {
                 tracing::error!(file = %p.display(), problem = %problem, "SIGHUP: invalid configuration");
             }
+            tracing::error!(file = %p.display(), "SIGHUP: configuration not applied; the running one stays");
         }
     }
     if state.trust.config().is_configured() {

@@ -647,6 +647,39 @@ impl Config {
         (self.saml.enabled && service.saml.is_some()) || (self.demo.enabled && service.id == self.demo.service_id)
     }
 
+    /// The sections other than `[[services]]` whose values differ in `other`. A SIGHUP
+    /// applies only `[[services]]`; these take effect at the next restart.
+    pub fn sections_needing_restart(&self, other: &Config) -> Vec<&'static str> {
+        fn differs<T: Serialize>(a: &T, b: &T) -> bool {
+            serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+        }
+        // Destructured so that a new section cannot be forgotten here.
+        let Config {
+            server,
+            hsm,
+            database,
+            session_store,
+            telemetry,
+            device,
+            auth,
+            limits,
+            trust,
+            push,
+            audit,
+            saml,
+            demo,
+            services: _,
+        } = self;
+        let mut out = Vec::new();
+        macro_rules! compare {
+            ($($section:ident),*) => {
+                $( if differs($section, &other.$section) { out.push(stringify!($section)); } )*
+            };
+        }
+        compare!(server, hsm, database, session_store, telemetry, device, auth, limits, trust, push, audit, saml, demo);
+        out
+    }
+
     /// The relying party with this id.
     pub fn service(&self, id: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.id == id)

@@ -80,9 +80,9 @@ pub async fn websocket(
 ) -> Result<Response, ApiError> {
     if let Some(o) = origin(&headers)
         && let Some(session) = state.sessions.get_session(&id).await?
-        && let Some(service) = state.config.service(&session.service_id)
+        && let Some(service) = state.service(&session.service_id)
     {
-        state.check_origin(service, Some(o))?;
+        state.check_origin(&service, Some(o))?;
     }
     // The browser sends one small `hello`: a 4 KiB read buffer instead of tungstenite's
     // 128 KiB default keeps a pending session's socket at a few KiB (10,000 held sessions

@@ -100,17 +100,15 @@ pub fn public_router(state: AppState) -> Router {
     common_layers(router.fallback(health::not_found), &state).layer(cors(&state))
 }
 
-/// CORS for the relying parties' browser origins (`allowed_origins` of every service).
+/// CORS for the relying parties' browser origins (`allowed_origins` of every service,
+/// as configured now: a SIGHUP that changes them applies to the next request).
 fn cors(state: &AppState) -> tower_http::cors::CorsLayer {
-    let origins: Vec<HeaderValue> = state
-        .config
-        .services
-        .iter()
-        .flat_map(|s| s.allowed_origins.iter())
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+    let relying_parties = state.relying_parties.clone();
+    let allowed = tower_http::cors::AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+        origin.to_str().is_ok_and(|o| relying_parties.allows_origin(o))
+    });
     tower_http::cors::CorsLayer::new()
-        .allow_origin(origins)
+        .allow_origin(allowed)
         .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
         .expose_headers([header::RETRY_AFTER, axum::http::HeaderName::from_static(request_id::REQUEST_ID)])

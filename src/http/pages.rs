@@ -119,7 +119,7 @@ pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: B
 
 /// `GET /demo`: the demo relying party (only routed when `[demo] enabled`).
 pub async fn demo(State(state): State<AppState>) -> Response {
-    let Some(service) = state.config.service(&state.config.demo.service_id) else {
+    let Some(service) = state.service(&state.config.demo.service_id) else {
         return html(StatusCode::NOT_FOUND, web::error_page(&web::nonce(), "Not found", "The demo is not configured."));
     };
     let target = SignInTarget { service_id: &service.id, service_name: &service.name, scopes: &service.allowed_scopes };

@@ -2,6 +2,7 @@
 //! device's pending list and verify, with the abuse limits of §9 and §12.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -129,9 +130,8 @@ fn units_key(token_id: &str) -> String {
 }
 
 impl Services {
-    fn service_or_err(&self, id: &str) -> Result<&ServiceConfig, ApiError> {
-        self.config
-            .service(id)
+    fn service_or_err(&self, id: &str) -> Result<Arc<ServiceConfig>, ApiError> {
+        self.service(id)
             .ok_or_else(|| ApiError::new(ErrorCode::UnknownService, "service_id names no configured relying party"))
     }
 
@@ -174,7 +174,7 @@ impl Services {
         let limits = &self.config.limits;
         self.rate_limit(&format!("ip-initiate:{ip}"), limits.initiate_per_ip_per_minute).await?;
         let service = self.service_or_err(&req.service_id)?;
-        self.check_origin(service, origin)?;
+        self.check_origin(&service, origin)?;
         if !valid_token_id(&req.token_id) {
             return Err(ApiError::invalid_request("token_id must be 6..64 characters of [A-Za-z0-9._-]"));
         }
@@ -223,7 +223,7 @@ impl Services {
                 .with_retry_after(ttl as u64));
         }
         if let Some(enrollment) = &enrollment {
-            self.push_session(enrollment, &session, service, &otp).await;
+            self.push_session(enrollment, &session, &service, &otp).await;
         }
         tracing::info!(session_id = %session.id, service_id = %session.service_id, "auth session started");
         Ok(Initiated {
@@ -328,7 +328,7 @@ impl Services {
             if s.device_id.as_deref() != Some(enrollment.device_id.as_str()) {
                 continue;
             }
-            let Some(service) = self.config.service(&s.service_id) else { continue };
+            let Some(service) = self.service(&s.service_id) else { continue };
             sessions.push(PendingEntry {
                 otp: self.session_otp(&s).await?,
                 session_id: s.id.clone(),

@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod idtoken;
 pub mod jws;
 pub mod otp;
+pub mod relying_parties;
 pub mod saml;
 
 use std::sync::Arc;
@@ -20,7 +21,10 @@ use crate::trust::TrustStore;
 
 /// Everything the domain needs, shared by all requests.
 pub struct Services {
+    /// The configuration read at start. Its `services` are the start-up list; the
+    /// current relying parties are in [`Services::relying_parties`] (SIGHUP swaps them).
     pub config: Config,
+    pub relying_parties: relying_parties::RelyingParties,
     pub keys: KeyRing,
     pub store: Arc<dyn DurableStore>,
     pub sessions: Arc<dyn SessionStore>,
@@ -37,6 +41,11 @@ impl std::fmt::Debug for Services {
 }
 
 impl Services {
+    /// The relying party with this id, as configured now.
+    pub fn service(&self, id: &str) -> Option<std::sync::Arc<crate::config::ServiceConfig>> {
+        self.relying_parties.get(id)
+    }
+
     /// Counts one request for `key` against `limit` per minute (sliding window);
     /// `429 rate_limited` with `Retry-After` past it.
     pub async fn rate_limit(&self, key: &str, limit: u32) -> Result<(), ApiError> {

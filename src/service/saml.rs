@@ -177,7 +177,7 @@ impl Services {
     }
 
     fn saml_sps(&self) -> Vec<SamlSpConfig> {
-        self.config.saml_sps().map(|(_, sp)| sp.clone()).collect()
+        self.relying_parties.saml_sps().into_iter().map(|(_, sp)| sp).collect()
     }
 
     /// IdP metadata (`GET /saml/metadata`). `WantAuthnRequestsSigned` is true only
@@ -186,7 +186,7 @@ impl Services {
         if !self.config.saml.enabled {
             return Err(SamlFlowError::Disabled);
         }
-        let want_signed = self.config.saml_sps().all(|(_, sp)| sp.requests_signed);
+        let want_signed = self.relying_parties.saml_sps().iter().all(|(_, sp)| sp.requests_signed);
         let params = self.saml_certificate_params();
         Ok(metadata::idp_metadata_for(&self.keys, &self.config.server.issuer, &params, want_signed, now).await?)
     }
@@ -202,8 +202,9 @@ impl Services {
         let sps = self.saml_sps();
         let sso = redirect::receive_authn_request(query, &sps, &self.saml_url("sso"), cfg, now)?;
         let (service, sp) = self
-            .config
+            .relying_parties
             .saml_sps()
+            .into_iter()
             .find(|(_, sp)| sp.entity_id == sso.sp.entity_id)
             .ok_or_else(|| RequestError::UnknownSp(sso.sp.entity_id.clone()))?;
         if sso.request.is_passive {
@@ -226,7 +227,7 @@ impl Services {
         let value = serde_json::to_string(&context).map_err(|_| ApiError::internal())?;
         self.sessions.put_value(&context_key(&context_id), &value, SIGN_IN_CONTEXT_TTL).await?;
         tracing::info!(sp = %sp.entity_id, request_id = %sso.request.id, "SAML sign-in started");
-        Ok(SsoStart { context_id, service: service.clone(), sp: sp.clone(), scopes: sp.default_scopes.clone() })
+        Ok(SsoStart { context_id, service: (*service).clone(), sp: sp.clone(), scopes: sp.default_scopes.clone() })
     }
 
     /// The completion step: the session must be approved, readable with its browser
@@ -265,9 +266,8 @@ impl Services {
             return Err(SamlFlowError::WrongService);
         }
         let sp = self
-            .config
             .service(&context.service_id)
-            .and_then(|s| s.saml.as_ref())
+            .and_then(|s| s.saml.clone())
             .filter(|sp| sp.entity_id == context.sp_entity_id)
             .ok_or(SamlFlowError::WrongService)?;
         let id_token = session.id_token.as_deref().ok_or(SamlFlowError::BadIdToken)?;
@@ -280,7 +280,7 @@ impl Services {
             &cert,
             &ResponseParams {
                 issuer: &self.config.server.issuer,
-                sp,
+                sp: &sp,
                 in_response_to: Some(&context.request_id),
                 name_id: &session.token_id,
                 session_index: &session.id,

@@ -10,11 +10,16 @@
 //!    `otp`, in-process device signs and POSTs verify, browser receives `approved`) for D s;
 //! 3. half of the peak, open loop (paced arrivals);
 //! 4. 10,000 pending WebSocket sessions held open, server RSS from /proc;
-//! 5. 3× the peak offered open loop: 201 vs 503 and how long the 503s took, RSS before/after.
+//! 5. 3× the peak offered open loop: 201 vs 503 and how long the 503s took, RSS before/after;
+//! 6. scale-out (issue 6): the peak of phase 2 again with PostgreSQL + Redis as the stores,
+//!    on 1 node and on 2 nodes sharing them (each sign-in starts on one node and is
+//!    verified on the other), as a ratio to the SQLite/memory peak of phase 2. All nodes,
+//!    PostgreSQL and Redis share this machine's cores with the bench client.
 //!
 //! Prints a table of targets with PASS/MISS; never asserts timings.
 //!
 //! Usage: symbolon-bench [--seconds D] [--concurrency N] [--pending 10000] [--overload-seconds 4]
+//!        [--no-cluster]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,9 +31,10 @@ use futures_util::{SinkExt, StreamExt};
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
+use softhsm_tests::backends::{PgDatabase, RedisPrefix};
 use softhsm_tests::device::{Decision, VerifyPayload, unix_now};
 use softhsm_tests::signin::SignIn;
-use softhsm_tests::{ServerOptions, TestToken};
+use softhsm_tests::{ServerOptions, TestServer, TestToken};
 use symbolon::keys::{HsmPin, KeyPurpose, SessionPool, initialize_module};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -67,6 +73,10 @@ struct Args {
     /// Scopes requested and granted (comma separated; empty = none: no claims to unseal).
     #[arg(long, default_value = "")]
     scopes: String,
+    /// Skip phase 6 (PostgreSQL + Redis, 1 and 2 nodes; needs both servers reachable at
+    /// SYMBOLON_TEST_PG_URL / SYMBOLON_TEST_REDIS_URL, default 127.0.0.1).
+    #[arg(long)]
+    no_cluster: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -316,11 +326,50 @@ struct Bench {
     env: SignIn,
     browser: reqwest::Client,
     device: reqwest::Client,
-    initiate_url: String,
-    verify_url: String,
+    /// The nodes' public base URLs: `env.server` first, then `_more_nodes`.
+    nodes: Vec<String>,
+    /// Round robin over the nodes: sign-in n starts on node n and is verified on n + 1.
+    next_node: AtomicU64,
     initiate_body: String,
     scopes: Vec<String>,
     pid: u32,
+    /// Nodes besides `env.server` (phase 6), stopped when the bench is dropped.
+    _more_nodes: Vec<TestServer>,
+    /// The PostgreSQL database and Redis prefix of phase 6, dropped after the nodes.
+    _stores: Option<(PgDatabase, RedisPrefix)>,
+}
+
+impl Bench {
+    fn new(
+        env: SignIn,
+        more: Vec<TestServer>,
+        stores: Option<(PgDatabase, RedisPrefix)>,
+        scopes: &[String],
+    ) -> anyhow::Result<Self> {
+        let http =
+            || reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(usize::MAX).build();
+        let pid = env.server.pid().context("server pid")?;
+        let mut nodes = vec![env.server.public_url.clone()];
+        nodes.extend(more.iter().map(|s| s.public_url.clone()));
+        Ok(Bench {
+            browser: http()?,
+            device: http()?,
+            nodes,
+            next_node: AtomicU64::new(0),
+            initiate_body: json!({"token_id": env.token_id, "service_id": "rp1", "scopes": scopes}).to_string(),
+            scopes: scopes.to_vec(),
+            pid,
+            env,
+            _more_nodes: more,
+            _stores: stores,
+        })
+    }
+
+    /// (node that starts the sign-in, node that verifies it).
+    fn pick_nodes(&self) -> (&str, &str) {
+        let n = self.next_node.fetch_add(1, Ordering::Relaxed) as usize;
+        (&self.nodes[n % self.nodes.len()], &self.nodes[(n + 1) % self.nodes.len()])
+    }
 }
 
 /// Timings of one completed sign-in.
@@ -362,11 +411,11 @@ async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
 }
 
 /// Initiate; on 201 returns (session_id, browser_token).
-async fn initiate(b: &Bench, body: String, a: &mut Attempt) -> anyhow::Result<Option<(String, String)>> {
+async fn initiate(b: &Bench, node: &str, body: String, a: &mut Attempt) -> anyhow::Result<Option<(String, String)>> {
     let t = Instant::now();
     let r = b
         .browser
-        .post(&b.initiate_url)
+        .post(format!("{node}/v1/auth/initiate"))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
         .send()
@@ -383,11 +432,12 @@ async fn initiate(b: &Bench, body: String, a: &mut Attempt) -> anyhow::Result<Op
 }
 
 /// Opens the browser channel and waits for `otp`.
-async fn open_channel(b: &Bench, sid: &str, bt: &str) -> anyhow::Result<(Ws, String)> {
+async fn open_channel(node: &str, sid: &str, bt: &str) -> anyhow::Result<(Ws, String)> {
     // Small read buffer: tungstenite's 128 KiB default would make the bench, not the
     // server, the memory hog when 10,000 sessions are held.
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(b.env.ws_url(sid), Some(config), true).await?;
+    let url = format!("{}/v1/auth/sessions/{sid}/ws", node.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
     ws.send(Message::Text(json!({"type": "hello", "browser_token": bt}).to_string().into())).await?;
     let msg = next_json(&mut ws).await?;
     if msg["type"] != "otp" {
@@ -405,10 +455,11 @@ async fn sign_in(b: &Bench) -> Attempt {
 }
 
 async fn sign_in_inner(b: &Bench, a: &mut Attempt) -> anyhow::Result<()> {
+    let (start_node, verify_node) = b.pick_nodes();
     let t0 = Instant::now();
-    let Some((sid, bt)) = initiate(b, b.initiate_body.clone(), a).await? else { return Ok(()) };
+    let Some((sid, bt)) = initiate(b, start_node, b.initiate_body.clone(), a).await? else { return Ok(()) };
     let t1 = Instant::now();
-    let (mut ws, otp) = open_channel(b, &sid, &bt).await?;
+    let (mut ws, otp) = open_channel(start_node, &sid, &bt).await?;
     let t2 = Instant::now();
     let payload = VerifyPayload {
         session_id: sid,
@@ -422,7 +473,7 @@ async fn sign_in_inner(b: &Bench, a: &mut Attempt) -> anyhow::Result<()> {
     let verify = async {
         let r = b
             .device
-            .post(&b.verify_url)
+            .post(format!("{verify_node}/v1/auth/verify"))
             .header(reqwest::header::CONTENT_TYPE, "application/jose")
             .body(jws)
             .send()
@@ -597,10 +648,11 @@ async fn hold_pending(b: &Arc<Bench>, count: usize) -> anyhow::Result<(Vec<Ws>, 
             let _permit = sem.acquire_owned().await?;
             let body = json!({"token_id": format!("BENCH-{run}-{i:06}"), "service_id": "rp1", "scopes": []});
             let mut a = Attempt::default();
-            let Some((sid, bt)) = initiate(&b, body.to_string(), &mut a).await? else {
+            let node = b.nodes[0].as_str();
+            let Some((sid, bt)) = initiate(&b, node, body.to_string(), &mut a).await? else {
                 bail!("initiate answered {:?}", a.initiate.map(|(s, _)| s));
             };
-            Ok(open_channel(&b, &sid, &bt).await?.0)
+            Ok(open_channel(node, &sid, &bt).await?.0)
         });
     }
     let mut held = Vec::with_capacity(count);
@@ -768,36 +820,15 @@ async fn main() -> anyhow::Result<()> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let env = SignIn::start("", ServerOptions { env: env_overrides.clone(), ..Default::default() }).await?;
-    let pid = env.server.pid().context("server pid")?;
+    let b = Arc::new(Bench::new(env, Vec::new(), None, &scopes)?);
+    let pid = b.pid;
     println!("\nserver pid {pid}, hsm.workers 2, limits lifted so they do not shape the numbers:");
     for (k, v) in &env_overrides {
         println!("    {k}={v}");
     }
-    let http =
-        || reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(usize::MAX).build();
-    let b = Arc::new(Bench {
-        browser: http()?,
-        device: http()?,
-        initiate_url: format!("{}/v1/auth/initiate", env.server.public_url),
-        verify_url: format!("{}/v1/auth/verify", env.server.public_url),
-        initiate_body: json!({"token_id": env.token_id, "service_id": "rp1", "scopes": scopes}).to_string(),
-        scopes,
-        pid,
-        env,
-    });
     let (rss_idle, _) = rss_mib(pid);
     println!("    server RSS idle {rss_idle:.1} MiB");
-    // Smoke test: one full sign-in must work before measuring anything.
-    let smoke = sign_in(&b).await;
-    if smoke.trace.is_none() {
-        bail!(
-            "a single sign-in failed: initiate {:?} verify {:?} {:?}\n{}",
-            smoke.initiate.map(|x| x.0),
-            smoke.verify.map(|x| x.0),
-            smoke.error,
-            b.env.server.log()
-        );
-    }
+    smoke_test(&b).await?;
 
     // Phase 2 ----------------------------------------------------------------------------
     println!("\n[2] peak: {} closed-loop browsers, {:.0} s (after 1 s warm-up)", args.concurrency, args.seconds);
@@ -865,11 +896,20 @@ async fn main() -> anyhow::Result<()> {
     let shed: usize = bursts.iter().map(|o| o.shed).sum();
     let other_errors: usize = bursts.iter().map(|o| o.failed).sum();
     let rss_after: Vec<f64> = bursts.iter().map(|o| o.rss_after).collect();
+    drop(b);
+
+    // Phase 6 ----------------------------------------------------------------------------
+    let scale_out = if args.no_cluster {
+        println!("\n[6] scale-out: skipped (--no-cluster)");
+        Vec::new()
+    } else {
+        scale_out(&args, &env_overrides, &scopes, peak).await?
+    };
 
     // Summary ----------------------------------------------------------------------------
     let deadline = humantime_ms(&args.hsm_deadline);
     let bound_503 = deadline + 100.0;
-    let rows = vec![
+    let mut rows = vec![
         Row {
             what: "peak sign-ins/s vs in-run bound".into(),
             measured: format!("{peak:.0}/s of {:.0}/s = {:.0} %", bound.per_second(), ratio * 100.0),
@@ -913,6 +953,15 @@ async fn main() -> anyhow::Result<()> {
             pass: rss_after[1] <= rss_after[0] * 1.10,
         },
     ];
+    for (nodes, peak_n) in &scale_out {
+        let r = peak_n / peak;
+        rows.push(Row {
+            what: format!("PostgreSQL + Redis, {nodes} node(s): peak vs SQLite/memory"),
+            measured: format!("{peak_n:.0}/s of {peak:.0}/s = {:.0} %", r * 100.0),
+            target: "≥ 70 %".into(),
+            pass: r >= 0.7,
+        });
+    }
     println!("\n{:<48} {:<34} {:<34} result", "target", "measured", "goal");
     for r in &rows {
         let result = if r.target == "(info)" {
@@ -926,6 +975,80 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("load average at end {}", loadavg());
     Ok(())
+}
+
+/// One full sign-in must work before anything is measured.
+async fn smoke_test(b: &Bench) -> anyhow::Result<()> {
+    let smoke = sign_in(b).await;
+    if smoke.trace.is_none() {
+        bail!(
+            "a single sign-in failed: initiate {:?} verify {:?} {:?}\n{}",
+            smoke.initiate.map(|x| x.0),
+            smoke.verify.map(|x| x.0),
+            smoke.error,
+            b.env.server.log()
+        );
+    }
+    Ok(())
+}
+
+/// Phase 6: the closed-loop peak on PostgreSQL + Redis with 1 and with 2 nodes, each
+/// in a fresh database and key prefix. Returns (nodes, sign-ins/s) per configuration.
+async fn scale_out(
+    args: &Args,
+    env_overrides: &[(String, String)],
+    scopes: &[String],
+    sqlite_peak: f64,
+) -> anyhow::Result<Vec<(usize, f64)>> {
+    println!(
+        "\n[6] scale-out: {} closed-loop browsers, {:.0} s, PostgreSQL {} + Redis {}",
+        args.concurrency,
+        args.seconds,
+        softhsm_tests::backends::pg_addr().map_or_else(|e| format!("({e})"), |a| a.to_string()),
+        softhsm_tests::backends::redis_url()
+    );
+    let mut out = Vec::new();
+    for nodes in [1usize, 2] {
+        let pg = match PgDatabase::create() {
+            Ok(pg) => pg,
+            Err(e) => {
+                println!("    skipped: PostgreSQL not reachable ({e:#})");
+                return Ok(out);
+            }
+        };
+        let redis = RedisPrefix::new();
+        if let Err(e) = redis.key_count() {
+            println!("    skipped: Redis not reachable ({e:#})");
+            return Ok(out);
+        }
+        let stores_toml = format!("{}\n{}", pg.toml(), redis.toml());
+        let options = ServerOptions { env: env_overrides.to_vec(), ..Default::default() };
+        let env = SignIn::start(&stores_toml, options).await?;
+        let mut more = Vec::new();
+        for _ in 1..nodes {
+            let options = ServerOptions {
+                extra_toml: env.server.extra_toml.clone(),
+                env: env_overrides.to_vec(),
+                ..Default::default()
+            };
+            more.push(TestServer::start(&env.token, options)?);
+        }
+        let b = Arc::new(Bench::new(env, more, Some((pg, redis)), scopes)?);
+        smoke_test(&b).await?;
+        println!("  [6.{nodes}] {nodes} node(s)");
+        let (attempts, elapsed, _, _) = closed_loop(&b, args.concurrency, args.seconds).await;
+        let traces: Vec<Trace> = attempts.iter().filter_map(|a| a.trace).collect();
+        print_steps(&traces);
+        print_errors(&attempts);
+        let peak = traces.len() as f64 / elapsed;
+        println!(
+            "    {} sign-ins in {elapsed:.1} s = {peak:.0}/s = {:.0} % of the SQLite/memory peak {sqlite_peak:.0}/s",
+            traces.len(),
+            peak / sqlite_peak * 100.0
+        );
+        out.push((nodes, peak));
+    }
+    Ok(out)
 }
 
 /// Milliseconds of a humantime duration such as `250ms` or `2s` (NaN if unreadable).

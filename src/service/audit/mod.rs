@@ -31,6 +31,7 @@ pub mod kinds {
     pub const TRUST_LIST_CHANGED: &str = "trust.list_changed";
     pub const PUSH_FAILED: &str = "push.failed";
     pub const MANAGEMENT_ACTION: &str = "management.action";
+    pub const RELYING_PARTIES_CHANGED: &str = "config.relying_parties_changed";
 }
 
 impl AuditEvent {
