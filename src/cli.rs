@@ -26,7 +26,10 @@ Environment:
 
 Signals (serve):
   SIGTERM, SIGINT               stop accepting, drain for server.shutdown_grace, exit
-  SIGHUP                        reload (systemctl reload symbolon)";
+  SIGHUP                        reload (systemctl reload symbolon): re-read the file; a valid
+                                one replaces the relying parties ([[services]]) at once, other
+                                changed sections are named in the log and wait for a restart;
+                                fetch the trust lists now";
 
 /// Symbolon: hardware-backed mutual out-of-band authentication server.
 #[derive(Debug, Parser)]

@@ -32,6 +32,7 @@ use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
+use softhsm_tests::bench::{HsmOp, pool_rate, self_cpu};
 use softhsm_tests::device::{Decision, VerifyPayload, unix_now};
 use softhsm_tests::signin::SignIn;
 use softhsm_tests::{ServerOptions, TestServer, TestToken};
@@ -81,16 +82,6 @@ struct Args {
 
 // ---------------------------------------------------------------------------------------
 // Process accounting
-
-/// CPU seconds (user + system) this process has used.
-fn self_cpu() -> f64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .map(|u| {
-            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-            t(u.user_time()) + t(u.system_time())
-        })
-        .unwrap_or(0.0)
-}
 
 /// CPU seconds of another process from /proc/<pid>/stat (clock ticks of 1/100 s).
 fn proc_cpu(pid: u32) -> f64 {
@@ -177,48 +168,6 @@ fn raise_nofile() -> u64 {
 
 // ---------------------------------------------------------------------------------------
 // Phase 1: raw bound
-
-const OTP_MSG: &[u8] = b"symbolon-otp-v1\0sessionsessionsessionsessionsessionsess\0AUS-7Q2M9K4T\0\0\0\0\0i\x1f\x00\x00";
-
-#[derive(Clone, Copy)]
-enum RawOp {
-    Es256,
-    Hmac,
-}
-
-/// ops/s and CPU seconds per op of `op` through the pool, fed by `callers` async tasks.
-async fn pool_rate(pool: &SessionPool, label: &str, op: RawOp, callers: usize, secs: f64) -> (f64, f64) {
-    // A JWT signing input is about this long.
-    let jwt_input = vec![b'e'; 420];
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let (start, cpu0) = (Instant::now(), self_cpu());
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (pool, stop, count, label, jwt_input) =
-                (pool.clone(), stop.clone(), count.clone(), label.to_string(), jwt_input.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let (l, m) = (label.clone(), jwt_input.clone());
-                    let r = match op {
-                        RawOp::Es256 => pool.run(move |s| s.sign_es256(&l, &m).map(|_| ())).await,
-                        RawOp::Hmac => pool.run(move |s| s.hmac_sha256(&l, OTP_MSG).map(|_| ())).await,
-                    };
-                    if r.is_ok() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let n = count.load(Ordering::Relaxed) as f64;
-    (n / start.elapsed().as_secs_f64(), (self_cpu() - cpu0) / n.max(1.0))
-}
 
 /// p256 ECDSA verifies/s (software) on `threads` threads and CPU seconds per verify.
 fn verify_rate(threads: usize, secs: f64) -> (f64, f64) {
@@ -312,8 +261,9 @@ async fn raw_bound(secs: f64) -> anyhow::Result<Bound> {
     for (purpose, label) in [(KeyPurpose::Jwt, jwt.clone()), (KeyPurpose::Otp, otp.clone())] {
         pool.run(move |s| s.generate(purpose, &label)).await?;
     }
-    let sign = pool_rate(&pool, &jwt, RawOp::Es256, 16, secs).await;
-    let hmac = pool_rate(&pool, &otp, RawOp::Hmac, 16, secs).await;
+    let pair = |r: softhsm_tests::bench::Rate| (r.per_second, r.cpu_per_op);
+    let sign = pair(pool_rate(&pool, &jwt, HsmOp::Es256, 16, secs).await);
+    let hmac = pair(pool_rate(&pool, &otp, HsmOp::Hmac, 16, secs).await);
     pool.shutdown();
     let verify = tokio::task::spawn_blocking(move || verify_rate(2, secs)).await?;
     Ok(Bound { sign, hmac, verify })
