@@ -18,7 +18,7 @@ use crate::trust::TrustConfig;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/symbolon/symbolon.toml";
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -649,35 +649,13 @@ impl Config {
 
     /// The sections other than `[[services]]` whose values differ in `other`. A SIGHUP
     /// applies only `[[services]]`; these take effect at the next restart.
-    pub fn sections_needing_restart(&self, other: &Config) -> Vec<&'static str> {
-        fn differs<T: Serialize>(a: &T, b: &T) -> bool {
-            serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
-        }
-        // Destructured so that a new section cannot be forgotten here.
-        let Config {
-            server,
-            hsm,
-            database,
-            session_store,
-            telemetry,
-            device,
-            auth,
-            limits,
-            trust,
-            push,
-            audit,
-            saml,
-            demo,
-            services: _,
-        } = self;
-        let mut out = Vec::new();
-        macro_rules! compare {
-            ($($section:ident),*) => {
-                $( if differs($section, &other.$section) { out.push(stringify!($section)); } )*
-            };
-        }
-        compare!(server, hsm, database, session_store, telemetry, device, auth, limits, trust, push, audit, saml, demo);
-        out
+    pub fn sections_needing_restart(&self, other: &Config) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(mine)), Ok(theirs)) =
+            (serde_json::to_value(self), serde_json::to_value(other))
+        else {
+            return vec!["(configuration not comparable)".to_string()];
+        };
+        mine.into_iter().filter(|(k, v)| k != "services" && theirs.get(k) != Some(v)).map(|(k, _)| k).collect()
     }
 
     /// The relying party with this id.
