@@ -159,27 +159,28 @@ impl Lifecycle {
                      then retire it once its retiring time has passed"
                 )));
             }
-            KeyState::Retiring => {
-                let after = self.retire_after(entry).unwrap_or(now);
-                if now < after {
-                    let (min, why) = self.min_retiring(purpose);
-                    return Ok(Some(format!(
-                        "key {label} has been retiring for {}s; {purpose} keys stay retiring for at least {min}s \
-                         ({why}): retire it at {} (in {}s), or let the server do it then",
-                        now - entry.retiring_at.unwrap_or(now),
-                        fmt_time(after),
-                        after - now,
-                    )));
-                }
-            }
-            KeyState::Next => {}
+            KeyState::Retiring | KeyState::Next => {}
         }
+        // Stored data first: it needs an action (rewrap), time only patience.
         if purpose == KeyPurpose::Data {
             let n = self.ring.store().count_sealed(label).await.map_err(catalog_err)?;
             if n > 0 {
                 return Ok(Some(format!(
                     "{n} stored ciphertext(s) are sealed under {label}: run `symbolon keys rewrap` first \
                      (it re-encrypts them under the active data key)"
+                )));
+            }
+        }
+        if entry.state == KeyState::Retiring {
+            let after = self.retire_after(entry).unwrap_or(now);
+            if now < after {
+                let (min, why) = self.min_retiring(purpose);
+                return Ok(Some(format!(
+                    "key {label} has been retiring for {}s; {purpose} keys stay retiring for at least {min}s \
+                     ({why}): retire it at {} (in {}s), or let the server do it then",
+                    now - entry.retiring_at.unwrap_or(now),
+                    fmt_time(after),
+                    after - now,
                 )));
             }
         }
