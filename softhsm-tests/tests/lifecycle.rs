@@ -569,3 +569,73 @@ async fn no_key_value_can_be_read_from_the_token() {
     drop(session);
     ctx.finalize().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduled_rotation_runs_on_one_node_of_a_cluster_and_every_node_follows() {
+    // Two nodes on PostgreSQL and Redis; the jwt key rotates every 12 s, its successor
+    // published 4 s ahead.
+    let stores = softhsm_tests::backends::ClusterStores::new().unwrap();
+    let schedule = "[keys.schedule.jwt]\nperiod = \"12s\"\nlead = \"4s\"\n";
+    let env = start(&format!("{schedule}\n{}", stores.toml())).await;
+    let node2 = env.another_node().unwrap();
+    let scheduled = |audit: &[Value]| -> Vec<Value> {
+        audit
+            .iter()
+            .filter(|r| {
+                r["kind"] == "key.state_changed"
+                    && r["detail"]["reason"] == "rotated"
+                    && r["detail"]["to"] == "active"
+                    && r["actor"].as_str().is_some_and(|a| a.starts_with("node:"))
+            })
+            .cloned()
+            .collect()
+    };
+    let mut signed = 0;
+    eventually(Duration::from_secs(90), "two scheduled rotations", || {
+        signed += 1;
+        let env = &env;
+        async move {
+            // Sign-ins keep working throughout.
+            sign_in(env, &[]).await.unwrap();
+            (scheduled(&audit_records(env).await).len() >= 2).then_some(())
+        }
+    })
+    .await;
+    let audit = audit_records(&env).await;
+    let rotations = scheduled(&audit);
+    // One node (the lease holder) rotated, each time once.
+    let actors: std::collections::BTreeSet<&str> = rotations.iter().map(|r| r["actor"].as_str().unwrap()).collect();
+    assert_eq!(actors.len(), 1, "{rotations:#?}");
+    let labels: std::collections::BTreeSet<&str> = rotations.iter().map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!(labels.len(), rotations.len(), "no key activated twice: {rotations:#?}");
+    // Each activated key was generated (and published) ahead of its activation.
+    for r in &rotations {
+        let label = r["subject"].as_str().unwrap();
+        let generated = audit
+            .iter()
+            .find(|g| g["subject"] == label && g["detail"]["reason"] == "generated")
+            .unwrap_or_else(|| panic!("no generated event for {label}"));
+        assert!(r["at"].as_i64().unwrap() - generated["at"].as_i64().unwrap() >= 4, "{generated} {r}");
+    }
+    // The other node follows: same JWKS.
+    let node2_kids = || async {
+        let jwks: Value =
+            reqwest::get(format!("{}/.well-known/jwks.json", node2.public_url)).await.unwrap().json().await.unwrap();
+        let mut kids: Vec<String> =
+            jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
+        kids.sort();
+        kids
+    };
+    eventually(Duration::from_secs(20), "both nodes to publish the same keys", || async {
+        let mut kids = jwks_kids(&env).await;
+        kids.sort();
+        (kids == node2_kids().await).then_some(())
+    })
+    .await;
+    assert!(signed >= 2);
+    let rows = catalog(&env).await;
+    assert_eq!(find(&rows, "jwt", "active").len(), 1, "{rows:#?}");
+    drop(node2);
+    drop(env);
+    drop(stores);
+}

@@ -55,8 +55,8 @@ impl KeysConfig {
         }
         for (purpose, s) in &self.schedule {
             let at = format!("keys.schedule.{purpose}");
-            if s.period < Duration::from_secs(60) {
-                p.push((format!("{at}.period"), "must be at least 1m".into()));
+            if s.period < Duration::from_secs(10) {
+                p.push((format!("{at}.period"), "must be at least 10s".into()));
             }
             if s.lead >= s.period {
                 p.push((format!("{at}.lead"), "must be shorter than the period".into()));
