@@ -16,42 +16,57 @@ use crate::store::open_durable;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List the catalog: purpose, label, kid, state and its dates, mechanism, stored
-    /// ciphertexts per data key, when retiring keys may retire, and the schedule.
+    /// List the key catalog and the rotation schedule.
+    ///
+    /// One line per key: purpose, label, state, kid, mechanism, the dates of its
+    /// states, stored ciphertexts per data key and when a retiring key may retire.
     List,
     /// Generate a key in the HSM (active when the purpose has none, else next).
     Generate {
+        /// The key purpose.
         #[arg(long, value_enum)]
         purpose: KeyPurpose,
     },
     /// Generate an active key for every purpose that has none (first installation).
     Init,
-    /// Add a key made with vendor tooling (hsm/gen-key, pkcs11-tool) under the label
-    /// scheme symbolon-<purpose>-<UTC timestamp> to the catalog (as next, or active when
-    /// its purpose has none). Servers also adopt such keys by themselves.
+    /// Add a key made with vendor tooling to the catalog now.
+    ///
+    /// The key (hsm/gen-key, pkcs11-tool) carries a label
+    /// symbolon-<purpose>-<UTC timestamp>; it becomes next, or active when its purpose
+    /// has none. Running servers adopt such keys by themselves within
+    /// keys.sync_interval. Extractable or non-sensitive keys are refused.
     Adopt {
         /// The key's CKA_LABEL.
         label: String,
     },
-    /// Rotate a purpose: next -> active, active -> retiring (one transaction), then
-    /// generate a new next key so the following rotation is published in advance.
-    /// Without a next key, one is generated and activated at once.
+    /// Rotate a purpose: next -> active, active -> retiring.
+    ///
+    /// Both changes and their audit events are one transaction. Afterwards a new next
+    /// key is generated, so that the following rotation activates a key published in
+    /// advance. Without a next key, one is generated and activated at once. Servers
+    /// switch within keys.sync_interval.
     Rotate {
+        /// The key purpose.
         #[arg(long, value_enum)]
         purpose: KeyPurpose,
         /// Do not generate a new next key after the rotation.
         #[arg(long)]
         no_next: bool,
     },
-    /// Retire a retiring (or never used next) key. Refused while its tokens, sessions
-    /// or assertions may still need it, and for a data key while a stored ciphertext
-    /// names it. The key stays in the token.
+    /// Retire a retiring (or never used next) key.
+    ///
+    /// Refused while tokens, sessions or assertions it made may still be in use (see
+    /// `keys list` for when), and for a data key while a stored ciphertext names it.
+    /// The key stays in the token.
     Retire {
         /// The key's label (see `symbolon keys list`).
         label: String,
     },
-    /// Re-encrypt every stored ciphertext under the active data key (resumable: run it
-    /// again after an interruption). Needed before an old data key can retire.
+    /// Re-encrypt stored data under the active data key.
+    ///
+    /// Needed before an old data key can retire. Resumable: each row is replaced on
+    /// its own, and a run only visits ciphertexts not yet under the active key, so an
+    /// interrupted run is finished by running it again.
     Rewrap,
     /// Import a Firebase service account's private key into the HSM (non-extractable)
     /// and print the [push] configuration to use. Delete the JSON file afterwards.
