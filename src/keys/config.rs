@@ -65,3 +65,19 @@ impl KeysConfig {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_lead_must_be_shorter_than_the_period() {
+        let mut c = KeysConfig::default();
+        assert!(c.problems().is_empty());
+        let s = RotationSchedule { period: Duration::from_secs(3600), lead: Duration::from_secs(3600) };
+        c.schedule.insert(KeyPurpose::Jwt, s);
+        c.sync_interval = Duration::ZERO;
+        let paths: Vec<String> = c.problems().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["keys.sync_interval", "keys.schedule.jwt.lead"]);
+    }
+}

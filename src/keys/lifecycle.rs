@@ -138,8 +138,16 @@ impl Lifecycle {
         let activated =
             find(&next.label).ok_or_else(|| HsmError::Catalog(format!("{} left the catalog", next.label)))?;
         let retiring = active.and_then(|a| find(&a.label));
+        // The rotation is committed: a failure to prepare its successor is reported,
+        // not turned into a failed rotation.
         let next = if ensure_next && oldest_next(&entries, purpose).is_none() {
-            Some(self.ring.generate(purpose, now).await?)
+            match self.ring.generate(purpose, now).await {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!(purpose = %purpose, error = %e, "rotated, but no next key could be generated");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -375,5 +383,35 @@ fn log_changes(before: &[CatalogEntry], after: &[CatalogEntry]) {
                 "key catalog changed: this node now uses the new state"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(label: &str, state: KeyState, created_at: i64) -> CatalogEntry {
+        CatalogEntry {
+            label: label.into(),
+            purpose: KeyPurpose::Jwt,
+            kid: String::new(),
+            state,
+            created_at,
+            activated_at: None,
+            retiring_at: None,
+            retired_at: None,
+        }
+    }
+
+    #[test]
+    fn the_oldest_next_key_of_the_purpose_is_activated() {
+        let entries = vec![
+            entry("symbolon-jwt-b", KeyState::Next, 20),
+            entry("symbolon-jwt-a", KeyState::Next, 20),
+            entry("symbolon-jwt-c", KeyState::Next, 30),
+            entry("symbolon-jwt-z", KeyState::Active, 1),
+        ];
+        assert_eq!(oldest_next(&entries, KeyPurpose::Jwt).unwrap().label, "symbolon-jwt-a");
+        assert!(oldest_next(&entries, KeyPurpose::Otp).is_none());
     }
 }

@@ -429,3 +429,12 @@ pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, Sess
         other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn envelope_patterns_escape_like_wildcards() {
+        assert_eq!(super::envelope_like("symbolon-data-1"), "v1.symbolon-data-1.%");
+        assert_eq!(super::envelope_like("symbolon-data_1%"), "v1.symbolon-data\\_1\\%.%");
+    }
+}
