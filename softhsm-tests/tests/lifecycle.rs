@@ -501,6 +501,34 @@ async fn extractable_or_non_sensitive_keys_are_refused_with_a_clear_error() {
         }
     }
     assert!(!catalog(&env).await.iter().any(|r| r.label == label));
+
+    // A safe key that cannot do its job (a data key without CKA_ENCRYPT) is adopted
+    // as next, but a rotation refuses to activate it; an unused next key may retire.
+    let unusable = "symbolon-data-20300101T000001Z";
+    session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(true),
+                Attribute::Label(unusable.as_bytes().to_vec()),
+            ],
+        )
+        .unwrap();
+    let active = find(&catalog(&env).await, "data", "active")[0].label.clone();
+    let (ok, _, err) = cli(&env, &["keys", "rotate", "--purpose", "data", "--no-next"]).await;
+    assert!(!ok && err.contains(&format!("key {unusable} cannot be used as a data key")), "{err}");
+    let rows = catalog(&env).await;
+    assert_eq!(find(&rows, "data", "active")[0].label, active, "nothing changed");
+    assert_eq!(rows.iter().find(|r| r.label == unusable).unwrap().state, "next");
+    assert!(cli_ok(&env, &["keys", "retire", unusable]).await.contains(&format!("retired {unusable}")));
+    sign_in(&env, &["name"]).await.unwrap();
     drop(session);
     ctx.finalize().unwrap();
 }

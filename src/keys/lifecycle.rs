@@ -116,6 +116,7 @@ impl Lifecycle {
                 made
             }
         };
+        self.ring.probe(&next).await?;
         let active = self.ring.active(purpose).ok();
         let mut changes = Vec::new();
         let mut events = Vec::new();

@@ -294,6 +294,32 @@ impl KeyRing {
         self.pool.run(move |s| s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed)).await
     }
 
+    /// Uses the key once the way its purpose will (sign, MAC, encrypt and decrypt) so
+    /// that a key missing from the token, or made without the usage it needs (e.g. a
+    /// data key without `CKA_ENCRYPT`), is refused before it becomes active.
+    pub async fn probe(&self, entry: &CatalogEntry) -> Result<(), HsmError> {
+        let label = entry.label.clone();
+        let purpose = entry.purpose;
+        let probe = b"symbolon key probe".to_vec();
+        let result = match purpose {
+            KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => {
+                self.public_jwk(&label).await?;
+                self.pool.run(move |s| s.sign_es256(&label, &probe).map(|_| ())).await
+            }
+            KeyPurpose::Otp => self.pool.run(move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await,
+            KeyPurpose::Data => {
+                self.pool
+                    .run(move |s| {
+                        let sealed = s.encrypt_gcm(&label, b"probe", &probe)?;
+                        let opened = s.decrypt_gcm(&label, b"probe", &sealed)?;
+                        if opened == probe { Ok(()) } else { Err(HsmError::DecryptFailed) }
+                    })
+                    .await
+            }
+        };
+        result.map_err(|e| HsmError::Refused(format!("key {} cannot be used as a {purpose} key: {e}", entry.label)))
+    }
+
     /// A round trip to the token.
     pub async fn ping(&self) -> Result<(), HsmError> {
         self.pool.run(|s| s.ping()).await
