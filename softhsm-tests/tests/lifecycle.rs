@@ -278,6 +278,12 @@ async fn token_signed_before_rotation_verifies_after_and_retiring_key_leaves_jwk
     let out = cli_ok(&env, &["keys", "rotate", "--purpose", "jwt"]).await;
     let new_label = rotated(&out, "active:");
     assert_eq!(rotated(&out, "retiring:"), old.label);
+    // Too early to retire: tokens signed by the old key may still be in use.
+    let (ok, _, err) = cli(&env, &["keys", "retire", &old.label]).await;
+    assert!(!ok, "retire must be refused while tokens may be valid");
+    assert!(err.contains("stay retiring for at least 12s") && err.contains("auth.token_ttl"), "{err}");
+    let (ok, _, err) = cli(&env, &["keys", "retire", &new_label]).await;
+    assert!(!ok && err.contains("is the active jwt key: rotate first"), "{err}");
     server_noticed(&env, &new_label).await;
     let new_kid = catalog(&env).await.into_iter().find(|r| r.label == new_label).unwrap().kid;
     let kids = jwks_kids(&env).await;
@@ -287,13 +293,6 @@ async fn token_signed_before_rotation_verifies_after_and_retiring_key_leaves_jwk
     // New tokens are signed with the new key.
     let after = sign_in(&env, &[]).await.unwrap();
     assert_eq!(kid_of(&after), new_kid);
-
-    // Too early to retire: tokens signed by the old key may still be in use.
-    let (ok, _, err) = cli(&env, &["keys", "retire", &old.label]).await;
-    assert!(!ok, "retire must be refused while tokens may be valid");
-    assert!(err.contains("stay retiring for at least 12s") && err.contains("auth.token_ttl"), "{err}");
-    let (ok, _, err) = cli(&env, &["keys", "retire", &new_label]).await;
-    assert!(!ok && err.contains("is the active jwt key: rotate first"), "{err}");
 
     // The server retires it once its time is over, and only then it leaves the JWKS.
     eventually(Duration::from_secs(60), "the old kid to leave the JWKS", || async {

@@ -17,6 +17,8 @@ use crate::store::KeyTransition;
 
 /// Name of the lease row held by the node that applies the rotation schedule.
 const SCHEDULE_LEASE: &str = "keys.schedule";
+/// Shortest life of that lease (else three sync intervals).
+const LEASE_MIN_SECS: i64 = 60;
 
 /// What a rotation did.
 #[derive(Debug, Clone)]
@@ -355,7 +357,9 @@ pub fn spawn_maintenance(lifecycle: Lifecycle) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(error = %e, "cannot retire keys whose retiring time is over; retrying later");
             }
             if !lifecycle.keys.schedule.is_empty() {
-                let until = now.saturating_add(3 * secs(interval).max(1));
+                // Long enough that a slow tick (HSM or database under load) does not hand
+                // the schedule to another node in the middle of a rotation.
+                let until = now.saturating_add((3 * secs(interval)).max(LEASE_MIN_SECS));
                 match lifecycle.ring.store().try_lease(SCHEDULE_LEASE, &holder, now, until).await {
                     Ok(true) => {
                         if let Err(e) = lifecycle.apply_schedule(now).await {
