@@ -14,6 +14,9 @@ GRANT USAGE ON SCHEMA public TO :"runtime";
 -- Key catalog and enrollments: read, add, change state (never delete).
 GRANT SELECT, INSERT, UPDATE ON keys, enrollments TO :"runtime";
 
+-- Leases of jobs that run on one node at a time (the automatic key schedule).
+GRANT SELECT, INSERT, UPDATE ON leases TO :"runtime";
+
 -- Audit trail: append-only.
 GRANT SELECT, INSERT ON audit, audit_checkpoints TO :"runtime";
 REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit, audit_checkpoints FROM :"runtime";

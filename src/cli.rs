@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::keys::{KeyPurpose, KeyRing, open_pool};
 use crate::startup::{Application, harden_process};
 use crate::store::open_durable;
 
@@ -52,9 +51,9 @@ pub enum Command {
     },
     /// Apply database migrations and exit (idempotent).
     Migrate,
-    /// Manage keys in the HSM.
+    /// Manage keys in the HSM and their life cycle (list, generate, adopt, rotate, retire, rewrap).
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(crate::keys::cli::KeysCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -93,25 +92,6 @@ pub enum TrustCommand {
 pub enum VdsCommand {
     /// Verify a seal's signature and chain; print its header and message; exit 0 only when valid.
     Verify(crate::trust::cli::VdsVerifyArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// List the keys of the catalog with their state.
-    List,
-    /// Generate a key in the HSM (active when the purpose has none, else next).
-    Generate {
-        #[arg(long, value_enum)]
-        purpose: KeyPurpose,
-    },
-    /// Generate an active key for every purpose that has none (first installation).
-    Init,
-    /// Import a Firebase service account's private key into the HSM (non-extractable)
-    /// and print the [push] configuration to use. Delete the JSON file afterwards.
-    ImportFcm {
-        /// The service-account JSON downloaded from the Firebase console.
-        file: PathBuf,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,81 +211,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
-            runtime()?.block_on(keys_command(config, cmd))?;
+            runtime()?.block_on(crate::keys::cli::run(config, cmd))?;
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-async fn keys_command(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.server.state_dir)
-        .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
-    let store = open_durable(&config).await?;
-    // With auto_migrate = false the schema is the owner's business (`symbolon migrate`
-    // as the owner role); the runtime role may not create tables.
-    if config.database.auto_migrate {
-        store.migrate().await?;
-    }
-    let mut hsm = config.hsm.clone();
-    hsm.workers = 1;
-    let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
-    let now = crate::ids::now_unix();
-    let ring = KeyRing::open(pool.clone(), store, now).await;
-    let result = match ring {
-        Ok(ring) => keys_subcommand(&ring, cmd, now).await,
-        Err(e) => Err(e.into()),
-    };
-    tokio::task::spawn_blocking(move || pool.shutdown()).await?;
-    result
-}
-
-async fn keys_subcommand(ring: &KeyRing, cmd: KeysCommand, now: i64) -> anyhow::Result<()> {
-    match cmd {
-        KeysCommand::List => {
-            let token = ring.pool().token();
-            println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
-            println!(
-                "{:<8} {:<40} {:<9} {:<44} {:<10} {:<20}",
-                "PURPOSE", "LABEL", "STATE", "KID", "MECHANISM", "CREATED"
-            );
-            for e in ring.entries() {
-                println!(
-                    "{:<8} {:<40} {:<9} {:<44} {:<10} {:<20}",
-                    e.purpose.as_str(),
-                    e.label,
-                    e.state.as_str(),
-                    if e.kid.is_empty() { "-" } else { &e.kid },
-                    e.purpose.mechanism(),
-                    fmt_time(e.created_at),
-                );
-            }
-        }
-        KeysCommand::Generate { purpose } => {
-            let e = ring.generate(purpose, now).await?;
-            println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
-        }
-        KeysCommand::ImportFcm { file } => {
-            let imported = crate::push::cli::import_service_account(ring.pool(), &file).await?;
-            println!("imported the service account key as {}", imported.label);
-            println!("\nAdd to the configuration:\n\n{}", imported.config_snippet());
-            println!("The JSON file still holds the private key: delete it now ({}).", file.display());
-        }
-        KeysCommand::Init => {
-            for purpose in KeyPurpose::ALL {
-                if ring.active(purpose).is_ok() {
-                    continue;
-                }
-                let e = ring.generate(purpose, now).await?;
-                println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
-            }
-        }
-    }
-    Ok(())
-}
-
-fn fmt_time(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| unix.to_string())
 }

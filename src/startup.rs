@@ -60,7 +60,9 @@ impl Application {
             workers = pool.workers(),
             "HSM session pool ready"
         );
-        let keys = KeyRing::open(pool, store.clone(), crate::ids::now_unix()).await.context("key ring")?;
+        let keys = KeyRing::open_as(pool, store.clone(), crate::ids::now_unix(), &crate::keys::node_name())
+            .await
+            .context("key ring")?;
         let public = TcpListener::bind(config.server.public_listen)
             .await
             .with_context(|| format!("cannot bind public listener {}", config.server.public_listen))?;
@@ -154,6 +156,11 @@ impl Application {
         );
         let watchdog = spawn_watchdog(self.state.clone());
         let checkpoints = Some(self.state.audit.spawn_checkpoint_loop());
+        // Rotations made elsewhere reach this node within keys.sync_interval.
+        let key_maintenance = Some(crate::keys::spawn_maintenance(crate::keys::Lifecycle::new(
+            self.state.keys.clone(),
+            &self.state.config,
+        )));
         let refresher = self.state.trust.config().is_configured().then(|| {
             let services = self.state.inner.clone();
             self.state.trust.spawn_refresh_loop(move |report| {
@@ -176,7 +183,7 @@ impl Application {
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         self.state.push.shutdown();
-        for task in [watchdog, refresher, checkpoints].into_iter().flatten() {
+        for task in [watchdog, refresher, checkpoints, key_maintenance].into_iter().flatten() {
             task.abort();
         }
         let drained = tokio::time::timeout(grace, async {

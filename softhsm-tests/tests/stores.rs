@@ -10,8 +10,9 @@ use symbolon::config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
 use symbolon::keys::{CatalogEntry, KeyPurpose, KeyState};
 use symbolon::store::audit::{GENESIS_HASH, chain_hash};
 use symbolon::store::{
-    AuditCheckpoint, AuditEvent, AuthSession, DurableStore, Enrollment, EnrollmentStatus, MemorySessionStore,
-    PostgresStore, RedisSessionStore, SessionEnd, SessionStatus, SessionStore, SqliteStore, StoreError,
+    AuditCheckpoint, AuditEvent, AuthSession, DurableStore, Enrollment, EnrollmentStatus, KeyTransition,
+    MemorySessionStore, PostgresStore, RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore,
+    SqliteStore, StoreError,
 };
 
 fn now() -> i64 {
@@ -384,6 +385,66 @@ async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStor
     assert!(a.insert_checkpoint(&cp).await.unwrap());
     assert!(!b.insert_checkpoint(&cp).await.unwrap());
     assert_eq!(b.checkpoints().await.unwrap(), [cp]);
+
+    // Key life cycle: inserts and transitions commit with their audit events; a
+    // transition is a compare-and-set on the state; never two active keys.
+    let changed = |label: &str| event("key.state_changed", label, t);
+    let head = a.audit_head().await.unwrap().unwrap().0;
+    let added = a.insert_key_audited(&key("symbolon-jwt-4", KeyState::Next), &changed("symbolon-jwt-4")).await;
+    assert_eq!(added.unwrap().unwrap().seq, head + 1);
+    assert!(b.insert_key_audited(&key("symbolon-jwt-4", KeyState::Next), &changed("x")).await.unwrap().is_none());
+    assert!(matches!(
+        b.insert_key_audited(&key("symbolon-jwt-5", KeyState::Active), &changed("x")).await,
+        Err(StoreError::KeyStateChanged(l)) if l == "symbolon-jwt-5"
+    ));
+    let rotate = [
+        KeyTransition { label: "symbolon-jwt-1".into(), from: KeyState::Active, to: KeyState::Retiring, at: t + 10 },
+        KeyTransition { label: "symbolon-jwt-4".into(), from: KeyState::Next, to: KeyState::Active, at: t + 10 },
+    ];
+    let reversed = [rotate[1].clone(), rotate[0].clone()];
+    assert!(matches!(
+        a.transition_keys(&reversed, &[changed("x")]).await,
+        Err(StoreError::KeyStateChanged(l)) if l == "symbolon-jwt-4"
+    ));
+    let records = a.transition_keys(&rotate, &[changed("symbolon-jwt-1"), changed("symbolon-jwt-4")]).await.unwrap();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [head + 2, head + 3]);
+    // The same rotation from a second node finds the keys moved and changes nothing.
+    assert!(matches!(b.transition_keys(&rotate, &[changed("x")]).await, Err(StoreError::KeyStateChanged(_))));
+    assert_eq!(a.audit_head().await.unwrap().unwrap().0, head + 3);
+    let keys = b.list_keys().await.unwrap();
+    let state = |l: &str| keys.iter().find(|k| k.label == l).map(|k| (k.state, k.activated_at, k.retiring_at)).unwrap();
+    assert_eq!(state("symbolon-jwt-1"), (KeyState::Retiring, None, Some(t + 10)));
+    assert_eq!(state("symbolon-jwt-4"), (KeyState::Active, Some(t + 10), None));
+
+    // Stored envelopes: counted per key (LIKE wildcards in labels are literal), walked
+    // by row id, replaced only while unchanged.
+    let mut e = enrollment("tok-666666", "dev-7", t);
+    e.claims_sealed = "v1.symbolon-data-1.AAAA".into();
+    e.push_token_sealed = Some("v1.symbolon-data-1.BBBB".into());
+    a.insert_enrollment(&e).await.unwrap();
+    let mut e = enrollment("tok-777777", "dev-8", t);
+    e.claims_sealed = "v1.symbolon-dataX2.CCCC".into();
+    a.insert_enrollment(&e).await.unwrap();
+    assert_eq!(b.count_sealed("symbolon-data-1").await.unwrap(), 2);
+    assert_eq!(b.count_sealed("symbolon-data_2").await.unwrap(), 0);
+    assert_eq!(b.count_sealed("symbolon-dataX2").await.unwrap(), 1);
+    let claims = &SEALED_COLUMNS[0];
+    let others = b.sealed_page(claims, "symbolon-data-1", "", 100).await.unwrap();
+    assert_eq!(others.len() as i64, b.count_enrollments().await.unwrap() - 1);
+    assert!(others.windows(2).all(|w| w[0].id < w[1].id));
+    let first = b.sealed_page(claims, "symbolon-data-1", "", 1).await.unwrap();
+    let rest = b.sealed_page(claims, "symbolon-data-1", &first[0].id, 100).await.unwrap();
+    assert_eq!(rest.len(), others.len() - 1);
+    assert!(a.replace_sealed(&first[0], "v1.symbolon-data-1.NEW").await.unwrap());
+    assert!(!b.replace_sealed(&first[0], "v1.symbolon-data-1.NEWER").await.unwrap());
+    assert_eq!(b.count_sealed("symbolon-data-1").await.unwrap(), 3);
+
+    // Leases: one holder until it expires; the holder renews.
+    assert!(a.try_lease("keys.schedule", "node-a", t, t + 30).await.unwrap());
+    assert!(!b.try_lease("keys.schedule", "node-b", t + 1, t + 31).await.unwrap());
+    assert!(a.try_lease("keys.schedule", "node-a", t + 1, t + 31).await.unwrap());
+    assert!(b.try_lease("keys.schedule", "node-b", t + 31, t + 61).await.unwrap());
+    assert!(!a.try_lease("keys.schedule", "node-a", t + 32, t + 62).await.unwrap());
 }
 
 #[tokio::test]
@@ -407,7 +468,7 @@ async fn durable_store_postgres_two_nodes() {
         assert!(err.contains("append-only"), "{sql}: {err}");
     }
     assert!(db.sql("DELETE FROM audit_checkpoints").is_err());
-    assert_eq!(db.sql("SELECT count(*) FROM audit").unwrap().trim(), "21");
+    assert_eq!(db.sql("SELECT count(*) FROM audit").unwrap().trim(), "24");
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ pub struct Config {
     pub trust: TrustConfig,
     pub push: crate::push::PushConfig,
     pub audit: AuditConfig,
+    /// Key life cycle: catalog re-sync and the optional rotation schedule (`[keys]`).
+    pub keys: crate::keys::KeysConfig,
     /// The SAML 2.0 identity provider (`[saml]`, protocol.md §8).
     pub saml: SamlConfig,
     /// The demo relying-party page (`[demo]`).
@@ -438,6 +440,7 @@ impl Config {
             trust,
             push,
             audit,
+            keys,
             services,
             saml,
             demo
@@ -581,6 +584,7 @@ impl Config {
         }
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p.extend(self.push.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
+        p.extend(self.keys.problems().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p
     }
 

@@ -5,20 +5,27 @@
 
 mod catalog;
 mod cert;
+pub mod cli;
+mod config;
 mod envelope;
 mod jwk;
+mod lifecycle;
 mod pin;
 mod pool;
+mod rewrap;
 mod ring;
 mod rsa;
 mod token;
 mod uri;
 
 pub use catalog::{CatalogEntry, KeyPurpose, KeyState, LABEL_PREFIX};
+pub use config::{KeysConfig, RotationSchedule};
 pub use envelope::Envelope;
 pub use jwk::EcPublicJwk;
+pub use lifecycle::{Lifecycle, Rotation, SchedulePlan, node_name, spawn_maintenance};
 pub use pin::{HsmPin, PinError, PinOrigin};
 pub use pool::SessionPool;
+pub use rewrap::{RewrapReport, rewrap};
 pub use ring::KeyRing;
 pub use token::{TokenInfo, TokenKey, TokenSession, initialize as initialize_module};
 pub use uri::{Pkcs11Uri, UriError};
@@ -100,6 +107,11 @@ pub enum HsmError {
     Thread(String),
     #[error("key catalog: {0}")]
     Catalog(String),
+    #[error("key {0} changed state meanwhile (another node or operator); nothing was changed, retry")]
+    StateChanged(String),
+    /// A life-cycle step that the rules forbid now (the message says why and what to do).
+    #[error("{0}")]
+    Refused(String),
     #[error("unusable key material: {0}")]
     KeyMaterial(&'static str),
 }

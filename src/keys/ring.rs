@@ -10,7 +10,8 @@ use super::envelope::Envelope;
 use super::jwk::EcPublicJwk;
 use super::pool::SessionPool;
 use super::token::TokenKey;
-use crate::store::DurableStore;
+use crate::service::audit::kinds::KEY_STATE_CHANGED;
+use crate::store::{AuditEvent, DurableStore, StoreError};
 
 /// Keys as the server uses them.
 #[derive(Clone)]
@@ -20,6 +21,9 @@ pub struct KeyRing {
     catalog: Arc<RwLock<Vec<CatalogEntry>>>,
     /// Public keys of EC key pairs by label (public, so caching them is harmless).
     public: Arc<RwLock<HashMap<String, EcPublicJwk>>>,
+    /// Who the audit trail names for changes made through this ring (`operator` for
+    /// the CLI, `node:<host>` for a server).
+    actor: Arc<str>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -47,11 +51,22 @@ impl KeyRing {
     /// the catalog does not know (as `active` when the purpose has none, else `next`)
     /// and loads the catalog.
     pub async fn open(pool: SessionPool, store: Arc<dyn DurableStore>, now: i64) -> Result<Self, HsmError> {
+        Self::open_as(pool, store, now, "symbolon").await
+    }
+
+    /// As [`Self::open`], recording catalog changes in the audit trail as made by `actor`.
+    pub async fn open_as(
+        pool: SessionPool,
+        store: Arc<dyn DurableStore>,
+        now: i64,
+        actor: &str,
+    ) -> Result<Self, HsmError> {
         let ring = Self {
             pool,
             store,
             catalog: Arc::new(RwLock::new(Vec::new())),
             public: Arc::new(RwLock::new(HashMap::new())),
+            actor: Arc::from(actor),
         };
         ring.sync(now).await?;
         Ok(ring)
@@ -62,15 +77,89 @@ impl KeyRing {
         &self.pool
     }
 
-    /// Re-reads token and catalog (start-up, `keys` commands, periodic refresh).
+    /// The durable store holding the catalog.
+    pub fn store(&self) -> &Arc<dyn DurableStore> {
+        &self.store
+    }
+
+    /// Who the audit trail names for changes made through this ring.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// A `key.state_changed` audit event (identifiers only, never key material).
+    pub(crate) fn state_event(
+        &self,
+        entry: &CatalogEntry,
+        from: Option<KeyState>,
+        to: KeyState,
+        reason: &str,
+        at: i64,
+    ) -> AuditEvent {
+        AuditEvent::new(
+            at,
+            KEY_STATE_CHANGED,
+            self.actor.to_string(),
+            entry.label.clone(),
+            serde_json::json!({
+                "purpose": entry.purpose.as_str(),
+                "kid": entry.kid,
+                "from": from.map(KeyState::as_str),
+                "to": to.as_str(),
+                "reason": reason,
+            }),
+        )
+    }
+
+    /// Records a key found on (or just made in) the token: `active` when its purpose
+    /// has no active key, else `next`, with its audit event. Another node adopting the
+    /// same key, or activating another one first, is not an error.
+    async fn record_new_key(&self, label: &str, purpose: KeyPurpose, now: i64, reason: &str) -> Result<(), HsmError> {
+        let kid = self.kid_of(purpose, label).await?;
+        let known = self.store.list_keys().await.map_err(catalog_err)?;
+        let has_active = known.iter().any(|e| e.purpose == purpose && e.state == KeyState::Active);
+        let mut entry = CatalogEntry {
+            label: label.to_string(),
+            purpose,
+            kid,
+            state: if has_active { KeyState::Next } else { KeyState::Active },
+            created_at: now,
+            activated_at: (!has_active).then_some(now),
+            retiring_at: None,
+            retired_at: None,
+        };
+        let inserted = match self
+            .store
+            .insert_key_audited(&entry, &self.state_event(&entry, None, entry.state, reason, now))
+            .await
+        {
+            Err(StoreError::KeyStateChanged(_)) if entry.state == KeyState::Active => {
+                entry.state = KeyState::Next;
+                entry.activated_at = None;
+                let event = self.state_event(&entry, None, entry.state, reason, now);
+                self.store.insert_key_audited(&entry, &event).await
+            }
+            other => other,
+        }
+        .map_err(catalog_err)?;
+        if inserted.is_some() {
+            tracing::info!(label = %entry.label, purpose = %purpose, state = entry.state.as_str(), reason, "key added to the catalog");
+        }
+        Ok(())
+    }
+
+    /// Re-reads token and catalog (start-up, `keys` commands, periodic refresh):
+    /// refuses unsafe keys, adopts keys of our label scheme the catalog does not know
+    /// and reports catalog keys missing from the token.
     pub async fn sync(&self, now: i64) -> Result<(), HsmError> {
         let token_keys = self.pool.run(|s| s.list_keys(LABEL_PREFIX)).await?;
         for key in &token_keys {
             check_key_safety(key)?;
         }
-        let mut known: Vec<CatalogEntry> = self.store.list_keys().await.map_err(catalog_err)?;
+        let known: Vec<CatalogEntry> = self.store.list_keys().await.map_err(catalog_err)?;
         let mut labels: Vec<&TokenKey> = token_keys.iter().filter(|k| k.class != "public").collect();
         labels.sort_by(|a, b| a.label.cmp(&b.label));
+        let mut adopted = false;
         for key in labels {
             let Some(purpose) = KeyPurpose::from_label(&key.label) else {
                 continue;
@@ -78,23 +167,10 @@ impl KeyRing {
             if known.iter().any(|e| e.label == key.label) {
                 continue;
             }
-            let has_active = known.iter().any(|e| e.purpose == purpose && e.state == KeyState::Active);
-            let kid = self.kid_of(purpose, &key.label).await?;
-            let state = if has_active { KeyState::Next } else { KeyState::Active };
-            let entry = CatalogEntry {
-                label: key.label.clone(),
-                purpose,
-                kid,
-                state,
-                created_at: now,
-                activated_at: (state == KeyState::Active).then_some(now),
-                retiring_at: None,
-                retired_at: None,
-            };
-            self.store.insert_key(&entry).await.map_err(catalog_err)?;
-            tracing::info!(label = %entry.label, purpose = %purpose, state = state.as_str(), "adopted key from the token");
-            known.push(entry);
+            self.record_new_key(&key.label, purpose, now, "adopted").await?;
+            adopted = true;
         }
+        let known = if adopted { self.store.list_keys().await.map_err(catalog_err)? } else { known };
         // Keys of the catalog that vanished from the token are reported, not silently dropped.
         for e in &known {
             if e.state != KeyState::Retired && !token_keys.iter().any(|k| k.label == e.label) {
@@ -127,6 +203,7 @@ impl KeyRing {
         }
         let l = label.clone();
         self.pool.run(move |s| s.generate(purpose, &l)).await?;
+        self.record_new_key(&label, purpose, now, "generated").await?;
         self.sync(now).await?;
         self.entries()
             .into_iter()
@@ -197,9 +274,14 @@ impl KeyRing {
     /// Seals `plain` under the active data key with `aad` (the row id): envelope text.
     pub async fn seal(&self, aad: &str, plain: Vec<u8>) -> Result<String, HsmError> {
         let key = self.active(KeyPurpose::Data)?;
-        let (label, aad_bytes) = (key.label.clone(), aad.as_bytes().to_vec());
+        self.seal_with(&key.label, aad, plain).await
+    }
+
+    /// Seals `plain` under the named data key (`keys rewrap` pins the key it started with).
+    pub async fn seal_with(&self, key_label: &str, aad: &str, plain: Vec<u8>) -> Result<String, HsmError> {
+        let (label, aad_bytes) = (key_label.to_string(), aad.as_bytes().to_vec());
         let sealed = self.pool.run(move |s| s.encrypt_gcm(&label, &aad_bytes, &plain)).await?;
-        Ok(Envelope { key_label: key.label, sealed }.encode())
+        Ok(Envelope { key_label: key_label.to_string(), sealed }.encode())
     }
 
     /// Opens an envelope made by [`Self::seal`] with the key it names.
@@ -212,12 +294,41 @@ impl KeyRing {
         self.pool.run(move |s| s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed)).await
     }
 
+    /// Uses the key once the way its purpose will (sign, MAC, encrypt and decrypt) so
+    /// that a key missing from the token, or made without the usage it needs (e.g. a
+    /// data key without `CKA_ENCRYPT`), is refused before it becomes active.
+    pub async fn probe(&self, entry: &CatalogEntry) -> Result<(), HsmError> {
+        let label = entry.label.clone();
+        let purpose = entry.purpose;
+        let probe = b"symbolon key probe".to_vec();
+        let result = match purpose {
+            KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => {
+                self.public_jwk(&label).await?;
+                self.pool.run(move |s| s.sign_es256(&label, &probe).map(|_| ())).await
+            }
+            KeyPurpose::Otp => self.pool.run(move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await,
+            KeyPurpose::Data => {
+                self.pool
+                    .run(move |s| {
+                        let sealed = s.encrypt_gcm(&label, b"probe", &probe)?;
+                        let opened = s.decrypt_gcm(&label, b"probe", &sealed)?;
+                        if opened == probe { Ok(()) } else { Err(HsmError::DecryptFailed) }
+                    })
+                    .await
+            }
+        };
+        result.map_err(|e| HsmError::Refused(format!("key {} cannot be used as a {purpose} key: {e}", entry.label)))
+    }
+
     /// A round trip to the token.
     pub async fn ping(&self) -> Result<(), HsmError> {
         self.pool.run(|s| s.ping()).await
     }
 }
 
-fn catalog_err(e: crate::store::StoreError) -> HsmError {
-    HsmError::Catalog(e.to_string())
+pub(crate) fn catalog_err(e: StoreError) -> HsmError {
+    match e {
+        StoreError::KeyStateChanged(label) => HsmError::StateChanged(label),
+        other => HsmError::Catalog(other.to_string()),
+    }
 }

@@ -39,6 +39,10 @@ pub enum StoreError {
     Migration(String),
     #[error("stored row is malformed: {0}")]
     Corrupt(String),
+    /// A key was not in the state a transition expected (another node or operator
+    /// changed it first), or a second key would have become active for its purpose.
+    #[error("key {0} changed state meanwhile; re-read the catalog and retry")]
+    KeyStateChanged(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -78,6 +82,64 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// A key state change for [`DurableStore::transition_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTransition {
+    pub label: String,
+    /// The state the key must still be in.
+    pub from: KeyState,
+    pub to: KeyState,
+    /// Unix seconds, stored in the column of `to` (`activated_at`, `retiring_at`, ...).
+    pub at: i64,
+}
+
+/// A stored column holding `keys::Envelope` text sealed with its row id as AAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedColumn {
+    pub table: &'static str,
+    /// The row id column (also the envelope's AAD).
+    pub id: &'static str,
+    pub column: &'static str,
+}
+
+/// Every column holding envelopes. `keys rewrap` walks these and `keys retire` counts
+/// them, so a new sealed column must be added here.
+pub const SEALED_COLUMNS: [SealedColumn; 2] = [
+    SealedColumn { table: "enrollments", id: "id", column: "claims_sealed" },
+    SealedColumn { table: "enrollments", id: "id", column: "push_token_sealed" },
+];
+
+/// One stored envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub column: SealedColumn,
+    pub id: String,
+    pub sealed: String,
+}
+
+/// The column of `keys` that records when a key entered `state`.
+pub(crate) fn key_state_column(state: KeyState) -> &'static str {
+    match state {
+        KeyState::Next => "created_at",
+        KeyState::Active => "activated_at",
+        KeyState::Retiring => "retiring_at",
+        KeyState::Retired => "retired_at",
+    }
+}
+
+/// A `LIKE` pattern (backslash escapes) matching envelopes sealed under `label`.
+pub(crate) fn envelope_like(label: &str) -> String {
+    let mut p = String::from("v1.");
+    for c in label.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push_str(".%");
+    p
 }
 
 /// Status of an enrolled device.
@@ -145,8 +207,45 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     async fn list_keys(&self) -> Result<Vec<CatalogEntry>, StoreError>;
     /// Inserts a key; `false` when the label was already there.
     async fn insert_key(&self, entry: &CatalogEntry) -> Result<bool, StoreError>;
-    /// Moves a key to `state` at `at`.
+    /// Moves a key to `state` at `at` (no audit event; the key ring uses
+    /// [`DurableStore::transition_keys`]).
     async fn set_key_state(&self, label: &str, state: KeyState, at: i64) -> Result<(), StoreError>;
+    /// Inserts a key and its audit event in one transaction. `Ok(None)` when the label
+    /// is in the catalog already; `KeyStateChanged` when the entry is `active` and its
+    /// purpose has an active key already (the one-active index).
+    async fn insert_key_audited(
+        &self,
+        entry: &CatalogEntry,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditRecord>, StoreError>;
+    /// Applies key state transitions in order, each only while the key is still in its
+    /// `from` state, and appends `events`, all in one transaction. Nothing is applied
+    /// (`KeyStateChanged`) when a key moved meanwhile or a purpose would get two
+    /// active keys.
+    async fn transition_keys(
+        &self,
+        changes: &[KeyTransition],
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// How many stored envelopes (every [`SEALED_COLUMNS`] column) name the key `label`.
+    async fn count_sealed(&self, label: &str) -> Result<i64, StoreError>;
+    /// Up to `limit` envelopes of `column` that do not name `key_label`, with row ids
+    /// greater than `after_id`, in id order (a resumable walk for `keys rewrap`).
+    async fn sealed_page(
+        &self,
+        column: &SealedColumn,
+        key_label: &str,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedValue>, StoreError>;
+    /// Replaces an envelope while it still holds `value.sealed`; `false` when the row
+    /// changed (or went) meanwhile.
+    async fn replace_sealed(&self, value: &SealedValue, new_sealed: &str) -> Result<bool, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`; `false` while
+    /// another holder's lease has not expired at `now`.
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool, StoreError>;
 
     /// Stores a new active enrollment; `AlreadyEnrolled` when the token id has one.
     async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError>;
@@ -328,5 +427,14 @@ pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, Sess
             Ok(Arc::new(RedisSessionStore::open(&config.session_store)?))
         }
         other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn envelope_patterns_escape_like_wildcards() {
+        assert_eq!(super::envelope_like("symbolon-data-1"), "v1.symbolon-data-1.%");
+        assert_eq!(super::envelope_like("symbolon-data_1%"), "v1.symbolon-data\\_1\\%.%");
     }
 }

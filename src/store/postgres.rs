@@ -9,7 +9,10 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 
 use super::rows::{audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row};
-use super::{AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, StoreError, audit};
+use super::{
+    AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, KeyTransition, SEALED_COLUMNS, SealedColumn,
+    SealedValue, StoreError, audit, envelope_like, key_state_column,
+};
 use crate::config::{DatabaseConfig, DatabaseTls};
 use crate::keys::{CatalogEntry, KeyState};
 
@@ -92,18 +95,128 @@ impl DurableStore for PostgresStore {
 
     async fn insert_key(&self, e: &CatalogEntry) -> Result<bool, StoreError> {
         self.bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            insert_key(&mut conn, e).await
+        })
+        .await
+    }
+
+    async fn insert_key_audited(
+        &self,
+        entry: &CatalogEntry,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            if !insert_key(&mut tx, entry).await? {
+                return Ok(None);
+            }
+            let record = append_audit(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn transition_keys(
+        &self,
+        changes: &[KeyTransition],
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            for c in changes {
+                let column = key_state_column(c.to);
+                let done =
+                    sqlx::query(&format!("UPDATE keys SET state = $1, {column} = $2 WHERE label = $3 AND state = $4"))
+                        .bind(c.to.as_str())
+                        .bind(c.at)
+                        .bind(&c.label)
+                        .bind(c.from.as_str())
+                        .execute(&mut *tx)
+                        .await;
+                match done {
+                    Ok(d) if d.rows_affected() == 1 => {}
+                    Ok(_) => return Err(StoreError::KeyStateChanged(c.label.clone())),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyStateChanged(c.label.clone())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut records = Vec::with_capacity(events.len());
+            for event in events {
+                records.push(append_audit(&mut tx, event).await?);
+            }
+            tx.commit().await?;
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn count_sealed(&self, label: &str) -> Result<i64, StoreError> {
+        self.bounded(async {
+            let pattern = envelope_like(label);
+            let mut total = 0;
+            for c in SEALED_COLUMNS {
+                let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE {} LIKE $1 ESCAPE '\\'", c.table, c.column);
+                let n: i64 = sqlx::query(&sql).bind(&pattern).fetch_one(&self.pool).await?.try_get("n")?;
+                total += n;
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    async fn sealed_page(
+        &self,
+        column: &SealedColumn,
+        key_label: &str,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedValue>, StoreError> {
+        self.bounded(async {
+            let (t, id, col) = (column.table, column.id, column.column);
+            let sql = format!(
+                "SELECT {id} AS id, {col} AS sealed FROM {t}
+                 WHERE {col} IS NOT NULL AND {col} NOT LIKE $1 ESCAPE '\\' AND {id} > $2 ORDER BY {id} LIMIT $3"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(envelope_like(key_label))
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| Ok(SealedValue { column: *column, id: r.try_get("id")?, sealed: r.try_get("sealed")? }))
+                .collect()
+        })
+        .await
+    }
+
+    async fn replace_sealed(&self, value: &SealedValue, new_sealed: &str) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let (t, id, col) = (value.column.table, value.column.id, value.column.column);
+            let done = sqlx::query(&format!("UPDATE {t} SET {col} = $1 WHERE {id} = $2 AND {col} = $3"))
+                .bind(new_sealed)
+                .bind(&value.id)
+                .bind(&value.sealed)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        self.bounded(async {
             let done = sqlx::query(
-                "INSERT INTO keys (label, purpose, kid, state, created_at, activated_at, retiring_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (label) DO NOTHING",
+                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= $4",
             )
-            .bind(&e.label)
-            .bind(e.purpose.as_str())
-            .bind(&e.kid)
-            .bind(e.state.as_str())
-            .bind(e.created_at)
-            .bind(e.activated_at)
-            .bind(e.retiring_at)
-            .bind(e.retired_at)
+            .bind(name)
+            .bind(holder)
+            .bind(until)
+            .bind(now)
             .execute(&self.pool)
             .await?;
             Ok(done.rows_affected() == 1)
@@ -112,12 +225,7 @@ impl DurableStore for PostgresStore {
     }
 
     async fn set_key_state(&self, label: &str, state: KeyState, at: i64) -> Result<(), StoreError> {
-        let column = match state {
-            KeyState::Next => "created_at",
-            KeyState::Active => "activated_at",
-            KeyState::Retiring => "retiring_at",
-            KeyState::Retired => "retired_at",
-        };
+        let column = key_state_column(state);
         self.bounded(async {
             sqlx::query(&format!("UPDATE keys SET state = $1, {column} = $2 WHERE label = $3"))
                 .bind(state.as_str())
@@ -282,6 +390,30 @@ impl DurableStore for PostgresStore {
             row.as_ref().map(checkpoint_from_row).transpose()
         })
         .await
+    }
+}
+
+/// Inserts a catalog entry; `false` when the label exists. A second active key for a
+/// purpose is `KeyStateChanged`.
+async fn insert_key(conn: &mut PgConnection, e: &CatalogEntry) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO keys (label, purpose, kid, state, created_at, activated_at, retiring_at, retired_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (label) DO NOTHING",
+    )
+    .bind(&e.label)
+    .bind(e.purpose.as_str())
+    .bind(&e.kid)
+    .bind(e.state.as_str())
+    .bind(e.created_at)
+    .bind(e.activated_at)
+    .bind(e.retiring_at)
+    .bind(e.retired_at)
+    .execute(&mut *conn)
+    .await;
+    match done {
+        Ok(d) => Ok(d.rows_affected() == 1),
+        Err(err) if is_unique_violation(&err) => Err(StoreError::KeyStateChanged(e.label.clone())),
+        Err(err) => Err(err.into()),
     }
 }
 

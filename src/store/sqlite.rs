@@ -9,7 +9,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row};
-use super::{AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, StoreError, audit};
+use super::{
+    AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, KeyTransition, SEALED_COLUMNS, SealedColumn,
+    SealedValue, StoreError, audit, envelope_like, key_state_column,
+};
 use crate::config::DatabaseConfig;
 use crate::keys::{CatalogEntry, KeyState};
 
@@ -58,30 +61,12 @@ impl DurableStore for SqliteStore {
     }
 
     async fn insert_key(&self, e: &CatalogEntry) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO keys (label, purpose, kid, state, created_at, activated_at, retiring_at, retired_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label) DO NOTHING",
-        )
-        .bind(&e.label)
-        .bind(e.purpose.as_str())
-        .bind(&e.kid)
-        .bind(e.state.as_str())
-        .bind(e.created_at)
-        .bind(e.activated_at)
-        .bind(e.retiring_at)
-        .bind(e.retired_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        insert_key(&mut conn, e).await
     }
 
     async fn set_key_state(&self, label: &str, state: KeyState, at: i64) -> Result<(), StoreError> {
-        let column = match state {
-            KeyState::Next => "created_at",
-            KeyState::Active => "activated_at",
-            KeyState::Retiring => "retiring_at",
-            KeyState::Retired => "retired_at",
-        };
+        let column = key_state_column(state);
         sqlx::query(&format!("UPDATE keys SET state = ?, {column} = ? WHERE label = ?"))
             .bind(state.as_str())
             .bind(at)
@@ -89,6 +74,106 @@ impl DurableStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn insert_key_audited(
+        &self,
+        entry: &CatalogEntry,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if !insert_key(&mut tx, entry).await? {
+            return Ok(None);
+        }
+        let record = append_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn transition_keys(
+        &self,
+        changes: &[KeyTransition],
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for c in changes {
+            let column = key_state_column(c.to);
+            let done = sqlx::query(&format!("UPDATE keys SET state = ?, {column} = ? WHERE label = ? AND state = ?"))
+                .bind(c.to.as_str())
+                .bind(c.at)
+                .bind(&c.label)
+                .bind(c.from.as_str())
+                .execute(&mut *tx)
+                .await;
+            match done {
+                Ok(d) if d.rows_affected() == 1 => {}
+                Ok(_) => return Err(StoreError::KeyStateChanged(c.label.clone())),
+                Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyStateChanged(c.label.clone())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            records.push(append_audit(&mut tx, event).await?);
+        }
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    async fn count_sealed(&self, label: &str) -> Result<i64, StoreError> {
+        let pattern = envelope_like(label);
+        let mut total = 0;
+        for c in SEALED_COLUMNS {
+            let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE {} LIKE ? ESCAPE '\\'", c.table, c.column);
+            let n: i64 = sqlx::query(&sql).bind(&pattern).fetch_one(&self.pool).await?.try_get("n")?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    async fn sealed_page(
+        &self,
+        column: &SealedColumn,
+        key_label: &str,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedValue>, StoreError> {
+        let (t, id, col) = (column.table, column.id, column.column);
+        let sql = format!(
+            "SELECT {id} AS id, {col} AS sealed FROM {t}
+             WHERE {col} IS NOT NULL AND {col} NOT LIKE ? ESCAPE '\\' AND {id} > ? ORDER BY {id} LIMIT ?"
+        );
+        let rows =
+            sqlx::query(&sql).bind(envelope_like(key_label)).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok(SealedValue { column: *column, id: r.try_get("id")?, sealed: r.try_get("sealed")? }))
+            .collect()
+    }
+
+    async fn replace_sealed(&self, value: &SealedValue, new_sealed: &str) -> Result<bool, StoreError> {
+        let (t, id, col) = (value.column.table, value.column.id, value.column.column);
+        let done = sqlx::query(&format!("UPDATE {t} SET {col} = ? WHERE {id} = ? AND {col} = ?"))
+            .bind(new_sealed)
+            .bind(&value.id)
+            .bind(&value.sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError> {
@@ -210,6 +295,30 @@ impl DurableStore for SqliteStore {
         let row =
             sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetch_optional(&self.pool).await?;
         row.as_ref().map(checkpoint_from_row).transpose()
+    }
+}
+
+/// Inserts a catalog entry; `false` when the label exists. A second active key for a
+/// purpose is `KeyStateChanged`.
+async fn insert_key(conn: &mut SqliteConnection, e: &CatalogEntry) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO keys (label, purpose, kid, state, created_at, activated_at, retiring_at, retired_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label) DO NOTHING",
+    )
+    .bind(&e.label)
+    .bind(e.purpose.as_str())
+    .bind(&e.kid)
+    .bind(e.state.as_str())
+    .bind(e.created_at)
+    .bind(e.activated_at)
+    .bind(e.retiring_at)
+    .bind(e.retired_at)
+    .execute(&mut *conn)
+    .await;
+    match done {
+        Ok(d) => Ok(d.rows_affected() == 1),
+        Err(err) if is_unique_violation(&err) => Err(StoreError::KeyStateChanged(e.label.clone())),
+        Err(err) => Err(err.into()),
     }
 }
 

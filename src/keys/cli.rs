@@ -1,0 +1,243 @@
+//! `symbolon keys ...`: the key catalog and life cycle from the command line. Every
+//! command works on the configured durable store (SQLite or PostgreSQL) and token;
+//! every state change is recorded in the audit trail (actor `operator`), and running
+//! servers pick it up within `keys.sync_interval`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::lifecycle::{Lifecycle, fmt_time};
+use super::{KeyPurpose, KeyRing, KeyState, open_pool};
+use crate::config::Config;
+use crate::store::open_durable;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the key catalog and the rotation schedule.
+    ///
+    /// One line per key: purpose, label, state, kid, mechanism, the dates of its
+    /// states, stored ciphertexts per data key and when a retiring key may retire.
+    List,
+    /// Generate a key in the HSM (active when the purpose has none, else next).
+    Generate {
+        /// The key purpose.
+        #[arg(long, value_enum)]
+        purpose: KeyPurpose,
+    },
+    /// Generate an active key for every purpose that has none (first installation).
+    Init,
+    /// Add a key made with vendor tooling to the catalog now.
+    ///
+    /// The key (hsm/gen-key, pkcs11-tool) carries a label
+    /// symbolon-<purpose>-<UTC timestamp>; it becomes next, or active when its purpose
+    /// has none. Running servers adopt such keys by themselves within
+    /// keys.sync_interval. Extractable or non-sensitive keys are refused.
+    Adopt {
+        /// The key's CKA_LABEL.
+        label: String,
+    },
+    /// Rotate a purpose: next -> active, active -> retiring.
+    ///
+    /// Both changes and their audit events are one transaction. Afterwards a new next
+    /// key is generated, so that the following rotation activates a key published in
+    /// advance. Without a next key, one is generated and activated at once. Servers
+    /// switch within keys.sync_interval.
+    Rotate {
+        /// The key purpose.
+        #[arg(long, value_enum)]
+        purpose: KeyPurpose,
+        /// Do not generate a new next key after the rotation.
+        #[arg(long)]
+        no_next: bool,
+    },
+    /// Retire a retiring (or never used next) key.
+    ///
+    /// Refused while tokens, sessions or assertions it made may still be in use (see
+    /// `keys list` for when), and for a data key while a stored ciphertext names it.
+    /// The key stays in the token.
+    Retire {
+        /// The key's label (see `symbolon keys list`).
+        label: String,
+    },
+    /// Re-encrypt stored data under the active data key.
+    ///
+    /// Needed before an old data key can retire. Resumable: each row is replaced on
+    /// its own, and a run only visits ciphertexts not yet under the active key, so an
+    /// interrupted run is finished by running it again.
+    Rewrap,
+    /// Import a Firebase service account's private key into the HSM (non-extractable)
+    /// and print the [push] configuration to use. Delete the JSON file afterwards.
+    ImportFcm {
+        /// The service-account JSON downloaded from the Firebase console.
+        file: PathBuf,
+    },
+}
+
+/// Runs a `keys` command against the configured store and token.
+pub async fn run(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.server.state_dir)
+        .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
+    let store = open_durable(&config).await?;
+    // With auto_migrate = false the schema is the owner's business (`symbolon migrate`
+    // as the owner role); the runtime role may not create tables.
+    if config.database.auto_migrate {
+        store.migrate().await?;
+    }
+    let mut hsm = config.hsm.clone();
+    hsm.workers = 1;
+    let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
+    let now = crate::ids::now_unix();
+    let result = match KeyRing::open_as(pool.clone(), store, now, "operator").await {
+        Ok(ring) => subcommand(&Lifecycle::new(ring, &config), cmd, now).await,
+        Err(e) => Err(e.into()),
+    };
+    // SoftHSM2 must not see open sessions in its exit handlers.
+    tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+    result
+}
+
+async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Result<()> {
+    let ring = life.ring();
+    match cmd {
+        KeysCommand::List => list(life, now).await?,
+        KeysCommand::Generate { purpose } => {
+            let e = ring.generate(purpose, now).await?;
+            println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
+        }
+        KeysCommand::Init => {
+            for purpose in KeyPurpose::ALL {
+                if ring.active(purpose).is_ok() {
+                    continue;
+                }
+                let e = ring.generate(purpose, now).await?;
+                println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
+            }
+        }
+        KeysCommand::Adopt { label } => {
+            if KeyPurpose::from_label(&label).is_none() {
+                anyhow::bail!(
+                    "label {label:?} does not follow the scheme symbolon-<purpose>-<UTC timestamp> \
+                     (purposes: otp, jwt, saml, data, audit); generate keys with hsm/gen-key"
+                );
+            }
+            // KeyRing::open_as has synced: every key of the scheme on the token is in the
+            // catalog now, unless it was refused (then opening failed with the reason).
+            match ring.entries().into_iter().find(|e| e.label == label) {
+                Some(e) => println!("{} is in the catalog as {} ({})", e.label, e.state.as_str(), e.purpose),
+                None => {
+                    anyhow::bail!("no private or secret key labelled {label:?} on token {}", ring.pool().token().label)
+                }
+            }
+        }
+        KeysCommand::Rotate { purpose, no_next } => {
+            let r = life.rotate(purpose, now, !no_next).await?;
+            if !r.was_next && purpose.is_key_pair() {
+                eprintln!(
+                    "warning: no next {purpose} key was published in advance; relying parties that cache \
+                     JWKS or SAML metadata may not know {} yet",
+                    r.activated.label
+                );
+            }
+            println!("active:   {}", r.activated.label);
+            if let Some(old) = &r.retiring {
+                let after = life.retire_after(old).map_or_else(|| "-".into(), fmt_time);
+                println!("retiring: {} (may retire from {after})", old.label);
+            }
+            if let Some(next) = &r.next {
+                println!("next:     {}", next.label);
+            }
+            if purpose == KeyPurpose::Data && r.retiring.is_some() {
+                println!("run `symbolon keys rewrap` to re-encrypt stored data under the new key");
+            }
+        }
+        KeysCommand::Retire { label } => {
+            let e = life.retire(&label, now).await?;
+            println!("retired {} ({})", e.label, e.purpose);
+        }
+        KeysCommand::Rewrap => {
+            let terminal = std::io::stderr().is_terminal();
+            let mut progress = |done: u64, total: u64| {
+                if terminal && (done % 50 == 0 || done == total) {
+                    eprint!("\rrewrapping: {done}/{total}");
+                }
+            };
+            let report = super::rewrap(ring, now, &mut progress).await?;
+            if terminal {
+                eprintln!();
+            }
+            println!(
+                "rewrapped {} stored ciphertext(s) under {} ({} changed meanwhile, {} failed)",
+                report.rewrapped,
+                report.key_label,
+                report.skipped,
+                report.failed.len()
+            );
+            for (column, id, reason) in &report.failed {
+                eprintln!("failed: {column} row {id}: {reason}");
+            }
+            if !report.failed.is_empty() {
+                anyhow::bail!("{} stored ciphertext(s) could not be re-encrypted", report.failed.len());
+            }
+        }
+        KeysCommand::ImportFcm { file } => {
+            let imported = crate::push::cli::import_service_account(ring.pool(), &file).await?;
+            println!("imported the service account key as {}", imported.label);
+            println!("\nAdd to the configuration:\n\n{}", imported.config_snippet());
+            println!("The JSON file still holds the private key: delete it now ({}).", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// `keys list`: one line per key, then the schedule.
+async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
+    let ring = life.ring();
+    let token = ring.pool().token();
+    println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
+    let row = |cols: [&str; 10]| {
+        println!(
+            "{:<6} {:<40} {:<9} {:<43} {:<15} {:<20} {:<20} {:<20} {:<20} {}",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]
+        )
+    };
+    row(["PURPOSE", "LABEL", "STATE", "KID", "MECHANISM", "CREATED", "ACTIVATED", "RETIRING", "RETIRED", "NOTE"]);
+    let opt = |t: Option<i64>| t.map_or_else(|| "-".to_string(), fmt_time);
+    for e in ring.entries() {
+        let mut note = Vec::new();
+        if e.purpose == KeyPurpose::Data && e.state != KeyState::Retired {
+            note.push(format!("sealed={}", ring.store().count_sealed(&e.label).await?));
+        }
+        if e.state == KeyState::Retiring
+            && let Some(after) = life.retire_after(&e)
+        {
+            note.push(if now >= after {
+                "may retire now".to_string()
+            } else {
+                format!("retire from {}", fmt_time(after))
+            });
+        }
+        row([
+            e.purpose.as_str(),
+            &e.label,
+            e.state.as_str(),
+            if e.kid.is_empty() { "-" } else { &e.kid },
+            e.purpose.mechanism(),
+            &fmt_time(e.created_at),
+            &opt(e.activated_at),
+            &opt(e.retiring_at),
+            &opt(e.retired_at),
+            &note.join(" "),
+        ]);
+    }
+    println!(
+        "\nschedule (nodes re-read the catalog every {}):",
+        humantime::format_duration(life.config().sync_interval)
+    );
+    for line in life.schedule_lines() {
+        println!("  {line}");
+    }
+    Ok(())
+}
