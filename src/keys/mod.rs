@@ -52,6 +52,9 @@ impl Rv {
                 | RvError::UserNotLoggedIn
                 | RvError::CryptokiNotInitialized
                 | RvError::DeviceError
+                // A handle found through a session that no longer exists (module restart).
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
         )
     }
 

@@ -27,6 +27,11 @@ struct Shared {
     /// Set when the token refused the PIN: stop logging in, or the token locks.
     pin_rejected: AtomicBool,
     reopened: AtomicU64,
+    /// Bumped whenever a worker finds its session lost. After a module restart, session
+    /// and object handle numbers are reused: a worker that kept an old handle could end
+    /// up on another worker's new session or on another object. So every worker whose
+    /// session predates the current epoch opens a new one before its next job.
+    epoch: AtomicU64,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -54,6 +59,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     info: TokenInfo,
     session: Option<TokenSession>,
+    /// The pool epoch `session` was opened in.
+    session_epoch: u64,
     stop: bool,
 }
 
@@ -62,7 +69,12 @@ impl Worker {
         if self.shared.pin_rejected.load(Ordering::Relaxed) {
             return Err(HsmError::WrongPin);
         }
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        if self.session_epoch != epoch {
+            self.session = None;
+        }
         if self.session.is_none() {
+            self.session_epoch = epoch;
             let opened = match TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin) {
                 Err(HsmError::Pkcs11(rv)) if rv.is_not_initialized() => {
                     initialize(&self.shared.ctx)?;
@@ -92,6 +104,7 @@ impl Worker {
         match first {
             Err(HsmError::Pkcs11(rv)) if rv.needs_new_session() => {
                 tracing::warn!(error = %rv, "HSM session lost; reopening");
+                self.shared.epoch.fetch_add(1, Ordering::AcqRel);
                 self.session = None;
                 self.shared.reopened.fetch_add(1, Ordering::Relaxed);
                 op(self.session()?)
@@ -122,6 +135,7 @@ impl SessionPool {
             serial,
             pin_rejected: AtomicBool::new(false),
             reopened: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             threads: std::sync::Mutex::new(Vec::new()),
         });
         let workers = workers.max(1);
@@ -130,7 +144,13 @@ impl SessionPool {
         let first = TokenSession::open(&shared.ctx, &info, &shared.pin)?;
         let mut first = Some(first);
         for n in 0..workers {
-            let mut worker = Worker { shared: shared.clone(), info: info.clone(), session: first.take(), stop: false };
+            let mut worker = Worker {
+                shared: shared.clone(),
+                info: info.clone(),
+                session: first.take(),
+                session_epoch: 0,
+                stop: false,
+            };
             if worker.session.is_none() {
                 worker.session = Some(TokenSession::open(&shared.ctx, &info, &shared.pin)?);
             }
