@@ -9,6 +9,7 @@ use super::AppState;
 use super::extract::{ClientIp, JoseBody, StrictJson};
 use crate::error::ApiError;
 use crate::ids::now_unix;
+use crate::metrics::METRICS;
 use crate::service::enroll::{Challenge, Enrolled};
 
 /// The challenge request body: `{}` (or empty).
@@ -33,6 +34,8 @@ pub async fn enroll(
     state.rate_limit(&format!("ip-enroll:{ip}"), state.config.limits.enroll_per_ip_per_minute).await?;
     let enrolled = state.enroll(&body, now_unix()).await.inspect_err(|e| {
         tracing::info!(code = %e.code, "enrollment refused");
+        METRICS.enrollment(e.code.as_str());
     })?;
+    METRICS.enrollment("ok");
     Ok((StatusCode::CREATED, Json(enrolled)))
 }

@@ -14,6 +14,7 @@ use super::{Services, audit};
 use crate::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::{EcPublicJwk, KeyPurpose};
+use crate::metrics::{METRICS, SessionOutcome};
 use crate::store::{AuthSession, Enrollment, EnrollmentStatus, SessionEnd, SessionStatus};
 
 /// `POST /v1/auth/initiate` body.
@@ -222,6 +223,7 @@ impl Services {
             return Err(ApiError::new(ErrorCode::TooManyPending, "too many pending sessions for this token id")
                 .with_retry_after(ttl as u64));
         }
+        METRICS.session(SessionOutcome::Created);
         if let Some(enrollment) = &enrollment {
             self.push_session(enrollment, &session, service, &otp).await;
         }
@@ -349,6 +351,7 @@ impl Services {
         let max = self.config.auth.session_max_failures;
         if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.failures == max) {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
+            METRICS.session(SessionOutcome::Locked);
             self.audit_event(
                 audit::kinds::AUTH_SESSION_LOCKED,
                 session.device_id.as_deref().unwrap_or("-"),
@@ -364,6 +367,7 @@ impl Services {
         if total >= limits.failure_units {
             self.sessions.lock(&lockout_key(&session.token_id), limits.lockout).await?;
             tracing::warn!(token_id = %session.token_id, "token id locked out after repeated failures");
+            METRICS.lockouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.audit_event(
                 audit::kinds::AUTH_TOKEN_LOCKED_OUT,
                 "symbolon",
@@ -411,6 +415,7 @@ impl Services {
             Some(Ok(ended)) => {
                 let approved = ended.status == SessionStatus::Approved;
                 let status = if approved { "approved" } else { "rejected" };
+                METRICS.session(if approved { SessionOutcome::Approved } else { SessionOutcome::Rejected });
                 tracing::info!(session_id = %ended.id, outcome = status, "auth session ended");
                 self.audit_event(
                     if approved { audit::kinds::AUTH_APPROVED } else { audit::kinds::AUTH_REJECTED },
