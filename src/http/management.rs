@@ -11,14 +11,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
 use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
-use crate::service::management::{CredentialAction, DEFAULT_LIMIT, FlowStatus, MAX_LIMIT};
+use crate::service::management::{
+    CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, UserView,
+};
+use crate::store::AuditRecord;
 
 /// The scopes of protocol.md §11.
 pub mod scopes {
@@ -80,16 +83,42 @@ async fn audited<T: IntoResponse>(
 }
 
 /// `cursor` and `limit` of a listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsersQuery {
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Page size, 1..=200 (default 50).
     pub limit: Option<u32>,
 }
 
+/// A page of users.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsersPage {
+    pub users: Vec<UserView>,
+    /// Absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of flows.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlowsPage {
+    pub flows: Vec<FlowView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of audit records.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<AuditRecord>,
+    pub next_cursor: Option<String>,
+}
+
 /// Filters of `GET /flows`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FlowsQuery {
     /// `pending`, `approved`, `rejected`, `locked` or `expired`.
     pub status: Option<String>,
@@ -100,8 +129,9 @@ pub struct FlowsQuery {
 }
 
 /// Filters of `GET /audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Unix seconds: events at or after.
     pub since: Option<i64>,
@@ -120,7 +150,19 @@ fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-async fn list_users(
+#[utoipa::path(get, path = "/api/management/v1/users", tag = "management",
+    security(("operator" = ["management.users.read"])),
+    params(UsersQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UsersPage),
+        (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_users(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<UsersQuery>, QueryRejection>,
@@ -129,13 +171,24 @@ async fn list_users(
     let result = async {
         let q = query(q)?;
         let page = state.management_users(q.cursor.as_deref(), limit(q.limit)?).await?;
-        Ok(Json(json!({"users": page.items, "next_cursor": page.next_cursor})))
+        Ok(Json(UsersPage { users: page.items, next_cursor: page.next_cursor }))
     }
     .await;
     audited(&state, &operator, "users.list", "users", result).await
 }
 
-async fn get_user(
+#[utoipa::path(get, path = "/api/management/v1/users/{token_id}", tag = "management",
+    security(("operator" = ["management.users.read"])),
+    params(("token_id" = String, Path, description = "Token id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_user(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(token_id): Path<String>,
@@ -147,7 +200,18 @@ async fn get_user(
 
 /// Deletes a user's enrollment data. The audit event names the removed device ids,
 /// not the token id, so it keeps no personal data of the deleted user.
-async fn delete_user(
+#[utoipa::path(delete, path = "/api/management/v1/users/{token_id}", tag = "management",
+    security(("operator" = ["management.users.delete"])),
+    params(("token_id" = String, Path, description = "Token id")),
+    responses(
+        (status = 204, description = "Enrollment data removed"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn delete_user(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(token_id): Path<String>,
@@ -169,7 +233,18 @@ async fn delete_user(
     result.map(|_| StatusCode::NO_CONTENT.into_response())
 }
 
-async fn get_credential(
+#[utoipa::path(get, path = "/api/management/v1/credentials/{device_id}", tag = "management",
+    security(("operator" = ["management.credentials.read"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential", body = CredentialView),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_credential(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(device_id): Path<String>,
@@ -194,7 +269,19 @@ async fn change(
     audited(&state, &operator, &format!("credentials.{}", action.as_str()), &device_id, result).await
 }
 
-async fn suspend(
+#[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/suspend", tag = "management",
+    security(("operator" = ["management.credentials.suspend"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential, suspended", body = CredentialView),
+        (status = 409, description = "Revoked (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn suspend(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(device_id): Path<String>,
@@ -202,7 +289,19 @@ async fn suspend(
     change(state, headers, device_id, CredentialAction::Suspend, scopes::CREDENTIALS_SUSPEND).await
 }
 
-async fn activate(
+#[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/activate", tag = "management",
+    security(("operator" = ["management.credentials.activate"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential, active", body = CredentialView),
+        (status = 409, description = "Revoked (`invalid_state`), or another device of the token id is active (`already_enrolled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn activate(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(device_id): Path<String>,
@@ -210,7 +309,18 @@ async fn activate(
     change(state, headers, device_id, CredentialAction::Activate, scopes::CREDENTIALS_ACTIVATE).await
 }
 
-async fn revoke(
+#[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/revoke", tag = "management",
+    security(("operator" = ["management.credentials.revoke"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential, revoked (final)", body = CredentialView),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(device_id): Path<String>,
@@ -218,7 +328,19 @@ async fn revoke(
     change(state, headers, device_id, CredentialAction::Revoke, scopes::CREDENTIALS_REVOKE).await
 }
 
-async fn list_flows(
+#[utoipa::path(get, path = "/api/management/v1/flows", tag = "management",
+    security(("operator" = ["management.flows.read"])),
+    params(FlowsQuery),
+    responses(
+        (status = 200, description = "A page of authentication flows", body = FlowsPage),
+        (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_flows(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<FlowsQuery>, QueryRejection>,
@@ -235,13 +357,25 @@ async fn list_flows(
         let page = state
             .management_flows(status, q.since.unwrap_or(0), q.cursor.as_deref(), limit(q.limit)?, now_unix())
             .await?;
-        Ok(Json(json!({"flows": page.items, "next_cursor": page.next_cursor})))
+        Ok(Json(FlowsPage { flows: page.items, next_cursor: page.next_cursor }))
     }
     .await;
     audited(&state, &operator, "flows.list", "flows", result).await
 }
 
-async fn list_audit(
+#[utoipa::path(get, path = "/api/management/v1/audit", tag = "management",
+    security(("operator" = ["management.audit.read"])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit records", body = AuditPage),
+        (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_audit(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<AuditQuery>, QueryRejection>,
@@ -250,7 +384,7 @@ async fn list_audit(
     let result = async {
         let q = query(q)?;
         let page = state.management_audit(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?).await?;
-        Ok(Json(json!({"events": page.items, "next_cursor": page.next_cursor})))
+        Ok(Json(AuditPage { events: page.items, next_cursor: page.next_cursor }))
     }
     .await;
     audited(&state, &operator, "audit.list", "audit", result).await

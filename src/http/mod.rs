@@ -7,6 +7,7 @@ pub mod extract;
 mod health;
 pub mod management;
 mod metrics;
+pub mod openapi;
 pub mod operator;
 mod pages;
 mod problem;
@@ -129,6 +130,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi::openapi))
         .merge(management::routes());
     let router = if state.config.metrics.enabled { router.route("/metrics", get(metrics::metrics)) } else { router };
     common_layers(router.fallback(health::not_found), &state, "admin")

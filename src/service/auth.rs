@@ -18,7 +18,7 @@ use crate::metrics::{METRICS, SessionOutcome};
 use crate::store::{AuthSession, Enrollment, EnrollmentStatus, SessionEnd, SessionStatus};
 
 /// `POST /v1/auth/initiate` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitiateRequest {
     pub token_id: String,
@@ -28,7 +28,7 @@ pub struct InitiateRequest {
 }
 
 /// `201` answer of initiate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Initiated {
     pub session_id: String,
     pub browser_token: String,
@@ -37,7 +37,7 @@ pub struct Initiated {
 }
 
 /// What the browser may see of its session (polling and WebSocket).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum BrowserView {
     Pending { otp: String, expires_at: i64 },
@@ -48,7 +48,7 @@ pub enum BrowserView {
 }
 
 /// One entry of `POST /v1/device/pending`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PendingEntry {
     pub session_id: String,
     pub otp: String,
@@ -59,7 +59,7 @@ pub struct PendingEntry {
 }
 
 /// `POST /v1/device/pending` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PendingList {
     pub sessions: Vec<PendingEntry>,
 }
@@ -106,8 +106,10 @@ impl HasIat for VerifyPayload {
 }
 
 /// `POST /v1/auth/verify` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Verified {
+    /// `approved` or `rejected`.
+    #[schema(value_type = String)]
     pub status: &'static str,
 }
 

@@ -21,7 +21,7 @@ const FLOW_BATCH: usize = 200;
 const FLOW_BATCHES: usize = 10;
 
 /// An enrolled device (a credential) as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialView {
     pub device_id: String,
     pub token_id: String,
@@ -55,7 +55,7 @@ impl From<&Enrollment> for CredentialView {
 }
 
 /// A user: a token id and every device enrolled for it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub token_id: String,
     /// One of the devices is active.
@@ -80,7 +80,7 @@ impl UserView {
 }
 
 /// A flow's state as listed; `expired` is a pending session past its expiry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FlowStatus {
     Pending,
@@ -115,7 +115,7 @@ impl FlowStatus {
 }
 
 /// An authentication flow: service, state and times. No token id, OTP or identity token.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FlowView {
     pub id: String,
     pub service_id: String,

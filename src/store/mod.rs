@@ -81,7 +81,7 @@ impl From<StoreError> for ApiError {
 }
 
 /// Status of an enrolled device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EnrollmentStatus {
     Active,
