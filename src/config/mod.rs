@@ -855,6 +855,24 @@ mod tests {
     }
 
     #[test]
+    fn management_is_configured_whole_with_asymmetric_algorithms() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
+        assert!(paths(&c).is_empty());
+        c.management.issuer = "https://login.example".into();
+        assert_eq!(paths(&c), ["management.issuer"], "issuer without audience and jwks_url");
+        c.management.audience = "symbolon".into();
+        c.management.jwks_url = "http://login.example/jwks".into();
+        assert_eq!(paths(&c), ["management.jwks_url"], "plain http to a remote host");
+        c.management.jwks_url = "http://127.0.0.1:8089/jwks".into();
+        assert!(paths(&c).is_empty());
+        assert!(c.management.oidc_configured());
+        c.management.algorithms = vec!["HS256".into(), "none".into()];
+        assert_eq!(paths(&c), ["management.algorithms", "management.algorithms"]);
+    }
+
+    #[test]
     fn cluster_store_urls() {
         let mut c = Config::default();
         c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
