@@ -58,9 +58,16 @@ impl Operator {
     }
 }
 
+/// A JWKS key and the algorithms its type and curve (or its `alg`) allow.
+#[derive(Clone)]
+struct ProviderKey {
+    algorithms: Vec<Algorithm>,
+    key: DecodingKey,
+}
+
 /// Keys fetched from the JWKS, by `kid`.
 struct KeyCache {
-    keys: HashMap<String, (Algorithm, DecodingKey)>,
+    keys: HashMap<String, ProviderKey>,
     fetched_at: Option<Instant>,
 }
 
@@ -76,7 +83,9 @@ struct Oidc {
     algorithms: Vec<Algorithm>,
     client: reqwest::Client,
     cache: RwLock<KeyCache>,
-    /// One fetch at a time; holds when the last one started (rate limit on unknown kids).
+    /// One fetch at a time; holds when the last one started: at most one attempt per
+    /// `jwks_refetch_interval`, whether for an unknown kid, a stale cache or a retry
+    /// while the provider is down.
     fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -181,17 +190,17 @@ impl Oidc {
             return Err(invalid("the bearer token's algorithm is not accepted"));
         }
         let kid = header.kid.ok_or_else(|| invalid("the bearer token names no key (kid)"))?;
-        let (alg, key) = self.key(&kid).await?;
-        if alg != header.alg {
+        let key = self.key(&kid).await?;
+        if !key.algorithms.contains(&header.alg) {
             return Err(invalid("the bearer token's algorithm does not match its key"));
         }
-        let mut validation = Validation::new(alg);
+        let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = self.config.clock_skew.as_secs();
         validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => invalid("the bearer token has expired"),
@@ -220,79 +229,73 @@ impl Oidc {
         raw.into_iter().filter_map(|s| s.strip_prefix(self.config.scope_prefix.as_str())).map(str::to_owned).collect()
     }
 
-    /// The key for `kid`: from the cache while it is fresh; else fetched again (at most
-    /// once per `jwks_refetch_interval` when the kid is merely unknown).
-    async fn key(&self, kid: &str) -> Result<(Algorithm, DecodingKey), ApiError> {
-        let (cached, fresh) = self.cached(kid);
-        if let Some(found) = cached.as_ref().filter(|_| fresh) {
-            return Ok(found.clone());
+    /// The key for `kid`: from the cache while it is fresh; else the JWKS is fetched
+    /// again, at most once per `jwks_refetch_interval`. While the provider cannot be
+    /// reached, keys fetched before still serve.
+    async fn key(&self, kid: &str) -> Result<ProviderKey, ApiError> {
+        let unknown = || invalid("the bearer token's key is unknown");
+        if let (Some(found), true) = self.cached(kid) {
+            return Ok(found);
         }
         let mut last = self.fetch.lock().await;
         // Another request may have fetched while this one waited.
-        let (again, fresh_now) = self.cached(kid);
-        if let Some(found) = again.as_ref().filter(|_| fresh_now) {
+        let (cached, fresh) = self.cached(kid);
+        if let (Some(found), true) = (&cached, fresh) {
             return Ok(found.clone());
         }
-        let stale_cache = self
-            .cache
-            .read()
-            .map(|c| c.fetched_at.is_some_and(|t| t.elapsed() >= self.config.jwks_cache))
-            .unwrap_or(true);
-        let never = self.cache.read().map(|c| c.fetched_at.is_none()).unwrap_or(true);
-        let allowed = never || stale_cache || last.is_none_or(|t| t.elapsed() >= self.config.jwks_refetch_interval);
-        if allowed {
-            *last = Some(Instant::now());
-            match self.fetch_jwks().await {
-                Ok(keys) => {
-                    if let Ok(mut c) = self.cache.write() {
-                        *c = KeyCache { keys, fetched_at: Some(Instant::now()) };
-                    }
+        if last.is_some_and(|t| t.elapsed() < self.config.jwks_refetch_interval) {
+            return cached.ok_or_else(unknown);
+        }
+        *last = Some(Instant::now());
+        match self.fetch_jwks().await {
+            Ok(keys) => {
+                if let Ok(mut c) = self.cache.write() {
+                    *c = KeyCache { keys, fetched_at: Some(Instant::now()) };
                 }
-                Err(reason) => {
-                    tracing::warn!(url = %self.config.jwks_url, %reason, "cannot fetch the management JWKS");
-                    // A known key from an older fetch still serves while the provider is down.
-                    if let Some(found) = again.or(cached) {
-                        return Ok(found);
-                    }
-                    if never {
-                        return Err(ApiError::new(
-                            ErrorCode::Unavailable,
-                            "the operator identity provider's keys cannot be fetched",
-                        ));
-                    }
-                    return Err(invalid("the bearer token's key is unknown"));
+                self.cached(kid).0.ok_or_else(unknown)
+            }
+            Err(reason) => {
+                tracing::warn!(url = %self.config.jwks_url, %reason, "cannot fetch the management JWKS");
+                let never = self.cache.read().map(|c| c.fetched_at.is_none()).unwrap_or(true);
+                match cached {
+                    Some(found) => Ok(found),
+                    None if never => Err(ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the operator identity provider's keys cannot be fetched",
+                    )),
+                    None => Err(unknown()),
                 }
             }
         }
-        self.cached(kid).0.ok_or_else(|| invalid("the bearer token's key is unknown"))
     }
 
     /// The cached key for `kid`, and whether the cache is within `jwks_cache`.
-    fn cached(&self, kid: &str) -> (Option<(Algorithm, DecodingKey)>, bool) {
+    fn cached(&self, kid: &str) -> (Option<ProviderKey>, bool) {
         match self.cache.read() {
             Ok(c) => (c.keys.get(kid).cloned(), c.fetched_at.is_some_and(|t| t.elapsed() < self.config.jwks_cache)),
             Err(_) => (None, false),
         }
     }
 
-    async fn fetch_jwks(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
-        let response = self.client.get(&self.config.jwks_url).send().await.map_err(|e| e.to_string())?;
+    async fn fetch_jwks(&self) -> Result<HashMap<String, ProviderKey>, String> {
+        let mut response = self.client.get(&self.config.jwks_url).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        if response.content_length().is_some_and(|n| n > JWKS_MAX_BYTES as u64) {
-            return Err("the JWKS is too large".into());
-        }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > JWKS_MAX_BYTES {
-            return Err("the JWKS is too large".into());
+        // Read at most JWKS_MAX_BYTES, whatever the server claims or sends.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > JWKS_MAX_BYTES {
+                return Err("the JWKS is too large".into());
+            }
+            body.extend_from_slice(&chunk);
         }
         let doc: Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
         let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
         let mut out = HashMap::new();
         for key in keys {
-            if let Some((kid, alg, decoding)) = usable_key(key) {
-                out.insert(kid, (alg, decoding));
+            if let Some((kid, algorithms, key)) = usable_key(key) {
+                out.insert(kid, ProviderKey { algorithms, key });
             }
         }
         tracing::info!(keys = out.len(), "management JWKS fetched");
@@ -301,28 +304,29 @@ impl Oidc {
 }
 
 /// A JWKS entry that can verify operator tokens: a signing public key with a `kid`,
-/// and the one algorithm its type and curve (or its `alg`) allow. Symmetric (`oct`)
-/// keys, encryption keys and unknown types are skipped.
-fn usable_key(key: &Value) -> Option<(String, Algorithm, DecodingKey)> {
+/// and the algorithms its type and curve (or its `alg`) allow: one for EC and OKP
+/// keys, the RSA family for an RSA key without `alg`. Symmetric (`oct`) keys,
+/// encryption keys, private keys and unknown types are skipped.
+fn usable_key(key: &Value) -> Option<(String, Vec<Algorithm>, DecodingKey)> {
     let field = |name: &str| key.get(name).and_then(Value::as_str);
     let kid = field("kid")?.to_string();
     if field("use").is_some_and(|u| u != "sig") || key.get("d").is_some() {
         return None;
     }
-    let alg = match (field("kty")?, field("crv"), field("alg")) {
-        ("EC", Some("P-256"), None | Some("ES256")) => Algorithm::ES256,
-        ("EC", Some("P-384"), None | Some("ES384")) => Algorithm::ES384,
-        ("OKP", Some("Ed25519"), None | Some("EdDSA")) => Algorithm::EdDSA,
-        // An RSA key without `alg` is taken as RS256, the OIDC default.
-        ("RSA", _, None) => Algorithm::RS256,
+    use Algorithm::{ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512};
+    let algorithms = match (field("kty")?, field("crv"), field("alg")) {
+        ("EC", Some("P-256"), None | Some("ES256")) => vec![ES256],
+        ("EC", Some("P-384"), None | Some("ES384")) => vec![ES384],
+        ("OKP", Some("Ed25519"), None | Some("EdDSA")) => vec![EdDSA],
+        ("RSA", _, None) => vec![RS256, RS384, RS512, PS256, PS384, PS512],
         ("RSA", _, Some(a @ ("RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512"))) => {
-            Algorithm::from_str(a).ok()?
+            vec![Algorithm::from_str(a).ok()?]
         }
         _ => return None,
     };
     let jwk: Jwk = serde_json::from_value(key.clone()).ok()?;
     let decoding = DecodingKey::from_jwk(&jwk).ok()?;
-    Some((kid, alg, decoding))
+    Some((kid, algorithms, decoding))
 }
 
 #[cfg(test)]
