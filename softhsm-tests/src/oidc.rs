@@ -46,7 +46,8 @@ impl IssuerKey {
 }
 
 struct Shared {
-    published: Mutex<Vec<IssuerKey>>,
+    /// Public JWKs served.
+    published: Mutex<Vec<Value>>,
     fetches: AtomicUsize,
 }
 
@@ -72,7 +73,7 @@ impl Drop for TestIssuer {
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Json<Value> {
     shared.fetches.fetch_add(1, Ordering::SeqCst);
-    let keys: Vec<Value> = shared.published.lock().map(|k| k.iter().map(IssuerKey::jwk).collect()).unwrap_or_default();
+    let keys: Vec<Value> = shared.published.lock().map(|k| k.clone()).unwrap_or_default();
     // A symmetric key in the set must be ignored by the server, never used as an HMAC secret.
     let mut keys = keys;
     keys.push(json!({"kty": "oct", "kid": "hmac-key", "k": URL_SAFE_NO_PAD.encode(b"not a verification key")}));
@@ -85,7 +86,7 @@ impl TestIssuer {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding")?;
         let addr = listener.local_addr()?;
         let key = IssuerKey::generate("op-key-1");
-        let shared = Arc::new(Shared { published: Mutex::new(vec![key.clone()]), fetches: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared { published: Mutex::new(vec![key.jwk()]), fetches: AtomicUsize::new(0) });
         let app = Router::new().route("/jwks", get(jwks)).with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -114,8 +115,13 @@ impl TestIssuer {
 
     /// Publishes another key (key rotation at the provider).
     pub fn publish(&self, key: &IssuerKey) {
+        self.publish_jwk(key.jwk());
+    }
+
+    /// Publishes any public JWK.
+    pub fn publish_jwk(&self, jwk: Value) {
         if let Ok(mut keys) = self.shared.published.lock() {
-            keys.push(key.clone());
+            keys.push(jwk);
         }
     }
 
@@ -176,4 +182,40 @@ impl TestIssuer {
 
 fn signing_input(header: &Value, claims: &Value) -> String {
     format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()))
+}
+
+/// An RSA signing key (2048 bits) for RS256 and PS256 operator tokens.
+pub struct RsaIssuerKey {
+    pub kid: String,
+    key: rsa::RsaPrivateKey,
+}
+
+impl RsaIssuerKey {
+    /// A fresh key.
+    pub fn generate(kid: &str) -> anyhow::Result<Self> {
+        Ok(Self { kid: kid.to_owned(), key: rsa::RsaPrivateKey::new(&mut OsRng, 2048)? })
+    }
+
+    /// The public JWK, without `alg` (as many providers publish RSA keys).
+    pub fn jwk(&self) -> Value {
+        use rsa::traits::PublicKeyParts;
+        json!({"kty": "RSA", "kid": self.kid, "use": "sig",
+               "n": URL_SAFE_NO_PAD.encode(self.key.n().to_bytes_be()),
+               "e": URL_SAFE_NO_PAD.encode(self.key.e().to_bytes_be())})
+    }
+
+    /// A token over `claims` with `alg` `RS256` or `PS256`.
+    pub fn sign(&self, alg: &str, claims: &Value) -> anyhow::Result<String> {
+        use rsa::signature::{RandomizedSigner, SignatureEncoding};
+        let header = json!({"alg": alg, "typ": "JWT", "kid": self.kid});
+        let input = signing_input(&header, claims);
+        let sig = match alg {
+            "RS256" => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(self.key.clone()).sign(input.as_bytes()).to_vec(),
+            "PS256" => rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(self.key.clone())
+                .sign_with_rng(&mut OsRng, input.as_bytes())
+                .to_vec(),
+            other => anyhow::bail!("unsupported alg {other}"),
+        };
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
 }

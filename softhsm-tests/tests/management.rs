@@ -120,6 +120,15 @@ async fn bad_tokens_get_401_and_missing_scopes_403() {
     let a = get(&server, "/audit", Some(&issuer.sign(&rotated, &issuer.claims("bob", json!(scope))))).await;
     assert_eq!(a.status, 200, "token signed with a newly published key: {}", a.body);
 
+    // RSA keys (published without `alg`): RS256 and PS256.
+    let rsa_key = softhsm_tests::oidc::RsaIssuerKey::generate("op-rsa-1").unwrap();
+    issuer.publish_jwk(rsa_key.jwk());
+    for alg in ["RS256", "PS256"] {
+        let t = rsa_key.sign(alg, &issuer.claims("dave", json!(scope))).unwrap();
+        let a = get(&server, "/audit", Some(&t)).await;
+        assert_eq!(a.status, 200, "{alg}: {}", a.body);
+    }
+
     // The management API is not on the public listener.
     let a = call(Method::GET, &format!("{}/api/management/v1/audit", server.public_url), Some(&good)).await;
     assert_eq!((a.status, a.code()), (404, "not_found"));
