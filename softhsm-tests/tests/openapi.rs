@@ -64,8 +64,11 @@ async fn the_document_names_every_route_and_the_server_keeps_to_it() {
     )
     .unwrap();
     let cli = python.with_file_name("schemathesis");
+    let work = dir.path().to_path_buf();
     let run = move |spec: std::path::PathBuf, url: String, report: std::path::PathBuf| {
+        // Its cache goes to the working directory: keep it out of the source tree.
         Command::new(&cli)
+            .current_dir(&work)
             .env("SCHEMATHESIS_HOOKS", &hooks)
             .args(["run", "--no-color", "--url", &url])
             .args(["--include-tag", "public", "--include-tag", "health"])
