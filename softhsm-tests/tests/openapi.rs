@@ -9,6 +9,9 @@ use serde_json::Value;
 use softhsm_tests::signin::{RELAXED_LIMITS, SERVICE_TOML};
 use softhsm_tests::{ServerOptions, TestServer, TestToken};
 
+/// The break-glass token of the test server (256 bits, hex).
+const BREAK_GLASS: &str = "5c1f6b0e9a8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29181716151413121110ff";
+
 async fn document(server: &TestServer) -> Value {
     let r = reqwest::get(format!("{}/openapi.json", server.admin_url)).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -18,7 +21,13 @@ async fn document(server: &TestServer) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_names_every_route_and_the_server_keeps_to_it() {
     let token = TestToken::new().unwrap();
-    let extra = format!("{SERVICE_TOML}\n{RELAXED_LIMITS}\n");
+    let secrets = tempfile::tempdir().unwrap();
+    let break_glass = secrets.path().join("break-glass");
+    std::fs::write(&break_glass, BREAK_GLASS).unwrap();
+    let extra = format!(
+        "{SERVICE_TOML}\n{RELAXED_LIMITS}\n[management]\nbreak_glass_token_file = \"{}\"\n",
+        break_glass.display()
+    );
     let server = TestServer::start(&token, ServerOptions { extra_toml: extra, ..Default::default() }).unwrap();
     let doc = document(&server).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
@@ -65,35 +74,47 @@ async fn the_document_names_every_route_and_the_server_keeps_to_it() {
     .unwrap();
     let cli = python.with_file_name("schemathesis");
     let work = dir.path().to_path_buf();
-    let run = move |spec: std::path::PathBuf, url: String, report: std::path::PathBuf| {
+    // One run: `tags` of the document against `url`, with extra `args` (headers).
+    let run = move |url: String, tags: &[&str], args: Vec<String>| {
+        let mut cmd = Command::new(&cli);
         // Its cache goes to the working directory: keep it out of the source tree.
-        Command::new(&cli)
-            .current_dir(&work)
-            .env("SCHEMATHESIS_HOOKS", &hooks)
-            .args(["run", "--no-color", "--url", &url])
-            .args(["--include-tag", "public", "--include-tag", "health"])
+        cmd.current_dir(&work).env("SCHEMATHESIS_HOOKS", work.join("hooks.py")).args([
+            "run",
+            "--no-color",
+            "--url",
+            &url,
+        ]);
+        for tag in tags {
+            cmd.args(["--include-tag", tag]);
+        }
+        cmd.args(args)
             .args([
                 "--checks",
                 "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             ])
             .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "30", "--seed", "1", "--workers", "1"])
             .args(["--generation-database", "none", "--report-dir"])
-            .arg(report)
-            .arg(spec)
+            .arg(work.join("report"))
+            .arg(work.join("openapi.json"))
             .output()
             .unwrap()
     };
-    let out = tokio::task::spawn_blocking({
-        let (spec, url, report) = (spec.clone(), server.public_url.clone(), dir.path().join("report"));
-        move || run(spec, url, report)
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        out.status.success(),
-        "schemathesis found responses that differ from the document:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let check = |out: std::process::Output, what: &str| {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stdout}");
+        assert!(
+            out.status.success(),
+            "schemathesis found {what} responses that differ from the document:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let public = server.public_url.clone();
+    let run_public = run.clone();
+    let out = tokio::task::spawn_blocking(move || run_public(public, &["public", "health"], Vec::new())).await.unwrap();
+    check(out, "public API");
+    // The management API too, with the break-glass token (every scope).
+    let admin = server.admin_url.clone();
+    let header = vec!["-H".to_string(), format!("Authorization: Bearer {BREAK_GLASS}")];
+    let out = tokio::task::spawn_blocking(move || run(admin, &["management"], header)).await.unwrap();
+    check(out, "management API");
 }
