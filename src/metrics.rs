@@ -55,7 +55,8 @@ impl Histogram {
 /// What the HSM was asked to do; the PKCS#11 mechanism is named in the exposition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HsmOp {
-    /// ECDSA P-256 signature (`CKM_ECDSA` over a SHA-256 digest).
+    /// ECDSA P-256 signature (`CKM_ECDSA` over a SHA-256 digest, or `CKM_ECDSA_SHA256` where
+    /// the token offers it; labelled `CKM_ECDSA` either way).
     SignEs256,
     /// `CKM_SHA256_HMAC` (one-time codes).
     HmacSha256,
@@ -63,6 +64,8 @@ pub enum HsmOp {
     Encrypt,
     /// `CKM_AES_GCM` decryption.
     Decrypt,
+    /// RSASSA-PKCS1-v1_5 SHA-256 signature (the FCM service account's OAuth assertion).
+    SignRs256,
     /// Reading a public key.
     PublicKey,
     /// Listing and generating keys.
@@ -72,11 +75,12 @@ pub enum HsmOp {
 }
 
 impl HsmOp {
-    const ALL: [HsmOp; 7] = [
+    const ALL: [HsmOp; 8] = [
         HsmOp::SignEs256,
         HsmOp::HmacSha256,
         HsmOp::Encrypt,
         HsmOp::Decrypt,
+        HsmOp::SignRs256,
         HsmOp::PublicKey,
         HsmOp::Catalog,
         HsmOp::Ping,
@@ -88,6 +92,7 @@ impl HsmOp {
             HsmOp::HmacSha256 => ("hmac", "CKM_SHA256_HMAC"),
             HsmOp::Encrypt => ("encrypt", "CKM_AES_GCM"),
             HsmOp::Decrypt => ("decrypt", "CKM_AES_GCM"),
+            HsmOp::SignRs256 => ("sign_rs256", "CKM_SHA256_RSA_PKCS"),
             HsmOp::PublicKey => ("public_key", "none"),
             HsmOp::Catalog => ("catalog", "none"),
             HsmOp::Ping => ("ping", "none"),
