@@ -32,6 +32,16 @@ pub enum ErrorCode {
     ClockSkew,
     UnknownService,
     OriginNotAllowed,
+    /// Management API: the bearer token is missing, malformed, expired or not from
+    /// the configured provider (RFC 6750 `invalid_token`).
+    InvalidToken,
+    /// Management API: a valid token without the scope the route needs.
+    InsufficientScope,
+    /// Management API: not configured on this server (it fails closed).
+    ManagementDisabled,
+    /// Management API: the change is not possible from the resource's state
+    /// (e.g. activating a revoked credential).
+    InvalidState,
 }
 
 impl ErrorCode {
@@ -64,6 +74,10 @@ impl ErrorCode {
             ClockSkew => "clock_skew",
             UnknownService => "unknown_service",
             OriginNotAllowed => "origin_not_allowed",
+            InvalidToken => "invalid_token",
+            InsufficientScope => "insufficient_scope",
+            ManagementDisabled => "management_disabled",
+            InvalidState => "invalid_state",
         }
     }
 
@@ -72,10 +86,10 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidRequest | InvalidScope | InvalidNonce | UnknownService => 400,
-            InvalidSignature | UnknownDevice | OtpMismatch | ClockSkew => 401,
-            DeviceInactive | OriginNotAllowed => 403,
-            SessionNotFound | NotFound => 404,
-            AlreadyEnrolled | SessionClosed => 409,
+            InvalidSignature | UnknownDevice | OtpMismatch | ClockSkew | InvalidToken => 401,
+            DeviceInactive | OriginNotAllowed | InsufficientScope => 403,
+            SessionNotFound | NotFound | ManagementDisabled => 404,
+            AlreadyEnrolled | SessionClosed | InvalidState => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             UntrustedCredential | RevokedCredential | ExpiredCredential => 422,
@@ -114,6 +128,10 @@ impl ErrorCode {
             ClockSkew => "Clock skew",
             UnknownService => "Unknown service",
             OriginNotAllowed => "Origin not allowed",
+            InvalidToken => "Invalid bearer token",
+            InsufficientScope => "Insufficient scope",
+            ManagementDisabled => "Management API disabled",
+            InvalidState => "Invalid state",
         }
     }
 }

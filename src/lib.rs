@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod keys;
+pub mod metrics;
 pub mod push;
 pub mod saml;
 pub mod service;

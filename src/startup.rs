@@ -113,7 +113,12 @@ impl Application {
         } else {
             tracing::warn!("trust.governance_url is empty: enrollment is disabled until trust lists are configured");
         }
-        let state = AppState { inner: services };
+        let operators =
+            crate::http::operator::OperatorAuth::from_config(&services.config.management).context("management API")?;
+        if operators.disabled() {
+            tracing::info!("management API disabled: no [management] provider or break-glass token configured");
+        }
+        let state = AppState { inner: services, operators: Arc::new(operators) };
         Ok(Self { state, public, admin, config_path: None })
     }
 

@@ -9,6 +9,7 @@ pub mod device;
 pub mod fake_fcm;
 pub mod fixtures;
 pub mod jose;
+pub mod oidc;
 pub mod python;
 pub mod server;
 pub mod signin;

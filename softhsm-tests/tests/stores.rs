@@ -557,7 +557,8 @@ async fn redis_acl_user_from_the_docs() {
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let acl = "on >acl-pw ~symbolon:* &symbolon:events -@all +@connection +psetex +getdel +pttl +hgetall \
                +hset +hmget +hincrby +expire +pexpire +ttl +zadd +zrem +zcard +zrange +zrangebyscore \
-               +zremrangebyscore +time +eval +evalsha +script|load +publish +subscribe";
+               +zremrangebyscore +time +zrangebylex +zremrangebyrank +eval +evalsha +script|load +publish \
+               +subscribe";
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg("symbolon")

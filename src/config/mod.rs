@@ -40,6 +40,134 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Relying parties (`[[services]]`).
     pub services: Vec<ServiceConfig>,
+    /// The management API on the admin listener (`[management]`).
+    pub management: ManagementConfig,
+    /// Prometheus metrics on the admin listener (`[metrics]`).
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics` on the admin listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (the admin listener only).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Signature algorithms an operator token may use: asymmetric only, so a public JWKS
+/// key can never serve as an HMAC secret.
+pub const MANAGEMENT_ALGORITHMS: [&str; 9] =
+    ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"];
+
+/// The management API `/api/management/v1/` (admin listener), authorised by bearer
+/// JWTs from the operator's OIDC provider. It fails closed: without `issuer`,
+/// `audience` and `jwks_url` (or a break-glass token file) it answers
+/// `404 management_disabled`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Expected `iss` of operator tokens, e.g. `https://login.example/realms/ops`.
+    pub issuer: String,
+    /// Expected `aud` (one of the token's audiences), e.g. `symbolon-management`.
+    pub audience: String,
+    /// The provider's JWKS, e.g. `https://login.example/realms/ops/protocol/openid-connect/certs`.
+    /// `https://` (plain `http://` only to a loopback address).
+    pub jwks_url: String,
+    /// Claim holding the scopes: a space-separated string or an array of strings.
+    pub scope_claim: String,
+    /// Prefix the provider puts before each scope (e.g. `api://symbolon/`); scopes
+    /// without it are ignored.
+    pub scope_prefix: String,
+    /// Leeway on `exp`, `nbf` and `iat`.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// How long fetched keys are used before the JWKS is fetched again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_cache: Duration,
+    /// Least time between two fetches caused by an unknown `kid`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_interval: Duration,
+    /// Accepted `alg` values (a subset of ES256, ES384, RS256, RS384, RS512, PS256, PS384,
+    /// PS512, EdDSA).
+    pub algorithms: Vec<String>,
+    /// File holding a static break-glass bearer token (at least 256 bits, hex or
+    /// base64). It grants every scope; each use is audited.
+    pub break_glass_token_file: Option<PathBuf>,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: String::new(),
+            jwks_url: String::new(),
+            scope_claim: "scope".into(),
+            scope_prefix: String::new(),
+            clock_skew: Duration::from_secs(60),
+            jwks_cache: Duration::from_secs(600),
+            jwks_refetch_interval: Duration::from_secs(30),
+            algorithms: vec!["ES256".into(), "ES384".into(), "RS256".into(), "PS256".into(), "EdDSA".into()],
+            break_glass_token_file: None,
+        }
+    }
+}
+
+impl ManagementConfig {
+    /// An OIDC provider is configured (issuer, audience and JWKS URL).
+    pub fn oidc_configured(&self) -> bool {
+        !self.issuer.is_empty() && !self.audience.is_empty() && !self.jwks_url.is_empty()
+    }
+
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let set = [&self.issuer, &self.audience, &self.jwks_url].iter().filter(|v| !v.is_empty()).count();
+        if set != 0 && set != 3 {
+            p.push(problem("management.issuer", "issuer, audience and jwks_url are set together or not at all".into()));
+        }
+        if !self.jwks_url.is_empty() {
+            match url::Url::parse(&self.jwks_url) {
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(u) if u.scheme() == "http" && is_loopback(&u) => {}
+                _ => p.push(problem(
+                    "management.jwks_url",
+                    "must be an https:// URL (http:// only to a loopback address)".into(),
+                )),
+            }
+        }
+        if self.scope_claim.is_empty() {
+            p.push(problem("management.scope_claim", "must not be empty".into()));
+        }
+        if self.algorithms.is_empty() {
+            p.push(problem("management.algorithms", "must name at least one algorithm".into()));
+        }
+        for alg in &self.algorithms {
+            if !MANAGEMENT_ALGORITHMS.contains(&alg.as_str()) {
+                p.push(problem(
+                    "management.algorithms",
+                    format!("{alg:?} is not an accepted asymmetric algorithm ({MANAGEMENT_ALGORITHMS:?})"),
+                ));
+            }
+        }
+        if self.jwks_cache.is_zero() {
+            p.push(problem("management.jwks_cache", "must be greater than zero".into()));
+        }
+        p
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// The demo relying-party page `GET /demo`: enter a token id, see the OTP, see the
@@ -443,7 +571,9 @@ impl Config {
             keys,
             services,
             saml,
-            demo
+            demo,
+            management,
+            metrics
         );
         match figment.extract::<figment::value::Dict>() {
             Ok(dict) => {
@@ -585,6 +715,7 @@ impl Config {
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p.extend(self.push.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p.extend(self.keys.problems().into_iter().map(|(path, message)| ConfigProblem { path, message }));
+        p.extend(self.management.validate());
         p
     }
 
@@ -736,6 +867,24 @@ mod tests {
             assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
             Ok(())
         });
+    }
+
+    #[test]
+    fn management_is_configured_whole_with_asymmetric_algorithms() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
+        assert!(paths(&c).is_empty());
+        c.management.issuer = "https://login.example".into();
+        assert_eq!(paths(&c), ["management.issuer"], "issuer without audience and jwks_url");
+        c.management.audience = "symbolon".into();
+        c.management.jwks_url = "http://login.example/jwks".into();
+        assert_eq!(paths(&c), ["management.jwks_url"], "plain http to a remote host");
+        c.management.jwks_url = "http://127.0.0.1:8089/jwks".into();
+        assert!(paths(&c).is_empty());
+        assert!(c.management.oidc_configured());
+        c.management.algorithms = vec!["HS256".into(), "none".into()];
+        assert_eq!(paths(&c), ["management.algorithms", "management.algorithms"]);
     }
 
     #[test]

@@ -24,6 +24,19 @@ fn origin(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
+/// `POST /v1/auth/initiate`: starts a sign-in for a token id (protocol.md §5.1).
+#[utoipa::path(post, path = "/v1/auth/initiate", tag = "public",
+    request_body(content = InitiateRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Session started", body = Initiated),
+        (status = 400, description = "Malformed body, unknown service or scope (`invalid_request`, `unknown_service`, `invalid_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Origin not allowed (`origin_not_allowed`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited, locked out or too many pending sessions", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn initiate(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -35,6 +48,15 @@ pub async fn initiate(
 }
 
 /// `GET /v1/auth/sessions/{id}` with `Authorization: Bearer <browser_token>`.
+#[utoipa::path(get, path = "/v1/auth/sessions/{id}", tag = "public",
+    params(("id" = String, Path, description = "Session id")),
+    security(("browser_token" = [])),
+    responses(
+        (status = 200, description = "The session as the browser may see it", body = BrowserView),
+        (status = 404, description = "Unknown session or wrong browser token (`session_not_found`, `not_found`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn poll(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -50,6 +72,19 @@ pub async fn poll(
     Ok(Json(state.browser_view(&session, now).await?))
 }
 
+/// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
+#[utoipa::path(post, path = "/v1/device/pending", tag = "public",
+    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (protocol.md §3)"),
+    responses(
+        (status = 200, description = "Pending sessions", body = PendingList),
+        (status = 400, description = "Malformed JWS (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown device, bad signature or clock skew", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Device inactive (`device_inactive`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn device_pending(
     State(state): State<AppState>,
     JoseBody(body): JoseBody,
@@ -57,6 +92,22 @@ pub async fn device_pending(
     Ok(Json(state.device_pending(&body, now_unix()).await?))
 }
 
+/// `POST /v1/auth/verify`: the device approves or rejects a session (protocol.md §5.5).
+#[utoipa::path(post, path = "/v1/auth/verify", tag = "public",
+    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (protocol.md §3)"),
+    responses(
+        (status = 200, description = "Decision recorded", body = Verified),
+        (status = 400, description = "Malformed JWS or scope (`invalid_request`, `invalid_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown device, bad signature, clock skew or OTP mismatch", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Device inactive (`device_inactive`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown session (`session_not_found`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Session ended (`session_closed`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Locked out (`locked_out`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn verify(State(state): State<AppState>, JoseBody(body): JoseBody) -> Result<Json<Verified>, ApiError> {
     let outcome = state.verify(&body, now_unix()).await.inspect_err(|e| {
         tracing::info!(code = %e.code, "verify refused");
@@ -64,6 +115,13 @@ pub async fn verify(State(state): State<AppState>, JoseBody(body): JoseBody) -> 
     Ok(Json(outcome))
 }
 
+/// `GET /jwks` (also `/.well-known/jwks.json`): keys that verify identity tokens.
+#[utoipa::path(get, path = "/jwks", tag = "public",
+    responses(
+        (status = 200, description = "JSON Web Key Set", body = Object),
+        (status = 503, description = "HSM unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut response = Json(state.jwks().await?).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));

@@ -9,6 +9,7 @@ use super::AppState;
 use super::extract::{ClientIp, JoseBody, StrictJson};
 use crate::error::ApiError;
 use crate::ids::now_unix;
+use crate::metrics::METRICS;
 use crate::service::enroll::{Challenge, Enrolled};
 
 /// The challenge request body: `{}` (or empty).
@@ -16,6 +17,18 @@ use crate::service::enroll::{Challenge, Enrolled};
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {}
 
+/// `POST /v1/enroll/challenge`: a single-use enrollment nonce.
+#[utoipa::path(post, path = "/v1/enroll/challenge", tag = "public",
+    request_body(content = Object, description = "`{}` or empty"),
+    responses(
+        (status = 200, description = "A nonce", body = Challenge),
+        (status = 400, description = "Malformed body (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn challenge(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -25,6 +38,21 @@ pub async fn challenge(
     Ok(Json(state.enroll_challenge(now_unix()).await?))
 }
 
+/// `POST /v1/enroll`: enrolls a device with a credential seal (protocol.md §4).
+#[utoipa::path(post, path = "/v1/enroll", tag = "public",
+    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (protocol.md §3)"),
+    responses(
+        (status = 201, description = "Enrolled; names of the stored claims", body = Enrolled),
+        (status = 400, description = "Malformed JWS or payload (`invalid_request`, `invalid_nonce`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad signature or clock skew (`invalid_signature`, `clock_skew`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Token id already enrolled (`already_enrolled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Credential not trusted, revoked or expired", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn enroll(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -33,6 +61,8 @@ pub async fn enroll(
     state.rate_limit(&format!("ip-enroll:{ip}"), state.config.limits.enroll_per_ip_per_minute).await?;
     let enrolled = state.enroll(&body, now_unix()).await.inspect_err(|e| {
         tracing::info!(code = %e.code, "enrollment refused");
+        METRICS.enrollment(e.code.as_str());
     })?;
+    METRICS.enrollment("ok");
     Ok((StatusCode::CREATED, Json(enrolled)))
 }

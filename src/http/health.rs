@@ -49,6 +49,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(json!({"status": if ok {"ready"} else {"not_ready"}, "checks": checks})))
 }
 
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "`ok`, or `degraded` when trust lists are stale", body = Object),
+        (status = 503, description = "The database, session store or HSM check failed", body = Object)
+    )
+)]
 /// `GET /health`: the checks with a summary; 503 when a required check fails. Stale or
 /// unconfigured trust lists make it `degraded` with 200 (protocol.md §12 rule 11).
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {

@@ -5,6 +5,10 @@ mod auth;
 mod enroll;
 pub mod extract;
 mod health;
+pub mod management;
+mod metrics;
+pub mod openapi;
+pub mod operator;
 mod pages;
 mod problem;
 pub mod request_id;
@@ -20,10 +24,12 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::error::{ApiError, ErrorCode};
 use crate::service::Services;
 
-/// Everything a handler may use: the domain services.
+/// Everything a handler may use: the domain services and who may manage them.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub inner: Arc<Services>,
+    /// Authenticates management API callers.
+    pub operators: Arc<operator::OperatorAuth>,
 }
 
 impl std::ops::Deref for AppState {
@@ -44,7 +50,7 @@ async fn shed(err: tower::BoxError) -> ApiError {
     }
 }
 
-fn common_layers(router: Router<AppState>, state: &AppState) -> Router {
+fn common_layers(router: Router<AppState>, state: &AppState, listener: &'static str) -> Router {
     let server = &state.config.server;
     let csp = HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'");
     let router = router
@@ -71,6 +77,7 @@ fn common_layers(router: Router<AppState>, state: &AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(axum::middleware::from_fn(request_id::assign))
+        .layer(axum::middleware::from_fn_with_state(listener, metrics::count))
         .with_state(state.clone())
 }
 
@@ -97,7 +104,7 @@ pub fn public_router(state: AppState) -> Router {
         router
     };
     let router = if state.config.demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
-    common_layers(router.fallback(health::not_found), &state).layer(cors(&state))
+    common_layers(router.fallback(health::not_found), &state, "public").layer(cors(&state))
 }
 
 /// CORS for the relying parties' browser origins (`allowed_origins` of every service,
@@ -115,11 +122,14 @@ fn cors(state: &AppState) -> tower_http::cors::CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// The admin listener: probes and operations.
+/// The admin listener: probes, metrics and the management API (never on the public one).
 pub fn admin_router(state: AppState) -> Router {
     let router = Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
-        .route("/health", get(health::health));
-    common_layers(router.fallback(health::not_found), &state)
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi::openapi))
+        .merge(management::routes());
+    let router = if state.config.metrics.enabled { router.route("/metrics", get(metrics::metrics)) } else { router };
+    common_layers(router.fallback(health::not_found), &state, "admin")
 }

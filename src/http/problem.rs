@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -18,6 +18,15 @@ impl IntoResponse for ApiError {
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        // RFC 6750 §3: a bearer-token failure names the scheme and the error.
+        let challenge = match self.code {
+            ErrorCode::InvalidToken => Some(r#"Bearer realm="symbolon-management", error="invalid_token""#),
+            ErrorCode::InsufficientScope => Some(r#"Bearer realm="symbolon-management", error="insufficient_scope""#),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

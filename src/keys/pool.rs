@@ -190,6 +190,11 @@ impl SessionPool {
         self.shared.reopened.load(Ordering::Relaxed)
     }
 
+    /// Jobs waiting for a worker now (a gauge read when metrics are scraped).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+
     /// The module context, for operator tooling and tests that act on the token from
     /// "outside" the pool (e.g. `C_Finalize` to simulate a token restart).
     pub fn context(&self) -> &Pkcs11 {

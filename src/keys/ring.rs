@@ -10,6 +10,7 @@ use super::envelope::Envelope;
 use super::jwk::EcPublicJwk;
 use super::pool::SessionPool;
 use super::token::TokenKey;
+use crate::metrics::{HsmOp, METRICS};
 use crate::service::audit::kinds::KEY_STATE_CHANGED;
 use crate::store::{AuditEvent, DurableStore, StoreError};
 
@@ -148,11 +149,23 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Runs `f` in the pool and records its latency and outcome (metrics: atomics only).
+    async fn run<R, F>(&self, op: HsmOp, purpose: Option<KeyPurpose>, f: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut super::token::TokenSession) -> Result<R, HsmError> + Send + 'static,
+    {
+        let start = std::time::Instant::now();
+        let result = self.pool.run(f).await;
+        METRICS.hsm.record(op, purpose, start.elapsed(), result.as_ref().err());
+        result
+    }
+
     /// Re-reads token and catalog (start-up, `keys` commands, periodic refresh):
     /// refuses unsafe keys, adopts keys of our label scheme the catalog does not know
     /// and reports catalog keys missing from the token.
     pub async fn sync(&self, now: i64) -> Result<(), HsmError> {
-        let token_keys = self.pool.run(|s| s.list_keys(LABEL_PREFIX)).await?;
+        let token_keys = self.run(HsmOp::Catalog, None, |s| s.list_keys(LABEL_PREFIX)).await?;
         for key in &token_keys {
             check_key_safety(key)?;
         }
@@ -195,14 +208,14 @@ impl KeyRing {
     pub async fn generate(&self, purpose: KeyPurpose, now: i64) -> Result<CatalogEntry, HsmError> {
         let mut label = purpose.new_label(now);
         // Two keys made within one second get distinct labels.
-        let existing = self.pool.run(|s| s.list_keys(LABEL_PREFIX)).await?;
+        let existing = self.run(HsmOp::Catalog, None, |s| s.list_keys(LABEL_PREFIX)).await?;
         let mut n = 1;
         while existing.iter().any(|k| k.label == label) {
             label = format!("{}-{n}", purpose.new_label(now));
             n += 1;
         }
         let l = label.clone();
-        self.pool.run(move |s| s.generate(purpose, &l)).await?;
+        self.run(HsmOp::Catalog, Some(purpose), move |s| s.generate(purpose, &l)).await?;
         self.record_new_key(&label, purpose, now, "generated").await?;
         self.sync(now).await?;
         self.entries()
@@ -240,7 +253,7 @@ impl KeyRing {
             return Ok(jwk);
         }
         let l = label.to_string();
-        let jwk = self.pool.run(move |s| s.public_jwk(&l)).await?;
+        let jwk = self.run(HsmOp::PublicKey, KeyPurpose::from_label(label), move |s| s.public_jwk(&l)).await?;
         if let Ok(mut m) = self.public.write() {
             m.insert(label.to_string(), jwk.clone());
         }
@@ -255,20 +268,20 @@ impl KeyRing {
     ) -> Result<(CatalogEntry, [u8; 64]), HsmError> {
         let key = self.active(purpose)?;
         let label = key.label.clone();
-        let sig = self.pool.run(move |s| s.sign_es256(&label, &message)).await?;
+        let sig = self.run(HsmOp::SignEs256, Some(purpose), move |s| s.sign_es256(&label, &message)).await?;
         Ok((key, sig))
     }
 
     /// ES256 over `message` with the named key pair (its `kid` is already in a header).
     pub async fn sign_with(&self, label: &str, message: Vec<u8>) -> Result<[u8; 64], HsmError> {
         let l = label.to_string();
-        self.pool.run(move |s| s.sign_es256(&l, &message)).await
+        self.run(HsmOp::SignEs256, KeyPurpose::from_label(label), move |s| s.sign_es256(&l, &message)).await
     }
 
     /// HMAC-SHA256 with the named secret key (OTP keys are named on their session).
     pub async fn hmac(&self, label: &str, message: Vec<u8>) -> Result<[u8; 32], HsmError> {
         let l = label.to_string();
-        self.pool.run(move |s| s.hmac_sha256(&l, &message)).await
+        self.run(HsmOp::HmacSha256, KeyPurpose::from_label(label), move |s| s.hmac_sha256(&l, &message)).await
     }
 
     /// Seals `plain` under the active data key with `aad` (the row id): envelope text.
@@ -280,7 +293,9 @@ impl KeyRing {
     /// Seals `plain` under the named data key (`keys rewrap` pins the key it started with).
     pub async fn seal_with(&self, key_label: &str, aad: &str, plain: Vec<u8>) -> Result<String, HsmError> {
         let (label, aad_bytes) = (key_label.to_string(), aad.as_bytes().to_vec());
-        let sealed = self.pool.run(move |s| s.encrypt_gcm(&label, &aad_bytes, &plain)).await?;
+        let sealed = self
+            .run(HsmOp::Encrypt, Some(KeyPurpose::Data), move |s| s.encrypt_gcm(&label, &aad_bytes, &plain))
+            .await?;
         Ok(Envelope { key_label: key_label.to_string(), sealed }.encode())
     }
 
@@ -291,7 +306,10 @@ impl KeyRing {
             return Err(HsmError::DecryptFailed);
         }
         let aad_bytes = aad.as_bytes().to_vec();
-        self.pool.run(move |s| s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed)).await
+        self.run(HsmOp::Decrypt, Some(KeyPurpose::Data), move |s| {
+            s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed)
+        })
+        .await
     }
 
     /// Uses the key once the way its purpose will (sign, MAC, encrypt and decrypt) so
@@ -322,7 +340,7 @@ impl KeyRing {
 
     /// A round trip to the token.
     pub async fn ping(&self) -> Result<(), HsmError> {
-        self.pool.run(|s| s.ping()).await
+        self.run(HsmOp::Ping, None, |s| s.ping()).await
     }
 }
 

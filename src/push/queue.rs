@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use super::config::{PushConfig, PushProvider};
 use super::fcm::FcmClient;
 use super::{AssertionSigner, AuthPush, PushError};
+use crate::metrics::METRICS;
 
 /// The first retry waits this long (protocol.md §12 rule 10).
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -198,6 +199,7 @@ where
             return;
         }
         attempt += 1;
+        METRICS.push_attempts.fetch_add(1, Ordering::Relaxed);
         let result = {
             let Ok(_permit) = inner.in_flight.acquire().await else {
                 return;
@@ -211,6 +213,7 @@ where
             }
             Err(e) => e,
         };
+        METRICS.push_failures.fetch_add(1, Ordering::Relaxed);
         let wait = backoff.max(error.retry_after().unwrap_or_default());
         let expired = time_left(message.expires_at) <= wait;
         let gave_up = error.is_permanent() || expired;
@@ -220,6 +223,7 @@ where
             error.to_string()
         };
         if gave_up {
+            METRICS.push_gave_up.fetch_add(1, Ordering::Relaxed);
             tracing::error!(session_id, attempt, %token_hash, status = ?error.status(), %reason, "push failed; giving up");
         } else {
             tracing::warn!(session_id, attempt, %token_hash, status = ?error.status(), %reason, retry_in_ms = wait.as_millis() as u64, "push failed; will retry");

@@ -15,10 +15,11 @@ use super::{Services, audit};
 use crate::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::{EcPublicJwk, KeyPurpose};
+use crate::metrics::{METRICS, SessionOutcome};
 use crate::store::{AuthSession, Enrollment, EnrollmentStatus, SessionEnd, SessionStatus};
 
 /// `POST /v1/auth/initiate` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitiateRequest {
     pub token_id: String,
@@ -28,7 +29,7 @@ pub struct InitiateRequest {
 }
 
 /// `201` answer of initiate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Initiated {
     pub session_id: String,
     pub browser_token: String,
@@ -37,7 +38,7 @@ pub struct Initiated {
 }
 
 /// What the browser may see of its session (polling and WebSocket).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum BrowserView {
     Pending { otp: String, expires_at: i64 },
@@ -48,7 +49,7 @@ pub enum BrowserView {
 }
 
 /// One entry of `POST /v1/device/pending`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PendingEntry {
     pub session_id: String,
     pub otp: String,
@@ -59,7 +60,7 @@ pub struct PendingEntry {
 }
 
 /// `POST /v1/device/pending` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PendingList {
     pub sessions: Vec<PendingEntry>,
 }
@@ -106,8 +107,10 @@ impl HasIat for VerifyPayload {
 }
 
 /// `POST /v1/auth/verify` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Verified {
+    /// `approved` or `rejected`.
+    #[schema(value_type = String)]
     pub status: &'static str,
 }
 
@@ -222,6 +225,7 @@ impl Services {
             return Err(ApiError::new(ErrorCode::TooManyPending, "too many pending sessions for this token id")
                 .with_retry_after(ttl as u64));
         }
+        METRICS.session(SessionOutcome::Created);
         if let Some(enrollment) = &enrollment {
             self.push_session(enrollment, &session, &service, &otp).await;
         }
@@ -349,6 +353,7 @@ impl Services {
         let max = self.config.auth.session_max_failures;
         if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.failures == max) {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
+            METRICS.session(SessionOutcome::Locked);
             self.audit_event(
                 audit::kinds::AUTH_SESSION_LOCKED,
                 session.device_id.as_deref().unwrap_or("-"),
@@ -364,6 +369,7 @@ impl Services {
         if total >= limits.failure_units {
             self.sessions.lock(&lockout_key(&session.token_id), limits.lockout).await?;
             tracing::warn!(token_id = %session.token_id, "token id locked out after repeated failures");
+            METRICS.lockouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.audit_event(
                 audit::kinds::AUTH_TOKEN_LOCKED_OUT,
                 "symbolon",
@@ -411,6 +417,7 @@ impl Services {
             Some(Ok(ended)) => {
                 let approved = ended.status == SessionStatus::Approved;
                 let status = if approved { "approved" } else { "rejected" };
+                METRICS.session(if approved { SessionOutcome::Approved } else { SessionOutcome::Rejected });
                 tracing::info!(session_id = %ended.id, outcome = status, "auth session ended");
                 self.audit_event(
                     if approved { audit::kinds::AUTH_APPROVED } else { audit::kinds::AUTH_REJECTED },

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::store::{Enrollment, EnrollmentStatus};
 
 /// `POST /v1/enroll/challenge` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Challenge {
     pub nonce: String,
     pub expires_at: i64,
@@ -46,7 +46,7 @@ impl HasIat for EnrollPayload {
 }
 
 /// `201` answer: names of the stored claims, never their values.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Enrolled {
     pub token_id: String,
     pub device_id: String,

@@ -7,6 +7,7 @@ pub mod claims;
 pub mod enroll;
 pub mod idtoken;
 pub mod jws;
+pub mod management;
 pub mod otp;
 pub mod relying_parties;
 pub mod saml;

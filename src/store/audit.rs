@@ -24,13 +24,15 @@ pub struct AuditEvent {
 }
 
 /// An appended event with its place in the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub seq: i64,
     pub at: i64,
     pub kind: String,
     pub actor: String,
     pub subject: String,
+    /// Facts of the event (identifiers and reasons; never secrets or claim values).
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     /// Hex SHA-256 of the previous record (or [`GENESIS_HASH`]).
     pub prev_hash: String,

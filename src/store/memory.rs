@@ -1,13 +1,15 @@
 //! In-process session store for a single node.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{AuthSession, SessionEnd, SessionStatus, SessionStore, SessionStoreError};
+use super::{
+    AuthSession, SessionEnd, SessionStatus, SessionStore, SessionStoreError, session_position, session_position_since,
+};
 
 /// Entries expire lazily; a sweep runs every `SWEEP_EVERY` writes so memory stays bounded.
 const SWEEP_EVERY: u64 = 1024;
@@ -22,6 +24,8 @@ struct Inner {
     /// Sessions with the unix time until which they are kept.
     sessions: HashMap<String, (AuthSession, i64)>,
     by_token: HashMap<String, Vec<String>>,
+    /// Session ids by listing position (`session_position`), for the management API.
+    listing: BTreeMap<String, String>,
     channels: HashMap<String, broadcast::Sender<()>>,
     writes: u64,
 }
@@ -42,12 +46,13 @@ impl Inner {
         let gone: Vec<String> =
             self.sessions.iter().filter(|(_, (_, keep))| *keep < unix).map(|(id, _)| id.clone()).collect();
         for id in gone {
-            if let Some((s, _)) = self.sessions.remove(&id)
-                && let Some(ids) = self.by_token.get_mut(&s.token_id)
-            {
-                ids.retain(|i| i != &id);
-                if ids.is_empty() {
-                    self.by_token.remove(&s.token_id);
+            if let Some((s, _)) = self.sessions.remove(&id) {
+                self.listing.remove(&session_position(s.created_at, &s.id));
+                if let Some(ids) = self.by_token.get_mut(&s.token_id) {
+                    ids.retain(|i| i != &id);
+                    if ids.is_empty() {
+                        self.by_token.remove(&s.token_id);
+                    }
                 }
             }
             self.channels.remove(&id);
@@ -137,7 +142,7 @@ impl SessionStore for MemorySessionStore {
     ) -> Result<bool, SessionStoreError> {
         let mut guard = self.guard()?;
         guard.sweep(Instant::now());
-        let Inner { by_token, sessions, .. } = &mut *guard;
+        let Inner { by_token, sessions, listing, .. } = &mut *guard;
         // `by_token` lists only pending sessions: ended or expired ones are dropped here,
         // so a busy token id costs O(its pending sessions), not O(all its recent ones).
         let ids = by_token.entry(session.token_id.clone()).or_default();
@@ -147,7 +152,32 @@ impl SessionStore for MemorySessionStore {
         }
         ids.push(session.id.clone());
         sessions.insert(session.id.clone(), (session.clone(), keep_until));
+        listing.insert(session_position(session.created_at, &session.id), session.id.clone());
         Ok(true)
+    }
+
+    async fn list_sessions(
+        &self,
+        since: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuthSession>, SessionStoreError> {
+        use std::ops::Bound;
+        let inner = self.guard()?;
+        let unix = crate::ids::now_unix();
+        let from = session_position_since(since);
+        let start = match after {
+            Some(a) if a >= from.as_str() => Bound::Excluded(a.to_string()),
+            _ => Bound::Included(from),
+        };
+        Ok(inner
+            .listing
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, id)| inner.sessions.get(id))
+            .filter(|(_, keep)| *keep >= unix)
+            .map(|(s, _)| s.clone())
+            .take(limit)
+            .collect())
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<AuthSession>, SessionStoreError> {

@@ -143,7 +143,7 @@ pub(crate) fn envelope_like(label: &str) -> String {
 }
 
 /// Status of an enrolled device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EnrollmentStatus {
     Active,
@@ -264,6 +264,24 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
         reason: &str,
         at: i64,
     ) -> Result<Vec<String>, StoreError>;
+    /// The enrollments (any status) of the first `limit` token ids greater than
+    /// `after_token_id`, ordered by token id then creation (management user list).
+    async fn enrollments_page(&self, after_token_id: &str, limit: i64) -> Result<Vec<Enrollment>, StoreError>;
+    /// Every enrollment (any status) of a token id, oldest first.
+    async fn enrollments_of(&self, token_id: &str) -> Result<Vec<Enrollment>, StoreError>;
+    /// Removes every enrollment of a token id; returns how many rows went.
+    async fn delete_enrollments(&self, token_id: &str) -> Result<u64, StoreError>;
+    /// Moves a device's enrollment from `from` to `to` (compare and set); `false` when it
+    /// was not in `from`. Activating while the token id has another active device is
+    /// `AlreadyEnrolled`.
+    async fn set_enrollment_status(
+        &self,
+        device_id: &str,
+        from: EnrollmentStatus,
+        to: EnrollmentStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError>;
     /// Counts rows (for tests and status): enrollments in total.
     async fn count_enrollments(&self) -> Result<i64, StoreError>;
 
@@ -400,10 +418,33 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Removes and returns the value of `key` while it lives: a value is taken at most
     /// once (single-use context, e.g. a pending SAML sign-in).
     async fn take_value(&self, key: &str) -> Result<Option<String>, SessionStoreError>;
+    /// Sessions still kept, ordered by [`session_position`], starting after the position
+    /// `after` (or at `since`, unix seconds, when it is later): one page of at most `limit`.
+    async fn list_sessions(
+        &self,
+        since: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuthSession>, SessionStoreError>;
     /// Sliding-window counter: records one hit for `key` and tells whether the window
     /// (`limit` hits per `window`) still allows it; when not, how long until it does.
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError>;
 }
+
+/// The listing order of sessions: creation time, then id. Also the management API's
+/// cursor (opaque to clients).
+pub fn session_position(created_at: i64, id: &str) -> String {
+    format!("{:020}:{id}", created_at.max(0))
+}
+
+/// The first position of sessions created at or after `since`.
+pub fn session_position_since(since: i64) -> String {
+    format!("{:020}:", since.max(0))
+}
+
+/// Sessions kept in the listing index at most (Redis); older entries are dropped
+/// from the index first (the sessions themselves expire on their own).
+pub const SESSION_INDEX_MAX: usize = 100_000;
 
 /// Opens the durable store named by the configuration.
 pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, StoreError> {

@@ -10,8 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSs
 
 use super::rows::{audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row};
 use super::{
-    AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, KeyTransition, SEALED_COLUMNS, SealedColumn,
-    SealedValue, StoreError, audit, envelope_like, key_state_column,
+    AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, EnrollmentStatus, KeyTransition,
+    SEALED_COLUMNS, SealedColumn, SealedValue, StoreError, audit, envelope_like, key_state_column,
 };
 use crate::config::{DatabaseConfig, DatabaseTls};
 use crate::keys::{CatalogEntry, KeyState};
@@ -303,6 +303,71 @@ impl DurableStore for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
             rows.iter().map(|r| r.try_get("token_id").map_err(StoreError::from)).collect()
+        })
+        .await
+    }
+
+    async fn enrollments_page(&self, after_token_id: &str, limit: i64) -> Result<Vec<Enrollment>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query(
+                "SELECT * FROM enrollments WHERE token_id IN
+                    (SELECT DISTINCT token_id FROM enrollments WHERE token_id > $1 ORDER BY token_id LIMIT $2)
+                 ORDER BY token_id, created_at, device_id",
+            )
+            .bind(after_token_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(enrollment_from_row).collect()
+        })
+        .await
+    }
+
+    async fn enrollments_of(&self, token_id: &str) -> Result<Vec<Enrollment>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query("SELECT * FROM enrollments WHERE token_id = $1 ORDER BY created_at, device_id")
+                .bind(token_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(enrollment_from_row).collect()
+        })
+        .await
+    }
+
+    async fn delete_enrollments(&self, token_id: &str) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let done =
+                sqlx::query("DELETE FROM enrollments WHERE token_id = $1").bind(token_id).execute(&self.pool).await?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    async fn set_enrollment_status(
+        &self,
+        device_id: &str,
+        from: EnrollmentStatus,
+        to: EnrollmentStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let result = sqlx::query(
+                "UPDATE enrollments SET status = $1, status_reason = $2, updated_at = $3
+                 WHERE device_id = $4 AND status = $5",
+            )
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(at)
+            .bind(device_id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await;
+            match result {
+                Ok(done) => Ok(done.rows_affected() == 1),
+                Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
+                Err(err) => Err(err.into()),
+            }
         })
         .await
     }

@@ -5,6 +5,10 @@
 //!   and the fields that change (`status`, `failures`, `ended_at`, `id_token`); it
 //!   expires when the session stops being readable.
 //! - `P tp:<token id>`: sorted set of the token's pending session ids, scored by `expires_at`.
+//! - `P idx:sessions`: every session's listing position `<created_at, 20 digits>:<id>`,
+//!   all scored 0 so they sort by position (management API); bounded to
+//!   `SESSION_INDEX_MAX` entries, the oldest dropped first; entries whose session
+//!   expired are removed when a listing meets them.
 //! - `P n:<nonce>`, `P l:<key>`, `P v:<key>`: nonces, locks and single-use values,
 //!   plain TTL keys.
 //! - `P w:<key>`, `P u:<key>`: sliding windows, sorted sets scored by Redis time in ms.
@@ -24,7 +28,10 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, IntoConnectionInfo, RedisError, Script};
 use tokio::sync::broadcast;
 
-use super::{AuthSession, SessionEnd, SessionStatus, SessionStore, SessionStoreError};
+use super::{
+    AuthSession, SESSION_INDEX_MAX, SessionEnd, SessionStatus, SessionStore, SessionStoreError, session_position,
+    session_position_since,
+};
 use crate::config::SessionStoreConfig;
 
 /// Version of the session hash layout; a node refuses sessions of a version it does not know.
@@ -38,6 +45,9 @@ redis.call('HSET', KEYS[1], 'v', ARGV[8], 'session', ARGV[5], 'status', 'pending
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+redis.call('ZADD', KEYS[3], 0, ARGV[9])
+local n = redis.call('ZCARD', KEYS[3])
+if n > tonumber(ARGV[10]) then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - tonumber(ARGV[10]) - 1) end
 return 1
 "#;
 
@@ -370,6 +380,7 @@ impl SessionStore for RedisSessionStore {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.create.key(self.key("s", &session.id));
         call.key(self.key("tp", &session.token_id))
+            .key(self.key("idx", "sessions"))
             .arg(now)
             .arg(max_pending)
             .arg(session.expires_at)
@@ -377,9 +388,73 @@ impl SessionStore for RedisSessionStore {
             .arg(json)
             .arg(&session.token_id)
             .arg(&session.id)
-            .arg(FORMAT_VERSION);
+            .arg(FORMAT_VERSION)
+            .arg(session_position(session.created_at, &session.id))
+            .arg(SESSION_INDEX_MAX);
         let created: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
         Ok(created == 1)
+    }
+
+    async fn list_sessions(
+        &self,
+        since: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuthSession>, SessionStoreError> {
+        let index = self.key("idx", "sessions");
+        let from = session_position_since(since);
+        let start = match after {
+            Some(a) if a >= from.as_str() => format!("({a}"),
+            _ => format!("[{from}"),
+        };
+        let mut out = Vec::new();
+        let mut start = start;
+        // Expired sessions leave their index entries behind: skip (and drop) them and
+        // read on until the page is full or the index ends.
+        while out.len() < limit {
+            let want = limit - out.len();
+            let mut conn = self.conn.clone();
+            let (key, from) = (index.clone(), start.clone());
+            let positions: Vec<String> = self
+                .bounded(async move {
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(key)
+                        .arg(from)
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(want)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let Some(last) = positions.last() else { break };
+            start = format!("({last}");
+            let mut pipe = redis::pipe();
+            for position in &positions {
+                let id = position.split_once(':').map_or("", |(_, id)| id);
+                pipe.hgetall(self.key("s", id));
+            }
+            let mut conn = self.conn.clone();
+            let hashes: Vec<HashMap<String, String>> =
+                self.bounded(async move { pipe.query_async(&mut conn).await }).await?;
+            let mut expired = Vec::new();
+            for (position, h) in positions.iter().zip(hashes) {
+                match session_from_hash(h)? {
+                    Some(session) => out.push(session),
+                    None => expired.push(position.clone()),
+                }
+            }
+            if !expired.is_empty() {
+                let mut conn = self.conn.clone();
+                let key = index.clone();
+                let _: i64 = self.bounded(async move { conn.zrem(key, expired).await }).await?;
+            }
+            if positions.len() < want {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<AuthSession>, SessionStoreError> {

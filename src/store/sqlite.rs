@@ -10,8 +10,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row};
 use super::{
-    AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, KeyTransition, SEALED_COLUMNS, SealedColumn,
-    SealedValue, StoreError, audit, envelope_like, key_state_column,
+    AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, EnrollmentStatus, KeyTransition,
+    SEALED_COLUMNS, SealedColumn, SealedValue, StoreError, audit, envelope_like, key_state_column,
 };
 use crate::config::DatabaseConfig;
 use crate::keys::{CatalogEntry, KeyState};
@@ -234,6 +234,57 @@ impl DurableStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| r.try_get("token_id").map_err(StoreError::from)).collect()
+    }
+
+    async fn enrollments_page(&self, after_token_id: &str, limit: i64) -> Result<Vec<Enrollment>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM enrollments WHERE token_id IN
+                (SELECT DISTINCT token_id FROM enrollments WHERE token_id > ? ORDER BY token_id LIMIT ?)
+             ORDER BY token_id, created_at, device_id",
+        )
+        .bind(after_token_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(enrollment_from_row).collect()
+    }
+
+    async fn enrollments_of(&self, token_id: &str) -> Result<Vec<Enrollment>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM enrollments WHERE token_id = ? ORDER BY created_at, device_id")
+            .bind(token_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(enrollment_from_row).collect()
+    }
+
+    async fn delete_enrollments(&self, token_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM enrollments WHERE token_id = ?").bind(token_id).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_enrollment_status(
+        &self,
+        device_id: &str,
+        from: EnrollmentStatus,
+        to: EnrollmentStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE enrollments SET status = ?, status_reason = ?, updated_at = ? WHERE device_id = ? AND status = ?",
+        )
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(at)
+        .bind(device_id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
+            Err(err) => Err(err.into()),
+        }
     }
 
     async fn count_enrollments(&self) -> Result<i64, StoreError> {

@@ -1,0 +1,118 @@
+//! `GET /metrics` (protocol.md §11) after a real sign-in: the Prometheus text parses
+//! and the counters say what happened, with no identifier in any label.
+
+use std::collections::HashMap;
+
+use softhsm_tests::ServerOptions;
+use softhsm_tests::device::Decision;
+use softhsm_tests::signin::SignIn;
+
+/// Samples of a Prometheus text exposition: `name{labels}` → value. Panics on a line
+/// that is not a comment, blank or `name[{labels}] value`.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let kind = rest.split(' ').nth(1).unwrap_or_default();
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "TYPE line {line:?}");
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
+            "metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "labels in {line:?}");
+        }
+        assert!(samples.insert(series.to_string(), value).is_none(), "duplicate series {series}");
+    }
+    samples
+}
+
+/// Sum of the samples whose series starts with `prefix` and contains every `part`.
+fn sum(samples: &HashMap<String, f64>, prefix: &str, parts: &[&str]) -> f64 {
+    samples.iter().filter(|(k, _)| k.starts_with(prefix) && parts.iter().all(|p| k.contains(p))).map(|(_, v)| v).sum()
+}
+
+async fn scrape(env: &SignIn) -> (String, HashMap<String, f64>) {
+    let r = reqwest::get(format!("{}/metrics", env.server.admin_url)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let text = r.text().await.unwrap();
+    let samples = parse(&text);
+    (text, samples)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_after_a_sign_in() {
+    let env = SignIn::start("", ServerOptions::default()).await.unwrap();
+    let (_, started, _) = env.initiate(&env.token_id, "rp1", &["name"]).await.unwrap();
+    let sid = started["session_id"].as_str().unwrap().to_string();
+    let pending = env.device_client.pending(&env.device).await.unwrap();
+    let otp = pending.sessions[0].otp.clone();
+    let r = env.device_client.verify(&env.device, &sid, &otp, Decision::Approve, Some(vec!["name".into()])).await;
+    assert_eq!(r.unwrap()["status"], "approved");
+    // A request that matches no route.
+    let r = reqwest::get(format!("{}/no/such/{}", env.server.public_url, env.token_id)).await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let (text, m) = scrape(&env).await;
+    assert_eq!(m["symbolon_build_info{version=\"0.1.0\"}"], 1.0);
+    assert_eq!(m["symbolon_auth_sessions_total{outcome=\"created\"}"], 1.0);
+    assert_eq!(m["symbolon_auth_sessions_total{outcome=\"approved\"}"], 1.0);
+    assert_eq!(m["symbolon_auth_sessions_total{outcome=\"rejected\"}"], 0.0);
+    assert_eq!(m["symbolon_enrollments_total{result=\"ok\"}"], 1.0);
+    assert_eq!(m["symbolon_lockouts_total"], 0.0);
+    assert_eq!(m["symbolon_push_attempts_total"], 0.0, "the device enrolled without push");
+
+    // HTTP by route template and status; raw paths never become labels.
+    let verify = "symbolon_http_request_duration_seconds_count{listener=\"public\",method=\"POST\",route=\"/v1/auth/verify\",status=\"200\"}";
+    assert_eq!(m[verify], 1.0, "{text}");
+    let initiate = "symbolon_http_request_duration_seconds_count{listener=\"public\",method=\"POST\",route=\"/v1/auth/initiate\",status=\"201\"}";
+    assert_eq!(m[initiate], 1.0);
+    assert_eq!(
+        sum(&m, "symbolon_http_request_duration_seconds_count", &["route=\"unmatched\"", "status=\"404\""]),
+        1.0
+    );
+    assert_eq!(
+        sum(&m, "symbolon_http_request_duration_seconds_bucket", &["/v1/auth/verify", "le=\"+Inf\""]),
+        m[verify],
+        "histogram +Inf bucket equals the count"
+    );
+
+    // HSM: the OTP HMACs (initiate, pending, verify) and the identity token signature.
+    let hmac =
+        sum(&m, "symbolon_hsm_operation_duration_seconds_count", &["mechanism=\"CKM_SHA256_HMAC\"", "purpose=\"otp\""]);
+    assert!(hmac >= 3.0, "OTP HMACs: {hmac}\n{text}");
+    let sign = sum(&m, "symbolon_hsm_operation_duration_seconds_count", &["operation=\"sign\"", "purpose=\"jwt\""]);
+    assert!(sign >= 1.0, "identity token signatures: {sign}");
+    assert!(sum(&m, "symbolon_hsm_operation_duration_seconds_count", &["mechanism=\"CKM_AES_GCM\""]) >= 1.0);
+    assert_eq!(sum(&m, "symbolon_hsm_errors_total", &[]), 0.0);
+    assert!(m.contains_key("symbolon_hsm_queue_depth"), "queue depth (a background job may be queued at any time)");
+    assert!(m["symbolon_hsm_workers"] >= 1.0);
+    assert_eq!(m["symbolon_trust_configured"], 1.0);
+    assert_eq!(m["symbolon_trust_fresh"], 1.0);
+    assert!(m.contains_key("symbolon_trust_age_seconds"));
+
+    // No identifier in any label.
+    for secret in [env.token_id.as_str(), sid.as_str(), &env.device.device_id()] {
+        assert!(!text.contains(secret), "{secret} in the metrics");
+    }
+
+    // The public listener does not serve metrics.
+    let r = reqwest::get(format!("{}/metrics", env.server.public_url)).await.unwrap();
+    assert_eq!(r.status(), 404);
+    // Scrapes themselves are counted on the admin listener.
+    let (_, again) = scrape(&env).await;
+    assert!(
+        again["symbolon_http_request_duration_seconds_count{listener=\"admin\",method=\"GET\",route=\"/metrics\",status=\"200\"}"]
+            >= 1.0
+    );
+}

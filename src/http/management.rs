@@ -1,0 +1,391 @@
+//! The management API `/api/management/v1/` (admin listener only, protocol.md §11).
+//!
+//! Every route first authenticates the bearer token (`401 invalid_token`), then checks
+//! the route's scope (`403 insufficient_scope`), then parses its input. Each call,
+//! refused scope included, is audited with the operator's `sub`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::AppState;
+use super::operator::Operator;
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::now_unix;
+use crate::service::management::{
+    CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, UserView,
+};
+use crate::store::AuditRecord;
+
+/// The scopes of protocol.md §11.
+pub mod scopes {
+    pub const USERS_READ: &str = "management.users.read";
+    pub const USERS_DELETE: &str = "management.users.delete";
+    pub const CREDENTIALS_READ: &str = "management.credentials.read";
+    pub const CREDENTIALS_SUSPEND: &str = "management.credentials.suspend";
+    pub const CREDENTIALS_ACTIVATE: &str = "management.credentials.activate";
+    pub const CREDENTIALS_REVOKE: &str = "management.credentials.revoke";
+    pub const FLOWS_READ: &str = "management.flows.read";
+    pub const AUDIT_READ: &str = "management.audit.read";
+}
+
+/// Path prefix of every route.
+pub const PREFIX: &str = "/api/management/v1";
+
+/// The management routes (merged into the admin router).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{PREFIX}/users"), get(list_users))
+        .route(&format!("{PREFIX}/users/{{token_id}}"), get(get_user).delete(delete_user))
+        .route(&format!("{PREFIX}/credentials/{{device_id}}"), get(get_credential))
+        .route(&format!("{PREFIX}/credentials/{{device_id}}/suspend"), post(suspend))
+        .route(&format!("{PREFIX}/credentials/{{device_id}}/activate"), post(activate))
+        .route(&format!("{PREFIX}/credentials/{{device_id}}/revoke"), post(revoke))
+        .route(&format!("{PREFIX}/flows"), get(list_flows))
+        .route(&format!("{PREFIX}/audit"), get(list_audit))
+}
+
+/// Authenticates the caller and checks `scope`. A refused scope is audited.
+async fn authorize(state: &AppState, headers: &HeaderMap, scope: &str) -> Result<Operator, ApiError> {
+    let operator = state.operators.authenticate(headers).await?;
+    if !operator.has(scope) {
+        state
+            .audit_management(&operator.actor(), "management", json!({"action": "denied", "missing_scope": scope}))
+            .await?;
+        return Err(ApiError::new(ErrorCode::InsufficientScope, format!("this call needs the scope {scope}")));
+    }
+    Ok(operator)
+}
+
+/// Audits a call that was allowed, with its outcome (HTTP status).
+async fn audited<T: IntoResponse>(
+    state: &AppState,
+    operator: &Operator,
+    action: &str,
+    subject: &str,
+    result: Result<T, ApiError>,
+) -> Result<Response, ApiError> {
+    let status = match &result {
+        Ok(_) => 200,
+        Err(e) => e.code.status(),
+    };
+    let auth = if operator.break_glass { "break_glass" } else { "oidc" };
+    state
+        .audit_management(&operator.actor(), subject, json!({"action": action, "status": status, "auth": auth}))
+        .await?;
+    result.map(IntoResponse::into_response)
+}
+
+/// `cursor` and `limit` of a listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsersQuery {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1..=200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsersPage {
+    pub users: Vec<UserView>,
+    /// Absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of flows.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlowsPage {
+    pub flows: Vec<FlowView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of audit records.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<AuditRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /flows`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FlowsQuery {
+    /// `pending`, `approved`, `rejected`, `locked` or `expired`.
+    pub status: Option<String>,
+    /// Unix seconds: flows created at or after.
+    pub since: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Filters of `GET /audit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Unix seconds: events at or after.
+    pub since: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| ApiError::invalid_request(format!("bad query: {}", e.body_text())))
+}
+
+fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        _ => Err(ApiError::invalid_request(format!("limit must be 1..={MAX_LIMIT}"))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/management/v1/users", tag = "management",
+    security(("operator" = ["management.users.read"])),
+    params(UsersQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UsersPage),
+        (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<UsersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
+    let result = async {
+        let q = query(q)?;
+        let page = state.management_users(q.cursor.as_deref(), limit(q.limit)?).await?;
+        Ok(Json(UsersPage { users: page.items, next_cursor: page.next_cursor }))
+    }
+    .await;
+    audited(&state, &operator, "users.list", "users", result).await
+}
+
+#[utoipa::path(get, path = "/api/management/v1/users/{token_id}", tag = "management",
+    security(("operator" = ["management.users.read"])),
+    params(("token_id" = String, Path, description = "Token id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(token_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
+    let result = state.management_user(&token_id).await.map(Json);
+    audited(&state, &operator, "users.get", &token_id, result).await
+}
+
+/// Deletes a user's enrollment data. The audit event names the removed device ids,
+/// not the token id, so it keeps no personal data of the deleted user.
+#[utoipa::path(delete, path = "/api/management/v1/users/{token_id}", tag = "management",
+    security(("operator" = ["management.users.delete"])),
+    params(("token_id" = String, Path, description = "Token id")),
+    responses(
+        (status = 204, description = "Enrollment data removed"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(token_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::USERS_DELETE).await?;
+    let result = state.management_delete_user(&token_id).await;
+    let auth = if operator.break_glass { "break_glass" } else { "oidc" };
+    let (status, devices) = match &result {
+        Ok(devices) => (204, devices.clone()),
+        Err(e) => (e.code.status(), Vec::new()),
+    };
+    state
+        .audit_management(
+            &operator.actor(),
+            "users",
+            json!({"action": "users.delete", "status": status, "auth": auth, "devices": devices}),
+        )
+        .await?;
+    result.map(|_| StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/api/management/v1/credentials/{device_id}", tag = "management",
+    security(("operator" = ["management.credentials.read"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential", body = CredentialView),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_credential(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(device_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::CREDENTIALS_READ).await?;
+    let result = state.management_credential(&device_id).await.map(Json);
+    audited(&state, &operator, "credentials.get", &device_id, result).await
+}
+
+async fn change(
+    state: AppState,
+    headers: HeaderMap,
+    device_id: String,
+    action: CredentialAction,
+    scope: &str,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scope).await?;
+    let result = state.management_change_credential(&device_id, action, now_unix()).await.map(Json);
+    if result.is_ok() {
+        tracing::warn!(device_id = %device_id, action = action.as_str(), actor = %operator.actor(), "credential changed by an operator");
+    }
+    audited(&state, &operator, &format!("credentials.{}", action.as_str()), &device_id, result).await
+}
+
+#[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/suspend", tag = "management",
+    security(("operator" = ["management.credentials.suspend"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential, suspended", body = CredentialView),
+        (status = 409, description = "Revoked (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn suspend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(device_id): Path<String>,
+) -> Result<Response, ApiError> {
+    change(state, headers, device_id, CredentialAction::Suspend, scopes::CREDENTIALS_SUSPEND).await
+}
+
+#[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/activate", tag = "management",
+    security(("operator" = ["management.credentials.activate"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential, active", body = CredentialView),
+        (status = 409, description = "Revoked (`invalid_state`), or another device of the token id is active (`already_enrolled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn activate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(device_id): Path<String>,
+) -> Result<Response, ApiError> {
+    change(state, headers, device_id, CredentialAction::Activate, scopes::CREDENTIALS_ACTIVATE).await
+}
+
+#[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/revoke", tag = "management",
+    security(("operator" = ["management.credentials.revoke"])),
+    params(("device_id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The credential, revoked (final)", body = CredentialView),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(device_id): Path<String>,
+) -> Result<Response, ApiError> {
+    change(state, headers, device_id, CredentialAction::Revoke, scopes::CREDENTIALS_REVOKE).await
+}
+
+#[utoipa::path(get, path = "/api/management/v1/flows", tag = "management",
+    security(("operator" = ["management.flows.read"])),
+    params(FlowsQuery),
+    responses(
+        (status = 200, description = "A page of authentication flows", body = FlowsPage),
+        (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_flows(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<FlowsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::FLOWS_READ).await?;
+    let result = async {
+        let q = query(q)?;
+        let status = match q.status.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(FlowStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid_request("status must be pending, approved, rejected, locked or expired")
+            })?),
+        };
+        let page = state
+            .management_flows(status, q.since.unwrap_or(0), q.cursor.as_deref(), limit(q.limit)?, now_unix())
+            .await?;
+        Ok(Json(FlowsPage { flows: page.items, next_cursor: page.next_cursor }))
+    }
+    .await;
+    audited(&state, &operator, "flows.list", "flows", result).await
+}
+
+#[utoipa::path(get, path = "/api/management/v1/audit", tag = "management",
+    security(("operator" = ["management.audit.read"])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit records", body = AuditPage),
+        (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::AUDIT_READ).await?;
+    let result = async {
+        let q = query(q)?;
+        let page = state.management_audit(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?).await?;
+        Ok(Json(AuditPage { events: page.items, next_cursor: page.next_cursor }))
+    }
+    .await;
+    audited(&state, &operator, "audit.list", "audit", result).await
+}

@@ -1,0 +1,78 @@
+//! The OpenAPI 3.1 document of the public and management APIs, generated from the
+//! handlers' annotations and served at `GET /openapi.json` on the admin listener.
+//! The browser WebSocket (`/v1/auth/sessions/{id}/ws`, protocol.md §5.2) and the
+//! SAML endpoints are not HTTP APIs of this kind and are described in the protocol.
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// RFC 9457 problem details, as every error is answered (`application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// The stable error code (protocol.md §10), e.g. `invalid_token`.
+    pub code: String,
+    pub detail: String,
+}
+
+/// The bearer schemes: operator JWTs (management) and browser tokens (polling).
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut operator = Http::new(HttpAuthScheme::Bearer);
+        operator.bearer_format = Some("JWT".into());
+        operator.description =
+            Some("A JWT from the operator's OIDC provider carrying the route's scope, or the break-glass token".into());
+        components.add_security_scheme("operator", SecurityScheme::Http(operator));
+        let mut browser = Http::new(HttpAuthScheme::Bearer);
+        browser.description = Some("The `browser_token` returned by initiate".into());
+        components.add_security_scheme("browser_token", SecurityScheme::Http(browser));
+    }
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Symbolon", description = "Hardware-backed out-of-band authentication: the public protocol and the management API."),
+    paths(
+        super::health::health,
+        super::enroll::challenge,
+        super::enroll::enroll,
+        super::auth::initiate,
+        super::auth::poll,
+        super::auth::device_pending,
+        super::auth::verify,
+        super::auth::jwks,
+        super::management::list_users,
+        super::management::get_user,
+        super::management::delete_user,
+        super::management::get_credential,
+        super::management::suspend,
+        super::management::activate,
+        super::management::revoke,
+        super::management::list_flows,
+        super::management::list_audit,
+    ),
+    modifiers(&BearerSchemes),
+    tags(
+        (name = "public", description = "The protocol (public listener)"),
+        (name = "health", description = "Health (public and admin listeners)"),
+        (name = "management", description = "Management API (admin listener only)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json` (admin listener).
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    Json(doc)
+}

@@ -1,0 +1,411 @@
+//! Prometheus metrics (protocol.md §11), exposed as text on the admin listener.
+//!
+//! One process-wide set of counters and histograms made of atomics: recording is a
+//! few relaxed atomic adds, so the HSM pool and the request path never take a lock
+//! for it. Label values come from fixed sets (operations, key purposes, outcomes,
+//! error codes) or from route templates; never a token id, device id or other
+//! identifier.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Duration;
+
+use crate::keys::KeyPurpose;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram of atomics: one count per bucket (not cumulative; summed when
+/// encoded), the sum in nanoseconds and the total count.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn encode(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// What the HSM was asked to do; the PKCS#11 mechanism is named in the exposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HsmOp {
+    /// ECDSA P-256 signature (`CKM_ECDSA` over a SHA-256 digest, or `CKM_ECDSA_SHA256` where
+    /// the token offers it; labelled `CKM_ECDSA` either way).
+    SignEs256,
+    /// `CKM_SHA256_HMAC` (one-time codes).
+    HmacSha256,
+    /// `CKM_AES_GCM` encryption (sealing stored data).
+    Encrypt,
+    /// `CKM_AES_GCM` decryption.
+    Decrypt,
+    /// RSASSA-PKCS1-v1_5 SHA-256 signature (the FCM service account's OAuth assertion).
+    SignRs256,
+    /// Reading a public key.
+    PublicKey,
+    /// Listing and generating keys.
+    Catalog,
+    /// The health round trip.
+    Ping,
+}
+
+impl HsmOp {
+    const ALL: [HsmOp; 8] = [
+        HsmOp::SignEs256,
+        HsmOp::HmacSha256,
+        HsmOp::Encrypt,
+        HsmOp::Decrypt,
+        HsmOp::SignRs256,
+        HsmOp::PublicKey,
+        HsmOp::Catalog,
+        HsmOp::Ping,
+    ];
+
+    fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            HsmOp::SignEs256 => ("sign", "CKM_ECDSA"),
+            HsmOp::HmacSha256 => ("hmac", "CKM_SHA256_HMAC"),
+            HsmOp::Encrypt => ("encrypt", "CKM_AES_GCM"),
+            HsmOp::Decrypt => ("decrypt", "CKM_AES_GCM"),
+            HsmOp::SignRs256 => ("sign_rs256", "CKM_SHA256_RSA_PKCS"),
+            HsmOp::PublicKey => ("public_key", "none"),
+            HsmOp::Catalog => ("catalog", "none"),
+            HsmOp::Ping => ("ping", "none"),
+        }
+    }
+}
+
+/// Key purposes plus "no key" (ping, catalog), as label values.
+const PURPOSES: [&str; 6] = ["otp", "jwt", "saml", "data", "audit", "none"];
+
+fn purpose_index(purpose: Option<KeyPurpose>) -> usize {
+    match purpose {
+        Some(KeyPurpose::Otp) => 0,
+        Some(KeyPurpose::Jwt) => 1,
+        Some(KeyPurpose::Saml) => 2,
+        Some(KeyPurpose::Data) => 3,
+        Some(KeyPurpose::Audit) => 4,
+        None => 5,
+    }
+}
+
+/// Kinds of HSM failure, as label values.
+const HSM_ERRORS: [&str; 3] = ["overloaded", "unavailable", "error"];
+
+/// Per (operation, purpose): latency; per (operation, error kind): failures.
+#[derive(Debug, Default)]
+pub struct HsmMetrics {
+    latency: [[Histogram; PURPOSES.len()]; HsmOp::ALL.len()],
+    errors: [[AtomicU64; HSM_ERRORS.len()]; HsmOp::ALL.len()],
+}
+
+impl HsmMetrics {
+    /// Records one finished operation and, when it failed, its kind of failure.
+    pub fn record(
+        &self,
+        op: HsmOp,
+        purpose: Option<KeyPurpose>,
+        elapsed: Duration,
+        error: Option<&crate::keys::HsmError>,
+    ) {
+        let i = op as usize;
+        self.latency[i][purpose_index(purpose)].observe(elapsed);
+        if let Some(e) = error {
+            let kind = match e {
+                crate::keys::HsmError::Overloaded => 0,
+                crate::keys::HsmError::Unavailable => 1,
+                _ => 2,
+            };
+            self.errors[i][kind].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Ends of authentication sessions, and their creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    Created,
+    Approved,
+    Rejected,
+    Locked,
+}
+
+const SESSION_OUTCOMES: [&str; 4] = ["created", "approved", "rejected", "locked"];
+
+/// Per (listener, method, route template, status): count and latency.
+type HttpKey = (&'static str, String, String, u16);
+
+/// Every metric of the process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// HTTP requests. A read lock and a map look-up per request; the write lock only
+    /// for the first request of a (route, status) pair, of which there are few.
+    http: RwLock<HashMap<HttpKey, Arc<Histogram>>>,
+    pub hsm: HsmMetrics,
+    sessions: [AtomicU64; SESSION_OUTCOMES.len()],
+    /// Token ids locked out after too many failures.
+    pub lockouts: AtomicU64,
+    /// Push deliveries tried, and those that failed (each failed attempt counts).
+    pub push_attempts: AtomicU64,
+    pub push_failures: AtomicU64,
+    /// Pushes given up (permanent error or the session expires before a retry).
+    pub push_gave_up: AtomicU64,
+    /// Enrollments by result: `ok` or the error code.
+    enrollments: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+impl Metrics {
+    /// Records one HTTP request. `route` is the matched route template, never a raw path.
+    pub fn http_request(&self, listener: &'static str, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let key = (listener, method.to_string(), route.to_string(), status);
+        let found = self.http.read().ok().and_then(|m| m.get(&key).cloned());
+        let series = match found {
+            Some(s) => s,
+            None => match self.http.write() {
+                Ok(mut m) => m.entry(key).or_default().clone(),
+                Err(_) => return,
+            },
+        };
+        series.observe(elapsed);
+    }
+
+    /// Counts a session created or ended.
+    pub fn session(&self, outcome: SessionOutcome) {
+        self.sessions[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an enrollment by result (`ok` or a stable error code).
+    pub fn enrollment(&self, result: &'static str) {
+        let found = self.enrollments.read().ok().and_then(|m| m.get(result).cloned());
+        let counter = match found {
+            Some(c) => c,
+            None => match self.enrollments.write() {
+                Ok(mut m) => m.entry(result).or_default().clone(),
+                Err(_) => return,
+            },
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition (format 0.0.4). `gauges` are values read at
+    /// scrape time (queue depth, trust list age, ...).
+    pub fn encode(&self, gauges: &ScrapeGauges) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        header(&mut out, "symbolon_build_info", "gauge", "Version of the running binary.");
+        let _ = writeln!(out, "symbolon_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+
+        header(
+            &mut out,
+            "symbolon_http_request_duration_seconds",
+            "histogram",
+            "HTTP requests by listener, method, route template and status.",
+        );
+        if let Ok(http) = self.http.read() {
+            let mut series: Vec<_> = http.iter().collect();
+            series.sort_by(|a, b| a.0.cmp(b.0));
+            for ((listener, method, route, status), h) in series {
+                let labels = format!(
+                    "listener=\"{listener}\",method=\"{}\",route=\"{}\",status=\"{status}\"",
+                    escape(method),
+                    escape(route)
+                );
+                h.encode(&mut out, "symbolon_http_request_duration_seconds", &labels);
+            }
+        }
+
+        header(
+            &mut out,
+            "symbolon_hsm_operation_duration_seconds",
+            "histogram",
+            "HSM operations by operation, PKCS#11 mechanism and key purpose (failures included).",
+        );
+        for op in HsmOp::ALL {
+            let (name, mechanism) = op.labels();
+            for (p, purpose) in PURPOSES.iter().enumerate() {
+                let h = &self.hsm.latency[op as usize][p];
+                if h.count.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let labels = format!("operation=\"{name}\",mechanism=\"{mechanism}\",purpose=\"{purpose}\"");
+                h.encode(&mut out, "symbolon_hsm_operation_duration_seconds", &labels);
+            }
+        }
+        header(
+            &mut out,
+            "symbolon_hsm_errors_total",
+            "counter",
+            "Failed HSM operations by operation and kind (overloaded, unavailable, error).",
+        );
+        for op in HsmOp::ALL {
+            let (name, mechanism) = op.labels();
+            for (k, kind) in HSM_ERRORS.iter().enumerate() {
+                let n = self.hsm.errors[op as usize][k].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "symbolon_hsm_errors_total{{operation=\"{name}\",mechanism=\"{mechanism}\",kind=\"{kind}\"}} {n}"
+                );
+            }
+        }
+        gauge(&mut out, "symbolon_hsm_queue_depth", "HSM jobs waiting for a worker.", gauges.hsm_queue_depth as f64);
+        gauge(
+            &mut out,
+            "symbolon_hsm_workers",
+            "HSM worker threads (one logged-in session each).",
+            gauges.hsm_workers as f64,
+        );
+        header(
+            &mut out,
+            "symbolon_hsm_sessions_reopened_total",
+            "counter",
+            "HSM sessions replaced after the token dropped them.",
+        );
+        let _ = writeln!(out, "symbolon_hsm_sessions_reopened_total {}", gauges.hsm_sessions_reopened);
+
+        header(
+            &mut out,
+            "symbolon_auth_sessions_total",
+            "counter",
+            "Authentication sessions created, and ended by outcome.",
+        );
+        for (i, outcome) in SESSION_OUTCOMES.iter().enumerate() {
+            let n = self.sessions[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "symbolon_auth_sessions_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        counter(&mut out, "symbolon_lockouts_total", "Token ids locked out after repeated failures.", &self.lockouts);
+        counter(&mut out, "symbolon_push_attempts_total", "Push deliveries attempted.", &self.push_attempts);
+        counter(&mut out, "symbolon_push_failures_total", "Push delivery attempts that failed.", &self.push_failures);
+        counter(
+            &mut out,
+            "symbolon_push_gave_up_total",
+            "Pushes abandoned (permanent error or session expiry).",
+            &self.push_gave_up,
+        );
+
+        header(
+            &mut out,
+            "symbolon_enrollments_total",
+            "counter",
+            "Enrollment requests by result (ok or the error code).",
+        );
+        if let Ok(enrollments) = self.enrollments.read() {
+            let mut series: Vec<_> = enrollments.iter().collect();
+            series.sort_by(|a, b| a.0.cmp(b.0));
+            for (result, n) in series {
+                let _ =
+                    writeln!(out, "symbolon_enrollments_total{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+            }
+        }
+
+        gauge(
+            &mut out,
+            "symbolon_trust_configured",
+            "1 when trust lists are configured.",
+            f64::from(u8::from(gauges.trust_configured)),
+        );
+        gauge(
+            &mut out,
+            "symbolon_trust_fresh",
+            "1 when every trust list, CRL and VRL is fresh.",
+            f64::from(u8::from(gauges.trust_fresh)),
+        );
+        if let Some(age) = gauges.trust_age_s {
+            gauge(
+                &mut out,
+                "symbolon_trust_age_seconds",
+                "Seconds since the oldest trust document was fetched.",
+                age as f64,
+            );
+        }
+        header(&mut out, "symbolon_trust_list_fresh", "gauge", "Freshness of each trust document (1 fresh, 0 stale).");
+        for (name, fresh) in &gauges.trust_lists {
+            let _ = writeln!(out, "symbolon_trust_list_fresh{{list=\"{}\"}} {}", escape(name), u8::from(*fresh));
+        }
+        out
+    }
+}
+
+/// Values read when scraped.
+#[derive(Debug, Default)]
+pub struct ScrapeGauges {
+    pub hsm_queue_depth: usize,
+    pub hsm_workers: usize,
+    pub hsm_sessions_reopened: u64,
+    pub trust_configured: bool,
+    pub trust_fresh: bool,
+    pub trust_age_s: Option<i64>,
+    /// (list name, fresh) of each trust document.
+    pub trust_lists: Vec<(String, bool)>,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.encode(&mut out, "x", "a=\"b\"");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.05\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count{a=\"b\"} 3\n"), "{out}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
