@@ -1,5 +1,6 @@
-//! Symbolon's test tooling: a fresh SoftHSM2 token per test, the real server on free
-//! ports, trust-chain fixtures, the reference device and benchmarks. Never shipped.
+//! Symbolon's test tooling: a fresh SoftHSM2 (or Kryoptic) token per test, the real
+//! server on free ports, trust-chain fixtures, the reference device and benchmarks.
+//! Never shipped.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -17,4 +18,4 @@ pub mod token;
 pub mod trustenv;
 
 pub use server::{ServerOptions, TestServer, free_port, symbolon_bin, symbolon_cli, write_config};
-pub use token::{TestToken, softhsm_module};
+pub use token::{TestToken, TokenKind, kryoptic_module, softhsm_module};

@@ -99,7 +99,7 @@ pub fn symbolon_cli(token: &TestToken, config: &Path, args: &[&str]) -> anyhow::
         .arg("--config")
         .arg(config)
         .args(args)
-        .env("SOFTHSM2_CONF", &token.conf)
+        .env(token.conf_var, &token.conf)
         .env_remove("SYMBOLON_HSM_PIN")
         // SYMBOLON_<SECTION> variables are configuration; this one is only for the harness.
         .env_remove("SYMBOLON_BIN")
@@ -129,7 +129,7 @@ impl TestServer {
         cmd.arg("--config")
             .arg(&config_path)
             .arg("serve")
-            .env("SOFTHSM2_CONF", &token.conf)
+            .env(token.conf_var, &token.conf)
             .env_remove("SYMBOLON_HSM_PIN")
             .env_remove("SYMBOLON_BIN")
             .env_remove("JOURNAL_STREAM")

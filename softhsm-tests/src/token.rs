@@ -1,6 +1,9 @@
-//! A fresh SoftHSM2 token per test: its own token directory and `softhsm2.conf` in a
-//! temporary directory, a random label and PINs, the module found on Debian or RPM
-//! paths (or `SOFTHSM2_MODULE`).
+//! A fresh PKCS#11 token per test: its own storage and configuration in a temporary
+//! directory, a random label and PINs. SoftHSM2 by default (module found on Debian or
+//! RPM paths, or `SOFTHSM2_MODULE`); `SYMBOLON_TEST_TOKEN=kryoptic` makes it a
+//! Kryoptic token instead (module `SYMBOLON_KRYOPTIC_MODULE`, built by
+//! `scripts/build-kryoptic`), so the same tests run against a second, independent
+//! implementation.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +21,35 @@ const MODULE_PATHS: &[&str] = &[
     "/usr/lib/pkcs11/libsofthsm2.so",
 ];
 
+/// Where `scripts/build-kryoptic` puts the module when `SYMBOLON_KRYOPTIC_MODULE` is unset.
+const KRYOPTIC_DEFAULT_MODULE: &str = "/var/tmp/symbolon-kryoptic/lib/libkryoptic_pkcs11.so";
+
+/// The PKCS#11 implementation behind [`TestToken`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    SoftHsm2,
+    Kryoptic,
+}
+
+impl TokenKind {
+    /// From `SYMBOLON_TEST_TOKEN` (`softhsm2`, the default, or `kryoptic`).
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("SYMBOLON_TEST_TOKEN").as_deref() {
+            Err(_) | Ok("") | Ok("softhsm2") | Ok("softhsm") => Ok(Self::SoftHsm2),
+            Ok("kryoptic") => Ok(Self::Kryoptic),
+            Ok(other) => bail!("SYMBOLON_TEST_TOKEN={other}: expected softhsm2 or kryoptic"),
+        }
+    }
+
+    /// The environment variable naming the module's configuration file.
+    pub fn conf_var(self) -> &'static str {
+        match self {
+            Self::SoftHsm2 => "SOFTHSM2_CONF",
+            Self::Kryoptic => "KRYOPTIC_CONF",
+        }
+    }
+}
+
 /// The SoftHSM2 module path.
 pub fn softhsm_module() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("SOFTHSM2_MODULE") {
@@ -30,16 +62,39 @@ pub fn softhsm_module() -> anyhow::Result<PathBuf> {
         .context("libsofthsm2.so not found: install softhsm2 (apt-get install softhsm2) or set SOFTHSM2_MODULE")
 }
 
+/// The Kryoptic module path.
+pub fn kryoptic_module() -> anyhow::Result<PathBuf> {
+    let p = std::env::var_os("SYMBOLON_KRYOPTIC_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(KRYOPTIC_DEFAULT_MODULE));
+    if !p.exists() {
+        bail!("{} not found: build it with scripts/build-kryoptic or set SYMBOLON_KRYOPTIC_MODULE", p.display());
+    }
+    Ok(p)
+}
+
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     OsRng.fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+fn run(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// A token in a temporary directory. Dropping it removes the directory.
 pub struct TestToken {
     pub dir: tempfile::TempDir,
+    pub kind: TokenKind,
+    /// The module's configuration file, for child processes as `.env(conf_var, &conf)`.
     pub conf: PathBuf,
+    /// `SOFTHSM2_CONF` or `KRYOPTIC_CONF`.
+    pub conf_var: &'static str,
     pub label: String,
     pub pin: String,
     pub pin_file: PathBuf,
@@ -47,34 +102,99 @@ pub struct TestToken {
 }
 
 impl TestToken {
-    /// Creates the directory, the configuration and an initialized token.
+    /// Creates the directory, the configuration and an initialized token of the kind
+    /// `SYMBOLON_TEST_TOKEN` names.
     pub fn new() -> anyhow::Result<Self> {
-        let module = softhsm_module()?;
+        Self::of_kind(TokenKind::from_env()?)
+    }
+
+    /// Creates a token of `kind`.
+    pub fn of_kind(kind: TokenKind) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("symbolon-hsm-").tempdir()?;
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir_all(&tokens)?;
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            ),
-        )?;
         let label = format!("t{}", random_hex(6));
         let pin = random_hex(8);
         let so_pin = random_hex(8);
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", &label, "--pin", &pin, "--so-pin", &so_pin])
-            .output()
-            .context("running softhsm2-util (apt-get install softhsm2)")?;
-        if !out.status.success() {
-            bail!("softhsm2-util --init-token failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        let (module, conf) = match kind {
+            TokenKind::SoftHsm2 => {
+                let module = softhsm_module()?;
+                let tokens = dir.path().join("tokens");
+                std::fs::create_dir_all(&tokens)?;
+                let conf = dir.path().join("softhsm2.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                        tokens.display()
+                    ),
+                )?;
+                run(
+                    "softhsm2-util --init-token (apt-get install softhsm2)",
+                    Command::new("softhsm2-util").env("SOFTHSM2_CONF", &conf).args([
+                        "--init-token",
+                        "--free",
+                        "--label",
+                        &label,
+                        "--pin",
+                        &pin,
+                        "--so-pin",
+                        &so_pin,
+                    ]),
+                )?;
+                (module, conf)
+            }
+            TokenKind::Kryoptic => {
+                let module = kryoptic_module()?;
+                let conf = dir.path().join("kryoptic.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
+                        dir.path().join("token.sql").display()
+                    ),
+                )?;
+                let tool = || {
+                    let mut c = Command::new("pkcs11-tool");
+                    c.env("KRYOPTIC_CONF", &conf).arg("--module").arg(&module);
+                    c
+                };
+                run(
+                    "pkcs11-tool --init-token (apt-get install opensc)",
+                    tool().args(["--slot", "1", "--init-token", "--label", &label, "--so-pin", &so_pin]),
+                )?;
+                run(
+                    "pkcs11-tool --init-pin",
+                    tool().args([
+                        "--token-label",
+                        &label,
+                        "--login",
+                        "--login-type",
+                        "so",
+                        "--so-pin",
+                        &so_pin,
+                        "--init-pin",
+                        "--pin",
+                        &pin,
+                    ]),
+                )?;
+                (module, conf)
+            }
+        };
         let pin_file = dir.path().join("user-pin");
         std::fs::write(&pin_file, &pin)?;
-        Ok(Self { dir, conf, label, pin, pin_file, module })
+        Ok(Self { dir, kind, conf, conf_var: kind.conf_var(), label, pin, pin_file, module })
+    }
+
+    /// What `C_WrapKey` answers for a key of `class` with `CKA_EXTRACTABLE=false`.
+    /// PKCS#11 says `CKR_KEY_UNEXTRACTABLE` (SoftHSM2, and Kryoptic for secret keys);
+    /// Kryoptic checks an EC private key's `CKA_EXTRACTABLE` like a usage flag and
+    /// answers `CKR_KEY_FUNCTION_NOT_PERMITTED`.
+    pub fn unextractable_rv(&self, class: cryptoki::object::ObjectClass) -> cryptoki::error::RvError {
+        match self.kind {
+            TokenKind::Kryoptic if class == cryptoki::object::ObjectClass::PRIVATE_KEY => {
+                cryptoki::error::RvError::KeyFunctionNotPermitted
+            }
+            _ => cryptoki::error::RvError::KeyUnextractable,
+        }
     }
 
     /// The RFC 7512 URI for Symbolon's `hsm.uri`.
@@ -111,19 +231,20 @@ impl TestToken {
         Ok(session)
     }
 
-    /// Points this process's SoftHSM2 at this token's configuration. SoftHSM2 reads
-    /// `SOFTHSM2_CONF` once, when the module is first initialized, so one process can
-    /// use one token directory: tests run one per process (cargo nextest).
+    /// Points this process's module at this token's configuration. SoftHSM2 and
+    /// Kryoptic read their configuration variable once, when the module is first
+    /// initialized, so one process can use one token: tests run one per process
+    /// (cargo nextest).
     pub fn use_in_process(&self) -> anyhow::Result<()> {
         static CONF: OnceLock<PathBuf> = OnceLock::new();
         let chosen = CONF.get_or_init(|| {
             // SAFETY: set before any PKCS#11 module is loaded by this process, and tests
             // that call this run one per process under nextest.
-            unsafe { std::env::set_var("SOFTHSM2_CONF", &self.conf) };
+            unsafe { std::env::set_var(self.conf_var, &self.conf) };
             self.conf.clone()
         });
         if chosen != &self.conf {
-            bail!("one SoftHSM2 configuration per process: run the tests with cargo nextest");
+            bail!("one token configuration per process: run the tests with cargo nextest");
         }
         Ok(())
     }

@@ -284,7 +284,7 @@ async fn certificate_is_self_signed_in_the_hsm_and_stored_with_the_key_id() {
     assert_eq!(v.not_after.to_unix_duration().as_secs() as i64, NOW + 1826 * 86_400);
     // The token holds the certificate under the private key's CKA_ID.
     let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &idp.token.conf)
+        .env(idp.token.conf_var, &idp.token.conf)
         .arg("--module")
         .arg(&idp.token.module)
         .args(["--token-label", &idp.token.label, "--login", "--pin", &idp.token.pin])

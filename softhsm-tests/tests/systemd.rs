@@ -134,7 +134,7 @@ fn root_needs_allow_root_from_config_or_flag() {
         .arg("--config")
         .arg(&cfg)
         .args(["serve", "--allow-root"])
-        .env("SOFTHSM2_CONF", &token.conf)
+        .env(token.conf_var, &token.conf)
         .env_remove("SYMBOLON_HSM_PIN")
         .env_remove("SYMBOLON_BIN")
         .env_remove("JOURNAL_STREAM")
