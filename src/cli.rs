@@ -103,6 +103,16 @@ pub enum ConfigCommand {
     },
 }
 
+/// The Rust runtime ignores SIGPIPE, so a command whose output goes to a reader that
+/// stops early (`symbolon keys list | head -1`, `grep -q`) would panic on the next
+/// print. CLI commands end quietly instead, as Unix tools do; `serve` keeps SIGPIPE
+/// ignored, where a closed socket is an error to handle, not a reason to exit.
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called before any other thread exists; SIG_DFL installs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(Some(path)).map_err(|problems| {
         for p in &problems {
@@ -114,6 +124,9 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        default_sigpipe();
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
