@@ -219,3 +219,33 @@ impl RsaIssuerKey {
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 }
+
+/// An Ed25519 signing key for EdDSA operator tokens (ring, already in the tree).
+pub struct Ed25519IssuerKey {
+    pub kid: String,
+    key: ring::signature::Ed25519KeyPair,
+}
+
+impl Ed25519IssuerKey {
+    /// A fresh key.
+    pub fn generate(kid: &str) -> anyhow::Result<Self> {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("keygen"))?;
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("pkcs8"))?;
+        Ok(Self { kid: kid.to_owned(), key })
+    }
+
+    /// The public JWK (RFC 8037 `OKP`/`Ed25519`).
+    pub fn jwk(&self) -> Value {
+        use ring::signature::KeyPair;
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "use": "sig", "alg": "EdDSA",
+               "x": URL_SAFE_NO_PAD.encode(self.key.public_key().as_ref())})
+    }
+
+    /// An `EdDSA` token over `claims`.
+    pub fn sign(&self, claims: &Value) -> String {
+        let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid});
+        let input = signing_input(&header, claims);
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(self.key.sign(input.as_bytes()).as_ref()))
+    }
+}

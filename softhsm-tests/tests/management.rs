@@ -128,6 +128,11 @@ async fn bad_tokens_get_401_and_missing_scopes_403() {
         let a = get(&server, "/audit", Some(&t)).await;
         assert_eq!(a.status, 200, "{alg}: {}", a.body);
     }
+    // An Ed25519 key: EdDSA.
+    let ed_key = softhsm_tests::oidc::Ed25519IssuerKey::generate("op-ed-1").unwrap();
+    issuer.publish_jwk(ed_key.jwk());
+    let a = get(&server, "/audit", Some(&ed_key.sign(&issuer.claims("erin", json!(scope))))).await;
+    assert_eq!(a.status, 200, "EdDSA: {}", a.body);
 
     // The management API is not on the public listener.
     let a = call(Method::GET, &format!("{}/api/management/v1/audit", server.public_url), Some(&good)).await;
