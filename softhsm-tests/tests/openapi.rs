@@ -54,9 +54,11 @@ async fn the_document_names_every_route_and_the_server_keeps_to_it() {
     }
     let users = &paths["/api/management/v1/users"]["get"];
     assert_eq!(users["security"][0]["operator"][0], "management.users.read");
-    for status in ["401", "403"] {
+    for status in ["200", "401", "403", "404", "503"] {
         assert!(users["responses"].get(status).is_some(), "{status} documented");
     }
+    let problem = &users["responses"]["403"]["content"]["application/problem+json"]["schema"]["$ref"];
+    assert_eq!(problem, "#/components/schemas/Problem", "{users}");
     // Served on the admin listener only.
     let r = reqwest::get(format!("{}/openapi.json", server.public_url)).await.unwrap();
     assert_eq!(r.status(), 404);

@@ -156,10 +156,7 @@ fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     responses(
         (status = 200, description = "A page of users", body = UsersPage),
         (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn list_users(
@@ -182,10 +179,7 @@ pub async fn list_users(
     params(("token_id" = String, Path, description = "Token id")),
     responses(
         (status = 200, description = "The user", body = UserView),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn get_user(
@@ -205,10 +199,7 @@ pub async fn get_user(
     params(("token_id" = String, Path, description = "Token id")),
     responses(
         (status = 204, description = "Enrollment data removed"),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn delete_user(
@@ -238,10 +229,7 @@ pub async fn delete_user(
     params(("device_id" = String, Path, description = "Device id")),
     responses(
         (status = 200, description = "The credential", body = CredentialView),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn get_credential(
@@ -275,10 +263,7 @@ async fn change(
     responses(
         (status = 200, description = "The credential, suspended", body = CredentialView),
         (status = 409, description = "Revoked (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn suspend(
@@ -295,10 +280,7 @@ pub async fn suspend(
     responses(
         (status = 200, description = "The credential, active", body = CredentialView),
         (status = 409, description = "Revoked (`invalid_state`), or another device of the token id is active (`already_enrolled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn activate(
@@ -314,10 +296,7 @@ pub async fn activate(
     params(("device_id" = String, Path, description = "Device id")),
     responses(
         (status = 200, description = "The credential, revoked (final)", body = CredentialView),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn revoke(
@@ -334,10 +313,7 @@ pub async fn revoke(
     responses(
         (status = 200, description = "A page of authentication flows", body = FlowsPage),
         (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn list_flows(
@@ -369,10 +345,7 @@ pub async fn list_flows(
     responses(
         (status = 200, description = "A page of audit records", body = AuditPage),
         (status = 400, description = "Bad query", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token (`invalid_token`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope (`insufficient_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found, or the management API is not configured (`management_disabled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::ManagementErrors
     )
 )]
 pub async fn list_audit(

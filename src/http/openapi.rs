@@ -3,9 +3,12 @@
 //! The browser WebSocket (`/v1/auth/sessions/{id}/ws`, protocol.md §5.2) and the
 //! SAML endpoints are not HTTP APIs of this kind and are described in the protocol.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, ResponsesBuilder};
 use utoipa::{Modify, OpenApi};
 
 /// RFC 9457 problem details, as every error is answered (`application/problem+json`).
@@ -19,6 +22,30 @@ pub struct Problem {
     /// The stable error code (protocol.md §10), e.g. `invalid_token`.
     pub code: String,
     pub detail: String,
+}
+
+/// The errors every management route can answer, each as problem+json.
+pub struct ManagementErrors;
+
+impl utoipa::IntoResponses for ManagementErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build()
+        };
+        ResponsesBuilder::new()
+            .response("401", problem("Missing or invalid bearer token (`invalid_token`)"))
+            .response("403", problem("The token lacks the scope (`insufficient_scope`)"))
+            .response("404", problem("Not found, or the management API is not configured (`management_disabled`)"))
+            .response("503", problem("Unavailable"))
+            .build()
+            .into()
+    }
 }
 
 /// The bearer schemes: operator JWTs (management) and browser tokens (polling).
@@ -61,6 +88,8 @@ impl Modify for BearerSchemes {
         super::management::list_flows,
         super::management::list_audit,
     ),
+    // `Problem` is named by `ManagementErrors` (a hand-written response map) too.
+    components(schemas(Problem)),
     modifiers(&BearerSchemes),
     tags(
         (name = "public", description = "The protocol (public listener)"),
