@@ -81,6 +81,46 @@ fn rate(count: u64, start: Instant, cpu0: f64) -> Rate {
     Rate { per_second: n / start.elapsed().as_secs_f64(), cpu_per_op: (self_cpu() - cpu0) / n.max(1.0) }
 }
 
+/// Runs an operation in a tight loop on `threads` threads for `secs` seconds. Each
+/// thread first calls `setup` (outside the measured time) for its own operation,
+/// which returns `Ok(true)` when one operation succeeded.
+pub fn threads_rate<S, F>(threads: usize, secs: f64, setup: S) -> anyhow::Result<Rate>
+where
+    S: Fn() -> anyhow::Result<F> + Send + Sync + 'static,
+    F: FnMut() -> anyhow::Result<bool>,
+{
+    let setup = Arc::new(setup);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(std::sync::Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (setup, stop, count, ready) = (setup.clone(), stop.clone(), count.clone(), ready.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let op = setup();
+                // Every thread is set up before the clock starts, failed or not.
+                ready.wait();
+                let mut op = op?;
+                while !stop.load(Ordering::Relaxed) {
+                    if op()? {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    ready.wait();
+    let (start, cpu0) = (Instant::now(), self_cpu());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let measured = rate(count.load(Ordering::Relaxed), start, cpu0);
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("measuring thread panicked"))??;
+    }
+    Ok(measured)
+}
+
 /// `op` with the key `label` on `threads` threads, each with its own logged-in session
 /// and no pool: the baseline the pool is compared with.
 pub fn raw_rate(
@@ -96,53 +136,33 @@ pub fn raw_rate(
         .into_iter()
         .find(|s| ctx.get_token_info(*s).map(|i| i.label().trim() == token.label).unwrap_or(false))
         .context("token slot")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let ready = Arc::new(std::sync::Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (ctx, stop, count, ready) = (ctx.clone(), stop.clone(), count.clone(), ready.clone());
-            let (label, pin) = (label.to_string(), token.pin.clone());
-            std::thread::spawn(move || -> anyhow::Result<()> {
-                let session = ctx.open_rw_session(slot)?;
-                let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(pin)));
-                let class = if op == HsmOp::Es256 { ObjectClass::PRIVATE_KEY } else { ObjectClass::SECRET_KEY };
-                let key = *session
-                    .find_objects(&[Attribute::Class(class), Attribute::Label(label.into_bytes())])?
-                    .first()
-                    .context("key not found")?;
-                // Sessions are open before the clock starts.
-                ready.wait();
-                while !stop.load(Ordering::Relaxed) {
-                    match op {
-                        HsmOp::Es256 => {
-                            session.sign(&Mechanism::Ecdsa, key, &Sha256::digest(JWT_INPUT))?;
-                        }
-                        HsmOp::Hmac => {
-                            session.sign(&Mechanism::Sha256Hmac, key, OTP_INPUT)?;
-                        }
-                        HsmOp::AesGcm => {
-                            let mut iv = [0u8; 12];
-                            session.generate_random_slice(&mut iv)?;
-                            let params = GcmParams::new(&mut iv, b"row-id", 128.into())?;
-                            session.encrypt(&Mechanism::AesGcm(params), key, &RECORD)?;
-                        }
-                    }
-                    count.fetch_add(1, Ordering::Relaxed);
+    let (ctx, label, pin) = (ctx.clone(), label.to_string(), token.pin.clone());
+    threads_rate(threads, secs, move || {
+        let session = ctx.open_rw_session(slot)?;
+        let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(pin.clone())));
+        let class = if op == HsmOp::Es256 { ObjectClass::PRIVATE_KEY } else { ObjectClass::SECRET_KEY };
+        let key = *session
+            .find_objects(&[Attribute::Class(class), Attribute::Label(label.clone().into_bytes())])?
+            .first()
+            .context("key not found")?;
+        Ok(move || -> anyhow::Result<bool> {
+            match op {
+                HsmOp::Es256 => {
+                    session.sign(&Mechanism::Ecdsa, key, &Sha256::digest(JWT_INPUT))?;
                 }
-                Ok(())
-            })
+                HsmOp::Hmac => {
+                    session.sign(&Mechanism::Sha256Hmac, key, OTP_INPUT)?;
+                }
+                HsmOp::AesGcm => {
+                    let mut iv = [0u8; 12];
+                    session.generate_random_slice(&mut iv)?;
+                    let params = GcmParams::new(&mut iv, b"row-id", 128.into())?;
+                    session.encrypt(&Mechanism::AesGcm(params), key, &RECORD)?;
+                }
+            }
+            Ok(true)
         })
-        .collect();
-    ready.wait();
-    let (start, cpu0) = (Instant::now(), self_cpu());
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    let measured = rate(count.load(Ordering::Relaxed), start, cpu0);
-    for h in handles {
-        h.join().map_err(|_| anyhow::anyhow!("raw thread panicked"))??;
-    }
-    Ok(measured)
+    })
 }
 
 /// `op` with the key `label` through `pool`, fed by `callers` async tasks (as many

@@ -33,7 +33,7 @@ use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
-use softhsm_tests::bench::{HsmOp, pool_rate, self_cpu};
+use softhsm_tests::bench::{HsmOp, pool_rate, self_cpu, threads_rate};
 use softhsm_tests::device::{Decision, VerifyPayload, unix_now};
 use softhsm_tests::signin::SignIn;
 use softhsm_tests::{ServerOptions, TestServer, TestToken};
@@ -170,67 +170,29 @@ fn raise_nofile() -> u64 {
 // ---------------------------------------------------------------------------------------
 // Phase 1: raw bound
 
+/// A device verify JWS signing input is about this long.
+const VERIFY_INPUT: [u8; 330] = [b'e'; 330];
+
 /// p256 ECDSA verifies/s (software) on `threads` threads and CPU seconds per verify.
-fn verify_rate(threads: usize, secs: f64) -> (f64, f64) {
+fn verify_rate(threads: usize, secs: f64) -> anyhow::Result<(f64, f64)> {
     let key = SigningKey::random(&mut rand_core::OsRng);
-    // A device verify JWS signing input is about this long.
-    let msg = vec![b'e'; 330];
-    let sig: Signature = key.sign(&msg);
+    let sig: Signature = key.sign(&VERIFY_INPUT);
     let vk = VerifyingKey::from(&key);
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let (start, cpu0) = (Instant::now(), self_cpu());
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (stop, count, msg, vk) = (stop.clone(), count.clone(), msg.clone(), vk);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if vk.verify(&msg, &sig).is_ok() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
-    }
-    let n = count.load(Ordering::Relaxed) as f64;
-    (n / start.elapsed().as_secs_f64(), (self_cpu() - cpu0) / n.max(1.0))
+    let r = threads_rate(threads, secs, move || Ok(move || Ok(vk.verify(&VERIFY_INPUT, &sig).is_ok())))?;
+    Ok((r.per_second, r.cpu_per_op))
 }
 
 /// Same as [`verify_rate`] with ring's P-256 (assembly), for comparison only.
-fn ring_verify_rate(threads: usize, secs: f64) -> f64 {
+fn ring_verify_rate(threads: usize, secs: f64) -> anyhow::Result<f64> {
     let key = SigningKey::random(&mut rand_core::OsRng);
-    let msg = vec![b'e'; 330];
-    let sig: Signature = key.sign(&msg);
+    let sig = Signature::to_bytes(&key.sign(&VERIFY_INPUT)).to_vec();
     let public = VerifyingKey::from(&key).to_encoded_point(false).as_bytes().to_vec();
-    let sig = sig.to_bytes().to_vec();
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (stop, count, msg, public, sig) =
-                (stop.clone(), count.clone(), msg.clone(), public.clone(), sig.clone());
-            std::thread::spawn(move || {
-                let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, public);
-                while !stop.load(Ordering::Relaxed) {
-                    if key.verify(&msg, &sig).is_ok() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let r = threads_rate(threads, secs, move || {
+        let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, public.clone());
+        let sig = sig.clone();
+        Ok(move || Ok(key.verify(&VERIFY_INPUT, &sig).is_ok()))
+    })?;
+    Ok(r.per_second)
 }
 
 struct Bound {
@@ -266,7 +228,7 @@ async fn raw_bound(secs: f64) -> anyhow::Result<Bound> {
     let sign = pair(pool_rate(&pool, &jwt, HsmOp::Es256, 16, secs).await);
     let hmac = pair(pool_rate(&pool, &otp, HsmOp::Hmac, 16, secs).await);
     pool.shutdown();
-    let verify = tokio::task::spawn_blocking(move || verify_rate(2, secs)).await?;
+    let verify = tokio::task::spawn_blocking(move || verify_rate(2, secs)).await??;
     Ok(Bound { sign, hmac, verify })
 }
 
@@ -751,7 +713,7 @@ async fn main() -> anyhow::Result<()> {
         bound.cpu() * 1e6
     );
     let secs = args.raw_seconds.min(1.0);
-    let ring = tokio::task::spawn_blocking(move || ring_verify_rate(2, secs)).await?;
+    let ring = tokio::task::spawn_blocking(move || ring_verify_rate(2, secs)).await??;
     println!(
         "    (what-if, not in the bound: P-256 verify with ring {ring:.0}/s = {:.1}× the p256 crate the server uses)",
         ring / bound.verify.0
