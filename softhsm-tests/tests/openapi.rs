@@ -59,6 +59,10 @@ async fn the_document_names_every_route_and_the_server_keeps_to_it() {
     }
     let problem = &users["responses"]["403"]["content"]["application/problem+json"]["schema"]["$ref"];
     assert_eq!(problem, "#/components/schemas/Problem", "{users}");
+    let verify = &paths["/v1/auth/verify"]["post"];
+    for status in ["200", "401", "409", "413", "415", "503"] {
+        assert!(verify["responses"].get(status).is_some(), "{status} documented for verify");
+    }
     // Served on the admin listener only.
     let r = reqwest::get(format!("{}/openapi.json", server.public_url)).await.unwrap();
     assert_eq!(r.status(), 404);

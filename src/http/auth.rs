@@ -32,9 +32,7 @@ fn origin(headers: &HeaderMap) -> Option<&str> {
         (status = 400, description = "Malformed body, unknown service or scope (`invalid_request`, `unknown_service`, `invalid_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Origin not allowed (`origin_not_allowed`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, locked out or too many pending sessions", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::BodyErrors
     )
 )]
 pub async fn initiate(
@@ -80,9 +78,7 @@ pub async fn poll(
         (status = 400, description = "Malformed JWS (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown device, bad signature or clock skew", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Device inactive (`device_inactive`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::BodyErrors
     )
 )]
 pub async fn device_pending(
@@ -103,9 +99,7 @@ pub async fn device_pending(
         (status = 404, description = "Unknown session (`session_not_found`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Session ended (`session_closed`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Locked out (`locked_out`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::BodyErrors
     )
 )]
 pub async fn verify(State(state): State<AppState>, JoseBody(body): JoseBody) -> Result<Json<Verified>, ApiError> {

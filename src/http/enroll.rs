@@ -24,9 +24,7 @@ pub struct ChallengeRequest {}
         (status = 200, description = "A nonce", body = Challenge),
         (status = 400, description = "Malformed body (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::BodyErrors
     )
 )]
 pub async fn challenge(
@@ -48,9 +46,7 @@ pub async fn challenge(
         (status = 409, description = "Token id already enrolled (`already_enrolled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Credential not trusted, revoked or expired", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large (`payload_too_large`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Wrong content type (`unsupported_media_type`)", body = super::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or a store is unavailable (`overloaded`, `unavailable`)", body = super::openapi::Problem, content_type = "application/problem+json")
+        super::openapi::BodyErrors
     )
 )]
 pub async fn enroll(

@@ -24,20 +24,37 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// A problem+json response with `description`.
+fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+        )
+        .build()
+}
+
+/// The errors every route with a request body can answer besides its own, each as
+/// problem+json.
+pub struct BodyErrors;
+
+impl utoipa::IntoResponses for BodyErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        ResponsesBuilder::new()
+            .response("413", problem("Body too large (`payload_too_large`)"))
+            .response("415", problem("Wrong content type (`unsupported_media_type`)"))
+            .response("503", problem("Overloaded or a store is unavailable (`overloaded`, `unavailable`)"))
+            .build()
+            .into()
+    }
+}
+
 /// The errors every management route can answer, each as problem+json.
 pub struct ManagementErrors;
 
 impl utoipa::IntoResponses for ManagementErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let problem = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-                )
-                .build()
-        };
         ResponsesBuilder::new()
             .response("401", problem("Missing or invalid bearer token (`invalid_token`)"))
             .response("403", problem("The token lacks the scope (`insufficient_scope`)"))
@@ -88,7 +105,7 @@ impl Modify for BearerSchemes {
         super::management::list_flows,
         super::management::list_audit,
     ),
-    // `Problem` is named by `ManagementErrors` (a hand-written response map) too.
+    // `Problem` is named by `BodyErrors` and `ManagementErrors` (hand-written maps) too.
     components(schemas(Problem)),
     modifiers(&BearerSchemes),
     tags(
