@@ -453,8 +453,8 @@ async fn keys_made_by_hsm_gen_key_are_adopted_by_the_server_and_used() {
     assert!(verified.starts_with("OK:"), "{verified}");
 }
 
-/// A key of our label scheme made outside Symbolon with unsafe attributes.
-fn create_unsafe_aes(session: &cryptoki::session::Session, label: &str, sensitive: bool, extractable: bool) {
+/// An AES key of our label scheme made outside Symbolon with the given attributes.
+fn create_aes(session: &cryptoki::session::Session, label: &str, sensitive: bool, extractable: bool, encrypt: bool) {
     session
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -465,7 +465,7 @@ fn create_unsafe_aes(session: &cryptoki::session::Session, label: &str, sensitiv
                 Attribute::Private(true),
                 Attribute::Sensitive(sensitive),
                 Attribute::Extractable(extractable),
-                Attribute::Encrypt(true),
+                Attribute::Encrypt(encrypt),
                 Attribute::Decrypt(true),
                 Attribute::Label(label.as_bytes().to_vec()),
             ],
@@ -483,7 +483,7 @@ async fn extractable_or_non_sensitive_keys_are_refused_with_a_clear_error() {
     for (sensitive, extractable, reason) in
         [(true, true, "CKA_EXTRACTABLE is true"), (false, false, "CKA_SENSITIVE is false")]
     {
-        create_unsafe_aes(&session, label, sensitive, extractable);
+        create_aes(&session, label, sensitive, extractable, true);
         for args in [&["keys", "adopt", label][..], &["keys", "list"][..]] {
             let (ok, out, err) = cli(&env, args).await;
             assert!(!ok, "{args:?} must fail: {out}");
@@ -509,22 +509,7 @@ async fn extractable_or_non_sensitive_keys_are_refused_with_a_clear_error() {
     // A safe key that cannot do its job (a data key without CKA_ENCRYPT) is adopted
     // as next, but a rotation refuses to activate it; an unused next key may retire.
     let unusable = "symbolon-data-20300101T000001Z";
-    session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(true),
-                Attribute::Label(unusable.as_bytes().to_vec()),
-            ],
-        )
-        .unwrap();
+    create_aes(&session, unusable, true, false, false);
     let active = find(&catalog(&env).await, "data", "active")[0].label.clone();
     let (ok, _, err) = cli(&env, &["keys", "rotate", "--purpose", "data", "--no-next"]).await;
     assert!(!ok && err.contains(&format!("key {unusable} cannot be used as a data key")), "{err}");
