@@ -340,3 +340,30 @@ fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
         copy(b, a2);
     }
 }
+
+/// The database settings of the store contract tests: no TLS, short timeouts.
+pub fn test_database_config() -> symbolon::config::DatabaseConfig {
+    symbolon::config::DatabaseConfig {
+        tls: symbolon::config::DatabaseTls::Disable,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+/// Two durable-store handles ("nodes") on one store.
+pub type StorePair =
+    (std::sync::Arc<dyn symbolon::store::DurableStore>, std::sync::Arc<dyn symbolon::store::DurableStore>);
+
+/// Two handles on one SQLite file in `dir`.
+pub async fn sqlite_nodes(dir: &std::path::Path) -> anyhow::Result<StorePair> {
+    let (url, config) = (format!("sqlite://{}", dir.join("t.db").display()), test_database_config());
+    let open = || symbolon::store::SqliteStore::open(&url, &config);
+    Ok((std::sync::Arc::new(open().await?), std::sync::Arc::new(open().await?)))
+}
+
+/// Two handles on one PostgreSQL database.
+pub fn postgres_nodes(db: &PgDatabase) -> anyhow::Result<StorePair> {
+    let open = || symbolon::store::PostgresStore::open(&db.url(), &test_database_config());
+    Ok((std::sync::Arc::new(open()?), std::sync::Arc::new(open()?)))
+}

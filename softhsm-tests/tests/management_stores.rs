@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
-use symbolon::config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
+use symbolon::config::SessionStoreConfig;
 use symbolon::store::{
-    AuthSession, DurableStore, Enrollment, EnrollmentStatus, MemorySessionStore, PostgresStore, RedisSessionStore,
-    SessionEnd, SessionStatus, SessionStore, SqliteStore, StoreError, session_position,
+    AuthSession, DurableStore, Enrollment, EnrollmentStatus, MemorySessionStore, RedisSessionStore, SessionEnd,
+    SessionStatus, SessionStore, StoreError, session_position,
 };
 
 fn now() -> i64 {
@@ -191,28 +191,16 @@ async fn enrollment_management_contract(a: Arc<dyn DurableStore>, b: Arc<dyn Dur
     assert_eq!(a.count_enrollments().await.unwrap(), 3);
 }
 
-fn db_config() -> DatabaseConfig {
-    DatabaseConfig {
-        tls: DatabaseTls::Disable,
-        acquire_timeout: Duration::from_secs(2),
-        statement_timeout: Duration::from_secs(5),
-        ..DatabaseConfig::default()
-    }
-}
-
 #[tokio::test]
 async fn enrollment_management_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let a: Arc<dyn DurableStore> = Arc::new(SqliteStore::open(&url, &db_config()).await.unwrap());
-    let b: Arc<dyn DurableStore> = Arc::new(SqliteStore::open(&url, &db_config()).await.unwrap());
+    let (a, b) = softhsm_tests::backends::sqlite_nodes(dir.path()).await.unwrap();
     enrollment_management_contract(a, b).await;
 }
 
 #[tokio::test]
 async fn enrollment_management_postgres_two_nodes() {
     let db = PgDatabase::create().unwrap();
-    let a: Arc<dyn DurableStore> = Arc::new(PostgresStore::open(&db.url(), &db_config()).unwrap());
-    let b: Arc<dyn DurableStore> = Arc::new(PostgresStore::open(&db.url(), &db_config()).unwrap());
+    let (a, b) = softhsm_tests::backends::postgres_nodes(&db).unwrap();
     enrollment_management_contract(a, b).await;
 }

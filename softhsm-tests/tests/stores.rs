@@ -12,20 +12,11 @@ use symbolon::store::audit::{GENESIS_HASH, chain_hash};
 use symbolon::store::{
     AuditCheckpoint, AuditEvent, AuthSession, DurableStore, Enrollment, EnrollmentStatus, KeyTransition,
     MemorySessionStore, PostgresStore, RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore,
-    SqliteStore, StoreError,
+    StoreError,
 };
 
 fn now() -> i64 {
     symbolon::ids::now_unix()
-}
-
-fn db_config() -> DatabaseConfig {
-    DatabaseConfig {
-        tls: DatabaseTls::Disable,
-        acquire_timeout: Duration::from_secs(2),
-        statement_timeout: Duration::from_secs(5),
-        ..DatabaseConfig::default()
-    }
 }
 
 fn redis_config(prefix: &RedisPrefix) -> SessionStoreConfig {
@@ -450,17 +441,14 @@ async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStor
 #[tokio::test]
 async fn durable_store_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let a: Arc<dyn DurableStore> = Arc::new(SqliteStore::open(&url, &db_config()).await.unwrap());
-    let b: Arc<dyn DurableStore> = Arc::new(SqliteStore::open(&url, &db_config()).await.unwrap());
+    let (a, b) = softhsm_tests::backends::sqlite_nodes(dir.path()).await.unwrap();
     durable_store_contract(a, b).await;
 }
 
 #[tokio::test]
 async fn durable_store_postgres_two_nodes() {
     let db = PgDatabase::create().unwrap();
-    let a: Arc<dyn DurableStore> = Arc::new(PostgresStore::open(&db.url(), &db_config()).unwrap());
-    let b: Arc<dyn DurableStore> = Arc::new(PostgresStore::open(&db.url(), &db_config()).unwrap());
+    let (a, b) = softhsm_tests::backends::postgres_nodes(&db).unwrap();
     durable_store_contract(a, b).await;
     // The database itself refuses to change the audit trail, even for its owner.
     for sql in ["UPDATE audit SET kind = 'x' WHERE seq = 1", "DELETE FROM audit WHERE seq = 1", "TRUNCATE audit"] {
@@ -475,7 +463,10 @@ async fn durable_store_postgres_two_nodes() {
 async fn postgres_unreachable_is_unavailable_fast() {
     // Nothing listens on this port: every call fails within the bounded time.
     let port = softhsm_tests::free_port().unwrap();
-    let config = DatabaseConfig { acquire_timeout: Duration::from_millis(500), ..db_config() };
+    let config = DatabaseConfig {
+        acquire_timeout: Duration::from_millis(500),
+        ..softhsm_tests::backends::test_database_config()
+    };
     let store = PostgresStore::open(&format!("postgres://postgres@127.0.0.1:{port}/x"), &config).unwrap();
     let start = std::time::Instant::now();
     assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
@@ -542,7 +533,7 @@ async fn redis_over_tls_with_a_private_ca() {
 async fn postgres_tls_require() {
     let db = PgDatabase::create().unwrap();
     let server_ssl = db.sql("SHOW ssl").unwrap().trim() == "on";
-    let config = DatabaseConfig { tls: DatabaseTls::Require, ..db_config() };
+    let config = DatabaseConfig { tls: DatabaseTls::Require, ..softhsm_tests::backends::test_database_config() };
     let store = PostgresStore::open(&db.url(), &config).unwrap();
     // `require` connects only over TLS: it works exactly when the server offers TLS.
     assert_eq!(store.ping().await.is_ok(), server_ssl);
