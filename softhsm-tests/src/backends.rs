@@ -115,6 +115,16 @@ impl RedisPrefix {
         format!("[session_store]\nurl = \"{}\"\nkey_prefix = \"{}\"\ntimeout = \"1s\"\n", self.url, self.prefix)
     }
 
+    /// The session-store settings of the store contract tests for this prefix.
+    pub fn session_store_config(&self) -> symbolon::config::SessionStoreConfig {
+        symbolon::config::SessionStoreConfig {
+            url: self.url.clone(),
+            key_prefix: self.prefix.clone(),
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        }
+    }
+
     /// The number of keys under the prefix.
     pub fn key_count(&self) -> anyhow::Result<usize> {
         Ok(self.keys()?.len())

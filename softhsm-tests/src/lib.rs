@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod jose;
 pub mod oidc;
 pub mod python;
+pub mod records;
 pub mod server;
 pub mod signin;
 pub mod token;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
+use softhsm_tests::records::{active_enrollment, pending_session};
 use symbolon::config::SessionStoreConfig;
 use symbolon::store::{
     AuthSession, DurableStore, Enrollment, EnrollmentStatus, MemorySessionStore, RedisSessionStore, SessionEnd,
@@ -16,32 +17,13 @@ fn now() -> i64 {
     symbolon::ids::now_unix()
 }
 
-fn session(token_id: &str, created_at: i64) -> AuthSession {
-    AuthSession {
-        id: symbolon::ids::new_id(),
-        browser_token_sha256: "ab".repeat(32),
-        token_id: token_id.into(),
-        service_id: "rp1".into(),
-        scopes: vec![],
-        created_at,
-        expires_at: created_at + 120,
-        otp_key: "symbolon-otp-x".into(),
-        otp_digits: 6,
-        device_id: Some("dev".into()),
-        status: SessionStatus::Pending,
-        failures: 0,
-        id_token: None,
-        ended_at: None,
-    }
-}
-
 /// `a` and `b` are two handles on one store.
 async fn session_listing_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
     let t = now();
     // Five sessions over three seconds, created through either node.
     let mut made = Vec::new();
     for (i, offset) in [-3, -2, -2, -1, 0].into_iter().enumerate() {
-        let s = session(&format!("tok-list-{i}"), t + offset);
+        let s = pending_session(&format!("tok-list-{i}"), t + offset, 120);
         let node = if i % 2 == 0 { &a } else { &b };
         assert!(node.create_session(&s, 3, t, t + 300).await.unwrap());
         made.push(s);
@@ -69,7 +51,7 @@ async fn session_listing_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionSt
     assert_eq!(last[0].status, SessionStatus::Rejected);
 
     // Sessions past their keep time leave the listing.
-    let short = session("tok-list-short", t + 1);
+    let short = pending_session("tok-list-short", t + 1, 120);
     assert!(a.create_session(&short, 3, t, t + 1).await.unwrap());
     assert!(b.list_sessions(t + 1, None, 10).await.unwrap().iter().any(|s| s.id == short.id));
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -86,12 +68,7 @@ async fn session_listing_memory() {
 #[tokio::test]
 async fn session_listing_redis_two_nodes() {
     let prefix = RedisPrefix::new();
-    let config = SessionStoreConfig {
-        url: prefix.url.clone(),
-        key_prefix: prefix.prefix.clone(),
-        timeout: Duration::from_secs(2),
-        ..SessionStoreConfig::default()
-    };
+    let config = prefix.session_store_config();
     let a: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&config).unwrap());
     let b: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&config).unwrap());
     session_listing_contract(a, b).await;
@@ -129,26 +106,6 @@ async fn session_listing_with_the_documented_acl() {
     session_listing_contract(a, b).await;
 }
 
-fn enrollment(token_id: &str, device_id: &str, status: EnrollmentStatus, t: i64) -> Enrollment {
-    Enrollment {
-        id: symbolon::ids::short_id(),
-        token_id: token_id.into(),
-        device_id: device_id.into(),
-        device_jwk: "{}".into(),
-        device_name: "phone".into(),
-        status,
-        status_reason: None,
-        push_provider: "none".into(),
-        push_token_sealed: None,
-        claims_sealed: "v1.x.y".into(),
-        claim_names: vec!["given_name".into()],
-        ca_sha256: "ca".into(),
-        signer_serial: "01".into(),
-        created_at: t,
-        updated_at: t,
-    }
-}
-
 async fn enrollment_management_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStore>) {
     a.migrate().await.unwrap();
     let t = now();
@@ -160,7 +117,7 @@ async fn enrollment_management_contract(a: Arc<dyn DurableStore>, b: Arc<dyn Dur
         ("TID-B", "dev-b1", Active),
         ("TID-D", "dev-d1", Active),
     ] {
-        a.insert_enrollment(&enrollment(tid, dev, status, t)).await.unwrap();
+        a.insert_enrollment(&Enrollment { status, ..active_enrollment(tid, dev, t) }).await.unwrap();
     }
     // Pages of token ids, each with all of its devices.
     let page = b.enrollments_page("", 2).await.unwrap();

@@ -6,48 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
+use softhsm_tests::records::{active_enrollment, pending_session};
 use symbolon::config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
 use symbolon::keys::{CatalogEntry, KeyPurpose, KeyState};
 use symbolon::store::audit::{GENESIS_HASH, chain_hash};
 use symbolon::store::{
-    AuditCheckpoint, AuditEvent, AuthSession, DurableStore, Enrollment, EnrollmentStatus, KeyTransition,
-    MemorySessionStore, PostgresStore, RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore,
-    StoreError,
+    AuditCheckpoint, AuditEvent, DurableStore, EnrollmentStatus, KeyTransition, MemorySessionStore, PostgresStore,
+    RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore, StoreError,
 };
 
 fn now() -> i64 {
     symbolon::ids::now_unix()
 }
 
-fn redis_config(prefix: &RedisPrefix) -> SessionStoreConfig {
-    SessionStoreConfig {
-        url: prefix.url.clone(),
-        key_prefix: prefix.prefix.clone(),
-        timeout: Duration::from_secs(2),
-        ..SessionStoreConfig::default()
-    }
-}
-
 // ---------------------------------------------------------------- session store
-
-fn session(token_id: &str, now: i64, ttl: i64) -> AuthSession {
-    AuthSession {
-        id: symbolon::ids::new_id(),
-        browser_token_sha256: "ab".repeat(32),
-        token_id: token_id.into(),
-        service_id: "rp1".into(),
-        scopes: vec![],
-        created_at: now,
-        expires_at: now + ttl,
-        otp_key: "symbolon-otp-x".into(),
-        otp_digits: 6,
-        device_id: Some("dev".into()),
-        status: SessionStatus::Pending,
-        failures: 0,
-        id_token: None,
-        ended_at: None,
-    }
-}
 
 /// `a` and `b` are two handles on one store (two nodes of a cluster, or the same
 /// in-process store twice).
@@ -113,15 +85,15 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     assert!(left > Duration::from_secs(28) && left <= Duration::from_secs(30));
 
     // Sessions: the pending cap counts pending sessions only.
-    let s1 = session("tok-aaaaaa", t, 120);
-    let mut s2 = session("tok-aaaaaa", t + 1, 120);
+    let s1 = pending_session("tok-aaaaaa", t, 120);
+    let mut s2 = pending_session("tok-aaaaaa", t + 1, 120);
     s2.scopes = vec!["name".into(), "age".into()];
-    let s3 = session("tok-aaaaaa", t + 2, 120);
+    let s3 = pending_session("tok-aaaaaa", t + 2, 120);
     let keep = t + 180;
     assert!(a.create_session(&s1, 3, t, keep).await.unwrap());
     assert!(b.create_session(&s2, 3, t, keep).await.unwrap());
     assert!(a.create_session(&s3, 3, t, keep).await.unwrap());
-    assert!(!b.create_session(&session("tok-aaaaaa", t, 120), 3, t, keep).await.unwrap());
+    assert!(!b.create_session(&pending_session("tok-aaaaaa", t, 120), 3, t, keep).await.unwrap());
     assert_eq!(b.get_session(&s2.id).await.unwrap().unwrap(), s2);
     assert_eq!(a.get_session("nope").await.unwrap(), None);
     let pending = b.pending_sessions("tok-aaaaaa", t).await.unwrap();
@@ -142,7 +114,7 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     assert!(a.end_session("nope", SessionEnd::Rejected, t).await.unwrap().is_none());
     // An ended session frees its place under the cap.
     assert_eq!(a.pending_sessions("tok-aaaaaa", t).await.unwrap().len(), 2);
-    let s4 = session("tok-aaaaaa", t + 3, 120);
+    let s4 = pending_session("tok-aaaaaa", t + 3, 120);
     assert!(b.create_session(&s4, 3, t, keep).await.unwrap());
     // Past its expiry a session cannot end, only be read.
     let late = b.end_session(&s2.id, SessionEnd::Rejected, s2.expires_at).await.unwrap().unwrap().unwrap_err();
@@ -166,7 +138,7 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
 
     // Races across nodes: exactly one end wins; the cap holds under concurrent creates;
     // concurrent failures stop at the limit.
-    let race = session("tok-race00", t, 120);
+    let race = pending_session("tok-race00", t, 120);
     assert!(a.create_session(&race, 3, t, keep).await.unwrap());
     let ends: Vec<_> = (0..16)
         .map(|i| {
@@ -183,7 +155,9 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     let creates: Vec<_> = (0..12)
         .map(|i| {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move { s.create_session(&session("tok-cap000", t, 120), 3, t, keep).await.unwrap() })
+            tokio::spawn(
+                async move { s.create_session(&pending_session("tok-cap000", t, 120), 3, t, keep).await.unwrap() },
+            )
         })
         .collect();
     let mut created = 0;
@@ -191,7 +165,7 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
         created += usize::from(c.await.unwrap());
     }
     assert_eq!(created, 3);
-    let f = session("tok-fail00", t, 120);
+    let f = pending_session("tok-fail00", t, 120);
     assert!(a.create_session(&f, 3, t, keep).await.unwrap());
     let fails: Vec<_> = (0..12)
         .map(|i| {
@@ -207,7 +181,7 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     assert_eq!((after.failures, after.status), (5, SessionStatus::Locked));
 
     // Records are kept until `keep_until`, then gone.
-    let short = session("tok-short0", t, 1);
+    let short = pending_session("tok-short0", t, 1);
     assert!(a.create_session(&short, 3, t, t + 1).await.unwrap());
     assert!(b.get_session(&short.id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -223,8 +197,8 @@ async fn session_store_memory() {
 #[tokio::test]
 async fn session_store_redis_two_nodes() {
     let prefix = RedisPrefix::new();
-    let a: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&redis_config(&prefix)).unwrap());
-    let b: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&redis_config(&prefix)).unwrap());
+    let a: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&prefix.session_store_config()).unwrap());
+    let b: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::open(&prefix.session_store_config()).unwrap());
     // Let both event subscriptions come up (an event published before would only be
     // noticed at the session's expiry).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -235,9 +209,9 @@ async fn session_store_redis_two_nodes() {
 #[tokio::test]
 async fn redis_session_format_is_versioned() {
     let prefix = RedisPrefix::new();
-    let store = RedisSessionStore::open(&redis_config(&prefix)).unwrap();
+    let store = RedisSessionStore::open(&prefix.session_store_config()).unwrap();
     let t = now();
-    let s = session("tok-format", t, 120);
+    let s = pending_session("tok-format", t, 120);
     assert!(store.create_session(&s, 3, t, t + 180).await.unwrap());
     let client = redis::Client::open(prefix.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -250,26 +224,6 @@ async fn redis_session_format_is_versioned() {
 }
 
 // ---------------------------------------------------------------- durable store
-
-fn enrollment(token_id: &str, device_id: &str, t: i64) -> Enrollment {
-    Enrollment {
-        id: symbolon::ids::short_id(),
-        token_id: token_id.into(),
-        device_id: device_id.into(),
-        device_jwk: "{}".into(),
-        device_name: "phone".into(),
-        status: EnrollmentStatus::Active,
-        status_reason: None,
-        push_provider: "none".into(),
-        push_token_sealed: None,
-        claims_sealed: "v1.x.y".into(),
-        claim_names: vec!["given_name".into(), "birthdate".into()],
-        ca_sha256: "ca".into(),
-        signer_serial: "01".into(),
-        created_at: t,
-        updated_at: t,
-    }
-}
 
 fn event(kind: &str, subject: &str, t: i64) -> AuditEvent {
     AuditEvent {
@@ -309,20 +263,20 @@ async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStor
     assert_eq!((k2.state, k2.retired_at), (KeyState::Retired, Some(t + 5)));
 
     // Enrollments: one active device per token id, device keys unique.
-    let e1 = enrollment("tok-111111", "dev-1", t);
+    let e1 = active_enrollment("tok-111111", "dev-1", t);
     a.insert_enrollment(&e1).await.unwrap();
     assert!(matches!(
-        b.insert_enrollment(&enrollment("tok-111111", "dev-2", t)).await,
+        b.insert_enrollment(&active_enrollment("tok-111111", "dev-2", t)).await,
         Err(StoreError::AlreadyEnrolled)
     ));
     assert!(matches!(
-        b.insert_enrollment(&enrollment("tok-222222", "dev-1", t)).await,
+        b.insert_enrollment(&active_enrollment("tok-222222", "dev-1", t)).await,
         Err(StoreError::AlreadyEnrolled)
     ));
     assert_eq!(b.enrollment_by_device("dev-1").await.unwrap().unwrap(), e1);
     assert_eq!(b.active_enrollment("tok-111111").await.unwrap().unwrap(), e1);
     assert!(a.active_enrollment("tok-none00").await.unwrap().is_none());
-    let e3 = enrollment("tok-333333", "dev-3", t);
+    let e3 = active_enrollment("tok-333333", "dev-3", t);
     b.insert_enrollment(&e3).await.unwrap();
     let changed = a.suspend_token_ids(&["tok-111111".into(), "tok-none00".into()], "vrl", t + 1).await.unwrap();
     assert_eq!(changed, ["tok-111111"]);
@@ -331,7 +285,7 @@ async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStor
     assert_eq!(b.suspend_signer("ca", "01", "crl", t + 2).await.unwrap(), ["tok-333333"]);
     assert!(a.suspend_signer("ca", "01", "crl", t + 2).await.unwrap().is_empty());
     // A suspended enrollment no longer blocks a new device.
-    a.insert_enrollment(&enrollment("tok-111111", "dev-4", t)).await.unwrap();
+    a.insert_enrollment(&active_enrollment("tok-111111", "dev-4", t)).await.unwrap();
     assert_eq!(b.count_enrollments().await.unwrap(), 3);
 
     // Audit: a chain appended from both nodes, concurrently.
@@ -346,10 +300,10 @@ async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStor
         x.await.unwrap();
     }
     // The enrollment and its event commit together, or neither does.
-    let e5 = enrollment("tok-555555", "dev-5", t);
+    let e5 = active_enrollment("tok-555555", "dev-5", t);
     let rec = b.insert_enrollment_audited(&e5, &event("enrollment.created", "tok-555555", t)).await.unwrap();
     assert_eq!(rec.seq, 21);
-    let dup = enrollment("tok-555555", "dev-6", t);
+    let dup = active_enrollment("tok-555555", "dev-6", t);
     assert!(matches!(
         a.insert_enrollment_audited(&dup, &event("enrollment.created", "tok-555555", t)).await,
         Err(StoreError::AlreadyEnrolled)
@@ -409,11 +363,11 @@ async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStor
 
     // Stored envelopes: counted per key (LIKE wildcards in labels are literal), walked
     // by row id, replaced only while unchanged.
-    let mut e = enrollment("tok-666666", "dev-7", t);
+    let mut e = active_enrollment("tok-666666", "dev-7", t);
     e.claims_sealed = "v1.symbolon-data-1.AAAA".into();
     e.push_token_sealed = Some("v1.symbolon-data-1.BBBB".into());
     a.insert_enrollment(&e).await.unwrap();
-    let mut e = enrollment("tok-777777", "dev-8", t);
+    let mut e = active_enrollment("tok-777777", "dev-8", t);
     e.claims_sealed = "v1.symbolon-dataX2.CCCC".into();
     a.insert_enrollment(&e).await.unwrap();
     assert_eq!(b.count_sealed("symbolon-data-1").await.unwrap(), 2);
@@ -514,7 +468,7 @@ async fn redis_over_tls_with_a_private_ca() {
     let redis = softhsm_tests::backends::PrivateRedis::start_tls(&d.join("srv.pem"), &d.join("srv.key")).unwrap();
     let prefix = RedisPrefix::on(&redis.url());
     // Trusting the private CA: works.
-    let config = SessionStoreConfig { ca_file: Some(d.join("ca.pem")), ..redis_config(&prefix) };
+    let config = SessionStoreConfig { ca_file: Some(d.join("ca.pem")), ..prefix.session_store_config() };
     let store = RedisSessionStore::open(&config).unwrap();
     // Ready once the event subscription is up too.
     let start = std::time::Instant::now();
@@ -525,7 +479,7 @@ async fn redis_over_tls_with_a_private_ca() {
     store.put_nonce("tls", Duration::from_secs(10)).await.unwrap();
     assert!(store.take_nonce("tls").await.unwrap());
     // With the system roots only, the server is not trusted.
-    let untrusted = RedisSessionStore::open(&redis_config(&prefix)).unwrap();
+    let untrusted = RedisSessionStore::open(&prefix.session_store_config()).unwrap();
     assert!(untrusted.ping().await.is_err());
 }
 
