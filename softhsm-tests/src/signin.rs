@@ -1,7 +1,11 @@
 //! A server with a relying party, an enrolled reference device and a browser client
 //! (HTTP + WebSocket) for sign-in tests and benchmarks.
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::device::client::DeviceClient;
 use crate::device::{Device, Push};
@@ -93,5 +97,27 @@ impl SignIn {
     /// The WebSocket URL of a session.
     pub fn ws_url(&self, session_id: &str) -> String {
         format!("{}/v1/auth/sessions/{session_id}/ws", self.server.public_url.replace("http://", "ws://"))
+    }
+}
+
+/// A browser's WebSocket to the server.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message as JSON, or the close frame's code (`None`: no code, or the
+/// connection ended). Panics when nothing arrives within 15 s.
+pub async fn next_message(ws: &mut Ws) -> Result<Value, Option<u16>> {
+    loop {
+        let Ok(message) = tokio::time::timeout(Duration::from_secs(15), ws.next()).await else {
+            panic!("no websocket message within 15 s");
+        };
+        match message {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
+                Ok(v) => return Ok(v),
+                Err(e) => panic!("websocket message is not JSON ({e}): {t}"),
+            },
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return Err(None),
+        }
     }
 }

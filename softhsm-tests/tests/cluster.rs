@@ -5,41 +5,20 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use softhsm_tests::backends::{ClusterStores, PgDatabase, PrivateRedis, RedisPrefix, TcpCut, pg_addr};
-use softhsm_tests::device::client::{ClientError, DeviceClient};
+use softhsm_tests::device::client::DeviceClient;
 use softhsm_tests::device::{Decision, Device, EnrollPayload, Push, unix_now};
-use softhsm_tests::signin::SignIn;
+use softhsm_tests::signin::{SignIn, Ws, next_message};
 use softhsm_tests::{ServerOptions, TestServer, symbolon_cli};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(server: &TestServer, session_id: &str, token: &str) -> Ws {
     let url = format!("{}/v1/auth/sessions/{session_id}/ws", server.public_url.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.send(Message::Text(json!({"type": "hello", "browser_token": token}).to_string().into())).await.unwrap();
     ws
-}
-
-/// Next text message as JSON, or the close frame code.
-async fn next(ws: &mut Ws) -> Result<Value, Option<u16>> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("websocket message in time") {
-            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
-            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
-            Some(Ok(_)) => continue,
-            None | Some(Err(_)) => return Err(None),
-        }
-    }
-}
-
-fn code(err: &ClientError) -> (u16, String) {
-    match err {
-        ClientError::Problem { status, problem, .. } => (*status, problem.code.clone()),
-        other => panic!("expected a problem, got {other:?}"),
-    }
 }
 
 async fn initiate(server: &TestServer, token_id: &str) -> (u16, Value) {
@@ -84,11 +63,11 @@ async fn sign_in(env: &SignIn, server: &TestServer) {
     assert_eq!(status, 201, "{started}");
     let sid = started["session_id"].as_str().unwrap();
     let mut ws = connect(server, sid, started["browser_token"].as_str().unwrap()).await;
-    let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+    let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
     let device = DeviceClient::new(&server.public_url).unwrap();
     let r = device.verify(&env.device, sid, &otp, Decision::Approve, Some(vec!["name".into()])).await.unwrap();
     assert_eq!(r, json!({"status": "approved"}));
-    assert_eq!(next(&mut ws).await.unwrap()["type"], "approved");
+    assert_eq!(next_message(&mut ws).await.unwrap()["type"], "approved");
 }
 
 async fn cluster(extra: &str) -> (ClusterStores, SignIn, TestServer) {
@@ -109,7 +88,7 @@ async fn browser_on_one_node_device_on_the_other() {
         let sid = started["session_id"].as_str().unwrap();
         let bt = started["browser_token"].as_str().unwrap();
         let mut ws = connect(a, sid, bt).await;
-        let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+        let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
         // Node B sees node A's session, with the same OTP (derived in the one HSM).
         let pending = device_b.pending(&env.device).await.unwrap();
         assert_eq!(pending.sessions.len(), 1, "round {round}");
@@ -117,9 +96,9 @@ async fn browser_on_one_node_device_on_the_other() {
         let r = device_b.verify(&env.device, sid, &otp, Decision::Approve, Some(vec!["name".into()])).await.unwrap();
         assert_eq!(r, json!({"status": "approved"}));
         // The terminal event crosses nodes: A's socket hears B's verify at once.
-        let approved = next(&mut ws).await.unwrap();
+        let approved = next_message(&mut ws).await.unwrap();
         assert_eq!(approved["type"], "approved", "round {round}");
-        assert_eq!(next(&mut ws).await.unwrap_err(), Some(1000));
+        assert_eq!(next_message(&mut ws).await.unwrap_err(), Some(1000));
         let polled: Value = reqwest::Client::new()
             .get(format!("{}/v1/auth/sessions/{sid}", b.public_url))
             .bearer_auth(bt)
@@ -148,7 +127,7 @@ async fn nonce_issued_by_one_node_is_consumed_by_the_other() {
     assert_eq!(enrolled["token_id"], seal.tid.clone().unwrap());
     // Spent on B, so A refuses it too.
     let e = client_a.post_jose::<Value>("/v1/enroll", jws).await.unwrap_err();
-    assert_eq!(code(&e), (400, "invalid_nonce".into()));
+    assert_eq!(e.problem_code(), (400, "invalid_nonce".into()));
     // And the enrollment B stored is A's to use.
     assert_eq!(client_a.pending(&device).await.unwrap().sessions.len(), 0);
 }
@@ -171,7 +150,7 @@ async fn lockout_is_counted_across_both_nodes() {
     for i in 0..5 {
         let sid = &sessions[usize::from(i >= 3)];
         let e = clients[i % 2].verify(&env.device, sid, wrong, Decision::Approve, None).await.unwrap_err();
-        assert_eq!(code(&e), (401, "otp_mismatch".into()), "failure {i}");
+        assert_eq!(e.problem_code(), (401, "otp_mismatch".into()), "failure {i}");
     }
     for server in [a, &b] {
         let (status, body) = initiate(server, &env.token_id).await;
@@ -188,7 +167,7 @@ async fn concurrent_double_verify_across_nodes_exactly_one_wins() {
         let (_, started) = initiate(&env.server, &env.token_id).await;
         let sid = started["session_id"].as_str().unwrap().to_string();
         let mut ws = connect(&b, &sid, started["browser_token"].as_str().unwrap()).await;
-        let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+        let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
         let approve = client_a.verify(&env.device, &sid, &otp, Decision::Approve, Some(vec!["name".into()]));
         let reject = client_b.verify(&env.device, &sid, &otp, Decision::Reject, None);
         let (x, y) = tokio::join!(approve, reject);
@@ -198,9 +177,9 @@ async fn concurrent_double_verify_across_nodes_exactly_one_wins() {
             (Err(e), Ok(_)) => (e, "rejected"),
             other => panic!("round {round}: {other:?}"),
         };
-        assert_eq!(code(&loser), (409, "session_closed".into()));
+        assert_eq!(loser.problem_code(), (409, "session_closed".into()));
         // The browser hears the winner, and only it.
-        assert_eq!(next(&mut ws).await.unwrap()["type"], outcome, "round {round}");
+        assert_eq!(next_message(&mut ws).await.unwrap()["type"], outcome, "round {round}");
     }
 }
 
@@ -216,11 +195,11 @@ async fn redis_restarted_mid_flow_ends_sessions_and_the_node_recovers() {
     let (_, started) = initiate(server, &env.token_id).await;
     let sid = started["session_id"].as_str().unwrap().to_string();
     let mut ws = connect(server, &sid, started["browser_token"].as_str().unwrap()).await;
-    let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+    let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
 
     redis.stop().unwrap();
     // The browser learns the session is gone (closed "unavailable"), never approved.
-    match next(&mut ws).await {
+    match next_message(&mut ws).await {
         Err(Some(1011)) => {}
         Ok(m) if m["type"] == "expired" => {}
         other => panic!("browser got {other:?}"),
@@ -231,13 +210,13 @@ async fn redis_restarted_mid_flow_ends_sessions_and_the_node_recovers() {
     assert_eq!((status, body["code"].as_str().unwrap()), (503, "unavailable"), "{body}");
     assert!(start.elapsed() < Duration::from_secs(3), "initiate took {:?}", start.elapsed());
     let e = env.device_client.verify(&env.device, &sid, &otp, Decision::Approve, None).await.unwrap_err();
-    assert_eq!(code(&e), (503, "unavailable".into()));
+    assert_eq!(e.problem_code(), (503, "unavailable".into()));
 
     // Redis back, empty: the node recovers without a restart.
     redis.start_again().unwrap();
     wait_readyz(server, 200, Duration::from_secs(15)).await;
     let e = env.device_client.verify(&env.device, &sid, &otp, Decision::Approve, None).await.unwrap_err();
-    assert_eq!(code(&e), (404, "session_not_found".into()), "the lost session is never approved");
+    assert_eq!(e.problem_code(), (404, "session_not_found".into()), "the lost session is never approved");
     // Nothing durable was lost: the device is still enrolled and signs in, and the
     // event subscription is back (the socket hears the verify at once).
     sign_in(&env, server).await;
@@ -261,7 +240,7 @@ async fn postgres_unreachable_gives_503_fast_and_the_node_recovers() {
     assert_eq!((status, body["code"].as_str().unwrap()), (503, "unavailable"), "{body}");
     assert!(start.elapsed() < Duration::from_secs(5), "initiate took {:?}", start.elapsed());
     let e = env.device_client.pending(&env.device).await.unwrap_err();
-    assert_eq!(code(&e), (503, "unavailable".into()));
+    assert_eq!(e.problem_code(), (503, "unavailable".into()));
 
     cut.restore();
     wait_readyz(server, 200, Duration::from_secs(15)).await;

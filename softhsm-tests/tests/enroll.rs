@@ -37,13 +37,6 @@ async fn store(env: &Env) -> std::sync::Arc<dyn DurableStore> {
     symbolon::store::open_durable(&config).await.unwrap()
 }
 
-fn code(err: &ClientError) -> (u16, String) {
-    match err {
-        ClientError::Problem { status, problem, .. } => (*status, problem.code.clone()),
-        other => panic!("expected a problem, got {other:?}"),
-    }
-}
-
 fn outcome_code(o: &Outcome) -> Option<&'static str> {
     match o {
         Outcome::Ok => None,
@@ -82,7 +75,7 @@ async fn every_fixture_seal_gets_its_expected_outcome_and_rejections_leave_no_ro
                 assert!(row.push_token_sealed.as_deref().unwrap().starts_with("v1.symbolon-data-"));
             }
             (Some(want), Err(e)) => {
-                let (status, got) = code(&e);
+                let (status, got) = e.problem_code();
                 assert_eq!(got, want, "{}: {e}", seal.name);
                 let want_status = match want {
                     "invalid_request" => 400,
@@ -114,7 +107,7 @@ async fn malformed_device_jws_get_their_codes() {
             EnrollPayload { vds: seal.vds.clone(), push: Push::None, device_name: "x".into(), iat: unix_now() };
         let jws = device.enrollment_jws_with(&challenge.nonce, &payload, fault);
         let err = env.client.post_jose::<Value>("/v1/enroll", jws).await.unwrap_err();
-        let (status, got) = code(&err);
+        let (status, got) = err.problem_code();
         assert_eq!(got, fault.expected_code(), "{fault:?}");
         let want_status = match fault.expected_code() {
             "invalid_request" => 400,
@@ -133,7 +126,7 @@ async fn nonce_is_single_use_and_unknown_nonces_fail() {
     let payload = EnrollPayload { vds: seal.vds.clone(), push: Push::None, device_name: "x".into(), iat: unix_now() };
     let unknown = URL_SAFE_NO_PAD.encode([7u8; 32]);
     let err = env.client.post_jose::<Value>("/v1/enroll", device.enrollment_jws(&unknown, &payload)).await.unwrap_err();
-    assert_eq!(code(&err), (400, "invalid_nonce".into()));
+    assert_eq!(err.problem_code(), (400, "invalid_nonce".into()));
     let challenge = env.client.challenge().await.unwrap();
     assert_eq!(challenge.nonce.len(), 43);
     assert!(challenge.expires_at >= unix_now() + 299);
@@ -146,7 +139,7 @@ async fn nonce_is_single_use_and_unknown_nonces_fail() {
         .post_jose::<Value>("/v1/enroll", other.enrollment_jws(&challenge.nonce, &payload))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), (400, "invalid_nonce".into()));
+    assert_eq!(err.problem_code(), (400, "invalid_nonce".into()));
 }
 
 #[tokio::test]
@@ -155,7 +148,7 @@ async fn one_active_device_per_token_id() {
     let seal = env.chain.manifest.seal("valid_full").unwrap();
     env.client.enroll(&Device::generate(), &seal.vds, Push::None, "first").await.unwrap();
     let err = env.client.enroll(&Device::generate(), &seal.vds, Push::None, "second").await.unwrap_err();
-    assert_eq!(code(&err), (409, "already_enrolled".into()));
+    assert_eq!(err.problem_code(), (409, "already_enrolled".into()));
     assert_eq!(store(&env).await.count_enrollments().await.unwrap(), 1);
 }
 
@@ -227,7 +220,7 @@ async fn stale_governance_list_blocks_enrollment_until_refreshed() {
     // A stale list degrades /health but does not fail it.
     assert_eq!(health["status"], "degraded");
     let err = env.client.enroll(&Device::generate(), &seal.vds, Push::None, "x").await.unwrap_err();
-    assert_eq!(code(&err), (503, "unavailable".into()));
+    assert_eq!(err.problem_code(), (503, "unavailable".into()));
     match &err {
         ClientError::Problem { problem, .. } => assert!(problem.detail.contains("governance"), "{}", problem.detail),
         _ => unreachable!(),
@@ -255,7 +248,7 @@ async fn vrl_revoking_an_enrolled_token_suspends_it() {
             assert!(row.status_reason.unwrap().contains("VRL"));
             // A new enrollment of the revoked token id is refused too.
             let err = env.client.enroll(&Device::generate(), &seal.vds, Push::None, "y").await.unwrap_err();
-            assert_eq!(code(&err), (422, "revoked_credential".into()));
+            assert_eq!(err.problem_code(), (422, "revoked_credential".into()));
             return;
         }
     }

@@ -3,7 +3,6 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use softhsm_tests::device::client::ClientError;
 use softhsm_tests::device::{Decision, Device, Push};
 use softhsm_tests::oidc::{IssuerKey, TestIssuer};
 use softhsm_tests::signin::SignIn;
@@ -189,13 +188,6 @@ async fn pending_otp(env: &SignIn, device: &Device, session_id: &str) -> String 
     pending.sessions.iter().find(|s| s.session_id == session_id).expect("pending session").otp.clone()
 }
 
-fn problem_code(err: &ClientError) -> (u16, String) {
-    match err {
-        ClientError::Problem { status, problem, .. } => (*status, problem.code.clone()),
-        other => panic!("expected a problem, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_needs_its_scope_and_does_its_job() {
     let issuer = TestIssuer::start().await.unwrap();
@@ -278,7 +270,7 @@ async fn every_route_needs_its_scope_and_does_its_job() {
     let a = post("suspend").await;
     assert_eq!((a.status, a.body["status"].as_str()), (200, Some("suspended")), "{}", a.body);
     let e = env.device_client.verify(&env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
-    assert_eq!(problem_code(&e), (403, "device_inactive".into()));
+    assert_eq!(e.problem_code(), (403, "device_inactive".into()));
     let a = post("activate").await;
     assert_eq!((a.status, a.body["status"].as_str()), (200, Some("active")), "{}", a.body);
     let r = env.device_client.verify(&env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap();
@@ -316,7 +308,7 @@ async fn every_route_needs_its_scope_and_does_its_job() {
         assert_eq!((a.status, a.code()), (409, "invalid_state"), "{action} after revoke: {}", a.body);
     }
     let e = env.device_client.pending(&env.device).await.unwrap_err();
-    assert_eq!(problem_code(&e), (403, "device_inactive".into()));
+    assert_eq!(e.problem_code(), (403, "device_inactive".into()));
 
     // Audit, paged; every call above is in it with the operator's sub.
     let mut seqs = Vec::new();

@@ -3,18 +3,15 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use softhsm_tests::device::client::ClientError;
 use softhsm_tests::device::{Decision, Device, Push, VerifyPayload, unix_now};
-use softhsm_tests::signin::SignIn;
+use softhsm_tests::signin::{SignIn, Ws, next_message};
 use softhsm_tests::{ServerOptions, TestToken};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(env: &SignIn, session_id: &str, token: &str) -> Ws {
     let (mut ws, resp) = tokio_tungstenite::connect_async(env.ws_url(session_id)).await.unwrap();
@@ -23,20 +20,6 @@ async fn connect(env: &SignIn, session_id: &str, token: &str) -> Ws {
     ws
 }
 
-/// Next text message as JSON, or the close frame code.
-async fn next(ws: &mut Ws) -> Result<Value, Option<u16>> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("websocket message in time") {
-            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
-            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
-            Some(Ok(_)) => continue,
-            None | Some(Err(_)) => return Err(None),
-        }
-    }
-}
-
-/// The audit trail as JSON lines once it holds an event of `kind` (events of the sign-in
-/// flow are appended without holding up the response).
 /// The audit export once it holds an event of each of `kinds` (events are written in
 /// the background, in no guaranteed order).
 async fn audit_with(env: &SignIn, kinds: &[&str]) -> String {
@@ -58,13 +41,6 @@ async fn audit_with(env: &SignIn, kinds: &[&str]) -> String {
 async fn poll(env: &SignIn, sid: &str, browser_token: &str) -> Value {
     let url = format!("{}/v1/auth/sessions/{sid}", env.server.public_url);
     reqwest::Client::new().get(url).bearer_auth(browser_token).send().await.unwrap().json().await.unwrap()
-}
-
-fn code(err: &ClientError) -> (u16, String) {
-    match err {
-        ClientError::Problem { status, problem, .. } => (*status, problem.code.clone()),
-        other => panic!("expected a problem, got {other:?}"),
-    }
 }
 
 async fn jwks_verify(env: &SignIn, jwt: &str) -> Value {
@@ -92,7 +68,7 @@ async fn happy_path_browser_and_device_see_the_same_otp_and_the_token_verifies()
     assert_eq!(sid.len(), 43);
     assert_eq!(started["ws_url"], format!("/v1/auth/sessions/{sid}/ws"));
     let mut ws = connect(&env, &sid, &bt).await;
-    let otp_msg = next(&mut ws).await.unwrap();
+    let otp_msg = next_message(&mut ws).await.unwrap();
     assert_eq!(otp_msg["type"], "otp");
     let otp = otp_msg["otp"].as_str().unwrap().to_string();
     assert_eq!(otp.len(), 6);
@@ -108,10 +84,10 @@ async fn happy_path_browser_and_device_see_the_same_otp_and_the_token_verifies()
         .await
         .unwrap();
     assert_eq!(r, json!({"status": "approved"}));
-    let approved = next(&mut ws).await.unwrap();
+    let approved = next_message(&mut ws).await.unwrap();
     assert_eq!(approved["type"], "approved");
     let jwt = approved["id_token"].as_str().unwrap().to_string();
-    assert_eq!(next(&mut ws).await.unwrap_err(), Some(1000));
+    assert_eq!(next_message(&mut ws).await.unwrap_err(), Some(1000));
     let claims = jwks_verify(&env, &jwt).await;
     let mut keys: Vec<&str> = claims.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
@@ -174,7 +150,7 @@ async fn otp_derivation_matches_an_independent_computation() {
     let sid = started["session_id"].as_str().unwrap();
     let created_at = started["expires_at"].as_i64().unwrap() - 120;
     let mut ws = connect(&env, sid, started["browser_token"].as_str().unwrap()).await;
-    let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+    let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
     let mut msg = b"symbolon-otp-v1\0".to_vec();
     msg.extend_from_slice(sid.as_bytes());
     msg.push(0);
@@ -195,14 +171,14 @@ async fn reject_ends_the_session_as_rejected() {
     let (_, started, _) = env.initiate(&env.token_id, "rp1", &["name"]).await.unwrap();
     let sid = started["session_id"].as_str().unwrap();
     let mut ws = connect(&env, sid, started["browser_token"].as_str().unwrap()).await;
-    let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+    let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
     let r = env.device_client.verify(&env.device, sid, &otp, Decision::Reject, None).await.unwrap();
     assert_eq!(r, json!({"status": "rejected"}));
-    assert_eq!(next(&mut ws).await.unwrap(), json!({"type": "rejected"}));
-    assert_eq!(next(&mut ws).await.unwrap_err(), Some(1000));
+    assert_eq!(next_message(&mut ws).await.unwrap(), json!({"type": "rejected"}));
+    assert_eq!(next_message(&mut ws).await.unwrap_err(), Some(1000));
     // A session that already ended: a new socket gets the terminal message at once.
     let mut ws = connect(&env, sid, started["browser_token"].as_str().unwrap()).await;
-    assert_eq!(next(&mut ws).await.unwrap(), json!({"type": "rejected"}));
+    assert_eq!(next_message(&mut ws).await.unwrap(), json!({"type": "rejected"}));
 }
 
 #[tokio::test]
@@ -211,15 +187,15 @@ async fn five_wrong_otps_lock_the_session_and_lock_out_the_token() {
     let (_, started, _) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
     let sid = started["session_id"].as_str().unwrap();
     let mut ws = connect(&env, sid, started["browser_token"].as_str().unwrap()).await;
-    let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+    let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
     let wrong = if otp == "000000" { "000001" } else { "000000" };
     for _ in 0..5 {
         let e = env.device_client.verify(&env.device, sid, wrong, Decision::Approve, None).await.unwrap_err();
-        assert_eq!(code(&e), (401, "otp_mismatch".into()));
+        assert_eq!(e.problem_code(), (401, "otp_mismatch".into()));
     }
-    assert_eq!(next(&mut ws).await.unwrap(), json!({"type": "locked"}));
+    assert_eq!(next_message(&mut ws).await.unwrap(), json!({"type": "locked"}));
     let e = env.device_client.verify(&env.device, sid, &otp, Decision::Approve, None).await.unwrap_err();
-    assert_eq!(code(&e), (409, "session_closed".into()));
+    assert_eq!(e.problem_code(), (409, "session_closed".into()));
     // 5 failures × 2 units = 10: the token is locked out.
     let (status, body, headers) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
     assert_eq!((status, body["code"].as_str().unwrap()), (429, "locked_out"));
@@ -244,7 +220,7 @@ async fn concurrent_double_verify_exactly_one_wins() {
             (Err(e), _) | (_, Err(e)) => e,
             _ => unreachable!(),
         };
-        assert_eq!(code(&loser), (409, "session_closed".into()));
+        assert_eq!(loser.problem_code(), (409, "session_closed".into()));
     }
 }
 
@@ -255,11 +231,11 @@ async fn sessions_expire_with_a_short_ttl() {
     let sid = started["session_id"].as_str().unwrap();
     let bt = started["browser_token"].as_str().unwrap();
     let mut ws = connect(&env, sid, bt).await;
-    let otp = next(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
-    assert_eq!(next(&mut ws).await.unwrap(), json!({"type": "expired"}));
-    assert_eq!(next(&mut ws).await.unwrap_err(), Some(1000));
+    let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
+    assert_eq!(next_message(&mut ws).await.unwrap(), json!({"type": "expired"}));
+    assert_eq!(next_message(&mut ws).await.unwrap_err(), Some(1000));
     let e = env.device_client.verify(&env.device, sid, &otp, Decision::Approve, None).await.unwrap_err();
-    assert_eq!(code(&e), (409, "session_closed".into()));
+    assert_eq!(e.problem_code(), (409, "session_closed".into()));
     assert_eq!(poll(&env, sid, bt).await, json!({"status": "expired"}));
 }
 
@@ -270,13 +246,13 @@ async fn websocket_hello_timeout_wrong_token_and_unknown_session_close_4401() {
     let sid = started["session_id"].as_str().unwrap();
     // No hello at all.
     let (mut ws, _) = tokio_tungstenite::connect_async(env.ws_url(sid)).await.unwrap();
-    assert_eq!(next(&mut ws).await.unwrap_err(), Some(4401));
+    assert_eq!(next_message(&mut ws).await.unwrap_err(), Some(4401));
     // A wrong browser token.
     let mut ws = connect(&env, sid, "not-the-token").await;
-    assert_eq!(next(&mut ws).await.unwrap_err(), Some(4401));
+    assert_eq!(next_message(&mut ws).await.unwrap_err(), Some(4401));
     // An unknown session still upgrades, then closes 4401.
     let mut ws = connect(&env, &"A".repeat(43), "whatever").await;
-    assert_eq!(next(&mut ws).await.unwrap_err(), Some(4401));
+    assert_eq!(next_message(&mut ws).await.unwrap_err(), Some(4401));
     // Polling: wrong token and unknown session are both 404 not_found.
     for (id, tok) in [(sid, "wrong"), ("unknown-session", started["browser_token"].as_str().unwrap())] {
         let r = reqwest::Client::new()
@@ -314,12 +290,12 @@ async fn unknown_token_id_gets_the_same_shape_and_can_only_expire() {
     assert_eq!(shape(&known), shape(&unknown));
     let sid = unknown["session_id"].as_str().unwrap();
     let mut ws = connect(&env, sid, unknown["browser_token"].as_str().unwrap()).await;
-    assert_eq!(next(&mut ws).await.unwrap()["type"], "otp");
+    assert_eq!(next_message(&mut ws).await.unwrap()["type"], "otp");
     // The enrolled device does not see it; verifying it is session_not_found.
     let pending = env.device_client.pending(&env.device).await.unwrap();
     assert!(pending.sessions.iter().all(|s| s.session_id != sid));
     let e = env.device_client.verify(&env.device, sid, "123456", Decision::Approve, None).await.unwrap_err();
-    assert_eq!(code(&e), (404, "session_not_found".into()));
+    assert_eq!(e.problem_code(), (404, "session_not_found".into()));
 }
 
 #[tokio::test]
@@ -375,20 +351,20 @@ async fn scope_escalation_and_another_tokens_device_are_refused() {
         .verify(&env.device, sid, &otp, Decision::Approve, Some(vec!["age".into(), "name".into()]))
         .await
         .unwrap_err();
-    assert_eq!(code(&e), (400, "invalid_scope".into()));
+    assert_eq!(e.problem_code(), (400, "invalid_scope".into()));
     // A second enrolled device (another token id) cannot verify this session.
     let other = Device::generate();
     let seal = env.chain.manifest.seal("valid_padded").unwrap();
     env.device_client.enroll(&other, &seal.vds, Push::None, "other").await.unwrap();
     let e = env.device_client.verify(&other, sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
-    assert_eq!(code(&e), (404, "session_not_found".into()));
+    assert_eq!(e.problem_code(), (404, "session_not_found".into()));
     // Approve with no scopes is allowed: a token without scope claims.
     let r = env.device_client.verify(&env.device, sid, &otp, Decision::Approve, Some(vec![])).await.unwrap();
     assert_eq!(r["status"], "approved");
     // An unknown device and a skewed iat.
     let stranger = Device::generate();
     let e = env.device_client.pending(&stranger).await.unwrap_err();
-    assert_eq!(code(&e), (401, "unknown_device".into()));
+    assert_eq!(e.problem_code(), (401, "unknown_device".into()));
     let skewed = env.device.device_jws(&VerifyPayload {
         session_id: sid.into(),
         otp: otp.clone(),
@@ -397,5 +373,5 @@ async fn scope_escalation_and_another_tokens_device_are_refused() {
         iat: unix_now() - 3600,
     });
     let e = env.device_client.post_jose::<Value>("/v1/auth/verify", skewed).await.unwrap_err();
-    assert_eq!(code(&e), (401, "clock_skew".into()));
+    assert_eq!(e.problem_code(), (401, "clock_skew".into()));
 }

@@ -46,6 +46,17 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+impl ClientError {
+    /// (HTTP status, problem code) of a problem answer; panics on any other error
+    /// (for tests that expect the server to refuse).
+    pub fn problem_code(&self) -> (u16, String) {
+        match self {
+            ClientError::Problem { status, problem, .. } => (*status, problem.code.clone()),
+            other => panic!("expected a problem, got {other:?}"),
+        }
+    }
+}
+
 /// `POST /v1/enroll/challenge` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Challenge {
