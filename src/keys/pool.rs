@@ -27,7 +27,9 @@ type Deliver = Box<dyn FnOnce() + Send>;
 /// are queued than results are held (so the callers it releases can queue new work
 /// before the queue runs dry), for at most this many results ...
 const HOLD_MAX_RESULTS: usize = 16;
-/// ... and at most this long, so a slow (network) HSM never delays anyone.
+/// ... and at most this long. Results are not held at all after an operation that took
+/// this long itself, so with a slow (network) HSM nothing waits for a later operation;
+/// a fast result can wait for at most one slow operation queued behind it.
 const HOLD_MAX: Duration = Duration::from_micros(300);
 
 /// Shared by the pool handle and its workers.
@@ -149,13 +151,22 @@ fn worker_loop(worker: &mut Worker, rx: &Receiver<Job>) {
                 Err(TryRecvError::Disconnected) => break,
             }
         };
-        if let Some(deliver) = job(worker) {
+        let started = Instant::now();
+        let deliver = job(worker);
+        let finished = Instant::now();
+        let slow = finished - started >= HOLD_MAX;
+        if let Some(deliver) = deliver {
             if held.is_empty() {
-                held_since = Instant::now();
+                held_since = finished;
             }
             held.push(deliver);
         }
-        if worker.stop || held.len() >= rx.len() || held.len() >= HOLD_MAX_RESULTS || held_since.elapsed() >= HOLD_MAX {
+        if worker.stop
+            || slow
+            || held.len() >= rx.len()
+            || held.len() >= HOLD_MAX_RESULTS
+            || held_since.elapsed() >= HOLD_MAX
+        {
             flush(&mut held);
         }
         if worker.stop {
