@@ -36,6 +36,21 @@ pub enum HsmOp {
     Hmac,
     /// AES-256-GCM encryption of a claims-sized record with a fresh token IV.
     AesGcm,
+    /// No token call: [`BUSY`] of CPU work. Run on raw threads and through the pool,
+    /// it shows what handing work to a worker thread and back costs on this machine,
+    /// apart from anything the token does.
+    Busy,
+}
+
+/// How long a [`HsmOp::Busy`] operation keeps its thread busy: about an HMAC on
+/// SoftHSM2.
+pub const BUSY: Duration = Duration::from_micros(20);
+
+fn busy() {
+    let start = Instant::now();
+    while start.elapsed() < BUSY {
+        std::hint::spin_loop();
+    }
 }
 
 /// A JWT signing input is about this long.
@@ -47,22 +62,25 @@ const OTP_INPUT: &[u8] =
 const RECORD: [u8; 200] = [b'c'; 200];
 
 impl HsmOp {
-    pub const ALL: [HsmOp; 3] = [HsmOp::Es256, HsmOp::Hmac, HsmOp::AesGcm];
+    /// The operations on keys, then the calibration.
+    pub const ALL: [HsmOp; 4] = [HsmOp::Es256, HsmOp::Hmac, HsmOp::AesGcm, HsmOp::Busy];
 
     pub fn name(self) -> &'static str {
         match self {
             HsmOp::Es256 => "ES256 sign",
             HsmOp::Hmac => "HMAC-SHA256",
             HsmOp::AesGcm => "AES-256-GCM enc",
+            HsmOp::Busy => "busy 20 µs",
         }
     }
 
-    /// The purpose of the key the operation needs.
-    pub fn purpose(self) -> KeyPurpose {
+    /// The purpose of the key the operation needs (none for [`HsmOp::Busy`]).
+    pub fn purpose(self) -> Option<KeyPurpose> {
         match self {
-            HsmOp::Es256 => KeyPurpose::Jwt,
-            HsmOp::Hmac => KeyPurpose::Otp,
-            HsmOp::AesGcm => KeyPurpose::Data,
+            HsmOp::Es256 => Some(KeyPurpose::Jwt),
+            HsmOp::Hmac => Some(KeyPurpose::Otp),
+            HsmOp::AesGcm => Some(KeyPurpose::Data),
+            HsmOp::Busy => None,
         }
     }
 }
@@ -138,6 +156,12 @@ pub fn raw_rate(
         .context("token slot")?;
     let (ctx, label, pin) = (ctx.clone(), label.to_string(), token.pin.clone());
     threads_rate(threads, secs, move || {
+        if op == HsmOp::Busy {
+            return Ok(Box::new(|| {
+                busy();
+                Ok(true)
+            }) as Box<dyn FnMut() -> anyhow::Result<bool>>);
+        }
         let session = ctx.open_rw_session(slot)?;
         let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(pin.clone())));
         let class = if op == HsmOp::Es256 { ObjectClass::PRIVATE_KEY } else { ObjectClass::SECRET_KEY };
@@ -145,7 +169,7 @@ pub fn raw_rate(
             .find_objects(&[Attribute::Class(class), Attribute::Label(label.clone().into_bytes())])?
             .first()
             .context("key not found")?;
-        Ok(move || -> anyhow::Result<bool> {
+        Ok(Box::new(move || -> anyhow::Result<bool> {
             match op {
                 HsmOp::Es256 => {
                     session.sign(&Mechanism::Ecdsa, key, &Sha256::digest(JWT_INPUT))?;
@@ -159,9 +183,10 @@ pub fn raw_rate(
                     let params = GcmParams::new(&mut iv, b"row-id", 128.into())?;
                     session.encrypt(&Mechanism::AesGcm(params), key, &RECORD)?;
                 }
+                HsmOp::Busy => busy(),
             }
             Ok(true)
-        })
+        }))
     })
 }
 
@@ -181,6 +206,7 @@ pub async fn pool_rate(pool: &SessionPool, label: &str, op: HsmOp, callers: usiz
                         HsmOp::Es256 => pool.run(move |s| s.sign_es256(&l, &JWT_INPUT).map(|_| ())).await,
                         HsmOp::Hmac => pool.run(move |s| s.hmac_sha256(&l, OTP_INPUT).map(|_| ())).await,
                         HsmOp::AesGcm => pool.run(move |s| s.encrypt_gcm(&l, b"row-id", &RECORD).map(|_| ())).await,
+                        HsmOp::Busy => pool.run(|_| Ok(busy())).await,
                     };
                     if r.is_ok() {
                         count.fetch_add(1, Ordering::Relaxed);

@@ -49,7 +49,8 @@ pub struct TokenKey {
 pub struct TokenSession {
     pub(crate) session: Session,
     info: TokenInfo,
-    handles: HashMap<(u64, String), ObjectHandle>,
+    /// Per object class (see [`class_slot`]), by label.
+    handles: [HashMap<String, ObjectHandle>; 3],
 }
 
 impl TokenSession {
@@ -65,7 +66,7 @@ impl TokenSession {
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked),
             Err(e) => return Err(e.into()),
         }
-        Ok(Self { session, info: info.clone(), handles: HashMap::new() })
+        Ok(Self { session, info: info.clone(), handles: Default::default() })
     }
 
     /// Token details (label, serial, mechanisms).
@@ -81,15 +82,15 @@ impl TokenSession {
 
     /// The handle of the object `label` of `class`, found once per session.
     pub(crate) fn find(&mut self, class: ObjectClass, label: &str) -> Result<ObjectHandle, HsmError> {
-        let key = (class_id(class), label.to_string());
-        if let Some(h) = self.handles.get(&key) {
+        let slot = class_slot(class);
+        if let Some(h) = self.handles[slot].get(label) {
             return Ok(*h);
         }
         let found =
             self.session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])?;
         match found.as_slice() {
             [h] => {
-                self.handles.insert(key, *h);
+                self.handles[slot].insert(label.to_string(), *h);
                 Ok(*h)
             }
             [] => Err(HsmError::KeyNotFound(label.to_string())),
@@ -320,6 +321,11 @@ fn class_id(class: ObjectClass) -> u64 {
     } else {
         2
     }
+}
+
+/// Index of a class in [`TokenSession::handles`].
+fn class_slot(class: ObjectClass) -> usize {
+    (class_id(class) - 2) as usize
 }
 
 fn class_name(class: ObjectClass) -> &'static str {
