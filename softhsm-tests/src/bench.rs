@@ -206,7 +206,13 @@ pub async fn pool_rate(pool: &SessionPool, label: &str, op: HsmOp, callers: usiz
                         HsmOp::Es256 => pool.run(move |s| s.sign_es256(&l, &JWT_INPUT).map(|_| ())).await,
                         HsmOp::Hmac => pool.run(move |s| s.hmac_sha256(&l, OTP_INPUT).map(|_| ())).await,
                         HsmOp::AesGcm => pool.run(move |s| s.encrypt_gcm(&l, b"row-id", &RECORD).map(|_| ())).await,
-                        HsmOp::Busy => pool.run(|_| Ok(busy())).await,
+                        HsmOp::Busy => {
+                            pool.run(|_| {
+                                busy();
+                                Ok(())
+                            })
+                            .await
+                        }
                     };
                     if r.is_ok() {
                         count.fetch_add(1, Ordering::Relaxed);
