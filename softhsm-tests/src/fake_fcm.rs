@@ -450,10 +450,10 @@ fn fcm_error(status: u16, retry_after: Option<u64>) -> Response {
         })),
     )
         .into_response();
-    if let Some(secs) = retry_after {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
 }

@@ -173,7 +173,7 @@ fn read_break_glass(path: &Path) -> Result<[u8; 32], OperatorSetupError> {
 
 /// Bytes of randomness a hex or base64 token encodes (0 when it is neither).
 fn entropy_bytes(token: &str) -> usize {
-    if !token.is_empty() && token.len() % 2 == 0 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !token.is_empty() && token.len().is_multiple_of(2) && token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return token.len() / 2;
     }
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

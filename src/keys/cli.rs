@@ -160,7 +160,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
         KeysCommand::Rewrap => {
             let terminal = std::io::stderr().is_terminal();
             let mut progress = |done: u64, total: u64| {
-                if terminal && (done % 50 == 0 || done == total) {
+                if terminal && (done.is_multiple_of(50) || done == total) {
                     eprint!("\rrewrapping: {done}/{total}");
                 }
             };

@@ -429,7 +429,7 @@ fn redirect_never_panics_on_garbage() {
             1 => {
                 let mut d = deflated.clone();
                 let at = rng.below(d.len());
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     d.truncate(at);
                 } else {
                     d[at] ^= 1 << rng.below(8);

@@ -33,7 +33,7 @@ struct Inner {
 impl Inner {
     fn sweep(&mut self, now: Instant) {
         self.writes += 1;
-        if self.writes % SWEEP_EVERY != 0 {
+        if !self.writes.is_multiple_of(SWEEP_EVERY) {
             return;
         }
         self.nonces.retain(|_, exp| *exp > now);

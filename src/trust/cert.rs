@@ -170,10 +170,10 @@ impl PublicKey {
             .map_err(|_| bad());
         }
         // PKCS#1 v1.5: parameters must be absent or NULL (RFC 4055 §5).
-        if let Some(p) = &alg.parameters {
-            if p.tag() != Tag::Null {
-                return Err(err("RSA algorithm identifier with parameters"));
-            }
+        if let Some(p) = &alg.parameters
+            && p.tag() != Tag::Null
+        {
+            return Err(err("RSA algorithm identifier with parameters"));
         }
         let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| bad())?;
         let key = key.clone();
@@ -255,10 +255,10 @@ fn unix(t: x509_cert::time::Time) -> i64 {
 /// Whether two names are the same: equal DER, or equal after case folding and
 /// whitespace collapsing of string attribute values (RFC 5280 §7.1, simplified).
 pub(crate) fn names_match(a: &Name, b: &Name) -> bool {
-    if let (Ok(x), Ok(y)) = (a.to_der(), b.to_der()) {
-        if x == y {
-            return true;
-        }
+    if let (Ok(x), Ok(y)) = (a.to_der(), b.to_der())
+        && x == y
+    {
+        return true;
     }
     normalized_name(a) == normalized_name(b)
 }

@@ -716,10 +716,10 @@ fn accept(w: &Wanted, body: Vec<u8>, previous: Option<&Doc>, now: i64) -> Result
             if crl.this_update > now + MAX_CLOCK_AHEAD {
                 return Err("CRL is issued in the future".into());
             }
-            if let Some(old) = previous.and_then(|p| Crl::parse(&p.body).ok()) {
-                if crl.this_update < old.this_update {
-                    return Err("CRL is older than the cached one".into());
-                }
+            if let Some(old) = previous.and_then(|p| Crl::parse(&p.body).ok())
+                && crl.this_update < old.this_update
+            {
+                return Err("CRL is older than the cached one".into());
             }
         }
     }

@@ -114,10 +114,10 @@ pub(crate) fn verify_seal(
             return Err(untrusted("document type is not allowed for the CA's scheme"));
         }
     }
-    if let Some(accepted) = policy.accepted {
-        if !accepted.iter().any(|x| x == t) {
-            return Err(untrusted("document type is not accepted for enrollment"));
-        }
+    if let Some(accepted) = policy.accepted
+        && !accepted.iter().any(|x| x == t)
+    {
+        return Err(untrusted("document type is not accepted for enrollment"));
     }
     let ext = signer.extensions().map_err(|e| untrusted(format!("signer certificate: {e}")))?;
     if let Some(codes) = &ext.doc_type_codes {
@@ -131,20 +131,20 @@ pub(crate) fn verify_seal(
             Some(_) => {}
         }
     }
-    if let Some(eku) = &ext.eku {
-        if !eku.contains(&OID_EKU_VDS_NC_SIGNER) {
-            return Err(untrusted("signer certificate's extended key usage lacks the VDS-NC signer purpose"));
-        }
+    if let Some(eku) = &ext.eku
+        && !eku.contains(&OID_EKU_VDS_NC_SIGNER)
+    {
+        return Err(untrusted("signer certificate's extended key usage lacks the VDS-NC signer purpose"));
     }
     if ext.digital_signature == Some(false) {
         return Err(untrusted("signer certificate's key usage lacks digitalSignature"));
     }
 
     // Step 4: territory, then validity.
-    if let Some(territory) = anchor.territory {
-        if !territory_eq(territory, &seal.header.issuing_state) {
-            return Err(untrusted("hdr.is does not match the TSL territory"));
-        }
+    if let Some(territory) = anchor.territory
+        && !territory_eq(territory, &seal.header.issuing_state)
+    {
+        return Err(untrusted("hdr.is does not match the TSL territory"));
     }
     if !signer.valid_at(now) {
         return Err(TrustError::Expired("signer certificate is not within its validity".into()));
@@ -170,10 +170,10 @@ pub(crate) fn verify_seal(
         if !vrl.meta.is_some_and(|m| m.fresh_at(now)) {
             return Err(TrustError::Unavailable(format!("{} is stale or missing", vrl.label)));
         }
-        if let Some(c) = credential {
-            if vrl.revoked.contains(&c.token_id) {
-                return Err(TrustError::Revoked("token id is revoked".into()));
-            }
+        if let Some(c) = credential
+            && vrl.revoked.contains(&c.token_id)
+        {
+            return Err(TrustError::Revoked("token id is revoked".into()));
         }
     }
 
