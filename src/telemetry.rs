@@ -26,7 +26,9 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<()> {
             registry.with(layer).try_init()?;
         }
         LogFormat::Pretty => {
-            registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?;
+            // Colours only for a terminal, not for `scripts/demo > file` or a pager.
+            let ansi = std::io::stderr().is_terminal();
+            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()?;
         }
         LogFormat::Json | LogFormat::Auto => {
             let layer = tracing_subscriber::fmt::layer()
@@ -47,6 +49,11 @@ pub fn init_cli() {
         .unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).without_time())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .without_time(),
+        )
         .try_init();
 }
