@@ -197,6 +197,19 @@ impl TestToken {
         }
     }
 
+    /// A session object (`CKA_TOKEN=false`) AES-256 key with `extra` attributes, such
+    /// as a wrapping key for tests that try to wrap keys out of the token.
+    pub fn session_aes_key(
+        session: &cryptoki::session::Session,
+        extra: &[cryptoki::object::Attribute],
+    ) -> cryptoki::error::Result<cryptoki::object::ObjectHandle> {
+        use cryptoki::object::{Attribute, ObjectClass};
+        let mut template =
+            vec![Attribute::Class(ObjectClass::SECRET_KEY), Attribute::ValueLen(32.into()), Attribute::Token(false)];
+        template.extend_from_slice(extra);
+        session.generate_key(&cryptoki::mechanism::Mechanism::AesKeyGen, &template)
+    }
+
     /// The RFC 7512 URI for Symbolon's `hsm.uri`.
     pub fn uri(&self) -> String {
         self.uri_with_pin_file(&self.pin_file)

@@ -128,29 +128,9 @@ fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: 
         "C_GetAttributeValue(CKA_VALUE) must answer CKR_ATTRIBUTE_SENSITIVE: {info:?}"
     );
     // Wrapping it under an AES key must fail: the key is not extractable.
-    let wrapper = session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(false),
-                Attribute::Wrap(true),
-            ],
-        )
-        .unwrap();
+    let wrapper = TestToken::session_aes_key(&session, &[Attribute::Wrap(true)]).unwrap();
     // The wrapping key and mechanism work: an extractable session key wraps.
-    let extractable = session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(false),
-                Attribute::Extractable(true),
-            ],
-        )
-        .unwrap();
+    let extractable = TestToken::session_aes_key(&session, &[Attribute::Extractable(true)]).unwrap();
     session.wrap_key(&Mechanism::AesKeyWrap, wrapper, extractable).unwrap();
     let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, wrapper, handle);
     match wrapped {

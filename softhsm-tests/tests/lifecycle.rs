@@ -562,17 +562,7 @@ async fn no_key_value_can_be_read_from_the_token() {
         assert!(!attrs.iter().any(|a| matches!(a, Attribute::Value(_))), "{label}: CKA_VALUE returned");
     }
     // Wrapping a key out of the token fails: CKR_KEY_UNEXTRACTABLE.
-    let wrapper = session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(false),
-                Attribute::Wrap(true),
-            ],
-        )
-        .unwrap();
+    let wrapper = TestToken::session_aes_key(&session, &[Attribute::Wrap(true)]).unwrap();
     for (label, class) in labels.iter().filter(|(_, c)| *c == ObjectClass::SECRET_KEY) {
         let handle =
             session.find_objects(&[Attribute::Class(*class), Attribute::Label(label.as_bytes().to_vec())]).unwrap()[0];
