@@ -130,15 +130,10 @@ impl ManagementConfig {
         if set != 0 && set != 3 {
             p.push(problem("management.issuer", "issuer, audience and jwks_url are set together or not at all".into()));
         }
-        if !self.jwks_url.is_empty() {
-            match url::Url::parse(&self.jwks_url) {
-                Ok(u) if u.scheme() == "https" => {}
-                Ok(u) if u.scheme() == "http" && is_loopback(&u) => {}
-                _ => p.push(problem(
-                    "management.jwks_url",
-                    "must be an https:// URL (http:// only to a loopback address)".into(),
-                )),
-            }
+        if !self.jwks_url.is_empty()
+            && let Err(e) = check_https_url(&self.jwks_url)
+        {
+            p.push(problem("management.jwks_url", e));
         }
         if self.scope_claim.is_empty() {
             p.push(problem("management.scope_claim", "must not be empty".into()));
@@ -158,6 +153,16 @@ impl ManagementConfig {
             p.push(problem("management.jwks_cache", "must be greater than zero".into()));
         }
         p
+    }
+}
+
+/// An `https://` URL, or `http://` to a loopback host (local test servers).
+pub(crate) fn check_https_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        _ => Err("must be an https:// URL (http:// only to a loopback address)".into()),
     }
 }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::check_https_url;
+
 /// Google's FCM endpoint.
 pub const DEFAULT_FCM_BASE_URL: &str = "https://fcm.googleapis.com";
 /// Google's OAuth 2.0 token endpoint (the `token_uri` of every service account).
@@ -84,10 +86,10 @@ impl PushConfig {
         if self.provider != PushProvider::Fcm {
             return problems;
         }
-        if let Err(e) = check_endpoint(&self.fcm_base_url) {
+        if let Err(e) = check_https_url(&self.fcm_base_url) {
             bad("fcm_base_url", e);
         }
-        if let Err(e) = check_endpoint(&self.token_uri) {
+        if let Err(e) = check_https_url(&self.token_uri) {
             bad("token_uri", e);
         }
         // The project id becomes a URL path segment.
@@ -116,25 +118,6 @@ impl PushConfig {
             );
         }
         problems
-    }
-}
-
-/// An `https://` URL, or `http://` to a loopback host (local FCM-compatible servers).
-fn check_endpoint(raw: &str) -> Result<(), String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(&url) => Ok(()),
-        _ => Err("must be an https:// URL (http:// only to a loopback address)".into()),
-    }
-}
-
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 
