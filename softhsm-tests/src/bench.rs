@@ -149,6 +149,14 @@ pub fn raw_rate(
     threads: usize,
     secs: f64,
 ) -> anyhow::Result<Rate> {
+    if op == HsmOp::Busy {
+        return threads_rate(threads, secs, || {
+            Ok(|| {
+                busy();
+                Ok(true)
+            })
+        });
+    }
     let slot = ctx
         .get_slots_with_token()?
         .into_iter()
@@ -156,12 +164,6 @@ pub fn raw_rate(
         .context("token slot")?;
     let (ctx, label, pin) = (ctx.clone(), label.to_string(), token.pin.clone());
     threads_rate(threads, secs, move || {
-        if op == HsmOp::Busy {
-            return Ok(Box::new(|| {
-                busy();
-                Ok(true)
-            }) as Box<dyn FnMut() -> anyhow::Result<bool>>);
-        }
         let session = ctx.open_rw_session(slot)?;
         let _ = session.login(UserType::User, Some(&cryptoki::types::AuthPin::from(pin.clone())));
         let class = if op == HsmOp::Es256 { ObjectClass::PRIVATE_KEY } else { ObjectClass::SECRET_KEY };
@@ -169,7 +171,7 @@ pub fn raw_rate(
             .find_objects(&[Attribute::Class(class), Attribute::Label(label.clone().into_bytes())])?
             .first()
             .context("key not found")?;
-        Ok(Box::new(move || -> anyhow::Result<bool> {
+        Ok(move || -> anyhow::Result<bool> {
             match op {
                 HsmOp::Es256 => {
                     session.sign(&Mechanism::Ecdsa, key, &Sha256::digest(JWT_INPUT))?;
@@ -183,10 +185,10 @@ pub fn raw_rate(
                     let params = GcmParams::new(&mut iv, b"row-id", 128.into())?;
                     session.encrypt(&Mechanism::AesGcm(params), key, &RECORD)?;
                 }
-                HsmOp::Busy => busy(),
+                HsmOp::Busy => unreachable!("measured without a session above"),
             }
             Ok(true)
-        }))
+        })
     })
 }
 

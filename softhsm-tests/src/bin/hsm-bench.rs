@@ -10,7 +10,7 @@
 //!
 //! The last row runs no token call at all, only [`BUSY`](softhsm_tests::bench::BUSY)
 //! of CPU work, on raw threads and through the pool: the cost of handing work to a
-//! worker thread and back on this machine, which is a floor for the rows above.
+//! worker thread and back on this machine; the rows above cannot do better than it.
 //!
 //! Usage: hsm-bench [--seconds S] [--rounds R] [--callers C] [--op es256|hmac|aes-gcm|busy ...]
 
