@@ -18,5 +18,5 @@ pub mod signin;
 pub mod token;
 pub mod trustenv;
 
-pub use server::{ServerOptions, TestServer, free_port, symbolon_bin, symbolon_cli, write_config};
+pub use server::{ServerOptions, TestServer, free_port, free_ports, symbolon_bin, symbolon_cli, write_config};
 pub use token::{TestToken, TokenKind, kryoptic_module, softhsm_module};

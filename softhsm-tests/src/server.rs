@@ -30,7 +30,20 @@ pub fn symbolon_bin() -> anyhow::Result<PathBuf> {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the server binds it right after).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    let [port] = free_ports()?;
+    Ok(port)
+}
+
+/// `N` distinct free TCP ports on 127.0.0.1. Every probe stays bound until all are
+/// chosen: ports taken one after another can repeat, since a released port may be
+/// handed out again at once.
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// What a test wants of its server.
@@ -110,7 +123,7 @@ impl TestServer {
     /// Generates keys (unless told not to), starts the server and waits for `/readyz`.
     pub fn start(token: &TestToken, options: ServerOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("symbolon-srv-").tempdir()?;
-        let (public, admin) = (free_port()?, free_port()?);
+        let [public, admin] = free_ports()?;
         let stores = crate::backends::ClusterStores::from_env(&options.extra_toml)?;
         let extra_toml = match &stores {
             Some(s) => format!("{}\n{}", options.extra_toml, s.toml()),

@@ -5,7 +5,7 @@ use std::process::Command;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
-use softhsm_tests::{ServerOptions, TestServer, TestToken, free_port, symbolon_bin, symbolon_cli, write_config};
+use softhsm_tests::{ServerOptions, TestServer, TestToken, free_ports, symbolon_bin, symbolon_cli, write_config};
 
 fn get(url: &str) -> reqwest::blocking::Response {
     reqwest::blocking::Client::new().get(url).send().unwrap()
@@ -50,7 +50,8 @@ fn serve_answers_livez_readyz_health_and_stops_on_sigterm() {
 fn keys_init_list_and_generate() {
     let token = TestToken::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &token, free_port().unwrap(), free_port().unwrap(), "").unwrap();
+    let [public, admin] = free_ports().unwrap();
+    let cfg = write_config(dir.path(), &token, public, admin, "").unwrap();
     let out = symbolon_cli(&token, &cfg, &["keys", "init"]).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -104,7 +105,8 @@ fn serve_refuses_an_extractable_key() {
 fn startup_errors_name_what_is_wrong() {
     let token = TestToken::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &token, free_port().unwrap(), free_port().unwrap(), "").unwrap();
+    let [public, admin] = free_ports().unwrap();
+    let cfg = write_config(dir.path(), &token, public, admin, "").unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap();
     let cases = [
         (format!("token={}", token.label), "token=nosuch".to_string(), "no token \"nosuch\""),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use softhsm_tests::{ServerOptions, TestServer, TestToken, free_port, symbolon_bin, symbolon_cli, write_config};
+use softhsm_tests::{ServerOptions, TestServer, TestToken, free_ports, symbolon_bin, symbolon_cli, write_config};
 
 /// A bound `NOTIFY_SOCKET` that collects datagrams.
 struct NotifySocket {
@@ -118,7 +118,8 @@ fn root_needs_allow_root_from_config_or_flag() {
     }
     let token = TestToken::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &token, free_port().unwrap(), free_port().unwrap(), "").unwrap();
+    let [public, admin] = free_ports().unwrap();
+    let cfg = write_config(dir.path(), &token, public, admin, "").unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("allow_root = true", "allow_root = false")).unwrap();
     let out = symbolon_cli(&token, &cfg, &["keys", "init"]).unwrap();
