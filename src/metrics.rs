@@ -314,7 +314,8 @@ impl Metrics {
         );
         for (op, n) in &gauges.hsm_operations {
             let (name, mechanism) = op.labels();
-            let _ = writeln!(out, "symbolon_hsm_operations_total{{operation=\"{name}\",mechanism=\"{mechanism}\"}} {n}");
+            let _ =
+                writeln!(out, "symbolon_hsm_operations_total{{operation=\"{name}\",mechanism=\"{mechanism}\"}} {n}");
         }
 
         header(

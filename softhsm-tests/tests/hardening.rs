@@ -16,10 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 fn env_vars(vars: &[(&str, &str)]) -> ServerOptions {
-    ServerOptions {
-        env: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..Default::default()
-    }
+    ServerOptions { env: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
 }
 
 async fn open(url: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {

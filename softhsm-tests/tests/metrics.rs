@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use softhsm_tests::ServerOptions;
-use softhsm_tests::metrics::{parse, sum};
 use softhsm_tests::device::Decision;
+use softhsm_tests::metrics::{parse, sum};
 use softhsm_tests::signin::SignIn;
 
 async fn scrape(env: &SignIn) -> (String, HashMap<String, f64>) {

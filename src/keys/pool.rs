@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 
 use super::HsmError;
 use super::pin::HsmPin;
-use crate::metrics::HsmOp;
 use super::token::{TokenInfo, TokenSession, find_token, initialize};
+use crate::metrics::HsmOp;
 
 /// A queued operation: runs on a worker and returns how to hand its result back.
 type Job = Box<dyn FnOnce(&mut Worker) -> Option<Deliver> + Send>;

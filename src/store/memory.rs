@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    AuthSession, EventHub, SessionEnd, SessionEvents, SessionStatus, SessionStore, SessionStoreError,
-    session_position, session_position_since,
+    AuthSession, EventHub, SessionEnd, SessionEvents, SessionStatus, SessionStore, SessionStoreError, session_position,
+    session_position_since,
 };
 
 /// Entries expire lazily; a sweep runs every `SWEEP_EVERY` writes so memory stays bounded.
