@@ -180,7 +180,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
             runtime()?.block_on(async move {
-                let store = open_durable(&config).await?;
+                let store = open_durable(&config.database, &config.server.state_dir).await?;
                 store.migrate().await?;
                 println!("migrations applied");
                 anyhow::Ok(())
@@ -218,13 +218,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
-            let ok = runtime()?.block_on(crate::service::audit::cli::run(config, cmd))?;
+            let ok = runtime()?.block_on(crate::service::audit::cli::run(
+                &config.server.state_dir,
+                &config.database,
+                &config.hsm,
+                cmd,
+            ))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Keys(cmd) => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
-            runtime()?.block_on(crate::keyring::cli::run(config, cmd))?;
+            let setup = crate::keyring::cli::KeysSetup {
+                state_dir: &config.server.state_dir,
+                database: &config.database,
+                hsm: &config.hsm,
+                keys: &config.keys,
+                lifetimes: config.key_lifetimes(),
+            };
+            runtime()?.block_on(crate::keyring::cli::run(setup, cmd))?;
             Ok(ExitCode::SUCCESS)
         }
     }

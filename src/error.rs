@@ -1,6 +1,10 @@
 //! The one API error: every failure a client can see is an [`ApiError`] carrying a
-//! stable [`ErrorCode`] from protocol.md §10. Its HTTP mapping (problem+json, RFC 9457)
+//! stable [`ErrorCode`] from docs/protocol.md §10. Its HTTP mapping (problem+json, RFC 9457)
 //! lives in `http/problem.rs` and nowhere else.
+//!
+//! And the one shape of a configuration problem, [`ConfigProblem`]: every room owns
+//! its configuration section and reports what is wrong with it this way (`problems()`);
+//! `config/` composes them for `symbolon config check` (docs/architecture.md).
 
 use std::fmt;
 
@@ -182,3 +186,42 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// One problem found in a configuration, with the dotted path of the bad field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// An `https://` URL, or `http://` to a loopback host (local test servers): the rule
+/// of every URL the server fetches secrets or keys from (FCM, operator JWKS).
+pub fn check_https_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        _ => Err("must be an https:// URL (http:// only to a loopback address)".into()),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
+pub use crate::keys::HsmOp;
 use crate::store::KeyPurpose;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
@@ -49,60 +50,6 @@ impl Histogram {
         let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-    }
-}
-
-/// What the HSM was asked to do; the PKCS#11 mechanism is named in the exposition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HsmOp {
-    /// ECDSA P-256 signature (`CKM_ECDSA` over a SHA-256 digest, or `CKM_ECDSA_SHA256` where
-    /// the token offers it; labelled `CKM_ECDSA` either way).
-    SignEs256,
-    /// `CKM_SHA256_HMAC` (one-time codes).
-    HmacSha256,
-    /// `CKM_AES_GCM` encryption (sealing stored data).
-    Encrypt,
-    /// `CKM_AES_GCM` decryption.
-    Decrypt,
-    /// RSASSA-PKCS1-v1_5 SHA-256 signature (the FCM service account's OAuth assertion).
-    SignRs256,
-    /// Reading a public key.
-    PublicKey,
-    /// Listing and generating keys.
-    Catalog,
-    /// The health round trip.
-    Ping,
-    /// A job its caller did not name (operator tooling, tests).
-    Other,
-}
-
-impl HsmOp {
-    /// Every kind, in declaration order (`op as usize` indexes this).
-    pub const ALL: [HsmOp; 9] = [
-        HsmOp::SignEs256,
-        HsmOp::HmacSha256,
-        HsmOp::Encrypt,
-        HsmOp::Decrypt,
-        HsmOp::SignRs256,
-        HsmOp::PublicKey,
-        HsmOp::Catalog,
-        HsmOp::Ping,
-        HsmOp::Other,
-    ];
-
-    /// (operation, PKCS#11 mechanism) label values.
-    pub fn labels(self) -> (&'static str, &'static str) {
-        match self {
-            HsmOp::SignEs256 => ("sign", "CKM_ECDSA"),
-            HsmOp::HmacSha256 => ("hmac", "CKM_SHA256_HMAC"),
-            HsmOp::Encrypt => ("encrypt", "CKM_AES_GCM"),
-            HsmOp::Decrypt => ("decrypt", "CKM_AES_GCM"),
-            HsmOp::SignRs256 => ("sign_rs256", "CKM_SHA256_RSA_PKCS"),
-            HsmOp::PublicKey => ("public_key", "none"),
-            HsmOp::Catalog => ("catalog", "none"),
-            HsmOp::Ping => ("ping", "none"),
-            HsmOp::Other => ("other", "none"),
-        }
     }
 }
 

@@ -18,6 +18,8 @@ use crate::trust::TrustStore;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
+    /// The configuration read at start (SIGHUP applies only its relying parties).
+    config: Config,
     state: AppState,
     public: TcpListener,
     admin: TcpListener,
@@ -45,11 +47,12 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.server.state_dir)
             .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
-        let store = open_durable(&config).await.context("durable store")?;
+        let store = open_durable(&config.database, &config.server.state_dir).await.context("durable store")?;
         if config.database.auto_migrate {
             store.migrate().await.context("database migration")?;
         }
-        let sessions = open_session_store(&config).context("session store")?;
+        let sessions =
+            open_session_store(&config.session_store, config.limits.websocket_max_open).context("session store")?;
         let hsm_config = config.hsm.clone();
         let pool = tokio::task::spawn_blocking(move || open_pool(&hsm_config))
             .await
@@ -101,8 +104,17 @@ impl Application {
         .context("push")?;
         let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
         let browser_channels = crate::service::channel::OpenChannels::new(config.limits.websocket_max_open);
-        let services =
-            Arc::new(Services { config, relying_parties, keys, store, sessions, trust, push, audit, browser_channels });
+        let services = Arc::new(Services {
+            settings: config.service_settings(),
+            relying_parties,
+            keys,
+            store,
+            sessions,
+            trust,
+            push,
+            audit,
+            browser_channels,
+        });
         if services.trust.config().is_configured() {
             let now = crate::ids::now_unix();
             match services.trust.refresh(now).await {
@@ -117,12 +129,13 @@ impl Application {
             tracing::warn!("trust.governance_url is empty: enrollment is disabled until trust lists are configured");
         }
         let operators =
-            crate::http::operator::OperatorAuth::from_config(&services.config.management).context("management API")?;
+            crate::http::operator::OperatorAuth::from_config(&config.management).context("management API")?;
         if operators.disabled() {
             tracing::info!("management API disabled: no [management] provider or break-glass token configured");
         }
-        let state = AppState { inner: services, operators: Arc::new(operators) };
-        Ok(Self { state, public, admin, config_path: None })
+        let state =
+            AppState { inner: services, operators: Arc::new(operators), http: Arc::new(config.http_settings()) };
+        Ok(Self { config, state, public, admin, config_path: None })
     }
 
     /// Names the configuration file that SIGHUP re-reads.
@@ -144,7 +157,7 @@ impl Application {
     /// Serves until SIGTERM or SIGINT, then drains within `server.shutdown_grace`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let grace = self.state.config.server.shutdown_grace;
+        let grace = self.config.server.shutdown_grace;
         let public = public_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let admin = admin_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -158,8 +171,8 @@ impl Application {
         let mut signals = ProcessSignals::install()?;
         notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(
-            public = %self.state.config.server.public_listen,
-            admin = %self.state.config.server.admin_listen,
+            public = %self.config.server.public_listen,
+            admin = %self.config.server.admin_listen,
             "symbolon serving"
         );
         let watchdog = spawn_watchdog(self.state.clone());
@@ -167,8 +180,8 @@ impl Application {
         // Rotations made elsewhere reach this node within keys.sync_interval.
         let key_maintenance = Some(crate::keyring::spawn_maintenance(crate::keyring::Lifecycle::new(
             self.state.keys.clone(),
-            &self.state.config.keys,
-            self.state.config.key_lifetimes(),
+            &self.config.keys,
+            self.config.key_lifetimes(),
         )));
         let refresher = self.state.trust.config().is_configured().then(|| {
             let services = self.state.inner.clone();
@@ -185,7 +198,7 @@ impl Application {
                 reloading.push(now);
             }
             notify(&reloading);
-            reload(&self.state, self.config_path.as_deref()).await;
+            reload(&self.state, &self.config, self.config_path.as_deref()).await;
             notify(&[sd_notify::NotifyState::Ready]);
         }
         tracing::info!("shutting down");
@@ -214,8 +227,8 @@ impl Application {
 }
 
 /// Applies the relying parties of a re-read, valid configuration and audits the change.
-fn apply_reloaded(state: &AppState, path: &Path, new: Config) {
-    let restart = state.config.sections_needing_restart(&new);
+fn apply_reloaded(state: &AppState, running: &Config, path: &Path, new: Config) {
+    let restart = running.sections_needing_restart(&new);
     if !restart.is_empty() {
         tracing::warn!(
             file = %path.display(),
@@ -328,10 +341,10 @@ impl ProcessSignals {
 /// file replaces the relying parties (`[[services]]`) at once; other sections that
 /// changed are named in the log and take effect at the next restart. An invalid file
 /// changes nothing.
-async fn reload(state: &AppState, path: Option<&Path>) {
+async fn reload(state: &AppState, running: &Config, path: Option<&Path>) {
     match path.map(|p| (p, Config::load(Some(p)))) {
         None => tracing::info!("SIGHUP: no configuration file to re-read"),
-        Some((p, Ok(new))) => apply_reloaded(state, p, new),
+        Some((p, Ok(new))) => apply_reloaded(state, running, p, new),
         Some((p, Err(problems))) => {
             for problem in &problems {
                 tracing::error!(file = %p.display(), problem = %problem, "SIGHUP: invalid configuration");

@@ -7,7 +7,47 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{LogFormat, TelemetryConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigProblem;
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directive, e.g. `info` or `symbolon=debug,info`.
+    /// `SYMBOLON_LOG` overrides it.
+    pub level: String,
+    /// `auto` (journald under systemd, pretty on a terminal, JSON otherwise),
+    /// `journald`, `json` or `pretty`.
+    pub format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Auto }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Journald,
+    Json,
+    Pretty,
+}
+
+impl TelemetryConfig {
+    /// What is wrong with `[telemetry]`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        match EnvFilter::try_new(&self.level) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![ConfigProblem::new("telemetry.level", e.to_string())],
+        }
+    }
+}
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<()> {

@@ -116,8 +116,8 @@ impl RedisPrefix {
     }
 
     /// The session-store settings of the store contract tests for this prefix.
-    pub fn session_store_config(&self) -> symbolon::config::SessionStoreConfig {
-        symbolon::config::SessionStoreConfig {
+    pub fn session_store_config(&self) -> symbolon::store::SessionStoreConfig {
+        symbolon::store::SessionStoreConfig {
             url: self.url.clone(),
             key_prefix: self.prefix.clone(),
             timeout: Duration::from_secs(2),
@@ -352,9 +352,9 @@ fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
 }
 
 /// The database settings of the store contract tests: no TLS, short timeouts.
-pub fn test_database_config() -> symbolon::config::DatabaseConfig {
-    symbolon::config::DatabaseConfig {
-        tls: symbolon::config::DatabaseTls::Disable,
+pub fn test_database_config() -> symbolon::store::DatabaseConfig {
+    symbolon::store::DatabaseConfig {
+        tls: symbolon::store::DatabaseTls::Disable,
         acquire_timeout: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(5),
         ..Default::default()

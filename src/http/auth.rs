@@ -174,7 +174,7 @@ const CLOSE_TRY_AGAIN: u16 = 1013;
 /// The browser channel: hello, then `otp`, then exactly one terminal message, then
 /// close 1000 (§5.2).
 async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
-    let hello = tokio::time::timeout(state.config.auth.hello_timeout, socket.recv()).await;
+    let hello = tokio::time::timeout(state.settings.auth.hello_timeout, socket.recv()).await;
     let token = match hello {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<Hello>(&text) {
             Ok(h) if h.kind == "hello" => h.browser_token,

@@ -32,7 +32,7 @@ pub async fn challenge(
     ClientIp(ip): ClientIp,
     StrictJson(ChallengeRequest {}): StrictJson<ChallengeRequest, true>,
 ) -> Result<Json<Challenge>, ApiError> {
-    state.rate_limit(&format!("ip-enroll:{ip}"), state.config.limits.enroll_per_ip_per_minute).await?;
+    state.rate_limit(&format!("ip-enroll:{ip}"), state.settings.limits.enroll_per_ip_per_minute).await?;
     Ok(Json(state.enroll_challenge(now_unix()).await?))
 }
 
@@ -54,7 +54,7 @@ pub async fn enroll(
     ClientIp(ip): ClientIp,
     JoseBody(body): JoseBody,
 ) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
-    state.rate_limit(&format!("ip-enroll:{ip}"), state.config.limits.enroll_per_ip_per_minute).await?;
+    state.rate_limit(&format!("ip-enroll:{ip}"), state.settings.limits.enroll_per_ip_per_minute).await?;
     let enrolled = state.enroll(&body, now_unix()).await.inspect_err(|e| {
         tracing::info!(code = %e.code, "enrollment refused");
         METRICS.enrollment(e.code.as_str());

@@ -79,7 +79,7 @@ impl FromRequestParts<AppState> for ClientIp {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let peer =
             parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).ok_or_else(ApiError::internal)?;
-        let trusted = &state.config.server.trusted_proxies;
+        let trusted = &state.http.trusted_proxies;
         if !trusted.contains(&peer) {
             return Ok(ClientIp(peer));
         }

@@ -2,6 +2,7 @@
 //! Handlers parse and authorize here, decide in `service/`, persist in `store/`.
 
 mod auth;
+pub mod config;
 mod enroll;
 pub mod extract;
 mod health;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub inner: Arc<Services>,
     /// Authenticates management API callers.
     pub operators: Arc<operator::OperatorAuth>,
+    /// The values the routers and extractors need.
+    pub http: Arc<config::HttpSettings>,
 }
 
 impl std::ops::Deref for AppState {
@@ -51,19 +54,19 @@ async fn shed(err: tower::BoxError) -> ApiError {
 }
 
 fn common_layers(router: Router<AppState>, state: &AppState, listener: &'static str) -> Router {
-    let server = &state.config.server;
+    let http = &state.http;
     let csp = HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'");
     let router = router
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(shed))
                 .load_shed()
-                .concurrency_limit(server.max_in_flight),
+                .concurrency_limit(http.max_in_flight),
         )
-        .layer(DefaultBodyLimit::max(state.config.limits.body_max_bytes))
+        .layer(DefaultBodyLimit::max(http.body_max_bytes))
         // Pages that need more (SAML sign-in, demo) set their own policy with a nonce.
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, csp));
-    let router = if server.hsts {
+    let router = if http.hsts {
         router.layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
@@ -94,7 +97,7 @@ pub fn public_router(state: AppState) -> Router {
         .route("/v1/auth/verify", post(auth::verify))
         .route("/jwks", get(auth::jwks))
         .route("/.well-known/jwks.json", get(auth::jwks));
-    let router = if state.config.saml.enabled {
+    let router = if state.settings.saml.enabled {
         router
             .route("/saml/metadata", get(pages::metadata))
             .route("/saml/sso", get(pages::sso))
@@ -103,7 +106,7 @@ pub fn public_router(state: AppState) -> Router {
     } else {
         router
     };
-    let router = if state.config.demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
+    let router = if state.settings.demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
     common_layers(router.fallback(health::not_found), &state, "public").layer(cors(&state))
 }
 
@@ -130,6 +133,6 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/openapi.json", get(openapi::openapi))
         .merge(management::routes());
-    let router = if state.config.metrics.enabled { router.route("/metrics", get(metrics::metrics)) } else { router };
+    let router = if state.http.metrics { router.route("/metrics", get(metrics::metrics)) } else { router };
     common_layers(router.fallback(health::not_found), &state, "admin")
 }

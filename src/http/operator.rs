@@ -19,7 +19,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::ManagementConfig;
+use super::config::ManagementConfig;
 use crate::error::{ApiError, ErrorCode};
 
 /// Largest JWKS document accepted.

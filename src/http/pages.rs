@@ -57,7 +57,7 @@ pub async fn sso(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
                 service_name: &start.service.name,
                 scopes: &start.scopes,
             };
-            let origin = state.config.issuer_origin();
+            let origin = state.settings.issuer_origin();
             html(StatusCode::OK, web::signin_page(&web::nonce(), origin.as_deref(), &target, &start.context_id))
         }
         Err(e) => saml_error("sso", &e),
@@ -119,10 +119,10 @@ pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: B
 
 /// `GET /demo`: the demo relying party (only routed when `[demo] enabled`).
 pub async fn demo(State(state): State<AppState>) -> Response {
-    let Some(service) = state.service(&state.config.demo.service_id) else {
+    let Some(service) = state.service(&state.settings.demo.service_id) else {
         return html(StatusCode::NOT_FOUND, web::error_page(&web::nonce(), "Not found", "The demo is not configured."));
     };
     let target = SignInTarget { service_id: &service.id, service_name: &service.name, scopes: &service.allowed_scopes };
-    let origin = state.config.issuer_origin();
+    let origin = state.settings.issuer_origin();
     html(StatusCode::OK, web::demo_page(&web::nonce(), origin.as_deref(), &target))
 }

@@ -4,16 +4,16 @@
 //! servers pick it up within `keys.sync_interval`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 
 use super::lifecycle::{Lifecycle, fmt_time};
+use super::{KeyLifetimes, KeysConfig};
 use super::{KeyPurpose, KeyRing, KeyState};
-use crate::config::Config;
-use crate::keys::open_pool;
-use crate::store::open_durable;
+use crate::keys::{HsmConfig, open_pool};
+use crate::store::{DatabaseConfig, open_durable};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -77,22 +77,34 @@ pub enum KeysCommand {
     },
 }
 
+/// What the `keys` commands need from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct KeysSetup<'a> {
+    /// Where the default SQLite database lies.
+    pub state_dir: &'a Path,
+    pub database: &'a DatabaseConfig,
+    pub hsm: &'a HsmConfig,
+    pub keys: &'a KeysConfig,
+    pub lifetimes: KeyLifetimes,
+}
+
 /// Runs a `keys` command against the configured store and token.
-pub async fn run(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.server.state_dir)
-        .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
-    let store = open_durable(&config).await?;
+pub async fn run(setup: KeysSetup<'_>, cmd: KeysCommand) -> anyhow::Result<()> {
+    let state_dir = setup.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let store = open_durable(setup.database, state_dir).await?;
     // With auto_migrate = false the schema is the owner's business (`symbolon migrate`
     // as the owner role); the runtime role may not create tables.
-    if config.database.auto_migrate {
+    if setup.database.auto_migrate {
         store.migrate().await?;
     }
-    let mut hsm = config.hsm.clone();
+    let mut hsm = setup.hsm.clone();
     hsm.workers = 1;
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
     let now = crate::ids::now_unix();
     let result = match KeyRing::open_as(pool.clone(), store, now, "operator").await {
-        Ok(ring) => subcommand(&Lifecycle::new(ring, &config.keys, config.key_lifetimes()), cmd, now).await,
+        Ok(ring) => subcommand(&Lifecycle::new(ring, setup.keys, setup.lifetimes), cmd, now).await,
         Err(e) => Err(e.into()),
     };
     // SoftHSM2 must not see open sessions in its exit handlers.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::KeyPurpose;
+use crate::error::ConfigProblem;
 
 /// The key life cycle (docs/keys.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,19 +48,19 @@ fn default_lead() -> Duration {
 }
 
 impl KeysConfig {
-    /// Problems as (field path, message), for `config check`.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// What is wrong with `[keys]`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if self.sync_interval < Duration::from_secs(1) {
-            p.push(("keys.sync_interval".into(), "must be at least 1s".into()));
+            p.push(ConfigProblem::new("keys.sync_interval", "must be at least 1s"));
         }
         for (purpose, s) in &self.schedule {
             let at = format!("keys.schedule.{purpose}");
             if s.period < Duration::from_secs(10) {
-                p.push((format!("{at}.period"), "must be at least 10s".into()));
+                p.push(ConfigProblem::new(format!("{at}.period"), "must be at least 10s"));
             }
             if s.lead >= s.period {
-                p.push((format!("{at}.lead"), "must be shorter than the period".into()));
+                p.push(ConfigProblem::new(format!("{at}.lead"), "must be shorter than the period"));
             }
         }
         p
@@ -77,7 +78,7 @@ mod tests {
         let s = RotationSchedule { period: Duration::from_secs(3600), lead: Duration::from_secs(3600) };
         c.schedule.insert(KeyPurpose::Jwt, s);
         c.sync_interval = Duration::ZERO;
-        let paths: Vec<String> = c.problems().into_iter().map(|(p, _)| p).collect();
+        let paths: Vec<String> = c.problems().into_iter().map(|p| p.path).collect();
         assert_eq!(paths, ["keys.sync_interval", "keys.schedule.jwt.lead"]);
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::{CatalogEntry, KeyError, KeyPurpose, KeyState, key_kind};
-use crate::keys::{EcPublicJwk, Envelope, HsmError, LABEL_PREFIX, SessionPool, TokenKey, TokenSession};
-use crate::metrics::{HsmOp, METRICS};
+use crate::keys::{EcPublicJwk, Envelope, HsmError, HsmOp, LABEL_PREFIX, SessionPool, TokenKey, TokenSession};
+use crate::metrics::METRICS;
 use crate::store::audit::kinds::KEY_STATE_CHANGED;
 use crate::store::{AuditEvent, DurableStore, StoreError};
 

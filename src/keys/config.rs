@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::uri::Pkcs11Uri;
+use crate::error::ConfigProblem;
 
 /// The PKCS#11 token holding every key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,19 +35,19 @@ impl HsmConfig {
         if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
     }
 
-    /// Problems as (field path, message), for `config check`.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// What is wrong with `[hsm]`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if self.uri.trim().is_empty() {
-            p.push(("hsm.uri".into(), "required: the PKCS#11 URI of the token".into()));
+            p.push(ConfigProblem::new("hsm.uri", "required: the PKCS#11 URI of the token"));
         } else if let Err(e) = Pkcs11Uri::parse(&self.uri) {
-            p.push(("hsm.uri".into(), e.to_string()));
+            p.push(ConfigProblem::new("hsm.uri", e.to_string()));
         }
         if self.queue_depth == 0 {
-            p.push(("hsm.queue_depth".into(), "must be at least 1".into()));
+            p.push(ConfigProblem::new("hsm.queue_depth", "must be at least 1"));
         }
         if self.deadline.is_zero() {
-            p.push(("hsm.deadline".into(), "must be greater than zero".into()));
+            p.push(ConfigProblem::new("hsm.deadline", "must be greater than zero"));
         }
         p
     }

@@ -13,9 +13,9 @@ use cryptoki::context::Pkcs11;
 use tokio::sync::oneshot;
 
 use super::HsmError;
+use super::op::HsmOp;
 use super::pin::HsmPin;
 use super::token::{TokenInfo, TokenSession, find_token, initialize};
-use crate::metrics::HsmOp;
 
 /// A queued operation: runs on a worker and returns how to hand its result back.
 type Job = Box<dyn FnOnce(&mut Worker) -> Option<Deliver> + Send>;

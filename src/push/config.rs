@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::check_https_url;
+use crate::error::{ConfigProblem, check_https_url};
 
 /// Google's FCM endpoint.
 pub const DEFAULT_FCM_BASE_URL: &str = "https://fcm.googleapis.com";
@@ -71,9 +71,9 @@ impl Default for PushConfig {
 impl PushConfig {
     /// Problems with the configuration as (field path, message); empty when valid.
     /// FCM fields are checked only when `provider = "fcm"`.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        let mut bad = |field: &str, msg: String| problems.push((format!("push.{field}"), msg));
+        let mut bad = |field: &str, msg: String| problems.push(ConfigProblem::new(format!("push.{field}"), msg));
         if self.max_queued == 0 {
             bad("max_queued", "must be at least 1".into());
         }
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn none_needs_no_fcm_fields() {
-        assert!(PushConfig::default().validate().is_empty());
+        assert!(PushConfig::default().problems().is_empty());
     }
 
     #[test]
@@ -138,7 +138,7 @@ mod tests {
             project_id: "Bad/Project".into(),
             ..PushConfig::default()
         };
-        let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
+        let fields: Vec<String> = c.problems().into_iter().map(|p| p.path).collect();
         assert_eq!(fields, ["push.fcm_base_url", "push.project_id", "push.client_email", "push.key_label"]);
     }
 
@@ -153,7 +153,7 @@ mod tests {
             key_label: "symbolon-fcm-20260101T000000Z".into(),
             ..PushConfig::default()
         };
-        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
     }
 
     #[test]

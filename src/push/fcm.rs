@@ -103,8 +103,8 @@ impl FcmClient {
         if config.provider != PushProvider::Fcm {
             return Err(PushError::Config("push.provider is not \"fcm\"".into()));
         }
-        if let Some((field, msg)) = config.validate().into_iter().next() {
-            return Err(PushError::Config(format!("{field}: {msg}")));
+        if let Some(problem) = config.problems().into_iter().next() {
+            return Err(PushError::Config(problem.to_string()));
         }
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)

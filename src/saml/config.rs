@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConfigProblem;
+
 /// A claim of protocol.md §7.3 that can become a SAML attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,6 +103,25 @@ impl Default for SamlConfig {
 }
 
 impl SamlConfig {
+    /// What is wrong with `[saml]` itself (its service providers are checked with the
+    /// `[[services]]` they belong to).
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.assertion_lifetime < Duration::from_secs(10) {
+            p.push(ConfigProblem::new("saml.assertion_lifetime", "must be at least 10s"));
+        }
+        if self.request_max_age < Duration::from_secs(10) {
+            p.push(ConfigProblem::new("saml.request_max_age", "must be at least 10s"));
+        }
+        if self.certificate_validity < Duration::from_secs(86_400) {
+            p.push(ConfigProblem::new("saml.certificate_validity", "must be at least 1 day"));
+        }
+        if self.certificate_subject.chars().count() > 64 {
+            p.push(ConfigProblem::new("saml.certificate_subject", "at most 64 characters"));
+        }
+        p
+    }
+
     /// The certificate CN: `certificate_subject`, else the host of `issuer`.
     pub fn subject_cn(&self, issuer: &str) -> String {
         if !self.certificate_subject.is_empty() {
@@ -147,7 +168,13 @@ pub struct SamlSpConfig {
 
 impl SamlSpConfig {
     /// Checks URLs, scopes and the certificate; the message names the bad field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// What is wrong with this service provider entry, reported at `at` (its path).
+    pub fn problems(&self, at: &str) -> Vec<ConfigProblem> {
+        self.validate().err().map(|e| ConfigProblem::new(at, e)).into_iter().collect()
+    }
+
+    /// The first problem, as `field: reason`.
+    pub(super) fn validate(&self) -> Result<(), String> {
         if self.entity_id.trim().is_empty() {
             return Err("entity_id: empty".into());
         }

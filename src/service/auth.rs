@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 
 use super::Services;
 use super::claims::StoredClaims;
+use super::config::ServiceConfig;
 use super::idtoken::{IdClaims, ordered_scopes, scope_claims, signing_input};
 use super::jws::{HasIat, ParsedJws, TYP_DEVICE};
 use super::otp::{codes_equal, otp_message, truncate};
-use crate::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::keyring::KeyPurpose;
 use crate::keys::EcPublicJwk;
@@ -148,7 +148,7 @@ impl Services {
         if service.allowed_origins.iter().any(|a| a == o) {
             return Ok(());
         }
-        if self.config.served_by_idp_pages(service) && self.config.issuer_origin().as_deref() == Some(o) {
+        if self.settings.served_by_idp_pages(service) && self.settings.issuer_origin().as_deref() == Some(o) {
             return Ok(());
         }
         Err(ApiError::new(ErrorCode::OriginNotAllowed, "this origin may not use the service"))
@@ -176,7 +176,7 @@ impl Services {
         ip: IpAddr,
         now: i64,
     ) -> Result<Initiated, ApiError> {
-        let limits = &self.config.limits;
+        let limits = &self.settings.limits;
         self.rate_limit(&format!("ip-initiate:{ip}"), limits.initiate_per_ip_per_minute).await?;
         let service = self.service_or_err(&req.service_id)?;
         self.check_origin(&service, origin)?;
@@ -201,7 +201,7 @@ impl Services {
 
         let enrollment = self.store.active_enrollment(&req.token_id).await?;
         let otp_key = self.keys.active(KeyPurpose::Otp)?;
-        let ttl = self.config.auth.otp_ttl.as_secs() as i64;
+        let ttl = self.settings.auth.otp_ttl.as_secs() as i64;
         let browser_token = crate::ids::new_id();
         let session = AuthSession {
             id: crate::ids::new_id(),
@@ -212,7 +212,7 @@ impl Services {
             created_at: now,
             expires_at: now + ttl,
             otp_key: otp_key.label.clone(),
-            otp_digits: self.config.auth.otp_digits,
+            otp_digits: self.settings.auth.otp_digits,
             device_id: enrollment.as_ref().map(|e| e.device_id.clone()),
             status: SessionStatus::Pending,
             failures: 0,
@@ -222,8 +222,8 @@ impl Services {
         // The OTP is derived for every session, enrolled or not, so both take the same
         // HSM work (no enrollment oracle by timing); only enrolled ones are pushed.
         let otp = self.session_otp(&session).await?;
-        let keep_until = session.expires_at + self.config.auth.browser_grace.as_secs() as i64;
-        if !self.sessions.create_session(&session, self.config.auth.max_pending, now, keep_until).await? {
+        let keep_until = session.expires_at + self.settings.auth.browser_grace.as_secs() as i64;
+        if !self.sessions.create_session(&session, self.settings.auth.max_pending, now, keep_until).await? {
             return Err(ApiError::new(ErrorCode::TooManyPending, "too many pending sessions for this token id")
                 .with_retry_after(ttl as u64));
         }
@@ -282,7 +282,7 @@ impl Services {
         }
         let session = self.sessions.get_session(id).await?.ok_or_else(not_found)?;
         let given = browser_token_digest(browser_token);
-        let readable = now <= session.expires_at + self.config.auth.browser_grace.as_secs() as i64;
+        let readable = now <= session.expires_at + self.settings.auth.browser_grace.as_secs() as i64;
         if !codes_equal(&given, &session.browser_token_sha256) || !readable {
             return Err(not_found());
         }
@@ -325,7 +325,7 @@ impl Services {
         if enrollment.status != EnrollmentStatus::Active {
             return Err(ApiError::new(ErrorCode::DeviceInactive, "this device is not active"));
         }
-        let payload = jws.payload(now, self.config.device.iat_skew.as_secs() as i64)?;
+        let payload = jws.payload(now, self.settings.device.iat_skew.as_secs() as i64)?;
         Ok((enrollment, payload))
     }
 
@@ -353,9 +353,9 @@ impl Services {
     /// Records a failed verify: counts toward the session's lock and costs failure
     /// units of the token id; reaching the limit locks the token out (§12 rule 5).
     async fn verify_failed(&self, session: &AuthSession, now: i64) -> Result<(), ApiError> {
-        let after = self.sessions.count_failure(&session.id, self.config.auth.session_max_failures, now).await?;
+        let after = self.sessions.count_failure(&session.id, self.settings.auth.session_max_failures, now).await?;
         // Only the verify that made the last allowed failure sees exactly this count.
-        let max = self.config.auth.session_max_failures;
+        let max = self.settings.auth.session_max_failures;
         if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.failures == max) {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
             METRICS.session(SessionOutcome::Locked);
@@ -366,7 +366,7 @@ impl Services {
                 serde_json::json!({"session_id": session.id, "service_id": session.service_id, "failures": max}),
             );
         }
-        let limits = &self.config.limits;
+        let limits = &self.settings.limits;
         let total = self
             .sessions
             .add_units(&units_key(&session.token_id), limits.verify_failure_cost, limits.failure_window)
@@ -454,12 +454,12 @@ impl Services {
         };
         let key = self.keys.active(KeyPurpose::Jwt)?;
         let base = IdClaims {
-            iss: &self.config.server.issuer,
+            iss: &self.settings.issuer,
             sub: &session.token_id,
             aud: &session.service_id,
             iat: now,
             nbf: now,
-            exp: now + self.config.auth.token_ttl.as_secs() as i64,
+            exp: now + self.settings.auth.token_ttl.as_secs() as i64,
             jti: crate::ids::new_id(),
             sid: &session.id,
             scope: scopes.join(" "),

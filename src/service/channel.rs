@@ -75,7 +75,7 @@ impl Services {
         if !crate::ids::is_id(id) {
             return Err(no_such_session());
         }
-        self.rate_limit(&format!("ip-ws:{ip}"), self.config.limits.websocket_per_ip_per_minute).await?;
+        self.rate_limit(&format!("ip-ws:{ip}"), self.settings.limits.websocket_per_ip_per_minute).await?;
         let permit = self
             .browser_channels
             .try_open()

@@ -60,7 +60,7 @@ impl Services {
     /// Issues a single-use enrollment nonce.
     pub async fn enroll_challenge(&self, now: i64) -> Result<Challenge, ApiError> {
         let nonce = crate::ids::new_id();
-        let ttl = self.config.device.enroll_nonce_ttl;
+        let ttl = self.settings.device.enroll_nonce_ttl;
         self.sessions.put_nonce(&nonce, ttl).await?;
         Ok(Challenge { nonce, expires_at: now + ttl.as_secs() as i64 })
     }
@@ -75,7 +75,7 @@ impl Services {
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "nonce must be a string"))?
             .to_string();
         jws.verify(&key)?;
-        let payload: EnrollPayload = jws.payload(now, self.config.device.iat_skew.as_secs() as i64)?;
+        let payload: EnrollPayload = jws.payload(now, self.settings.device.iat_skew.as_secs() as i64)?;
         let (push_provider, push_token) = match payload.push {
             None => ("none".to_string(), None),
             Some(PushRegistration { provider, token }) => match (provider.as_str(), token) {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::{Date, Month, OffsetDateTime};
 
 use super::claims::StoredClaims;
-use crate::config::SCOPES;
+use super::config::SCOPES;
 
 /// The payload of an identity token, in §7.1 order; absent claims are omitted.
 #[derive(Debug, Serialize)]

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod channel;
 pub mod claims;
+pub mod config;
 pub mod enroll;
 pub mod idtoken;
 pub mod jws;
@@ -15,7 +16,6 @@ pub mod saml;
 
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::error::ApiError;
 use crate::keyring::KeyRing;
 use crate::store::audit::kinds;
@@ -24,9 +24,9 @@ use crate::trust::TrustStore;
 
 /// Everything the domain needs, shared by all requests.
 pub struct Services {
-    /// The configuration read at start. Its `services` are the start-up list; the
-    /// current relying parties are in [`Services::relying_parties`] (SIGHUP swaps them).
-    pub config: Config,
+    /// The values read at start; the current relying parties are in
+    /// [`Services::relying_parties`] (SIGHUP swaps them).
+    pub settings: config::Settings,
     pub relying_parties: relying_parties::RelyingParties,
     pub keys: KeyRing,
     pub store: Arc<dyn DurableStore>,
@@ -47,7 +47,7 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     /// The relying party with this id, as configured now.
-    pub fn service(&self, id: &str) -> Option<std::sync::Arc<crate::config::ServiceConfig>> {
+    pub fn service(&self, id: &str) -> Option<std::sync::Arc<config::ServiceConfig>> {
         self.relying_parties.get(id)
     }
 

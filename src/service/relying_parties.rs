@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::config::ServiceConfig;
+use super::config::ServiceConfig;
 use crate::saml::SamlSpConfig;
 
 /// The current list of relying parties, replaced as a whole.

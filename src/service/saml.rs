@@ -10,7 +10,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::Services;
-use crate::config::ServiceConfig;
+use super::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::saml::redirect::{self, RequestError};
 use crate::saml::response::{ResponseParams, build_response, claims_from_json, post_binding_value};
@@ -167,13 +167,13 @@ impl Services {
     /// Parameters of a self-signed SAML certificate made for a new key.
     pub fn saml_certificate_params(&self) -> CertificateParams {
         CertificateParams {
-            subject_cn: self.config.saml.subject_cn(&self.config.server.issuer),
-            validity: self.config.saml.certificate_validity,
+            subject_cn: self.settings.saml.subject_cn(&self.settings.issuer),
+            validity: self.settings.saml.certificate_validity,
         }
     }
 
     fn saml_url(&self, path: &str) -> String {
-        format!("{}/saml/{path}", self.config.server.issuer.trim_end_matches('/'))
+        format!("{}/saml/{path}", self.settings.issuer.trim_end_matches('/'))
     }
 
     fn saml_sps(&self) -> Vec<SamlSpConfig> {
@@ -183,19 +183,19 @@ impl Services {
     /// IdP metadata (`GET /saml/metadata`). `WantAuthnRequestsSigned` is true only
     /// when every configured SP signs its requests.
     pub async fn saml_metadata(&self, now: i64) -> Result<String, SamlFlowError> {
-        if !self.config.saml.enabled {
+        if !self.settings.saml.enabled {
             return Err(SamlFlowError::Disabled);
         }
         let want_signed = self.relying_parties.saml_sps().iter().all(|(_, sp)| sp.requests_signed);
         let params = self.saml_certificate_params();
-        Ok(metadata::idp_metadata_for(&self.keys, &self.config.server.issuer, &params, want_signed, now).await?)
+        Ok(metadata::idp_metadata_for(&self.keys, &self.settings.issuer, &params, want_signed, now).await?)
     }
 
     /// `GET /saml/sso`: checks the `AuthnRequest` (strict parsing, registered SP and
     /// ACS, signature when required, freshness) and its ID against replay, then stores
     /// the sign-in context for the page.
     pub async fn saml_begin(&self, query: &str, now: i64) -> Result<SsoStart, SamlFlowError> {
-        let cfg = &self.config.saml;
+        let cfg = &self.settings.saml;
         if !cfg.enabled {
             return Err(SamlFlowError::Disabled);
         }
@@ -241,7 +241,7 @@ impl Services {
         browser_token: &str,
         now: i64,
     ) -> Result<SamlPost, SamlFlowError> {
-        if !self.config.saml.enabled {
+        if !self.settings.saml.enabled {
             return Err(SamlFlowError::Disabled);
         }
         let session =
@@ -256,7 +256,7 @@ impl Services {
         }
         // "Already used" before the timing check, so a second completion of one session
         // is always reported as such, whichever second the new page was made in.
-        let keep = secs(self.config.auth.otp_ttl + self.config.auth.browser_grace).max(60);
+        let keep = secs(self.settings.auth.otp_ttl + self.settings.auth.browser_grace).max(60);
         let used =
             self.sessions.hit(&format!("saml-session:{}", session.id), 1, Duration::from_secs(keep as u64)).await?;
         if used.is_err() {
@@ -274,12 +274,12 @@ impl Services {
         let claims = id_token_claims(id_token).ok_or(SamlFlowError::BadIdToken)?;
         let claims = claims_from_json(&claims);
         let cert = active_certificate(&self.keys, &self.saml_certificate_params(), now).await?;
-        let cfg = &self.config.saml;
+        let cfg = &self.settings.saml;
         let xml = build_response(
             &self.keys,
             &cert,
             &ResponseParams {
-                issuer: &self.config.server.issuer,
+                issuer: &self.settings.issuer,
                 sp: &sp,
                 in_response_to: Some(&context.request_id),
                 name_id: &session.token_id,
@@ -303,7 +303,7 @@ impl Services {
     /// `GET /saml/slo`: a checked `LogoutRequest` gets a signed `LogoutResponse`
     /// (Success; the IdP keeps no browser session to end) redirected to the SP's SLO URL.
     pub async fn saml_logout(&self, query: &str, now: i64) -> Result<String, SamlFlowError> {
-        let cfg = &self.config.saml;
+        let cfg = &self.settings.saml;
         if !cfg.enabled {
             return Err(SamlFlowError::Disabled);
         }
@@ -314,7 +314,7 @@ impl Services {
         if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
             return Err(SamlFlowError::Replayed(slo.request.id));
         }
-        let url = redirect::logout_response_redirect(&self.keys, &self.config.server.issuer, &slo, now).await?;
+        let url = redirect::logout_response_redirect(&self.keys, &self.settings.issuer, &slo, now).await?;
         tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML logout answered");
         Ok(url)
     }

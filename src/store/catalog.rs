@@ -65,7 +65,7 @@ impl FromStr for KeyPurpose {
     }
 }
 
-/// Life-cycle state of a key (architecture.md §Keys "Catalog and rotation").
+/// Life-cycle state of a key (docs/keys.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {

@@ -12,6 +12,10 @@ use tokio::sync::broadcast;
 
 use super::SessionStoreError;
 
+/// Channels a process holds at most unless told otherwise (the default of
+/// `limits.websocket_max_open`, which bounds the browser channels).
+pub const DEFAULT_MAX_CHANNELS: usize = 20_000;
+
 /// Channels of this process, keyed by session id.
 #[derive(Debug)]
 pub struct EventHub {

@@ -67,7 +67,7 @@ pub struct MemorySessionStore {
 
 impl Default for MemorySessionStore {
     fn default() -> Self {
-        Self::with_max_channels(crate::config::LimitsConfig::default().websocket_max_open)
+        Self::with_max_channels(super::events::DEFAULT_MAX_CHANNELS)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod config;
 mod events;
 mod memory;
 mod postgres;
@@ -14,19 +15,20 @@ mod sqlite;
 
 pub use audit::{AuditCheckpoint, AuditEvent, AuditRecord};
 pub use catalog::{CatalogEntry, KeyPurpose, KeyState, KeyTransition};
-pub use events::{EventHub, SessionEvents};
+pub use config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
+pub use events::{DEFAULT_MAX_CHANNELS, EventHub, SessionEvents};
 pub use memory::MemorySessionStore;
 pub use postgres::PostgresStore;
 pub use redis::RedisSessionStore;
 pub use sqlite::SqliteStore;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 
 /// Durable store failures.
@@ -452,13 +454,14 @@ pub fn session_position_since(since: i64) -> String {
 /// from the index first (the sessions themselves expire on their own).
 pub const SESSION_INDEX_MAX: usize = 100_000;
 
-/// Opens the durable store named by the configuration.
-pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, StoreError> {
-    let url = config.database_url();
+/// Opens the durable store named by the configuration (the default SQLite file lies
+/// in `state_dir`).
+pub async fn open_durable(config: &DatabaseConfig, state_dir: &Path) -> Result<Arc<dyn DurableStore>, StoreError> {
+    let url = config.url_in(state_dir);
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(&url, &config.database).await?))
+        Ok(Arc::new(SqliteStore::open(&url, config).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(&url, &config.database)?))
+        Ok(Arc::new(PostgresStore::open(&url, config)?))
     } else {
         Err(StoreError::Unavailable(format!("unsupported database url scheme in {url:?}")))
     }
@@ -467,12 +470,16 @@ pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, Stor
 /// Opens the session store named by the configuration. A Redis store connects lazily
 /// (and reconnects by itself), so a node starts while Redis is down and becomes
 /// ready when it answers; it must be called inside the Tokio runtime.
-pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, SessionStoreError> {
-    match config.session_store.url.as_str() {
-        "memory://" => Ok(Arc::new(MemorySessionStore::with_max_channels(config.limits.websocket_max_open))),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => Ok(Arc::new(
-            RedisSessionStore::open_with_max_channels(&config.session_store, config.limits.websocket_max_open)?,
-        )),
+/// `max_channels` bounds the session event channels this process holds.
+pub fn open_session_store(
+    config: &SessionStoreConfig,
+    max_channels: usize,
+) -> Result<Arc<dyn SessionStore>, SessionStoreError> {
+    match config.url.as_str() {
+        "memory://" => Ok(Arc::new(MemorySessionStore::with_max_channels(max_channels))),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Ok(Arc::new(RedisSessionStore::open_with_max_channels(config, max_channels)?))
+        }
         other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
     }
 }

@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 
+use super::config::{DatabaseConfig, DatabaseTls};
 use super::rows::{audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row};
 use super::{
     AuditCheckpoint, AuditEvent, AuditRecord, CatalogEntry, DurableStore, Enrollment, EnrollmentStatus, KeyState,
     KeyTransition, SEALED_COLUMNS, SealedColumn, SealedValue, StoreError, audit, envelope_like, key_state_column,
 };
-use crate::config::{DatabaseConfig, DatabaseTls};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

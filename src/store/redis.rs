@@ -27,11 +27,11 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, IntoConnectionInfo, RedisError, Script};
 
+use super::config::SessionStoreConfig;
 use super::{
     AuthSession, EventHub, SESSION_INDEX_MAX, SessionEnd, SessionEvents, SessionStatus, SessionStore,
     SessionStoreError, session_position, session_position_since,
 };
-use crate::config::SessionStoreConfig;
 
 /// Version of the session hash layout; a node refuses sessions of a version it does not know.
 const FORMAT_VERSION: &str = "1";
@@ -176,7 +176,7 @@ impl RedisSessionStore {
     /// A store for `config.url`. Connects lazily and reconnects by itself; spawns the
     /// event subscription task (call inside the Tokio runtime).
     pub fn open(config: &SessionStoreConfig) -> Result<Self, SessionStoreError> {
-        Self::open_with_max_channels(config, crate::config::LimitsConfig::default().websocket_max_open)
+        Self::open_with_max_channels(config, super::events::DEFAULT_MAX_CHANNELS)
     }
 
     /// As [`Self::open`], this process holding at most `max_channels` session channels.

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::error::ConfigProblem;
+
 /// The document type enrolled by default and its built-in ICAO codes (vds.md §3.3 step 3).
 pub const SYMBOLON_ID: &str = "symbolon.id";
 const BUILTIN_CODES: &[(&str, &str)] = &[("icao.vacc", "NV"), ("icao.test", "NT"), (SYMBOLON_ID, "SI")];
@@ -58,9 +60,9 @@ impl TrustConfig {
     }
 
     /// Problems with the configuration as (field path, message); empty when valid.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        let mut bad = |field: &str, msg: String| problems.push((format!("trust.{field}"), msg));
+        let mut bad = |field: &str, msg: String| problems.push(ConfigProblem::new(format!("trust.{field}"), msg));
         if self.is_configured() {
             match url::Url::parse(&self.governance_url) {
                 Ok(u) if u.scheme() == "https" || u.scheme() == "file" => {}
@@ -123,7 +125,7 @@ mod tests {
         assert_eq!(c.refresh, Duration::from_secs(900));
         assert_eq!(c.fetch_timeout, Duration::from_secs(5));
         assert_eq!(c.accepted_doc_types, vec!["symbolon.id"]);
-        assert!(c.validate().is_empty());
+        assert!(c.problems().is_empty());
         assert!(!c.is_configured());
         assert!(serde_json::from_str::<TrustConfig>(r#"{"refersh":"1h"}"#).is_err());
     }
@@ -147,13 +149,13 @@ mod tests {
             fetch_timeout: Duration::from_secs(7200),
             ..TrustConfig::default()
         };
-        let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
+        let fields: Vec<String> = c.problems().into_iter().map(|p| p.path).collect();
         assert_eq!(fields, vec!["trust.governance_url", "trust.governance_signer_sha256[0]", "trust.fetch_timeout"]);
         let ok = TrustConfig {
             governance_url: "file:///var/lib/symbolon/gl.jws".into(),
             governance_signer_sha256: vec!["a".repeat(64)],
             ..TrustConfig::default()
         };
-        assert!(ok.validate().is_empty());
+        assert!(ok.problems().is_empty());
     }
 }

@@ -266,7 +266,7 @@ async fn audit_chain_verifies_and_names_the_first_broken_link() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let config = symbolon::config::Config::load(Some(&env.server.config_path)).unwrap();
-    let store = symbolon::store::open_durable(&config).await.unwrap();
+    let store = symbolon::store::open_durable(&config.database, &config.server.state_dir).await.unwrap();
     for i in 0..4 {
         let e = symbolon::store::AuditEvent::new(
             unix_now(),

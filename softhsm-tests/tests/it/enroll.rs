@@ -34,7 +34,7 @@ const RELAXED: &str = "[limits]\nenroll_per_ip_per_minute = 100000\n";
 /// The server's durable store, whichever database its configuration names.
 async fn store(env: &Env) -> std::sync::Arc<dyn DurableStore> {
     let config = symbolon::config::Config::load(Some(&env.server.config_path)).unwrap();
-    symbolon::store::open_durable(&config).await.unwrap()
+    symbolon::store::open_durable(&config.database, &config.server.state_dir).await.unwrap()
 }
 
 fn outcome_code(o: &Outcome) -> Option<&'static str> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
 use softhsm_tests::records::{active_enrollment, pending_session};
-use symbolon::config::SessionStoreConfig;
+use symbolon::store::SessionStoreConfig;
 use symbolon::store::{
     AuthSession, DurableStore, Enrollment, EnrollmentStatus, MemorySessionStore, RedisSessionStore, SessionEnd,
     SessionStatus, SessionStore, StoreError, session_position,

@@ -13,7 +13,6 @@ use base64::engine::general_purpose::STANDARD;
 use cryptoki::context::Pkcs11;
 use der::{Decode, Encode};
 use softhsm_tests::TestToken;
-use symbolon::config::DatabaseConfig;
 use symbolon::keyring::{KeyPurpose, KeyRing, KeyState};
 use symbolon::keys::{HsmPin, KeyKind, SessionPool};
 use symbolon::saml::c14n::canonicalize_document;
@@ -22,6 +21,7 @@ use symbolon::saml::response::{ClaimValue, ResponseParams, build_response};
 use symbolon::saml::{
     CertificateParams, SigningCertificate, active_certificate, dsig, ensure_certificate, metadata, redirect,
 };
+use symbolon::store::DatabaseConfig;
 use symbolon::store::{DurableStore, SqliteStore};
 
 const NOW: i64 = 1_800_000_000;

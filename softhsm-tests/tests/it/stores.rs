@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
 use softhsm_tests::records::{active_enrollment, pending_session};
-use symbolon::config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
 use symbolon::store::audit::{GENESIS_HASH, chain_hash};
 use symbolon::store::{
     AuditCheckpoint, AuditEvent, CatalogEntry, DurableStore, EnrollmentStatus, KeyPurpose, KeyState, KeyTransition,
     MemorySessionStore, PostgresStore, RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore,
     StoreError,
 };
+use symbolon::store::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
 
 fn now() -> i64 {
     symbolon::ids::now_unix()

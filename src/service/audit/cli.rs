@@ -1,13 +1,14 @@
 //! `symbolon audit verify | export`.
 
+use std::path::Path;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::Verification;
-use crate::config::Config;
 use crate::keyring::KeyRing;
-use crate::keys::open_pool;
-use crate::store::open_durable;
+use crate::keys::{HsmConfig, open_pool};
+use crate::store::{DatabaseConfig, open_durable};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -27,10 +28,17 @@ pub struct ExportArgs {
 }
 
 /// Runs an audit command; `Ok(false)` when `verify` found a broken link.
-pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<bool> {
-    std::fs::create_dir_all(&config.server.state_dir)
-        .with_context(|| format!("cannot create state directory {}", config.server.state_dir.display()))?;
-    let store = open_durable(&config).await?;
+/// The store is `database` (its default file in `state_dir`); `verify` opens the
+/// token of `hsm`.
+pub async fn run(
+    state_dir: &Path,
+    database: &DatabaseConfig,
+    hsm: &HsmConfig,
+    cmd: AuditCommand,
+) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let store = open_durable(database, state_dir).await?;
     match cmd {
         AuditCommand::Export(args) => {
             let now = crate::ids::now_unix();
@@ -45,7 +53,7 @@ pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<bool> {
             Ok(true)
         }
         AuditCommand::Verify => {
-            let mut hsm = config.hsm.clone();
+            let mut hsm = hsm.clone();
             hsm.workers = 1;
             let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
             let result = async {

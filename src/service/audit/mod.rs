@@ -14,8 +14,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::signature::Verifier;
 
-use crate::config::AuditConfig;
 use crate::keyring::{KeyError, KeyPurpose, KeyRing};
+use crate::service::config::AuditConfig;
 use crate::store::audit::{GENESIS_HASH, chain_hash, checkpoint_message};
 use crate::store::{AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, StoreError};
 

@@ -1,0 +1,334 @@
+//! The domain's sections: relying parties (`[[services]]`), sessions (`[auth]`),
+//! device messages (`[device]`), abuse limits (`[limits]`), the audit checkpoints
+//! (`[audit]`) and the demo page (`[demo]`); and [`Settings`], the values the domain
+//! runs with.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigProblem;
+use crate::saml::{SamlConfig, SamlSpConfig};
+
+/// A relying party.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `service_id` in the protocol, `aud` of identity tokens.
+    pub id: String,
+    /// Shown to the user on the phone.
+    pub name: String,
+    /// Scopes this service may request (docs/protocol.md §7.3).
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
+    /// Browser origins allowed to start sessions (`Origin` header), e.g. `https://rp.example`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// The service is also a SAML service provider (`[services.saml]`).
+    #[serde(default)]
+    pub saml: Option<SamlSpConfig>,
+}
+
+/// The scopes of docs/protocol.md §7.3, in table order.
+pub const SCOPES: [&str; 5] = ["name", "birthdate", "age", "nationality", "document"];
+
+/// Authentication sessions (docs/protocol.md §5, §6, §7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Life of a session and its OTP.
+    #[serde(with = "humantime_serde")]
+    pub otp_ttl: Duration,
+    /// OTP length, 6 to 8.
+    pub otp_digits: u8,
+    /// Pending sessions allowed per token id.
+    pub max_pending: u32,
+    /// Failed verifies that lock a session.
+    pub session_max_failures: u32,
+    /// Life of identity tokens.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// How long after `expires_at` the browser token still reads the outcome.
+    #[serde(with = "humantime_serde")]
+    pub browser_grace: Duration,
+    /// Time the browser has to send `hello` on the WebSocket.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            otp_ttl: Duration::from_secs(120),
+            otp_digits: 6,
+            max_pending: 3,
+            session_max_failures: 5,
+            token_ttl: Duration::from_secs(300),
+            browser_grace: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Device message rules (docs/protocol.md §3, §4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// Accepted `|now - iat|` of device JWS payloads.
+    #[serde(with = "humantime_serde")]
+    pub iat_skew: Duration,
+    /// Life of an enrollment nonce.
+    #[serde(with = "humantime_serde")]
+    pub enroll_nonce_ttl: Duration,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self { iat_skew: Duration::from_secs(120), enroll_nonce_ttl: Duration::from_secs(300) }
+    }
+}
+
+/// Abuse limits (docs/protocol.md §9).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body.
+    pub body_max_bytes: usize,
+    /// Requests per client IP per minute to `/v1/enroll*`.
+    pub enroll_per_ip_per_minute: u32,
+    /// Requests per client IP per minute to `/v1/auth/initiate`.
+    pub initiate_per_ip_per_minute: u32,
+    /// Initiates per token id per minute (push-bombing guard).
+    pub initiate_per_token_per_minute: u32,
+    /// Failure units per token id within `failure_window` that lock it out.
+    pub failure_units: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Units a failed verify costs.
+    pub verify_failure_cost: u32,
+    /// How long a token id stays locked out.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// WebSocket upgrades (`/v1/auth/sessions/{id}/ws`) per client IP per minute;
+    /// more get `429 rate_limited` before the upgrade.
+    pub websocket_per_ip_per_minute: u32,
+    /// Browser WebSockets open at once on this node (and session event channels held);
+    /// more upgrades get `503 overloaded`.
+    pub websocket_max_open: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            body_max_bytes: 64 * 1024,
+            enroll_per_ip_per_minute: 30,
+            initiate_per_ip_per_minute: 60,
+            initiate_per_token_per_minute: 5,
+            failure_units: 10,
+            failure_window: Duration::from_secs(60),
+            verify_failure_cost: 2,
+            lockout: Duration::from_secs(300),
+            // A browser opens one channel per sign-in and may reconnect a few times;
+            // many browsers can share an IP behind NAT.
+            websocket_per_ip_per_minute: 120,
+            websocket_max_open: crate::store::DEFAULT_MAX_CHANNELS,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// What is wrong with `[limits]`: limits that would refuse every request (zero) are
+    /// configuration mistakes.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.body_max_bytes < 1024 {
+            p.push(ConfigProblem::new("limits.body_max_bytes", "must be at least 1024"));
+        }
+        let per_minute = [("websocket_per_ip_per_minute", self.websocket_per_ip_per_minute)];
+        for (name, value) in per_minute {
+            if value == 0 {
+                p.push(ConfigProblem::new(format!("limits.{name}"), "must be at least 1"));
+            }
+        }
+        if self.websocket_max_open == 0 {
+            p.push(ConfigProblem::new("limits.websocket_max_open", "must be at least 1"));
+        }
+        p
+    }
+}
+
+/// The audit trail's signed checkpoints (docs/architecture.md, the store room).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Sign a checkpoint after this many new events...
+    pub checkpoint_every: u32,
+    /// ...or this long after the last one when events were added since.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(60) }
+    }
+}
+
+/// The demo relying-party page `GET /demo`: enter a token id, see the OTP, see the
+/// identity token after approval. Off by default; meant for trying Symbolon out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve `/demo`.
+    pub enabled: bool,
+    /// The `[[services]]` entry the page signs in to; its allowed scopes are requested.
+    pub service_id: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: false, service_id: "demo".into() }
+    }
+}
+
+impl AuthConfig {
+    /// What is wrong with `[auth]`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if !(6..=8).contains(&self.otp_digits) {
+            p.push(ConfigProblem::new("auth.otp_digits", "must be 6, 7 or 8"));
+        }
+        if self.otp_ttl < Duration::from_secs(1) {
+            p.push(ConfigProblem::new("auth.otp_ttl", "must be at least 1s"));
+        }
+        if self.max_pending == 0 || self.session_max_failures == 0 {
+            p.push(ConfigProblem::new("auth.max_pending", "max_pending and session_max_failures must be at least 1"));
+        }
+        if self.token_ttl < Duration::from_secs(10) {
+            p.push(ConfigProblem::new("auth.token_ttl", "must be at least 10s"));
+        }
+        p
+    }
+}
+
+impl DeviceConfig {
+    /// What is wrong with `[device]`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.iat_skew.is_zero() {
+            p.push(ConfigProblem::new("device.iat_skew", "must be greater than zero"));
+        }
+        p
+    }
+}
+
+impl AuditConfig {
+    /// What is wrong with `[audit]`.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.checkpoint_every == 0 || self.checkpoint_interval < Duration::from_secs(1) {
+            p.push(ConfigProblem::new("audit.checkpoint_every", "checkpoint_every ≥ 1 and checkpoint_interval ≥ 1s"));
+        }
+        p
+    }
+}
+
+/// What is wrong with the `[[services]]` list: each entry's fields, and ids unique.
+pub fn services_problems(services: &[ServiceConfig]) -> Vec<ConfigProblem> {
+    let mut p = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in services.iter().enumerate() {
+        let at = |f: &str| format!("services[{i}].{f}");
+        if s.id.is_empty() || s.id.len() > 128 {
+            p.push(ConfigProblem::new(at("id"), "must be 1..128 characters"));
+        }
+        if !seen.insert(s.id.as_str()) {
+            p.push(ConfigProblem::new(at("id"), format!("duplicate service id {:?}", s.id)));
+        }
+        if s.name.is_empty() {
+            p.push(ConfigProblem::new(at("name"), "must not be empty"));
+        }
+        for scope in &s.allowed_scopes {
+            if !SCOPES.contains(&scope.as_str()) {
+                p.push(ConfigProblem::new(
+                    at("allowed_scopes"),
+                    format!("unknown scope {scope:?} (known: {SCOPES:?})"),
+                ));
+            }
+        }
+        for origin in &s.allowed_origins {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin.matches('/').count() == 2;
+            if !ok {
+                p.push(ConfigProblem::new(
+                    at("allowed_origins"),
+                    format!("{origin:?} is not an origin like https://rp.example"),
+                ));
+            }
+        }
+    }
+    p
+}
+
+/// What is wrong with the services' SAML service provider entries: each entry, entity
+/// ids unique, default scopes among the service's allowed ones.
+pub fn saml_sp_problems(services: &[ServiceConfig]) -> Vec<ConfigProblem> {
+    let mut p = Vec::new();
+    let mut entities = std::collections::HashSet::new();
+    for (i, s) in services.iter().enumerate() {
+        let Some(sp) = &s.saml else { continue };
+        let at = format!("services[{i}].saml");
+        p.extend(sp.problems(&at));
+        if !entities.insert(sp.entity_id.as_str()) {
+            p.push(ConfigProblem::new(format!("{at}.entity_id"), format!("duplicate SP entity id {:?}", sp.entity_id)));
+        }
+        for scope in &sp.default_scopes {
+            if !s.allowed_scopes.contains(scope) {
+                p.push(ConfigProblem::new(
+                    format!("{at}.default_scopes"),
+                    format!("{scope:?} is not among the service's allowed_scopes"),
+                ));
+            }
+        }
+    }
+    p
+}
+
+/// What the domain runs with: its own sections, the IdP's `[saml]` and the issuer
+/// (`server.issuer`), passed in at start.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The `iss` of identity tokens and the base of SAML entity ids.
+    pub issuer: String,
+    pub auth: AuthConfig,
+    pub device: DeviceConfig,
+    pub limits: LimitsConfig,
+    pub saml: SamlConfig,
+    pub demo: DemoConfig,
+}
+
+impl Settings {
+    /// The origin of the issuer (`https://idp.example`), where the IdP's own pages
+    /// (SAML sign-in, demo) run.
+    pub fn issuer_origin(&self) -> Option<String> {
+        issuer_origin(&self.issuer)
+    }
+
+    /// Whether the IdP's own pages start sessions for this service: a SAML SP (when
+    /// SAML is enabled) or the demo service (when the demo is enabled). For such a
+    /// service the issuer origin is accepted as an `Origin` besides `allowed_origins`.
+    pub fn served_by_idp_pages(&self, service: &ServiceConfig) -> bool {
+        served_by_idp_pages(&self.saml, &self.demo, service)
+    }
+}
+
+/// The origin of an issuer URL (`https://idp.example`).
+pub fn issuer_origin(issuer: &str) -> Option<String> {
+    url::Url::parse(issuer).ok().map(|u| u.origin()).filter(|o| o.is_tuple()).map(|o| o.ascii_serialization())
+}
+
+/// See [`Settings::served_by_idp_pages`].
+pub fn served_by_idp_pages(saml: &SamlConfig, demo: &DemoConfig, service: &ServiceConfig) -> bool {
+    (saml.enabled && service.saml.is_some()) || (demo.enabled && service.id == demo.service_id)
+}
