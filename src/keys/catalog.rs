@@ -22,11 +22,14 @@ pub enum KeyPurpose {
     Data,
     /// EC P-256 key signing audit checkpoints.
     Audit,
+    /// HMAC secret deriving pairwise subjects (docs/protocol.md §13). Never rotated:
+    /// a new key would give every person a new `sub` at every relying party.
+    Pairwise,
 }
 
 impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 5] =
-        [KeyPurpose::Otp, KeyPurpose::Jwt, KeyPurpose::Saml, KeyPurpose::Data, KeyPurpose::Audit];
+    pub const ALL: [KeyPurpose; 6] =
+        [KeyPurpose::Otp, KeyPurpose::Jwt, KeyPurpose::Saml, KeyPurpose::Data, KeyPurpose::Audit, KeyPurpose::Pairwise];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,7 +38,14 @@ impl KeyPurpose {
             KeyPurpose::Saml => "saml",
             KeyPurpose::Data => "data",
             KeyPurpose::Audit => "audit",
+            KeyPurpose::Pairwise => "pairwise",
         }
+    }
+
+    /// Whether keys of this purpose may be rotated. Pairwise subjects are HMACs under
+    /// the one pairwise key, so replacing it would change every `sub` and NameID.
+    pub fn rotates(self) -> bool {
+        self != KeyPurpose::Pairwise
     }
 
     /// EC key pairs have a public half and a JWK `kid`.
@@ -46,7 +56,7 @@ impl KeyPurpose {
     /// The PKCS#11 mechanism this purpose's key is used with.
     pub fn mechanism(self) -> &'static str {
         match self {
-            KeyPurpose::Otp => "CKM_SHA256_HMAC",
+            KeyPurpose::Otp | KeyPurpose::Pairwise => "CKM_SHA256_HMAC",
             KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => "CKM_ECDSA",
             KeyPurpose::Data => "CKM_AES_GCM",
         }
@@ -146,5 +156,7 @@ mod tests {
         assert_eq!(KeyPurpose::from_label("symbolon-foo-1"), None);
         assert_eq!(KeyPurpose::from_label("other-jwt-1"), None);
         assert_eq!(KeyPurpose::from_label("symbolon-otp-"), None);
+        assert_eq!(KeyPurpose::from_label("symbolon-pairwise-20251122T082640Z"), Some(KeyPurpose::Pairwise));
+        assert!(!KeyPurpose::Pairwise.rotates() && KeyPurpose::Otp.rotates());
     }
 }

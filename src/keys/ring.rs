@@ -324,7 +324,9 @@ impl KeyRing {
                 self.public_jwk(&label).await?;
                 self.pool.run(move |s| s.sign_es256(&label, &probe).map(|_| ())).await
             }
-            KeyPurpose::Otp => self.pool.run(move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await,
+            KeyPurpose::Otp | KeyPurpose::Pairwise => {
+                self.pool.run(move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await
+            }
             KeyPurpose::Data => {
                 self.pool
                     .run(move |s| {

@@ -188,7 +188,7 @@ impl TokenSession {
             t
         };
         match purpose {
-            KeyPurpose::Otp => {
+            KeyPurpose::Otp | KeyPurpose::Pairwise => {
                 self.session.generate_key(
                     &Mechanism::GenericSecretKeyGen,
                     &common(vec![
@@ -235,10 +235,12 @@ impl TokenSession {
     /// extractable like every other key. For known-answer tests and operator migration.
     pub fn import_secret(&mut self, purpose: KeyPurpose, label: &str, value: &[u8]) -> Result<(), HsmError> {
         let (key_type, usage) = match purpose {
-            KeyPurpose::Otp => (KeyType::GENERIC_SECRET, [Attribute::Sign(true), Attribute::Verify(true)]),
+            KeyPurpose::Otp | KeyPurpose::Pairwise => {
+                (KeyType::GENERIC_SECRET, [Attribute::Sign(true), Attribute::Verify(true)])
+            }
             KeyPurpose::Data => (KeyType::AES, [Attribute::Encrypt(true), Attribute::Decrypt(true)]),
             _ => {
-                return Err(HsmError::Malformed("only otp and data keys can be imported"));
+                return Err(HsmError::Malformed("only otp, pairwise and data keys can be imported"));
             }
         };
         let mut template = vec![
