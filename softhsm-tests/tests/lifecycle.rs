@@ -541,10 +541,10 @@ async fn no_key_value_can_be_read_from_the_token() {
         let class = if matches!(purpose, "otp" | "data") { ObjectClass::SECRET_KEY } else { ObjectClass::PRIVATE_KEY };
         labels.push((label, class));
     }
-    // And the keys `symbolon keys init` generated.
+    // And the keys `symbolon keys init` generated (the pairwise key among them).
     for row in catalog(&env).await {
         if !labels.iter().any(|(l, _)| *l == row.label) {
-            let class = if matches!(row.purpose.as_str(), "otp" | "data") {
+            let class = if matches!(row.purpose.as_str(), "otp" | "data" | "pairwise") {
                 ObjectClass::SECRET_KEY
             } else {
                 ObjectClass::PRIVATE_KEY
@@ -552,7 +552,7 @@ async fn no_key_value_can_be_read_from_the_token() {
             labels.push((row.label, class));
         }
     }
-    assert_eq!(labels.len(), 10, "{labels:?}");
+    assert_eq!(labels.len(), 11, "{labels:?}");
     env.token.use_in_process().unwrap();
     let ctx = cryptoki::context::Pkcs11::new(&env.token.module).unwrap();
     let session = env.token.user_session(&ctx).unwrap();
