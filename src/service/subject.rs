@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::Services;
 use crate::config::{ServiceConfig, SubjectType};
 use crate::error::ApiError;
-use crate::keys::KeyPurpose;
+use crate::keyring::KeyPurpose;
 
 /// Domain separation of the pairwise MAC input (docs/protocol.md §13).
 const PAIRWISE_LABEL: &[u8] = b"symbolon-pairwise-v1";

@@ -704,7 +704,7 @@ async fn pairwise_subjects_differ_by_sector_match_an_independent_hmac_and_surviv
             .unwrap();
     let known: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(13).wrapping_add(1)).collect();
     let k = known.clone();
-    pool.run(move |s| s.import_secret(symbolon::keys::KeyPurpose::Pairwise, "symbolon-pairwise-20260101T000000Z", &k))
+    pool.run(move |s| s.import_secret(symbolon::keys::KeyKind::HmacSecret, "symbolon-pairwise-20260101T000000Z", &k))
         .await
         .unwrap();
     pool.shutdown();

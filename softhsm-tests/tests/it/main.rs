@@ -8,6 +8,7 @@ mod cluster;
 mod device;
 mod enroll;
 mod fixtures;
+mod hardening;
 mod keys;
 mod lifecycle;
 mod management;
