@@ -349,6 +349,7 @@ fn figment_problems(err: figment::Error, section: &str) -> Vec<ConfigProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::config::SubjectType;
     use crate::store::DatabaseTls;
 
     #[test]
@@ -469,6 +470,8 @@ given_name = "urn:oid:2.5.4.42"
             allowed_scopes: vec!["name".into()],
             allowed_origins: vec![],
             saml,
+            subject_type: None,
+            sector_identifier: None,
         };
         c.services = vec![
             service("a", Some(sp("https://sp.example", "not a url"))),
@@ -484,6 +487,37 @@ given_name = "urn:oid:2.5.4.42"
         c.demo.enabled = false;
         let problems: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
         assert!(problems.iter().any(|p| p.starts_with("saml.enabled")), "{problems:?}");
+    }
+
+    #[test]
+    fn pairwise_services_need_one_sector() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        let service = |origins: &[&str], sector: Option<&str>| ServiceConfig {
+            id: "rp".into(),
+            name: "RP".into(),
+            allowed_scopes: vec![],
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+            saml: None,
+            subject_type: Some(SubjectType::Pairwise),
+            sector_identifier: sector.map(str::to_string),
+        };
+        let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
+        c.services = vec![service(&["https://Bank.example:8443"], None)];
+        assert!(paths(&c).is_empty());
+        assert_eq!(c.services[0].sector().as_deref(), Ok("bank.example"));
+        c.services = vec![service(&[], None)];
+        assert_eq!(paths(&c), ["services[0].subject_type"], "no host to take the sector from");
+        c.services = vec![service(&["https://a.example", "https://b.example"], None)];
+        assert_eq!(paths(&c), ["services[0].subject_type"], "two hosts: which sector?");
+        c.services = vec![service(&["https://a.example", "https://b.example"], Some("a.example"))];
+        assert!(paths(&c).is_empty());
+        c.services = vec![service(&[], Some("https://a.example/"))];
+        assert_eq!(paths(&c), ["services[0].sector_identifier"]);
+        c.services[0].subject_type = None;
+        c.services[0].sector_identifier = None;
+        assert_eq!(c.services[0].subject_type(), SubjectType::Public, "public unless asked");
+        assert!(paths(&c).is_empty());
     }
 
     #[test]

@@ -56,6 +56,9 @@ impl KeysConfig {
         }
         for (purpose, s) in &self.schedule {
             let at = format!("keys.schedule.{purpose}");
+            if !purpose.rotates() {
+                p.push(ConfigProblem::new(at.clone(), super::lifecycle::never_rotated(*purpose)));
+            }
             if s.period < Duration::from_secs(10) {
                 p.push(ConfigProblem::new(format!("{at}.period"), "must be at least 10s"));
             }
