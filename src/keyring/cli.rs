@@ -122,7 +122,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
             if !purpose.rotates()
                 && let Ok(active) = ring.active(purpose)
             {
-                anyhow::bail!("{} is the {purpose} key; {}", active.label, super::lifecycle::never_rotated(purpose));
+                anyhow::bail!("{} is the {purpose} key; {}", active.label, super::config::never_rotated(purpose));
             }
             let e = ring.generate(purpose, now).await?;
             println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());

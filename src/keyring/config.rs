@@ -57,7 +57,7 @@ impl KeysConfig {
         for (purpose, s) in &self.schedule {
             let at = format!("keys.schedule.{purpose}");
             if !purpose.rotates() {
-                p.push(ConfigProblem::new(at.clone(), super::lifecycle::never_rotated(*purpose)));
+                p.push(ConfigProblem::new(at.clone(), never_rotated(*purpose)));
             }
             if s.period < Duration::from_secs(10) {
                 p.push(ConfigProblem::new(format!("{at}.period"), "must be at least 10s"));
@@ -68,6 +68,14 @@ impl KeysConfig {
         }
         p
     }
+}
+
+/// Why keys of `purpose` are never rotated (for `keys rotate` and `config check`).
+pub fn never_rotated(purpose: KeyPurpose) -> String {
+    format!(
+        "{purpose} keys are never rotated: every pairwise subject (OIDC `sub`, SAML NameID) is an HMAC under \
+         this key, so a new key would give every person a new identity at every relying party"
+    )
 }
 
 #[cfg(test)]

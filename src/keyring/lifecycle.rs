@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::config::KeysConfig;
+use super::config::{KeysConfig, never_rotated};
 use super::ring::{KeyRing, catalog_err};
 use super::{CatalogEntry, KeyError, KeyPurpose, KeyState};
 use crate::store::KeyTransition;
@@ -314,14 +314,6 @@ impl Lifecycle {
             })
             .collect()
     }
-}
-
-/// Why keys of `purpose` are never rotated (for `keys rotate` and `config check`).
-pub fn never_rotated(purpose: KeyPurpose) -> String {
-    format!(
-        "{purpose} keys are never rotated: every pairwise subject (OIDC `sub`, SAML NameID) is an HMAC under \
-         this key, so a new key would give every person a new identity at every relying party"
-    )
 }
 
 /// When a scheduled purpose's next steps fall due (unix seconds).
