@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use softhsm_tests::device::client::{ClientError, DeviceClient};
 use softhsm_tests::device::{Device, EnrollPayload, JwsFault, Push, unix_now};
-use softhsm_tests::fixtures::{Outcome, republish_aus_vrl};
+use softhsm_tests::fixtures::{Outcome, republish_aus_vrl, resign_list};
 use softhsm_tests::trustenv::FixtureChain;
 use softhsm_tests::{ServerOptions, TestServer, TestToken};
 use symbolon::store::{DurableStore, EnrollmentStatus};
@@ -21,8 +21,12 @@ struct Env {
 }
 
 fn start(refresh: &str, extra: &str) -> Env {
+    start_with(FixtureChain::new().unwrap(), refresh, extra)
+}
+
+/// Starts a server trusting `chain` (changed before the start).
+fn start_with(chain: FixtureChain, refresh: &str, extra: &str) -> Env {
     let token = TestToken::new().unwrap();
-    let chain = FixtureChain::new().unwrap();
     let extra_toml = format!("{}\n{extra}", chain.trust_toml(refresh));
     let server = TestServer::start(&token, ServerOptions { extra_toml, ..Default::default() }).unwrap();
     let client = DeviceClient::new(&server.public_url).unwrap();
@@ -215,7 +219,7 @@ async fn wait_trust_fresh(env: &Env, fresh: bool) -> Value {
 async fn stale_governance_list_blocks_enrollment_until_refreshed() {
     let env = start("1s", RELAXED);
     let seal = env.chain.manifest.seal("valid_full").unwrap();
-    env.chain.swap("lists/governance.jws", "lists/governance-stale.jws").unwrap();
+    env.chain.swap("governance.jws", "governance-stale.jws").unwrap();
     let health = wait_trust_fresh(&env, false).await;
     // A stale list degrades /health but does not fail it.
     assert_eq!(health["status"], "degraded");
@@ -226,7 +230,7 @@ async fn stale_governance_list_blocks_enrollment_until_refreshed() {
         _ => unreachable!(),
     }
     assert_eq!(store(&env).await.count_enrollments().await.unwrap(), 0);
-    env.chain.swap("lists/governance.jws", "lists/governance-next.jws").unwrap();
+    env.chain.swap("governance.jws", "governance-next.jws").unwrap();
     let health = wait_trust_fresh(&env, true).await;
     assert_eq!(health["status"], "ok");
     env.client.enroll(&Device::generate(), &seal.vds, Push::None, "x").await.unwrap();
@@ -253,4 +257,28 @@ async fn vrl_revoking_an_enrolled_token_suspends_it() {
         }
     }
     panic!("enrollment not suspended after the VRL refresh");
+}
+
+#[tokio::test]
+async fn a_tsl_pointing_its_crl_at_dev_zero_neither_stops_the_start_nor_other_territories() {
+    // The crash loop of the review: the first refresh runs before serving, and read
+    // /dev/zero until the process died.
+    let chain = FixtureChain::new().unwrap();
+    resign_list(chain.dir.path(), "lists/tsl-aus.jws", "tsl-aus-signer", |tsl| {
+        for svc in tsl["services"].as_array_mut().unwrap() {
+            svc["crl_urls"] = serde_json::json!(["file:///dev/zero"]);
+        }
+    })
+    .unwrap();
+    let env = start_with(chain, "1h", RELAXED);
+    let health: Value = reqwest::get(format!("{}/health", env.server.public_url)).await.unwrap().json().await.unwrap();
+    assert_eq!(health["checks"]["trust"]["fresh"], false);
+    // That territory's CA fails closed; the other territory enrolls.
+    let aus = env.chain.manifest.seal("valid_full").unwrap();
+    let err = env.client.enroll(&Device::generate(), &aus.vds, Push::None, "x").await.unwrap_err();
+    assert_eq!(err.problem_code(), (503, "unavailable".into()));
+    let uto = env.chain.manifest.seal("valid_state_rsa_chain").unwrap();
+    env.client.enroll(&Device::generate(), &uto.vds, Push::None, "x").await.unwrap();
+    let log = env.server.log();
+    assert!(log.contains("outside the governance list"), "{log}");
 }

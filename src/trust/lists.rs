@@ -10,7 +10,7 @@ use serde_json::Value;
 /// A list or CRL may be dated at most this far ahead of our clock (vds.md §3.2).
 pub const MAX_CLOCK_AHEAD: i64 = 300;
 /// Largest list accepted.
-pub const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_LIST_BYTES: usize = 1024 * 1024;
 
 /// Why a list was not accepted. Messages name the rule, never list content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -779,3 +779,90 @@ fn error_mapping() {
     assert_eq!(api.detail, "TSL a/B is stale");
     assert!(api.retry_after.is_some());
 }
+
+/// A second granted service in the AUS TSL with its own CA and these CRL URLs.
+fn hostile_service(f: &Fixture, name: &str, crl_urls: Vec<String>) -> (Value, TestCa) {
+    let ca = TestCa::new(TestKey::P256(p256_key()), &format!("CN={name},O=Test,C=AU"));
+    let mut svc = f.service();
+    svc["name"] = json!(name);
+    svc["ca"] = json!(STANDARD.encode(&ca.der));
+    svc["crl_urls"] = json!(crl_urls);
+    (svc, ca)
+}
+
+#[tokio::test]
+async fn hostile_crl_urls_fail_closed_for_their_ca_only() {
+    // The crash loop of the review: `file:///dev/zero` was read until the process died,
+    // at start, before serving; a FIFO blocked the refresh for ever.
+    let f = Fixture::new();
+    nix::unistd::mkfifo(&f.path("fifo.crl"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::write(f.path("huge.crl"), vec![0x30; cert::MAX_CRL_BYTES + 1]).unwrap();
+    let (zero, zero_ca) = hostile_service(&f, "Zero CA", vec!["file:///dev/zero".into()]);
+    let (fifo, fifo_ca) = hostile_service(&f, "Fifo CA", vec![f.url("fifo.crl")]);
+    let (huge, huge_ca) = hostile_service(&f, "Huge CA", vec![f.url("huge.crl")]);
+    let (http, http_ca) = hostile_service(&f, "Http CA", vec!["http://127.0.0.1:9/ca.crl".into()]);
+    f.publish_tsl(1, NOW - 60, NOW + DAY, vec![f.service(), zero, fifo, huge, http]);
+    let store = TrustStore::load(&f.config(), &f.state_dir()).unwrap();
+    let report = tokio::time::timeout(std::time::Duration::from_secs(60), store.refresh(NOW))
+        .await
+        .expect("the refresh ends by itself")
+        .unwrap();
+    let mut failed: Vec<(String, String)> = report.failed.iter().map(|x| (x.list.clone(), x.reason.clone())).collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        vec![
+            ("CRL of Fifo CA".into(), "not a regular file".into()),
+            ("CRL of Http CA".into(), "URLs inside lists must be https://".into()),
+            ("CRL of Huge CA".into(), "document too large".into()),
+            ("CRL of Zero CA".into(), "file:// URL is outside the governance list's directory".into()),
+        ]
+    );
+    // The honest CA goes on; each hostile one fails closed (vds.md §6 rule 5).
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
+    for (ca, label) in [(zero_ca, "Zero CA"), (fifo_ca, "Fifo CA"), (huge_ca, "Huge CA"), (http_ca, "Http CA")] {
+        let k = p256_key();
+        let cert = ca.issue(default_signer_spec(), &k);
+        let err = store.verify_credential(&f.vds_by(&profile_data("AUS-7Q2M9K4T"), &cert, &k), NOW).unwrap_err();
+        assert_eq!(err, TrustError::Unavailable(format!("CRL of {label} is not current")));
+    }
+    let status = store.status(NOW);
+    let zero = status.entries.iter().find(|e| e.name == "CRL of Zero CA").unwrap();
+    assert_eq!(zero.error.as_deref(), Some("file:// URL is outside the governance list's directory"));
+}
+
+#[tokio::test]
+async fn a_slow_source_blocks_neither_readers_nor_another_refresh() {
+    // The first connection to this server hangs (until the fetch timeout); later ones
+    // are closed at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (reached, hanging) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (first, _) = listener.accept().await.unwrap();
+        let _ = reached.send(());
+        loop {
+            let Ok((later, _)) = listener.accept().await else { break };
+            drop(later);
+        }
+        drop(first);
+    });
+    let f = Fixture::new();
+    let (slow, _) = hostile_service(&f, "Slow CA", vec![format!("https://127.0.0.1:{port}/ca.crl")]);
+    f.publish_tsl(1, NOW - 60, NOW + DAY, vec![f.service(), slow]);
+    let config =
+        TrustConfig { allow_private_networks: true, fetch_timeout: std::time::Duration::from_secs(10), ..f.config() };
+    let store = TrustStore::load(&config, &f.state_dir()).unwrap();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.refresh(NOW).await }
+    });
+    hanging.await.unwrap();
+    let second = store.refresh(NOW).await.unwrap();
+    assert!(!first.is_finished(), "the second refresh had to wait for the first one");
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
+    assert_eq!(second.failed.len(), 1, "{:?}", second.failed);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.failed.len(), 1, "{:?}", first.failed);
+    server.abort();
+}
