@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::startup::{Application, harden_process};
@@ -169,11 +169,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::GenerateMan { dir } => {
-            crate::cli_docs::write_man_pages(&dir)?;
+            crate::cli_docs::write_man_pages(Cli::command(), &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::GenerateCompletions { dir } => {
-            crate::cli_docs::write_completions(&dir)?;
+            crate::cli_docs::write_completions(Cli::command(), &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -1,20 +1,18 @@
 //! Man pages (section 8) and shell completions generated from the real clap tree,
-//! so the packaged documentation cannot drift from the command line.
+//! so the packaged documentation cannot drift from the command line. The tree is
+//! passed in (`Cli::command()`), so this module does not import the CLI it documents.
 
 use std::path::Path;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use clap_complete::Shell;
-
-use crate::cli::Cli;
 
 const SECTION: &str = "8";
 
-/// Writes `symbolon.8` and one `symbolon-<sub>[-<sub>].8` per visible subcommand into `dir`.
-pub fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
+/// Writes `symbolon.8` and one `symbolon-<sub>[-<sub>].8` per visible subcommand of
+/// `cmd` (the command tree) into `dir`.
+pub fn write_man_pages(mut cmd: clap::Command, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut cmd = Cli::command();
     cmd.build();
     write_page(dir, &cmd)
 }
@@ -36,10 +34,9 @@ fn write_page(dir: &Path, cmd: &clap::Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `symbolon.bash`, `_symbolon` (zsh) and `symbolon.fish` into `dir`.
-pub fn write_completions(dir: &Path) -> anyhow::Result<()> {
+/// Writes `symbolon.bash`, `_symbolon` (zsh) and `symbolon.fish` for `cmd` into `dir`.
+pub fn write_completions(mut cmd: clap::Command, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut cmd = Cli::command();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd, "symbolon", dir)
             .with_context(|| format!("writing {shell} completion"))?;

@@ -11,6 +11,15 @@ pub fn new_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Length of a [`new_id`] identifier.
+pub const ID_LEN: usize = 43;
+
+/// Has the shape of a [`new_id`] identifier: 43 b64u characters. The shape is public
+/// (protocol.md §1), so refusing other shapes early reveals nothing.
+pub fn is_id(s: &str) -> bool {
+    s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A shorter random id (16 bytes) for request ids and row ids.
 pub fn short_id() -> String {
     let mut bytes = [0u8; 16];
@@ -21,4 +30,16 @@ pub fn short_id() -> String {
 /// Current Unix time in seconds.
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_shape() {
+        assert!(super::is_id(&super::new_id()));
+        assert!(super::is_id(&"A".repeat(43)));
+        for bad in ["", "short", &"A".repeat(44), &"A".repeat(16 * 1024), &format!("{}=", "A".repeat(42))] {
+            assert!(!super::is_id(bad), "{bad}");
+        }
+    }
 }

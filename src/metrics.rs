@@ -72,10 +72,13 @@ pub enum HsmOp {
     Catalog,
     /// The health round trip.
     Ping,
+    /// A job its caller did not name (operator tooling, tests).
+    Other,
 }
 
 impl HsmOp {
-    const ALL: [HsmOp; 8] = [
+    /// Every kind, in declaration order (`op as usize` indexes this).
+    pub const ALL: [HsmOp; 9] = [
         HsmOp::SignEs256,
         HsmOp::HmacSha256,
         HsmOp::Encrypt,
@@ -84,9 +87,11 @@ impl HsmOp {
         HsmOp::PublicKey,
         HsmOp::Catalog,
         HsmOp::Ping,
+        HsmOp::Other,
     ];
 
-    fn labels(self) -> (&'static str, &'static str) {
+    /// (operation, PKCS#11 mechanism) label values.
+    pub fn labels(self) -> (&'static str, &'static str) {
         match self {
             HsmOp::SignEs256 => ("sign", "CKM_ECDSA"),
             HsmOp::HmacSha256 => ("hmac", "CKM_SHA256_HMAC"),
@@ -96,6 +101,7 @@ impl HsmOp {
             HsmOp::PublicKey => ("public_key", "none"),
             HsmOp::Catalog => ("catalog", "none"),
             HsmOp::Ping => ("ping", "none"),
+            HsmOp::Other => ("other", "none"),
         }
     }
 }
@@ -274,6 +280,18 @@ impl Metrics {
                 );
             }
         }
+        gauge(
+            &mut out,
+            "symbolon_websockets_open",
+            "Browser WebSockets open on this node (authenticated or waiting for the hello).",
+            gauges.websockets_open as f64,
+        );
+        gauge(
+            &mut out,
+            "symbolon_session_event_channels",
+            "Session event channels this node holds (one per session with an authenticated browser channel).",
+            gauges.session_event_channels as f64,
+        );
         gauge(&mut out, "symbolon_hsm_queue_depth", "HSM jobs waiting for a worker.", gauges.hsm_queue_depth as f64);
         gauge(
             &mut out,
@@ -288,6 +306,17 @@ impl Metrics {
             "HSM sessions replaced after the token dropped them.",
         );
         let _ = writeln!(out, "symbolon_hsm_sessions_reopened_total {}", gauges.hsm_sessions_reopened);
+        header(
+            &mut out,
+            "symbolon_hsm_operations_total",
+            "counter",
+            "Operations the HSM session pool's workers ran, by operation and PKCS#11 mechanism.",
+        );
+        for (op, n) in &gauges.hsm_operations {
+            let (name, mechanism) = op.labels();
+            let _ =
+                writeln!(out, "symbolon_hsm_operations_total{{operation=\"{name}\",mechanism=\"{mechanism}\"}} {n}");
+        }
 
         header(
             &mut out,
@@ -355,9 +384,13 @@ impl Metrics {
 /// Values read when scraped.
 #[derive(Debug, Default)]
 pub struct ScrapeGauges {
+    pub websockets_open: usize,
+    pub session_event_channels: usize,
     pub hsm_queue_depth: usize,
     pub hsm_workers: usize,
     pub hsm_sessions_reopened: u64,
+    /// Operations the pool ran, by kind.
+    pub hsm_operations: Vec<(HsmOp, u64)>,
     pub trust_configured: bool,
     pub trust_fresh: bool,
     pub trust_age_s: Option<i64>,

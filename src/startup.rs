@@ -99,7 +99,9 @@ impl Application {
         )
         .context("push")?;
         let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
-        let services = Arc::new(Services { config, relying_parties, keys, store, sessions, trust, push, audit });
+        let browser_channels = crate::service::channel::OpenChannels::new(config.limits.websocket_max_open);
+        let services =
+            Arc::new(Services { config, relying_parties, keys, store, sessions, trust, push, audit, browser_channels });
         if services.trust.config().is_configured() {
             let now = crate::ids::now_unix();
             match services.trust.refresh(now).await {

@@ -8,7 +8,7 @@ Usage: saml_sp_check.py IDP_METADATA GOOD_RESPONSE TAMPERED_RESPONSE WORKDIR
 Accepts GOOD_RESPONSE (prints "ACCEPTED <name id>" and the attributes) and must
 reject TAMPERED_RESPONSE (prints "REJECTED tampered"). Exit status 0 only if both
 behave. Signatures are checked by pysaml2 with the xmlsec1 binary. Without the
-options, the SP, IdP and expected attributes are those of tests/saml.rs; with
+options, the SP, IdP and expected attributes are those of tests/it/saml.rs; with
 --expect, exactly the given attribute values are checked instead.
 """
 import argparse

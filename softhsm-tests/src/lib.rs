@@ -10,6 +10,7 @@ pub mod device;
 pub mod fake_fcm;
 pub mod fixtures;
 pub mod jose;
+pub mod metrics;
 pub mod oidc;
 pub mod python;
 pub mod records;

@@ -489,6 +489,12 @@ pub struct LimitsConfig {
     /// How long a token id stays locked out.
     #[serde(with = "humantime_serde")]
     pub lockout: Duration,
+    /// WebSocket upgrades (`/v1/auth/sessions/{id}/ws`) per client IP per minute;
+    /// more get `429 rate_limited` before the upgrade.
+    pub websocket_per_ip_per_minute: u32,
+    /// Browser WebSockets open at once on this node (and session event channels held);
+    /// more upgrades get `503 overloaded`.
+    pub websocket_max_open: usize,
 }
 
 impl Default for LimitsConfig {
@@ -502,7 +508,28 @@ impl Default for LimitsConfig {
             failure_window: Duration::from_secs(60),
             verify_failure_cost: 2,
             lockout: Duration::from_secs(300),
+            // A browser opens one channel per sign-in and may reconnect a few times;
+            // many browsers can share an IP behind NAT.
+            websocket_per_ip_per_minute: 120,
+            websocket_max_open: 20_000,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// Limits that would refuse every request (zero) are configuration mistakes.
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let per_minute = [("websocket_per_ip_per_minute", self.websocket_per_ip_per_minute)];
+        for (name, value) in per_minute {
+            if value == 0 {
+                p.push(problem(&format!("limits.{name}"), "must be at least 1".into()));
+            }
+        }
+        if self.websocket_max_open == 0 {
+            p.push(problem("limits.websocket_max_open", "must be at least 1".into()));
+        }
+        p
     }
 }
 
@@ -717,6 +744,7 @@ impl Config {
         if self.limits.body_max_bytes < 1024 {
             p.push(problem("limits.body_max_bytes", "must be at least 1024".into()));
         }
+        p.extend(self.limits.problems());
         p.extend(self.trust.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p.extend(self.push.validate().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         p.extend(self.keys.problems().into_iter().map(|(path, message)| ConfigProblem { path, message }));

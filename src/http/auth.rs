@@ -122,27 +122,24 @@ pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// `GET /v1/auth/sessions/{id}/ws`. An unknown session still upgrades and is closed
-/// with 4401 after the hello (§12 rule 7: no session oracle).
+/// `GET /v1/auth/sessions/{id}/ws`. An unknown but well-formed session id still
+/// upgrades and is closed with 4401 after the hello (§12 rule 7: no session oracle);
+/// limits are checked before the upgrade (`429`/`503` with `Retry-After`).
 pub async fn websocket(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if let Some(o) = origin(&headers)
-        && let Some(session) = state.sessions.get_session(&id).await?
-        && let Some(service) = state.service(&session.service_id)
-    {
-        state.check_origin(&service, Some(o))?;
-    }
+    let permit = state.admit_browser_channel(&id, origin(&headers), ip).await?;
     // The browser sends one small `hello`: a 4 KiB read buffer instead of tungstenite's
     // 128 KiB default keeps a pending session's socket at a few KiB (10,000 held sessions
     // took 1.3 GB with the default).
-    Ok(upgrade
-        .max_message_size(4096)
-        .read_buffer_size(4096)
-        .on_upgrade(move |socket| browser_channel(state, id, socket)))
+    Ok(upgrade.max_message_size(4096).read_buffer_size(4096).on_upgrade(move |socket| async move {
+        browser_channel(state, id, socket).await;
+        drop(permit);
+    }))
 }
 
 #[derive(Deserialize)]
@@ -171,6 +168,9 @@ async fn send_json(socket: &mut WebSocket, value: &serde_json::Value) -> bool {
     socket.send(Message::Text(value.to_string().into())).await.is_ok()
 }
 
+/// Close code for a refusal that may succeed later (RFC 6455 §7.4.1 "Try Again Later").
+const CLOSE_TRY_AGAIN: u16 = 1013;
+
 /// The browser channel: hello, then `otp`, then exactly one terminal message, then
 /// close 1000 (§5.2).
 async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
@@ -182,26 +182,22 @@ async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
         },
         _ => return close(socket, CLOSE_UNAUTHORIZED, "hello expected").await,
     };
-    // Subscribe before reading the session so an end in between is not missed.
-    let Ok(mut events) = state.sessions.subscribe(&id).await else {
-        return close(socket, 1011, "unavailable").await;
+    let attached = match state.attach_browser_channel(&id, &token, now_unix()).await {
+        Ok(a) => a,
+        Err(e) if e.code == ErrorCode::NotFound => return close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await,
+        Err(e) if e.code == ErrorCode::Overloaded => return close(socket, CLOSE_TRY_AGAIN, "overloaded").await,
+        Err(_) => return close(socket, 1011, "unavailable").await,
     };
-    let Ok(session) = state.browser_session(&id, &token, now_unix()).await else {
-        return close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await;
-    };
-    let Ok(view) = state.browser_view(&session, now_unix()).await else {
-        return close(socket, 1011, "unavailable").await;
-    };
-    if let BrowserView::Pending { otp, expires_at } = &view {
-        if !send_json(&mut socket, &json!({"type": "otp", "otp": otp, "expires_at": expires_at})).await {
+    let (view, expires_at, mut events) = (attached.view, attached.expires_at, attached.events);
+    if let BrowserView::Pending { otp, expires_at: otp_expires } = &view {
+        if !send_json(&mut socket, &json!({"type": "otp", "otp": otp, "expires_at": otp_expires})).await {
             return;
         }
-        let expires_at = session.expires_at;
         loop {
             let left = Duration::from_secs(u64::try_from(expires_at - now_unix()).unwrap_or(0));
             tokio::select! {
                 event = events.recv() => {
-                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
+                    if event.is_err() {
                         // The store dropped the channel: fall back to the expiry timer.
                         tokio::time::sleep(left).await;
                     }
@@ -213,12 +209,7 @@ async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
                     Some(Ok(_)) => continue,
                 },
             }
-            let now = now_unix();
-            let current = match state.sessions.get_session(&id).await {
-                Ok(Some(s)) => s,
-                _ => return close(socket, 1011, "unavailable").await,
-            };
-            let Ok(view) = state.browser_view(&current, now).await else {
+            let Ok(view) = state.browser_update(&id, now_unix()).await else {
                 return close(socket, 1011, "unavailable").await;
             };
             if let Some(msg) = terminal_message(&view) {

@@ -36,9 +36,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let pool = state.keys.pool();
     let trust = state.trust.status(crate::ids::now_unix());
     let gauges = ScrapeGauges {
+        websockets_open: state.browser_channels.open(),
+        session_event_channels: state.sessions.event_channels(),
         hsm_queue_depth: pool.queue_depth(),
         hsm_workers: pool.workers(),
         hsm_sessions_reopened: pool.sessions_reopened(),
+        hsm_operations: pool.operations(),
         trust_configured: trust.configured,
         trust_fresh: trust.fresh,
         trust_age_s: trust.age_s,

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::HsmError;
 use super::pin::HsmPin;
 use super::token::{TokenInfo, TokenSession, find_token, initialize};
+use crate::metrics::HsmOp;
 
 /// A queued operation: runs on a worker and returns how to hand its result back.
 type Job = Box<dyn FnOnce(&mut Worker) -> Option<Deliver> + Send>;
@@ -47,6 +48,8 @@ struct Shared {
     /// session predates the current epoch opens a new one before its next job.
     epoch: AtomicU64,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Jobs a worker ran (deadline not passed), by kind of operation.
+    ops: [AtomicU64; HsmOp::ALL.len()],
 }
 
 /// A pool of logged-in sessions on one token.
@@ -199,6 +202,7 @@ impl SessionPool {
             reopened: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             threads: std::sync::Mutex::new(Vec::new()),
+            ops: Default::default(),
         });
         let workers = workers.max(1);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue_depth.max(1));
@@ -258,8 +262,24 @@ impl SessionPool {
         &self.shared.ctx
     }
 
-    /// Runs `op` on a worker's session within the pool deadline.
-    pub async fn run<R, F>(&self, mut op: F) -> Result<R, HsmError>
+    /// Operations the workers ran so far, by kind (`symbolon_hsm_operations_total`):
+    /// every job counts once whatever its outcome, a job dropped at its deadline not.
+    pub fn operations(&self) -> Vec<(HsmOp, u64)> {
+        HsmOp::ALL.iter().map(|op| (*op, self.shared.ops[*op as usize].load(Ordering::Relaxed))).collect()
+    }
+
+    /// Runs `op` on a worker's session within the pool deadline, counted as [`HsmOp::Other`].
+    pub async fn run<R, F>(&self, op: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
+    {
+        self.run_as(HsmOp::Other, op).await
+    }
+
+    /// Runs `op`, one operation of kind `kind`, on a worker's session within the pool
+    /// deadline.
+    pub async fn run_as<R, F>(&self, kind: HsmOp, mut op: F) -> Result<R, HsmError>
     where
         R: Send + 'static,
         F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
@@ -268,7 +288,12 @@ impl SessionPool {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |worker: &mut Worker| {
             // A job that waited past its deadline is dropped: its caller already gave up.
-            let result = if Instant::now() >= deadline { Err(HsmError::Overloaded) } else { worker.call(&mut op) };
+            let result = if Instant::now() >= deadline {
+                Err(HsmError::Overloaded)
+            } else {
+                worker.shared.ops[kind as usize].fetch_add(1, Ordering::Relaxed);
+                worker.call(&mut op)
+            };
             Some(Box::new(move || {
                 let _ = tx.send(result);
             }))

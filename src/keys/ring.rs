@@ -156,7 +156,7 @@ impl KeyRing {
         F: FnMut(&mut super::token::TokenSession) -> Result<R, HsmError> + Send + 'static,
     {
         let start = std::time::Instant::now();
-        let result = self.pool.run(f).await;
+        let result = self.pool.run_as(op, f).await;
         METRICS.hsm.record(op, purpose, start.elapsed(), result.as_ref().err());
         result
     }
@@ -322,17 +322,22 @@ impl KeyRing {
         let result = match purpose {
             KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => {
                 self.public_jwk(&label).await?;
-                self.pool.run(move |s| s.sign_es256(&label, &probe).map(|_| ())).await
+                self.pool.run_as(HsmOp::SignEs256, move |s| s.sign_es256(&label, &probe).map(|_| ())).await
             }
-            KeyPurpose::Otp => self.pool.run(move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await,
+            KeyPurpose::Otp => {
+                self.pool.run_as(HsmOp::HmacSha256, move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await
+            }
             KeyPurpose::Data => {
-                self.pool
-                    .run(move |s| {
-                        let sealed = s.encrypt_gcm(&label, b"probe", &probe)?;
-                        let opened = s.decrypt_gcm(&label, b"probe", &sealed)?;
-                        if opened == probe { Ok(()) } else { Err(HsmError::DecryptFailed) }
-                    })
-                    .await
+                let (l, p) = (label.clone(), probe.clone());
+                let sealed = self.pool.run_as(HsmOp::Encrypt, move |s| s.encrypt_gcm(&l, b"probe", &p)).await;
+                match sealed {
+                    Ok(sealed) => {
+                        let opened =
+                            self.pool.run_as(HsmOp::Decrypt, move |s| s.decrypt_gcm(&label, b"probe", &sealed)).await;
+                        opened.and_then(|o| if o == probe { Ok(()) } else { Err(HsmError::DecryptFailed) })
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         result.map_err(|e| HsmError::Refused(format!("key {} cannot be used as a {purpose} key: {e}", entry.label)))

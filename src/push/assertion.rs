@@ -25,7 +25,7 @@ impl AssertionSigner for SessionPool {
     async fn sign_rs256(&self, key_label: &str, message: &[u8]) -> Result<Vec<u8>, HsmError> {
         let (label, message) = (key_label.to_owned(), message.to_vec());
         let start = std::time::Instant::now();
-        let result = self.run(move |s| s.sign_rs256(&label, &message)).await;
+        let result = self.run_as(crate::metrics::HsmOp::SignRs256, move |s| s.sign_rs256(&label, &message)).await;
         let metrics = &crate::metrics::METRICS.hsm;
         metrics.record(crate::metrics::HsmOp::SignRs256, None, start.elapsed(), result.as_ref().err());
         result

@@ -71,7 +71,7 @@ pub async fn import_service_account(pool: &SessionPool, json_path: &Path) -> Res
     drop(raw);
     let base = imported.label.clone();
     let label = pool
-        .run(move |s| {
+        .run_as(crate::metrics::HsmOp::Catalog, move |s| {
             // Two imports within one second get distinct labels.
             let mut label = base.clone();
             let mut n = 1;

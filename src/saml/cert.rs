@@ -61,7 +61,7 @@ pub async fn ensure_certificate(
     let l = label.to_string();
     let made = ring
         .pool()
-        .run(move |s| {
+        .run_as(crate::metrics::HsmOp::SignEs256, move |s| {
             if let Some(existing) = s.certificate(&l)? {
                 return Ok((existing, false));
             }

@@ -275,6 +275,9 @@ impl Services {
     /// session is unknown or the token wrong.
     pub async fn browser_session(&self, id: &str, browser_token: &str, now: i64) -> Result<AuthSession, ApiError> {
         let not_found = || ApiError::new(ErrorCode::NotFound, "no such session");
+        if !crate::ids::is_id(id) {
+            return Err(not_found());
+        }
         let session = self.sessions.get_session(id).await?.ok_or_else(not_found)?;
         let given = browser_token_digest(browser_token);
         let readable = now <= session.expires_at + self.config.auth.browser_grace.as_secs() as i64;

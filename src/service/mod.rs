@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod channel;
 pub mod claims;
 pub mod enroll;
 pub mod idtoken;
@@ -33,6 +34,8 @@ pub struct Services {
     pub push: crate::push::PushQueue,
     /// The audit trail: record events through it (never secrets, OTPs or claim values).
     pub audit: audit::Audit,
+    /// Browser WebSockets open on this node (bounded by `limits.websocket_max_open`).
+    pub browser_channels: Arc<channel::OpenChannels>,
 }
 
 impl std::fmt::Debug for Services {

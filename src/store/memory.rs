@@ -1,14 +1,14 @@
 //! In-process session store for a single node.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
 
 use super::{
-    AuthSession, SessionEnd, SessionStatus, SessionStore, SessionStoreError, session_position, session_position_since,
+    AuthSession, EventHub, SessionEnd, SessionEvents, SessionStatus, SessionStore, SessionStoreError, session_position,
+    session_position_since,
 };
 
 /// Entries expire lazily; a sweep runs every `SWEEP_EVERY` writes so memory stays bounded.
@@ -26,7 +26,6 @@ struct Inner {
     by_token: HashMap<String, Vec<String>>,
     /// Session ids by listing position (`session_position`), for the management API.
     listing: BTreeMap<String, String>,
-    channels: HashMap<String, broadcast::Sender<()>>,
     writes: u64,
 }
 
@@ -55,26 +54,31 @@ impl Inner {
                     }
                 }
             }
-            self.channels.remove(&id);
-        }
-    }
-
-    fn notify(&self, id: &str) {
-        if let Some(tx) = self.channels.get(id) {
-            let _ = tx.send(());
         }
     }
 }
 
 /// Nonces and counters in process memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemorySessionStore {
     inner: Mutex<Inner>,
+    hub: Arc<EventHub>,
+}
+
+impl Default for MemorySessionStore {
+    fn default() -> Self {
+        Self::with_max_channels(crate::config::LimitsConfig::default().websocket_max_open)
+    }
 }
 
 impl MemorySessionStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store whose event hub holds at most `max` session channels.
+    pub fn with_max_channels(max: usize) -> Self {
+        Self { inner: Mutex::new(Inner::default()), hub: EventHub::new(max) }
     }
 
     fn guard(&self) -> Result<std::sync::MutexGuard<'_, Inner>, SessionStoreError> {
@@ -223,7 +227,8 @@ impl SessionStore for MemorySessionStore {
         }
         session.ended_at = Some(now);
         let ended = session.clone();
-        inner.notify(id);
+        drop(inner);
+        self.hub.notify(id);
         Ok(Some(Ok(ended)))
     }
 
@@ -240,15 +245,19 @@ impl SessionStore for MemorySessionStore {
             session.ended_at = Some(now);
         }
         let after = session.clone();
+        drop(inner);
         if locked {
-            inner.notify(id);
+            self.hub.notify(id);
         }
         Ok(Some(after))
     }
 
-    async fn subscribe(&self, id: &str) -> Result<broadcast::Receiver<()>, SessionStoreError> {
-        let mut inner = self.guard()?;
-        Ok(inner.channels.entry(id.to_string()).or_insert_with(|| broadcast::channel(4).0).subscribe())
+    async fn subscribe(&self, id: &str) -> Result<SessionEvents, SessionStoreError> {
+        self.hub.subscribe(id)
+    }
+
+    fn event_channels(&self) -> usize {
+        self.hub.len()
     }
 
     async fn add_units(&self, key: &str, units: u32, window: Duration) -> Result<u32, SessionStoreError> {

@@ -4,6 +4,7 @@
 //! other short-lived state with a TTL).
 
 pub mod audit;
+mod events;
 mod memory;
 mod postgres;
 mod redis;
@@ -11,6 +12,7 @@ mod rows;
 mod sqlite;
 
 pub use audit::{AuditCheckpoint, AuditEvent, AuditRecord};
+pub use events::{EventHub, SessionEvents};
 pub use memory::MemorySessionStore;
 pub use postgres::PostgresStore;
 pub use redis::RedisSessionStore;
@@ -306,12 +308,23 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
 pub enum SessionStoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The process holds as many session event channels as it may.
+    #[error("too many session event channels are open")]
+    Full,
 }
 
 impl From<SessionStoreError> for ApiError {
     fn from(e: SessionStoreError) -> Self {
-        tracing::error!(error = %e, "session store unavailable");
-        ApiError::new(ErrorCode::Unavailable, "the session store is not available")
+        match e {
+            SessionStoreError::Full => {
+                tracing::warn!(error = %e, "browser channel refused");
+                ApiError::new(ErrorCode::Overloaded, "too many browser channels are open, retry shortly")
+            }
+            SessionStoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "session store unavailable");
+                ApiError::new(ErrorCode::Unavailable, "the session store is not available")
+            }
+        }
     }
 }
 
@@ -400,8 +413,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// when it is unknown; a session that is no longer pending is returned unchanged.
     async fn count_failure(&self, id: &str, lock_at: u32, now: i64) -> Result<Option<AuthSession>, SessionStoreError>;
     /// Notifications for a session: a message each time it ends. Subscribe before
-    /// reading the session to not miss an end that happens in between.
-    async fn subscribe(&self, id: &str) -> Result<tokio::sync::broadcast::Receiver<()>, SessionStoreError>;
+    /// reading the session to not miss an end that happens in between. The channel
+    /// lives while the returned listener does; `Full` past the process's cap.
+    async fn subscribe(&self, id: &str) -> Result<SessionEvents, SessionStoreError>;
+    /// Session event channels this process holds now (a metrics gauge).
+    fn event_channels(&self) -> usize;
 
     /// Adds `units` to the sliding window of `key` and returns the window's total.
     async fn add_units(&self, key: &str, units: u32, window: Duration) -> Result<u32, SessionStoreError>;
@@ -463,10 +479,10 @@ pub async fn open_durable(config: &Config) -> Result<Arc<dyn DurableStore>, Stor
 /// ready when it answers; it must be called inside the Tokio runtime.
 pub fn open_session_store(config: &Config) -> Result<Arc<dyn SessionStore>, SessionStoreError> {
     match config.session_store.url.as_str() {
-        "memory://" => Ok(Arc::new(MemorySessionStore::new())),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Ok(Arc::new(RedisSessionStore::open(&config.session_store)?))
-        }
+        "memory://" => Ok(Arc::new(MemorySessionStore::with_max_channels(config.limits.websocket_max_open))),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => Ok(Arc::new(
+            RedisSessionStore::open_with_max_channels(&config.session_store, config.limits.websocket_max_open)?,
+        )),
         other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
     }
 }

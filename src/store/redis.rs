@@ -19,18 +19,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, IntoConnectionInfo, RedisError, Script};
-use tokio::sync::broadcast;
 
 use super::{
-    AuthSession, SESSION_INDEX_MAX, SessionEnd, SessionStatus, SessionStore, SessionStoreError, session_position,
-    session_position_since,
+    AuthSession, EventHub, SESSION_INDEX_MAX, SessionEnd, SessionEvents, SessionStatus, SessionStore,
+    SessionStoreError, session_position, session_position_since,
 };
 use crate::config::SessionStoreConfig;
 
@@ -123,42 +122,10 @@ end
 return total
 "#;
 
-/// Per-session broadcast channels of this process, fed by the one subscription task.
+/// Whether the one subscription of this process is up (readiness: without it browsers
+/// hear of a verify on another node only when their session expires).
 #[derive(Debug, Default)]
-struct EventHub {
-    channels: Mutex<HashMap<String, broadcast::Sender<()>>>,
-    /// The subscription is up (readiness: without it browsers hear of a verify on
-    /// another node only when their session expires).
-    subscribed: std::sync::atomic::AtomicBool,
-}
-
-impl EventHub {
-    fn subscribe(&self, id: &str) -> Result<broadcast::Receiver<()>, SessionStoreError> {
-        let mut channels = self.channels.lock().map_err(|_| unavailable("poisoned lock"))?;
-        // Channels whose sockets have gone are dropped here, so the map stays as large
-        // as the number of open browser channels.
-        channels.retain(|_, tx| tx.receiver_count() > 0);
-        Ok(channels.entry(id.to_string()).or_insert_with(|| broadcast::channel(4).0).subscribe())
-    }
-
-    fn notify(&self, id: &str) {
-        if let Ok(channels) = self.channels.lock()
-            && let Some(tx) = channels.get(id)
-        {
-            let _ = tx.send(());
-        }
-    }
-
-    /// After the subscription was down, events may have been missed: every listener
-    /// re-reads its session.
-    fn notify_all(&self) {
-        if let Ok(channels) = self.channels.lock() {
-            for tx in channels.values() {
-                let _ = tx.send(());
-            }
-        }
-    }
-}
+struct Subscribed(std::sync::atomic::AtomicBool);
 
 /// Aborts the subscription task when the store goes away.
 #[derive(Debug)]
@@ -177,6 +144,7 @@ pub struct RedisSessionStore {
     channel: String,
     timeout: Duration,
     hub: Arc<EventHub>,
+    subscribed: Arc<Subscribed>,
     _events: TaskGuard,
     scripts: Scripts,
 }
@@ -208,6 +176,11 @@ impl RedisSessionStore {
     /// A store for `config.url`. Connects lazily and reconnects by itself; spawns the
     /// event subscription task (call inside the Tokio runtime).
     pub fn open(config: &SessionStoreConfig) -> Result<Self, SessionStoreError> {
+        Self::open_with_max_channels(config, crate::config::LimitsConfig::default().websocket_max_open)
+    }
+
+    /// As [`Self::open`], this process holding at most `max_channels` session channels.
+    pub fn open_with_max_channels(config: &SessionStoreConfig, max_channels: usize) -> Result<Self, SessionStoreError> {
         let mut info = config.url.as_str().into_connection_info().map_err(redis_err)?;
         if let Some(file) = &config.password_file {
             let password = std::fs::read_to_string(file)
@@ -230,9 +203,11 @@ impl RedisSessionStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(redis_err)?;
-        let hub = Arc::new(EventHub::default());
+        let hub = EventHub::new(max_channels);
+        let subscribed = Arc::new(Subscribed::default());
         let channel = format!("{}events", config.key_prefix);
-        let task = tokio::spawn(run_subscription(client, channel.clone(), hub.clone(), config.timeout));
+        let task =
+            tokio::spawn(run_subscription(client, channel.clone(), hub.clone(), subscribed.clone(), config.timeout));
         let with_clock = |body: &str| Script::new(&format!("{NOW_MS}{body}"));
         Ok(Self {
             conn,
@@ -240,6 +215,7 @@ impl RedisSessionStore {
             channel,
             timeout: config.timeout,
             hub,
+            subscribed,
             _events: TaskGuard(task),
             scripts: Scripts {
                 create: Script::new(CREATE),
@@ -305,7 +281,13 @@ fn millis(d: Duration) -> u64 {
 /// The one subscription of this process to the events channel. Reconnects with
 /// backoff (also when a heartbeat PING goes unanswered); after each (re)connect every local listener re-reads its session, so an
 /// event published while the subscription was down is not lost.
-async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, timeout: Duration) {
+async fn run_subscription(
+    client: Client,
+    channel: String,
+    hub: Arc<EventHub>,
+    subscribed: Arc<Subscribed>,
+    timeout: Duration,
+) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
     const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -320,7 +302,7 @@ async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, t
             Ok(Ok(pubsub)) => {
                 tracing::info!(channel = %channel, "redis event subscription up");
                 backoff = MIN_BACKOFF;
-                hub.subscribed.store(true, std::sync::atomic::Ordering::Release);
+                subscribed.0.store(true, std::sync::atomic::Ordering::Release);
                 hub.notify_all();
                 let (mut sink, mut messages) = pubsub.split();
                 // A PING now and then notices a connection that died without a FIN.
@@ -345,7 +327,7 @@ async fn run_subscription(client: Client, channel: String, hub: Arc<EventHub>, t
                     }
                 }
                 tracing::warn!(channel = %channel, "redis event subscription lost; reconnecting");
-                hub.subscribed.store(false, std::sync::atomic::Ordering::Release);
+                subscribed.0.store(false, std::sync::atomic::Ordering::Release);
                 hub.notify_all();
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "redis event subscription failed; retrying"),
@@ -362,7 +344,7 @@ impl SessionStore for RedisSessionStore {
     async fn ping(&self) -> Result<(), SessionStoreError> {
         let mut conn = self.conn.clone();
         self.bounded(async move { redis::cmd("PING").query_async::<String>(&mut conn).await }).await?;
-        if !self.hub.subscribed.load(std::sync::atomic::Ordering::Acquire) {
+        if !self.subscribed.0.load(std::sync::atomic::Ordering::Acquire) {
             return Err(unavailable("the redis event subscription is down"));
         }
         Ok(())
@@ -508,8 +490,12 @@ impl SessionStore for RedisSessionStore {
         }
     }
 
-    async fn subscribe(&self, id: &str) -> Result<broadcast::Receiver<()>, SessionStoreError> {
+    async fn subscribe(&self, id: &str) -> Result<SessionEvents, SessionStoreError> {
         self.hub.subscribe(id)
+    }
+
+    fn event_channels(&self) -> usize {
+        self.hub.len()
     }
 
     async fn add_units(&self, key: &str, units: u32, window: Duration) -> Result<u32, SessionStoreError> {

@@ -20,6 +20,9 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 #[error("{0}")]
 pub struct CertError(pub String);
 
+/// A list or CRL may be dated at most this far ahead of our clock (docs/credentials.md §3.2).
+pub const MAX_CLOCK_AHEAD: i64 = 300;
+
 fn err(msg: impl Into<String>) -> CertError {
     CertError(msg.into())
 }
@@ -537,7 +540,7 @@ impl Crl {
 
     /// Whether the CRL is current at `now`: issued, and `nextUpdate` not passed.
     pub fn current_at(&self, now: i64) -> bool {
-        self.next_update.is_some_and(|n| now <= n) && self.this_update <= now + super::lists::MAX_CLOCK_AHEAD
+        self.next_update.is_some_and(|n| now <= n) && self.this_update <= now + MAX_CLOCK_AHEAD
     }
 
     /// Whether the serial number (raw bytes) is listed.

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// A list or CRL may be dated at most this far ahead of our clock (vds.md §3.2).
-pub const MAX_CLOCK_AHEAD: i64 = 300;
+/// Lists share the CRLs' tolerance for being dated ahead of our clock.
+pub use super::cert::MAX_CLOCK_AHEAD;
 /// Largest list accepted.
 pub const MAX_LIST_BYTES: usize = 1024 * 1024;
 

@@ -15,12 +15,17 @@
 //!    1 node and on 2 nodes sharing them (each sign-in starts on one node and is verified
 //!    on the other), against the SQLite/memory server, in alternating rounds; the ratio
 //!    is the median over the rounds. All nodes, PostgreSQL and Redis share this
-//!    machine's cores with the bench client.
+//!    machine's cores with the bench client;
+//! 7. bogus WebSocket upgrades (issue 15 item 1): 100,000 upgrades to random session ids,
+//!    each with a hello carrying a random browser token (every third hangs up at once),
+//!    server RSS and the open socket / channel gauges before and after.
+//!
+//! `--hardening` runs only the phases of issue 15 (7 and 8) against a fresh server.
 //!
 //! Prints a table of targets with PASS/MISS; never asserts timings.
 //!
 //! Usage: symbolon-bench [--seconds D] [--concurrency N] [--pending 10000] [--overload-seconds 4]
-//!        [--no-cluster]
+//!        [--no-cluster] [--bogus-upgrades 100000] [--hardening]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,6 +84,12 @@ struct Args {
     /// SYMBOLON_TEST_PG_URL / SYMBOLON_TEST_REDIS_URL, default 127.0.0.1).
     #[arg(long)]
     no_cluster: bool,
+    /// Bogus WebSocket upgrades in phase 7.
+    #[arg(long, default_value_t = 100_000)]
+    bogus_upgrades: usize,
+    /// Run only the phases of issue 15 (7: bogus upgrades; 8: initiate timing).
+    #[arg(long)]
+    hardening: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -679,6 +690,111 @@ async fn overload(b: &Arc<Bench>, rate: f64, secs: f64) -> Overload {
     }
 }
 
+/// What phase 7 measured.
+struct BogusUpgrades {
+    rss_before: f64,
+    rss_after: f64,
+    hwm: f64,
+    refused_4401: usize,
+    failed: usize,
+    channels_after: f64,
+    sockets_after: f64,
+    secs: f64,
+}
+
+/// Phase 7: `count` upgrades to random session ids with a random browser token in the
+/// hello, 64 at a time; every third client hangs up right after its hello.
+async fn bogus_upgrades(b: &Arc<Bench>, count: usize) -> anyhow::Result<BogusUpgrades> {
+    let admin = b.env.server.admin_url.clone();
+    let (rss_before, _) = rss_mib(b.pid);
+    let ws_base = b.nodes[0].replace("http://", "ws://");
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = JoinSet::new();
+    let t = Instant::now();
+    for i in 0..count {
+        let (sem, url) = (sem.clone(), format!("{ws_base}/v1/auth/sessions/{}/ws", symbolon::ids::new_id()));
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            let config = WebSocketConfig::default().read_buffer_size(4096);
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+            let hello = json!({"type": "hello", "browser_token": symbolon::ids::new_id()});
+            ws.send(Message::Text(hello.to_string().into())).await?;
+            if i % 3 == 0 {
+                return anyhow::Ok(None);
+            }
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), ws.next()).await? {
+                    Some(Ok(Message::Close(f))) => return Ok(f.map(|f| u16::from(f.code))),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => bail!("websocket: {e}"),
+                    None => return Ok(None),
+                }
+            }
+        });
+    }
+    let (mut refused_4401, mut failed) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(Some(4401))) => refused_4401 += 1,
+            Ok(Ok(None)) => {}
+            _ => failed += 1,
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_after, hwm) = rss_mib(b.pid);
+    let gauge = |name: &'static str| {
+        let admin = admin.clone();
+        async move { softhsm_tests::metrics::value(&admin, name).await.unwrap_or(f64::NAN) }
+    };
+    Ok(BogusUpgrades {
+        rss_before,
+        rss_after,
+        hwm,
+        refused_4401,
+        failed,
+        channels_after: gauge("symbolon_session_event_channels").await,
+        sockets_after: gauge("symbolon_websockets_open").await,
+        secs,
+    })
+}
+
+fn bogus_row(count: usize, r: &BogusUpgrades) -> Row {
+    println!(
+        "    {count} upgrades in {:.1} s ({:.0}/s): {} closed 4401, {} hung up by the client, {} failed",
+        r.secs,
+        count as f64 / r.secs,
+        r.refused_4401,
+        count - r.refused_4401 - r.failed,
+        r.failed
+    );
+    println!(
+        "    server RSS {:.1} → {:.1} MiB (peak {:.1}); after: {} sockets open, {} session channels held",
+        r.rss_before, r.rss_after, r.hwm, r.sockets_after, r.channels_after
+    );
+    Row {
+        what: format!("{count} bogus WS upgrades: RSS before → after"),
+        measured: format!("{:.1} → {:.1} MiB, {} channels left", r.rss_before, r.rss_after, r.channels_after),
+        target: "0 channels left, RSS ≤ before + 10 %".into(),
+        pass: r.channels_after == 0.0 && r.failed == 0 && r.rss_after <= r.rss_before * 1.10,
+    }
+}
+
+fn print_rows(rows: &[Row]) {
+    println!("\n{:<48} {:<34} {:<34} result", "target", "measured", "goal");
+    for r in rows {
+        let result = if r.target == "(info)" {
+            "-"
+        } else if r.pass {
+            "PASS"
+        } else {
+            "MISS"
+        };
+        println!("{:<48} {:<34} {:<34} {result}", r.what, r.measured, r.target);
+    }
+    println!("load average at end {}", loadavg());
+}
+
 struct Row {
     what: String,
     measured: String,
@@ -696,6 +812,13 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
     );
+
+    if args.hardening {
+        let (b, _) = start_server(&args, &scopes).await?;
+        let rows = hardening_phases(&args, &b).await?;
+        print_rows(&rows);
+        return Ok(());
+    }
 
     // Phase 1 ----------------------------------------------------------------------------
     println!("\n[1] raw bound ({:.0} s per measurement, fresh SoftHSM2 token)", args.raw_seconds);
@@ -720,28 +843,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Server -------------------------------------------------------------------------------
-    let max_in_flight = args.max_in_flight.to_string();
-    let env_overrides: Vec<(String, String)> = [
-        ("SYMBOLON_AUTH__MAX_PENDING", "1000000"),
-        ("SYMBOLON_LIMITS__INITIATE_PER_IP_PER_MINUTE", "1000000000"),
-        ("SYMBOLON_LIMITS__INITIATE_PER_TOKEN_PER_MINUTE", "1000000000"),
-        ("SYMBOLON_HSM__DEADLINE", args.hsm_deadline.as_str()),
-        ("SYMBOLON_SERVER__MAX_IN_FLIGHT", max_in_flight.as_str()),
-        ("SYMBOLON_TELEMETRY__LEVEL", args.log_level.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let env = SignIn::start("", ServerOptions { env: env_overrides.clone(), ..Default::default() }).await?;
-    let b = Arc::new(Bench::new(env, Vec::new(), None, &scopes)?);
+    let (b, env_overrides) = start_server(&args, &scopes).await?;
     let pid = b.pid;
-    println!("\nserver pid {pid}, hsm.workers 2, limits lifted so they do not shape the numbers:");
-    for (k, v) in &env_overrides {
-        println!("    {k}={v}");
-    }
-    let (rss_idle, _) = rss_mib(pid);
-    println!("    server RSS idle {rss_idle:.1} MiB");
-    smoke_test(&b).await?;
 
     // Phase 2 ----------------------------------------------------------------------------
     println!("\n[2] peak: {} closed-loop browsers, {:.0} s (after 1 s warm-up)", args.concurrency, args.seconds);
@@ -810,6 +913,9 @@ async fn main() -> anyhow::Result<()> {
     let other_errors: usize = bursts.iter().map(|o| o.failed).sum();
     let rss_after: Vec<f64> = bursts.iter().map(|o| o.rss_after).collect();
 
+    // Phases 7 and 8 --------------------------------------------------------------------
+    let hardening = hardening_phases(&args, &b).await?;
+
     // Phase 6 ----------------------------------------------------------------------------
     let scale_out = if args.no_cluster {
         println!("\n[6] scale-out: skipped (--no-cluster)");
@@ -873,19 +979,44 @@ async fn main() -> anyhow::Result<()> {
             pass: *r >= 0.7,
         });
     }
-    println!("\n{:<48} {:<34} {:<34} result", "target", "measured", "goal");
-    for r in &rows {
-        let result = if r.target == "(info)" {
-            "-"
-        } else if r.pass {
-            "PASS"
-        } else {
-            "MISS"
-        };
-        println!("{:<48} {:<34} {:<34} {result}", r.what, r.measured, r.target);
-    }
-    println!("load average at end {}", loadavg());
+    rows.extend(hardening);
+    print_rows(&rows);
     Ok(())
+}
+
+/// The server of phases 2–5 and 7 (limits lifted), checked by one sign-in; with the
+/// environment it was started with.
+async fn start_server(args: &Args, scopes: &[String]) -> anyhow::Result<(Arc<Bench>, Vec<(String, String)>)> {
+    let max_in_flight = args.max_in_flight.to_string();
+    let env_overrides: Vec<(String, String)> = [
+        ("SYMBOLON_AUTH__MAX_PENDING", "1000000"),
+        ("SYMBOLON_LIMITS__INITIATE_PER_IP_PER_MINUTE", "1000000000"),
+        ("SYMBOLON_LIMITS__INITIATE_PER_TOKEN_PER_MINUTE", "1000000000"),
+        ("SYMBOLON_LIMITS__WEBSOCKET_PER_IP_PER_MINUTE", "1000000000"),
+        ("SYMBOLON_HSM__DEADLINE", args.hsm_deadline.as_str()),
+        ("SYMBOLON_SERVER__MAX_IN_FLIGHT", max_in_flight.as_str()),
+        ("SYMBOLON_TELEMETRY__LEVEL", args.log_level.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let env = SignIn::start("", ServerOptions { env: env_overrides.clone(), ..Default::default() }).await?;
+    let b = Arc::new(Bench::new(env, Vec::new(), None, scopes)?);
+    println!("\nserver pid {}, hsm.workers 2, limits lifted so they do not shape the numbers:", b.pid);
+    for (k, v) in &env_overrides {
+        println!("    {k}={v}");
+    }
+    let (rss_idle, _) = rss_mib(b.pid);
+    println!("    server RSS idle {rss_idle:.1} MiB");
+    smoke_test(&b).await?;
+    Ok((b, env_overrides))
+}
+
+/// The phases of issue 15: 7 (bogus upgrades).
+async fn hardening_phases(args: &Args, b: &Arc<Bench>) -> anyhow::Result<Vec<Row>> {
+    println!("\n[7] {} bogus WebSocket upgrades (random session ids and browser tokens)", args.bogus_upgrades);
+    let bogus = bogus_upgrades(b, args.bogus_upgrades).await?;
+    Ok(vec![bogus_row(args.bogus_upgrades, &bogus)])
 }
 
 /// One full sign-in must work before anything is measured.

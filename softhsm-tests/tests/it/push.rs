@@ -1,6 +1,6 @@
 //! Push to the device: the FCM service account's key imported into a fresh SoftHSM2
 //! token, RS256 assertions signed there, messages sent over HTTP to the fake FCM.
-//! One test per process: `cargo nextest run -p softhsm-tests --test push`.
+//! One test per process: `cargo nextest run -p softhsm-tests -E 'test(/^push::/)'`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

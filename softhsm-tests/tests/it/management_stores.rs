@@ -74,7 +74,7 @@ async fn session_listing_redis_two_nodes() {
     session_listing_contract(a, b).await;
 }
 
-/// The ACL of docs/cluster.md (as in tests/stores.rs) allows listing.
+/// The ACL of docs/cluster.md (as in it/stores.rs) allows listing.
 #[tokio::test]
 async fn session_listing_with_the_documented_acl() {
     let redis = softhsm_tests::backends::PrivateRedis::start().unwrap();

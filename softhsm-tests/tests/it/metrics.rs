@@ -5,40 +5,8 @@ use std::collections::HashMap;
 
 use softhsm_tests::ServerOptions;
 use softhsm_tests::device::Decision;
+use softhsm_tests::metrics::{parse, sum};
 use softhsm_tests::signin::SignIn;
-
-/// Samples of a Prometheus text exposition: `name{labels}` → value. Panics on a line
-/// that is not a comment, blank or `name[{labels}] value`.
-fn parse(text: &str) -> HashMap<String, f64> {
-    let mut samples = HashMap::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let kind = rest.split(' ').nth(1).unwrap_or_default();
-                assert!(["counter", "gauge", "histogram"].contains(&kind), "TYPE line {line:?}");
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample line {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line:?}"));
-        let name_end = series.find('{').unwrap_or(series.len());
-        let name = &series[..name_end];
-        assert!(
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
-            "metric name in {line:?}"
-        );
-        if name_end < series.len() {
-            assert!(series.ends_with('}'), "labels in {line:?}");
-        }
-        assert!(samples.insert(series.to_string(), value).is_none(), "duplicate series {series}");
-    }
-    samples
-}
-
-/// Sum of the samples whose series starts with `prefix` and contains every `part`.
-fn sum(samples: &HashMap<String, f64>, prefix: &str, parts: &[&str]) -> f64 {
-    samples.iter().filter(|(k, _)| k.starts_with(prefix) && parts.iter().all(|p| k.contains(p))).map(|(_, v)| v).sum()
-}
 
 async fn scrape(env: &SignIn) -> (String, HashMap<String, f64>) {
     let r = reqwest::get(format!("{}/metrics", env.server.admin_url)).await.unwrap();
@@ -46,7 +14,7 @@ async fn scrape(env: &SignIn) -> (String, HashMap<String, f64>) {
     let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     let text = r.text().await.unwrap();
-    let samples = parse(&text);
+    let samples = parse(&text).unwrap();
     (text, samples)
 }
 
