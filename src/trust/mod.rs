@@ -74,8 +74,8 @@ mod tests;
 pub use config::TrustConfig;
 pub use seal::{Credential, Seal, SealHeader, SealSignature, parse_seal_for_fuzz};
 pub use store::{
-    RefreshFailure, RefreshReport, RevokedSigner, TrustEntryStatus, TrustStatus, TrustStore, VerifiedCredential,
-    VerifiedSeal,
+    RefreshFailure, RefreshReport, RevokedSigner, RevokedTokens, TrustEntryStatus, TrustStatus, TrustStore,
+    VerifiedCredential, VerifiedSeal,
 };
 
 use crate::error::{ApiError, ErrorCode};

@@ -9,7 +9,7 @@
 //!
 //! The periodic loop is [`TrustStore::spawn_refresh_loop`]; the caller runs the first
 //! [`TrustStore::refresh`] at start (after [`TrustStore::load`]) and decides what a
-//! refresh means for enrolled devices through [`TrustStore::revoked_token_ids`] and
+//! refresh means for enrolled devices through [`TrustStore::revoked_tokens`] and
 //! [`TrustStore::revoked_signers`].
 
 use super::cert::{CaCert, Crl, MAX_CRL_BYTES};
@@ -54,6 +54,17 @@ pub struct VerifiedSeal {
     pub signer_serial_hex: String,
     /// The `symbolon.id` profile when the type is an enrollment type.
     pub credential: Option<Credential>,
+}
+
+/// Token ids a VRL revokes, with the scope it may suspend enrollments in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevokedTokens {
+    /// The VRL's territory (equal to its TSL's).
+    pub territory: String,
+    /// SHA-256 (hex) of the CA of the granted service that names the VRL.
+    pub ca_sha256: String,
+    pub ca_name: String,
+    pub token_ids: BTreeSet<String>,
 }
 
 /// A signer certificate revoked by a CA's current CRL.
@@ -735,20 +746,32 @@ impl TrustStore {
         }
     }
 
-    /// Token ids on any current VRL: enrollments with these ids are to be suspended.
-    pub fn revoked_token_ids(&self) -> BTreeSet<String> {
+    /// Token ids on the cached VRLs, each with its scope: a VRL suspends only the
+    /// enrollments of its territory made with a credential of a CA whose granted service
+    /// names that VRL (docs/credentials.md §6 rule 10), never another territory's.
+    pub fn revoked_tokens(&self) -> Vec<RevokedTokens> {
         let snapshot = self.snapshot();
-        let mut out = BTreeSet::new();
+        let mut out: BTreeMap<(String, String), RevokedTokens> = BTreeMap::new();
         for s in &snapshot.tree.schemes {
             for t in &s.tsls {
                 for svc in &t.services {
-                    if let Some(v) = &svc.vrl {
-                        out.extend(v.revoked.iter().cloned());
+                    let (Some(vrl), Some(ca)) = (&svc.vrl, &svc.ca) else {
+                        continue;
+                    };
+                    if vrl.revoked.is_empty() {
+                        continue;
                     }
+                    let entry = out.entry((t.territory.clone(), ca.sha256.clone())).or_insert_with(|| RevokedTokens {
+                        territory: t.territory.clone(),
+                        ca_sha256: ca.sha256.clone(),
+                        ca_name: svc.name.clone(),
+                        token_ids: BTreeSet::new(),
+                    });
+                    entry.token_ids.extend(vrl.revoked.iter().cloned());
                 }
             }
         }
-        out
+        out.into_values().collect()
     }
 
     /// Signer certificates listed on the cached CRLs, by CA SHA-256 and serial (hex, as

@@ -352,6 +352,25 @@ async fn step4_territory_before_validity() {
 }
 
 #[tokio::test]
+async fn step4_tid_must_carry_the_territory() {
+    // docs/credentials.md §6 rule 9: a token id belongs to the territory of hdr.is.
+    let f = Fixture::new();
+    let store = f.store().await;
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-XY")), NOW).is_ok());
+    for tid in ["NZL-7Q2M9K4T", "AUS7Q2M9K4T", "AUSX-7Q2M9K4T", "aus-7Q2M9K4T", "XAUS-7Q2M9K"] {
+        let err = store.verify_credential(&f.vds(&profile_data(tid)), NOW).unwrap_err();
+        assert_eq!(err, TrustError::Untrusted("msg.tid does not start with hdr.is and a hyphen".into()), "{tid}");
+    }
+    // Checked with the territory, before validity.
+    let k = p256_key();
+    let expired = f.ca.issue(default_signer_spec().validity(NOW - 100 * DAY, NOW - DAY), &k);
+    let err = store.verify_credential(&f.vds_by(&profile_data("NZL-7Q2M9K4T"), &expired, &k), NOW).unwrap_err();
+    assert!(matches!(err, TrustError::Untrusted(_)), "{err:?}");
+    assert!(verify::tid_in_territory("D-123456", "D<<"));
+    assert!(!verify::tid_in_territory("-123456", ""));
+}
+
+#[tokio::test]
 async fn step4_expired_ca() {
     let ca = TestCa::with_validity(TestKey::P256(p256_key()), "CN=Old CA,C=AU", NOW - 900 * DAY, NOW - DAY);
     let f = Fixture::with_ca(ca);
@@ -386,7 +405,10 @@ async fn step5_crl_and_vrl() {
     f.publish_vrl(2, NOW - 60, NOW + DAY, &["AUS-7Q2M9K4T"]);
     store.refresh(NOW).await.unwrap();
     assert_eq!(code(store.verify_credential(&vds, NOW)), ErrorCode::RevokedCredential);
-    assert!(store.revoked_token_ids().contains("AUS-7Q2M9K4T"));
+    let revoked = store.revoked_tokens();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!((revoked[0].territory.as_str(), revoked[0].ca_sha256.clone()), ("AUS", sha256_hex(&f.ca.der)));
+    assert!(revoked[0].token_ids.contains("AUS-7Q2M9K4T"));
     assert!(store.verify_credential(&f.vds(&profile_data("AUS-OTHER1")), NOW).is_ok());
 }
 
