@@ -53,7 +53,7 @@ pub enum Command {
     Migrate,
     /// Manage keys in the HSM and their life cycle (list, generate, adopt, rotate, retire, rewrap).
     #[command(subcommand)]
-    Keys(crate::keys::cli::KeysCommand),
+    Keys(crate::keyring::cli::KeysCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -224,7 +224,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
-            runtime()?.block_on(crate::keys::cli::run(config, cmd))?;
+            runtime()?.block_on(crate::keyring::cli::run(config, cmd))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod keyring;
 pub mod keys;
 pub mod metrics;
 pub mod push;

@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{AppState, admin_router, public_router};
-use crate::keys::{KeyRing, open_pool};
+use crate::keyring::KeyRing;
+use crate::keys::open_pool;
 use crate::service::Services;
 use crate::store::{open_durable, open_session_store};
 use crate::trust::TrustStore;
@@ -60,7 +61,7 @@ impl Application {
             workers = pool.workers(),
             "HSM session pool ready"
         );
-        let keys = KeyRing::open_as(pool, store.clone(), crate::ids::now_unix(), &crate::keys::node_name())
+        let keys = KeyRing::open_as(pool, store.clone(), crate::ids::now_unix(), &crate::keyring::node_name())
             .await
             .context("key ring")?;
         let public = TcpListener::bind(config.server.public_listen)
@@ -78,7 +79,7 @@ impl Application {
             Arc::new(move |f: crate::push::PushFailure| {
                 push_audit.record_detached(crate::store::AuditEvent::new(
                     crate::ids::now_unix(),
-                    crate::service::audit::kinds::PUSH_FAILED,
+                    crate::store::audit::kinds::PUSH_FAILED,
                     "symbolon",
                     f.session_id.clone(),
                     serde_json::json!({
@@ -164,9 +165,10 @@ impl Application {
         let watchdog = spawn_watchdog(self.state.clone());
         let checkpoints = Some(self.state.audit.spawn_checkpoint_loop());
         // Rotations made elsewhere reach this node within keys.sync_interval.
-        let key_maintenance = Some(crate::keys::spawn_maintenance(crate::keys::Lifecycle::new(
+        let key_maintenance = Some(crate::keyring::spawn_maintenance(crate::keyring::Lifecycle::new(
             self.state.keys.clone(),
-            &self.state.config,
+            &self.state.config.keys,
+            self.state.config.key_lifetimes(),
         )));
         let refresher = self.state.trust.config().is_configured().then(|| {
             let services = self.state.inner.clone();
@@ -234,7 +236,7 @@ fn apply_reloaded(state: &AppState, path: &Path, new: Config) {
         "SIGHUP: relying parties replaced"
     );
     state.audit_event(
-        crate::service::audit::kinds::RELYING_PARTIES_CHANGED,
+        crate::store::audit::kinds::RELYING_PARTIES_CHANGED,
         "symbolon",
         "services",
         serde_json::json!({"added": changes.added, "removed": changes.removed, "changed": changes.changed}),

@@ -13,7 +13,8 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use sha2::{Digest, Sha256};
-use symbolon::keys::{KeyPurpose, SessionPool};
+use symbolon::keyring::KeyPurpose;
+use symbolon::keys::SessionPool;
 
 use crate::TestToken;
 

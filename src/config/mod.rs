@@ -22,7 +22,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/symbolon/symbolon.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
-    pub hsm: HsmConfig,
+    pub hsm: crate::keys::HsmConfig,
     pub database: DatabaseConfig,
     pub session_store: SessionStoreConfig,
     pub telemetry: TelemetryConfig,
@@ -33,7 +33,7 @@ pub struct Config {
     pub push: crate::push::PushConfig,
     pub audit: AuditConfig,
     /// Key life cycle: catalog re-sync and the optional rotation schedule (`[keys]`).
-    pub keys: crate::keys::KeysConfig,
+    pub keys: crate::keyring::KeysConfig,
     /// The SAML 2.0 identity provider (`[saml]`, protocol.md §8).
     pub saml: SamlConfig,
     /// The demo relying-party page (`[demo]`).
@@ -293,35 +293,6 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             hsts: false,
         }
-    }
-}
-
-/// The PKCS#11 token holding every key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HsmConfig {
-    /// RFC 7512 URI, e.g.
-    /// `pkcs11:token=symbolon?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/credentials/symbolon.service/hsm-pin`.
-    pub uri: String,
-    /// Worker threads, each with its own logged-in session (0 = number of cores).
-    pub workers: usize,
-    /// Jobs that may wait for a worker before callers get `overloaded`.
-    pub queue_depth: usize,
-    /// Longest a caller waits for one HSM operation (queueing included).
-    #[serde(with = "humantime_serde")]
-    pub deadline: Duration,
-}
-
-impl Default for HsmConfig {
-    fn default() -> Self {
-        Self { uri: String::new(), workers: 0, queue_depth: 1024, deadline: Duration::from_secs(2) }
-    }
-}
-
-impl HsmConfig {
-    /// Worker count with `0` resolved to the number of cores.
-    pub fn worker_count(&self) -> usize {
-        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
     }
 }
 
@@ -624,19 +595,9 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
-        if self.hsm.uri.trim().is_empty() {
-            p.push(problem("hsm.uri", "required: the PKCS#11 URI of the token".into()));
-        } else if let Err(e) = crate::keys::Pkcs11Uri::parse(&self.hsm.uri) {
-            p.push(problem("hsm.uri", e.to_string()));
-        }
+        p.extend(self.hsm.problems().into_iter().map(|(path, message)| ConfigProblem { path, message }));
         if self.server.max_in_flight == 0 {
             p.push(problem("server.max_in_flight", "must be at least 1".into()));
-        }
-        if self.hsm.queue_depth == 0 {
-            p.push(problem("hsm.queue_depth", "must be at least 1".into()));
-        }
-        if self.hsm.deadline.is_zero() {
-            p.push(problem("hsm.deadline", "must be greater than zero".into()));
         }
         if !(self.server.issuer.starts_with("https://") || self.server.issuer.starts_with("http://")) {
             p.push(problem("server.issuer", "must be an http(s) URL".into()));
@@ -801,6 +762,17 @@ impl Config {
             .map(|u| u.origin())
             .filter(|o| o.is_tuple())
             .map(|o| o.ascii_serialization())
+    }
+
+    /// How long what each key purpose makes stays in use: the key ring's lower bounds
+    /// on a key's `retiring` time.
+    pub fn key_lifetimes(&self) -> crate::keyring::KeyLifetimes {
+        crate::keyring::KeyLifetimes {
+            id_token: self.auth.token_ttl,
+            otp: self.auth.otp_ttl,
+            saml_assertion: self.saml.assertion_lifetime,
+            saml_clock_skew: self.saml.clock_skew,
+        }
     }
 
     /// The SAML service providers, in configuration order, with their service ids.

@@ -1,83 +1,53 @@
-//! `[keys]`: how nodes follow the key catalog and the optional rotation schedule.
+//! `[hsm]`: the PKCS#11 token holding every key, and the session pool in front of it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::KeyPurpose;
+use super::uri::Pkcs11Uri;
 
-/// The key life cycle (architecture.md §Keys "Catalog and rotation").
+/// The PKCS#11 token holding every key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct KeysConfig {
-    /// How often each node re-reads the catalog and the token: a rotation, retirement
-    /// or adopted key takes effect on every node within this time.
+pub struct HsmConfig {
+    /// RFC 7512 URI, e.g.
+    /// `pkcs11:token=symbolon?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/credentials/symbolon.service/hsm-pin`.
+    pub uri: String,
+    /// Worker threads, each with its own logged-in session (0 = number of cores).
+    pub workers: usize,
+    /// Jobs that may wait for a worker before callers get `overloaded`.
+    pub queue_depth: usize,
+    /// Longest a caller waits for one HSM operation (queueing included).
     #[serde(with = "humantime_serde")]
-    pub sync_interval: Duration,
-    /// Clock difference tolerated between this server and relying parties; added to
-    /// how long a `retiring` key stays published.
-    #[serde(with = "humantime_serde")]
-    pub clock_skew: Duration,
-    /// Automatic rotation, per purpose (`[keys.schedule.jwt]` ...). Absent: manual only.
-    pub schedule: BTreeMap<KeyPurpose, RotationSchedule>,
+    pub deadline: Duration,
 }
 
-impl Default for KeysConfig {
+impl Default for HsmConfig {
     fn default() -> Self {
-        Self { sync_interval: Duration::from_secs(10), clock_skew: Duration::from_secs(60), schedule: BTreeMap::new() }
+        Self { uri: String::new(), workers: 0, queue_depth: 1024, deadline: Duration::from_secs(2) }
     }
 }
 
-/// Automatic rotation of one purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RotationSchedule {
-    /// The active key is replaced this long after it became active.
-    #[serde(with = "humantime_serde")]
-    pub period: Duration,
-    /// Its successor is generated (as `next`, so published in JWKS and SAML metadata)
-    /// this long before the rotation. Must be shorter than `period`.
-    #[serde(with = "humantime_serde", default = "default_lead")]
-    pub lead: Duration,
-}
+impl HsmConfig {
+    /// Worker count with `0` resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
+    }
 
-fn default_lead() -> Duration {
-    Duration::from_secs(86_400)
-}
-
-impl KeysConfig {
     /// Problems as (field path, message), for `config check`.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
-        if self.sync_interval < Duration::from_secs(1) {
-            p.push(("keys.sync_interval".into(), "must be at least 1s".into()));
+        if self.uri.trim().is_empty() {
+            p.push(("hsm.uri".into(), "required: the PKCS#11 URI of the token".into()));
+        } else if let Err(e) = Pkcs11Uri::parse(&self.uri) {
+            p.push(("hsm.uri".into(), e.to_string()));
         }
-        for (purpose, s) in &self.schedule {
-            let at = format!("keys.schedule.{purpose}");
-            if s.period < Duration::from_secs(10) {
-                p.push((format!("{at}.period"), "must be at least 10s".into()));
-            }
-            if s.lead >= s.period {
-                p.push((format!("{at}.lead"), "must be shorter than the period".into()));
-            }
+        if self.queue_depth == 0 {
+            p.push(("hsm.queue_depth".into(), "must be at least 1".into()));
+        }
+        if self.deadline.is_zero() {
+            p.push(("hsm.deadline".into(), "must be greater than zero".into()));
         }
         p
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedule_lead_must_be_shorter_than_the_period() {
-        let mut c = KeysConfig::default();
-        assert!(c.problems().is_empty());
-        let s = RotationSchedule { period: Duration::from_secs(3600), lead: Duration::from_secs(3600) };
-        c.schedule.insert(KeyPurpose::Jwt, s);
-        c.sync_interval = Duration::ZERO;
-        let paths: Vec<String> = c.problems().into_iter().map(|(p, _)| p).collect();
-        assert_eq!(paths, ["keys.sync_interval", "keys.schedule.jwt.lead"]);
     }
 }

@@ -21,7 +21,7 @@ impl Envelope {
     pub fn decode(text: &str) -> Option<Envelope> {
         let rest = text.strip_prefix("v1.")?;
         let (label, b64) = rest.rsplit_once('.')?;
-        if label.is_empty() || !label.starts_with(super::catalog::LABEL_PREFIX) {
+        if label.is_empty() || !label.starts_with(super::LABEL_PREFIX) {
             return None;
         }
         let sealed = URL_SAFE_NO_PAD.decode(b64).ok()?;

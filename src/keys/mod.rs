@@ -1,40 +1,34 @@
-//! Everything PKCS#11: the token URI and PIN, the session pool, key purposes and
-//! the catalog of their states, and the operations the server needs (ES256, HMAC,
-//! AES-GCM envelopes). No private or secret key ever leaves the token; this module
-//! knows nothing of HTTP.
+//! The PKCS#11 core: the token URI and PIN, the session pool, the kinds of key and
+//! their mechanisms (ES256, HMAC, AES-GCM envelopes, RSA for the FCM assertion). No
+//! private or secret key ever leaves the token. It imports nothing of the crate but
+//! `error` and its own configuration: which key serves what, and in which state, is
+//! the key ring's business (`keyring/`, docs/architecture.md).
 
-mod catalog;
 mod cert;
-pub mod cli;
 mod config;
 mod envelope;
 mod jwk;
-mod lifecycle;
 mod pin;
 mod pool;
-mod rewrap;
-mod ring;
 mod rsa;
 mod token;
 mod uri;
 
-pub use catalog::{CatalogEntry, KeyPurpose, KeyState, LABEL_PREFIX};
-pub use config::{KeysConfig, RotationSchedule};
+pub use config::HsmConfig;
 pub use envelope::Envelope;
 pub use jwk::EcPublicJwk;
-pub use lifecycle::{Lifecycle, Rotation, SchedulePlan, node_name, spawn_maintenance};
 pub use pin::{HsmPin, PinError, PinOrigin};
 pub use pool::SessionPool;
-pub use rewrap::{RewrapReport, rewrap};
-pub use ring::KeyRing;
-pub use token::{TokenInfo, TokenKey, TokenSession, initialize as initialize_module};
+pub use token::{KeyKind, TokenInfo, TokenKey, TokenSession, initialize as initialize_module};
 pub use uri::{Pkcs11Uri, UriError};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 
-use crate::config::HsmConfig;
 use crate::error::{ApiError, ErrorCode};
+
+/// Label prefix of every token object Symbolon makes or adopts.
+pub const LABEL_PREFIX: &str = "symbolon-";
 
 /// A PKCS#11 return value that is an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,21 +94,12 @@ pub enum HsmError {
     DecryptFailed,
     #[error("key {label:?} is refused: {reason}")]
     UnsafeKey { label: String, reason: &'static str },
-    #[error("no active {0} key: run `symbolon keys generate --purpose {0}`")]
-    NoActiveKey(KeyPurpose),
     #[error("the HSM is saturated (queue full or deadline passed)")]
     Overloaded,
     #[error("the HSM pool is not available")]
     Unavailable,
     #[error("cannot start an HSM worker thread: {0}")]
     Thread(String),
-    #[error("key catalog: {0}")]
-    Catalog(String),
-    #[error("key {0} changed state meanwhile (another node or operator); nothing was changed, retry")]
-    StateChanged(String),
-    /// A life-cycle step that the rules forbid now (the message says why and what to do).
-    #[error("{0}")]
-    Refused(String),
     #[error("unusable key material: {0}")]
     KeyMaterial(&'static str),
 }

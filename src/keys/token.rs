@@ -14,7 +14,6 @@ use cryptoki::slot::Slot;
 use sha2::{Digest, Sha256};
 
 use super::HsmError;
-use super::catalog::KeyPurpose;
 use super::jwk::EcPublicJwk;
 use super::pin::HsmPin;
 
@@ -22,6 +21,18 @@ use super::pin::HsmPin;
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const GCM_IV_LEN: usize = 12;
 const GCM_TAG_BITS: u64 = 128;
+
+/// The kinds of key the server makes in the token, each with the usage its mechanism
+/// needs (the key ring maps purposes to these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// EC P-256 key pair, `CKM_ECDSA`.
+    EcP256,
+    /// 256-bit `CKK_GENERIC_SECRET`, `CKM_SHA256_HMAC`.
+    HmacSecret,
+    /// AES-256, `CKM_AES_GCM`.
+    Aes256,
+}
 
 /// How the token was found and what it offers.
 #[derive(Debug, Clone)]
@@ -170,9 +181,9 @@ impl TokenSession {
         EcPublicJwk::from_sec1(sec1).ok_or(HsmError::Malformed("CKA_EC_POINT is not a P-256 point"))
     }
 
-    /// Generates a key for `purpose` under `label`: token object, private, sensitive,
+    /// Generates a key of `kind` under `label`: token object, private, sensitive,
     /// never extractable.
-    pub fn generate(&mut self, purpose: KeyPurpose, label: &str) -> Result<(), HsmError> {
+    pub fn generate(&mut self, kind: KeyKind, label: &str) -> Result<(), HsmError> {
         let mut id = [0u8; 16];
         self.session.generate_random_slice(&mut id)?;
         let common = |extra: Vec<Attribute>| {
@@ -187,8 +198,8 @@ impl TokenSession {
             t.extend(extra);
             t
         };
-        match purpose {
-            KeyPurpose::Otp => {
+        match kind {
+            KeyKind::HmacSecret => {
                 self.session.generate_key(
                     &Mechanism::GenericSecretKeyGen,
                     &common(vec![
@@ -200,7 +211,7 @@ impl TokenSession {
                     ]),
                 )?;
             }
-            KeyPurpose::Data => {
+            KeyKind::Aes256 => {
                 self.session.generate_key(
                     &Mechanism::AesKeyGen,
                     &common(vec![
@@ -212,7 +223,7 @@ impl TokenSession {
                     ]),
                 )?;
             }
-            KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => {
+            KeyKind::EcP256 => {
                 let public = vec![
                     Attribute::Token(true),
                     Attribute::Private(false),
@@ -233,11 +244,11 @@ impl TokenSession {
 
     /// Imports a secret key with a known value (HMAC or AES), then sensitive and not
     /// extractable like every other key. For known-answer tests and operator migration.
-    pub fn import_secret(&mut self, purpose: KeyPurpose, label: &str, value: &[u8]) -> Result<(), HsmError> {
-        let (key_type, usage) = match purpose {
-            KeyPurpose::Otp => (KeyType::GENERIC_SECRET, [Attribute::Sign(true), Attribute::Verify(true)]),
-            KeyPurpose::Data => (KeyType::AES, [Attribute::Encrypt(true), Attribute::Decrypt(true)]),
-            _ => {
+    pub fn import_secret(&mut self, kind: KeyKind, label: &str, value: &[u8]) -> Result<(), HsmError> {
+        let (key_type, usage) = match kind {
+            KeyKind::HmacSecret => (KeyType::GENERIC_SECRET, [Attribute::Sign(true), Attribute::Verify(true)]),
+            KeyKind::Aes256 => (KeyType::AES, [Attribute::Encrypt(true), Attribute::Decrypt(true)]),
+            KeyKind::EcP256 => {
                 return Err(HsmError::Malformed("only otp and data keys can be imported"));
             }
         };

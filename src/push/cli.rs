@@ -154,7 +154,7 @@ impl ClassifyName for serde_json::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyPurpose;
+    use crate::store::KeyPurpose;
 
     #[test]
     fn label_is_ours_but_not_a_purpose() {

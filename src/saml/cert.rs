@@ -20,7 +20,8 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
 use super::SamlError;
-use crate::keys::{CatalogEntry, HsmError, KeyPurpose, KeyRing};
+use crate::keyring::{CatalogEntry, KeyPurpose, KeyRing};
+use crate::keys::HsmError;
 
 /// ecdsa-with-SHA256 (RFC 5758).
 pub const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");

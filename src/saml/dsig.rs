@@ -13,7 +13,7 @@ use super::c14n::{self, DSIG_NS, Options, Selection, XmlError};
 use super::cert::SigningCertificate;
 use super::xml::XmlWriter;
 use super::{SamlError, b64};
-use crate::keys::{KeyPurpose, KeyRing};
+use crate::keyring::{KeyPurpose, KeyRing};
 
 pub const ALG_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 pub const ALG_ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";

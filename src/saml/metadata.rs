@@ -7,7 +7,7 @@ use super::c14n::DSIG_NS;
 use super::cert::{CertificateParams, published_certificates};
 use super::xml::XmlWriter;
 use super::{BINDING_REDIRECT, MD_NS, NAMEID_PERSISTENT, SAMLP_NS, SamlError, b64, entity_id};
-use crate::keys::{KeyRing, KeyState};
+use crate::keyring::{KeyRing, KeyState};
 
 /// The metadata document for `issuer` with the given signing certificates (DER).
 pub fn idp_metadata(issuer: &str, certificates: &[Vec<u8>], want_requests_signed: bool) -> String {

@@ -31,6 +31,7 @@ pub use config::{Claim, SamlConfig, SamlSpConfig};
 pub use redirect::{AuthnRequest, LogoutRequest, RedirectMessage, RequestError};
 pub use response::{ClaimValue, ResponseParams, build_response};
 
+use crate::keyring::KeyError;
 use crate::keys::HsmError;
 
 /// SAML protocol namespace.
@@ -54,6 +55,8 @@ pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 pub enum SamlError {
     #[error(transparent)]
     Hsm(#[from] HsmError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error("XML: {0}")]
     Xml(#[from] c14n::XmlError),
     #[error("certificate: {0}")]

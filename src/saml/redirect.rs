@@ -19,7 +19,7 @@ use super::{
     BINDING_POST, NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id,
     parse_saml_time, saml_time,
 };
-use crate::keys::{KeyPurpose, KeyRing};
+use crate::keyring::{KeyPurpose, KeyRing};
 
 /// Largest inflated message accepted.
 pub const MAX_INFLATED: usize = 64 * 1024;

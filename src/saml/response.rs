@@ -10,7 +10,7 @@ use super::config::{Claim, SamlSpConfig};
 use super::dsig;
 use super::xml::XmlWriter;
 use super::{NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id, saml_time};
-use crate::keys::KeyRing;
+use crate::keyring::KeyRing;
 
 /// `AuthnContextClassRef` of our assertions.
 pub const AUTHN_CONTEXT: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified";

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::Services;
 use super::claims::StoredClaims;
 use super::idtoken::{IdClaims, ordered_scopes, scope_claims, signing_input};
 use super::jws::{HasIat, ParsedJws, TYP_DEVICE};
 use super::otp::{codes_equal, otp_message, truncate};
-use super::{Services, audit};
 use crate::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode};
-use crate::keys::{EcPublicJwk, KeyPurpose};
+use crate::keyring::KeyPurpose;
+use crate::keys::EcPublicJwk;
 use crate::metrics::{METRICS, SessionOutcome};
+use crate::store::audit::kinds;
 use crate::store::{AuthSession, Enrollment, EnrollmentStatus, SessionEnd, SessionStatus};
 
 /// `POST /v1/auth/initiate` body.
@@ -358,7 +360,7 @@ impl Services {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
             METRICS.session(SessionOutcome::Locked);
             self.audit_event(
-                audit::kinds::AUTH_SESSION_LOCKED,
+                kinds::AUTH_SESSION_LOCKED,
                 session.device_id.as_deref().unwrap_or("-"),
                 &session.token_id,
                 serde_json::json!({"session_id": session.id, "service_id": session.service_id, "failures": max}),
@@ -374,7 +376,7 @@ impl Services {
             tracing::warn!(token_id = %session.token_id, "token id locked out after repeated failures");
             METRICS.lockouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.audit_event(
-                audit::kinds::AUTH_TOKEN_LOCKED_OUT,
+                kinds::AUTH_TOKEN_LOCKED_OUT,
                 "symbolon",
                 &session.token_id,
                 serde_json::json!({"failure_units": total, "lockout_s": limits.lockout.as_secs()}),
@@ -423,7 +425,7 @@ impl Services {
                 METRICS.session(if approved { SessionOutcome::Approved } else { SessionOutcome::Rejected });
                 tracing::info!(session_id = %ended.id, outcome = status, "auth session ended");
                 self.audit_event(
-                    if approved { audit::kinds::AUTH_APPROVED } else { audit::kinds::AUTH_REJECTED },
+                    if approved { kinds::AUTH_APPROVED } else { kinds::AUTH_REJECTED },
                     &enrollment.device_id,
                     &ended.token_id,
                     serde_json::json!({"session_id": ended.id, "service_id": ended.service_id, "scopes": granted_names}),

@@ -140,7 +140,7 @@ impl Services {
         // The enrollment and its audit event commit together.
         let event = crate::store::AuditEvent::new(
             now,
-            super::audit::kinds::ENROLLMENT_CREATED,
+            crate::store::audit::kinds::ENROLLMENT_CREATED,
             format!("device:{device_id}"),
             &enrollment.token_id,
             serde_json::json!({

@@ -7,8 +7,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
-use super::{Services, audit};
+use super::Services;
 use crate::error::{ApiError, ErrorCode};
+use crate::store::audit::kinds;
 use crate::store::{AuditRecord, AuthSession, Enrollment, EnrollmentStatus, SessionStatus, session_position};
 
 /// Page size when a request names none, and the largest allowed.
@@ -313,13 +314,8 @@ impl Services {
         subject: &str,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        let event = crate::store::AuditEvent::new(
-            crate::ids::now_unix(),
-            audit::kinds::MANAGEMENT_ACTION,
-            actor,
-            subject,
-            detail,
-        );
+        let event =
+            crate::store::AuditEvent::new(crate::ids::now_unix(), kinds::MANAGEMENT_ACTION, actor, subject, detail);
         self.audit.record(event).await?;
         Ok(())
     }

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::keys::KeyRing;
+use crate::keyring::KeyRing;
+use crate::store::audit::kinds;
 use crate::store::{DurableStore, SessionStore};
 use crate::trust::TrustStore;
 
@@ -77,7 +78,7 @@ impl Services {
             .collect();
         self.audit.record_detached(crate::store::AuditEvent::new(
             now,
-            audit::kinds::TRUST_LIST_CHANGED,
+            kinds::TRUST_LIST_CHANGED,
             "symbolon",
             "trust",
             serde_json::json!({"updated": report.updated, "failed": failed, "fresh": report.fresh}),
@@ -96,7 +97,7 @@ impl Services {
                     for token_id in changed {
                         tracing::warn!(token_id = %token_id, reason = "vrl", "enrollment suspended: credential revoked");
                         self.audit_event(
-                            audit::kinds::ENROLLMENT_SUSPENDED,
+                            kinds::ENROLLMENT_SUSPENDED,
                             "symbolon",
                             &token_id,
                             serde_json::json!({"reason": reason, "territory": vrl.territory, "ca": vrl.ca_name}),
@@ -116,7 +117,7 @@ impl Services {
                     for token_id in changed {
                         tracing::warn!(token_id = %token_id, reason = "crl", "enrollment suspended: credential revoked");
                         self.audit_event(
-                            audit::kinds::ENROLLMENT_SUSPENDED,
+                            kinds::ENROLLMENT_SUSPENDED,
                             "symbolon",
                             &token_id,
                             serde_json::json!({"reason": "signer certificate revoked by CRL", "serial": signer.serial_hex}),

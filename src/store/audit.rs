@@ -23,6 +23,34 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
+impl AuditEvent {
+    /// An event at `at` (unix seconds). `detail` must be a JSON object of non-secret facts.
+    pub fn new(
+        at: i64,
+        kind: &str,
+        actor: impl Into<String>,
+        subject: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        Self { at, kind: kind.to_string(), actor: actor.into(), subject: subject.into(), detail }
+    }
+}
+
+/// Event names (`kind`): the audit trail's vocabulary, shared by every room that records.
+pub mod kinds {
+    pub const ENROLLMENT_CREATED: &str = "enrollment.created";
+    pub const ENROLLMENT_SUSPENDED: &str = "enrollment.suspended";
+    pub const AUTH_APPROVED: &str = "auth.approved";
+    pub const AUTH_REJECTED: &str = "auth.rejected";
+    pub const AUTH_SESSION_LOCKED: &str = "auth.session_locked";
+    pub const AUTH_TOKEN_LOCKED_OUT: &str = "auth.token_locked_out";
+    pub const KEY_STATE_CHANGED: &str = "key.state_changed";
+    pub const TRUST_LIST_CHANGED: &str = "trust.list_changed";
+    pub const PUSH_FAILED: &str = "push.failed";
+    pub const MANAGEMENT_ACTION: &str = "management.action";
+    pub const RELYING_PARTIES_CHANGED: &str = "config.relying_parties_changed";
+}
+
 /// An appended event with its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {

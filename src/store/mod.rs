@@ -4,6 +4,7 @@
 //! other short-lived state with a TTL).
 
 pub mod audit;
+pub mod catalog;
 mod events;
 mod memory;
 mod postgres;
@@ -12,6 +13,7 @@ mod rows;
 mod sqlite;
 
 pub use audit::{AuditCheckpoint, AuditEvent, AuditRecord};
+pub use catalog::{CatalogEntry, KeyPurpose, KeyState, KeyTransition};
 pub use events::{EventHub, SessionEvents};
 pub use memory::MemorySessionStore;
 pub use postgres::PostgresStore;
@@ -26,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
-use crate::keys::{CatalogEntry, KeyState};
 
 /// Durable store failures.
 #[derive(Debug, thiserror::Error)]
@@ -86,18 +87,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A key state change for [`DurableStore::transition_keys`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyTransition {
-    pub label: String,
-    /// The state the key must still be in.
-    pub from: KeyState,
-    pub to: KeyState,
-    /// Unix seconds, stored in the column of `to` (`activated_at`, `retiring_at`, ...).
-    pub at: i64,
-}
-
-/// A stored column holding `keys::Envelope` text sealed with its row id as AAD.
+/// A stored column holding envelope text (`keys::Envelope`) sealed with its row id as AAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealedColumn {
     pub table: &'static str,

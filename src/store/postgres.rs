@@ -10,11 +10,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSs
 
 use super::rows::{audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row};
 use super::{
-    AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, Enrollment, EnrollmentStatus, KeyTransition,
-    SEALED_COLUMNS, SealedColumn, SealedValue, StoreError, audit, envelope_like, key_state_column,
+    AuditCheckpoint, AuditEvent, AuditRecord, CatalogEntry, DurableStore, Enrollment, EnrollmentStatus, KeyState,
+    KeyTransition, SEALED_COLUMNS, SealedColumn, SealedValue, StoreError, audit, envelope_like, key_state_column,
 };
 use crate::config::{DatabaseConfig, DatabaseTls};
-use crate::keys::{CatalogEntry, KeyState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

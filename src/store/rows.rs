@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{AuditCheckpoint, AuditRecord, Enrollment, EnrollmentStatus, StoreError};
-use crate::keys::{CatalogEntry, KeyPurpose, KeyState};
+use super::{
+    AuditCheckpoint, AuditRecord, CatalogEntry, Enrollment, EnrollmentStatus, KeyPurpose, KeyState, StoreError,
+};
 
 /// A row of either database whose TEXT and BIGINT columns decode as `String` and `i64`.
 pub(super) trait StoreRow: Row

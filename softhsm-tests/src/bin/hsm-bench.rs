@@ -20,6 +20,7 @@ use clap::Parser;
 use cryptoki::context::Pkcs11;
 use softhsm_tests::TestToken;
 use softhsm_tests::bench::{HsmOp, Rate, median, pool_rate, raw_rate};
+use symbolon::keyring::key_kind;
 use symbolon::keys::{HsmPin, SessionPool, initialize_module};
 
 #[derive(Parser)]
@@ -94,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             Some(purpose) => {
                 let label = purpose.new_label(1_800_000_000);
                 let l = label.clone();
-                pools[0].1.run(move |s| s.generate(purpose, &l)).await?;
+                pools[0].1.run(move |s| s.generate(key_kind(purpose), &l)).await?;
                 label
             }
             None => String::new(),

@@ -42,7 +42,8 @@ use softhsm_tests::bench::{HsmOp, pool_rate, self_cpu, threads_rate};
 use softhsm_tests::device::{Decision, VerifyPayload, unix_now};
 use softhsm_tests::signin::SignIn;
 use softhsm_tests::{ServerOptions, TestServer, TestToken};
-use symbolon::keys::{HsmPin, KeyPurpose, SessionPool, initialize_module};
+use symbolon::keyring::{KeyPurpose, key_kind};
+use symbolon::keys::{HsmPin, SessionPool, initialize_module};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -233,7 +234,7 @@ async fn raw_bound(secs: f64) -> anyhow::Result<Bound> {
     let jwt = KeyPurpose::Jwt.new_label(1_800_000_000);
     let otp = KeyPurpose::Otp.new_label(1_800_000_000);
     for (purpose, label) in [(KeyPurpose::Jwt, jwt.clone()), (KeyPurpose::Otp, otp.clone())] {
-        pool.run(move |s| s.generate(purpose, &label)).await?;
+        pool.run(move |s| s.generate(key_kind(purpose), &label)).await?;
     }
     let pair = |r: softhsm_tests::bench::Rate| (r.per_second, r.cpu_per_op);
     let sign = pair(pool_rate(&pool, &jwt, HsmOp::Es256, 16, secs).await);

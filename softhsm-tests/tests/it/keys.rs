@@ -11,7 +11,8 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::Sha256;
 use softhsm_tests::TestToken;
-use symbolon::keys::{HsmError, HsmPin, KeyPurpose, SessionPool};
+use symbolon::keyring::{KeyPurpose, key_kind};
+use symbolon::keys::{HsmError, HsmPin, KeyKind, SessionPool};
 
 /// A pool that is shut down when the test ends (SoftHSM2 must not see the process
 /// exit with sessions open on worker threads).
@@ -42,7 +43,7 @@ fn pool_for(token: &TestToken, workers: usize, queue: usize) -> Pool {
 async fn generate(pool: &SessionPool, purpose: KeyPurpose) -> String {
     let label = purpose.new_label(1_800_000_000);
     let l = label.clone();
-    pool.run(move |s| s.generate(purpose, &l)).await.unwrap();
+    pool.run(move |s| s.generate(key_kind(purpose), &l)).await.unwrap();
     label
 }
 
@@ -71,7 +72,7 @@ async fn hmac_matches_software_on_imported_known_key() {
     let pool = pool_for(&token, 1, 16);
     let value: Vec<u8> = (0u8..32).collect();
     let v = value.clone();
-    pool.run(move |s| s.import_secret(KeyPurpose::Otp, "symbolon-otp-known", &v)).await.unwrap();
+    pool.run(move |s| s.import_secret(KeyKind::HmacSecret, "symbolon-otp-known", &v)).await.unwrap();
     let msg = b"symbolon-otp-v1\0session\0token\0\0\0\0\0\0\0\0\x01".to_vec();
     let m = msg.clone();
     let got = pool.run(move |s| s.hmac_sha256("symbolon-otp-known", &m)).await.unwrap();

@@ -13,7 +13,8 @@ use rsa::signature::Verifier;
 use sha2::Sha256;
 use softhsm_tests::TestToken;
 use softhsm_tests::fake_fcm::{FakeFcm, ServiceAccountFixture};
-use symbolon::keys::{HsmPin, KeyPurpose, SessionPool};
+use symbolon::keyring::KeyPurpose;
+use symbolon::keys::{HsmPin, SessionPool};
 use symbolon::push::cli::{ImportedServiceAccount, import_service_account};
 use symbolon::push::{
     AssertionIdentity, AuthPush, FailureHook, FcmClient, PushConfig, PushError, PushFailure, PushProvider, PushQueue,

@@ -14,7 +14,8 @@ use cryptoki::context::Pkcs11;
 use der::{Decode, Encode};
 use softhsm_tests::TestToken;
 use symbolon::config::DatabaseConfig;
-use symbolon::keys::{HsmPin, KeyPurpose, KeyRing, KeyState, SessionPool};
+use symbolon::keyring::{KeyPurpose, KeyRing, KeyState};
+use symbolon::keys::{HsmPin, KeyKind, SessionPool};
 use symbolon::saml::c14n::canonicalize_document;
 use symbolon::saml::config::{Claim, SamlConfig, SamlSpConfig};
 use symbolon::saml::response::{ClaimValue, ResponseParams, build_response};
@@ -69,7 +70,7 @@ async fn idp() -> Idp {
     .unwrap();
     let label = KeyPurpose::Saml.new_label(NOW);
     let l = label.clone();
-    pool.run(move |s| s.generate(KeyPurpose::Saml, &l)).await.unwrap();
+    pool.run(move |s| s.generate(KeyKind::EcP256, &l)).await.unwrap();
     let db = tempfile::tempdir().unwrap();
     let store =
         SqliteStore::open(&format!("sqlite://{}/db", db.path().display()), &DatabaseConfig::default()).await.unwrap();

@@ -141,7 +141,7 @@ async fn otp_derivation_matches_an_independent_computation() {
             .unwrap();
     let known: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(7)).collect();
     let k = known.clone();
-    pool.run(move |s| s.import_secret(symbolon::keys::KeyPurpose::Otp, "symbolon-otp-20260101T000000Z", &k))
+    pool.run(move |s| s.import_secret(symbolon::keys::KeyKind::HmacSecret, "symbolon-otp-20260101T000000Z", &k))
         .await
         .unwrap();
     pool.shutdown();

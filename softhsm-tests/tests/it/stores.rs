@@ -8,11 +8,11 @@ use std::time::Duration;
 use softhsm_tests::backends::{PgDatabase, RedisPrefix};
 use softhsm_tests::records::{active_enrollment, pending_session};
 use symbolon::config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
-use symbolon::keys::{CatalogEntry, KeyPurpose, KeyState};
 use symbolon::store::audit::{GENESIS_HASH, chain_hash};
 use symbolon::store::{
-    AuditCheckpoint, AuditEvent, DurableStore, EnrollmentStatus, KeyTransition, MemorySessionStore, PostgresStore,
-    RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore, SqliteStore, StoreError,
+    AuditCheckpoint, AuditEvent, CatalogEntry, DurableStore, EnrollmentStatus, KeyPurpose, KeyState, KeyTransition,
+    MemorySessionStore, PostgresStore, RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore,
+    SqliteStore, StoreError,
 };
 
 fn now() -> i64 {

@@ -5,7 +5,8 @@ use clap::{Args, Subcommand};
 
 use super::Verification;
 use crate::config::Config;
-use crate::keys::{KeyRing, open_pool};
+use crate::keyring::KeyRing;
+use crate::keys::open_pool;
 use crate::store::open_durable;
 
 #[derive(Debug, Subcommand)]

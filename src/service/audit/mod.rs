@@ -16,37 +16,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::signature::Verifier;
 
 use crate::config::AuditConfig;
-use crate::keys::{KeyPurpose, KeyRing};
+use crate::keyring::{KeyError, KeyPurpose, KeyRing};
 use crate::store::audit::{GENESIS_HASH, chain_hash, checkpoint_message};
 use crate::store::{AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, StoreError};
-
-/// Event names (`kind`).
-pub mod kinds {
-    pub const ENROLLMENT_CREATED: &str = "enrollment.created";
-    pub const ENROLLMENT_SUSPENDED: &str = "enrollment.suspended";
-    pub const AUTH_APPROVED: &str = "auth.approved";
-    pub const AUTH_REJECTED: &str = "auth.rejected";
-    pub const AUTH_SESSION_LOCKED: &str = "auth.session_locked";
-    pub const AUTH_TOKEN_LOCKED_OUT: &str = "auth.token_locked_out";
-    pub const KEY_STATE_CHANGED: &str = "key.state_changed";
-    pub const TRUST_LIST_CHANGED: &str = "trust.list_changed";
-    pub const PUSH_FAILED: &str = "push.failed";
-    pub const MANAGEMENT_ACTION: &str = "management.action";
-    pub const RELYING_PARTIES_CHANGED: &str = "config.relying_parties_changed";
-}
-
-impl AuditEvent {
-    /// An event at `at` (unix seconds). `detail` must be a JSON object of non-secret facts.
-    pub fn new(
-        at: i64,
-        kind: &str,
-        actor: impl Into<String>,
-        subject: impl Into<String>,
-        detail: serde_json::Value,
-    ) -> Self {
-        Self { at, kind: kind.to_string(), actor: actor.into(), subject: subject.into(), detail }
-    }
-}
 
 /// Failures of checkpointing and verification.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +26,7 @@ pub enum AuditError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("HSM: {0}")]
-    Hsm(#[from] crate::keys::HsmError),
+    Key(#[from] KeyError),
 }
 
 /// The handle every part of the server records audit events through. Cheap to clone.

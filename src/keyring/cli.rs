@@ -10,8 +10,9 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::lifecycle::{Lifecycle, fmt_time};
-use super::{KeyPurpose, KeyRing, KeyState, open_pool};
+use super::{KeyPurpose, KeyRing, KeyState};
 use crate::config::Config;
+use crate::keys::open_pool;
 use crate::store::open_durable;
 
 #[derive(Debug, Subcommand)]
@@ -91,7 +92,7 @@ pub async fn run(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
     let now = crate::ids::now_unix();
     let result = match KeyRing::open_as(pool.clone(), store, now, "operator").await {
-        Ok(ring) => subcommand(&Lifecycle::new(ring, &config), cmd, now).await,
+        Ok(ring) => subcommand(&Lifecycle::new(ring, &config.keys, config.key_lifetimes()), cmd, now).await,
         Err(e) => Err(e.into()),
     };
     // SoftHSM2 must not see open sessions in its exit handlers.

@@ -4,14 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use super::HsmError;
-use super::catalog::{CatalogEntry, KeyPurpose, KeyState, LABEL_PREFIX};
-use super::envelope::Envelope;
-use super::jwk::EcPublicJwk;
-use super::pool::SessionPool;
-use super::token::TokenKey;
+use super::{CatalogEntry, KeyError, KeyPurpose, KeyState, key_kind};
+use crate::keys::{EcPublicJwk, Envelope, HsmError, LABEL_PREFIX, SessionPool, TokenKey, TokenSession};
 use crate::metrics::{HsmOp, METRICS};
-use crate::service::audit::kinds::KEY_STATE_CHANGED;
+use crate::store::audit::kinds::KEY_STATE_CHANGED;
 use crate::store::{AuditEvent, DurableStore, StoreError};
 
 /// Keys as the server uses them.
@@ -51,7 +47,7 @@ impl KeyRing {
     /// Reads the token's keys, refuses unsafe ones, adopts keys of our label scheme that
     /// the catalog does not know (as `active` when the purpose has none, else `next`)
     /// and loads the catalog.
-    pub async fn open(pool: SessionPool, store: Arc<dyn DurableStore>, now: i64) -> Result<Self, HsmError> {
+    pub async fn open(pool: SessionPool, store: Arc<dyn DurableStore>, now: i64) -> Result<Self, KeyError> {
         Self::open_as(pool, store, now, "symbolon").await
     }
 
@@ -61,7 +57,7 @@ impl KeyRing {
         store: Arc<dyn DurableStore>,
         now: i64,
         actor: &str,
-    ) -> Result<Self, HsmError> {
+    ) -> Result<Self, KeyError> {
         let ring = Self {
             pool,
             store,
@@ -115,7 +111,7 @@ impl KeyRing {
     /// Records a key found on (or just made in) the token: `active` when its purpose
     /// has no active key, else `next`, with its audit event. Another node adopting the
     /// same key, or activating another one first, is not an error.
-    async fn record_new_key(&self, label: &str, purpose: KeyPurpose, now: i64, reason: &str) -> Result<(), HsmError> {
+    async fn record_new_key(&self, label: &str, purpose: KeyPurpose, now: i64, reason: &str) -> Result<(), KeyError> {
         let kid = self.kid_of(purpose, label).await?;
         let known = self.store.list_keys().await.map_err(catalog_err)?;
         let has_active = known.iter().any(|e| e.purpose == purpose && e.state == KeyState::Active);
@@ -153,7 +149,7 @@ impl KeyRing {
     async fn run<R, F>(&self, op: HsmOp, purpose: Option<KeyPurpose>, f: F) -> Result<R, HsmError>
     where
         R: Send + 'static,
-        F: FnMut(&mut super::token::TokenSession) -> Result<R, HsmError> + Send + 'static,
+        F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
     {
         let start = std::time::Instant::now();
         let result = self.pool.run_as(op, f).await;
@@ -164,7 +160,7 @@ impl KeyRing {
     /// Re-reads token and catalog (start-up, `keys` commands, periodic refresh):
     /// refuses unsafe keys, adopts keys of our label scheme the catalog does not know
     /// and reports catalog keys missing from the token.
-    pub async fn sync(&self, now: i64) -> Result<(), HsmError> {
+    pub async fn sync(&self, now: i64) -> Result<(), KeyError> {
         let token_keys = self.run(HsmOp::Catalog, None, |s| s.list_keys(LABEL_PREFIX)).await?;
         for key in &token_keys {
             check_key_safety(key)?;
@@ -196,7 +192,7 @@ impl KeyRing {
         Ok(())
     }
 
-    async fn kid_of(&self, purpose: KeyPurpose, label: &str) -> Result<String, HsmError> {
+    async fn kid_of(&self, purpose: KeyPurpose, label: &str) -> Result<String, KeyError> {
         if !purpose.is_key_pair() {
             return Ok(String::new());
         }
@@ -205,7 +201,7 @@ impl KeyRing {
 
     /// Generates a key for `purpose` in the token and records it (`active` when the
     /// purpose has no active key, else `next`).
-    pub async fn generate(&self, purpose: KeyPurpose, now: i64) -> Result<CatalogEntry, HsmError> {
+    pub async fn generate(&self, purpose: KeyPurpose, now: i64) -> Result<CatalogEntry, KeyError> {
         let mut label = purpose.new_label(now);
         // Two keys made within one second get distinct labels.
         let existing = self.run(HsmOp::Catalog, None, |s| s.list_keys(LABEL_PREFIX)).await?;
@@ -215,13 +211,13 @@ impl KeyRing {
             n += 1;
         }
         let l = label.clone();
-        self.run(HsmOp::Catalog, Some(purpose), move |s| s.generate(purpose, &l)).await?;
+        self.run(HsmOp::Catalog, Some(purpose), move |s| s.generate(key_kind(purpose), &l)).await?;
         self.record_new_key(&label, purpose, now, "generated").await?;
         self.sync(now).await?;
         self.entries()
             .into_iter()
             .find(|e| e.label == label)
-            .ok_or_else(|| HsmError::Catalog(format!("generated key {label} not in the catalog")))
+            .ok_or_else(|| KeyError::Catalog(format!("generated key {label} not in the catalog")))
     }
 
     /// The catalog as last synced.
@@ -230,11 +226,11 @@ impl KeyRing {
     }
 
     /// The active key of a purpose.
-    pub fn active(&self, purpose: KeyPurpose) -> Result<CatalogEntry, HsmError> {
+    pub fn active(&self, purpose: KeyPurpose) -> Result<CatalogEntry, KeyError> {
         self.entries()
             .into_iter()
             .find(|e| e.purpose == purpose && e.state == KeyState::Active)
-            .ok_or(HsmError::NoActiveKey(purpose))
+            .ok_or(KeyError::NoActiveKey(purpose))
     }
 
     /// Keys of a purpose that are published (JWKS, metadata): next, active, retiring.
@@ -248,7 +244,7 @@ impl KeyRing {
     }
 
     /// The public JWK of an EC key pair (cached: public keys never change).
-    pub async fn public_jwk(&self, label: &str) -> Result<EcPublicJwk, HsmError> {
+    pub async fn public_jwk(&self, label: &str) -> Result<EcPublicJwk, KeyError> {
         if let Some(jwk) = self.public.read().ok().and_then(|m| m.get(label).cloned()) {
             return Ok(jwk);
         }
@@ -265,7 +261,7 @@ impl KeyRing {
         &self,
         purpose: KeyPurpose,
         message: Vec<u8>,
-    ) -> Result<(CatalogEntry, [u8; 64]), HsmError> {
+    ) -> Result<(CatalogEntry, [u8; 64]), KeyError> {
         let key = self.active(purpose)?;
         let label = key.label.clone();
         let sig = self.run(HsmOp::SignEs256, Some(purpose), move |s| s.sign_es256(&label, &message)).await?;
@@ -273,25 +269,25 @@ impl KeyRing {
     }
 
     /// ES256 over `message` with the named key pair (its `kid` is already in a header).
-    pub async fn sign_with(&self, label: &str, message: Vec<u8>) -> Result<[u8; 64], HsmError> {
+    pub async fn sign_with(&self, label: &str, message: Vec<u8>) -> Result<[u8; 64], KeyError> {
         let l = label.to_string();
-        self.run(HsmOp::SignEs256, KeyPurpose::from_label(label), move |s| s.sign_es256(&l, &message)).await
+        Ok(self.run(HsmOp::SignEs256, KeyPurpose::from_label(label), move |s| s.sign_es256(&l, &message)).await?)
     }
 
     /// HMAC-SHA256 with the named secret key (OTP keys are named on their session).
-    pub async fn hmac(&self, label: &str, message: Vec<u8>) -> Result<[u8; 32], HsmError> {
+    pub async fn hmac(&self, label: &str, message: Vec<u8>) -> Result<[u8; 32], KeyError> {
         let l = label.to_string();
-        self.run(HsmOp::HmacSha256, KeyPurpose::from_label(label), move |s| s.hmac_sha256(&l, &message)).await
+        Ok(self.run(HsmOp::HmacSha256, KeyPurpose::from_label(label), move |s| s.hmac_sha256(&l, &message)).await?)
     }
 
     /// Seals `plain` under the active data key with `aad` (the row id): envelope text.
-    pub async fn seal(&self, aad: &str, plain: Vec<u8>) -> Result<String, HsmError> {
+    pub async fn seal(&self, aad: &str, plain: Vec<u8>) -> Result<String, KeyError> {
         let key = self.active(KeyPurpose::Data)?;
         self.seal_with(&key.label, aad, plain).await
     }
 
     /// Seals `plain` under the named data key (`keys rewrap` pins the key it started with).
-    pub async fn seal_with(&self, key_label: &str, aad: &str, plain: Vec<u8>) -> Result<String, HsmError> {
+    pub async fn seal_with(&self, key_label: &str, aad: &str, plain: Vec<u8>) -> Result<String, KeyError> {
         let (label, aad_bytes) = (key_label.to_string(), aad.as_bytes().to_vec());
         let sealed = self
             .run(HsmOp::Encrypt, Some(KeyPurpose::Data), move |s| s.encrypt_gcm(&label, &aad_bytes, &plain))
@@ -300,22 +296,23 @@ impl KeyRing {
     }
 
     /// Opens an envelope made by [`Self::seal`] with the key it names.
-    pub async fn open_sealed(&self, aad: &str, envelope: &str) -> Result<Vec<u8>, HsmError> {
+    pub async fn open_sealed(&self, aad: &str, envelope: &str) -> Result<Vec<u8>, KeyError> {
         let env = Envelope::decode(envelope).ok_or(HsmError::DecryptFailed)?;
         if KeyPurpose::from_label(&env.key_label) != Some(KeyPurpose::Data) {
-            return Err(HsmError::DecryptFailed);
+            return Err(HsmError::DecryptFailed.into());
         }
         let aad_bytes = aad.as_bytes().to_vec();
-        self.run(HsmOp::Decrypt, Some(KeyPurpose::Data), move |s| {
-            s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed)
-        })
-        .await
+        Ok(self
+            .run(HsmOp::Decrypt, Some(KeyPurpose::Data), move |s| {
+                s.decrypt_gcm(&env.key_label, &aad_bytes, &env.sealed)
+            })
+            .await?)
     }
 
     /// Uses the key once the way its purpose will (sign, MAC, encrypt and decrypt) so
     /// that a key missing from the token, or made without the usage it needs (e.g. a
     /// data key without `CKA_ENCRYPT`), is refused before it becomes active.
-    pub async fn probe(&self, entry: &CatalogEntry) -> Result<(), HsmError> {
+    pub async fn probe(&self, entry: &CatalogEntry) -> Result<(), KeyError> {
         let label = entry.label.clone();
         let purpose = entry.purpose;
         let probe = b"symbolon key probe".to_vec();
@@ -340,18 +337,18 @@ impl KeyRing {
                 }
             }
         };
-        result.map_err(|e| HsmError::Refused(format!("key {} cannot be used as a {purpose} key: {e}", entry.label)))
+        result.map_err(|e| KeyError::Refused(format!("key {} cannot be used as a {purpose} key: {e}", entry.label)))
     }
 
     /// A round trip to the token.
-    pub async fn ping(&self) -> Result<(), HsmError> {
-        self.run(HsmOp::Ping, None, |s| s.ping()).await
+    pub async fn ping(&self) -> Result<(), KeyError> {
+        Ok(self.run(HsmOp::Ping, None, |s| s.ping()).await?)
     }
 }
 
-pub(crate) fn catalog_err(e: StoreError) -> HsmError {
+pub(crate) fn catalog_err(e: StoreError) -> KeyError {
     match e {
-        StoreError::KeyStateChanged(label) => HsmError::StateChanged(label),
-        other => HsmError::Catalog(other.to_string()),
+        StoreError::KeyStateChanged(label) => KeyError::StateChanged(label),
+        other => KeyError::Catalog(other.to_string()),
     }
 }

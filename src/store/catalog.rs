@@ -1,14 +1,13 @@
-//! Key purposes, the label scheme `symbolon-<purpose>-<UTC timestamp>` and key states.
+//! The key catalog's vocabulary, owned by the store that keeps it: key purposes, key
+//! states, catalog rows and state transitions. The key ring (`keyring/`) drives it and
+//! owns the label scheme; the token (`keys/`) knows none of it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Label prefix of every Symbolon key.
-pub const LABEL_PREFIX: &str = "symbolon-";
-
-/// What a key is for (architecture.md §Keys).
+/// What a key is for (docs/keys.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyPurpose {
@@ -50,26 +49,6 @@ impl KeyPurpose {
             KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => "CKM_ECDSA",
             KeyPurpose::Data => "CKM_AES_GCM",
         }
-    }
-
-    /// A fresh label for a key made at `unix` seconds.
-    pub fn new_label(self, unix: i64) -> String {
-        let ts = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-        let stamp = ts.format(&fmt).unwrap_or_else(|_| unix.to_string());
-        format!("{LABEL_PREFIX}{}-{stamp}", self.as_str())
-    }
-
-    /// The purpose named by a label of our scheme, if it is one.
-    pub fn from_label(label: &str) -> Option<KeyPurpose> {
-        let rest = label.strip_prefix(LABEL_PREFIX)?;
-        let (purpose, stamp) = rest.split_once('-')?;
-        let ok_stamp = !stamp.is_empty()
-            && stamp.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-        if !ok_stamp {
-            return None;
-        }
-        purpose.parse().ok()
     }
 }
 
@@ -134,17 +113,13 @@ pub struct CatalogEntry {
     pub retired_at: Option<i64>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_round_trip() {
-        let l = KeyPurpose::Jwt.new_label(1_763_800_000);
-        assert_eq!(l, "symbolon-jwt-20251122T082640Z");
-        assert_eq!(KeyPurpose::from_label(&l), Some(KeyPurpose::Jwt));
-        assert_eq!(KeyPurpose::from_label("symbolon-foo-1"), None);
-        assert_eq!(KeyPurpose::from_label("other-jwt-1"), None);
-        assert_eq!(KeyPurpose::from_label("symbolon-otp-"), None);
-    }
+/// A key state change for [`super::DurableStore::transition_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTransition {
+    pub label: String,
+    /// The state the key must still be in.
+    pub from: KeyState,
+    pub to: KeyState,
+    /// Unix seconds, stored in the column of `to` (`activated_at`, `retiring_at`, ...).
+    pub at: i64,
 }

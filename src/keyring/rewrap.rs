@@ -7,10 +7,10 @@
 
 use zeroize::Zeroizing;
 
-use super::HsmError;
-use super::catalog::{KeyPurpose, KeyState};
 use super::ring::{KeyRing, catalog_err};
-use crate::service::audit::kinds::MANAGEMENT_ACTION;
+use super::{KeyError, KeyPurpose, KeyState};
+use crate::keys::HsmError;
+use crate::store::audit::kinds::MANAGEMENT_ACTION;
 use crate::store::{AuditEvent, SEALED_COLUMNS};
 
 /// Rows read per database round trip.
@@ -32,7 +32,7 @@ pub struct RewrapReport {
 /// Re-encrypts every envelope not sealed under the active data key. `progress` is
 /// called after each envelope with (done, total); `total` counts the envelopes that
 /// name a catalog data key other than the active one when the run starts.
-pub async fn rewrap(ring: &KeyRing, now: i64, progress: &mut dyn FnMut(u64, u64)) -> Result<RewrapReport, HsmError> {
+pub async fn rewrap(ring: &KeyRing, now: i64, progress: &mut dyn FnMut(u64, u64)) -> Result<RewrapReport, KeyError> {
     ring.sync(now).await?;
     let active = ring.active(KeyPurpose::Data)?;
     let store = ring.store();
@@ -53,7 +53,7 @@ pub async fn rewrap(ring: &KeyRing, now: i64, progress: &mut dyn FnMut(u64, u64)
                 // The row id is the envelope's AAD (see `KeyRing::seal`).
                 let plain = match ring.open_sealed(&value.id, &value.sealed).await {
                     Ok(p) => Zeroizing::new(p),
-                    Err(e @ (HsmError::Overloaded | HsmError::Unavailable)) => return Err(e),
+                    Err(e @ KeyError::Hsm(HsmError::Overloaded | HsmError::Unavailable)) => return Err(e),
                     Err(e) => {
                         let at = format!("{}.{}", column.table, column.column);
                         tracing::error!(column = %at, id = %value.id, error = %e, "stored envelope does not open");

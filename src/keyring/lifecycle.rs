@@ -1,4 +1,4 @@
-//! The key life cycle (architecture.md §Keys "Catalog and rotation"): rotation,
+//! The key life cycle (docs/keys.md): rotation,
 //! retirement and the rules on how long a key stays `retiring`, the periodic re-sync
 //! every node runs, and the optional schedule that one node at a time applies.
 //!
@@ -8,11 +8,9 @@
 
 use std::time::Duration;
 
-use super::HsmError;
-use super::catalog::{CatalogEntry, KeyPurpose, KeyState};
 use super::config::KeysConfig;
 use super::ring::{KeyRing, catalog_err};
-use crate::config::Config;
+use super::{CatalogEntry, KeyError, KeyPurpose, KeyState};
 use crate::store::KeyTransition;
 
 /// Name of the lease row held by the node that applies the rotation schedule.
@@ -34,6 +32,20 @@ pub struct Rotation {
     pub was_next: bool,
 }
 
+/// How long what each purpose's keys make stays in use elsewhere: the lower bounds of
+/// a key's `retiring` time. Values from other rooms' configuration, passed down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLifetimes {
+    /// Life of an identity token (`auth.token_ttl`).
+    pub id_token: Duration,
+    /// Life of a session and its OTP (`auth.otp_ttl`).
+    pub otp: Duration,
+    /// Life of a SAML assertion (`saml.assertion_lifetime`).
+    pub saml_assertion: Duration,
+    /// Clock skew SAML service providers are allowed (`saml.clock_skew`).
+    pub saml_clock_skew: Duration,
+}
+
 /// The life-cycle rules of one configuration, applied to a key ring.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
@@ -49,26 +61,26 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl Lifecycle {
-    /// The rules of `config` for `ring`.
-    pub fn new(ring: KeyRing, config: &Config) -> Self {
-        let keys = config.keys.clone();
+    /// The rules of `keys` and `lifetimes` for `ring`.
+    pub fn new(ring: KeyRing, keys: &KeysConfig, lifetimes: KeyLifetimes) -> Self {
+        let keys = keys.clone();
         let (sync, skew) = (secs(keys.sync_interval), secs(keys.clock_skew));
         // A node that has not re-read the catalog yet still uses the old active key for
         // up to one sync interval after a rotation, hence `sync` in every rule.
         let min_retiring = vec![
             (
                 KeyPurpose::Jwt,
-                secs(config.auth.token_ttl) + skew + sync,
+                secs(lifetimes.id_token) + skew + sync,
                 "auth.token_ttl + keys.clock_skew + keys.sync_interval, so that every token it signed has expired",
             ),
             (
                 KeyPurpose::Saml,
-                secs(config.saml.assertion_lifetime) + secs(config.saml.clock_skew) + sync,
+                secs(lifetimes.saml_assertion) + secs(lifetimes.saml_clock_skew) + sync,
                 "saml.assertion_lifetime + saml.clock_skew + keys.sync_interval, so that every assertion it signed has expired",
             ),
             (
                 KeyPurpose::Otp,
-                secs(config.auth.otp_ttl) + skew + sync,
+                secs(lifetimes.otp) + skew + sync,
                 "auth.otp_ttl + keys.clock_skew + keys.sync_interval, so that every session it serves has ended",
             ),
             (KeyPurpose::Data, 2 * sync, "2 x keys.sync_interval, so that no node seals under it any more"),
@@ -102,7 +114,7 @@ impl Lifecycle {
     /// transaction with their audit events. Without a `next` key one is generated and
     /// activated. With `ensure_next`, a new `next` is generated afterwards when none is
     /// left, so that the following rotation activates a key published in advance.
-    pub async fn rotate(&self, purpose: KeyPurpose, now: i64, ensure_next: bool) -> Result<Rotation, HsmError> {
+    pub async fn rotate(&self, purpose: KeyPurpose, now: i64, ensure_next: bool) -> Result<Rotation, KeyError> {
         self.ring.sync(now).await?;
         let mut was_next = true;
         let next = match oldest_next(&self.ring.entries(), purpose) {
@@ -139,7 +151,7 @@ impl Lifecycle {
         let entries = self.ring.entries();
         let find = |label: &str| entries.iter().find(|e| e.label == label).cloned();
         let activated =
-            find(&next.label).ok_or_else(|| HsmError::Catalog(format!("{} left the catalog", next.label)))?;
+            find(&next.label).ok_or_else(|| KeyError::Catalog(format!("{} left the catalog", next.label)))?;
         let retiring = active.and_then(|a| find(&a.label));
         // The rotation is committed: a failure to prepare its successor is reported,
         // not turned into a failed rotation.
@@ -159,7 +171,7 @@ impl Lifecycle {
     }
 
     /// Why `entry` may not be retired at `now`, if anything forbids it.
-    async fn retire_refusal(&self, entry: &CatalogEntry, now: i64) -> Result<Option<String>, HsmError> {
+    async fn retire_refusal(&self, entry: &CatalogEntry, now: i64) -> Result<Option<String>, KeyError> {
         let label = &entry.label;
         let purpose = entry.purpose;
         match entry.state {
@@ -200,19 +212,19 @@ impl Lifecycle {
 
     /// Retires `label` (`retiring` or unused `next` → `retired`), refusing with a
     /// message that says why and when it may be retired.
-    pub async fn retire(&self, label: &str, now: i64) -> Result<CatalogEntry, HsmError> {
+    pub async fn retire(&self, label: &str, now: i64) -> Result<CatalogEntry, KeyError> {
         self.ring.sync(now).await?;
         let entry =
             self.ring.entries().into_iter().find(|e| e.label == label).ok_or_else(|| {
-                HsmError::Refused(format!("no key {label:?} in the catalog (see `symbolon keys list`)"))
+                KeyError::Refused(format!("no key {label:?} in the catalog (see `symbolon keys list`)"))
             })?;
         if let Some(reason) = self.retire_refusal(&entry, now).await? {
-            return Err(HsmError::Refused(reason));
+            return Err(KeyError::Refused(reason));
         }
         self.mark_retired(&entry, now, "retired by operator").await
     }
 
-    async fn mark_retired(&self, entry: &CatalogEntry, now: i64, reason: &str) -> Result<CatalogEntry, HsmError> {
+    async fn mark_retired(&self, entry: &CatalogEntry, now: i64, reason: &str) -> Result<CatalogEntry, KeyError> {
         let change = KeyTransition { label: entry.label.clone(), from: entry.state, to: KeyState::Retired, at: now };
         let event = self.ring.state_event(entry, Some(entry.state), KeyState::Retired, reason, now);
         self.ring.store().transition_keys(&[change], &[event]).await.map_err(catalog_err)?;
@@ -222,13 +234,13 @@ impl Lifecycle {
             .entries()
             .into_iter()
             .find(|e| e.label == entry.label)
-            .ok_or_else(|| HsmError::Catalog(format!("{} left the catalog", entry.label)))
+            .ok_or_else(|| KeyError::Catalog(format!("{} left the catalog", entry.label)))
     }
 
     /// Retires every `retiring` key whose time has come (and, for data keys, that no
     /// stored ciphertext names). Run by every node; a key retired by another node
     /// first is skipped.
-    pub async fn retire_due(&self, now: i64) -> Result<Vec<CatalogEntry>, HsmError> {
+    pub async fn retire_due(&self, now: i64) -> Result<Vec<CatalogEntry>, KeyError> {
         let mut retired = Vec::new();
         for entry in self.ring.entries().into_iter().filter(|e| e.state == KeyState::Retiring) {
             if self.retire_refusal(&entry, now).await?.is_some() {
@@ -236,7 +248,7 @@ impl Lifecycle {
             }
             match self.mark_retired(&entry, now, "retiring time over").await {
                 Ok(e) => retired.push(e),
-                Err(HsmError::StateChanged(_)) => {}
+                Err(KeyError::StateChanged(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -246,7 +258,7 @@ impl Lifecycle {
     /// Applies the rotation schedule once: generates a purpose's successor `lead`
     /// before its rotation is due, and rotates when it is due and the successor has
     /// been published for `lead`.
-    pub async fn apply_schedule(&self, now: i64) -> Result<(), HsmError> {
+    pub async fn apply_schedule(&self, now: i64) -> Result<(), KeyError> {
         for (&purpose, schedule) in &self.keys.schedule {
             let Some(plan) = self.plan(purpose) else {
                 tracing::warn!(purpose = %purpose, "scheduled rotation skipped: the purpose has no active key");

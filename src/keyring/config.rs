@@ -1,0 +1,83 @@
+//! `[keys]`: how nodes follow the key catalog and the optional rotation schedule.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::KeyPurpose;
+
+/// The key life cycle (docs/keys.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// How often each node re-reads the catalog and the token: a rotation, retirement
+    /// or adopted key takes effect on every node within this time.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Clock difference tolerated between this server and relying parties; added to
+    /// how long a `retiring` key stays published.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Automatic rotation, per purpose (`[keys.schedule.jwt]` ...). Absent: manual only.
+    pub schedule: BTreeMap<KeyPurpose, RotationSchedule>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { sync_interval: Duration::from_secs(10), clock_skew: Duration::from_secs(60), schedule: BTreeMap::new() }
+    }
+}
+
+/// Automatic rotation of one purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationSchedule {
+    /// The active key is replaced this long after it became active.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Its successor is generated (as `next`, so published in JWKS and SAML metadata)
+    /// this long before the rotation. Must be shorter than `period`.
+    #[serde(with = "humantime_serde", default = "default_lead")]
+    pub lead: Duration,
+}
+
+fn default_lead() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+impl KeysConfig {
+    /// Problems as (field path, message), for `config check`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if self.sync_interval < Duration::from_secs(1) {
+            p.push(("keys.sync_interval".into(), "must be at least 1s".into()));
+        }
+        for (purpose, s) in &self.schedule {
+            let at = format!("keys.schedule.{purpose}");
+            if s.period < Duration::from_secs(10) {
+                p.push((format!("{at}.period"), "must be at least 10s".into()));
+            }
+            if s.lead >= s.period {
+                p.push((format!("{at}.lead"), "must be shorter than the period".into()));
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_lead_must_be_shorter_than_the_period() {
+        let mut c = KeysConfig::default();
+        assert!(c.problems().is_empty());
+        let s = RotationSchedule { period: Duration::from_secs(3600), lead: Duration::from_secs(3600) };
+        c.schedule.insert(KeyPurpose::Jwt, s);
+        c.sync_interval = Duration::ZERO;
+        let paths: Vec<String> = c.problems().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["keys.sync_interval", "keys.schedule.jwt.lead"]);
+    }
+}

@@ -1,0 +1,44 @@
+//! The label scheme of our keys, `symbolon-<purpose>-<UTC timestamp>`: how the ring
+//! names the keys it makes and recognises those made with vendor tooling (`hsm/gen-key`).
+
+use super::KeyPurpose;
+use crate::keys::LABEL_PREFIX;
+
+// An inherent impl outside `store::catalog`, where the type lives: the store keeps
+// purposes without knowing how the token names keys.
+impl KeyPurpose {
+    /// A fresh label for a key made at `unix` seconds.
+    pub fn new_label(self, unix: i64) -> String {
+        let ts = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+        let stamp = ts.format(&fmt).unwrap_or_else(|_| unix.to_string());
+        format!("{LABEL_PREFIX}{}-{stamp}", self.as_str())
+    }
+
+    /// The purpose named by a label of our scheme, if it is one.
+    pub fn from_label(label: &str) -> Option<KeyPurpose> {
+        let rest = label.strip_prefix(LABEL_PREFIX)?;
+        let (purpose, stamp) = rest.split_once('-')?;
+        let ok_stamp = !stamp.is_empty()
+            && stamp.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !ok_stamp {
+            return None;
+        }
+        purpose.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip() {
+        let l = KeyPurpose::Jwt.new_label(1_763_800_000);
+        assert_eq!(l, "symbolon-jwt-20251122T082640Z");
+        assert_eq!(KeyPurpose::from_label(&l), Some(KeyPurpose::Jwt));
+        assert_eq!(KeyPurpose::from_label("symbolon-foo-1"), None);
+        assert_eq!(KeyPurpose::from_label("other-jwt-1"), None);
+        assert_eq!(KeyPurpose::from_label("symbolon-otp-"), None);
+    }
+}
