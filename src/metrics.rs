@@ -107,7 +107,7 @@ impl HsmOp {
 }
 
 /// Key purposes plus "no key" (ping, catalog), as label values.
-const PURPOSES: [&str; 6] = ["otp", "jwt", "saml", "data", "audit", "none"];
+const PURPOSES: [&str; 7] = ["otp", "jwt", "saml", "data", "audit", "pairwise", "none"];
 
 fn purpose_index(purpose: Option<KeyPurpose>) -> usize {
     match purpose {
@@ -116,7 +116,8 @@ fn purpose_index(purpose: Option<KeyPurpose>) -> usize {
         Some(KeyPurpose::Saml) => 2,
         Some(KeyPurpose::Data) => 3,
         Some(KeyPurpose::Audit) => 4,
-        None => 5,
+        Some(KeyPurpose::Pairwise) => 5,
+        None => 6,
     }
 }
 

@@ -99,6 +99,21 @@ impl Application {
             }),
         )
         .context("push")?;
+        if keys.active(crate::keyring::KeyPurpose::Pairwise).is_err() {
+            let pairwise: Vec<&str> = config
+                .services
+                .iter()
+                .filter(|s| s.subject_type() == crate::config::SubjectType::Pairwise)
+                .map(|s| s.id.as_str())
+                .collect();
+            if !pairwise.is_empty() {
+                tracing::error!(
+                    services = ?pairwise,
+                    "these services use pairwise subjects but the token has no pairwise key: their sign-ins fail \
+                     until `symbolon keys init` (or `keys generate --purpose pairwise`) makes it"
+                );
+            }
+        }
         let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
         let browser_channels = crate::service::channel::OpenChannels::new(config.limits.websocket_max_open);
         let services =

@@ -209,6 +209,74 @@ pub struct ServiceConfig {
     /// The service is also a SAML service provider (`[services.saml]`).
     #[serde(default)]
     pub saml: Option<SamlSpConfig>,
+    /// The `sub` of this service's identity tokens: `public` (the token id) or
+    /// `pairwise` (docs/protocol.md §13). Default: `public`.
+    #[serde(default)]
+    pub subject_type: Option<SubjectType>,
+    /// The sector of pairwise subjects: services of one sector see the same `sub` for a
+    /// person. Default: the one host of the service's SAML ACS URL or allowed origins.
+    #[serde(default)]
+    pub sector_identifier: Option<String>,
+}
+
+/// What a relying party receives as the person's subject (OIDC Core §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectType {
+    /// The token id, the same at every relying party.
+    Public,
+    /// An HMAC of the sector and the token id made in the HSM (docs/protocol.md §13):
+    /// relying parties of different sectors cannot correlate people by `sub`.
+    Pairwise,
+}
+
+impl SubjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectType::Public => "public",
+            SubjectType::Pairwise => "pairwise",
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The subject type in effect (the configured one, else the default).
+    pub fn subject_type(&self) -> SubjectType {
+        self.subject_type.unwrap_or(SubjectType::Public)
+    }
+
+    /// The sector of this service's pairwise subjects: `sector_identifier`, else the
+    /// one host its URLs name (SAML ACS URL, allowed origins). An error says why none
+    /// can be chosen.
+    pub fn sector(&self) -> Result<String, String> {
+        if let Some(s) = &self.sector_identifier {
+            return Ok(s.clone());
+        }
+        let urls =
+            self.saml.iter().map(|sp| sp.acs_url.as_str()).chain(self.allowed_origins.iter().map(String::as_str));
+        let mut hosts: Vec<String> = Vec::new();
+        for url in urls {
+            let Some(host) = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)) else {
+                continue;
+            };
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        match hosts.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err("no URL of the service names a host: set sector_identifier".into()),
+            _ => Err(format!("its URLs name several hosts ({}): set sector_identifier", hosts.join(", "))),
+        }
+    }
+}
+
+/// A sector identifier: a host name (letters, digits, `-`, `.`) or IP literal, lower case.
+fn valid_sector(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
 }
 
 /// The scopes of protocol.md §7.3, in table order.
@@ -674,6 +742,19 @@ impl Config {
                     p.push(problem(&at("allowed_scopes"), format!("unknown scope {scope:?} (known: {SCOPES:?})")));
                 }
             }
+            if let Some(sector) = &s.sector_identifier
+                && !valid_sector(sector)
+            {
+                p.push(problem(
+                    &at("sector_identifier"),
+                    format!("{sector:?} is not a host name like rp.example (lower case, no scheme or path)"),
+                ));
+            }
+            if s.subject_type() == SubjectType::Pairwise
+                && let Err(e) = s.sector()
+            {
+                p.push(problem(&at("subject_type"), format!("pairwise subjects need a sector: {e}")));
+            }
             for origin in &s.allowed_origins {
                 let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
                     && !origin.ends_with('/')
@@ -975,6 +1056,8 @@ given_name = "urn:oid:2.5.4.42"
             allowed_scopes: vec!["name".into()],
             allowed_origins: vec![],
             saml,
+            subject_type: None,
+            sector_identifier: None,
         };
         c.services = vec![
             service("a", Some(sp("https://sp.example", "not a url"))),
@@ -990,6 +1073,37 @@ given_name = "urn:oid:2.5.4.42"
         c.demo.enabled = false;
         let problems: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
         assert!(problems.iter().any(|p| p.starts_with("saml.enabled")), "{problems:?}");
+    }
+
+    #[test]
+    fn pairwise_services_need_one_sector() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        let service = |origins: &[&str], sector: Option<&str>| ServiceConfig {
+            id: "rp".into(),
+            name: "RP".into(),
+            allowed_scopes: vec![],
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+            saml: None,
+            subject_type: Some(SubjectType::Pairwise),
+            sector_identifier: sector.map(str::to_string),
+        };
+        let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
+        c.services = vec![service(&["https://Bank.example:8443"], None)];
+        assert!(paths(&c).is_empty());
+        assert_eq!(c.services[0].sector().as_deref(), Ok("bank.example"));
+        c.services = vec![service(&[], None)];
+        assert_eq!(paths(&c), ["services[0].subject_type"], "no host to take the sector from");
+        c.services = vec![service(&["https://a.example", "https://b.example"], None)];
+        assert_eq!(paths(&c), ["services[0].subject_type"], "two hosts: which sector?");
+        c.services = vec![service(&["https://a.example", "https://b.example"], Some("a.example"))];
+        assert!(paths(&c).is_empty());
+        c.services = vec![service(&[], Some("https://a.example/"))];
+        assert_eq!(paths(&c), ["services[0].sector_identifier"]);
+        c.services[0].subject_type = None;
+        c.services[0].sector_identifier = None;
+        assert_eq!(c.services[0].subject_type(), SubjectType::Public, "public unless asked");
+        assert!(paths(&c).is_empty());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum KeysCommand {
     },
     /// Rotate a purpose: next -> active, active -> retiring.
     ///
+    /// The pairwise key is never rotated (refused): pairwise subjects would change.
+    ///
     /// Both changes and their audit events are one transaction. Afterwards a new next
     /// key is generated, so that the following rotation activates a key published in
     /// advance. Without a next key, one is generated and activated at once. Servers
@@ -105,6 +107,11 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
     match cmd {
         KeysCommand::List => list(life, now).await?,
         KeysCommand::Generate { purpose } => {
+            if !purpose.rotates()
+                && let Ok(active) = ring.active(purpose)
+            {
+                anyhow::bail!("{} is the {purpose} key; {}", active.label, super::lifecycle::never_rotated(purpose));
+            }
             let e = ring.generate(purpose, now).await?;
             println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
         }
@@ -121,7 +128,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
             if KeyPurpose::from_label(&label).is_none() {
                 anyhow::bail!(
                     "label {label:?} does not follow the scheme symbolon-<purpose>-<UTC timestamp> \
-                     (purposes: otp, jwt, saml, data, audit); generate keys with hsm/gen-key"
+                     (purposes: otp, jwt, saml, data, audit, pairwise); generate keys with hsm/gen-key"
                 );
             }
             // KeyRing::open_as has synced: every key of the scheme on the token is in the
@@ -200,7 +207,7 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
     let row = |cols: [&str; 10]| {
         println!(
-            "{:<6} {:<40} {:<9} {:<43} {:<15} {:<20} {:<20} {:<20} {:<20} {}",
+            "{:<8} {:<40} {:<9} {:<43} {:<15} {:<20} {:<20} {:<20} {:<20} {}",
             cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]
         )
     };

@@ -55,6 +55,9 @@ impl KeysConfig {
         }
         for (purpose, s) in &self.schedule {
             let at = format!("keys.schedule.{purpose}");
+            if !purpose.rotates() {
+                p.push((at.clone(), super::lifecycle::never_rotated(*purpose)));
+            }
             if s.period < Duration::from_secs(10) {
                 p.push((format!("{at}.period"), "must be at least 10s".into()));
             }

@@ -40,5 +40,6 @@ mod tests {
         assert_eq!(KeyPurpose::from_label("symbolon-foo-1"), None);
         assert_eq!(KeyPurpose::from_label("other-jwt-1"), None);
         assert_eq!(KeyPurpose::from_label("symbolon-otp-"), None);
+        assert_eq!(KeyPurpose::from_label("symbolon-pairwise-20251122T082640Z"), Some(KeyPurpose::Pairwise));
     }
 }

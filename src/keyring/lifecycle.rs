@@ -115,6 +115,9 @@ impl Lifecycle {
     /// activated. With `ensure_next`, a new `next` is generated afterwards when none is
     /// left, so that the following rotation activates a key published in advance.
     pub async fn rotate(&self, purpose: KeyPurpose, now: i64, ensure_next: bool) -> Result<Rotation, KeyError> {
+        if !purpose.rotates() {
+            return Err(KeyError::Refused(never_rotated(purpose)));
+        }
         self.ring.sync(now).await?;
         let mut was_next = true;
         let next = match oldest_next(&self.ring.entries(), purpose) {
@@ -294,14 +297,15 @@ impl Lifecycle {
         KeyPurpose::ALL
             .into_iter()
             .map(|purpose| match (self.keys.schedule.get(&purpose), self.plan(purpose)) {
-                (None, _) => format!("{purpose:<6} manual (no [keys.schedule.{purpose}])"),
+                _ if !purpose.rotates() => format!("{purpose:<8} never rotated"),
+                (None, _) => format!("{purpose:<8} manual (no [keys.schedule.{purpose}])"),
                 (Some(s), None) => format!(
-                    "{purpose:<6} every {} (lead {}): no active key",
+                    "{purpose:<8} every {} (lead {}): no active key",
                     humantime::format_duration(s.period),
                     humantime::format_duration(s.lead)
                 ),
                 (Some(s), Some(plan)) => format!(
-                    "{purpose:<6} every {} (lead {}): successor due {}, rotation due {}",
+                    "{purpose:<8} every {} (lead {}): successor due {}, rotation due {}",
                     humantime::format_duration(s.period),
                     humantime::format_duration(s.lead),
                     fmt_time(plan.next_due),
@@ -310,6 +314,14 @@ impl Lifecycle {
             })
             .collect()
     }
+}
+
+/// Why keys of `purpose` are never rotated (for `keys rotate` and `config check`).
+pub fn never_rotated(purpose: KeyPurpose) -> String {
+    format!(
+        "{purpose} keys are never rotated: every pairwise subject (OIDC `sub`, SAML NameID) is an HMAC under \
+         this key, so a new key would give every person a new identity at every relying party"
+    )
 }
 
 /// When a scheduled purpose's next steps fall due (unix seconds).

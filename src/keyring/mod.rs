@@ -25,7 +25,7 @@ use crate::keys::{HsmError, KeyKind};
 /// The kind of token key a purpose uses.
 pub fn key_kind(purpose: KeyPurpose) -> KeyKind {
     match purpose {
-        KeyPurpose::Otp => KeyKind::HmacSecret,
+        KeyPurpose::Otp | KeyPurpose::Pairwise => KeyKind::HmacSecret,
         KeyPurpose::Data => KeyKind::Aes256,
         KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => KeyKind::EcP256,
     }

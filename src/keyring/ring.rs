@@ -321,7 +321,7 @@ impl KeyRing {
                 self.public_jwk(&label).await?;
                 self.pool.run_as(HsmOp::SignEs256, move |s| s.sign_es256(&label, &probe).map(|_| ())).await
             }
-            KeyPurpose::Otp => {
+            KeyPurpose::Otp | KeyPurpose::Pairwise => {
                 self.pool.run_as(HsmOp::HmacSha256, move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await
             }
             KeyPurpose::Data => {

@@ -452,10 +452,14 @@ impl Services {
             let plain = self.keys.open_sealed(&enrollment.id, &enrollment.claims_sealed).await?;
             serde_json::from_slice(&plain).map_err(|_| ApiError::internal())?
         };
+        let sub = match self.service(&session.service_id) {
+            Some(service) => self.subject_for(&service, &session.token_id).await?,
+            None => return Err(ApiError::new(ErrorCode::UnknownService, "the session's service is gone")),
+        };
         let key = self.keys.active(KeyPurpose::Jwt)?;
         let base = IdClaims {
             iss: &self.config.server.issuer,
-            sub: &session.token_id,
+            sub: &sub,
             aud: &session.service_id,
             iat: now,
             nbf: now,

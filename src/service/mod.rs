@@ -12,6 +12,7 @@ pub mod management;
 pub mod otp;
 pub mod relying_parties;
 pub mod saml;
+pub mod subject;
 
 use std::sync::Arc;
 

@@ -104,6 +104,8 @@ mod tests {
             allowed_scopes: vec!["name".into()],
             allowed_origins: vec![origin.into()],
             saml: None,
+            subject_type: None,
+            sector_identifier: None,
         }
     }
 

@@ -21,11 +21,14 @@ pub enum KeyPurpose {
     Data,
     /// EC P-256 key signing audit checkpoints.
     Audit,
+    /// HMAC secret deriving pairwise subjects (docs/protocol.md §13). Never rotated:
+    /// a new key would give every person a new `sub` at every relying party.
+    Pairwise,
 }
 
 impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 5] =
-        [KeyPurpose::Otp, KeyPurpose::Jwt, KeyPurpose::Saml, KeyPurpose::Data, KeyPurpose::Audit];
+    pub const ALL: [KeyPurpose; 6] =
+        [KeyPurpose::Otp, KeyPurpose::Jwt, KeyPurpose::Saml, KeyPurpose::Data, KeyPurpose::Audit, KeyPurpose::Pairwise];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,7 +37,14 @@ impl KeyPurpose {
             KeyPurpose::Saml => "saml",
             KeyPurpose::Data => "data",
             KeyPurpose::Audit => "audit",
+            KeyPurpose::Pairwise => "pairwise",
         }
+    }
+
+    /// Whether keys of this purpose may be rotated. Pairwise subjects are HMACs under
+    /// the one pairwise key, so replacing it would change every `sub` and NameID.
+    pub fn rotates(self) -> bool {
+        self != KeyPurpose::Pairwise
     }
 
     /// EC key pairs have a public half and a JWK `kid`.
@@ -45,7 +55,7 @@ impl KeyPurpose {
     /// The PKCS#11 mechanism this purpose's key is used with.
     pub fn mechanism(self) -> &'static str {
         match self {
-            KeyPurpose::Otp => "CKM_SHA256_HMAC",
+            KeyPurpose::Otp | KeyPurpose::Pairwise => "CKM_SHA256_HMAC",
             KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => "CKM_ECDSA",
             KeyPurpose::Data => "CKM_AES_GCM",
         }
@@ -122,4 +132,16 @@ pub struct KeyTransition {
     pub to: KeyState,
     /// Unix seconds, stored in the column of `to` (`activated_at`, `retiring_at`, ...).
     pub at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pairwise_key_never_rotates() {
+        assert!(!KeyPurpose::Pairwise.rotates());
+        assert!(KeyPurpose::ALL.iter().filter(|p| **p != KeyPurpose::Pairwise).all(|p| p.rotates()));
+        assert_eq!(KeyPurpose::Pairwise.mechanism(), "CKM_SHA256_HMAC");
+    }
 }

@@ -157,7 +157,12 @@ async fn poll(env: &SignIn, sid: &str, browser_token: &str) -> anyhow::Result<Va
 /// A whole sign-in (initiate, approve on the device, read the outcome); the identity
 /// token, verified against the server's JWKS.
 async fn sign_in(env: &SignIn, scopes: &[&str]) -> anyhow::Result<String> {
-    let (status, started, _) = env.initiate(&env.token_id, "rp1", scopes).await?;
+    sign_in_to(env, "rp1", scopes).await
+}
+
+/// [`sign_in`] to the relying party `service`.
+async fn sign_in_to(env: &SignIn, service: &str, scopes: &[&str]) -> anyhow::Result<String> {
+    let (status, started, _) = env.initiate(&env.token_id, service, scopes).await?;
     anyhow::ensure!(status == 201, "initiate answered {status}: {started}");
     let sid = started["session_id"].as_str().unwrap_or_default().to_string();
     let bt = started["browser_token"].as_str().unwrap_or_default().to_string();
@@ -165,7 +170,7 @@ async fn sign_in(env: &SignIn, scopes: &[&str]) -> anyhow::Result<String> {
     let outcome = poll(env, &sid, &bt).await?;
     anyhow::ensure!(outcome["status"] == "approved", "session outcome {outcome}");
     let jwt = outcome["id_token"].as_str().unwrap_or_default().to_string();
-    jwks_verify(env, &jwt).await?;
+    jwks_verify_for(env, &jwt, service).await?;
     Ok(jwt)
 }
 
@@ -182,13 +187,18 @@ fn kid_of(jwt: &str) -> String {
 
 /// Verifies an identity token with the key of its `kid` in the server's JWKS.
 async fn jwks_verify(env: &SignIn, jwt: &str) -> anyhow::Result<Value> {
+    jwks_verify_for(env, jwt, "rp1").await
+}
+
+/// [`jwks_verify`] of a token for the relying party `aud`.
+async fn jwks_verify_for(env: &SignIn, jwt: &str, aud: &str) -> anyhow::Result<Value> {
     let jwks: jsonwebtoken::jwk::JwkSet =
         reqwest::get(format!("{}/.well-known/jwks.json", env.server.public_url)).await?.json().await?;
     let kid = jsonwebtoken::decode_header(jwt)?.kid.unwrap_or_default();
     let jwk = jwks.find(&kid).ok_or_else(|| anyhow::anyhow!("kid {kid} not in JWKS"))?;
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk)?;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.set_audience(&["rp1"]);
+    validation.set_audience(&[aud]);
     validation.set_issuer(&[env.server.public_url.as_str()]);
     Ok(jsonwebtoken::decode::<Value>(jwt, &key, &validation)?.claims)
 }
@@ -531,10 +541,10 @@ async fn no_key_value_can_be_read_from_the_token() {
         let class = if matches!(purpose, "otp" | "data") { ObjectClass::SECRET_KEY } else { ObjectClass::PRIVATE_KEY };
         labels.push((label, class));
     }
-    // And the keys `symbolon keys init` generated.
+    // And the keys `symbolon keys init` generated (the pairwise key among them).
     for row in catalog(&env).await {
         if !labels.iter().any(|(l, _)| *l == row.label) {
-            let class = if matches!(row.purpose.as_str(), "otp" | "data") {
+            let class = if matches!(row.purpose.as_str(), "otp" | "data" | "pairwise") {
                 ObjectClass::SECRET_KEY
             } else {
                 ObjectClass::PRIVATE_KEY
@@ -542,7 +552,7 @@ async fn no_key_value_can_be_read_from_the_token() {
             labels.push((row.label, class));
         }
     }
-    assert_eq!(labels.len(), 10, "{labels:?}");
+    assert_eq!(labels.len(), 11, "{labels:?}");
     env.token.use_in_process().unwrap();
     let ctx = cryptoki::context::Pkcs11::new(&env.token.module).unwrap();
     let session = env.token.user_session(&ctx).unwrap();
@@ -647,4 +657,117 @@ async fn scheduled_rotation_runs_on_one_node_of_a_cluster_and_every_node_follows
     drop(node2);
     drop(env);
     drop(stores);
+}
+
+// ------------------------------------------------------------------ pairwise subjects
+
+/// Three pairwise services in two sectors (one sector named by its origin, one set
+/// explicitly) beside the public `rp1`.
+const PAIRWISE_SERVICES: &str = r#"
+[[services]]
+id = "pw-a"
+name = "Sector A"
+subject_type = "pairwise"
+allowed_origins = ["https://a.example"]
+
+[[services]]
+id = "pw-a2"
+name = "Sector A, second service"
+subject_type = "pairwise"
+sector_identifier = "a.example"
+
+[[services]]
+id = "pw-b"
+name = "Sector B"
+subject_type = "pairwise"
+sector_identifier = "b.example"
+"#;
+
+/// The `sub` of a fresh sign-in to `service`.
+async fn subject(env: &SignIn, service: &str) -> String {
+    let jwt = sign_in_to(env, service, &[]).await.unwrap();
+    jwks_verify_for(env, &jwt, service).await.unwrap()["sub"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn pairwise_subjects_differ_by_sector_match_an_independent_hmac_and_survive_every_other_rotation() {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    // A pairwise key of known value, imported before the server makes its keys, so the
+    // subject can be computed outside the HSM (docs/protocol.md §13).
+    let token = TestToken::new().unwrap();
+    token.use_in_process().unwrap();
+    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
+    let pin = symbolon::keys::HsmPin::resolve(Some(&token.pin_file)).unwrap();
+    let pool =
+        symbolon::keys::SessionPool::start(ctx, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))
+            .unwrap();
+    let known: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(13).wrapping_add(1)).collect();
+    let k = known.clone();
+    pool.run(move |s| s.import_secret(symbolon::keys::KeyKind::HmacSecret, "symbolon-pairwise-20260101T000000Z", &k))
+        .await
+        .unwrap();
+    pool.shutdown();
+    let env = SignIn::start_with_token(token, &format!("{FAST_KEYS}\n{PAIRWISE_SERVICES}"), options()).await.unwrap();
+    let expected = |sector: &str| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&known).unwrap();
+        mac.update(format!("symbolon-pairwise-v1\0{sector}\0{}", env.token_id).as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    };
+    let before: Vec<String> = [
+        subject(&env, "pw-a").await,
+        subject(&env, "pw-a2").await,
+        subject(&env, "pw-b").await,
+        subject(&env, "rp1").await,
+    ]
+    .into();
+    assert_eq!(before[0], expected("a.example"), "sub = b64u(HMAC(K_pairwise, label 0 sector 0 token_id))");
+    assert_eq!(before[0], before[1], "one sector, one subject");
+    assert_eq!(before[2], expected("b.example"));
+    assert_ne!(before[0], before[2], "two sectors, two subjects");
+    assert_eq!(before[3], env.token_id, "a public service gets the token id");
+    assert!(!before[0].contains(&env.token_id) && before[0].len() == 43);
+    // Every other purpose rotates; the subjects stay.
+    for purpose in ["jwt", "otp", "data", "saml", "audit"] {
+        let out = cli_ok(&env, &["keys", "rotate", "--purpose", purpose]).await;
+        server_noticed(&env, &rotated(&out, "active:")).await;
+    }
+    let after: Vec<String> = [
+        subject(&env, "pw-a").await,
+        subject(&env, "pw-a2").await,
+        subject(&env, "pw-b").await,
+        subject(&env, "rp1").await,
+    ]
+    .into();
+    assert_eq!(before, after, "pairwise subjects are stable across rotations of every other purpose");
+}
+
+#[tokio::test]
+async fn the_pairwise_key_is_made_by_keys_init_and_never_rotated() {
+    let env = start(PAIRWISE_SERVICES).await;
+    let rows = catalog(&env).await;
+    let pairwise = find(&rows, "pairwise", "active");
+    assert_eq!(pairwise.len(), 1, "keys init made the pairwise key: {rows:#?}");
+    let label = pairwise[0].label.clone();
+    let listed = cli_ok(&env, &["keys", "list"]).await;
+    assert!(listed.lines().any(|l| l.contains(&label) && l.contains("CKM_SHA256_HMAC")), "{listed}");
+    let (ok, out, err) = cli(&env, &["keys", "rotate", "--purpose", "pairwise"]).await;
+    assert!(!ok, "rotating the pairwise key is refused: {out}");
+    assert!(err.contains("never rotated") && err.contains("pairwise subject"), "the reason is given: {err}");
+    let (ok, out, err) = cli(&env, &["keys", "generate", "--purpose", "pairwise"]).await;
+    assert!(!ok, "a second pairwise key is refused: {out}");
+    assert!(err.contains(&label) && err.contains("never rotated"), "{err}");
+    let (ok, _, err) = cli(&env, &["keys", "retire", &label]).await;
+    assert!(!ok && err.contains("active"), "the pairwise key cannot be retired: {err}");
+    let rows = catalog(&env).await;
+    assert_eq!(find(&rows, "pairwise", "active").len(), 1);
+    assert!(find(&rows, "pairwise", "next").is_empty() && find(&rows, "pairwise", "retiring").is_empty());
+    let listed = cli_ok(&env, &["keys", "list"]).await;
+    assert!(listed.contains("pairwise never rotated"), "{listed}");
+    // A scheduled rotation of it is a configuration error.
+    let bad = env.server.state_dir.join("bad.toml");
+    let text = std::fs::read_to_string(&env.server.config_path).unwrap();
+    std::fs::write(&bad, format!("{text}\n[keys.schedule.pairwise]\nperiod = \"30days\"\n")).unwrap();
+    let (ok, out, err) = cli(&env, &["config", "check", bad.to_str().unwrap()]).await;
+    assert!(!ok && format!("{out}{err}").contains("keys.schedule.pairwise"), "{out}{err}");
 }

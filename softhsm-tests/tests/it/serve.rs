@@ -55,7 +55,7 @@ fn keys_init_list_and_generate() {
     let out = symbolon_cli(&token, &cfg, &["keys", "init"]).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for p in ["otp", "jwt", "saml", "data", "audit"] {
+    for p in ["otp", "jwt", "saml", "data", "audit", "pairwise"] {
         assert!(text.contains(&format!("symbolon-{p}-")), "{text}");
     }
     let out = symbolon_cli(&token, &cfg, &["keys", "generate", "--purpose", "jwt"]).unwrap();
@@ -64,7 +64,7 @@ fn keys_init_list_and_generate() {
     let out = symbolon_cli(&token, &cfg, &["keys", "list"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().filter(|l| l.starts_with("jwt")).count(), 2, "{text}");
-    assert_eq!(text.matches(" active ").count(), 5, "{text}");
+    assert_eq!(text.matches(" active ").count(), 6, "{text}");
     assert!(text.contains(" next "), "{text}");
     let out = symbolon_cli(&token, &cfg, &["keys", "generate", "--purpose", "nonsense"]).unwrap();
     assert!(!out.status.success());
