@@ -565,14 +565,14 @@ fn migrations_until(db: &str, last: &str) -> tempfile::TempDir {
     for entry in std::fs::read_dir(src).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() <= last {
+        if name.split('_').next().unwrap_or_default() <= last {
             std::fs::copy(&path, out.path().join(name)).unwrap();
         }
     }
     out
 }
 
-/// Token ids of enrollments made before migration 0004 and the territory it derives.
+/// Token ids of enrollments made before migration 0005 and the territory it derives.
 const LEGACY_ROWS: &[(&str, &str)] = &[
     ("AUS-7Q2M9K4T", "AUS"),
     ("NZL-ABCDEF", "NZL"),
@@ -582,7 +582,7 @@ const LEGACY_ROWS: &[(&str, &str)] = &[
     ("AUS7Q2M9K4T", ""),
 ];
 
-/// An enrollment row as migrations 0001-0003 define it; `P` is the placeholder prefix.
+/// An enrollment row as migrations 0001-0004 define it; `P` is the placeholder prefix.
 fn legacy_insert(p: char) -> String {
     format!(
         "INSERT INTO enrollments (id, token_id, device_id, device_jwk, status, push_provider,
@@ -606,14 +606,14 @@ async fn legacy_rows_are_attributed(store: &dyn DurableStore) {
 }
 
 #[tokio::test]
-async fn migration_0004_attributes_existing_enrollments_sqlite() {
+async fn migration_0005_attributes_existing_enrollments_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     {
         let options =
             <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url).unwrap().create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let old = migrations_until("sqlite", "0003");
+        let old = migrations_until("sqlite", "0004");
         sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
         for (i, (tid, _)) in LEGACY_ROWS.iter().enumerate() {
             sqlx::query(&legacy_insert('?'))
@@ -632,11 +632,11 @@ async fn migration_0004_attributes_existing_enrollments_sqlite() {
 }
 
 #[tokio::test]
-async fn migration_0004_attributes_existing_enrollments_postgres() {
+async fn migration_0005_attributes_existing_enrollments_postgres() {
     let db = PgDatabase::create().unwrap();
     {
         let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
-        let old = migrations_until("postgres", "0003");
+        let old = migrations_until("postgres", "0004");
         sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
         for (i, (tid, _)) in LEGACY_ROWS.iter().enumerate() {
             sqlx::query(&legacy_insert('$'))

@@ -1,4 +1,4 @@
--- Same schema and semantics as migrations/sqlite/0004_enrollment_territory.sql.
+-- Same schema and semantics as migrations/sqlite/0005_enrollment_territory.sql.
 
 -- Token ids belong to a territory and revocations are scoped (docs/credentials.md §6
 -- rules 9 and 10): an enrollment records the TSL territory of the CA that issued its
