@@ -37,6 +37,7 @@ pub fn active_enrollment(token_id: &str, device_id: &str, t: i64) -> Enrollment 
         push_token_sealed: None,
         claims_sealed: "v1.x.y".into(),
         claim_names: vec!["given_name".into(), "birthdate".into()],
+        territory: token_id.split_once('-').map(|(t, _)| t.to_owned()).unwrap_or_default(),
         ca_sha256: "ca".into(),
         signer_serial: "01".into(),
         created_at: t,

@@ -99,11 +99,13 @@ impl Services {
         // 3. The credential and its trust chain.
         let verified = self.trust.verify_credential(&payload.vds, now)?;
         let credential = &verified.credential;
-        // 4. One active device per token id (the unique index enforces it again on insert).
-        if self.store.active_enrollment(&credential.token_id).await?.is_some() {
+        // 4. One device per token id: an active or a suspended one holds it until an
+        // operator revokes or deletes it (the store enforces it again on insert).
+        let held = self.store.enrollments_of(&credential.token_id).await?;
+        if held.iter().any(|e| matches!(e.status, EnrollmentStatus::Active | EnrollmentStatus::Suspended)) {
             return Err(ApiError::new(
                 ErrorCode::AlreadyEnrolled,
-                "this token id already has an active device; an operator must revoke it first",
+                "this token id already has an active or suspended device; an operator must revoke it first",
             ));
         }
         // 5. Store, with push token and claims sealed in the HSM under the row id.
@@ -129,6 +131,7 @@ impl Services {
             push_token_sealed,
             claims_sealed,
             claim_names: names.clone(),
+            territory: verified.territory.clone(),
             ca_sha256: verified.ca_sha256.clone(),
             signer_serial: verified.signer_serial_hex.clone(),
             created_at: now,

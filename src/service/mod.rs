@@ -86,12 +86,14 @@ impl Services {
         ));
     }
 
-    /// After a trust refresh: suspends enrollments whose token id is on a VRL or whose
-    /// signer certificate is on a CRL (vds.md §3.4).
+    /// After a trust refresh: suspends enrollments whose token id is on a VRL of their
+    /// territory and CA's service, or whose signer certificate is on their CA's CRL
+    /// (docs/credentials.md §3.4, §6 rule 10).
     pub async fn apply_revocations(&self, now: i64) {
-        let ids: Vec<String> = self.trust.revoked_token_ids().into_iter().collect();
-        if !ids.is_empty() {
-            match self.store.suspend_token_ids(&ids, "token id revoked by VRL", now).await {
+        for vrl in self.trust.revoked_tokens() {
+            let ids: Vec<String> = vrl.token_ids.into_iter().collect();
+            let reason = "token id revoked by VRL";
+            match self.store.suspend_token_ids(&vrl.territory, &vrl.ca_sha256, &ids, reason, now).await {
                 Ok(changed) => {
                     for token_id in changed {
                         tracing::warn!(token_id = %token_id, reason = "vrl", "enrollment suspended: credential revoked");
@@ -99,7 +101,7 @@ impl Services {
                             kinds::ENROLLMENT_SUSPENDED,
                             "symbolon",
                             &token_id,
-                            serde_json::json!({"reason": "token id revoked by VRL"}),
+                            serde_json::json!({"reason": reason, "territory": vrl.territory, "ca": vrl.ca_name}),
                         );
                     }
                 }

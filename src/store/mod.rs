@@ -181,8 +181,12 @@ pub struct Enrollment {
     pub claims_sealed: String,
     /// Names of the stored claims (never their values).
     pub claim_names: Vec<String>,
-    /// SHA-256 (hex) of the CA that issued the credential's signer, and the signer's serial (hex),
-    /// so a later CRL can suspend this enrollment.
+    /// TSL territory of the CA that issued the credential (the token id's prefix): only
+    /// that territory's VRLs may suspend it (docs/credentials.md §6 rule 10).
+    pub territory: String,
+    /// SHA-256 (hex) of the CA that issued the credential's signer (its TSL service), and
+    /// the signer's serial (hex), so a later CRL of that CA, or a VRL its service names,
+    /// can suspend this enrollment.
     pub ca_sha256: String,
     pub signer_serial: String,
     pub created_at: i64,
@@ -241,14 +245,24 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// another holder's lease has not expired at `now`.
     async fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool, StoreError>;
 
-    /// Stores a new active enrollment; `AlreadyEnrolled` when the token id has one.
+    /// Stores a new active enrollment; `AlreadyEnrolled` when the token id has an active
+    /// or a suspended one (only revoking or deleting it frees the token id).
     async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError>;
     /// The enrollment of a device id (any status).
     async fn enrollment_by_device(&self, device_id: &str) -> Result<Option<Enrollment>, StoreError>;
     /// The active enrollment of a token id.
     async fn active_enrollment(&self, token_id: &str) -> Result<Option<Enrollment>, StoreError>;
-    /// Suspends the active enrollments of these token ids; returns those changed.
-    async fn suspend_token_ids(&self, token_ids: &[String], reason: &str, at: i64) -> Result<Vec<String>, StoreError>;
+    /// Suspends the active enrollments of these token ids made in `territory` with a
+    /// credential of the CA `ca_sha256` (the VRL's scope, docs/credentials.md §6 rule 10);
+    /// returns those changed.
+    async fn suspend_token_ids(
+        &self,
+        territory: &str,
+        ca_sha256: &str,
+        token_ids: &[String],
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError>;
     /// Suspends active enrollments whose credential signer is (ca_sha256, serial); returns
     /// the token ids changed.
     async fn suspend_signer(
@@ -279,7 +293,8 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug {
     /// Counts rows (for tests and status): enrollments in total.
     async fn count_enrollments(&self) -> Result<i64, StoreError>;
 
-    /// Stores a new active enrollment and its audit event in one transaction.
+    /// Stores a new active enrollment and its audit event in one transaction
+    /// (`AlreadyEnrolled` as [`DurableStore::insert_enrollment`]).
     async fn insert_enrollment_audited(&self, e: &Enrollment, event: &AuditEvent) -> Result<AuditRecord, StoreError>;
     /// Appends an event to the audit chain (serialized across nodes by the database).
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError>;

@@ -267,14 +267,24 @@ impl DurableStore for PostgresStore {
         .await
     }
 
-    async fn suspend_token_ids(&self, token_ids: &[String], reason: &str, at: i64) -> Result<Vec<String>, StoreError> {
+    async fn suspend_token_ids(
+        &self,
+        territory: &str,
+        ca_sha256: &str,
+        token_ids: &[String],
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(
                 "UPDATE enrollments SET status = 'suspended', status_reason = $1, updated_at = $2
-                 WHERE status = 'active' AND token_id = ANY($3) RETURNING token_id",
+                 WHERE status = 'active' AND territory = $3 AND ca_sha256 = $4 AND token_id = ANY($5)
+                 RETURNING token_id",
             )
             .bind(reason)
             .bind(at)
+            .bind(territory)
+            .bind(ca_sha256)
             .bind(token_ids)
             .fetch_all(&self.pool)
             .await?;
@@ -484,9 +494,10 @@ async fn insert_key(conn: &mut PgConnection, e: &CatalogEntry) -> Result<bool, S
 async fn insert_enrollment(conn: &mut PgConnection, e: &Enrollment) -> Result<(), StoreError> {
     let result = sqlx::query(
         "INSERT INTO enrollments (id, token_id, device_id, device_jwk, device_name, status, status_reason,
-            push_provider, push_token_sealed, claims_sealed, claim_names, ca_sha256, signer_serial,
+            push_provider, push_token_sealed, claims_sealed, claim_names, territory, ca_sha256, signer_serial,
             created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
+         WHERE NOT EXISTS (SELECT 1 FROM enrollments WHERE token_id = $2 AND status = 'suspended')",
     )
     .bind(&e.id)
     .bind(&e.token_id)
@@ -499,6 +510,7 @@ async fn insert_enrollment(conn: &mut PgConnection, e: &Enrollment) -> Result<()
     .bind(&e.push_token_sealed)
     .bind(&e.claims_sealed)
     .bind(e.claim_names.join(" "))
+    .bind(&e.territory)
     .bind(&e.ca_sha256)
     .bind(&e.signer_serial)
     .bind(e.created_at)
@@ -506,6 +518,8 @@ async fn insert_enrollment(conn: &mut PgConnection, e: &Enrollment) -> Result<()
     .execute(&mut *conn)
     .await;
     match result {
+        // A suspended enrollment holds its token id until revoked or deleted.
+        Ok(done) if done.rows_affected() == 0 => Err(StoreError::AlreadyEnrolled),
         Ok(_) => Ok(()),
         // Both the one-active-device index and a reused device key land here.
         Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),

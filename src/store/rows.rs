@@ -77,6 +77,7 @@ where
         push_token_sealed: row.opt_text("push_token_sealed")?,
         claims_sealed: row.text("claims_sealed")?,
         claim_names: names.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        territory: row.text("territory")?,
         ca_sha256: row.text("ca_sha256")?,
         signer_serial: row.text("signer_serial")?,
         created_at: row.int("created_at")?,

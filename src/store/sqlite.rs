@@ -196,13 +196,22 @@ impl DurableStore for SqliteStore {
         row.as_ref().map(enrollment_from_row).transpose()
     }
 
-    async fn suspend_token_ids(&self, token_ids: &[String], reason: &str, at: i64) -> Result<Vec<String>, StoreError> {
+    async fn suspend_token_ids(
+        &self,
+        territory: &str,
+        ca_sha256: &str,
+        token_ids: &[String],
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut changed = Vec::new();
         for chunk in token_ids.chunks(500) {
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new("UPDATE enrollments SET status = 'suspended', status_reason = ");
             q.push_bind(reason).push(", updated_at = ").push_bind(at);
-            q.push(" WHERE status = 'active' AND token_id IN (");
+            q.push(" WHERE status = 'active' AND territory = ").push_bind(territory);
+            q.push(" AND ca_sha256 = ").push_bind(ca_sha256);
+            q.push(" AND token_id IN (");
             let mut sep = q.separated(", ");
             for id in chunk {
                 sep.push_bind(id);
@@ -375,9 +384,10 @@ async fn insert_key(conn: &mut SqliteConnection, e: &CatalogEntry) -> Result<boo
 async fn insert_enrollment(conn: &mut SqliteConnection, e: &Enrollment) -> Result<(), StoreError> {
     let result = sqlx::query(
         "INSERT INTO enrollments (id, token_id, device_id, device_jwk, device_name, status, status_reason,
-            push_provider, push_token_sealed, claims_sealed, claim_names, ca_sha256, signer_serial,
+            push_provider, push_token_sealed, claims_sealed, claim_names, territory, ca_sha256, signer_serial,
             created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+         WHERE NOT EXISTS (SELECT 1 FROM enrollments WHERE token_id = ? AND status = 'suspended')",
     )
     .bind(&e.id)
     .bind(&e.token_id)
@@ -390,13 +400,17 @@ async fn insert_enrollment(conn: &mut SqliteConnection, e: &Enrollment) -> Resul
     .bind(&e.push_token_sealed)
     .bind(&e.claims_sealed)
     .bind(e.claim_names.join(" "))
+    .bind(&e.territory)
     .bind(&e.ca_sha256)
     .bind(&e.signer_serial)
     .bind(e.created_at)
     .bind(e.updated_at)
+    .bind(&e.token_id)
     .execute(&mut *conn)
     .await;
     match result {
+        // A suspended enrollment holds its token id until revoked or deleted.
+        Ok(done) if done.rows_affected() == 0 => Err(StoreError::AlreadyEnrolled),
         Ok(_) => Ok(()),
         // Both the one-active-device index and a reused device key land here.
         Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),

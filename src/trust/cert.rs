@@ -78,7 +78,7 @@ const AUTHORITY_KEY_IDENTIFIER: ObjectIdentifier = oid("2.5.29.35");
 /// Largest RSA modulus accepted (state CAs use up to 4096; leave room).
 const MAX_RSA_BITS: usize = 8192;
 /// Largest CRL accepted, DER or PEM.
-pub const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_CRL_BYTES: usize = 8 * 1024 * 1024;
 
 /// A public key that can verify certificate and CRL signatures.
 #[derive(Debug, Clone)]

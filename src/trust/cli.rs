@@ -227,7 +227,11 @@ fn read_seal(raw: &[u8]) -> Result<Seal, TrustError> {
 }
 
 fn read_capped(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    use std::io::Read as _;
+    // Read with a cap whatever the file system reports (`/dev/zero` has size 0).
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
     anyhow::ensure!(bytes.len() <= max, "{} is larger than {max} bytes", path.display());
     Ok(bytes)
 }

@@ -10,6 +10,9 @@ use crate::error::ConfigProblem;
 pub const SYMBOLON_ID: &str = "symbolon.id";
 const BUILTIN_CODES: &[(&str, &str)] = &[("icao.vacc", "NV"), ("icao.test", "NT"), (SYMBOLON_ID, "SI")];
 
+/// Longest time one fetch may take (docs/credentials.md §6 rule 11).
+pub const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Trust configuration: where the governance list is and how it is pinned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,9 +25,12 @@ pub struct TrustConfig {
     /// How often every list, CRL and VRL is fetched (default 1 h).
     #[serde(with = "humantime_serde")]
     pub refresh: Duration,
-    /// Timeout of one fetch (default 10 s).
+    /// Timeout of one fetch, connection and body together (default and most: 10 s).
     #[serde(with = "humantime_serde")]
     pub fetch_timeout: Duration,
+    /// Lets `https://` list URLs reach loopback, private and link-local addresses
+    /// (default false: internal hosts are refused, docs/credentials.md §6 rule 11).
+    pub allow_private_networks: bool,
     /// Document types accepted for enrollment (default `["symbolon.id"]`).
     pub accepted_doc_types: Vec<String>,
     /// Extra document type → ICAO DocumentTypeList code mappings, added to the built-ins
@@ -38,7 +44,8 @@ impl Default for TrustConfig {
             governance_url: String::new(),
             governance_signer_sha256: Vec::new(),
             refresh: Duration::from_secs(3600),
-            fetch_timeout: Duration::from_secs(10),
+            fetch_timeout: MAX_FETCH_TIMEOUT,
+            allow_private_networks: false,
             accepted_doc_types: vec![SYMBOLON_ID.to_owned()],
             doc_type_codes: BTreeMap::new(),
         }
@@ -89,6 +96,8 @@ impl TrustConfig {
             bad("fetch_timeout", "must be greater than 0".into());
         } else if self.fetch_timeout > self.refresh {
             bad("fetch_timeout", "must not exceed trust.refresh".into());
+        } else if self.fetch_timeout > MAX_FETCH_TIMEOUT {
+            bad("fetch_timeout", "must not exceed 10s".into());
         }
         if self.is_configured() && self.accepted_doc_types.is_empty() {
             bad("accepted_doc_types", "must name at least one document type".into());
@@ -146,7 +155,7 @@ mod tests {
         let c = TrustConfig {
             governance_url: "http://example.invalid/gl.jws".into(),
             governance_signer_sha256: vec!["ABC".into()],
-            fetch_timeout: Duration::from_secs(7200),
+            fetch_timeout: Duration::from_secs(11),
             ..TrustConfig::default()
         };
         let fields: Vec<String> = c.problems().into_iter().map(|p| p.path).collect();

@@ -10,7 +10,7 @@ use serde_json::Value;
 /// Lists share the CRLs' tolerance for being dated ahead of our clock.
 pub use super::cert::MAX_CLOCK_AHEAD;
 /// Largest list accepted.
-pub const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_LIST_BYTES: usize = 1024 * 1024;
 
 /// Why a list was not accepted. Messages name the rule, never list content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

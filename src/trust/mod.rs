@@ -63,6 +63,9 @@ mod verify;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod fetch_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub(crate) mod testkit;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -71,8 +74,8 @@ mod tests;
 pub use config::TrustConfig;
 pub use seal::{Credential, Seal, SealHeader, SealSignature, parse_seal_for_fuzz};
 pub use store::{
-    RefreshFailure, RefreshReport, RevokedSigner, TrustEntryStatus, TrustStatus, TrustStore, VerifiedCredential,
-    VerifiedSeal,
+    RefreshFailure, RefreshReport, RevokedSigner, RevokedTokens, TrustEntryStatus, TrustStatus, TrustStore,
+    VerifiedCredential, VerifiedSeal,
 };
 
 use crate::error::{ApiError, ErrorCode};

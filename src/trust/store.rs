@@ -9,12 +9,12 @@
 //!
 //! The periodic loop is [`TrustStore::spawn_refresh_loop`]; the caller runs the first
 //! [`TrustStore::refresh`] at start (after [`TrustStore::load`]) and decides what a
-//! refresh means for enrolled devices through [`TrustStore::revoked_token_ids`] and
+//! refresh means for enrolled devices through [`TrustStore::revoked_tokens`] and
 //! [`TrustStore::revoked_signers`].
 
 use super::cert::{CaCert, Crl, MAX_CRL_BYTES};
 use super::config::TrustConfig;
-use super::fetch::Fetcher;
+use super::fetch::{Fetcher, Origin, UrlPolicy};
 use super::lists::{ListContext, ListKind, ListMeta, ListPayload, MAX_CLOCK_AHEAD, MAX_LIST_BYTES, verify_list};
 use super::seal::{Credential, Seal, parse_vds};
 use super::verify::{Anchor, CrlCheck, PathList, Policy, VrlCheck, verify_seal};
@@ -26,6 +26,8 @@ use std::sync::{Arc, RwLock};
 
 /// Most documents one refresh fetches (a bound against a runaway list).
 const MAX_DOCUMENTS: usize = 10_000;
+/// Fetches in flight at once: a level of slow sources costs one fetch timeout, not one each.
+const CONCURRENT_FETCHES: usize = 16;
 
 /// A credential that passed every check of vds.md §3.3.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,17 @@ pub struct VerifiedSeal {
     pub signer_serial_hex: String,
     /// The `symbolon.id` profile when the type is an enrollment type.
     pub credential: Option<Credential>,
+}
+
+/// Token ids a VRL revokes, with the scope it may suspend enrollments in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevokedTokens {
+    /// The VRL's territory (equal to its TSL's).
+    pub territory: String,
+    /// SHA-256 (hex) of the CA of the granted service that names the VRL.
+    pub ca_sha256: String,
+    pub ca_name: String,
+    pub token_ids: BTreeSet<String>,
 }
 
 /// A signer certificate revoked by a CA's current CRL.
@@ -118,9 +131,15 @@ pub struct TrustStore {
 
 struct Inner {
     config: TrustConfig,
+    policy: UrlPolicy,
     cache_dir: PathBuf,
     snapshot: RwLock<Arc<Snapshot>>,
-    refresh_lock: tokio::sync::Mutex<()>,
+    /// Held while a refresh merges its fetched documents into the current snapshot and
+    /// swaps it in: CPU work only, never across I/O.
+    commit: std::sync::Mutex<()>,
+    /// The documents in the on-disk cache. Held while the cache is written (local writes
+    /// to the state directory; readers and fetches never wait for it).
+    on_disk: tokio::sync::Mutex<DocMap>,
     fetcher: Fetcher,
 }
 
@@ -135,6 +154,16 @@ struct Doc {
 }
 
 type DocMap = BTreeMap<String, Doc>;
+
+/// What the fetch phase of a refresh produced, before it is merged.
+#[derive(Default)]
+struct Fetched {
+    /// Documents fetched and accepted against the snapshot the refresh started from.
+    accepted: Vec<(Wanted, Doc)>,
+    /// Last fetch error per document key.
+    errors: BTreeMap<String, String>,
+    report: RefreshReport,
+}
 
 struct Snapshot {
     docs: DocMap,
@@ -157,6 +186,7 @@ struct Wanted {
     url: String,
     label: String,
     want: Want,
+    origin: Origin,
 }
 
 struct ListNode {
@@ -210,7 +240,7 @@ struct Tree {
 
 impl Tree {
     /// Verifies the cached documents top down from the configured governance list.
-    fn build(config: &TrustConfig, docs: &DocMap) -> Self {
+    fn build(config: &TrustConfig, policy: &UrlPolicy, docs: &DocMap) -> Self {
         let mut tree = Self::default();
         if !config.is_configured() {
             return tree;
@@ -222,7 +252,8 @@ impl Tree {
             territory: None,
         };
         let key = format!("gl|{}", config.governance_url);
-        let (node, payload) = tree.list(docs, key, "governance list".into(), &config.governance_url, ctx);
+        let (node, payload) =
+            tree.list(policy, docs, key, "governance list".into(), &config.governance_url, Origin::Configured, ctx);
         tree.governance = Some(node);
         let Some(ListPayload::Governance(gl)) = payload else {
             return tree;
@@ -235,11 +266,12 @@ impl Tree {
                 territory: None,
             };
             let key = format!("sl|{}|{}", s.id, s.url);
-            let (node, payload) = tree.list(docs, key, format!("scheme list {}", s.id), &s.url, ctx);
+            let label = format!("scheme list {}", s.id);
+            let (node, payload) = tree.list(policy, docs, key, label, &s.url, Origin::InList, ctx);
             let mut scheme = SchemeNode { node, doc_types: s.doc_types, tsls: Vec::new() };
             if let Some(ListPayload::Scheme(sl)) = payload {
                 for t in sl.tsls {
-                    let tsl = tree.tsl(docs, &s.id, t);
+                    let tsl = tree.tsl(policy, docs, &s.id, t);
                     scheme.tsls.push(tsl);
                 }
             }
@@ -248,7 +280,7 @@ impl Tree {
         tree
     }
 
-    fn tsl(&mut self, docs: &DocMap, scheme: &str, t: super::lists::TslRef) -> TslNode {
+    fn tsl(&mut self, policy: &UrlPolicy, docs: &DocMap, scheme: &str, t: super::lists::TslRef) -> TslNode {
         let ctx = ListContext {
             kind: ListKind::Tsl,
             pins: t.signer_sha256.clone(),
@@ -257,7 +289,7 @@ impl Tree {
         };
         let key = format!("tsl|{scheme}|{}|{}", t.territory, t.url);
         let label = format!("TSL {scheme}/{}", t.territory);
-        let (node, payload) = self.list(docs, key, label, &t.url, ctx);
+        let (node, payload) = self.list(policy, docs, key, label, &t.url, Origin::InList, ctx);
         let mut tsl = TslNode { node, territory: t.territory.clone(), services: Vec::new() };
         let Some(ListPayload::Tsl(list)) = payload else {
             return tsl;
@@ -278,7 +310,7 @@ impl Tree {
             };
             if let (true, Some(ca)) = (granted, ca) {
                 for url in &svc.crl_urls {
-                    node.crls.push(self.crl(docs, &ca, &svc.name, url));
+                    node.crls.push(self.crl(policy, docs, &ca, &svc.name, url));
                 }
                 if let Some(url) = &svc.vrl_url {
                     let ctx = ListContext {
@@ -289,7 +321,7 @@ impl Tree {
                     };
                     let key = format!("vrl|{scheme}|{}|{url}", t.territory);
                     let label = format!("VRL {scheme}/{}", t.territory);
-                    let (vnode, payload) = self.list(docs, key, label, url, ctx);
+                    let (vnode, payload) = self.list(policy, docs, key, label, url, Origin::InList, ctx);
                     let revoked = match payload {
                         Some(ListPayload::Vrl(v)) => v.revoked.into_iter().map(|r| r.tid).collect(),
                         _ => BTreeSet::new(),
@@ -302,12 +334,15 @@ impl Tree {
         tsl
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn list(
         &mut self,
+        policy: &UrlPolicy,
         docs: &DocMap,
         key: String,
         label: String,
         url: &str,
+        origin: Origin,
         ctx: ListContext,
     ) -> (ListNode, Option<ListPayload>) {
         self.wanted.push(Wanted {
@@ -315,8 +350,14 @@ impl Tree {
             url: url.to_owned(),
             label: label.clone(),
             want: Want::List(ctx.clone()),
+            origin,
         });
         let mut node = ListNode { key, label, url: url.to_owned(), meta: None, error: None };
+        // A URL the rules refuse is never trusted, not even from a copy cached before.
+        if let Err(e) = policy.check(url, origin) {
+            node.error = Some(e);
+            return (node, None);
+        }
         let Some(doc) = docs.get(&node.key) else {
             node.error = Some("not fetched yet".into());
             return (node, None);
@@ -333,7 +374,7 @@ impl Tree {
         }
     }
 
-    fn crl(&mut self, docs: &DocMap, ca: &Arc<CaCert>, service: &str, url: &str) -> CrlNode {
+    fn crl(&mut self, policy: &UrlPolicy, docs: &DocMap, ca: &Arc<CaCert>, service: &str, url: &str) -> CrlNode {
         let key = format!("crl|{}|{url}", ca.sha256);
         let label = format!("CRL of {service}");
         self.wanted.push(Wanted {
@@ -341,8 +382,13 @@ impl Tree {
             url: url.to_owned(),
             label: label.clone(),
             want: Want::Crl(ca.clone()),
+            origin: Origin::InList,
         });
         let mut node = CrlNode { key, label, url: url.to_owned(), crl: None, error: None };
+        if let Err(e) = policy.check(url, Origin::InList) {
+            node.error = Some(e);
+            return node;
+        }
         match docs.get(&node.key) {
             None => node.error = Some("not fetched yet".into()),
             Some(doc) => match Crl::parse(&doc.body).and_then(|c| c.verify(ca).map(|()| c)) {
@@ -435,17 +481,20 @@ impl TrustStore {
     pub fn load(config: &TrustConfig, state_dir: &Path) -> Result<Self, TrustError> {
         let cache_dir = state_dir.join("trust");
         std::fs::create_dir_all(&cache_dir).map_err(|e| TrustError::Cache(format!("{}: {e}", cache_dir.display())))?;
-        let docs = read_cache(&cache_dir)?;
-        let tree = Tree::build(config, &docs);
-        let docs = tree.wanted.iter().filter_map(|w| docs.get(&w.key).map(|d| (w.key.clone(), d.clone()))).collect();
+        let on_disk = read_cache(&cache_dir)?;
+        let policy = UrlPolicy::new(&config.governance_url, config.allow_private_networks);
+        let tree = Tree::build(config, &policy, &on_disk);
+        let docs = tree.wanted.iter().filter_map(|w| on_disk.get(&w.key).map(|d| (w.key.clone(), d.clone()))).collect();
         let snapshot = Snapshot { docs, tree, errors: BTreeMap::new(), last_refresh: None };
         Ok(Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
+                fetcher: Fetcher::new(policy.clone(), config.fetch_timeout),
+                policy,
                 cache_dir,
                 snapshot: RwLock::new(Arc::new(snapshot)),
-                refresh_lock: tokio::sync::Mutex::new(()),
-                fetcher: Fetcher::new(config.fetch_timeout),
+                commit: std::sync::Mutex::new(()),
+                on_disk: tokio::sync::Mutex::new(on_disk),
             }),
         })
     }
@@ -473,58 +522,37 @@ impl TrustStore {
     /// Fetches every list, CRL and VRL. A document that fails keeps its old copy and is
     /// reported; the result is an error only when trust is not configured. The cache on
     /// disk is updated (atomically per file).
+    ///
+    /// No lock is held while fetching: the documents are fetched first (each fetch
+    /// bounded in size and time, docs/credentials.md §6 rule 11), then merged into the
+    /// snapshot current at that moment and swapped in under a short lock, so a
+    /// concurrent refresh cannot roll a list back and a slow source delays nobody else.
     pub async fn refresh(&self, now: i64) -> Result<RefreshReport, TrustError> {
         let config = &self.inner.config;
         if !config.is_configured() {
             return Err(TrustError::NotConfigured);
         }
-        let _one_at_a_time = self.inner.refresh_lock.lock().await;
-        let old = self.snapshot();
-        let mut docs = DocMap::new();
-        let mut attempted = BTreeSet::new();
-        let mut errors = BTreeMap::new();
-        let mut report = RefreshReport::default();
-        loop {
-            let tree = Tree::build(config, &docs);
-            // Each document once per refresh, even when several services share it.
-            let todo: Vec<Wanted> = tree.wanted.into_iter().filter(|w| attempted.insert(w.key.clone())).collect();
-            if todo.is_empty() || attempted.len() > MAX_DOCUMENTS {
-                break;
-            }
-            for w in todo {
-                let previous = old.docs.get(&w.key);
-                let max = match w.want {
-                    Want::List(_) => MAX_LIST_BYTES,
-                    Want::Crl(_) => MAX_CRL_BYTES,
-                };
-                let outcome = match self.inner.fetcher.fetch(&w.url, max).await {
-                    Ok(body) => accept(&w, body, previous, now),
-                    Err(e) => Err(e),
-                };
-                match outcome {
-                    Ok(doc) => {
-                        if previous.is_none_or(|p| p.body != doc.body) {
-                            report.updated.push(w.label.clone());
-                        }
-                        docs.insert(w.key.clone(), doc);
-                    }
-                    Err(reason) => {
-                        tracing::warn!(list = %w.label, url = %w.url, %reason, "trust document refused; keeping the previous copy");
-                        report.failed.push(RefreshFailure {
-                            list: w.label.clone(),
-                            url: w.url.clone(),
-                            reason: reason.clone(),
-                        });
-                        errors.insert(w.key.clone(), reason);
-                        if let Some(p) = previous {
-                            docs.insert(w.key.clone(), p.clone());
-                        }
-                    }
+        let base = self.snapshot();
+        let fetched = self.fetch_all(&base, now).await;
+        let mut report = fetched.report;
+        {
+            let _commit = match self.inner.commit.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let current = self.snapshot();
+            let mut docs = current.docs.clone();
+            for (w, doc) in fetched.accepted {
+                // Another refresh may have committed a newer copy meanwhile.
+                if accept(&w, doc.body.clone(), docs.get(&w.key), now).is_ok() {
+                    docs.insert(w.key.clone(), doc);
                 }
             }
+            let tree = Tree::build(config, &self.inner.policy, &docs);
+            let docs: DocMap = tree.wanted.iter().filter_map(|w| docs.remove_entry(&w.key)).collect();
+            self.swap(Snapshot { docs, tree, errors: fetched.errors, last_refresh: Some(now) });
         }
-        let tree = Tree::build(config, &docs);
-        if let Err(e) = write_cache(&self.inner.cache_dir, &old.docs, &docs).await {
+        if let Err(e) = self.write_cache().await {
             tracing::error!(error = %e, "trust cache not written");
             report.failed.push(RefreshFailure {
                 list: "cache".into(),
@@ -532,9 +560,74 @@ impl TrustStore {
                 reason: e.to_string(),
             });
         }
-        self.swap(Snapshot { docs, tree, errors, last_refresh: Some(now) });
         report.fresh = self.status(now).fresh;
         Ok(report)
+    }
+
+    /// Fetches the chain top down from the configured governance list, each level's
+    /// documents concurrently. `base` provides the copies a fetched document must
+    /// succeed (rollback checks) and the fallbacks for failed fetches.
+    async fn fetch_all(&self, base: &Snapshot, now: i64) -> Fetched {
+        use futures_util::StreamExt as _;
+        let config = &self.inner.config;
+        let mut out = Fetched::default();
+        let mut docs = DocMap::new();
+        let mut attempted = BTreeSet::new();
+        loop {
+            let tree = Tree::build(config, &self.inner.policy, &docs);
+            // Each document once per refresh, even when several services share it.
+            let todo: Vec<Wanted> = tree.wanted.into_iter().filter(|w| attempted.insert(w.key.clone())).collect();
+            if todo.is_empty() || attempted.len() > MAX_DOCUMENTS {
+                break;
+            }
+            let results: Vec<(Wanted, Result<Vec<u8>, String>)> = futures_util::stream::iter(todo)
+                .map(|w| async move {
+                    let max = match w.want {
+                        Want::List(_) => MAX_LIST_BYTES,
+                        Want::Crl(_) => MAX_CRL_BYTES,
+                    };
+                    let body = self.inner.fetcher.fetch(&w.url, w.origin, max).await;
+                    (w, body)
+                })
+                .buffered(CONCURRENT_FETCHES)
+                .collect()
+                .await;
+            for (w, body) in results {
+                let previous = base.docs.get(&w.key);
+                match body.and_then(|body| accept(&w, body, previous, now)) {
+                    Ok(doc) => {
+                        if previous.is_none_or(|p| p.body != doc.body) {
+                            out.report.updated.push(w.label.clone());
+                        }
+                        docs.insert(w.key.clone(), doc.clone());
+                        out.accepted.push((w, doc));
+                    }
+                    Err(reason) => {
+                        tracing::warn!(list = %w.label, url = %w.url, %reason, "trust document refused; keeping the previous copy");
+                        out.report.failed.push(RefreshFailure {
+                            list: w.label.clone(),
+                            url: w.url.clone(),
+                            reason: reason.clone(),
+                        });
+                        out.errors.insert(w.key.clone(), reason);
+                        if let Some(p) = previous {
+                            docs.insert(w.key.clone(), p.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Brings the on-disk cache to the current snapshot. Whoever writes last writes the
+    /// newest snapshot, so concurrent refreshes cannot leave an older copy on disk.
+    async fn write_cache(&self) -> Result<(), TrustError> {
+        let mut on_disk = self.inner.on_disk.lock().await;
+        let docs = self.snapshot().docs.clone();
+        write_cache(&self.inner.cache_dir, &on_disk, &docs).await?;
+        *on_disk = docs;
+        Ok(())
     }
 
     /// Runs [`TrustStore::refresh`] every `trust.refresh`, calling `on_refresh` after
@@ -653,20 +746,32 @@ impl TrustStore {
         }
     }
 
-    /// Token ids on any current VRL: enrollments with these ids are to be suspended.
-    pub fn revoked_token_ids(&self) -> BTreeSet<String> {
+    /// Token ids on the cached VRLs, each with its scope: a VRL suspends only the
+    /// enrollments of its territory made with a credential of a CA whose granted service
+    /// names that VRL (docs/credentials.md §6 rule 10), never another territory's.
+    pub fn revoked_tokens(&self) -> Vec<RevokedTokens> {
         let snapshot = self.snapshot();
-        let mut out = BTreeSet::new();
+        let mut out: BTreeMap<(String, String), RevokedTokens> = BTreeMap::new();
         for s in &snapshot.tree.schemes {
             for t in &s.tsls {
                 for svc in &t.services {
-                    if let Some(v) = &svc.vrl {
-                        out.extend(v.revoked.iter().cloned());
+                    let (Some(vrl), Some(ca)) = (&svc.vrl, &svc.ca) else {
+                        continue;
+                    };
+                    if vrl.revoked.is_empty() {
+                        continue;
                     }
+                    let entry = out.entry((t.territory.clone(), ca.sha256.clone())).or_insert_with(|| RevokedTokens {
+                        territory: t.territory.clone(),
+                        ca_sha256: ca.sha256.clone(),
+                        ca_name: svc.name.clone(),
+                        token_ids: BTreeSet::new(),
+                    });
+                    entry.token_ids.extend(vrl.revoked.iter().cloned());
                 }
             }
         }
-        out
+        out.into_values().collect()
     }
 
     /// Signer certificates listed on the cached CRLs, by CA SHA-256 and serial (hex, as

@@ -352,6 +352,25 @@ async fn step4_territory_before_validity() {
 }
 
 #[tokio::test]
+async fn step4_tid_must_carry_the_territory() {
+    // docs/credentials.md §6 rule 9: a token id belongs to the territory of hdr.is.
+    let f = Fixture::new();
+    let store = f.store().await;
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-XY")), NOW).is_ok());
+    for tid in ["NZL-7Q2M9K4T", "AUS7Q2M9K4T", "AUSX-7Q2M9K4T", "aus-7Q2M9K4T", "XAUS-7Q2M9K"] {
+        let err = store.verify_credential(&f.vds(&profile_data(tid)), NOW).unwrap_err();
+        assert_eq!(err, TrustError::Untrusted("msg.tid does not start with hdr.is and a hyphen".into()), "{tid}");
+    }
+    // Checked with the territory, before validity.
+    let k = p256_key();
+    let expired = f.ca.issue(default_signer_spec().validity(NOW - 100 * DAY, NOW - DAY), &k);
+    let err = store.verify_credential(&f.vds_by(&profile_data("NZL-7Q2M9K4T"), &expired, &k), NOW).unwrap_err();
+    assert!(matches!(err, TrustError::Untrusted(_)), "{err:?}");
+    assert!(verify::tid_in_territory("D-123456", "D<<"));
+    assert!(!verify::tid_in_territory("-123456", ""));
+}
+
+#[tokio::test]
 async fn step4_expired_ca() {
     let ca = TestCa::with_validity(TestKey::P256(p256_key()), "CN=Old CA,C=AU", NOW - 900 * DAY, NOW - DAY);
     let f = Fixture::with_ca(ca);
@@ -386,7 +405,10 @@ async fn step5_crl_and_vrl() {
     f.publish_vrl(2, NOW - 60, NOW + DAY, &["AUS-7Q2M9K4T"]);
     store.refresh(NOW).await.unwrap();
     assert_eq!(code(store.verify_credential(&vds, NOW)), ErrorCode::RevokedCredential);
-    assert!(store.revoked_token_ids().contains("AUS-7Q2M9K4T"));
+    let revoked = store.revoked_tokens();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!((revoked[0].territory.as_str(), revoked[0].ca_sha256.clone()), ("AUS", sha256_hex(&f.ca.der)));
+    assert!(revoked[0].token_ids.contains("AUS-7Q2M9K4T"));
     assert!(store.verify_credential(&f.vds(&profile_data("AUS-OTHER1")), NOW).is_ok());
 }
 
@@ -778,4 +800,91 @@ fn error_mapping() {
     let api = ApiError::from(TrustError::Unavailable("TSL a/B is stale".into()));
     assert_eq!(api.detail, "TSL a/B is stale");
     assert!(api.retry_after.is_some());
+}
+
+/// A second granted service in the AUS TSL with its own CA and these CRL URLs.
+fn hostile_service(f: &Fixture, name: &str, crl_urls: Vec<String>) -> (Value, TestCa) {
+    let ca = TestCa::new(TestKey::P256(p256_key()), &format!("CN={name},O=Test,C=AU"));
+    let mut svc = f.service();
+    svc["name"] = json!(name);
+    svc["ca"] = json!(STANDARD.encode(&ca.der));
+    svc["crl_urls"] = json!(crl_urls);
+    (svc, ca)
+}
+
+#[tokio::test]
+async fn hostile_crl_urls_fail_closed_for_their_ca_only() {
+    // The crash loop of the review: `file:///dev/zero` was read until the process died,
+    // at start, before serving; a FIFO blocked the refresh for ever.
+    let f = Fixture::new();
+    nix::unistd::mkfifo(&f.path("fifo.crl"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::write(f.path("huge.crl"), vec![0x30; cert::MAX_CRL_BYTES + 1]).unwrap();
+    let (zero, zero_ca) = hostile_service(&f, "Zero CA", vec!["file:///dev/zero".into()]);
+    let (fifo, fifo_ca) = hostile_service(&f, "Fifo CA", vec![f.url("fifo.crl")]);
+    let (huge, huge_ca) = hostile_service(&f, "Huge CA", vec![f.url("huge.crl")]);
+    let (http, http_ca) = hostile_service(&f, "Http CA", vec!["http://127.0.0.1:9/ca.crl".into()]);
+    f.publish_tsl(1, NOW - 60, NOW + DAY, vec![f.service(), zero, fifo, huge, http]);
+    let store = TrustStore::load(&f.config(), &f.state_dir()).unwrap();
+    let report = tokio::time::timeout(std::time::Duration::from_secs(60), store.refresh(NOW))
+        .await
+        .expect("the refresh ends by itself")
+        .unwrap();
+    let mut failed: Vec<(String, String)> = report.failed.iter().map(|x| (x.list.clone(), x.reason.clone())).collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        vec![
+            ("CRL of Fifo CA".into(), "not a regular file".into()),
+            ("CRL of Http CA".into(), "URLs inside lists must be https://".into()),
+            ("CRL of Huge CA".into(), "document too large".into()),
+            ("CRL of Zero CA".into(), "file:// URL is outside the governance list's directory".into()),
+        ]
+    );
+    // The honest CA goes on; each hostile one fails closed (vds.md §6 rule 5).
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
+    for (ca, label) in [(zero_ca, "Zero CA"), (fifo_ca, "Fifo CA"), (huge_ca, "Huge CA"), (http_ca, "Http CA")] {
+        let k = p256_key();
+        let cert = ca.issue(default_signer_spec(), &k);
+        let err = store.verify_credential(&f.vds_by(&profile_data("AUS-7Q2M9K4T"), &cert, &k), NOW).unwrap_err();
+        assert_eq!(err, TrustError::Unavailable(format!("CRL of {label} is not current")));
+    }
+    let status = store.status(NOW);
+    let zero = status.entries.iter().find(|e| e.name == "CRL of Zero CA").unwrap();
+    assert_eq!(zero.error.as_deref(), Some("file:// URL is outside the governance list's directory"));
+}
+
+#[tokio::test]
+async fn a_slow_source_blocks_neither_readers_nor_another_refresh() {
+    // The first connection to this server hangs (until the fetch timeout); later ones
+    // are closed at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (reached, hanging) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (first, _) = listener.accept().await.unwrap();
+        let _ = reached.send(());
+        loop {
+            let Ok((later, _)) = listener.accept().await else { break };
+            drop(later);
+        }
+        drop(first);
+    });
+    let f = Fixture::new();
+    let (slow, _) = hostile_service(&f, "Slow CA", vec![format!("https://127.0.0.1:{port}/ca.crl")]);
+    f.publish_tsl(1, NOW - 60, NOW + DAY, vec![f.service(), slow]);
+    let config =
+        TrustConfig { allow_private_networks: true, fetch_timeout: std::time::Duration::from_secs(10), ..f.config() };
+    let store = TrustStore::load(&config, &f.state_dir()).unwrap();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.refresh(NOW).await }
+    });
+    hanging.await.unwrap();
+    let second = store.refresh(NOW).await.unwrap();
+    assert!(!first.is_finished(), "the second refresh had to wait for the first one");
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
+    assert_eq!(second.failed.len(), 1, "{:?}", second.failed);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.failed.len(), 1, "{:?}", first.failed);
+    server.abort();
 }

@@ -140,11 +140,18 @@ pub(crate) fn verify_seal(
         return Err(untrusted("signer certificate's key usage lacks digitalSignature"));
     }
 
-    // Step 4: territory, then validity.
+    // Step 4: territory and the token id's territory prefix, then validity.
     if let Some(territory) = anchor.territory
         && !territory_eq(territory, &seal.header.issuing_state)
     {
         return Err(untrusted("hdr.is does not match the TSL territory"));
+    }
+    // Token ids belong to a territory (docs/credentials.md §6 rule 9), so a list signer
+    // of one territory cannot issue, or take over, a token id of another.
+    if let Some(c) = credential
+        && !tid_in_territory(&c.token_id, &seal.header.issuing_state)
+    {
+        return Err(untrusted("msg.tid does not start with hdr.is and a hyphen"));
     }
     if !signer.valid_at(now) {
         return Err(TrustError::Expired("signer certificate is not within its validity".into()));
@@ -192,4 +199,10 @@ pub(crate) fn verify_seal(
 /// Territories compare as ICAO codes (trailing `<` fillers ignored).
 fn territory_eq(territory: &str, issuing_state: &str) -> bool {
     territory.trim_end_matches('<') == issuing_state.trim_end_matches('<')
+}
+
+/// Whether a token id starts with the issuing state's code and a hyphen (`AUS-…`).
+pub(crate) fn tid_in_territory(token_id: &str, issuing_state: &str) -> bool {
+    let state = issuing_state.trim_end_matches('<');
+    !state.is_empty() && token_id.strip_prefix(state).is_some_and(|rest| rest.starts_with('-'))
 }

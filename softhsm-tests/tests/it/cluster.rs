@@ -446,3 +446,48 @@ async fn two_roles_the_runtime_role_cannot_change_the_audit_trail() {
     drop(db);
     drop(roles);
 }
+
+#[tokio::test]
+async fn audit_verify_refuses_a_checkpoint_signed_by_a_key_that_is_not_an_audit_key() {
+    // The JWT key signs what clients ask for; a checkpoint it signed proves nothing, even
+    // though its signature verifies with a key of the same token.
+    let env =
+        SignIn::start("[audit]\ncheckpoint_every = 100000\ncheckpoint_interval = \"1h\"\n", ServerOptions::default())
+            .await
+            .unwrap();
+    let config = symbolon::config::Config::load(Some(&env.server.config_path)).unwrap();
+    let store = symbolon::store::open_durable(&config).await.unwrap();
+    let (seq, hash) = store.audit_head().await.unwrap().unwrap();
+    let jwt = store
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.purpose == symbolon::keyring::KeyPurpose::Jwt && k.state == symbolon::keyring::KeyState::Active)
+        .unwrap();
+    env.token.use_in_process().unwrap();
+    let hsm = config.hsm.clone();
+    let pool = tokio::task::spawn_blocking(move || symbolon::keys::open_pool(&hsm)).await.unwrap().unwrap();
+    let ring = symbolon::keyring::KeyRing::open(pool.clone(), store.clone(), unix_now()).await.unwrap();
+    let at = unix_now();
+    let message = symbolon::store::audit::checkpoint_message(seq, &hash, at, &jwt.label);
+    let signature = ring.sign_with(&jwt.label, message).await.unwrap();
+    tokio::task::spawn_blocking(move || pool.shutdown()).await.unwrap();
+    let forged = symbolon::store::AuditCheckpoint {
+        seq,
+        hash,
+        at,
+        key_label: jwt.label.clone(),
+        signature: softhsm_tests::jose::b64u(&signature),
+    };
+    assert!(store.insert_checkpoint(&forged).await.unwrap());
+    let (ok, out) = cli(&env, &["audit", "verify"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "BROKEN at seq {seq}: checkpoint {seq}: {} is not an audit key of the catalog",
+            jwt.label
+        )),
+        "{out}"
+    );
+}

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use softhsm_tests::device::client::{ClientError, DeviceClient};
 use softhsm_tests::device::{Device, EnrollPayload, JwsFault, Push, unix_now};
-use softhsm_tests::fixtures::{Outcome, republish_aus_vrl};
+use softhsm_tests::fixtures::{Outcome, republish_aus_vrl, resign_list};
 use softhsm_tests::trustenv::FixtureChain;
 use softhsm_tests::{ServerOptions, TestServer, TestToken};
 use symbolon::store::{DurableStore, EnrollmentStatus};
@@ -21,8 +21,12 @@ struct Env {
 }
 
 fn start(refresh: &str, extra: &str) -> Env {
+    start_with(FixtureChain::new().unwrap(), refresh, extra)
+}
+
+/// Starts a server trusting `chain` (changed before the start).
+fn start_with(chain: FixtureChain, refresh: &str, extra: &str) -> Env {
     let token = TestToken::new().unwrap();
-    let chain = FixtureChain::new().unwrap();
     let extra_toml = format!("{}\n{extra}", chain.trust_toml(refresh));
     let server = TestServer::start(&token, ServerOptions { extra_toml, ..Default::default() }).unwrap();
     let client = DeviceClient::new(&server.public_url).unwrap();
@@ -215,7 +219,7 @@ async fn wait_trust_fresh(env: &Env, fresh: bool) -> Value {
 async fn stale_governance_list_blocks_enrollment_until_refreshed() {
     let env = start("1s", RELAXED);
     let seal = env.chain.manifest.seal("valid_full").unwrap();
-    env.chain.swap("lists/governance.jws", "lists/governance-stale.jws").unwrap();
+    env.chain.swap("governance.jws", "governance-stale.jws").unwrap();
     let health = wait_trust_fresh(&env, false).await;
     // A stale list degrades /health but does not fail it.
     assert_eq!(health["status"], "degraded");
@@ -226,7 +230,7 @@ async fn stale_governance_list_blocks_enrollment_until_refreshed() {
         _ => unreachable!(),
     }
     assert_eq!(store(&env).await.count_enrollments().await.unwrap(), 0);
-    env.chain.swap("lists/governance.jws", "lists/governance-next.jws").unwrap();
+    env.chain.swap("governance.jws", "governance-next.jws").unwrap();
     let health = wait_trust_fresh(&env, true).await;
     assert_eq!(health["status"], "ok");
     env.client.enroll(&Device::generate(), &seal.vds, Push::None, "x").await.unwrap();
@@ -253,4 +257,111 @@ async fn vrl_revoking_an_enrolled_token_suspends_it() {
         }
     }
     panic!("enrollment not suspended after the VRL refresh");
+}
+
+#[tokio::test]
+async fn a_tsl_pointing_its_crl_at_dev_zero_neither_stops_the_start_nor_other_territories() {
+    // The crash loop of the review: the first refresh runs before serving, and read
+    // /dev/zero until the process died.
+    let chain = FixtureChain::new().unwrap();
+    resign_list(chain.dir.path(), "lists/tsl-aus.jws", "tsl-aus-signer", |tsl| {
+        for svc in tsl["services"].as_array_mut().unwrap() {
+            svc["crl_urls"] = serde_json::json!(["file:///dev/zero"]);
+        }
+    })
+    .unwrap();
+    let env = start_with(chain, "1h", RELAXED);
+    let health: Value = reqwest::get(format!("{}/health", env.server.public_url)).await.unwrap().json().await.unwrap();
+    assert_eq!(health["checks"]["trust"]["fresh"], false);
+    // That territory's CA fails closed; the other territory enrolls.
+    let aus = env.chain.manifest.seal("valid_full").unwrap();
+    let err = env.client.enroll(&Device::generate(), &aus.vds, Push::None, "x").await.unwrap_err();
+    assert_eq!(err.problem_code(), (503, "unavailable".into()));
+    let uto = env.chain.manifest.seal("valid_state_rsa_chain").unwrap();
+    env.client.enroll(&Device::generate(), &uto.vds, Push::None, "x").await.unwrap();
+    let log = env.server.log();
+    assert!(log.contains("outside the governance list"), "{log}");
+}
+
+/// Waits until the server log shows that a refresh took `label`'s new copy.
+async fn wait_list_updated(env: &Env, label: &str) {
+    for _ in 0..100 {
+        if env.server.log().lines().any(|l| l.contains("trust document updated") && l.contains(label)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{label} was never refreshed");
+}
+
+/// Waits until the enrollment of `device` has `status`.
+async fn wait_status(env: &Env, device: &Device, status: EnrollmentStatus) {
+    let store = store(env).await;
+    for _ in 0..100 {
+        if store.enrollment_by_device(&device.device_id()).await.unwrap().unwrap().status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("enrollment never became {status:?}");
+}
+
+#[tokio::test]
+async fn another_territory_can_neither_suspend_nor_take_over_a_token_id() {
+    // The exploit of the review: territory X (here UTO) lists an AUS token id on its VRL
+    // (the AUS user is suspended), drops it again and enrolls its own seal carrying it.
+    let env = start("1s", RELAXED);
+    let victim = env.chain.manifest.seal("valid_full").unwrap();
+    let other = env.chain.manifest.seal("valid_padded").unwrap();
+    let (victim_device, other_device) = (Device::generate(), Device::generate());
+    env.client.enroll(&victim_device, &victim.vds, Push::None, "x").await.unwrap();
+    env.client.enroll(&other_device, &other.vds, Push::None, "x").await.unwrap();
+    let victim_tid = victim.tid.clone().unwrap();
+    assert_eq!(victim_tid, "AUS-OK000001");
+
+    // 1. UTO's VRL lists the AUS token id: it suspends nothing.
+    resign_list(env.chain.dir.path(), "vrl/uto.jws", "vrl-uto-signer", |vrl| {
+        vrl["revoked"] = serde_json::json!([{"tid": victim_tid, "revoked_at": unix_now(), "reason": "stolen"}]);
+    })
+    .unwrap();
+    wait_list_updated(&env, "VRL symbolon-test/UTO").await;
+    // A later AUS VRL change shows that revocations were applied after UTO's VRL came in.
+    republish_aus_vrl(env.chain.dir.path(), 89, &[other.tid.as_deref().unwrap()], unix_now()).unwrap();
+    wait_status(&env, &other_device, EnrollmentStatus::Suspended).await;
+    let row = store(&env).await.enrollment_by_device(&victim_device.device_id()).await.unwrap().unwrap();
+    assert_eq!(row.status, EnrollmentStatus::Active, "UTO's VRL suspended an AUS user");
+    assert_eq!(row.territory, "AUS");
+
+    // 2. UTO's own seal carrying the AUS token id is refused, whatever the AUS device's state.
+    let foreign = env.chain.manifest.seal("foreign_tid").unwrap();
+    assert_eq!(foreign.tid.as_deref(), Some(victim_tid.as_str()));
+    let err = env.client.enroll(&Device::generate(), &foreign.vds, Push::None, "x").await.unwrap_err();
+    assert_eq!(err.problem_code(), (422, "untrusted_credential".into()));
+    // Only the AUS device holds the token id (relying parties would have got sub=AUS-OK000001).
+    assert_eq!(store(&env).await.enrollments_of(&victim_tid).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_suspended_enrollment_holds_its_token_id() {
+    // Suspended by its VRL, then dropped from the next one: the seal is valid again, yet
+    // a new device cannot enroll it while the suspended one exists (only an operator's
+    // revoke or delete frees it).
+    let env = start("1s", RELAXED);
+    let seal = env.chain.manifest.seal("valid_full").unwrap();
+    let device = Device::generate();
+    env.client.enroll(&device, &seal.vds, Push::None, "x").await.unwrap();
+    republish_aus_vrl(env.chain.dir.path(), 89, &[seal.tid.as_deref().unwrap()], unix_now()).unwrap();
+    wait_status(&env, &device, EnrollmentStatus::Suspended).await;
+    republish_aus_vrl(env.chain.dir.path(), 90, &[], unix_now()).unwrap();
+    for _ in 0..100 {
+        let err = env.client.enroll(&Device::generate(), &seal.vds, Push::None, "y").await.unwrap_err();
+        if err.problem_code() == (422, "revoked_credential".into()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(err.problem_code(), (409, "already_enrolled".into()));
+        assert_eq!(store(&env).await.enrollments_of(seal.tid.as_deref().unwrap()).await.unwrap().len(), 1);
+        return;
+    }
+    panic!("the token id stayed on the VRL");
 }

@@ -113,8 +113,8 @@ fn lists_chain_from_governance_pin_to_every_ca() {
 #[test]
 fn stale_and_next_governance_variants() {
     let (dir, manifest) = fixture(&fast_options());
-    let (stale, pin1) = open_list(&dir.path().join("lists/governance-stale.jws"), "symbolon-gl+jws");
-    let (next, pin2) = open_list(&dir.path().join("lists/governance-next.jws"), "symbolon-gl+jws");
+    let (stale, pin1) = open_list(&dir.path().join("governance-stale.jws"), "symbolon-gl+jws");
+    let (next, pin2) = open_list(&dir.path().join("governance-next.jws"), "symbolon-gl+jws");
     assert_eq!(pin1, manifest.governance.signer_sha256[0]);
     assert_eq!(pin2, manifest.governance.signer_sha256[0]);
     assert_eq!(stale["seq"], 13);
@@ -346,6 +346,6 @@ fn cli_writes_a_manifest() {
     assert!(status.success());
     let manifest = Manifest::load(dir.path()).unwrap();
     assert_eq!(manifest.generated_at, NOW);
-    assert_eq!(manifest.governance.url, "file:///srv/fixtures/lists/governance.jws");
+    assert_eq!(manifest.governance.url, "file:///srv/fixtures/governance.jws");
     assert!(manifest.files.iter().any(|f| f.path == "manifest.json"));
 }

@@ -11,7 +11,7 @@ use symbolon::store::audit::{GENESIS_HASH, chain_hash};
 use symbolon::store::{
     AuditCheckpoint, AuditEvent, CatalogEntry, DurableStore, EnrollmentStatus, KeyPurpose, KeyState, KeyTransition,
     MemorySessionStore, PostgresStore, RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore,
-    StoreError,
+    SqliteStore, StoreError,
 };
 use symbolon::store::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
 
@@ -278,13 +278,30 @@ async fn durable_store_contract(a: Arc<dyn DurableStore>, b: Arc<dyn DurableStor
     assert!(a.active_enrollment("tok-none00").await.unwrap().is_none());
     let e3 = active_enrollment("tok-333333", "dev-3", t);
     b.insert_enrollment(&e3).await.unwrap();
-    let changed = a.suspend_token_ids(&["tok-111111".into(), "tok-none00".into()], "vrl", t + 1).await.unwrap();
+    // A VRL suspends only in its scope: the enrollment's territory and its CA's service.
+    let ids: Vec<String> = vec!["tok-111111".into(), "tok-none00".into()];
+    assert!(a.suspend_token_ids("AUS", "ca", &ids, "vrl", t + 1).await.unwrap().is_empty());
+    assert!(a.suspend_token_ids("tok", "other-ca", &ids, "vrl", t + 1).await.unwrap().is_empty());
+    let changed = a.suspend_token_ids("tok", "ca", &ids, "vrl", t + 1).await.unwrap();
     assert_eq!(changed, ["tok-111111"]);
     let s = b.enrollment_by_device("dev-1").await.unwrap().unwrap();
     assert_eq!((s.status, s.status_reason.as_deref(), s.updated_at), (EnrollmentStatus::Suspended, Some("vrl"), t + 1));
     assert_eq!(b.suspend_signer("ca", "01", "crl", t + 2).await.unwrap(), ["tok-333333"]);
     assert!(a.suspend_signer("ca", "01", "crl", t + 2).await.unwrap().is_empty());
-    // A suspended enrollment no longer blocks a new device.
+    // A suspended enrollment holds its token id; only revoking (or deleting) it frees it.
+    assert!(matches!(
+        a.insert_enrollment(&active_enrollment("tok-111111", "dev-4", t)).await,
+        Err(StoreError::AlreadyEnrolled)
+    ));
+    assert!(matches!(
+        b.insert_enrollment_audited(&active_enrollment("tok-111111", "dev-4", t), &event("x", "tok-111111", t)).await,
+        Err(StoreError::AlreadyEnrolled)
+    ));
+    assert!(
+        b.set_enrollment_status("dev-1", EnrollmentStatus::Suspended, EnrollmentStatus::Revoked, None, t + 3)
+            .await
+            .unwrap()
+    );
     a.insert_enrollment(&active_enrollment("tok-111111", "dev-4", t)).await.unwrap();
     assert_eq!(b.count_enrollments().await.unwrap(), 3);
 
@@ -536,4 +553,103 @@ async fn redis_acl_user_from_the_docs() {
     // Outside its prefix the user may do nothing.
     let other = RedisSessionStore::open(&config("other:")).unwrap();
     assert!(other.put_nonce("x", Duration::from_secs(5)).await.is_err());
+}
+
+// ---------------------------------------------------------------- migrations
+
+/// A copy of `migrations/<db>/` holding only the migrations up to `last` (file name
+/// prefix), to build a database as an older release left it.
+fn migrations_until(db: &str, last: &str) -> tempfile::TempDir {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations").join(db);
+    let out = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.split('_').next().unwrap_or_default() <= last {
+            std::fs::copy(&path, out.path().join(name)).unwrap();
+        }
+    }
+    out
+}
+
+/// Token ids of enrollments made before migration 0005 and the territory it derives.
+const LEGACY_ROWS: &[(&str, &str)] = &[
+    ("AUS-7Q2M9K4T", "AUS"),
+    ("NZL-ABCDEF", "NZL"),
+    ("D-123456", "D"),
+    ("tok-111111", ""),
+    ("ABCD-123456", ""),
+    ("AUS7Q2M9K4T", ""),
+];
+
+/// An enrollment row as migrations 0001-0004 define it; `P` is the placeholder prefix.
+fn legacy_insert(p: char) -> String {
+    format!(
+        "INSERT INTO enrollments (id, token_id, device_id, device_jwk, status, push_provider,
+            claims_sealed, claim_names, ca_sha256, signer_serial, created_at, updated_at)
+         VALUES ({p}1, {p}2, {p}3, '{{}}', 'active', 'none', 'v1.x.y', '', 'ca', '01', 0, 0)"
+    )
+}
+
+/// After the migration: each row's territory, and a VRL suspends only in its territory.
+async fn legacy_rows_are_attributed(store: &dyn DurableStore) {
+    for (i, (tid, territory)) in LEGACY_ROWS.iter().enumerate() {
+        let e = store.enrollment_by_device(&format!("dev-{i}")).await.unwrap().unwrap();
+        assert_eq!((e.token_id.as_str(), e.territory.as_str()), (*tid, *territory));
+    }
+    let aus = vec!["AUS-7Q2M9K4T".to_string()];
+    assert!(store.suspend_token_ids("NZL", "ca", &aus, "vrl", now()).await.unwrap().is_empty());
+    assert_eq!(store.suspend_token_ids("AUS", "ca", &aus, "vrl", now()).await.unwrap(), aus);
+    // A row without an ICAO-code prefix is suspended by no VRL (a VRL's territory is a code).
+    let bare = vec!["tok-111111".to_string()];
+    assert!(store.suspend_token_ids("tok", "ca", &bare, "vrl", now()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn migration_0005_attributes_existing_enrollments_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    {
+        let options =
+            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url).unwrap().create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let old = migrations_until("sqlite", "0004");
+        sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+        for (i, (tid, _)) in LEGACY_ROWS.iter().enumerate() {
+            sqlx::query(&legacy_insert('?'))
+                .bind(i.to_string())
+                .bind(tid)
+                .bind(format!("dev-{i}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&url, &softhsm_tests::backends::test_database_config()).await.unwrap();
+    store.migrate().await.unwrap();
+    legacy_rows_are_attributed(&store).await;
+}
+
+#[tokio::test]
+async fn migration_0005_attributes_existing_enrollments_postgres() {
+    let db = PgDatabase::create().unwrap();
+    {
+        let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+        let old = migrations_until("postgres", "0004");
+        sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+        for (i, (tid, _)) in LEGACY_ROWS.iter().enumerate() {
+            sqlx::query(&legacy_insert('$'))
+                .bind(i.to_string())
+                .bind(tid)
+                .bind(format!("dev-{i}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = PostgresStore::open(&db.url(), &softhsm_tests::backends::test_database_config()).unwrap();
+    store.migrate().await.unwrap();
+    legacy_rows_are_attributed(&store).await;
 }

@@ -6,6 +6,7 @@
 
 pub mod cli;
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -150,6 +151,10 @@ const PAGE: i64 = 1000;
 /// signature with the public half of the HSM key that made it.
 pub async fn verify(store: &dyn DurableStore, keys: &KeyRing) -> Result<Verification, AuditError> {
     let checkpoints = store.checkpoints().await?;
+    // Only keys catalogued for the purpose `audit` sign checkpoints: a signature by any
+    // other key of the token (the JWT key signs what clients ask for) proves nothing.
+    let audit_keys: BTreeSet<String> =
+        store.list_keys().await?.into_iter().filter(|k| k.purpose == KeyPurpose::Audit).map(|k| k.label).collect();
     let mut next_cp = checkpoints.iter().peekable();
     let (mut expected, mut prev) = (1i64, GENESIS_HASH.to_string());
     let mut after = 0;
@@ -168,7 +173,7 @@ pub async fn verify(store: &dyn DurableStore, keys: &KeyRing) -> Result<Verifica
                 return Ok(broken(r.seq, "hash does not match the record's content".into()));
             }
             while let Some(cp) = next_cp.next_if(|cp| cp.seq == r.seq) {
-                if let Some(reason) = check_checkpoint(keys, cp, &r.hash).await? {
+                if let Some(reason) = check_checkpoint(keys, &audit_keys, cp, &r.hash).await? {
                     return Ok(broken(cp.seq, reason));
                 }
             }
@@ -203,9 +208,17 @@ fn broken(seq: i64, reason: String) -> Verification {
 }
 
 /// `None` when the checkpoint holds, else what is wrong with it.
-async fn check_checkpoint(keys: &KeyRing, cp: &AuditCheckpoint, hash: &str) -> Result<Option<String>, AuditError> {
+async fn check_checkpoint(
+    keys: &KeyRing,
+    audit_keys: &BTreeSet<String>,
+    cp: &AuditCheckpoint,
+    hash: &str,
+) -> Result<Option<String>, AuditError> {
     if cp.hash != hash {
         return Ok(Some(format!("checkpoint {} signed a different hash than the record's", cp.seq)));
+    }
+    if !audit_keys.contains(&cp.key_label) {
+        return Ok(Some(format!("checkpoint {}: {} is not an audit key of the catalog", cp.seq, cp.key_label)));
     }
     let jwk = match keys.public_jwk(&cp.key_label).await {
         Ok(jwk) => jwk,
