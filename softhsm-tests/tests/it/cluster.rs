@@ -456,7 +456,7 @@ async fn audit_verify_refuses_a_checkpoint_signed_by_a_key_that_is_not_an_audit_
             .await
             .unwrap();
     let config = symbolon::config::Config::load(Some(&env.server.config_path)).unwrap();
-    let store = symbolon::store::open_durable(&config).await.unwrap();
+    let store = symbolon::store::open_durable(&config.database, &config.server.state_dir).await.unwrap();
     let (seq, hash) = store.audit_head().await.unwrap().unwrap();
     let jwt = store
         .list_keys()
