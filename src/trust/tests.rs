@@ -888,3 +888,29 @@ async fn a_slow_source_blocks_neither_readers_nor_another_refresh() {
     assert_eq!(first.failed.len(), 1, "{:?}", first.failed);
     server.abort();
 }
+
+#[tokio::test]
+async fn a_crl_revokes_only_signers_of_the_ca_that_signed_it() {
+    // docs/credentials.md §6 rule 10: another CA's CRL listing our signer's serial
+    // (0x1234) revokes nothing of ours, neither at enrollment nor for enrolled devices.
+    let f = Fixture::new();
+    let (mut other, other_ca) = hostile_service(&f, "Other CA", vec![f.url("other.crl")]);
+    other["vrl_url"] = json!(f.url("vrl.jws"));
+    f.write("other.crl", &other_ca.crl(NOW - 60, Some(NOW + DAY), &[&[0x12, 0x34]]));
+    f.publish_tsl(1, NOW - 60, NOW + DAY, vec![f.service(), other]);
+    let store = f.store().await;
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
+    assert_eq!(
+        store.revoked_signers(),
+        vec![RevokedSigner {
+            ca_sha256: sha256_hex(&other_ca.der),
+            ca_name: "Other CA".into(),
+            serial_hex: "1234".into()
+        }]
+    );
+    // A CRL signed by another key than its CA's is refused, so it lists nothing.
+    f.write("other.crl", &f.ca.crl(NOW, Some(NOW + DAY), &[&[0x12, 0x34]]));
+    let report = store.refresh(NOW).await.unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
+}
