@@ -2,7 +2,10 @@
 //! §Stores, Audit). The chain rule lives here once so that appending (in both
 //! databases) and `symbolon audit verify` compute the same bytes.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use super::StoreError;
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first event: 32 zero bytes, hex.
@@ -49,6 +52,23 @@ pub mod kinds {
     pub const PUSH_FAILED: &str = "push.failed";
     pub const MANAGEMENT_ACTION: &str = "management.action";
     pub const RELYING_PARTIES_CHANGED: &str = "config.relying_parties_changed";
+}
+
+/// The append-only audit trail: the hash chain and its signed checkpoints.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends an event to the audit chain (serialized across nodes by the database).
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError>;
+    /// The last record's `(seq, hash)`.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+    /// Up to `limit` records with `seq > after_seq` and `at >= since`, in `seq` order.
+    async fn audit_page(&self, after_seq: i64, since: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Stores a signed checkpoint; `false` when one for that `seq` exists already.
+    async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<bool, StoreError>;
+    /// Every checkpoint, in `seq` order.
+    async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
+    /// The checkpoint with the highest `seq`.
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
 }
 
 /// An appended event with its place in the chain.

@@ -5,7 +5,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use super::{AuditEvent, AuditRecord, StoreError};
 
 /// What a key is for (docs/keys.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -123,7 +126,7 @@ pub struct CatalogEntry {
     pub retired_at: Option<i64>,
 }
 
-/// A key state change for [`super::DurableStore::transition_keys`].
+/// A key state change for [`KeyCatalogStore::transition_keys`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTransition {
     pub label: String,
@@ -144,4 +147,75 @@ mod tests {
         assert!(KeyPurpose::ALL.iter().filter(|p| **p != KeyPurpose::Pairwise).all(|p| p.rotates()));
         assert_eq!(KeyPurpose::Pairwise.mechanism(), "CKM_SHA256_HMAC");
     }
+}
+
+/// A stored column holding envelope text (`keys::Envelope`) sealed with its row id as AAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedColumn {
+    pub table: &'static str,
+    /// The row id column (also the envelope's AAD).
+    pub id: &'static str,
+    pub column: &'static str,
+}
+
+/// Every column holding envelopes. `keys rewrap` walks these and `keys retire` counts
+/// them, so a new sealed column must be added here.
+pub const SEALED_COLUMNS: [SealedColumn; 2] = [
+    SealedColumn { table: "enrollments", id: "id", column: "claims_sealed" },
+    SealedColumn { table: "enrollments", id: "id", column: "push_token_sealed" },
+];
+
+/// One stored envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub column: SealedColumn,
+    pub id: String,
+    pub sealed: String,
+}
+
+/// The key catalog, the stored envelopes a key change must account for, and the
+/// leases that let one node at a time apply the rotation schedule.
+#[async_trait]
+pub trait KeyCatalogStore: Send + Sync {
+    /// Every key of the catalog.
+    async fn list_keys(&self) -> Result<Vec<CatalogEntry>, StoreError>;
+    /// Inserts a key; `false` when the label was already there.
+    async fn insert_key(&self, entry: &CatalogEntry) -> Result<bool, StoreError>;
+    /// Moves a key to `state` at `at` (no audit event; the key ring uses
+    /// [`KeyCatalogStore::transition_keys`]).
+    async fn set_key_state(&self, label: &str, state: KeyState, at: i64) -> Result<(), StoreError>;
+    /// Inserts a key and its audit event in one transaction. `Ok(None)` when the label
+    /// is in the catalog already; `KeyStateChanged` when the entry is `active` and its
+    /// purpose has an active key already (the one-active index).
+    async fn insert_key_audited(
+        &self,
+        entry: &CatalogEntry,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditRecord>, StoreError>;
+    /// Applies key state transitions in order, each only while the key is still in its
+    /// `from` state, and appends `events`, all in one transaction. Nothing is applied
+    /// (`KeyStateChanged`) when a key moved meanwhile or a purpose would get two
+    /// active keys.
+    async fn transition_keys(
+        &self,
+        changes: &[KeyTransition],
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// How many stored envelopes (every [`SEALED_COLUMNS`] column) name the key `label`.
+    async fn count_sealed(&self, label: &str) -> Result<i64, StoreError>;
+    /// Up to `limit` envelopes of `column` that do not name `key_label`, with row ids
+    /// greater than `after_id`, in id order (a resumable walk for `keys rewrap`).
+    async fn sealed_page(
+        &self,
+        column: &SealedColumn,
+        key_label: &str,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedValue>, StoreError>;
+    /// Replaces an envelope while it still holds `value.sealed`; `false` when the row
+    /// changed (or went) meanwhile.
+    async fn replace_sealed(&self, value: &SealedValue, new_sealed: &str) -> Result<bool, StoreError>;
+    /// Takes or renews the lease `name` for `holder` until `until`; `false` while
+    /// another holder's lease has not expired at `now`.
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool, StoreError>;
 }

@@ -13,7 +13,7 @@ use symbolon::store::{
     MemorySessionStore, PostgresStore, RedisSessionStore, SEALED_COLUMNS, SessionEnd, SessionStatus, SessionStore,
     SqliteStore, StoreError,
 };
-use symbolon::store::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
+use symbolon::store::{DatabaseConfig, DatabaseTls, EnrollmentStore, SessionStoreConfig};
 
 fn now() -> i64 {
     symbolon::ids::now_unix()

@@ -1,0 +1,654 @@
+//! The durable store's SQL, written once for SQLite and PostgreSQL: numbered
+//! placeholders (`$1`, which both accept), the same tables and column types (TEXT
+//! and 64-bit integers), rows mapped by `rows.rs`. What really differs between the
+//! two databases is a [`Dialect`]: how a write transaction starts, how audit appends
+//! are serialized across nodes, and whether a call is bounded in time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+
+use super::rows::{
+    StoreRow, audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row,
+};
+use super::{
+    AuditCheckpoint, AuditEvent, AuditRecord, AuditStore, CatalogEntry, DurableStore, Enrollment, EnrollmentStatus,
+    EnrollmentStore, KeyCatalogStore, KeyState, KeyTransition, ManagementQueries, SEALED_COLUMNS, SealedColumn,
+    SealedValue, StoreError, audit,
+};
+
+/// What differs between the databases the durable store runs on.
+pub trait Dialect: Database {
+    /// The statement that opens a write transaction (`None`: the driver's `BEGIN`).
+    const BEGIN_WRITE: Option<&'static str>;
+    /// A statement run first in every transaction that appends to the audit chain, so
+    /// that appenders on every node chain in order (`None`: the write transaction
+    /// itself serializes them).
+    const AUDIT_LOCK: Option<&'static str>;
+
+    /// Rows an `INSERT`, `UPDATE` or `DELETE` changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Applies this database's migrations.
+    fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::migrate::MigrateError>> + Send;
+}
+
+/// The durable store on one database.
+#[derive(Debug, Clone)]
+pub struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+    /// Bound on one call (waiting for a connection included), so no request hangs on
+    /// an unreachable database; `None` for an embedded one.
+    call_timeout: Option<Duration>,
+}
+
+/// Rows read per `IN (...)` list.
+const IN_CHUNK: usize = 500;
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    pub(super) fn new(pool: Pool<DB>, call_timeout: Option<Duration>) -> Self {
+        Self { pool, call_timeout }
+    }
+
+    async fn bounded<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match self.call_timeout {
+            Some(limit) => tokio::time::timeout(limit, f)
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("database call timed out".into()))),
+            None => f.await,
+        }
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, DB>, StoreError> {
+        Ok(match DB::BEGIN_WRITE {
+            Some(statement) => self.pool.begin_with(statement).await?,
+            None => self.pool.begin().await?,
+        })
+    }
+
+    /// Rows of one statement.
+    async fn fetch_all<'q>(&self, q: Query<'q, DB, DB::Arguments<'q>>) -> Result<Vec<DB::Row>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(q.fetch_all(&mut *conn).await?)
+    }
+
+    /// At most one row of one statement.
+    async fn fetch_optional<'q>(&self, q: Query<'q, DB, DB::Arguments<'q>>) -> Result<Option<DB::Row>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(q.fetch_optional(&mut *conn).await?)
+    }
+
+    /// Rows changed by one statement.
+    async fn execute<'q>(&self, q: Query<'q, DB, DB::Arguments<'q>>) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(DB::rows_affected(&q.execute(&mut *conn).await?))
+    }
+
+    /// Inserts a catalog entry; `false` when the label exists. A second active key for a
+    /// purpose is `KeyStateChanged`.
+    async fn insert_key_in(conn: &mut DB::Connection, e: &CatalogEntry) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO keys (label, purpose, kid, state, created_at, activated_at, retiring_at, retired_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (label) DO NOTHING",
+        )
+        .bind(e.label.as_str())
+        .bind(e.purpose.as_str())
+        .bind(e.kid.as_str())
+        .bind(e.state.as_str())
+        .bind(e.created_at)
+        .bind(e.activated_at)
+        .bind(e.retiring_at)
+        .bind(e.retired_at)
+        .execute(&mut *conn)
+        .await;
+        match done {
+            Ok(d) => Ok(DB::rows_affected(&d) == 1),
+            Err(err) if is_unique_violation(&err) => Err(StoreError::KeyStateChanged(e.label.clone())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Inserts an active enrollment unless the token id has a suspended one (which
+    /// holds it until revoked or deleted) or an active one (the one-active index).
+    async fn insert_enrollment_in(conn: &mut DB::Connection, e: &Enrollment) -> Result<(), StoreError> {
+        let claim_names = e.claim_names.join(" ");
+        let result = sqlx::query(
+            "INSERT INTO enrollments (id, token_id, device_id, device_jwk, device_name, status, status_reason,
+                push_provider, push_token_sealed, claims_sealed, claim_names, territory, ca_sha256, signer_serial,
+                created_at, updated_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
+             WHERE NOT EXISTS (SELECT 1 FROM enrollments WHERE token_id = $2 AND status = 'suspended')",
+        )
+        .bind(e.id.as_str())
+        .bind(e.token_id.as_str())
+        .bind(e.device_id.as_str())
+        .bind(e.device_jwk.as_str())
+        .bind(e.device_name.as_str())
+        .bind(e.status.as_str())
+        .bind(e.status_reason.as_deref())
+        .bind(e.push_provider.as_str())
+        .bind(e.push_token_sealed.as_deref())
+        .bind(e.claims_sealed.as_str())
+        .bind(claim_names.as_str())
+        .bind(e.territory.as_str())
+        .bind(e.ca_sha256.as_str())
+        .bind(e.signer_serial.as_str())
+        .bind(e.created_at)
+        .bind(e.updated_at)
+        .execute(&mut *conn)
+        .await;
+        match result {
+            // A suspended enrollment holds its token id until revoked or deleted.
+            Ok(done) if DB::rows_affected(&done) == 0 => Err(StoreError::AlreadyEnrolled),
+            Ok(_) => Ok(()),
+            // Both the one-active-device index and a reused device key land here.
+            Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn audit_head_in(conn: &mut DB::Connection) -> Result<Option<(i64, String)>, StoreError> {
+        let row =
+            sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+        row.map(|r| Ok((r.int("seq")?, r.text("hash")?))).transpose()
+    }
+
+    /// Appends inside the caller's write transaction, after the dialect's audit lock.
+    async fn append_audit_in(conn: &mut DB::Connection, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+        if let Some(lock) = DB::AUDIT_LOCK {
+            sqlx::query(lock).execute(&mut *conn).await?;
+        }
+        let head = Self::audit_head_in(conn).await?;
+        let r = audit::next_record(head, event).map_err(StoreError::Corrupt)?;
+        let detail = r.detail_text();
+        sqlx::query(
+            "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(r.seq)
+        .bind(r.at)
+        .bind(r.kind.as_str())
+        .bind(r.actor.as_str())
+        .bind(r.subject.as_str())
+        .bind(detail.as_str())
+        .bind(r.prev_hash.as_str())
+        .bind(r.hash.as_str())
+        .execute(&mut *conn)
+        .await?;
+        Ok(r)
+    }
+}
+
+/// The column of `keys` that records when a key entered `state`.
+fn key_state_column(state: KeyState) -> &'static str {
+    match state {
+        KeyState::Next => "created_at",
+        KeyState::Active => "activated_at",
+        KeyState::Retiring => "retiring_at",
+        KeyState::Retired => "retired_at",
+    }
+}
+
+/// A `LIKE` pattern (backslash escapes) matching envelopes sealed under `label`.
+fn envelope_like(label: &str) -> String {
+    let mut p = String::from("v1.");
+    for c in label.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push_str(".%");
+    p
+}
+
+/// `$first, $first+1, ...`: `n` numbered placeholders.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+#[async_trait]
+impl<DB> DurableStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async { self.execute(sqlx::query("SELECT 1")).await.map(drop) }).await
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // Not bounded: a first migration may take a while; PostgreSQL nodes starting
+        // together take sqlx's advisory lock and migrate once.
+        DB::migrate(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl<DB> KeyCatalogStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    async fn list_keys(&self) -> Result<Vec<CatalogEntry>, StoreError> {
+        self.bounded(async {
+            let rows = self.fetch_all(sqlx::query("SELECT * FROM keys ORDER BY purpose, created_at, label")).await?;
+            rows.iter().map(key_from_row).collect()
+        })
+        .await
+    }
+
+    async fn insert_key(&self, e: &CatalogEntry) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            Self::insert_key_in(&mut conn, e).await
+        })
+        .await
+    }
+
+    async fn set_key_state(&self, label: &str, state: KeyState, at: i64) -> Result<(), StoreError> {
+        self.bounded(async {
+            let sql = format!("UPDATE keys SET state = $1, {} = $2 WHERE label = $3", key_state_column(state));
+            self.execute(sqlx::query(&sql).bind(state.as_str()).bind(at).bind(label)).await.map(drop)
+        })
+        .await
+    }
+
+    async fn insert_key_audited(
+        &self,
+        entry: &CatalogEntry,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            if !Self::insert_key_in(&mut tx, entry).await? {
+                return Ok(None);
+            }
+            let record = Self::append_audit_in(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn transition_keys(
+        &self,
+        changes: &[KeyTransition],
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            for c in changes {
+                let sql = format!(
+                    "UPDATE keys SET state = $1, {} = $2 WHERE label = $3 AND state = $4",
+                    key_state_column(c.to)
+                );
+                let done = sqlx::query(&sql)
+                    .bind(c.to.as_str())
+                    .bind(c.at)
+                    .bind(c.label.as_str())
+                    .bind(c.from.as_str())
+                    .execute(&mut *tx)
+                    .await;
+                match done {
+                    Ok(d) if DB::rows_affected(&d) == 1 => {}
+                    Ok(_) => return Err(StoreError::KeyStateChanged(c.label.clone())),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::KeyStateChanged(c.label.clone())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut records = Vec::with_capacity(events.len());
+            for event in events {
+                records.push(Self::append_audit_in(&mut tx, event).await?);
+            }
+            tx.commit().await?;
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn count_sealed(&self, label: &str) -> Result<i64, StoreError> {
+        self.bounded(async {
+            let pattern = envelope_like(label);
+            let mut total = 0;
+            for c in SEALED_COLUMNS {
+                let sql = format!("SELECT COUNT(*) AS n FROM {} WHERE {} LIKE $1 ESCAPE '\\'", c.table, c.column);
+                if let Some(row) = self.fetch_optional(sqlx::query(&sql).bind(pattern.as_str())).await? {
+                    total += row.int("n")?;
+                }
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    async fn sealed_page(
+        &self,
+        column: &SealedColumn,
+        key_label: &str,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedValue>, StoreError> {
+        self.bounded(async {
+            let (t, id, col) = (column.table, column.id, column.column);
+            let pattern = envelope_like(key_label);
+            let sql = format!(
+                "SELECT {id} AS id, {col} AS sealed FROM {t}
+                 WHERE {col} IS NOT NULL AND {col} NOT LIKE $1 ESCAPE '\\' AND {id} > $2 ORDER BY {id} LIMIT $3"
+            );
+            let rows = self.fetch_all(sqlx::query(&sql).bind(pattern.as_str()).bind(after_id).bind(limit)).await?;
+            rows.iter()
+                .map(|r| Ok(SealedValue { column: *column, id: r.text("id")?, sealed: r.text("sealed")? }))
+                .collect()
+        })
+        .await
+    }
+
+    async fn replace_sealed(&self, value: &SealedValue, new_sealed: &str) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let (t, id, col) = (value.column.table, value.column.id, value.column.column);
+            let sql = format!("UPDATE {t} SET {col} = $1 WHERE {id} = $2 AND {col} = $3");
+            let q = sqlx::query(&sql).bind(new_sealed).bind(value.id.as_str()).bind(value.sealed.as_str());
+            Ok(self.execute(q).await? == 1)
+        })
+        .await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query(
+                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= $4",
+            );
+            Ok(self.execute(q.bind(name).bind(holder).bind(until).bind(now)).await? == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl<DB> EnrollmentStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    async fn insert_enrollment(&self, e: &Enrollment) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            Self::insert_enrollment_in(&mut conn, e).await
+        })
+        .await
+    }
+
+    async fn insert_enrollment_audited(&self, e: &Enrollment, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            Self::insert_enrollment_in(&mut tx, e).await?;
+            let record = Self::append_audit_in(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn enrollment_by_device(&self, device_id: &str) -> Result<Option<Enrollment>, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query("SELECT * FROM enrollments WHERE device_id = $1").bind(device_id);
+            self.fetch_optional(q).await?.as_ref().map(enrollment_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn active_enrollment(&self, token_id: &str) -> Result<Option<Enrollment>, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query("SELECT * FROM enrollments WHERE token_id = $1 AND status = 'active'").bind(token_id);
+            self.fetch_optional(q).await?.as_ref().map(enrollment_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn suspend_token_ids(
+        &self,
+        territory: &str,
+        ca_sha256: &str,
+        token_ids: &[String],
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.bounded(async {
+            let mut changed = Vec::new();
+            for chunk in token_ids.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "UPDATE enrollments SET status = 'suspended', status_reason = $1, updated_at = $2
+                     WHERE status = 'active' AND territory = $3 AND ca_sha256 = $4 AND token_id IN ({})
+                     RETURNING token_id",
+                    placeholders(5, chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(reason).bind(at).bind(territory).bind(ca_sha256);
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                for row in self.fetch_all(q).await? {
+                    changed.push(row.text("token_id")?);
+                }
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn suspend_signer(
+        &self,
+        ca_sha256: &str,
+        serial: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query(
+                "UPDATE enrollments SET status = 'suspended', status_reason = $1, updated_at = $2
+                 WHERE status = 'active' AND ca_sha256 = $3 AND signer_serial = $4 RETURNING token_id",
+            );
+            let q = q.bind(reason).bind(at).bind(ca_sha256).bind(serial);
+            self.fetch_all(q).await?.iter().map(|r| r.text("token_id")).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl<DB> ManagementQueries for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    async fn enrollments_page(&self, after_token_id: &str, limit: i64) -> Result<Vec<Enrollment>, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query(
+                "SELECT * FROM enrollments WHERE token_id IN
+                    (SELECT DISTINCT token_id FROM enrollments WHERE token_id > $1 ORDER BY token_id LIMIT $2)
+                 ORDER BY token_id, created_at, device_id",
+            );
+            self.fetch_all(q.bind(after_token_id).bind(limit)).await?.iter().map(enrollment_from_row).collect()
+        })
+        .await
+    }
+
+    async fn enrollments_of(&self, token_id: &str) -> Result<Vec<Enrollment>, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query("SELECT * FROM enrollments WHERE token_id = $1 ORDER BY created_at, device_id");
+            self.fetch_all(q.bind(token_id)).await?.iter().map(enrollment_from_row).collect()
+        })
+        .await
+    }
+
+    async fn delete_enrollments(&self, token_id: &str) -> Result<u64, StoreError> {
+        self.bounded(async {
+            self.execute(sqlx::query("DELETE FROM enrollments WHERE token_id = $1").bind(token_id)).await
+        })
+        .await
+    }
+
+    async fn set_enrollment_status(
+        &self,
+        device_id: &str,
+        from: EnrollmentStatus,
+        to: EnrollmentStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query(
+                "UPDATE enrollments SET status = $1, status_reason = $2, updated_at = $3
+                 WHERE device_id = $4 AND status = $5",
+            );
+            let q = q.bind(to.as_str()).bind(reason).bind(at).bind(device_id).bind(from.as_str());
+            let mut conn = self.pool.acquire().await?;
+            match q.execute(&mut *conn).await {
+                Ok(done) => Ok(DB::rows_affected(&done) == 1),
+                // Activating while the token id has another active device.
+                Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
+                Err(err) => Err(err.into()),
+            }
+        })
+        .await
+    }
+
+    async fn count_enrollments(&self) -> Result<i64, StoreError> {
+        self.bounded(async {
+            match self.fetch_optional(sqlx::query("SELECT COUNT(*) AS n FROM enrollments")).await? {
+                Some(row) => row.int("n"),
+                None => Ok(0),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl<DB> AuditStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            let record = Self::append_audit_in(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            Self::audit_head_in(&mut conn).await
+        })
+        .await
+    }
+
+    async fn audit_page(&self, after_seq: i64, since: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query("SELECT * FROM audit WHERE seq > $1 AND at >= $2 ORDER BY seq LIMIT $3");
+            self.fetch_all(q.bind(after_seq).bind(since).bind(limit)).await?.iter().map(audit_from_row).collect()
+        })
+        .await
+    }
+
+    async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query(
+                "INSERT INTO audit_checkpoints (seq, hash, at, key_label, signature) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (seq) DO NOTHING",
+            );
+            let q =
+                q.bind(c.seq).bind(c.hash.as_str()).bind(c.at).bind(c.key_label.as_str()).bind(c.signature.as_str());
+            Ok(self.execute(q).await? == 1)
+        })
+        .await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        self.bounded(async {
+            let rows = self.fetch_all(sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq")).await?;
+            rows.iter().map(checkpoint_from_row).collect()
+        })
+        .await
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        self.bounded(async {
+            let row =
+                self.fetch_optional(sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")).await?;
+            row.as_ref().map(checkpoint_from_row).transpose()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn envelope_patterns_escape_like_wildcards() {
+        assert_eq!(super::envelope_like("symbolon-data-1"), "v1.symbolon-data-1.%");
+        assert_eq!(super::envelope_like("symbolon-data_1%"), "v1.symbolon-data\\_1\\%.%");
+    }
+}
