@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-/// The stable error codes of protocol.md §10. The string form is part of the wire contract.
+/// The stable error codes of docs/protocol.md §10. The string form is part of the wire contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -85,7 +85,7 @@ impl ErrorCode {
         }
     }
 
-    /// The HTTP status of the code (protocol.md §10).
+    /// The HTTP status of the code (docs/protocol.md §10).
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {

@@ -1,4 +1,4 @@
-//! Identifiers: 32 random bytes from the OS CSPRNG, b64u (protocol.md §1).
+//! Identifiers: 32 random bytes from the OS CSPRNG, b64u (docs/protocol.md §1).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +15,7 @@ pub fn new_id() -> String {
 pub const ID_LEN: usize = 43;
 
 /// Has the shape of a [`new_id`] identifier: 43 b64u characters. The shape is public
-/// (protocol.md §1), so refusing other shapes early reveals nothing.
+/// (docs/protocol.md §1), so refusing other shapes early reveals nothing.
 pub fn is_id(s: &str) -> bool {
     s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

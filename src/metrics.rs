@@ -1,4 +1,4 @@
-//! Prometheus metrics (protocol.md §11), exposed as text on the admin listener.
+//! Prometheus metrics (docs/protocol.md §11), exposed as text on the admin listener.
 //!
 //! One process-wide set of counters and histograms made of atomics: recording is a
 //! few relaxed atomic adds, so the HSM pool and the request path never take a lock

@@ -27,7 +27,7 @@ pub struct Application {
     config_path: Option<PathBuf>,
 }
 
-/// Process hardening at start (architecture.md §Process): no core dumps, not
+/// Process hardening at start (docs/architecture.md §Process): no core dumps, not
 /// ptrace-able by other users, private file mode, not root unless allowed.
 pub fn harden_process(allow_root: bool) -> anyhow::Result<()> {
     use nix::sys::resource::{Resource, setrlimit};

@@ -1,4 +1,4 @@
-//! Sign-in endpoints (protocol.md §5, §7.2): initiate, the browser's WebSocket and
+//! Sign-in endpoints (docs/protocol.md §5, §7.2): initiate, the browser's WebSocket and
 //! polling, the device's pending list and verify, and the JWKS.
 
 use std::time::Duration;
@@ -17,14 +17,14 @@ use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
 use crate::service::auth::{BrowserView, InitiateRequest, Initiated, PendingList, Verified};
 
-/// WebSocket close code for a missing or wrong `hello` (protocol.md §5.2).
+/// WebSocket close code for a missing or wrong `hello` (docs/protocol.md §5.2).
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 fn origin(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
-/// `POST /v1/auth/initiate`: starts a sign-in for a token id (protocol.md §5.1).
+/// `POST /v1/auth/initiate`: starts a sign-in for a token id (docs/protocol.md §5.1).
 #[utoipa::path(post, path = "/v1/auth/initiate", tag = "public",
     request_body(content = InitiateRequest, content_type = "application/json"),
     responses(
@@ -72,7 +72,7 @@ pub async fn poll(
 
 /// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
 #[utoipa::path(post, path = "/v1/device/pending", tag = "public",
-    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (protocol.md §3)"),
+    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (docs/protocol.md §3)"),
     responses(
         (status = 200, description = "Pending sessions", body = PendingList),
         (status = 400, description = "Malformed JWS (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
@@ -88,9 +88,9 @@ pub async fn device_pending(
     Ok(Json(state.device_pending(&body, now_unix()).await?))
 }
 
-/// `POST /v1/auth/verify`: the device approves or rejects a session (protocol.md §5.5).
+/// `POST /v1/auth/verify`: the device approves or rejects a session (docs/protocol.md §5.5).
 #[utoipa::path(post, path = "/v1/auth/verify", tag = "public",
-    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (protocol.md §3)"),
+    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (docs/protocol.md §3)"),
     responses(
         (status = 200, description = "Decision recorded", body = Verified),
         (status = 400, description = "Malformed JWS or scope (`invalid_request`, `invalid_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),

@@ -1,4 +1,4 @@
-//! `POST /v1/enroll/challenge` and `POST /v1/enroll` (protocol.md §4).
+//! `POST /v1/enroll/challenge` and `POST /v1/enroll` (docs/protocol.md §4).
 
 use axum::Json;
 use axum::extract::State;
@@ -36,9 +36,9 @@ pub async fn challenge(
     Ok(Json(state.enroll_challenge(now_unix()).await?))
 }
 
-/// `POST /v1/enroll`: enrolls a device with a credential seal (protocol.md §4).
+/// `POST /v1/enroll`: enrolls a device with a credential seal (docs/protocol.md §4).
 #[utoipa::path(post, path = "/v1/enroll", tag = "public",
-    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (protocol.md §3)"),
+    request_body(content = String, content_type = "application/jose", description = "Compact JWS signed by the device key (docs/protocol.md §3)"),
     responses(
         (status = 201, description = "Enrolled; names of the stored claims", body = Enrolled),
         (status = 400, description = "Malformed JWS or payload (`invalid_request`, `invalid_nonce`)", body = super::openapi::Problem, content_type = "application/problem+json"),

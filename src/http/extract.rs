@@ -27,7 +27,7 @@ async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     })
 }
 
-/// A device JWS body: `Content-Type: application/jose` (protocol.md §12 rule 1).
+/// A device JWS body: `Content-Type: application/jose` (docs/protocol.md §12 rule 1).
 #[derive(Debug)]
 pub struct JoseBody(pub Bytes);
 
@@ -68,7 +68,7 @@ impl<T: DeserializeOwned, const EMPTY_OK: bool> FromRequest<AppState> for Strict
     }
 }
 
-/// The client IP (protocol.md §12 rule 12): the socket peer, unless it is a trusted
+/// The client IP (docs/protocol.md §12 rule 12): the socket peer, unless it is a trusted
 /// proxy; then the right-most `X-Forwarded-For` address that is not one.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);

@@ -1,4 +1,4 @@
-//! Liveness, readiness and health (protocol.md §11).
+//! Liveness, readiness and health (docs/protocol.md §11).
 
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 )]
 /// `GET /health`: the checks with a summary; 503 when a required check fails. Stale or
-/// unconfigured trust lists make it `degraded` with 200 (protocol.md §12 rule 11).
+/// unconfigured trust lists make it `degraded` with 200 (docs/protocol.md §12 rule 11).
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let (ok, mut checks) = checks(&state).await;
     let trust = state.trust.status(crate::ids::now_unix());

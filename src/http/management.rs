@@ -1,4 +1,4 @@
-//! The management API `/api/management/v1/` (admin listener only, protocol.md §11).
+//! The management API `/api/management/v1/` (admin listener only, docs/protocol.md §11).
 //!
 //! Every route first authenticates the bearer token (`401 invalid_token`), then checks
 //! the route's scope (`403 insufficient_scope`), then parses its input. Each call,
@@ -23,7 +23,7 @@ use crate::service::management::{
 };
 use crate::store::AuditRecord;
 
-/// The scopes of protocol.md §11.
+/// The scopes of docs/protocol.md §11.
 pub mod scopes {
     pub const USERS_READ: &str = "management.users.read";
     pub const USERS_DELETE: &str = "management.users.delete";

@@ -43,7 +43,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// Requests beyond `server.max_in_flight` are shed at once with `503 overloaded`
-/// rather than queued without bound (protocol.md §9).
+/// rather than queued without bound (docs/protocol.md §9).
 async fn shed(err: tower::BoxError) -> ApiError {
     if err.is::<tower::load_shed::error::Overloaded>() {
         ApiError::new(ErrorCode::Overloaded, "the server is at capacity, retry shortly")
@@ -84,7 +84,7 @@ fn common_layers(router: Router<AppState>, state: &AppState, listener: &'static 
         .with_state(state.clone())
 }
 
-/// The public listener: the protocol and `/health` (protocol.md §12 rule 11).
+/// The public listener: the protocol and `/health` (docs/protocol.md §12 rule 11).
 pub fn public_router(state: AppState) -> Router {
     let router = Router::new()
         .route("/health", get(health::health))

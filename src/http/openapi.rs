@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the public and management APIs, generated from the
 //! handlers' annotations and served at `GET /openapi.json` on the admin listener.
-//! The browser WebSocket (`/v1/auth/sessions/{id}/ws`, protocol.md §5.2) and the
+//! The browser WebSocket (`/v1/auth/sessions/{id}/ws`, docs/protocol.md §5.2) and the
 //! SAML endpoints are not HTTP APIs of this kind and are described in the protocol.
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ pub struct Problem {
     pub kind: String,
     pub title: String,
     pub status: u16,
-    /// The stable error code (protocol.md §10), e.g. `invalid_token`.
+    /// The stable error code (docs/protocol.md §10), e.g. `invalid_token`.
     pub code: String,
     pub detail: String,
 }

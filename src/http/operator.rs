@@ -1,5 +1,5 @@
 //! Who may call the management API: bearer JWTs from the operator's OIDC provider,
-//! checked against its JWKS, or the optional break-glass token (protocol.md §11).
+//! checked against its JWKS, or the optional break-glass token (docs/protocol.md §11).
 //!
 //! Only asymmetric algorithms are accepted and each key is used only with the
 //! algorithm its type and curve allow, so neither `alg: none` nor an HMAC "signed"

@@ -1,4 +1,4 @@
-//! Browser-facing routes (protocol.md §8): SAML metadata, SSO, SLO and the
+//! Browser-facing routes (docs/protocol.md §8): SAML metadata, SSO, SLO and the
 //! completion step, and the demo relying-party page. SAML input problems become an
 //! HTML error page and a log line with the reason, never a problem+json.
 

@@ -1,4 +1,4 @@
-//! `X-Request-Id` (protocol.md §1, §12 rule 13): the inbound id when it is at most 64
+//! `X-Request-Id` (docs/protocol.md §1, §12 rule 13): the inbound id when it is at most 64
 //! `[A-Za-z0-9._-]` characters, else a new one; in every log line of the request and
 //! on every response, the WebSocket's `101` included.
 

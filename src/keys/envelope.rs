@@ -1,5 +1,5 @@
 //! Stored ciphertexts: `v1.<key label>.<b64u(iv || ciphertext || tag)>`, AES-256-GCM in
-//! the HSM with the row id as additional authenticated data (architecture.md §Keys).
+//! the HSM with the row id as additional authenticated data (docs/architecture.md §Keys).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

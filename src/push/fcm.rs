@@ -251,7 +251,7 @@ impl FcmClient {
     }
 }
 
-/// The `messages:send` body (protocol.md §5.3, §12 rule 10).
+/// The `messages:send` body (docs/protocol.md §5.3, §12 rule 10).
 fn message_body(push: &AuthPush, remaining: i64) -> serde_json::Value {
     json!({
         "message": {

@@ -1,4 +1,4 @@
-//! Push to the device (protocol.md §5.3, §12 rule 10): an FCM HTTP v1 client that
+//! Push to the device (docs/protocol.md §5.3, §12 rule 10): an FCM HTTP v1 client that
 //! authenticates with an RS256 assertion signed in the HSM, and a bounded queue that
 //! retries each push with backoff until it is delivered, the session ends or expires.
 //! A push never blocks or fails the caller, and neither the device's push token nor

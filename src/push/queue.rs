@@ -15,7 +15,7 @@ use super::fcm::FcmClient;
 use super::{AssertionSigner, AuthPush, PushError};
 use crate::metrics::METRICS;
 
-/// The first retry waits this long (protocol.md §12 rule 10).
+/// The first retry waits this long (docs/protocol.md §12 rule 10).
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// Backoff stops doubling here.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);

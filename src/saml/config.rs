@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigProblem;
 
-/// A claim of protocol.md §7.3 that can become a SAML attribute.
+/// A claim of docs/protocol.md §7.3 that can become a SAML attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Claim {
@@ -161,7 +161,7 @@ pub struct SamlSpConfig {
     /// Sign the `Response` as well as the `Assertion`.
     #[serde(default)]
     pub sign_response: bool,
-    /// Scopes (protocol.md §7.3) asked for when the request names none.
+    /// Scopes (docs/protocol.md §7.3) asked for when the request names none.
     #[serde(default)]
     pub default_scopes: Vec<String>,
 }

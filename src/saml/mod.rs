@@ -1,4 +1,4 @@
-//! SAML 2.0 identity provider building blocks (protocol.md §8): the SAML signing
+//! SAML 2.0 identity provider building blocks (docs/protocol.md §8): the SAML signing
 //! certificate kept in the token, exclusive XML canonicalization and enveloped
 //! XML-DSig computed by the `saml` key inside the HSM, `Response` / `LogoutResponse`
 //! building, IdP metadata, and the HTTP-Redirect binding (inflate with a cap, strict

@@ -68,7 +68,7 @@ pub struct ResponseParams<'a> {
     pub lifetime: Duration,
     /// `NotBefore` = `now` − skew.
     pub clock_skew: Duration,
-    /// Granted claims (any order; written in the order of protocol.md §7.3).
+    /// Granted claims (any order; written in the order of docs/protocol.md §7.3).
     pub claims: &'a [(Claim, ClaimValue)],
 }
 

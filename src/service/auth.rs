@@ -1,4 +1,4 @@
-//! Authentication sessions (protocol.md §5): initiate, the browser's view, the
+//! Authentication sessions (docs/protocol.md §5): initiate, the browser's view, the
 //! device's pending list and verify, with the abuse limits of §9 and §12.
 
 use std::net::IpAddr;
@@ -116,7 +116,7 @@ pub struct Verified {
     pub status: &'static str,
 }
 
-/// Token ids as in vds.md §2: 6..64 characters of `[A-Za-z0-9._-]`.
+/// Token ids as in docs/credentials.md §2: 6..64 characters of `[A-Za-z0-9._-]`.
 fn valid_token_id(t: &str) -> bool {
     (6..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
@@ -168,7 +168,7 @@ impl Services {
         Ok(truncate(&mac, s.otp_digits))
     }
 
-    /// Starts a session (protocol.md §5.1) with the limits in the order of §12 rule 4.
+    /// Starts a session (docs/protocol.md §5.1) with the limits in the order of §12 rule 4.
     pub async fn initiate(
         &self,
         req: InitiateRequest,

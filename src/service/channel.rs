@@ -1,4 +1,4 @@
-//! The browser's WebSocket channel (protocol.md §5.2), its domain side: who may open
+//! The browser's WebSocket channel (docs/protocol.md §5.2), its domain side: who may open
 //! one (id shape, per-IP rate, the node's capacity, origin), and authentication by the
 //! hello's browser token before the node holds anything for the session.
 

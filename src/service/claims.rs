@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::trust::Credential;
 
-/// The credential claims kept for a token id (protocol.md §7.3 sources). Missing
+/// The credential claims kept for a token id (docs/protocol.md §7.3 sources). Missing
 /// claims stay missing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

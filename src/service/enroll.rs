@@ -1,4 +1,4 @@
-//! Device enrollment (protocol.md §4): a single-use nonce, then the enrollment JWS
+//! Device enrollment (docs/protocol.md §4): a single-use nonce, then the enrollment JWS
 //! with proof of possession, the VDS credential and its trust chain, one active
 //! device per token id, and the enrollment stored with its secrets sealed in the HSM.
 
@@ -26,7 +26,7 @@ pub struct PushRegistration {
     pub token: Option<String>,
 }
 
-/// The enrollment JWS payload (protocol.md §4.2).
+/// The enrollment JWS payload (docs/protocol.md §4.2).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollPayload {

@@ -1,4 +1,4 @@
-//! Identity tokens (protocol.md §7): ES256 JWTs signed in the HSM with the active
+//! Identity tokens (docs/protocol.md §7): ES256 JWTs signed in the HSM with the active
 //! `jwt` key, carrying exactly the claims of §7.1 and the scope claims of §7.3.
 
 use base64::Engine;

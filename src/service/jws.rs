@@ -1,4 +1,4 @@
-//! Device messages: compact JWS, ES256 only (protocol.md §3, §12 rule 2).
+//! Device messages: compact JWS, ES256 only (docs/protocol.md §3, §12 rule 2).
 //!
 //! Check order: the compact form and the protected header parse (400), `alg` is
 //! `ES256` (401 `invalid_signature`), the header has exactly the members of its kind

@@ -1,4 +1,4 @@
-//! What the management API does (protocol.md §11): read and delete users (token ids
+//! What the management API does (docs/protocol.md §11): read and delete users (token ids
 //! with their enrolled devices), suspend, activate and revoke credentials, list
 //! authentication flows and the audit trail. Views carry claim names, states and
 //! dates only: never claim values, push tokens, OTPs or identity tokens.

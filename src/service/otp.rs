@@ -1,4 +1,4 @@
-//! One-time codes (protocol.md §6): HMAC-SHA256 inside the HSM over a fixed message,
+//! One-time codes (docs/protocol.md §6): HMAC-SHA256 inside the HSM over a fixed message,
 //! dynamic truncation, 6 to 8 digits. Recomputed when needed, never stored.
 
 /// The HMAC input for a session.

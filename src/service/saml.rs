@@ -1,4 +1,4 @@
-//! The SAML sign-in flow (protocol.md §8) on top of the authentication sessions of
+//! The SAML sign-in flow (docs/protocol.md §8) on top of the authentication sessions of
 //! §5: an SP's `AuthnRequest` is checked and remembered server-side as a single-use
 //! sign-in context; the browser then runs an ordinary session for the SP's service and,
 //! once the phone approved it, trades (context, session, browser token) for a signed

@@ -1,4 +1,4 @@
-//! Audit records as stored: the hash chain and signed checkpoints (architecture.md
+//! Audit records as stored: the hash chain and signed checkpoints (docs/architecture.md
 //! §Stores, Audit). The chain rule lives here once so that appending (in both
 //! databases) and `symbolon audit verify` compute the same bytes.
 

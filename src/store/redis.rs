@@ -1,4 +1,4 @@
-//! Redis session store: shared by every node of a cluster (architecture.md §Stores).
+//! Redis session store: shared by every node of a cluster (docs/architecture.md §Stores).
 //!
 //! Keys (all under `session_store.key_prefix`, `P`):
 //! - `P s:<id>`: a session, a hash with format version `v`, the session JSON as created

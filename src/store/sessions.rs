@@ -36,7 +36,7 @@ impl From<SessionStoreError> for ApiError {
 }
 
 /// State of an authentication session. `expired` is not stored: a pending session
-/// past its `expires_at` is expired (protocol.md §5.1).
+/// past its `expires_at` is expired (docs/protocol.md §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {

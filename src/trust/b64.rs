@@ -1,4 +1,4 @@
-//! Base64 decoders for the encodings vds.md allows: b64u or standard, padding optional.
+//! Base64 decoders for the encodings docs/credentials.md allows: b64u or standard, padding optional.
 
 use base64::Engine;
 use base64::alphabet;

@@ -1,4 +1,4 @@
-//! X.509 done by hand with `x509-cert`: the checks vds.md §3.3 needs and nothing more.
+//! X.509 done by hand with `x509-cert`: the checks docs/credentials.md §3.3 needs and nothing more.
 //!
 //! Generic WebPKI validators reject real state-issued signer certificates (critical
 //! ICAO EKU, no KeyUsage, RSA-4096 CAs), so the chain here is exactly one step: a CA
@@ -398,7 +398,7 @@ impl SignerCert {
     }
 }
 
-/// What step 3 of vds.md §3.3 needs from the signer certificate's extensions.
+/// What step 3 of docs/credentials.md §3.3 needs from the signer certificate's extensions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SignerExtensions {
     /// ICAO DocumentTypeList codes, when the extension is present.

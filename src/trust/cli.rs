@@ -1,4 +1,4 @@
-//! Bodies of the operator commands of vds.md §4. The lead wires the argument structs
+//! Bodies of the operator commands of docs/credentials.md §4. The lead wires the argument structs
 //! into the main clap tree; these functions print to stdout.
 
 use super::TrustError;

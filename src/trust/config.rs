@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::ConfigProblem;
 
-/// The document type enrolled by default and its built-in ICAO codes (vds.md §3.3 step 3).
+/// The document type enrolled by default and its built-in ICAO codes (docs/credentials.md §3.3 step 3).
 pub const SYMBOLON_ID: &str = "symbolon.id";
 const BUILTIN_CODES: &[(&str, &str)] = &[("icao.vacc", "NV"), ("icao.test", "NT"), (SYMBOLON_ID, "SI")];
 

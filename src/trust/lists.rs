@@ -1,4 +1,4 @@
-//! The signed lists of vds.md §3.1 and §3.4: compact JWS, ES256, `x5c[0]` pinned by
+//! The signed lists of docs/credentials.md §3.1 and §3.4: compact JWS, ES256, `x5c[0]` pinned by
 //! the SHA-256 of its DER.
 
 use super::json::parse_strict;

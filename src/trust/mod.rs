@@ -1,4 +1,4 @@
-//! VDS-NC credentials and the signed trust-list chain (vds.md).
+//! VDS-NC credentials and the signed trust-list chain (docs/credentials.md).
 //!
 //! The module verifies; it never signs. Layout:
 //! - [`json`]: strict JSON (duplicate keys, trailing data, bad UTF-8 rejected);
@@ -7,7 +7,7 @@
 //! - [`cert`]: X.509 checks done by hand (signature algorithms, ICAO extensions, CRLs);
 //! - [`lists`]: the signed lists (governance, scheme, TSL, VRL) as compact JWS;
 //! - [`store`]: [`TrustStore`], fetching, the on-disk last-good cache and verification
-//!   of a credential at enrollment (vds.md §3.3);
+//!   of a credential at enrollment (docs/credentials.md §3.3);
 //! - [`cli`]: bodies of `symbolon trust status|refresh` and `symbolon vds verify`.
 //!
 //! # Spec ambiguities and how they are resolved
@@ -28,7 +28,7 @@
 //!   first one.
 //! - **Accepted types other than `symbolon.id`**: a type listed in
 //!   `trust.accepted_doc_types` is an *enrollment* type and must carry the `symbolon.id`
-//!   profile of vds.md §2 (enrollment needs a `tid`). `vds verify` parses the profile only
+//!   profile of docs/credentials.md §2 (enrollment needs a `tid`). `vds verify` parses the profile only
 //!   for `symbolon.id`.
 //! - **`<` fillers** (ICAO 9303) are stripped from the right end only, for `pid.nat`,
 //!   `doc.is`, `hdr.is` and TSL territories; a `<` elsewhere is malformed.
@@ -83,7 +83,7 @@ use crate::error::{ApiError, ErrorCode};
 /// Everything that can go wrong in this module. Details never carry claim values.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum TrustError {
-    /// The seal does not parse or breaks a structural rule (vds.md §6 rule 1).
+    /// The seal does not parse or breaks a structural rule (docs/credentials.md §6 rule 1).
     #[error("malformed credential: {0}")]
     Malformed(String),
     /// Signature, chain, document type or territory check failed.

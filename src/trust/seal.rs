@@ -1,4 +1,4 @@
-//! The VDS-NC seal (vds.md §1) and the `symbolon.id` profile of its message (§2).
+//! The VDS-NC seal (docs/credentials.md §1) and the `symbolon.id` profile of its message (§2).
 //!
 //! Everything here is structure: a failure is `400 invalid_request` (§6 rule 1).
 //! Signatures are checked in [`crate::trust::store`].
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Largest decoded seal (vds.md §1).
+/// Largest decoded seal (docs/credentials.md §1).
 pub const MAX_SEAL_BYTES: usize = 16 * 1024;
 /// Longest base64 text that can decode to [`MAX_SEAL_BYTES`] (padded), checked before
 /// decoding so an oversized input is never allocated twice.
@@ -47,7 +47,7 @@ pub struct SealSignature {
     pub sigvl: String,
 }
 
-/// The `symbolon.id` profile (vds.md §2). `Debug` shows the token id only: claim
+/// The `symbolon.id` profile (docs/credentials.md §2). `Debug` shows the token id only: claim
 /// values must not reach logs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
@@ -77,7 +77,7 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// Names of the claims present (protocol.md §12 rule 9), in §7.3 order.
+    /// Names of the claims present (docs/protocol.md §12 rule 9), in §7.3 order.
     pub fn claim_names(&self) -> Vec<&'static str> {
         [
             ("given_name", &self.given_name),
@@ -179,7 +179,7 @@ pub fn parse_seal_for_fuzz(bytes: &[u8]) {
 }
 
 impl Seal {
-    /// Parses the seal's JSON bytes (strict JSON, ≤ 16 KiB, `hdr` rules of vds.md §1).
+    /// Parses the seal's JSON bytes (strict JSON, ≤ 16 KiB, `hdr` rules of docs/credentials.md §1).
     pub fn parse(bytes: &[u8]) -> Result<Self, TrustError> {
         if bytes.len() > MAX_SEAL_BYTES {
             return Err(malformed("seal exceeds 16 KiB"));
@@ -323,7 +323,7 @@ fn is_partial_date(s: &str) -> bool {
 }
 
 /// Whether a `YYYY-MM-DD` date has passed at `now`: dates are valid through the end
-/// of that day, UTC (vds.md §6 rule 4). An unparseable date counts as passed.
+/// of that day, UTC (docs/credentials.md §6 rule 4). An unparseable date counts as passed.
 pub(crate) fn date_passed(date: &str, now: i64) -> bool {
     match parse_full_date(date).and_then(|d| d.next_day()) {
         Some(next) => now >= next.midnight().assume_utc().unix_timestamp(),

@@ -3,7 +3,7 @@
 //!
 //! A refresh fetches top down (governance → schemes → TSLs → CRLs and VRLs of granted
 //! services). Each fetched document replaces its cached copy only when it verifies
-//! against where it is pinned from and is not a rollback (vds.md §3.2); otherwise the
+//! against where it is pinned from and is not a rollback (docs/credentials.md §3.2); otherwise the
 //! old copy stays. The new set of documents is then turned into a [`Tree`] and swapped
 //! in atomically; readers never block a refresh for long and never see half of one.
 //!
@@ -29,7 +29,7 @@ const MAX_DOCUMENTS: usize = 10_000;
 /// Fetches in flight at once: a level of slow sources costs one fetch timeout, not one each.
 const CONCURRENT_FETCHES: usize = 16;
 
-/// A credential that passed every check of vds.md §3.3.
+/// A credential that passed every check of docs/credentials.md §3.3.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedCredential {
     pub credential: Credential,
@@ -649,13 +649,13 @@ impl TrustStore {
         })
     }
 
-    /// Verifies the enrollment `vds` member (vds.md §3.3, steps 1–6 in order).
+    /// Verifies the enrollment `vds` member (docs/credentials.md §3.3, steps 1–6 in order).
     pub fn verify_credential(&self, vds: &str, now: i64) -> Result<VerifiedCredential, TrustError> {
         if !self.inner.config.is_configured() {
             return Err(TrustError::NotConfigured);
         }
         let seal = parse_vds(vds)?;
-        // Structure first (vds.md §6 rule 1): an enrollment needs the profile's `tid`
+        // Structure first (docs/credentials.md §6 rule 1): an enrollment needs the profile's `tid`
         // and well-formed dates whatever the document type, so a seal without them is
         // `400 invalid_request` before any signature or type check.
         Credential::from_msg(&seal.msg)?;
@@ -791,7 +791,7 @@ impl TrustStore {
     }
 }
 
-/// Decides whether a fetched document replaces `previous` (vds.md §3.2, §6 rules 5, 7).
+/// Decides whether a fetched document replaces `previous` (docs/credentials.md §3.2, §6 rules 5, 7).
 fn accept(w: &Wanted, body: Vec<u8>, previous: Option<&Doc>, now: i64) -> Result<Doc, String> {
     match &w.want {
         Want::List(ctx) => {

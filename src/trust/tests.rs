@@ -840,7 +840,7 @@ async fn hostile_crl_urls_fail_closed_for_their_ca_only() {
             ("CRL of Zero CA".into(), "file:// URL is outside the governance list's directory".into()),
         ]
     );
-    // The honest CA goes on; each hostile one fails closed (vds.md §6 rule 5).
+    // The honest CA goes on; each hostile one fails closed (docs/credentials.md §6 rule 5).
     assert!(store.verify_credential(&f.vds(&profile_data("AUS-7Q2M9K4T")), NOW).is_ok());
     for (ca, label) in [(zero_ca, "Zero CA"), (fifo_ca, "Fifo CA"), (huge_ca, "Huge CA"), (http_ca, "Http CA")] {
         let k = p256_key();

@@ -1,4 +1,4 @@
-//! The steps of vds.md §3.3, in order, over a set of candidate CAs ("anchors").
+//! The steps of docs/credentials.md §3.3, in order, over a set of candidate CAs ("anchors").
 //!
 //! The anchors come from the TSLs ([`super::store`]) or from `vds verify --ca` files
 //! ([`super::cli`]); the steps are the same, only what each anchor carries differs.
@@ -63,7 +63,7 @@ fn untrusted(d: impl Into<String>) -> TrustError {
     TrustError::Untrusted(d.into())
 }
 
-/// Runs steps 1–6 of vds.md §3.3; the first failure wins.
+/// Runs steps 1–6 of docs/credentials.md §3.3; the first failure wins.
 pub(crate) fn verify_seal(
     seal: &Seal,
     credential: Option<&Credential>,

@@ -1,4 +1,4 @@
-//! `symbolon-device`: the reference device (protocol.md §3–§5) on the command line.
+//! `symbolon-device`: the reference device (docs/protocol.md §3–§5) on the command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

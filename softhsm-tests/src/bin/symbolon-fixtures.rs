@@ -1,4 +1,4 @@
-//! `symbolon-fixtures`: writes a complete trust-chain fixture set (vds.md §5).
+//! `symbolon-fixtures`: writes a complete trust-chain fixture set (docs/credentials.md §5).
 
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{Decision, Device, EnrollPayload, PendingPayload, Push, VerifyPayload, unix_now};
 
-/// An RFC 9457 problem as the server sends it (protocol.md §1).
+/// An RFC 9457 problem as the server sends it (docs/protocol.md §1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Problem {
     /// `about:blank`.
@@ -17,7 +17,7 @@ pub struct Problem {
     /// HTTP status.
     #[serde(default)]
     pub status: u16,
-    /// Stable code (protocol.md §10).
+    /// Stable code (docs/protocol.md §10).
     #[serde(default)]
     pub code: String,
     /// Human-readable detail.
@@ -66,7 +66,7 @@ pub struct Challenge {
     pub expires_at: i64,
 }
 
-/// One pending session (protocol.md §5.4).
+/// One pending session (docs/protocol.md §5.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingSession {
     /// Session id.

@@ -1,4 +1,4 @@
-//! The reference device (protocol.md §3): a P-256 key standing in for the
+//! The reference device (docs/protocol.md §3): a P-256 key standing in for the
 //! phone's secure element, and the signed messages it sends.
 
 pub mod client;
@@ -82,7 +82,7 @@ pub enum Push {
     None,
 }
 
-/// Enrollment payload (protocol.md §4.2).
+/// Enrollment payload (docs/protocol.md §4.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnrollPayload {
     /// b64u of the VDS seal bytes.
@@ -95,7 +95,7 @@ pub struct EnrollPayload {
     pub iat: i64,
 }
 
-/// `/v1/device/pending` payload (protocol.md §5.4).
+/// `/v1/device/pending` payload (docs/protocol.md §5.4).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingPayload {
     /// Issued at.
@@ -112,7 +112,7 @@ pub enum Decision {
     Reject,
 }
 
-/// `/v1/auth/verify` payload (protocol.md §5.5).
+/// `/v1/auth/verify` payload (docs/protocol.md §5.5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyPayload {
     /// Session.
@@ -128,7 +128,7 @@ pub struct VerifyPayload {
     pub iat: i64,
 }
 
-/// Deliberate faults for negative tests of the server's JWS checks (protocol.md §12 rule 2).
+/// Deliberate faults for negative tests of the server's JWS checks (docs/protocol.md §12 rule 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwsFault {
     /// `alg` `none`, empty signature.
@@ -174,7 +174,7 @@ impl JwsFault {
         Self::SkewedIat,
     ];
 
-    /// The protocol.md §10 code the server must answer with.
+    /// The docs/protocol.md §10 code the server must answer with.
     pub fn expected_code(self) -> &'static str {
         match self {
             Self::AlgNone | Self::AlgHs256 | Self::AlgRs256 | Self::OtherKey => "invalid_signature",
@@ -255,7 +255,7 @@ impl Device {
         jwk_thumbprint(&self.public_jwk())
     }
 
-    /// The enrollment JWS (protocol.md §3, §4.2).
+    /// The enrollment JWS (docs/protocol.md §3, §4.2).
     pub fn enrollment_jws(&self, nonce: &str, payload: &EnrollPayload) -> String {
         let header = self.enroll_header(nonce);
         sign_structs(&self.key, &header, payload)

@@ -1,4 +1,4 @@
-//! Enrollment end to end (protocol.md §4, vds.md §3): the real server, a SoftHSM2
+//! Enrollment end to end (docs/protocol.md §4, docs/credentials.md §3): the real server, a SoftHSM2
 //! token, SQLite, a generated trust chain and the reference device.
 
 use std::time::Duration;

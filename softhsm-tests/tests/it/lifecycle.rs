@@ -1,4 +1,4 @@
-//! Key life cycle end to end (issue 8, architecture.md §Keys "Catalog and rotation"):
+//! Key life cycle end to end (issue 8, docs/architecture.md §Keys "Catalog and rotation"):
 //! `symbolon keys rotate | retire | rewrap | adopt` against a running server on a real
 //! SoftHSM2 token, keys made by `hsm/gen-key`, and the refusal of unsafe keys.
 //!

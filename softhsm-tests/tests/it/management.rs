@@ -1,4 +1,4 @@
-//! The management API (protocol.md §11) end to end: the real server and SoftHSM2, a
+//! The management API (docs/protocol.md §11) end to end: the real server and SoftHSM2, a
 //! test OIDC provider serving its JWKS over HTTP, operator tokens minted by it.
 
 use reqwest::Method;

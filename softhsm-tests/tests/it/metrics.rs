@@ -1,4 +1,4 @@
-//! `GET /metrics` (protocol.md §11) after a real sign-in: the Prometheus text parses
+//! `GET /metrics` (docs/protocol.md §11) after a real sign-in: the Prometheus text parses
 //! and the counters say what happened, with no identifier in any label.
 
 use std::collections::HashMap;

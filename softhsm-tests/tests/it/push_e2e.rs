@@ -1,4 +1,4 @@
-//! Sign-in with FCM push through the fake FCM server (protocol.md §5.3, §12 rule 10):
+//! Sign-in with FCM push through the fake FCM server (docs/protocol.md §5.3, §12 rule 10):
 //! the service-account key is imported into the HSM and the JWT-bearer assertion is
 //! signed there.
 

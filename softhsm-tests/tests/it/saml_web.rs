@@ -1,4 +1,4 @@
-//! The SAML IdP over HTTP (protocol.md §8) with the real server, SoftHSM2 and the
+//! The SAML IdP over HTTP (docs/protocol.md §8) with the real server, SoftHSM2 and the
 //! reference device: SP-initiated sign-in through the sign-in page and the completion
 //! step, the produced Response checked by xmlsec1 and a pysaml2 SP, every bad request
 //! answered by an error page, SLO, and headless Chromium walking the page to an ACS.

@@ -1,4 +1,4 @@
-//! Sign-in end to end (protocol.md §5–§7, §9, §12): the real server, SoftHSM2, a
+//! Sign-in end to end (docs/protocol.md §5–§7, §9, §12): the real server, SoftHSM2, a
 //! real WebSocket client and the reference device.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The audit trail (architecture.md §Stores, Audit): recording events, signing
+//! The audit trail (docs/architecture.md §Stores, Audit): recording events, signing
 //! checkpoints with the HSM `audit` key, verifying the chain and exporting it.
 //!
 //! Events carry identifiers and reasons only: never a secret, an OTP, a push token
