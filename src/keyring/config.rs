@@ -114,8 +114,10 @@ mod tests {
 
     #[test]
     fn imported_labels_must_be_of_the_label_scheme() {
-        let mut c = KeysConfig::default();
-        c.imported = vec!["symbolon-otp-20260101T000000Z".into(), "symbolon-fcm-x".into(), "other".into()];
+        let c = KeysConfig {
+            imported: vec!["symbolon-otp-20260101T000000Z".into(), "symbolon-fcm-x".into(), "other".into()],
+            ..KeysConfig::default()
+        };
         let paths: Vec<String> = c.problems().into_iter().map(|p| p.path).collect();
         assert_eq!(paths, ["keys.imported[1]", "keys.imported[2]"]);
     }

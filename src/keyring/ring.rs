@@ -69,7 +69,7 @@ pub fn check_key_safety(key: &TokenKey, imported: &[String]) -> Result<(), HsmEr
 /// The key is an accepted exception to the made-in-token rule: of an imported purpose
 /// (`fcm`) or named in `keys.imported`.
 fn is_imported(key: &TokenKey, imported: &[String]) -> bool {
-    super::labels::imported_purpose(&key.label).is_some() || imported.iter().any(|l| *l == key.label)
+    super::labels::imported_purpose(&key.label).is_some() || imported.contains(&key.label)
 }
 
 /// Where a token key came from, for `keys list`: `generated` (the token reports it

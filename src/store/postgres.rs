@@ -159,7 +159,7 @@ mod tests {
         }
         let parse = |toml: &str| {
             use figment::providers::Format;
-            figment::Figment::from(figment::providers::Toml::string(toml)).extract::<T>()
+            figment::Figment::from(figment::providers::Toml::string(toml)).extract::<T>().map_err(Box::new)
         };
         for (name, want) in [
             ("auto", DatabaseTls::Auto),
