@@ -22,6 +22,7 @@ use cryptoki::slot::Slot;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SLOT_ID, CK_TOKEN_INFO};
 
 use super::HsmError;
+use super::token::{TokenInfo, initialize};
 
 /// `C_GetTokenInfo` as the module's function list holds it.
 type GetTokenInfoFn = unsafe extern "C" fn(CK_SLOT_ID, *mut CK_TOKEN_INFO) -> CK_RV;
@@ -95,9 +96,30 @@ impl Module {
     }
 
     /// Initializes the module (tolerating an earlier initialization) and finds the token
-    /// by label or serial.
-    pub fn find_token(&self, label: Option<&str>, serial: Option<&str>) -> Result<super::TokenInfo, HsmError> {
-        super::token::find_token(self, label, serial)
+    /// by label or serial. Token information is read through [`Self::token_description`],
+    /// which tolerates vendor quirks in `CK_TOKEN_INFO`.
+    pub fn find_token(&self, label: Option<&str>, serial: Option<&str>) -> Result<TokenInfo, HsmError> {
+        let ctx = self.context();
+        initialize(ctx)?;
+        let mut seen = Vec::new();
+        for slot in ctx.get_slots_with_token()? {
+            let info = self.token_description(slot)?;
+            let matches = label.is_none_or(|want| want == info.label) && serial.is_none_or(|want| want == info.serial);
+            if matches {
+                return Ok(TokenInfo {
+                    slot,
+                    label: info.label,
+                    serial: info.serial,
+                    manufacturer: info.manufacturer,
+                    model: info.model,
+                    has_ecdsa_sha256: ctx
+                        .get_mechanism_info(slot, cryptoki::mechanism::MechanismType::ECDSA_SHA256)
+                        .is_ok(),
+                });
+            }
+            seen.push(info.label);
+        }
+        Err(HsmError::TokenNotFound { wanted: label.or(serial).unwrap_or_default().to_string(), seen })
     }
 
     /// `C_GetTokenInfo` of `slot`, reduced to what discovery needs and parsed

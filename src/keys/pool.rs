@@ -16,7 +16,7 @@ use super::HsmError;
 use super::module::Module;
 use super::op::HsmOp;
 use super::pin::HsmPin;
-use super::token::{TokenInfo, TokenSession, find_token, initialize};
+use super::token::{TokenInfo, TokenSession, initialize};
 
 /// A queued operation: runs on a worker and returns how to hand its result back.
 type Job = Box<dyn FnOnce(&mut Worker) -> Option<Deliver> + Send>;
@@ -98,7 +98,7 @@ impl Worker {
                     initialize(self.shared.module.context())?;
                     // The slot list may have changed after a re-initialization.
                     self.info =
-                        find_token(&self.shared.module, self.shared.label.as_deref(), self.shared.serial.as_deref())?;
+                        self.shared.module.find_token(self.shared.label.as_deref(), self.shared.serial.as_deref())?;
                     TokenSession::open(self.shared.module.context(), &self.info, &self.shared.pin)
                 }
                 other => other,
@@ -193,7 +193,7 @@ impl SessionPool {
         queue_depth: usize,
         deadline: Duration,
     ) -> Result<Self, HsmError> {
-        let info = find_token(&module, label.as_deref(), serial.as_deref())?;
+        let info = module.find_token(label.as_deref(), serial.as_deref())?;
         let shared = Arc::new(Shared {
             module,
             pin,

@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 
 use super::HsmError;
 use super::jwk::EcPublicJwk;
-use super::module::Module;
 use super::pin::HsmPin;
 
 /// DER of the P-256 curve OID (1.2.840.10045.3.1.7), the `CKA_EC_PARAMS` of our EC keys.
@@ -410,33 +409,6 @@ fn class_name(class: ObjectClass) -> &'static str {
         4 => "secret",
         _ => "public",
     }
-}
-
-/// Initializes the module (tolerating an earlier initialization) and finds the token
-/// by label or serial. Token information is read through [`Module::token_description`],
-/// which tolerates vendor quirks in `CK_TOKEN_INFO`.
-pub fn find_token(module: &Module, label: Option<&str>, serial: Option<&str>) -> Result<TokenInfo, HsmError> {
-    let ctx = module.context();
-    initialize(ctx)?;
-    let mut seen = Vec::new();
-    for slot in ctx.get_slots_with_token()? {
-        let info = module.token_description(slot)?;
-        let matches = label.is_none_or(|want| want == info.label) && serial.is_none_or(|want| want == info.serial);
-        if matches {
-            return Ok(TokenInfo {
-                slot,
-                label: info.label,
-                serial: info.serial,
-                manufacturer: info.manufacturer,
-                model: info.model,
-                has_ecdsa_sha256: ctx
-                    .get_mechanism_info(slot, cryptoki::mechanism::MechanismType::ECDSA_SHA256)
-                    .is_ok(),
-            });
-        }
-        seen.push(info.label);
-    }
-    Err(HsmError::TokenNotFound { wanted: label.or(serial).unwrap_or_default().to_string(), seen })
 }
 
 /// `C_Initialize`, tolerating `CKR_CRYPTOKI_ALREADY_INITIALIZED`.
