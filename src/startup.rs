@@ -102,19 +102,9 @@ impl Application {
             }),
         )
         .context("push")?;
-        if keys.active(crate::keyring::KeyPurpose::Pairwise).is_err() {
-            let pairwise: Vec<&str> = config
-                .services
-                .iter()
-                .filter(|s| s.subject_type() == crate::service::config::SubjectType::Pairwise)
-                .map(|s| s.id.as_str())
-                .collect();
-            if !pairwise.is_empty() {
-                tracing::error!(
-                    services = ?pairwise,
-                    "these services use pairwise subjects but the token has no pairwise key: their sign-ins fail \
-                     until `symbolon keys init` (or `keys generate --purpose pairwise`) makes it"
-                );
+        if config.keys.init_on_start {
+            for e in keys.generate_missing(crate::ids::now_unix()).await.context("keys.init_on_start")? {
+                tracing::info!(label = %e.label, purpose = %e.purpose, "keys.init_on_start: generated a key");
             }
         }
         let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
@@ -147,6 +137,9 @@ impl Application {
             crate::http::operator::OperatorAuth::from_config(&config.management).context("management API")?;
         if operators.disabled() {
             tracing::info!("management API disabled: no [management] provider or break-glass token configured");
+        }
+        for m in services.missing(crate::ids::now_unix()) {
+            tracing::error!(check = %m.check, fix = %m.fix, "{}: not ready until fixed: {}", m.problem, m.fix);
         }
         let state =
             AppState { inner: services, operators: Arc::new(operators), http: Arc::new(config.http_settings()) };
@@ -192,6 +185,7 @@ impl Application {
         );
         let watchdog = spawn_watchdog(self.state.clone());
         let checkpoints = Some(self.state.audit.spawn_checkpoint_loop());
+        let expiry = Some(self.state.inner.spawn_expiry_counter());
         // Rotations made elsewhere reach this node within keys.sync_interval.
         let key_maintenance = Some(crate::keyring::spawn_maintenance(crate::keyring::Lifecycle::new(
             self.state.keys.clone(),
@@ -220,7 +214,7 @@ impl Application {
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         self.state.push.shutdown();
-        for task in [watchdog, refresher, checkpoints, key_maintenance].into_iter().flatten() {
+        for task in [watchdog, refresher, checkpoints, key_maintenance, expiry].into_iter().flatten() {
             task.abort();
         }
         let drained = tokio::time::timeout(grace, async {

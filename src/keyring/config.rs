@@ -22,11 +22,20 @@ pub struct KeysConfig {
     pub clock_skew: Duration,
     /// Automatic rotation, per purpose (`[keys.schedule.jwt]` ...). Absent: manual only.
     pub schedule: BTreeMap<KeyPurpose, RotationSchedule>,
+    /// `serve` generates an active key for every purpose that has none at start (as
+    /// `symbolon keys init` does). Off by default: a node that finds no keys says so
+    /// (`/readyz` 503) rather than making a second set on the wrong token.
+    pub init_on_start: bool,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { sync_interval: Duration::from_secs(10), clock_skew: Duration::from_secs(60), schedule: BTreeMap::new() }
+        Self {
+            sync_interval: Duration::from_secs(10),
+            clock_skew: Duration::from_secs(60),
+            schedule: BTreeMap::new(),
+            init_on_start: false,
+        }
     }
 }
 
