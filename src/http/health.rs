@@ -1,7 +1,5 @@
 //! Liveness, readiness and health (docs/protocol.md §11).
 
-use std::time::{Duration, Instant};
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,63 +8,43 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::service::probe::Probe;
 use crate::service::readiness::Missing;
-
-/// Bound on each readiness probe so `/readyz` never hangs.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /livez`: 200 while the process serves.
 pub async fn livez() -> impl IntoResponse {
     (StatusCode::OK, Json(json!({"status": "ok"})))
 }
 
-async fn timed<F, E>(f: F) -> serde_json::Value
-where
-    F: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let start = Instant::now();
-    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
-        Ok(Ok(())) => json!({"ok": true, "latency_ms": start.elapsed().as_millis() as u64}),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "health check failed");
-            json!({"ok": false, "error": "check failed"})
-        }
-        Err(_) => json!({"ok": false, "error": "timed out"}),
+fn probe(p: Probe) -> serde_json::Value {
+    match p {
+        Probe::Ok { latency_ms } => json!({"ok": true, "latency_ms": latency_ms}),
+        Probe::Failed => json!({"ok": false, "error": "check failed"}),
+        Probe::TimedOut => json!({"ok": false, "error": "timed out"}),
     }
-}
-
-async fn checks(state: &AppState) -> (bool, serde_json::Value) {
-    let (database, session_store, hsm) =
-        tokio::join!(timed(state.store.ping()), timed(state.sessions.ping()), timed(state.keys.ping()),);
-    let ok = [&database, &session_store, &hsm].iter().all(|c| c["ok"] == true);
-    (ok, json!({"database": database, "session_store": session_store, "hsm": hsm}))
 }
 
 /// The round trips and what the node lacks to sign someone in: ready when the list of
 /// missing pieces is empty.
 async fn readiness(state: &AppState) -> (Vec<Missing>, serde_json::Value) {
-    let (_, checks) = checks(state).await;
+    let r = state.services.readiness().await;
+    let checks = json!({"database": probe(r.database), "session_store": probe(r.session_store), "hsm": probe(r.hsm)});
     let mut missing = Vec::new();
-    for (name, what) in [("database", "the database"), ("session_store", "the session store"), ("hsm", "the HSM")] {
-        if checks[name]["ok"] != true {
+    for (name, p, what) in [
+        ("database", r.database, "the database"),
+        ("session_store", r.session_store, "the session store"),
+        ("hsm", r.hsm, "the HSM"),
+    ] {
+        if !p.ok() {
             missing.push(Missing {
                 check: name.into(),
                 problem: format!("{what} does not answer"),
-                fix: format!("see the log for the error; check the [{}] section", section_of(name)),
+                fix: format!("see the log for the error; check the [{name}] section"),
             });
         }
     }
-    missing.extend(state.missing(crate::ids::now_unix()));
+    missing.extend(state.services.missing(crate::ids::now_unix()));
     (missing, checks)
-}
-
-fn section_of(check: &str) -> &'static str {
-    match check {
-        "database" => "database",
-        "session_store" => "session_store",
-        _ => "hsm",
-    }
 }
 
 /// `GET /readyz`: 200 only when the store, the session store and an HSM round trip
@@ -103,8 +81,8 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn health_report(state: &AppState) -> (StatusCode, serde_json::Value) {
     let (missing, mut checks) = readiness(state).await;
-    let trust = state.trust.status(crate::ids::now_unix());
-    let stale: Vec<&str> = trust.entries.iter().filter(|e| !e.fresh).map(|e| e.name.as_str()).collect();
+    let trust = state.services.trust_health(crate::ids::now_unix());
+    let stale: Vec<&str> = trust.lists.iter().filter(|(_, fresh)| !fresh).map(|(name, _)| name.as_str()).collect();
     checks["trust"] =
         json!({"configured": trust.configured, "fresh": trust.fresh, "age_s": trust.age_s, "stale": stale});
     let ok = missing.is_empty();

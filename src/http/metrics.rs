@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::metrics::{METRICS, ScrapeGauges};
+use crate::metrics::METRICS;
 
 /// Counts a request by listener, method, route template and status, with its latency.
 /// A request that matched no route is counted as `unmatched`: raw paths never become labels.
@@ -33,31 +33,7 @@ const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let pool = state.keys.pool();
-    let now = crate::ids::now_unix();
-    let trust = state.trust.status(now);
-    let mut next_update: Vec<(&'static str, i64)> = Vec::new();
-    for e in &trust.entries {
-        let Some(at) = e.next_update else { continue };
-        match next_update.iter_mut().find(|(k, _)| *k == e.kind) {
-            Some((_, earliest)) => *earliest = (*earliest).min(at),
-            None => next_update.push((e.kind, at)),
-        }
-    }
-    let gauges = ScrapeGauges {
-        websockets_open: state.browser_channels.open(),
-        session_event_channels: state.sessions.event_channels(),
-        hsm_queue_depth: pool.queue_depth(),
-        hsm_workers: pool.workers(),
-        hsm_sessions_reopened: pool.sessions_reopened(),
-        hsm_operations: pool.operations(),
-        trust_configured: trust.configured,
-        trust_fresh: trust.fresh,
-        trust_age_s: trust.age_s,
-        trust_lists: trust.entries.iter().map(|e| (e.id.clone(), e.fresh)).collect(),
-        trust_next_update: next_update,
-        pending_sessions: METRICS.pending_sessions.pending(now),
-    };
+    let gauges = state.services.scrape_gauges(crate::ids::now_unix());
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
         METRICS.encode(&gauges),
