@@ -128,11 +128,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
             println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
         }
         KeysCommand::Init => {
-            for purpose in KeyPurpose::ALL {
-                if ring.active(purpose).is_ok() {
-                    continue;
-                }
-                let e = ring.generate(purpose, now).await?;
+            for e in ring.generate_missing(now).await? {
                 println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
             }
         }

@@ -28,6 +28,10 @@ pub struct KeysConfig {
     /// other key of our label scheme refused; these are accepted, and `keys list` shows
     /// them as imported.
     pub imported: Vec<String>,
+    /// `serve` generates an active key for every purpose that has none at start (as
+    /// `symbolon keys init` does). Off by default: a node that finds no keys says so
+    /// (`/readyz` 503) rather than making a second set on the wrong token.
+    pub init_on_start: bool,
 }
 
 impl Default for KeysConfig {
@@ -37,6 +41,7 @@ impl Default for KeysConfig {
             clock_skew: Duration::from_secs(60),
             schedule: BTreeMap::new(),
             imported: Vec::new(),
+            init_on_start: false,
         }
     }
 }

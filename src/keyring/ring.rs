@@ -278,6 +278,18 @@ impl KeyRing {
         self.token_keys.read().map(|t| t.iter().filter(|k| k.class != "public").cloned().collect()).unwrap_or_default()
     }
 
+    /// Generates an active key for every purpose that has none (`symbolon keys init`,
+    /// `keys.init_on_start`); returns the keys made.
+    pub async fn generate_missing(&self, now: i64) -> Result<Vec<CatalogEntry>, KeyError> {
+        let mut made = Vec::new();
+        for purpose in KeyPurpose::ALL {
+            if self.active(purpose).is_err() {
+                made.push(self.generate(purpose, now).await?);
+            }
+        }
+        Ok(made)
+    }
+
     /// The catalog as last synced.
     pub fn entries(&self) -> Vec<CatalogEntry> {
         self.catalog.read().map(|c| c.clone()).unwrap_or_default()

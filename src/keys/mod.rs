@@ -77,7 +77,10 @@ pub enum HsmError {
     Pin(#[from] PinError),
     #[error("cannot load the PKCS#11 module {path}: {reason}")]
     Module { path: String, reason: String },
-    #[error("no token {wanted:?} found (tokens present: {seen:?})")]
+    #[error(
+        "no token {wanted:?} found (tokens present: {seen:?}); if the module finds its tokens through the \
+         environment (SoftHSM2: SOFTHSM2_CONF), set it in [hsm] module_env"
+    )]
     TokenNotFound { wanted: String, seen: Vec<String> },
     #[error("the token refused the PIN (wrong PIN); not retrying to avoid locking the token")]
     WrongPin,
@@ -132,6 +135,31 @@ impl From<HsmError> for ApiError {
             }
         }
     }
+}
+
+/// What `serve` would refuse about `[hsm]` at start, found without side effects: the
+/// PIN source is readable (not used), the module loads and the token of the URI exists
+/// (no session is opened, nothing is logged in). `config check` runs it after
+/// [`HsmConfig::apply_module_env`].
+pub fn start_problems(config: &HsmConfig) -> Vec<crate::error::ConfigProblem> {
+    use crate::error::ConfigProblem;
+    let Ok(uri) = Pkcs11Uri::parse(&config.uri) else { return Vec::new() }; // reported by problems()
+    let mut p = Vec::new();
+    if let Err(e) = HsmPin::resolve(uri.pin_source.as_deref()) {
+        p.push(ConfigProblem::new("hsm.uri", format!("pin-source: {e}")));
+    }
+    let module = match Module::load(&uri.module_path) {
+        Ok(module) => module,
+        Err(e) => {
+            p.push(ConfigProblem::new("hsm.uri", format!("module-path: {e}")));
+            return p;
+        }
+    };
+    if let Err(e) = module.find_token(uri.token.as_deref(), uri.serial.as_deref()) {
+        p.push(ConfigProblem::new("hsm.uri", e.to_string()));
+    }
+    let _ = module.context().clone().finalize();
+    p
 }
 
 /// Loads the module named in the configuration, reads the PIN and starts the pool.
