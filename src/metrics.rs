@@ -111,6 +111,21 @@ pub enum SessionOutcome {
 
 const SESSION_OUTCOMES: [&str; 4] = ["created", "approved", "rejected", "locked"];
 
+/// OpenID Connect events (docs/protocol.md §14.7), counted by outcome; never by client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcEvent {
+    CodeIssued,
+    TokenIssued,
+    CodeReplayed,
+    ClientAuthFailed,
+    /// A token request refused for another reason (bad grant, malformed request).
+    TokenRefused,
+    Cancelled,
+}
+
+const OIDC_EVENTS: [&str; 6] =
+    ["code_issued", "token_issued", "code_replayed", "client_auth_failed", "token_refused", "cancelled"];
+
 /// Per (listener, method, route template, status): count and latency.
 type HttpKey = (&'static str, String, String, u16);
 
@@ -122,6 +137,7 @@ pub struct Metrics {
     http: RwLock<HashMap<HttpKey, Arc<Histogram>>>,
     pub hsm: HsmMetrics,
     sessions: [AtomicU64; SESSION_OUTCOMES.len()],
+    oidc: [AtomicU64; OIDC_EVENTS.len()],
     /// Token ids locked out after too many failures.
     pub lockouts: AtomicU64,
     /// Push deliveries tried, and those that failed (each failed attempt counts).
@@ -154,6 +170,11 @@ impl Metrics {
     /// Counts a session created or ended.
     pub fn session(&self, outcome: SessionOutcome) {
         self.sessions[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an OpenID Connect event.
+    pub fn oidc(&self, event: OidcEvent) {
+        self.oidc[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an enrollment by result (`ok` or a stable error code).
@@ -275,6 +296,16 @@ impl Metrics {
         for (i, outcome) in SESSION_OUTCOMES.iter().enumerate() {
             let n = self.sessions[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "symbolon_auth_sessions_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "symbolon_oidc_events_total",
+            "counter",
+            "OpenID Connect codes and tokens issued, code replays, client authentication failures and refusals.",
+        );
+        for (i, event) in OIDC_EVENTS.iter().enumerate() {
+            let n = self.oidc[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "symbolon_oidc_events_total{{event=\"{event}\"}} {n}");
         }
         counter(&mut out, "symbolon_lockouts_total", "Token ids locked out after repeated failures.", &self.lockouts);
         counter(&mut out, "symbolon_push_attempts_total", "Push deliveries attempted.", &self.push_attempts);

@@ -12,7 +12,7 @@ use crate::ids::now_unix;
 use crate::service::saml::SamlFlowError;
 use crate::web::{self, Page, SignInTarget};
 
-fn html(status: StatusCode, page: Page) -> Response {
+pub(super) fn html(status: StatusCode, page: Page) -> Response {
     let mut response = (status, page.html).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

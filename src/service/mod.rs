@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
+pub mod oidc;
 pub mod otp;
 pub mod relying_parties;
 pub mod saml;
