@@ -346,22 +346,37 @@ impl Services {
         params: &Params,
         now: i64,
     ) -> Result<Arc<ServiceConfig>, OAuthError> {
-        let credentials = client_auth::presented(authorization, params)?;
-        let client_id = credentials.client_id().to_string();
+        let credentials = match client_auth::presented(authorization, params) {
+            Ok(c) => c,
+            Err(e) => {
+                if e.is_client_auth() {
+                    self.client_auth_failed("-", "-", &e);
+                }
+                return Err(e);
+            }
+        };
         let result = self.check_client(&credentials, now).await;
         if let Err(e) = &result
             && e.is_client_auth()
         {
-            METRICS.oidc(OidcEvent::ClientAuthFailed);
-            tracing::warn!(client_id = %client_id, method = credentials.method().as_str(), reason = %e.description, "client authentication failed");
-            self.audit_event(
-                kinds::OIDC_CLIENT_AUTH_FAILED,
-                &client_id,
-                &client_id,
-                serde_json::json!({"client_id": client_id, "method": credentials.method().as_str(), "reason": e.description}),
-            );
+            self.client_auth_failed(credentials.client_id(), credentials.method().as_str(), e);
         }
         result
+    }
+
+    /// Counts, logs and audits a failed client authentication: the client id when it
+    /// names a configured client (else `-`: a caller's arbitrary string is not
+    /// recorded), never the secret or assertion.
+    fn client_auth_failed(&self, client_id: &str, method: &str, e: &OAuthError) {
+        let client_id = if self.service(client_id).is_some() { client_id } else { "-" };
+        METRICS.oidc(OidcEvent::ClientAuthFailed);
+        tracing::warn!(client_id = %client_id, method, reason = %e.description, "client authentication failed");
+        self.audit_event(
+            kinds::OIDC_CLIENT_AUTH_FAILED,
+            client_id,
+            client_id,
+            serde_json::json!({"client_id": client_id, "method": method, "reason": e.description}),
+        );
     }
 
     async fn check_client(&self, credentials: &Credentials, now: i64) -> Result<Arc<ServiceConfig>, OAuthError> {
