@@ -241,9 +241,15 @@ mod tests {
         for (q, want) in cases {
             assert_eq!(run(q, basic).map_err(|e| e.error), Err(want), "{q}");
         }
-        assert_eq!(run("response_type=code&scope=openid", AuthMethod::None).map_err(|e| e.error), Err("invalid_request"));
+        assert_eq!(
+            run("response_type=code&scope=openid", AuthMethod::None).map_err(|e| e.error),
+            Err("invalid_request")
+        );
         let long = "x".repeat(MAX_VALUE + 1);
-        assert_eq!(run(&format!("response_type=code&scope=openid&state={long}"), basic).map_err(|e| e.error), Err("invalid_request"));
+        assert_eq!(
+            run(&format!("response_type=code&scope=openid&state={long}"), basic).map_err(|e| e.error),
+            Err("invalid_request")
+        );
     }
 
     #[test]

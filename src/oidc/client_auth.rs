@@ -75,7 +75,9 @@ pub fn presented(authorization: Option<&str>, params: &Params) -> Result<Credent
         Some(h) => {
             let (scheme, value) = h.split_once(' ').unwrap_or((h, ""));
             if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(OAuthError::invalid_client("only Basic client authentication is accepted in Authorization"));
+                return Err(OAuthError::invalid_client(
+                    "only Basic client authentication is accepted in Authorization",
+                ));
             }
             let raw = STANDARD.decode(value.trim()).ok().and_then(|b| String::from_utf8(b).ok());
             let (id, secret) = raw
@@ -248,10 +250,7 @@ mod tests {
         assert_eq!(presented(None, &params("code=x")).map_err(|e| e.error), Err("invalid_client"));
         assert_eq!(presented(Some("Bearer x"), &params("")).map_err(|e| e.error), Err("invalid_client"));
         assert_eq!(presented(Some("Basic %%%"), &params("")).map_err(|e| e.error), Err("invalid_client"));
-        assert_eq!(
-            presented(None, &params("client_id=a&client_id=b")).map_err(|e| e.error),
-            Err("invalid_request")
-        );
+        assert_eq!(presented(None, &params("client_id=a&client_id=b")).map_err(|e| e.error), Err("invalid_request"));
         let jwt = format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(br#"{"sub":"c1"}"#));
         let q = format!("client_assertion_type={}&client_assertion={jwt}", JWT_BEARER.replace(':', "%3A"));
         assert_eq!(
@@ -262,10 +261,7 @@ mod tests {
             presented(None, &params(&format!("client_assertion_type=x&client_assertion={jwt}"))).map_err(|e| e.error),
             Err("invalid_request")
         );
-        assert_eq!(
-            presented(None, &params(&format!("{q}&client_id=c2"))).map_err(|e| e.error),
-            Err("invalid_client")
-        );
+        assert_eq!(presented(None, &params(&format!("{q}&client_id=c2"))).map_err(|e| e.error), Err("invalid_client"));
     }
 
     #[test]

@@ -98,10 +98,12 @@ impl OidcClientConfig {
         }
         let method = self.token_endpoint_auth_method;
         match (&self.client_secret_sha256, method.uses_secret()) {
-            (Some(h), true) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => p.push(ConfigProblem::new(
-                format!("{at}.client_secret_sha256"),
-                "must be the 64 hex digits printed by `symbolon services new-secret`",
-            )),
+            (Some(h), true) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                p.push(ConfigProblem::new(
+                    format!("{at}.client_secret_sha256"),
+                    "must be the 64 hex digits printed by `symbolon services new-secret`",
+                ))
+            }
             (None, true) => p.push(ConfigProblem::new(
                 format!("{at}.client_secret_sha256"),
                 format!("{} needs the secret's SHA-256 (`symbolon services new-secret`)", method.as_str()),
@@ -125,10 +127,9 @@ impl OidcClientConfig {
                     ));
                 }
             }
-            (Some(_), _) => p.push(ConfigProblem::new(
-                format!("{at}.jwks"),
-                format!("keys are not used with {}", method.as_str()),
-            )),
+            (Some(_), _) => {
+                p.push(ConfigProblem::new(format!("{at}.jwks"), format!("keys are not used with {}", method.as_str())))
+            }
             (None, _) => {}
         }
         if let Some(l) = self.id_token_lifetime
@@ -188,8 +189,13 @@ mod tests {
         assert!(check_redirect_uri("http://127.0.0.1:8090/callback").is_ok());
         assert!(check_redirect_uri("http://[::1]/cb").is_ok());
         assert!(check_redirect_uri("http://localhost/cb").is_ok());
-        for bad in ["http://rp.example/cb", "https://rp.example/cb#f", "rp.example/cb", "javascript:alert(1)", "https://u:p@rp.example/"]
-        {
+        for bad in [
+            "http://rp.example/cb",
+            "https://rp.example/cb#f",
+            "rp.example/cb",
+            "javascript:alert(1)",
+            "https://u:p@rp.example/",
+        ] {
             assert!(check_redirect_uri(bad).is_err(), "{bad}");
         }
     }

@@ -294,7 +294,8 @@ impl Services {
         if session.created_at < context.created_at {
             return Err(OidcPageError::WrongService);
         }
-        let service = self.service(&context.client_id).filter(|s| s.oidc.is_some()).ok_or(OidcPageError::WrongService)?;
+        let service =
+            self.service(&context.client_id).filter(|s| s.oidc.is_some()).ok_or(OidcPageError::WrongService)?;
         let id_token = session.id_token.as_deref().ok_or(OidcPageError::BadIdToken)?;
         let token_claims = jwt_claims(id_token).ok_or(OidcPageError::BadIdToken)?;
         let sub = token_claims.get("sub").and_then(Value::as_str).ok_or(OidcPageError::BadIdToken)?.to_string();

@@ -163,7 +163,12 @@ pub struct OidcReturn<'a> {
 /// machinery as the SAML page). It posts to `/authorize/complete`, whose answer
 /// redirects to the client, or to `/authorize/cancel` (`access_denied`). The browser
 /// token stays on this origin.
-pub fn oidc_signin_page(nonce: &str, issuer_origin: Option<&str>, target: &SignInTarget<'_>, ret: &OidcReturn<'_>) -> Page {
+pub fn oidc_signin_page(
+    nonce: &str,
+    issuer_origin: Option<&str>,
+    target: &SignInTarget<'_>,
+    ret: &OidcReturn<'_>,
+) -> Page {
     let body = format!(
         r#"<h1>Sign in to {name}</h1>
 <p class="lead"><strong>{name}</strong> asks you to confirm who you are with your phone. You will then return to <strong>{host}</strong>.</p>

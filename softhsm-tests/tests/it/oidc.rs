@@ -176,7 +176,11 @@ impl Env {
         let pending = self.env.device_client.pending(&self.env.device).await.unwrap();
         let entry = pending.sessions.iter().find(|s| s.session_id == sid).unwrap();
         let granted = grant.iter().map(|s| s.to_string()).collect();
-        self.env.device_client.verify(&self.env.device, &sid, &entry.otp, Decision::Approve, Some(granted)).await.unwrap();
+        self.env
+            .device_client
+            .verify(&self.env.device, &sid, &entry.otp, Decision::Approve, Some(granted))
+            .await
+            .unwrap();
         let done = answer(client().post(self.url("/authorize/complete")).form(&[
             ("context", context.as_str()),
             ("session_id", &sid),
@@ -276,7 +280,11 @@ async fn discovery_documents_the_provider() {
 async fn code_flow_with_client_secret_basic_then_replay_revokes() {
     let e = start().await;
     let q = e
-        .sign_in("web", &[("redirect_uri", WEB_CB), ("scope", "openid name age"), ("state", "st-1"), ("nonce", "n-1")], &["name"])
+        .sign_in(
+            "web",
+            &[("redirect_uri", WEB_CB), ("scope", "openid name age"), ("state", "st-1"), ("nonce", "n-1")],
+            &["name"],
+        )
         .await;
     assert_eq!(q.get("state").map(String::as_str), Some("st-1"));
     let code = q.get("code").unwrap().clone();
@@ -337,31 +345,90 @@ async fn public_client_with_pkce_and_post_and_pairwise_sectors() {
     let e = start().await;
     // PKCE mismatch: invalid_grant, and the code is spent.
     let q = e
-        .sign_in("spa", &[("redirect_uri", SPA_CB), ("scope", "openid age"), ("code_challenge", CHALLENGE), ("code_challenge_method", "S256")], &["age"])
+        .sign_in(
+            "spa",
+            &[
+                ("redirect_uri", SPA_CB),
+                ("scope", "openid age"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+            ],
+            &["age"],
+        )
         .await;
     let code = q.get("code").unwrap();
     let wrong = "x".repeat(43);
     let bad = e
-        .token(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", SPA_CB), ("client_id", "spa"), ("code_verifier", &wrong)], None)
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", SPA_CB),
+                ("client_id", "spa"),
+                ("code_verifier", &wrong),
+            ],
+            None,
+        )
         .await;
     assert_eq!((bad.status, bad.json()["error"].clone()), (400, json!("invalid_grant")), "{}", bad.body);
     let spent = e
-        .token(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", SPA_CB), ("client_id", "spa"), ("code_verifier", VERIFIER)], None)
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", SPA_CB),
+                ("client_id", "spa"),
+                ("code_verifier", VERIFIER),
+            ],
+            None,
+        )
         .await;
     assert_eq!(spent.json()["error"], "invalid_grant");
 
     // The right verifier; a missing one fails.
     let q = e
-        .sign_in("spa", &[("redirect_uri", SPA_CB), ("scope", "openid age"), ("code_challenge", CHALLENGE), ("code_challenge_method", "S256")], &["age"])
+        .sign_in(
+            "spa",
+            &[
+                ("redirect_uri", SPA_CB),
+                ("scope", "openid age"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+            ],
+            &["age"],
+        )
         .await;
     let code = q.get("code").unwrap();
-    let missing = e.token(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", SPA_CB), ("client_id", "spa")], None).await;
+    let missing = e
+        .token(
+            &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", SPA_CB), ("client_id", "spa")],
+            None,
+        )
+        .await;
     assert_eq!(missing.json()["error"], "invalid_grant");
     let q = e
-        .sign_in("spa", &[("redirect_uri", SPA_CB), ("scope", "openid age"), ("code_challenge", CHALLENGE), ("code_challenge_method", "S256")], &["age"])
+        .sign_in(
+            "spa",
+            &[
+                ("redirect_uri", SPA_CB),
+                ("scope", "openid age"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+            ],
+            &["age"],
+        )
         .await;
     let ok = e
-        .token(&[("grant_type", "authorization_code"), ("code", q.get("code").unwrap()), ("redirect_uri", SPA_CB), ("client_id", "spa"), ("code_verifier", VERIFIER)], None)
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", q.get("code").unwrap()),
+                ("redirect_uri", SPA_CB),
+                ("client_id", "spa"),
+                ("code_verifier", VERIFIER),
+            ],
+            None,
+        )
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     let spa = verify_id_token(ok.json()["id_token"].as_str().unwrap(), &e.jwks().await, "spa", &e.issuer());
@@ -371,7 +438,12 @@ async fn public_client_with_pkce_and_post_and_pairwise_sectors() {
     // client_secret_post, and a different sector gives a different pairwise sub.
     let q = e.sign_in("post", &[("redirect_uri", POST_CB), ("scope", "openid")], &[]).await;
     let code = q.get("code").unwrap();
-    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", POST_CB), ("client_id", "post")];
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", POST_CB),
+        ("client_id", "post"),
+    ];
     // The wrong method for this client (Basic) is a client authentication failure,
     // which leaves the code unused.
     let basic = e.token(&form, Some(("post", &e.post_secret))).await;
@@ -386,10 +458,28 @@ async fn public_client_with_pkce_and_post_and_pairwise_sectors() {
 
     // subject_type = "public": the token id.
     let q = e
-        .sign_in("pub", &[("redirect_uri", PUB_CB), ("scope", "openid"), ("code_challenge", CHALLENGE), ("code_challenge_method", "S256")], &[])
+        .sign_in(
+            "pub",
+            &[
+                ("redirect_uri", PUB_CB),
+                ("scope", "openid"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+            ],
+            &[],
+        )
         .await;
     let ok = e
-        .token(&[("grant_type", "authorization_code"), ("code", q.get("code").unwrap()), ("redirect_uri", PUB_CB), ("client_id", "pub"), ("code_verifier", VERIFIER)], None)
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", q.get("code").unwrap()),
+                ("redirect_uri", PUB_CB),
+                ("client_id", "pub"),
+                ("code_verifier", VERIFIER),
+            ],
+            None,
+        )
         .await;
     let public = jwt_payload(ok.json()["id_token"].as_str().unwrap());
     assert_eq!(public["sub"].as_str(), Some(e.env.token_id.as_str()));
@@ -402,8 +492,18 @@ async fn authorize_refuses_without_redirect_when_client_or_redirect_uri_is_wrong
         &[("response_type", "code"), ("scope", "openid"), ("redirect_uri", WEB_CB)],
         &[("client_id", "nobody"), ("response_type", "code"), ("scope", "openid"), ("redirect_uri", WEB_CB)],
         &[("client_id", "rp1"), ("response_type", "code"), ("scope", "openid"), ("redirect_uri", WEB_CB)],
-        &[("client_id", "web"), ("response_type", "code"), ("scope", "openid"), ("redirect_uri", "https://evil.example/cb")],
-        &[("client_id", "web"), ("response_type", "code"), ("scope", "openid"), ("redirect_uri", "https://rp.example/cb/")],
+        &[
+            ("client_id", "web"),
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("redirect_uri", "https://evil.example/cb"),
+        ],
+        &[
+            ("client_id", "web"),
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("redirect_uri", "https://rp.example/cb/"),
+        ],
         &[("client_id", "web"), ("response_type", "code"), ("scope", "openid")],
     ];
     for pairs in cases {
@@ -430,11 +530,25 @@ async fn authorize_errors_redirect_with_state_and_iss() {
         (&[("response_type", "code"), ("scope", "openid document")], "invalid_scope"),
         (&[("response_type", "code"), ("scope", "name")], "invalid_scope"),
         (&[("response_type", "code"), ("scope", "openid"), ("prompt", "none")], "login_required"),
-        (&[("response_type", "code"), ("scope", "openid"), ("request", "eyJhbGciOiJub25lIn0.e30.")], "request_not_supported"),
-        (&[("response_type", "code"), ("scope", "openid"), ("request_uri", "https://rp.example/r")], "request_uri_not_supported"),
+        (
+            &[("response_type", "code"), ("scope", "openid"), ("request", "eyJhbGciOiJub25lIn0.e30.")],
+            "request_not_supported",
+        ),
+        (
+            &[("response_type", "code"), ("scope", "openid"), ("request_uri", "https://rp.example/r")],
+            "request_uri_not_supported",
+        ),
         (&[("response_type", "token"), ("scope", "openid")], "unsupported_response_type"),
         (&[("scope", "openid")], "invalid_request"),
-        (&[("response_type", "code"), ("scope", "openid"), ("code_challenge", CHALLENGE), ("code_challenge_method", "plain")], "invalid_request"),
+        (
+            &[
+                ("response_type", "code"),
+                ("scope", "openid"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "plain"),
+            ],
+            "invalid_request",
+        ),
         (&[("response_type", "code"), ("scope", "openid"), ("code_challenge", CHALLENGE)], "invalid_request"),
     ];
     for (extra, want) in cases {
@@ -451,7 +565,9 @@ async fn authorize_errors_redirect_with_state_and_iss() {
         assert_eq!(q.get("iss"), Some(&e.issuer()));
     }
     // A public client must use PKCE.
-    let a = e.authorize(&[("client_id", "spa"), ("redirect_uri", SPA_CB), ("response_type", "code"), ("scope", "openid")]).await;
+    let a = e
+        .authorize(&[("client_id", "spa"), ("redirect_uri", SPA_CB), ("response_type", "code"), ("scope", "openid")])
+        .await;
     assert_eq!(query_of(&a.location().unwrap()).get("error").map(String::as_str), Some("invalid_request"));
     // Unknown scope values are ignored; login_hint prefills; POST works like GET.
     let ok = answer(client().post(e.url("/authorize")).form(&[
@@ -475,7 +591,13 @@ async fn authorize_errors_redirect_with_state_and_iss() {
 async fn cancel_returns_access_denied_once() {
     let e = start().await;
     let page = e
-        .authorize(&[("client_id", "web"), ("redirect_uri", WEB_CB), ("response_type", "code"), ("scope", "openid"), ("state", "c-1")])
+        .authorize(&[
+            ("client_id", "web"),
+            ("redirect_uri", WEB_CB),
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("state", "c-1"),
+        ])
         .await;
     let context = between(&page.body, "name=\"context\" value=\"", "\"").unwrap().to_string();
     let a = answer(client().post(e.url("/authorize/cancel")).form(&[("context", context.as_str())])).await;
@@ -508,21 +630,40 @@ async fn token_endpoint_refusals() {
         assert!(t.headers["www-authenticate"].to_str().unwrap().starts_with("Basic"), "{why}");
         assert_eq!(t.headers["cache-control"], "no-store");
     }
-    let as_post = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", WEB_CB), ("client_id", "web"), ("client_secret", e.web_secret.as_str())];
+    let as_post = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", WEB_CB),
+        ("client_id", "web"),
+        ("client_secret", e.web_secret.as_str()),
+    ];
     assert_eq!(e.token(&as_post, None).await.status, 401, "web must use client_secret_basic");
     let grant = e.token(&[("grant_type", "password"), ("code", code)], Some(("web", &e.web_secret))).await;
     assert_eq!(grant.json()["error"], "unsupported_grant_type");
-    let repeated = e.token(&[("grant_type", "authorization_code"), ("code", code), ("code", code)], Some(("web", &e.web_secret))).await;
+    let repeated = e
+        .token(&[("grant_type", "authorization_code"), ("code", code), ("code", code)], Some(("web", &e.web_secret)))
+        .await;
     assert_eq!(repeated.json()["error"], "invalid_request");
-    let json_body = answer(client().post(e.url("/token")).basic_auth("web", Some(&e.web_secret)).json(&json!({}))).await;
+    let json_body =
+        answer(client().post(e.url("/token")).basic_auth("web", Some(&e.web_secret)).json(&json!({}))).await;
     assert_eq!(json_body.json()["error"], "invalid_request");
     // A wrong redirect_uri spends the code.
-    let t = e.token(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", "https://rp.example/other")], Some(("web", &e.web_secret))).await;
+    let t = e
+        .token(
+            &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", "https://rp.example/other")],
+            Some(("web", &e.web_secret)),
+        )
+        .await;
     assert_eq!(t.json()["error"], "invalid_grant");
     assert_eq!(e.token(&form, Some(("web", &e.web_secret))).await.json()["error"], "invalid_grant");
     // A code of another client.
     let q = e.sign_in("post", &[("redirect_uri", POST_CB), ("scope", "openid")], &[]).await;
-    let t = e.token(&[("grant_type", "authorization_code"), ("code", q.get("code").unwrap()), ("redirect_uri", POST_CB)], Some(("web", &e.web_secret))).await;
+    let t = e
+        .token(
+            &[("grant_type", "authorization_code"), ("code", q.get("code").unwrap()), ("redirect_uri", POST_CB)],
+            Some(("web", &e.web_secret)),
+        )
+        .await;
     assert_eq!(t.json()["error"], "invalid_grant");
     let (_, samples) = softhsm_tests::metrics::scrape(&e.env.server.admin_url).await.unwrap();
     assert_eq!(samples.get("symbolon_oidc_events_total{event=\"client_auth_failed\"}").copied(), Some(4.0));
@@ -591,7 +732,10 @@ async fn an_expired_code_is_refused() {
     let q = e.sign_in("web", &[("redirect_uri", WEB_CB), ("scope", "openid")], &[]).await;
     tokio::time::sleep(Duration::from_secs(61)).await;
     let t = e
-        .token(&[("grant_type", "authorization_code"), ("code", q.get("code").unwrap()), ("redirect_uri", WEB_CB)], Some(("web", &e.web_secret)))
+        .token(
+            &[("grant_type", "authorization_code"), ("code", q.get("code").unwrap()), ("redirect_uri", WEB_CB)],
+            Some(("web", &e.web_secret)),
+        )
         .await;
     assert_eq!((t.status, t.json()["error"].clone()), (400, json!("invalid_grant")), "{}", t.body);
 }
