@@ -179,7 +179,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Services(ServicesCommand::NewSecret) => {
-            let (secret, hash) = crate::oidc::new_client_secret();
+            let (secret, hash) = crate::service::oidc::new_client_secret();
             println!("client_secret = {secret}");
             println!("client_secret_sha256 = \"{hash}\"");
             Ok(ExitCode::SUCCESS)

@@ -19,9 +19,8 @@ use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
 use crate::service::management::{
-    CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, UserView,
+    AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, UserView,
 };
-use crate::store::AuditRecord;
 
 /// The scopes of docs/protocol.md §11.
 pub mod scopes {
@@ -56,6 +55,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, scope: &str) -> Result
     let operator = state.operators.authenticate(headers).await?;
     if !operator.has(scope) {
         state
+            .services
             .audit_management(&operator.actor(), "management", json!({"action": "denied", "missing_scope": scope}))
             .await?;
         return Err(ApiError::new(ErrorCode::InsufficientScope, format!("this call needs the scope {scope}")));
@@ -77,6 +77,7 @@ async fn audited<T: IntoResponse>(
     };
     let auth = if operator.break_glass { "break_glass" } else { "oidc" };
     state
+        .services
         .audit_management(&operator.actor(), subject, json!({"action": action, "status": status, "auth": auth}))
         .await?;
     result.map(IntoResponse::into_response)
@@ -111,7 +112,7 @@ pub struct FlowsPage {
 /// A page of audit records.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
-    pub events: Vec<AuditRecord>,
+    pub events: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
 }
 
@@ -167,7 +168,7 @@ pub async fn list_users(
     let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
     let result = async {
         let q = query(q)?;
-        let page = state.management_users(q.cursor.as_deref(), limit(q.limit)?).await?;
+        let page = state.services.management_users(q.cursor.as_deref(), limit(q.limit)?).await?;
         Ok(Json(UsersPage { users: page.items, next_cursor: page.next_cursor }))
     }
     .await;
@@ -188,7 +189,7 @@ pub async fn get_user(
     Path(token_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
-    let result = state.management_user(&token_id).await.map(Json);
+    let result = state.services.management_user(&token_id).await.map(Json);
     audited(&state, &operator, "users.get", &token_id, result).await
 }
 
@@ -208,13 +209,14 @@ pub async fn delete_user(
     Path(token_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::USERS_DELETE).await?;
-    let result = state.management_delete_user(&token_id).await;
+    let result = state.services.management_delete_user(&token_id).await;
     let auth = if operator.break_glass { "break_glass" } else { "oidc" };
     let (status, devices) = match &result {
         Ok(devices) => (204, devices.clone()),
         Err(e) => (e.code.status(), Vec::new()),
     };
     state
+        .services
         .audit_management(
             &operator.actor(),
             "users",
@@ -238,7 +240,7 @@ pub async fn get_credential(
     Path(device_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::CREDENTIALS_READ).await?;
-    let result = state.management_credential(&device_id).await.map(Json);
+    let result = state.services.management_credential(&device_id).await.map(Json);
     audited(&state, &operator, "credentials.get", &device_id, result).await
 }
 
@@ -250,7 +252,7 @@ async fn change(
     scope: &str,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scope).await?;
-    let result = state.management_change_credential(&device_id, action, now_unix()).await.map(Json);
+    let result = state.services.management_change_credential(&device_id, action, now_unix()).await.map(Json);
     if result.is_ok() {
         tracing::warn!(device_id = %device_id, action = action.as_str(), actor = %operator.actor(), "credential changed by an operator");
     }
@@ -331,6 +333,7 @@ pub async fn list_flows(
             })?),
         };
         let page = state
+            .services
             .management_flows(status, q.since.unwrap_or(0), q.cursor.as_deref(), limit(q.limit)?, now_unix())
             .await?;
         Ok(Json(FlowsPage { flows: page.items, next_cursor: page.next_cursor }))
@@ -356,7 +359,8 @@ pub async fn list_audit(
     let operator = authorize(&state, &headers, scopes::AUDIT_READ).await?;
     let result = async {
         let q = query(q)?;
-        let page = state.management_audit(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?).await?;
+        let page =
+            state.services.management_audit(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?).await?;
         Ok(Json(AuditPage { events: page.items, next_cursor: page.next_cursor }))
     }
     .await;

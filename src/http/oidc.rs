@@ -14,8 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::pages::html;
 use crate::ids::now_unix;
-use crate::oidc::OAuthError;
-use crate::service::oidc::{AuthorizeFailure, OidcPageError};
+use crate::service::oidc::{AuthorizeFailure, OAuthError, OidcPageError};
 use crate::web::{self, OidcReturn, SignInTarget};
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -74,13 +73,13 @@ fn oauth_error(e: &OAuthError) -> Response {
 
 /// `GET /.well-known/openid-configuration` (and the RFC 8414 path).
 pub async fn discovery(State(state): State<AppState>) -> Response {
-    let mut r = Json(state.oidc_discovery()).into_response();
+    let mut r = Json(state.services.oidc_discovery()).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     r
 }
 
 async fn authorize(state: &AppState, raw: &[u8], answer: StatusCode) -> Response {
-    match state.oidc_authorize(raw, now_unix()).await {
+    match state.services.oidc_authorize(raw, now_unix()).await {
         Ok(start) => {
             let target = SignInTarget {
                 service_id: &start.service.id,
@@ -93,7 +92,7 @@ async fn authorize(state: &AppState, raw: &[u8], answer: StatusCode) -> Response
                 return_origin: start.return_origin.as_deref(),
                 login_hint: start.login_hint.as_deref(),
             };
-            let origin = state.settings.issuer_origin();
+            let origin = state.services.settings().issuer_origin();
             html(StatusCode::OK, web::oidc_signin_page(&web::nonce(), origin.as_deref(), &target, &ret))
         }
         Err(AuthorizeFailure::Page(e)) => page_error("authorize", &e),
@@ -139,7 +138,7 @@ pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: B
     let Some([ctx, sid, bt]) = page_form(&headers, &body, ["context", "session_id", "browser_token"]) else {
         return page_error("complete", &OidcPageError::ContextGone);
     };
-    match state.oidc_complete(&ctx, &sid, &bt, now_unix()).await {
+    match state.services.oidc_complete(&ctx, &sid, &bt, now_unix()).await {
         Ok(url) => redirect(StatusCode::SEE_OTHER, &url),
         Err(e) => page_error("complete", &e),
     }
@@ -150,7 +149,7 @@ pub async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Byt
     let Some([ctx]) = page_form(&headers, &body, ["context"]) else {
         return page_error("cancel", &OidcPageError::ContextGone);
     };
-    match state.oidc_cancel(&ctx).await {
+    match state.services.oidc_cancel(&ctx).await {
         Ok(url) => redirect(StatusCode::SEE_OTHER, &url),
         Err(e) => page_error("cancel", &e),
     }
@@ -162,7 +161,7 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
         return oauth_error(&OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
     }
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match state.oidc_token(authorization, &body, now_unix()).await {
+    match state.services.oidc_token(authorization, &body, now_unix()).await {
         Ok(tokens) => {
             let mut r = Json(tokens).into_response();
             let h = r.headers_mut();
@@ -182,7 +181,7 @@ pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Resp
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    match state.oidc_userinfo(token).await {
+    match state.services.oidc_userinfo(token).await {
         Ok(claims) => {
             let mut r = Json(claims).into_response();
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -36,7 +36,7 @@ fn saml_error(step: &'static str, e: &SamlFlowError) -> Response {
 
 /// `GET /saml/metadata`.
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    match state.saml_metadata(now_unix()).await {
+    match state.services.saml_metadata(now_unix()).await {
         Ok(xml) => {
             let mut r = xml.into_response();
             let h = r.headers_mut();
@@ -50,14 +50,14 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
 
 /// `GET /saml/sso`: a checked `AuthnRequest` gets the sign-in page.
 pub async fn sso(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    match state.saml_begin(query.as_deref().unwrap_or(""), now_unix()).await {
+    match state.services.saml_begin(query.as_deref().unwrap_or(""), now_unix()).await {
         Ok(start) => {
             let target = SignInTarget {
                 service_id: &start.service.id,
                 service_name: &start.service.name,
                 scopes: &start.scopes,
             };
-            let origin = state.settings.issuer_origin();
+            let origin = state.services.settings().issuer_origin();
             html(StatusCode::OK, web::signin_page(&web::nonce(), origin.as_deref(), &target, &start.context_id))
         }
         Err(e) => saml_error("sso", &e),
@@ -67,14 +67,14 @@ pub async fn sso(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
 /// `GET /saml/slo`: a checked `LogoutRequest` is answered by a redirect carrying the
 /// signed `LogoutResponse`.
 pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    match state.saml_logout(query.as_deref().unwrap_or(""), now_unix()).await {
+    match state.services.saml_logout(query.as_deref().unwrap_or(""), now_unix()).await {
         Ok(url) => match HeaderValue::from_str(&url) {
             Ok(location) => {
                 let mut r = StatusCode::SEE_OTHER.into_response();
                 r.headers_mut().insert(header::LOCATION, location);
                 r
             }
-            Err(_) => saml_error("slo", &SamlFlowError::Saml(crate::saml::SamlError::Config("bad SLO URL".into()))),
+            Err(_) => saml_error("slo", &SamlFlowError::bad_slo_url()),
         },
         Err(e) => saml_error("slo", &e),
     }
@@ -105,10 +105,10 @@ fn complete_form(headers: &HeaderMap, body: &[u8]) -> Option<(String, String, St
 /// that auto-POSTs the signed `Response` to the SP's registered ACS.
 pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some((ctx, sid, bt)) = complete_form(&headers, &body) else {
-        let e = SamlFlowError::Request(crate::saml::RequestError::Invalid("malformed completion form".into()));
+        let e = SamlFlowError::malformed_completion_form();
         return saml_error("complete", &e);
     };
-    match state.saml_complete(&ctx, &sid, &bt, now_unix()).await {
+    match state.services.saml_complete(&ctx, &sid, &bt, now_unix()).await {
         Ok(post) => html(
             StatusCode::OK,
             web::saml_post_page(&web::nonce(), &post.acs_url, &post.saml_response, post.relay_state.as_deref()),
@@ -119,10 +119,10 @@ pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: B
 
 /// `GET /demo`: the demo relying party (only routed when `[demo] enabled`).
 pub async fn demo(State(state): State<AppState>) -> Response {
-    let Some(service) = state.service(&state.settings.demo.service_id) else {
+    let Some(service) = state.services.demo_service() else {
         return html(StatusCode::NOT_FOUND, web::error_page(&web::nonce(), "Not found", "The demo is not configured."));
     };
     let target = SignInTarget { service_id: &service.id, service_name: &service.name, scopes: &service.allowed_scopes };
-    let origin = state.settings.issuer_origin();
+    let origin = state.services.settings().issuer_origin();
     html(StatusCode::OK, web::demo_page(&web::nonce(), origin.as_deref(), &target))
 }

@@ -77,9 +77,3 @@ impl From<crate::error::ApiError> for OAuthError {
         }
     }
 }
-
-impl From<crate::store::SessionStoreError> for OAuthError {
-    fn from(e: crate::store::SessionStoreError) -> Self {
-        OAuthError::from(crate::error::ApiError::from(e))
-    }
-}

@@ -143,7 +143,7 @@ impl Services {
     /// `Origin`, when present, must be one of the service's origins (§12 rule 3). For
     /// a service whose sign-in runs on the IdP's own pages (a SAML SP, the demo), the
     /// issuer's origin is allowed too: those pages are served from it.
-    pub fn check_origin(&self, service: &ServiceConfig, origin: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_origin(&self, service: &ServiceConfig, origin: Option<&str>) -> Result<(), ApiError> {
         let Some(o) = origin else { return Ok(()) };
         if service.allowed_origins.iter().any(|a| a == o) {
             return Ok(());
@@ -163,7 +163,7 @@ impl Services {
     }
 
     /// Computes a session's OTP in the HSM with the key the session names.
-    pub async fn session_otp(&self, s: &AuthSession) -> Result<String, ApiError> {
+    pub(super) async fn session_otp(&self, s: &AuthSession) -> Result<String, ApiError> {
         let mac = self.keys.hmac(&s.otp_key, otp_message(&s.id, &s.token_id, s.created_at)).await?;
         Ok(truncate(&mac, s.otp_digits))
     }
@@ -275,7 +275,12 @@ impl Services {
     /// The session if `browser_token` is its token and it is still readable
     /// (until `browser_grace` after expiry); `404 not_found` otherwise, whether the
     /// session is unknown or the token wrong.
-    pub async fn browser_session(&self, id: &str, browser_token: &str, now: i64) -> Result<AuthSession, ApiError> {
+    pub(super) async fn browser_session(
+        &self,
+        id: &str,
+        browser_token: &str,
+        now: i64,
+    ) -> Result<AuthSession, ApiError> {
         let not_found = || ApiError::new(ErrorCode::NotFound, "no such session");
         if !crate::ids::is_id(id) {
             return Err(not_found());
@@ -289,8 +294,15 @@ impl Services {
         Ok(session)
     }
 
+    /// The browser's poll (docs/protocol.md §5.2): what it sees of the session, when
+    /// `browser_token` is the session's; `404 not_found` otherwise.
+    pub async fn poll_session(&self, id: &str, browser_token: &str, now: i64) -> Result<BrowserView, ApiError> {
+        let session = self.browser_session(id, browser_token, now).await?;
+        self.browser_view(&session, now).await
+    }
+
     /// What the browser sees of a session.
-    pub async fn browser_view(&self, session: &AuthSession, now: i64) -> Result<BrowserView, ApiError> {
+    pub(super) async fn browser_view(&self, session: &AuthSession, now: i64) -> Result<BrowserView, ApiError> {
         Ok(match session.status {
             SessionStatus::Pending if now < session.expires_at => {
                 BrowserView::Pending { otp: self.session_otp(session).await?, expires_at: session.expires_at }
@@ -307,7 +319,7 @@ impl Services {
 
     /// Authenticates a device JWS: `kid` names an enrolled device, the signature is
     /// its, the device is active (§5.5), then the payload and `iat`.
-    pub async fn authenticate_device<T: serde::de::DeserializeOwned + HasIat>(
+    pub(super) async fn authenticate_device<T: serde::de::DeserializeOwned + HasIat>(
         &self,
         body: &[u8],
         now: i64,

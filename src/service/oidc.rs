@@ -21,12 +21,21 @@ use super::saml::SIGN_IN_CONTEXT_TTL;
 use crate::error::{ApiError, ErrorCode};
 use crate::keyring::KeyPurpose;
 use crate::metrics::{METRICS, OidcEvent};
+pub use crate::oidc::OAuthError;
 use crate::oidc::authorize::{self, Params};
 use crate::oidc::client_auth::{self, Credentials};
 use crate::oidc::discovery::{self, TOKEN_PATH};
-use crate::oidc::{ACCESS_TOKEN_LIFETIME, AMR, AuthMethod, CLAIMS, CODE_LIFETIME, OAuthError, OidcClientConfig};
+use crate::oidc::{ACCESS_TOKEN_LIFETIME, AMR, AuthMethod, CLAIMS, CODE_LIFETIME, OidcClientConfig};
 use crate::store::SessionStatus;
 use crate::store::audit::kinds;
+
+pub use crate::oidc::new_client_secret;
+
+impl From<crate::store::SessionStoreError> for OAuthError {
+    fn from(e: crate::store::SessionStoreError) -> Self {
+        OAuthError::from(ApiError::from(e))
+    }
+}
 
 /// A checked authorization request waiting for the user to sign in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
