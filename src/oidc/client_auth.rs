@@ -5,21 +5,17 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Validation;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use super::authorize::Params;
 use super::config::AuthMethod;
+use super::jwk::assertion_key;
+use super::params::Params;
 use super::{ASSERTION_MAX_LIFETIME, ASSERTION_SKEW, OAuthError};
 
 /// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-/// Algorithms accepted on client assertions (discovery's
-/// `token_endpoint_auth_signing_alg_values_supported`).
-pub const ASSERTION_ALGS: [&str; 5] = ["ES256", "ES384", "RS256", "PS256", "EdDSA"];
 
 /// The credentials a token request presents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,28 +129,6 @@ pub fn presented(authorization: Option<&str>, params: &Params) -> Result<Credent
 pub fn secret_matches(secret: &str, sha256_hex: &str) -> bool {
     let given = super::sha256_hex(secret);
     given.as_bytes().ct_eq(sha256_hex.to_ascii_lowercase().as_bytes()).into()
-}
-
-/// A JWKS entry that can verify client assertions: a public signing key, its `kid`
-/// (if any) and the algorithms its type and curve (or its `alg`) allow.
-pub fn assertion_key(key: &Value) -> Option<(Option<String>, Vec<Algorithm>, DecodingKey)> {
-    let field = |name: &str| key.get(name).and_then(Value::as_str);
-    if field("use").is_some_and(|u| u != "sig") || key.get("d").is_some() {
-        return None;
-    }
-    use Algorithm::{ES256, ES384, EdDSA, PS256, RS256};
-    let algorithms = match (field("kty")?, field("crv"), field("alg")) {
-        ("EC", Some("P-256"), None | Some("ES256")) => vec![ES256],
-        ("EC", Some("P-384"), None | Some("ES384")) => vec![ES384],
-        ("OKP", Some("Ed25519"), None | Some("EdDSA")) => vec![EdDSA],
-        ("RSA", _, None) => vec![RS256, PS256],
-        ("RSA", _, Some("RS256")) => vec![RS256],
-        ("RSA", _, Some("PS256")) => vec![PS256],
-        _ => return None,
-    };
-    let jwk: Jwk = serde_json::from_value(key.clone()).ok()?;
-    let decoding = DecodingKey::from_jwk(&jwk).ok()?;
-    Some((field("kid").map(str::to_string), algorithms, decoding))
 }
 
 /// A verified client assertion: its `jti` and `exp`.

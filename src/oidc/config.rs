@@ -120,7 +120,7 @@ impl OidcClientConfig {
             }
             (Some(_), AuthMethod::PrivateKeyJwt) => {
                 let keys = self.jwks_keys();
-                if keys.is_empty() || keys.iter().any(|k| crate::oidc::client_auth::assertion_key(k).is_none()) {
+                if keys.is_empty() || keys.iter().any(|k| super::jwk::assertion_key(k).is_none()) {
                     p.push(ConfigProblem::new(
                         format!("{at}.jwks"),
                         "must be a JWKS of public signing keys (EC P-256/P-384, RSA, Ed25519)",

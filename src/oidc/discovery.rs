@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::CLAIMS;
-use super::client_auth::ASSERTION_ALGS;
 use super::config::AuthMethod;
+use super::jwk::ASSERTION_ALGS;
 
 pub const AUTHORIZE_PATH: &str = "/authorize";
 pub const TOKEN_PATH: &str = "/token";

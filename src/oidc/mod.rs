@@ -9,6 +9,8 @@ pub mod client_auth;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod jwk;
+pub mod params;
 
 pub use config::{AuthMethod, OidcClientConfig};
 pub use error::OAuthError;
