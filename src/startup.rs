@@ -129,7 +129,14 @@ impl Application {
             push,
             audit,
             browser_channels,
+            otp_cache: Default::default(),
+            push_decoy: Default::default(),
         });
+        if services.push.is_enabled()
+            && let Err(e) = services.push_decoy.prepare(&services.keys).await
+        {
+            tracing::warn!(error = %e, "cannot seal the push decoy envelope yet; the first session without a push token will");
+        }
         if services.trust.config().is_configured() {
             let now = crate::ids::now_unix();
             match services.trust.refresh(now).await {
@@ -148,8 +155,12 @@ impl Application {
         if operators.disabled() {
             tracing::info!("management API disabled: no [management] provider or break-glass token configured");
         }
-        let state =
-            AppState { inner: services, operators: Arc::new(operators), http: Arc::new(config.http_settings()) };
+        let state = AppState {
+            inner: services,
+            operators: Arc::new(operators),
+            http: Arc::new(config.http_settings()),
+            health: Default::default(),
+        };
         Ok(Self { config, state, public, admin, config_path: None })
     }
 

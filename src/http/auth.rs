@@ -52,14 +52,20 @@ pub async fn initiate(
     responses(
         (status = 200, description = "The session as the browser may see it", body = BrowserView),
         (status = 404, description = "Unknown session or wrong browser token (`session_not_found`, `not_found`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many polls from this IP (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn poll(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<BrowserView>, ApiError> {
+    if !crate::ids::is_id(&id) {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such session"));
+    }
+    state.rate_limit(&format!("ip-poll:{ip}"), state.settings.limits.poll_per_ip_per_minute).await?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -78,13 +84,16 @@ pub async fn poll(
         (status = 400, description = "Malformed JWS (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown device, bad signature or clock skew", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Device inactive (`device_inactive`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many polls from this IP (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::BodyErrors
     )
 )]
 pub async fn device_pending(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JoseBody(body): JoseBody,
 ) -> Result<Json<PendingList>, ApiError> {
+    state.rate_limit(&format!("ip-pending:{ip}"), state.settings.limits.poll_per_ip_per_minute).await?;
     Ok(Json(state.device_pending(&body, now_unix()).await?))
 }
 

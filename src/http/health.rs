@@ -49,16 +49,19 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(json!({"status": if ok {"ready"} else {"not_ready"}, "checks": checks})))
 }
 
-#[utoipa::path(get, path = "/health", tag = "health",
-    responses(
-        (status = 200, description = "`ok`, or `degraded` when trust lists are stale", body = Object),
-        (status = 503, description = "The database, session store or HSM check failed", body = Object)
-    )
-)]
-/// `GET /health`: the checks with a summary; 503 when a required check fails. Stale or
-/// unconfigured trust lists make it `degraded` with 200 (docs/protocol.md §12 rule 11).
-pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let (ok, mut checks) = checks(&state).await;
+/// How long the public `/health` answer is reused.
+pub const HEALTH_REUSE: Duration = Duration::from_secs(1);
+
+/// The last `/health` answer of the public listener and when it was made: anyone may
+/// call it, and each fresh answer costs an HSM and a database round trip, so it is
+/// made at most once per [`HEALTH_REUSE`]; callers meanwhile wait for it and share it.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, serde_json::Value)>>,
+}
+
+async fn health_answer(state: &AppState) -> (StatusCode, serde_json::Value) {
+    let (ok, mut checks) = checks(state).await;
     let trust = state.trust.status(crate::ids::now_unix());
     let stale: Vec<&str> = trust.entries.iter().filter(|e| !e.fresh).map(|e| e.name.as_str()).collect();
     checks["trust"] =
@@ -69,6 +72,34 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "checks": checks,
     });
+    (status, body)
+}
+
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "`ok`, or `degraded` when trust lists are stale", body = Object),
+        (status = 503, description = "The database, session store or HSM check failed", body = Object)
+    )
+)]
+/// `GET /health` (admin listener): the checks with a summary; 503 when a required check
+/// fails. Stale or unconfigured trust lists make it `degraded` with 200 (docs/protocol.md
+/// §12 rule 11).
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let (status, body) = health_answer(&state).await;
+    (status, Json(body))
+}
+
+/// `GET /health` on the public listener: as on the admin listener, the answer made at
+/// most once a second ([`HealthCache`]).
+pub async fn public_health(State(state): State<AppState>) -> impl IntoResponse {
+    let mut last = state.health.last.lock().await;
+    if let Some((at, status, body)) = &*last
+        && at.elapsed() < HEALTH_REUSE
+    {
+        return (*status, Json(body.clone()));
+    }
+    let (status, body) = health_answer(&state).await;
+    *last = Some((Instant::now(), status, body.clone()));
     (status, Json(body))
 }
 

@@ -33,6 +33,8 @@ pub struct AppState {
     pub operators: Arc<operator::OperatorAuth>,
     /// The values the routers and extractors need.
     pub http: Arc<config::HttpSettings>,
+    /// The public `/health` answer, reused for a second.
+    pub health: Arc<health::HealthCache>,
 }
 
 impl std::ops::Deref for AppState {
@@ -87,7 +89,7 @@ fn common_layers(router: Router<AppState>, state: &AppState, listener: &'static 
 /// The public listener: the protocol and `/health` (docs/protocol.md §12 rule 11).
 pub fn public_router(state: AppState) -> Router {
     let router = Router::new()
-        .route("/health", get(health::health))
+        .route("/health", get(health::public_health))
         .route("/v1/enroll/challenge", post(enroll::challenge))
         .route("/v1/enroll", post(enroll::enroll))
         .route("/v1/auth/initiate", post(auth::initiate))

@@ -38,6 +38,11 @@ pub struct Services {
     pub audit: audit::Audit,
     /// Browser WebSockets open on this node (bounded by `limits.websocket_max_open`).
     pub browser_channels: Arc<channel::OpenChannels>,
+    /// Sessions' OTPs for one second, in this process only (at most one HMAC per
+    /// session per second whatever the polling rate).
+    pub otp_cache: otp::OtpCache,
+    /// The envelope opened for sessions without a push token while push is on.
+    pub push_decoy: auth::PushDecoy,
 }
 
 impl std::fmt::Debug for Services {
