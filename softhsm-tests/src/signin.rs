@@ -84,7 +84,15 @@ impl SignIn {
         account.write_to(&json_path)?;
         let ctx = cryptoki::context::Pkcs11::new(&token.module)?;
         let pin = symbolon::keys::HsmPin::resolve(Some(&token.pin_file))?;
-        let pool = symbolon::keys::SessionPool::start(ctx, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))?;
+        let pool = symbolon::keys::SessionPool::start(
+            ctx,
+            Some(token.label.clone()),
+            None,
+            pin,
+            1,
+            4,
+            Duration::from_secs(5),
+        )?;
         let imported = symbolon::push::cli::import_service_account(&pool, &json_path).await;
         pool.shutdown();
         let imported = imported?;

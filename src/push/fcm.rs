@@ -247,7 +247,10 @@ impl FcmClient {
             return Err(PushError::Protocol("token endpoint returned a non-Bearer token"));
         }
         let refresh_at = refresh_at(started, body.expires_in);
-        tracing::debug!(lifetime_s = refresh_at.saturating_duration_since(started).as_secs(), "fetched an FCM access token");
+        tracing::debug!(
+            lifetime_s = refresh_at.saturating_duration_since(started).as_secs(),
+            "fetched an FCM access token"
+        );
         Ok(AccessToken { value: SecretString::from(body.access_token), refresh_at })
     }
 }

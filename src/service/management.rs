@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::Services;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::audit::kinds;
-use crate::store::{AuditEvent, AuditRecord, AuthSession, Enrollment, EnrollmentStatus, SessionStatus, session_position};
+use crate::store::{
+    AuditEvent, AuditRecord, AuthSession, Enrollment, EnrollmentStatus, SessionStatus, session_position,
+};
 
 /// Page size when a request names none, and the largest allowed.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -295,7 +297,8 @@ impl Services {
             return Err(ApiError::new(ErrorCode::InvalidState, "the credential is revoked; revocation is final"));
         }
         let event = AuditEvent::new(now, kinds::MANAGEMENT_ACTION, by.actor, device_id, by.detail(name, 200, &[]));
-        let Some(record) = self.store.set_enrollment_status_audited(device_id, e.status, to, reason, now, &event).await?
+        let Some(record) =
+            self.store.set_enrollment_status_audited(device_id, e.status, to, reason, now, &event).await?
         else {
             return Err(ApiError::new(ErrorCode::InvalidState, "the credential changed meanwhile; read it again"));
         };

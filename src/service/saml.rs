@@ -54,7 +54,8 @@ pub struct SsoStart {
 /// by the start of the context id; `__Host-` when the issuer is `https://` (the cookie
 /// is then `Secure`, host-only, `Path=/`).
 pub fn saml_flow_cookie_name(context_id: &str, secure: bool) -> Option<String> {
-    let tag = context_id.get(..16).filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))?;
+    let tag =
+        context_id.get(..16).filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))?;
     Some(if secure { format!("__Host-symbolon-saml-{tag}") } else { format!("symbolon-saml-{tag}") })
 }
 
@@ -175,9 +176,10 @@ impl SamlFlowError {
             SamlFlowError::BadIdToken | SamlFlowError::Saml(_) => {
                 ("Something went wrong", "The sign-in server could not complete the sign-in. Try again later.".into())
             }
-            SamlFlowError::Api(e) if e.code == ErrorCode::RateLimited => {
-                ("Too many requests", "Too many sign-in requests came from your network. Wait a minute and try again.".into())
-            }
+            SamlFlowError::Api(e) if e.code == ErrorCode::RateLimited => (
+                "Too many requests",
+                "Too many sign-in requests came from your network. Wait a minute and try again.".into(),
+            ),
             SamlFlowError::Api(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => {
                 ("Busy", "The sign-in server is busy. Try again in a moment.".into())
             }
@@ -309,7 +311,8 @@ impl Services {
         let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
         let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
         let given = secret_digest(browser_secret.unwrap_or_default());
-        let bound: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), context.browser_secret_sha256.as_bytes()).into();
+        let bound: bool =
+            subtle::ConstantTimeEq::ct_eq(given.as_bytes(), context.browser_secret_sha256.as_bytes()).into();
         if browser_secret.is_none() || !bound {
             return Err(SamlFlowError::OtherBrowser);
         }

@@ -87,7 +87,9 @@ impl AuthSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEnd {
     /// The identity token sealed as in [`AuthSession::id_token_sealed`].
-    Approved { id_token_sealed: String },
+    Approved {
+        id_token_sealed: String,
+    },
     Rejected,
     Locked,
 }

@@ -1087,7 +1087,8 @@ async fn initiate_timing(args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     enrolled.sort();
     unknown.sort();
-    let dist = |v: &[Duration]| format!("{:.2} / {:.2} / {:.2} ms", ms(pct(v, 50.0)), ms(pct(v, 90.0)), ms(pct(v, 99.0)));
+    let dist =
+        |v: &[Duration]| format!("{:.2} / {:.2} / {:.2} ms", ms(pct(v, 50.0)), ms(pct(v, 90.0)), ms(pct(v, 99.0)));
     println!("    enrolled (push token opened, push queued): p50 / p90 / p99 = {}", dist(&enrolled));
     println!("    unknown  (decoy envelope opened):          p50 / p90 / p99 = {}", dist(&unknown));
     let pushed = fake.messages().len();

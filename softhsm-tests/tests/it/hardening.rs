@@ -242,7 +242,9 @@ async fn polls_are_limited_per_ip() {
         assert_eq!(env.device_client.pending(&env.device).await.unwrap().sessions.len(), 1);
     }
     match env.device_client.pending(&env.device).await {
-        Err(ClientError::Problem { status, problem, .. }) => assert_eq!((status, problem.code.as_str()), (429, "rate_limited")),
+        Err(ClientError::Problem { status, problem, .. }) => {
+            assert_eq!((status, problem.code.as_str()), (429, "rate_limited"))
+        }
         other => panic!("expected 429, got {other:?}"),
     }
 }
@@ -402,9 +404,11 @@ async fn approved_session(env: &SignIn, node: &str, service: &str, scopes: &[&st
 }
 
 async fn complete(env: &SignIn, context: &str, sid: &str, bt: &str, cookie: Option<&str>) -> (u16, String) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/saml/complete", env.server.public_url))
-        .form(&[("context", context), ("session_id", sid), ("browser_token", bt)]);
+    let mut request = reqwest::Client::new().post(format!("{}/saml/complete", env.server.public_url)).form(&[
+        ("context", context),
+        ("session_id", sid),
+        ("browser_token", bt),
+    ]);
     if let Some(cookie) = cookie {
         request = request.header("cookie", cookie);
     }
@@ -510,7 +514,8 @@ async fn an_approved_id_token_is_kept_only_sealed_in_the_session_store() {
         .unwrap();
     let started: Value = r.json().await.unwrap();
     let (sid, bt) = (started["session_id"].as_str().unwrap(), started["browser_token"].as_str().unwrap());
-    let mut ws = open(&format!("{}/v1/auth/sessions/{sid}/ws", b.public_url.replace("http://", "ws://"))).await.unwrap();
+    let mut ws =
+        open(&format!("{}/v1/auth/sessions/{sid}/ws", b.public_url.replace("http://", "ws://"))).await.unwrap();
     hello(&mut ws, bt).await;
     let otp = next_message(&mut ws).await.unwrap()["otp"].as_str().unwrap().to_string();
     let device_b = softhsm_tests::device::client::DeviceClient::new(&b.public_url).unwrap();
@@ -521,7 +526,8 @@ async fn an_approved_id_token_is_kept_only_sealed_in_the_session_store() {
     assert_eq!(jwt.split('.').count(), 3);
     // Both nodes' polls deliver the same token.
     for node in [&env.server.public_url, &b.public_url] {
-        let r = reqwest::Client::new().get(format!("{node}/v1/auth/sessions/{sid}")).bearer_auth(bt).send().await.unwrap();
+        let r =
+            reqwest::Client::new().get(format!("{node}/v1/auth/sessions/{sid}")).bearer_auth(bt).send().await.unwrap();
         let view: Value = r.json().await.unwrap();
         assert_eq!((view["status"].as_str(), view["id_token"].as_str()), (Some("approved"), Some(jwt.as_str())));
     }
@@ -610,7 +616,9 @@ async fn a_management_change_and_its_audit_event_commit_together_sqlite() {
     };
     let refuse = |on: bool| {
         if on {
-            sqlite("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END;");
+            sqlite(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END;",
+            );
         } else {
             sqlite("DROP TRIGGER refuse_audit;");
         }

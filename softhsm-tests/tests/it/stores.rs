@@ -144,7 +144,9 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
         .map(|i| {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
             let id = race.id.clone();
-            tokio::spawn(async move { s.end_session(&id, SessionEnd::Approved { id_token_sealed: format!("t{i}") }, t).await })
+            tokio::spawn(async move {
+                s.end_session(&id, SessionEnd::Approved { id_token_sealed: format!("t{i}") }, t).await
+            })
         })
         .collect();
     let mut winners = 0;
