@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::http::{AppState, admin_router, public_router};
 use crate::keyring::KeyRing;
 use crate::keys::open_pool;
-use crate::service::Services;
+use crate::service::{Parts, Services};
 use crate::store::{open_durable, open_session_store};
 use crate::trust::TrustStore;
 
@@ -119,7 +119,7 @@ impl Application {
         }
         let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
         let browser_channels = crate::service::channel::OpenChannels::new(config.limits.websocket_max_open);
-        let services = Arc::new(Services {
+        let services = Arc::new(Services::new(Parts {
             settings: config.service_settings(),
             relying_parties,
             keys,
@@ -129,17 +129,11 @@ impl Application {
             push,
             audit,
             browser_channels,
-            otp_cache: Default::default(),
-            push_decoy: Default::default(),
-        });
-        if services.push.is_enabled()
-            && let Err(e) = services.push_decoy.prepare(&services.keys).await
-        {
-            tracing::warn!(error = %e, "cannot seal the push decoy envelope yet; the first session without a push token will");
-        }
-        if services.trust.config().is_configured() {
+        }));
+        services.prepare_push_decoy().await;
+        if services.trust_configured() {
             let now = crate::ids::now_unix();
-            match services.trust.refresh(now).await {
+            match services.refresh_trust(now).await {
                 Ok(report) => {
                     log_refresh(&report);
                     services.audit_trust_refresh(&report, now);
@@ -156,7 +150,7 @@ impl Application {
             tracing::info!("management API disabled: no [management] provider or break-glass token configured");
         }
         let state = AppState {
-            inner: services,
+            services,
             operators: Arc::new(operators),
             http: Arc::new(config.http_settings()),
             health: Default::default(),
@@ -202,22 +196,11 @@ impl Application {
             "symbolon serving"
         );
         let watchdog = spawn_watchdog(self.state.clone());
-        let checkpoints = Some(self.state.audit.spawn_checkpoint_loop());
+        let services = &self.state.services;
+        let checkpoints = Some(services.spawn_checkpoint_loop());
         // Rotations made elsewhere reach this node within keys.sync_interval.
-        let key_maintenance = Some(crate::keyring::spawn_maintenance(crate::keyring::Lifecycle::new(
-            self.state.keys.clone(),
-            &self.config.keys,
-            self.config.key_lifetimes(),
-        )));
-        let refresher = self.state.trust.config().is_configured().then(|| {
-            let services = self.state.inner.clone();
-            self.state.trust.spawn_refresh_loop(move |report| {
-                log_refresh(report);
-                services.audit_trust_refresh(report, crate::ids::now_unix());
-                let services = services.clone();
-                tokio::spawn(async move { services.apply_revocations(crate::ids::now_unix()).await });
-            })
-        });
+        let key_maintenance = Some(services.spawn_key_maintenance(&self.config.keys, self.config.key_lifetimes()));
+        let refresher = services.trust_configured().then(|| services.spawn_trust_refresh_loop(log_refresh));
         while let ProcessSignal::Reload = signals.next().await {
             let mut reloading = vec![sd_notify::NotifyState::Reloading];
             if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
@@ -230,7 +213,7 @@ impl Application {
         tracing::info!("shutting down");
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
-        self.state.push.shutdown();
+        self.state.services.stop_push();
         for task in [watchdog, refresher, checkpoints, key_maintenance].into_iter().flatten() {
             task.abort();
         }
@@ -243,11 +226,7 @@ impl Application {
             tracing::warn!("requests still running after the shutdown grace period; exiting");
         }
         // Sign the events of the last moments before the HSM goes away.
-        if let Err(e) = self.state.audit.checkpoint(crate::ids::now_unix()).await {
-            tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
-        }
-        let pool = self.state.keys.pool().clone();
-        let _ = tokio::task::spawn_blocking(move || pool.shutdown()).await;
+        self.state.services.close(crate::ids::now_unix()).await;
         Ok(())
     }
 }
@@ -262,7 +241,7 @@ fn apply_reloaded(state: &AppState, running: &Config, path: &Path, new: Config) 
             "SIGHUP: these sections changed and take effect at the next restart"
         );
     }
-    let changes = state.relying_parties.replace(new.services);
+    let changes = state.services.replace_relying_parties(new.services);
     if changes.is_empty() {
         tracing::info!(file = %path.display(), "SIGHUP: configuration re-read; relying parties unchanged");
         return;
@@ -273,12 +252,6 @@ fn apply_reloaded(state: &AppState, running: &Config, path: &Path, new: Config) 
         removed = ?changes.removed,
         changed = ?changes.changed,
         "SIGHUP: relying parties replaced"
-    );
-    state.audit_event(
-        crate::store::audit::kinds::RELYING_PARTIES_CHANGED,
-        "symbolon",
-        "services",
-        serde_json::json!({"added": changes.added, "removed": changes.removed, "changed": changes.changed}),
     );
 }
 
@@ -309,8 +282,7 @@ fn spawn_watchdog(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            let ok = state.keys.ping().await.is_ok() && state.store.ping().await.is_ok();
-            if ok {
+            if state.services.alive().await {
                 notify(&[sd_notify::NotifyState::Watchdog]);
             } else {
                 tracing::error!("watchdog check failed: HSM or database not answering");
@@ -378,12 +350,12 @@ async fn reload(state: &AppState, running: &Config, path: Option<&Path>) {
             tracing::error!(file = %p.display(), "SIGHUP: configuration not applied; the running one stays");
         }
     }
-    if state.trust.config().is_configured() {
+    if state.services.trust_configured() {
         let now = crate::ids::now_unix();
-        match state.trust.refresh(now).await {
+        match state.services.refresh_trust(now).await {
             Ok(report) => log_refresh(&report),
             Err(e) => tracing::warn!(error = %e, "SIGHUP: trust refresh failed"),
         }
-        state.apply_revocations(now).await;
+        state.services.apply_revocations(now).await;
     }
 }

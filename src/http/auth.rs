@@ -41,7 +41,7 @@ pub async fn initiate(
     headers: HeaderMap,
     StrictJson(req): StrictJson<InitiateRequest>,
 ) -> Result<(StatusCode, Json<Initiated>), ApiError> {
-    let started = state.initiate(req, origin(&headers), ip, now_unix()).await?;
+    let started = state.services.initiate(req, origin(&headers), ip, now_unix()).await?;
     Ok((StatusCode::CREATED, Json(started)))
 }
 
@@ -62,18 +62,12 @@ pub async fn poll(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<BrowserView>, ApiError> {
-    if !crate::ids::is_id(&id) {
-        return Err(ApiError::new(ErrorCode::NotFound, "no such session"));
-    }
-    state.rate_limit(&format!("ip-poll:{ip}"), state.settings.limits.poll_per_ip_per_minute).await?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such session"))?;
-    let now = now_unix();
-    let session = state.browser_session(&id, token.trim(), now).await?;
-    Ok(Json(state.browser_view(&session, now).await?))
+    Ok(Json(state.services.poll_session(&id, token.trim(), ip, now_unix()).await?))
 }
 
 /// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
@@ -93,8 +87,7 @@ pub async fn device_pending(
     ClientIp(ip): ClientIp,
     JoseBody(body): JoseBody,
 ) -> Result<Json<PendingList>, ApiError> {
-    state.rate_limit(&format!("ip-pending:{ip}"), state.settings.limits.poll_per_ip_per_minute).await?;
-    Ok(Json(state.device_pending(&body, now_unix()).await?))
+    Ok(Json(state.services.device_pending(&body, ip, now_unix()).await?))
 }
 
 /// `POST /v1/auth/verify`: the device approves or rejects a session (docs/protocol.md §5.5).
@@ -112,7 +105,7 @@ pub async fn device_pending(
     )
 )]
 pub async fn verify(State(state): State<AppState>, JoseBody(body): JoseBody) -> Result<Json<Verified>, ApiError> {
-    let outcome = state.verify(&body, now_unix()).await.inspect_err(|e| {
+    let outcome = state.services.verify(&body, now_unix()).await.inspect_err(|e| {
         tracing::info!(code = %e.code, "verify refused");
     })?;
     Ok(Json(outcome))
@@ -126,7 +119,7 @@ pub async fn verify(State(state): State<AppState>, JoseBody(body): JoseBody) -> 
     )
 )]
 pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let mut response = Json(state.jwks().await?).into_response();
+    let mut response = Json(state.services.jwks().await?).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     Ok(response)
 }
@@ -141,7 +134,7 @@ pub async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let permit = state.admit_browser_channel(&id, origin(&headers), ip).await?;
+    let permit = state.services.admit_browser_channel(&id, origin(&headers), ip).await?;
     // The browser sends one small `hello`: a 4 KiB read buffer instead of tungstenite's
     // 128 KiB default keeps a pending session's socket at a few KiB (10,000 held sessions
     // took 1.3 GB with the default).
@@ -183,7 +176,7 @@ const CLOSE_TRY_AGAIN: u16 = 1013;
 /// The browser channel: hello, then `otp`, then exactly one terminal message, then
 /// close 1000 (§5.2).
 async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
-    let hello = tokio::time::timeout(state.settings.auth.hello_timeout, socket.recv()).await;
+    let hello = tokio::time::timeout(state.services.settings().auth.hello_timeout, socket.recv()).await;
     let token = match hello {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<Hello>(&text) {
             Ok(h) if h.kind == "hello" => h.browser_token,
@@ -191,7 +184,7 @@ async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
         },
         _ => return close(socket, CLOSE_UNAUTHORIZED, "hello expected").await,
     };
-    let attached = match state.attach_browser_channel(&id, &token, now_unix()).await {
+    let attached = match state.services.attach_browser_channel(&id, &token, now_unix()).await {
         Ok(a) => a,
         Err(e) if e.code == ErrorCode::NotFound => return close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await,
         Err(e) if e.code == ErrorCode::Overloaded => return close(socket, CLOSE_TRY_AGAIN, "overloaded").await,
@@ -205,8 +198,8 @@ async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
         loop {
             let left = Duration::from_secs(u64::try_from(expires_at - now_unix()).unwrap_or(0));
             tokio::select! {
-                event = events.recv() => {
-                    if event.is_err() {
+                changed = events.changed() => {
+                    if !changed {
                         // The store dropped the channel: fall back to the expiry timer.
                         tokio::time::sleep(left).await;
                     }
@@ -218,7 +211,7 @@ async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
                     Some(Ok(_)) => continue,
                 },
             }
-            let Ok(view) = state.browser_update(&id, now_unix()).await else {
+            let Ok(view) = state.services.browser_update(&id, now_unix()).await else {
                 return close(socket, 1011, "unavailable").await;
             };
             if let Some(msg) = terminal_message(&view) {

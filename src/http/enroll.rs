@@ -32,8 +32,8 @@ pub async fn challenge(
     ClientIp(ip): ClientIp,
     StrictJson(ChallengeRequest {}): StrictJson<ChallengeRequest, true>,
 ) -> Result<Json<Challenge>, ApiError> {
-    state.rate_limit(&format!("ip-enroll:{ip}"), state.settings.limits.enroll_per_ip_per_minute).await?;
-    Ok(Json(state.enroll_challenge(now_unix()).await?))
+    state.services.limit_enrollment(ip).await?;
+    Ok(Json(state.services.enroll_challenge(now_unix()).await?))
 }
 
 /// `POST /v1/enroll`: enrolls a device with a credential seal (docs/protocol.md §4).
@@ -54,8 +54,8 @@ pub async fn enroll(
     ClientIp(ip): ClientIp,
     JoseBody(body): JoseBody,
 ) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
-    state.rate_limit(&format!("ip-enroll:{ip}"), state.settings.limits.enroll_per_ip_per_minute).await?;
-    let enrolled = state.enroll(&body, now_unix()).await.inspect_err(|e| {
+    state.services.limit_enrollment(ip).await?;
+    let enrolled = state.services.enroll(&body, now_unix()).await.inspect_err(|e| {
         tracing::info!(code = %e.code, "enrollment refused");
         METRICS.enrollment(e.code.as_str());
     })?;

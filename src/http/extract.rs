@@ -58,9 +58,8 @@ impl<T: DeserializeOwned, const EMPTY_OK: bool> FromRequest<AppState> for Strict
         }
         let bytes = body_bytes(req, state).await?;
         let bytes: &[u8] = if EMPTY_OK && bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        let value = match crate::trust::json::parse_strict(bytes) {
-            Ok(v @ serde_json::Value::Object(_)) => v,
-            _ => return Err(ApiError::invalid_request("the body is not a JSON object")),
+        let Some(value) = crate::service::jws::strict_json_object(bytes) else {
+            return Err(ApiError::invalid_request("the body is not a JSON object"));
         };
         let parsed = serde_json::from_value(value)
             .map_err(|e| ApiError::invalid_request(format!("the body is not as specified: {e}")))?;

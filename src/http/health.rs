@@ -10,36 +10,24 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::{ApiError, ErrorCode};
-
-/// Bound on each readiness probe so `/readyz` never hangs.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::service::probe::Probe;
 
 /// `GET /livez`: 200 while the process serves.
 pub async fn livez() -> impl IntoResponse {
     (StatusCode::OK, Json(json!({"status": "ok"})))
 }
 
-async fn timed<F, E>(f: F) -> serde_json::Value
-where
-    F: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let start = Instant::now();
-    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
-        Ok(Ok(())) => json!({"ok": true, "latency_ms": start.elapsed().as_millis() as u64}),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "health check failed");
-            json!({"ok": false, "error": "check failed"})
-        }
-        Err(_) => json!({"ok": false, "error": "timed out"}),
+fn probe(p: Probe) -> serde_json::Value {
+    match p {
+        Probe::Ok { latency_ms } => json!({"ok": true, "latency_ms": latency_ms}),
+        Probe::Failed => json!({"ok": false, "error": "check failed"}),
+        Probe::TimedOut => json!({"ok": false, "error": "timed out"}),
     }
 }
 
 async fn checks(state: &AppState) -> (bool, serde_json::Value) {
-    let (database, session_store, hsm) =
-        tokio::join!(timed(state.store.ping()), timed(state.sessions.ping()), timed(state.keys.ping()),);
-    let ok = [&database, &session_store, &hsm].iter().all(|c| c["ok"] == true);
-    (ok, json!({"database": database, "session_store": session_store, "hsm": hsm}))
+    let r = state.services.readiness().await;
+    (r.ok(), json!({"database": probe(r.database), "session_store": probe(r.session_store), "hsm": probe(r.hsm)}))
 }
 
 /// `GET /readyz`: 200 only when the store, the session store and an HSM round trip answer.
@@ -62,8 +50,8 @@ pub struct HealthCache {
 
 async fn health_answer(state: &AppState) -> (StatusCode, serde_json::Value) {
     let (ok, mut checks) = checks(state).await;
-    let trust = state.trust.status(crate::ids::now_unix());
-    let stale: Vec<&str> = trust.entries.iter().filter(|e| !e.fresh).map(|e| e.name.as_str()).collect();
+    let trust = state.services.trust_health(crate::ids::now_unix());
+    let stale: Vec<&str> = trust.lists.iter().filter(|(_, fresh)| !fresh).map(|(name, _)| name.as_str()).collect();
     checks["trust"] =
         json!({"configured": trust.configured, "fresh": trust.fresh, "age_s": trust.age_s, "stale": stale});
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

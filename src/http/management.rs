@@ -19,9 +19,9 @@ use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
 use crate::service::management::{
-    CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, OperatorCall, UserView,
+    AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, OperatorCall,
+    UserView,
 };
-use crate::store::AuditRecord;
 
 /// The scopes of docs/protocol.md §11.
 pub mod scopes {
@@ -56,6 +56,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, scope: &str) -> Result
     let operator = state.operators.authenticate(headers).await?;
     if !operator.has(scope) {
         state
+            .services
             .audit_management(&operator.actor(), "management", json!({"action": "denied", "missing_scope": scope}))
             .await?;
         return Err(ApiError::new(ErrorCode::InsufficientScope, format!("this call needs the scope {scope}")));
@@ -77,6 +78,7 @@ async fn audited<T: IntoResponse>(
     };
     let auth = if operator.break_glass { "break_glass" } else { "oidc" };
     state
+        .services
         .audit_management(&operator.actor(), subject, json!({"action": action, "status": status, "auth": auth}))
         .await?;
     result.map(IntoResponse::into_response)
@@ -111,7 +113,7 @@ pub struct FlowsPage {
 /// A page of audit records.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
-    pub events: Vec<AuditRecord>,
+    pub events: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
 }
 
@@ -167,7 +169,7 @@ pub async fn list_users(
     let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
     let result = async {
         let q = query(q)?;
-        let page = state.management_users(q.cursor.as_deref(), limit(q.limit)?).await?;
+        let page = state.services.management_users(q.cursor.as_deref(), limit(q.limit)?).await?;
         Ok(Json(UsersPage { users: page.items, next_cursor: page.next_cursor }))
     }
     .await;
@@ -188,7 +190,7 @@ pub async fn get_user(
     Path(token_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
-    let result = state.management_user(&token_id).await.map(Json);
+    let result = state.services.management_user(&token_id).await.map(Json);
     audited(&state, &operator, "users.get", &token_id, result).await
 }
 
@@ -210,7 +212,7 @@ pub async fn delete_user(
     let operator = authorize(&state, &headers, scopes::USERS_DELETE).await?;
     let actor = operator.actor();
     // Audited by the service: with the deletion in one transaction, or the refusal.
-    state.management_delete_user(&token_id, &operator_call(&operator, &actor)).await?;
+    state.services.management_delete_user(&token_id, &operator_call(&operator, &actor)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -233,7 +235,7 @@ pub async fn get_credential(
     Path(device_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::CREDENTIALS_READ).await?;
-    let result = state.management_credential(&device_id).await.map(Json);
+    let result = state.services.management_credential(&device_id).await.map(Json);
     audited(&state, &operator, "credentials.get", &device_id, result).await
 }
 
@@ -247,8 +249,10 @@ async fn change(
     let operator = authorize(&state, &headers, scope).await?;
     let actor = operator.actor();
     // Audited by the service: with the change in one transaction, or the no-op or refusal.
-    let view =
-        state.management_change_credential(&device_id, action, &operator_call(&operator, &actor), now_unix()).await?;
+    let view = state
+        .services
+        .management_change_credential(&device_id, action, &operator_call(&operator, &actor), now_unix())
+        .await?;
     tracing::warn!(device_id = %device_id, action = action.as_str(), actor = %actor, "credential changed by an operator");
     Ok(Json(view).into_response())
 }
@@ -327,6 +331,7 @@ pub async fn list_flows(
             })?),
         };
         let page = state
+            .services
             .management_flows(status, q.since.unwrap_or(0), q.cursor.as_deref(), limit(q.limit)?, now_unix())
             .await?;
         Ok(Json(FlowsPage { flows: page.items, next_cursor: page.next_cursor }))
@@ -352,7 +357,8 @@ pub async fn list_audit(
     let operator = authorize(&state, &headers, scopes::AUDIT_READ).await?;
     let result = async {
         let q = query(q)?;
-        let page = state.management_audit(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?).await?;
+        let page =
+            state.services.management_audit(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?).await?;
         Ok(Json(AuditPage { events: page.items, next_cursor: page.next_cursor }))
     }
     .await;

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::metrics::{METRICS, ScrapeGauges};
+use crate::metrics::METRICS;
 
 /// Counts a request by listener, method, route template and status, with its latency.
 /// A request that matched no route is counted as `unmatched`: raw paths never become labels.
@@ -33,20 +33,7 @@ const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let pool = state.keys.pool();
-    let trust = state.trust.status(crate::ids::now_unix());
-    let gauges = ScrapeGauges {
-        websockets_open: state.browser_channels.open(),
-        session_event_channels: state.sessions.event_channels(),
-        hsm_queue_depth: pool.queue_depth(),
-        hsm_workers: pool.workers(),
-        hsm_sessions_reopened: pool.sessions_reopened(),
-        hsm_operations: pool.operations(),
-        trust_configured: trust.configured,
-        trust_fresh: trust.fresh,
-        trust_age_s: trust.age_s,
-        trust_lists: trust.entries.iter().map(|e| (e.name.clone(), e.fresh)).collect(),
-    };
+    let gauges = state.services.scrape_gauges(crate::ids::now_unix());
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
         METRICS.encode(&gauges),

@@ -1,5 +1,6 @@
 //! HTTP: routers for the public and admin listeners, extractors, middleware.
-//! Handlers parse and authorize here, decide in `service/`, persist in `store/`.
+//! Handlers parse and authorize here and call [`Services`] for everything else; they
+//! import nothing of `store/`, `trust/` or `keys/` (docs/architecture.md).
 
 mod auth;
 pub mod config;
@@ -28,20 +29,13 @@ use crate::service::Services;
 /// Everything a handler may use: the domain services and who may manage them.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    pub inner: Arc<Services>,
+    pub services: Arc<Services>,
     /// Authenticates management API callers.
     pub operators: Arc<operator::OperatorAuth>,
     /// The values the routers and extractors need.
     pub http: Arc<config::HttpSettings>,
     /// The public `/health` answer, reused for a second.
     pub health: Arc<health::HealthCache>,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-    fn deref(&self) -> &Services {
-        &self.inner
-    }
 }
 
 /// Requests beyond `server.max_in_flight` are shed at once with `503 overloaded`
@@ -99,7 +93,7 @@ pub fn public_router(state: AppState) -> Router {
         .route("/v1/auth/verify", post(auth::verify))
         .route("/jwks", get(auth::jwks))
         .route("/.well-known/jwks.json", get(auth::jwks));
-    let router = if state.settings.saml.enabled {
+    let router = if state.services.settings().saml.enabled {
         router
             .route("/saml/metadata", get(pages::metadata))
             .route("/saml/sso", get(pages::sso))
@@ -108,16 +102,16 @@ pub fn public_router(state: AppState) -> Router {
     } else {
         router
     };
-    let router = if state.settings.demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
+    let router = if state.services.settings().demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
     common_layers(router.fallback(health::not_found), &state, "public").layer(cors(&state))
 }
 
 /// CORS for the relying parties' browser origins (`allowed_origins` of every service,
 /// as configured now: a SIGHUP that changes them applies to the next request).
 fn cors(state: &AppState) -> tower_http::cors::CorsLayer {
-    let relying_parties = state.relying_parties.clone();
+    let services = state.services.clone();
     let allowed = tower_http::cors::AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-        origin.to_str().is_ok_and(|o| relying_parties.allows_origin(o))
+        origin.to_str().is_ok_and(|o| services.allows_origin(o))
     });
     tower_http::cors::CorsLayer::new()
         .allow_origin(allowed)

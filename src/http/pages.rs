@@ -43,7 +43,7 @@ fn saml_error(step: &'static str, e: &SamlFlowError) -> Response {
 
 /// `GET /saml/metadata`.
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    match state.saml_metadata(now_unix()).await {
+    match state.services.saml_metadata(now_unix()).await {
         Ok(xml) => {
             let mut r = xml.into_response();
             let h = r.headers_mut();
@@ -57,14 +57,14 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
 
 /// `GET /saml/sso`: a checked `AuthnRequest` gets the sign-in page.
 pub async fn sso(State(state): State<AppState>, ClientIp(ip): ClientIp, RawQuery(query): RawQuery) -> Response {
-    match state.saml_begin(query.as_deref().unwrap_or(""), ip, now_unix()).await {
+    match state.services.saml_begin(query.as_deref().unwrap_or(""), ip, now_unix()).await {
         Ok(start) => {
             let target = SignInTarget {
                 service_id: &start.service.id,
                 service_name: &start.service.name,
                 scopes: &start.scopes,
             };
-            let origin = state.settings.issuer_origin();
+            let origin = state.services.settings().issuer_origin();
             let mut response =
                 html(StatusCode::OK, web::signin_page(&web::nonce(), origin.as_deref(), &target, &start.context_id));
             let cookie = flow_cookie(&state, &start.context_id, &start.browser_secret, SIGN_IN_CONTEXT_TTL.as_secs());
@@ -81,7 +81,7 @@ pub async fn sso(State(state): State<AppState>, ClientIp(ip): ClientIp, RawQuery
 /// `SameSite=Strict` (the completion is a same-site form post from the sign-in page),
 /// and `Secure` with the `__Host-` name when the issuer is `https://`.
 fn flow_cookie(state: &AppState, context_id: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
-    let secure = state.settings.issuer.starts_with("https://");
+    let secure = state.services.settings().issuer.starts_with("https://");
     let name = saml_flow_cookie_name(context_id, secure)?;
     let flags = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}")).ok()
@@ -106,14 +106,14 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// `GET /saml/slo`: a checked `LogoutRequest` is answered by a redirect carrying the
 /// signed `LogoutResponse`.
 pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    match state.saml_logout(query.as_deref().unwrap_or(""), now_unix()).await {
+    match state.services.saml_logout(query.as_deref().unwrap_or(""), now_unix()).await {
         Ok(url) => match HeaderValue::from_str(&url) {
             Ok(location) => {
                 let mut r = StatusCode::SEE_OTHER.into_response();
                 r.headers_mut().insert(header::LOCATION, location);
                 r
             }
-            Err(_) => saml_error("slo", &SamlFlowError::Saml(crate::saml::SamlError::Config("bad SLO URL".into()))),
+            Err(_) => saml_error("slo", &SamlFlowError::bad_slo_url()),
         },
         Err(e) => saml_error("slo", &e),
     }
@@ -144,12 +144,12 @@ fn complete_form(headers: &HeaderMap, body: &[u8]) -> Option<(String, String, St
 /// that auto-POSTs the signed `Response` to the SP's registered ACS.
 pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some((ctx, sid, bt)) = complete_form(&headers, &body) else {
-        let e = SamlFlowError::Request(crate::saml::RequestError::Invalid("malformed completion form".into()));
+        let e = SamlFlowError::malformed_completion_form();
         return saml_error("complete", &e);
     };
-    let secure = state.settings.issuer.starts_with("https://");
+    let secure = state.services.settings().issuer.starts_with("https://");
     let secret = saml_flow_cookie_name(&ctx, secure).and_then(|name| cookie_value(&headers, &name));
-    match state.saml_complete(&ctx, &sid, &bt, secret.as_deref(), now_unix()).await {
+    match state.services.saml_complete(&ctx, &sid, &bt, secret.as_deref(), now_unix()).await {
         Ok(post) => {
             let mut response = html(
                 StatusCode::OK,
@@ -168,10 +168,10 @@ pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: B
 
 /// `GET /demo`: the demo relying party (only routed when `[demo] enabled`).
 pub async fn demo(State(state): State<AppState>) -> Response {
-    let Some(service) = state.service(&state.settings.demo.service_id) else {
+    let Some(service) = state.services.demo_service() else {
         return html(StatusCode::NOT_FOUND, web::error_page(&web::nonce(), "Not found", "The demo is not configured."));
     };
     let target = SignInTarget { service_id: &service.id, service_name: &service.name, scopes: &service.allowed_scopes };
-    let origin = state.settings.issuer_origin();
+    let origin = state.services.settings().issuer_origin();
     html(StatusCode::OK, web::demo_page(&web::nonce(), origin.as_deref(), &target))
 }

@@ -183,7 +183,7 @@ impl Services {
     /// `Origin`, when present, must be one of the service's origins (§12 rule 3). For
     /// a service whose sign-in runs on the IdP's own pages (a SAML SP, the demo), the
     /// issuer's origin is allowed too: those pages are served from it.
-    pub fn check_origin(&self, service: &ServiceConfig, origin: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_origin(&self, service: &ServiceConfig, origin: Option<&str>) -> Result<(), ApiError> {
         let Some(o) = origin else { return Ok(()) };
         if service.allowed_origins.iter().any(|a| a == o) {
             return Ok(());
@@ -206,7 +206,7 @@ impl Services {
     /// A code computed less than a second ago in this process is reused, so however
     /// fast a session is polled its OTP costs at most one HMAC per second (the code is
     /// never stored: see [`super::otp::OtpCache`]).
-    pub async fn session_otp(&self, s: &AuthSession) -> Result<String, ApiError> {
+    pub(super) async fn session_otp(&self, s: &AuthSession) -> Result<String, ApiError> {
         self.otp_cache
             .get_or_compute(&s.id, || async {
                 let mac = self.keys.hmac(&s.otp_key, otp_message(&s.id, &s.token_id, s.created_at)).await?;
@@ -339,7 +339,12 @@ impl Services {
     /// The session if `browser_token` is its token and it is still readable
     /// (until `browser_grace` after expiry); `404 not_found` otherwise, whether the
     /// session is unknown or the token wrong.
-    pub async fn browser_session(&self, id: &str, browser_token: &str, now: i64) -> Result<AuthSession, ApiError> {
+    pub(super) async fn browser_session(
+        &self,
+        id: &str,
+        browser_token: &str,
+        now: i64,
+    ) -> Result<AuthSession, ApiError> {
         let not_found = || ApiError::new(ErrorCode::NotFound, "no such session");
         if !crate::ids::is_id(id) {
             return Err(not_found());
@@ -356,14 +361,33 @@ impl Services {
     /// The identity token of an approved session, opened from its envelope (the
     /// session id is the associated data, so an envelope moved to another session
     /// does not open).
-    pub async fn approved_id_token(&self, session: &AuthSession) -> Result<String, ApiError> {
+    pub(super) async fn approved_id_token(&self, session: &AuthSession) -> Result<String, ApiError> {
         let sealed = session.id_token_sealed.as_deref().ok_or_else(ApiError::internal)?;
         let plain = self.keys.open_sealed(&session.id, sealed).await?;
         String::from_utf8(plain).map_err(|_| ApiError::internal())
     }
 
+    /// The browser's poll (docs/protocol.md §5.2): limited per client IP
+    /// (`limits.poll_per_ip_per_minute`, `429 rate_limited`), then what it sees of the
+    /// session when `browser_token` is the session's; `404 not_found` otherwise (a path
+    /// id that cannot be a session id before it is counted).
+    pub async fn poll_session(
+        &self,
+        id: &str,
+        browser_token: &str,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<BrowserView, ApiError> {
+        if !crate::ids::is_id(id) {
+            return Err(ApiError::new(ErrorCode::NotFound, "no such session"));
+        }
+        self.rate_limit(&format!("ip-poll:{ip}"), self.settings.limits.poll_per_ip_per_minute).await?;
+        let session = self.browser_session(id, browser_token, now).await?;
+        self.browser_view(&session, now).await
+    }
+
     /// What the browser sees of a session.
-    pub async fn browser_view(&self, session: &AuthSession, now: i64) -> Result<BrowserView, ApiError> {
+    pub(super) async fn browser_view(&self, session: &AuthSession, now: i64) -> Result<BrowserView, ApiError> {
         Ok(match session.status {
             SessionStatus::Pending if now < session.expires_at => {
                 BrowserView::Pending { otp: self.session_otp(session).await?, expires_at: session.expires_at }
@@ -377,7 +401,7 @@ impl Services {
 
     /// Authenticates a device JWS: `kid` names an enrolled device, the signature is
     /// its, the device is active (§5.5), then the payload and `iat`.
-    pub async fn authenticate_device<T: serde::de::DeserializeOwned + HasIat>(
+    pub(super) async fn authenticate_device<T: serde::de::DeserializeOwned + HasIat>(
         &self,
         body: &[u8],
         now: i64,
@@ -400,7 +424,10 @@ impl Services {
     }
 
     /// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
-    pub async fn device_pending(&self, body: &[u8], now: i64) -> Result<PendingList, ApiError> {
+    /// Limited per client IP first (`limits.poll_per_ip_per_minute`, counted apart from
+    /// the browser's polls), before the signature is checked.
+    pub async fn device_pending(&self, body: &[u8], ip: IpAddr, now: i64) -> Result<PendingList, ApiError> {
+        self.rate_limit(&format!("ip-pending:{ip}"), self.settings.limits.poll_per_ip_per_minute).await?;
         let (enrollment, _payload): (Enrollment, PendingPayload) = self.authenticate_device(body, now).await?;
         let mut sessions = Vec::new();
         for s in self.sessions.pending_sessions(&enrollment.token_id, now).await? {

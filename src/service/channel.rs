@@ -53,7 +53,19 @@ impl Drop for ChannelPermit {
 pub struct AttachedChannel {
     pub view: BrowserView,
     pub expires_at: i64,
-    pub events: SessionEvents,
+    pub events: SessionChanges,
+}
+
+/// A session's change notifications, for as long as the channel is open.
+#[derive(Debug)]
+pub struct SessionChanges(SessionEvents);
+
+impl SessionChanges {
+    /// Waits until the session may have changed; `false` once the notifications ended
+    /// (the store dropped the channel).
+    pub async fn changed(&mut self) -> bool {
+        self.0.recv().await.is_ok()
+    }
 }
 
 fn no_such_session() -> ApiError {
@@ -103,7 +115,7 @@ impl Services {
         // Read again after subscribing, so an end in between is not missed.
         let session = self.sessions.get_session(id).await?.ok_or_else(no_such_session)?;
         let view = self.browser_view(&session, now).await?;
-        Ok(AttachedChannel { view, expires_at: session.expires_at, events })
+        Ok(AttachedChannel { view, expires_at: session.expires_at, events: SessionChanges(events) })
     }
 
     /// What the browser sees of a session now (re-read after an event).

@@ -57,6 +57,12 @@ const MAX_DEVICE_NAME: usize = 128;
 const MAX_PUSH_TOKEN: usize = 4096;
 
 impl Services {
+    /// Counts an enrollment call from `ip` against `limits.enroll_per_ip_per_minute`
+    /// (challenge and enroll share it); `429 rate_limited` past it.
+    pub async fn limit_enrollment(&self, ip: std::net::IpAddr) -> Result<(), ApiError> {
+        self.rate_limit(&format!("ip-enroll:{ip}"), self.settings.limits.enroll_per_ip_per_minute).await
+    }
+
     /// Issues a single-use enrollment nonce.
     pub async fn enroll_challenge(&self, now: i64) -> Result<Challenge, ApiError> {
         let nonce = crate::ids::new_id();

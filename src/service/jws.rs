@@ -17,6 +17,12 @@ use crate::error::{ApiError, ErrorCode};
 use crate::keys::EcPublicJwk;
 use crate::trust::json::parse_strict;
 
+/// A JSON body parsed as strictly as a device payload (no duplicate member names,
+/// nothing after the value); `None` unless it is one JSON object.
+pub fn strict_json_object(bytes: &[u8]) -> Option<Value> {
+    parse_strict(bytes).ok().filter(Value::is_object)
+}
+
 /// `typ` of the enrollment JWS.
 pub const TYP_ENROLL: &str = "symbolon-enroll+jws";
 /// `typ` of every later device JWS.

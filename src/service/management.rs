@@ -57,6 +57,31 @@ impl From<&Enrollment> for CredentialView {
     }
 }
 
+/// An appended audit event with its place in the chain, as the management API lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditRecord)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub subject: String,
+    /// Facts of the event (identifiers and reasons; never secrets or claim values).
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    /// Hex SHA-256 of the previous record (or [`GENESIS_HASH`]).
+    pub prev_hash: String,
+    /// Hex SHA-256 over the raw `prev_hash` bytes and [`canonical_bytes`].
+    pub hash: String,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(r: AuditRecord) -> Self {
+        let AuditRecord { seq, at, kind, actor, subject, detail, prev_hash, hash } = r;
+        Self { seq, at, kind, actor, subject, detail, prev_hash, hash }
+    }
+}
+
 /// A user: a token id and every device enrolled for it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
@@ -354,7 +379,7 @@ impl Services {
         since: i64,
         cursor: Option<&str>,
         limit: u32,
-    ) -> Result<Page<AuditRecord>, ApiError> {
+    ) -> Result<Page<AuditEntry>, ApiError> {
         let after = match cursor {
             Some(c) => decode_cursor(c)?
                 .parse::<i64>()
@@ -368,7 +393,7 @@ impl Services {
         } else {
             None
         };
-        Ok(Page { items, next_cursor })
+        Ok(Page { items: items.into_iter().map(AuditEntry::from).collect(), next_cursor })
     }
 
     /// Records a management call in the audit trail and waits for it: an operator

@@ -1,5 +1,12 @@
 //! The domain: enrollment, authentication sessions, OTPs, identity tokens, claims.
 //! Nothing here knows HTTP; handlers in `http/` call these and map [`ApiError`]s.
+//!
+//! [`Services`] is the only way in for `http/` (docs/architecture.md): its fields are
+//! private and its API is grouped by what the callers do, one `impl` block per file:
+//! enrolling (`enroll.rs`), signing in (`auth.rs`, the browser channel in
+//! `channel.rs`, pairwise subjects in `subject.rs`), SAML (`saml.rs`), the management
+//! API (`management.rs`), probes and metrics (`probe.rs`), and running the process
+//! (`operations.rs`, for `startup`).
 
 pub mod audit;
 pub mod auth;
@@ -10,7 +17,9 @@ pub mod enroll;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
+pub mod operations;
 pub mod otp;
+pub mod probe;
 pub mod relying_parties;
 pub mod saml;
 pub mod subject;
@@ -26,7 +35,27 @@ use crate::trust::TrustStore;
 /// Everything the domain needs, shared by all requests.
 pub struct Services {
     /// The values read at start; the current relying parties are in
-    /// [`Services::relying_parties`] (SIGHUP swaps them).
+    /// `relying_parties` (SIGHUP swaps them).
+    settings: config::Settings,
+    relying_parties: relying_parties::RelyingParties,
+    keys: KeyRing,
+    store: Arc<dyn DurableStore>,
+    sessions: Arc<dyn SessionStore>,
+    trust: TrustStore,
+    push: crate::push::PushQueue,
+    /// The audit trail: record events through it (never secrets, OTPs or claim values).
+    audit: audit::Audit,
+    /// Browser WebSockets open on this node (bounded by `limits.websocket_max_open`).
+    browser_channels: Arc<channel::OpenChannels>,
+    /// Sessions' OTPs for one second, in this process only (at most one HMAC per
+    /// session per second whatever the polling rate).
+    otp_cache: otp::OtpCache,
+    /// The envelope opened for sessions without a push token while push is on.
+    push_decoy: auth::PushDecoy,
+}
+
+/// What [`Services::new`] is built from (`startup` opens each part).
+pub struct Parts {
     pub settings: config::Settings,
     pub relying_parties: relying_parties::RelyingParties,
     pub keys: KeyRing,
@@ -34,15 +63,8 @@ pub struct Services {
     pub sessions: Arc<dyn SessionStore>,
     pub trust: TrustStore,
     pub push: crate::push::PushQueue,
-    /// The audit trail: record events through it (never secrets, OTPs or claim values).
     pub audit: audit::Audit,
-    /// Browser WebSockets open on this node (bounded by `limits.websocket_max_open`).
     pub browser_channels: Arc<channel::OpenChannels>,
-    /// Sessions' OTPs for one second, in this process only (at most one HMAC per
-    /// session per second whatever the polling rate).
-    pub otp_cache: otp::OtpCache,
-    /// The envelope opened for sessions without a push token while push is on.
-    pub push_decoy: auth::PushDecoy,
 }
 
 impl std::fmt::Debug for Services {
@@ -52,14 +74,46 @@ impl std::fmt::Debug for Services {
 }
 
 impl Services {
+    pub fn new(parts: Parts) -> Self {
+        let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
+        Self {
+            settings,
+            relying_parties,
+            keys,
+            store,
+            sessions,
+            trust,
+            push,
+            audit,
+            browser_channels,
+            otp_cache: Default::default(),
+            push_decoy: Default::default(),
+        }
+    }
+
+    /// The values read at start (which pages and limits apply).
+    pub fn settings(&self) -> &config::Settings {
+        &self.settings
+    }
+
     /// The relying party with this id, as configured now.
-    pub fn service(&self, id: &str) -> Option<std::sync::Arc<config::ServiceConfig>> {
+    fn service(&self, id: &str) -> Option<std::sync::Arc<config::ServiceConfig>> {
         self.relying_parties.get(id)
+    }
+
+    /// The demo relying party (`[demo] service_id`), as configured now.
+    pub fn demo_service(&self) -> Option<std::sync::Arc<config::ServiceConfig>> {
+        self.relying_parties.get(&self.settings.demo.service_id)
+    }
+
+    /// Whether `origin` is a browser origin of a relying party, as configured now (CORS).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.relying_parties.allows_origin(origin)
     }
 
     /// Counts one request for `key` against `limit` per minute (sliding window);
     /// `429 rate_limited` with `Retry-After` past it.
-    pub async fn rate_limit(&self, key: &str, limit: u32) -> Result<(), ApiError> {
+    async fn rate_limit(&self, key: &str, limit: u32) -> Result<(), ApiError> {
         match self.sessions.hit(key, limit, std::time::Duration::from_secs(60)).await? {
             Ok(()) => Ok(()),
             Err(wait) => Err(ApiError::new(crate::error::ErrorCode::RateLimited, "too many requests")
@@ -68,7 +122,7 @@ impl Services {
     }
 
     /// Records an audit event (without waiting; a failure is logged).
-    pub fn audit_event(&self, kind: &str, actor: &str, subject: &str, detail: serde_json::Value) {
+    fn audit_event(&self, kind: &str, actor: &str, subject: &str, detail: serde_json::Value) {
         self.audit.record_detached(crate::store::AuditEvent::new(crate::ids::now_unix(), kind, actor, subject, detail));
     }
 

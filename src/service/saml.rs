@@ -115,6 +115,16 @@ impl From<crate::store::SessionStoreError> for SamlFlowError {
 }
 
 impl SamlFlowError {
+    /// The signed `LogoutResponse` redirect is not a valid `Location`.
+    pub fn bad_slo_url() -> Self {
+        SamlFlowError::Saml(SamlError::Config("bad SLO URL".into()))
+    }
+
+    /// `POST /saml/complete` without exactly `context`, `session_id`, `browser_token`.
+    pub fn malformed_completion_form() -> Self {
+        SamlFlowError::Request(RequestError::Invalid("malformed completion form".into()))
+    }
+
     /// HTTP status of the error page.
     pub fn status(&self) -> u16 {
         match self {
@@ -198,7 +208,7 @@ fn context_key(id: &str) -> String {
 
 impl Services {
     /// Parameters of a self-signed SAML certificate made for a new key.
-    pub fn saml_certificate_params(&self) -> CertificateParams {
+    pub(super) fn saml_certificate_params(&self) -> CertificateParams {
         CertificateParams {
             subject_cn: self.settings.saml.subject_cn(&self.settings.issuer),
             validity: self.settings.saml.certificate_validity,

@@ -30,14 +30,14 @@ impl Services {
     /// The pairwise subject of `token_id` in `sector`: b64u of HMAC-SHA256 under the
     /// pairwise key, computed in the HSM. Stable for as long as that key exists (it is
     /// never rotated), whatever happens to the keys of other purposes.
-    pub async fn pairwise_subject(&self, sector: &str, token_id: &str) -> Result<String, ApiError> {
+    pub(super) async fn pairwise_subject(&self, sector: &str, token_id: &str) -> Result<String, ApiError> {
         let key = self.keys.active(KeyPurpose::Pairwise)?;
         let mac = self.keys.hmac(&key.label, pairwise_message(sector, token_id)).await?;
         Ok(URL_SAFE_NO_PAD.encode(mac))
     }
 
     /// The subject `service` receives for `token_id`, by its subject type.
-    pub async fn subject_for(&self, service: &ServiceConfig, token_id: &str) -> Result<String, ApiError> {
+    pub(super) async fn subject_for(&self, service: &ServiceConfig, token_id: &str) -> Result<String, ApiError> {
         match service.subject_type() {
             SubjectType::Public => Ok(token_id.to_string()),
             SubjectType::Pairwise => {

@@ -4,6 +4,7 @@
 //! `cargo nextest run -p softhsm-tests -E 'test(/^signin::/)'`. nextest runs every
 //! test in its own process (SoftHSM2 reads its configuration once per process).
 
+mod architecture;
 mod cluster;
 mod device;
 mod enroll;
