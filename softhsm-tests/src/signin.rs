@@ -28,7 +28,9 @@ allowed_origins = []
 "#;
 
 /// Limits relaxed so that tests exercise one limit at a time.
-pub const RELAXED_LIMITS: &str = "[limits]\nenroll_per_ip_per_minute = 100000\ninitiate_per_ip_per_minute = 100000\nwebsocket_per_ip_per_minute = 100000\n";
+pub const RELAXED_LIMITS: &str = "[limits]\nenroll_per_ip_per_minute = 100000\ninitiate_per_ip_per_minute = 100000\n\
+                                   websocket_per_ip_per_minute = 100000\npoll_per_ip_per_minute = 100000\n\
+                                   saml_sso_per_ip_per_minute = 100000\n";
 
 /// A running server with an enrolled device.
 pub struct SignIn {

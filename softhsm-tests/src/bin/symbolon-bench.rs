@@ -1001,6 +1001,7 @@ async fn start_server(args: &Args, scopes: &[String]) -> anyhow::Result<(Arc<Ben
         ("SYMBOLON_LIMITS__INITIATE_PER_IP_PER_MINUTE", "1000000000"),
         ("SYMBOLON_LIMITS__INITIATE_PER_TOKEN_PER_MINUTE", "1000000000"),
         ("SYMBOLON_LIMITS__WEBSOCKET_PER_IP_PER_MINUTE", "1000000000"),
+        ("SYMBOLON_LIMITS__POLL_PER_IP_PER_MINUTE", "1000000000"),
         ("SYMBOLON_HSM__DEADLINE", args.hsm_deadline.as_str()),
         ("SYMBOLON_SERVER__MAX_IN_FLIGHT", max_in_flight.as_str()),
         ("SYMBOLON_TELEMETRY__LEVEL", args.log_level.as_str()),
