@@ -84,7 +84,7 @@ impl SignIn {
         let account = fake.new_service_account("symbolon-test")?;
         let json_path = token.dir.path().join("service-account.json");
         account.write_to(&json_path)?;
-        let ctx = cryptoki::context::Pkcs11::new(&token.module)?;
+        let ctx = symbolon::keys::Module::load(&token.module)?;
         let pin = symbolon::keys::HsmPin::resolve(Some(&token.pin_file))?;
         let pool = symbolon::keys::SessionPool::start(
             ctx,

@@ -274,7 +274,7 @@ impl Services {
             return Err(ApiError::new(ErrorCode::TooManyPending, "too many pending sessions for this token id")
                 .with_retry_after(ttl as u64));
         }
-        METRICS.session(SessionOutcome::Created);
+        METRICS.session_created(&session.id, session.expires_at);
         // While push is on, every session opens one envelope with the data key: the
         // device's push token, or a decoy for an unknown, inactive or push-less token id
         // (same HSM operations, one timing class, §5.1).
@@ -456,6 +456,7 @@ impl Services {
         if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.failures == max) {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
             METRICS.session(SessionOutcome::Locked);
+            METRICS.pending_sessions.ended(&session.id);
             self.audit_event(
                 kinds::AUTH_SESSION_LOCKED,
                 session.device_id.as_deref().unwrap_or("-"),
@@ -521,6 +522,7 @@ impl Services {
                 let approved = ended.status == SessionStatus::Approved;
                 let status = if approved { "approved" } else { "rejected" };
                 METRICS.session(if approved { SessionOutcome::Approved } else { SessionOutcome::Rejected });
+                METRICS.pending_sessions.ended(&ended.id);
                 tracing::info!(session_id = %ended.id, outcome = status, "auth session ended");
                 self.audit_event(
                     if approved { kinds::AUTH_APPROVED } else { kinds::AUTH_REJECTED },
