@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::lifecycle::{Lifecycle, fmt_time};
+use super::lifecycle::{Lifecycle, fmt_time, short_time};
 use super::{KeyLifetimes, KeysConfig};
 use super::{KeyPurpose, KeyRing, KeyState};
 use crate::keys::{HsmConfig, open_pool};
@@ -19,9 +19,14 @@ use crate::store::{DatabaseConfig, open_durable};
 pub enum KeysCommand {
     /// List the key catalog and the rotation schedule.
     ///
-    /// One line per key: purpose, label, state, kid, mechanism, the dates of its
-    /// states, stored ciphertexts per data key and when a retiring key may retire.
-    List,
+    /// One line per key (at most 100 columns): purpose, label, state, since when (UTC),
+    /// stored ciphertexts per data key and when a retiring key may retire. --json
+    /// prints the full records (kid, mechanism, every date as Unix seconds).
+    List {
+        /// Print the full records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a key in the HSM (active when the purpose has none, else next).
     Generate {
         /// The key purpose.
@@ -117,7 +122,8 @@ pub async fn run(setup: KeysSetup<'_>, cmd: KeysCommand) -> anyhow::Result<()> {
 async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Result<()> {
     let ring = life.ring();
     match cmd {
-        KeysCommand::List => list(life, now).await?,
+        KeysCommand::List { json: false } => list(life, now).await?,
+        KeysCommand::List { json: true } => list_json(life).await?,
         KeysCommand::Generate { purpose } => {
             if !purpose.rotates()
                 && let Ok(active) = ring.active(purpose)
@@ -208,45 +214,37 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
     Ok(())
 }
 
-/// `keys list`: one line per key, then the schedule.
+/// `keys list`: one line per key (at most 100 columns), then the schedule.
 async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     let ring = life.ring();
     let token = ring.pool().token();
     println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
-    let row = |cols: [&str; 10]| {
-        println!(
-            "{:<8} {:<40} {:<9} {:<43} {:<15} {:<20} {:<20} {:<20} {:<20} {}",
-            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]
-        )
+    let entries = ring.entries();
+    let width = entries.iter().map(|e| e.label.len()).max().unwrap_or(5).max(5);
+    let row = |cols: [&str; 5]| {
+        println!("{:<8} {:<width$} {:<8} {:<16} {}", cols[0], cols[1], cols[2], cols[3], cols[4]);
     };
-    row(["PURPOSE", "LABEL", "STATE", "KID", "MECHANISM", "CREATED", "ACTIVATED", "RETIRING", "RETIRED", "NOTE"]);
-    let opt = |t: Option<i64>| t.map_or_else(|| "-".to_string(), fmt_time);
-    for e in ring.entries() {
-        let mut note = Vec::new();
-        if e.purpose == KeyPurpose::Data && e.state != KeyState::Retired {
-            note.push(format!("sealed={}", ring.store().count_sealed(&e.label).await?));
+    row(["PURPOSE", "LABEL", "STATE", "SINCE (UTC)", "NOTE"]);
+    for e in entries {
+        let mut note = String::new();
+        let sealed = if e.purpose == KeyPurpose::Data && e.state != KeyState::Retired {
+            Some(ring.store().count_sealed(&e.label).await?)
+        } else {
+            None
+        };
+        if let Some(n) = sealed {
+            note = format!("sealed={n}");
         }
-        if e.state == KeyState::Retiring
-            && let Some(after) = life.retire_after(&e)
-        {
-            note.push(if now >= after {
-                "may retire now".to_string()
-            } else {
-                format!("retire from {}", fmt_time(after))
-            });
+        if e.state == KeyState::Retiring {
+            note = match (sealed, life.retire_after(&e)) {
+                (Some(n), _) if n > 0 => format!("sealed={n}: run keys rewrap"),
+                (_, Some(after)) if now >= after => "may retire now".into(),
+                (_, Some(after)) => format!("retire from {}", short_time(after)),
+                (_, None) => note,
+            };
         }
-        row([
-            e.purpose.as_str(),
-            &e.label,
-            e.state.as_str(),
-            if e.kid.is_empty() { "-" } else { &e.kid },
-            e.purpose.mechanism(),
-            &fmt_time(e.created_at),
-            &opt(e.activated_at),
-            &opt(e.retiring_at),
-            &opt(e.retired_at),
-            &note.join(" "),
-        ]);
+        let since = e.retired_at.or(e.retiring_at).or(e.activated_at).unwrap_or(e.created_at);
+        row([e.purpose.as_str(), &e.label, e.state.as_str(), &short_time(since), &note]);
     }
     println!(
         "\nschedule (nodes re-read the catalog every {}):",
@@ -255,5 +253,29 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     for line in life.schedule_lines() {
         println!("  {line}");
     }
+    println!("(`symbolon keys list --json` shows kids, mechanisms and every date)");
+    Ok(())
+}
+
+/// `keys list --json`: the token, every catalog record in full, and the schedule.
+async fn list_json(life: &Lifecycle) -> anyhow::Result<()> {
+    let ring = life.ring();
+    let token = ring.pool().token();
+    let mut keys = Vec::new();
+    for e in ring.entries() {
+        let sealed =
+            if e.purpose == KeyPurpose::Data { Some(ring.store().count_sealed(&e.label).await?) } else { None };
+        let mut record = serde_json::to_value(&e)?;
+        record["mechanism"] = e.purpose.mechanism().into();
+        record["sealed"] = sealed.into();
+        record["retire_after"] = (if e.state == KeyState::Retiring { life.retire_after(&e) } else { None }).into();
+        keys.push(record);
+    }
+    let out = serde_json::json!({
+        "token": {"label": token.label, "serial": token.serial, "manufacturer": token.manufacturer, "model": token.model},
+        "keys": keys,
+        "schedule": life.schedule_lines().iter().map(|l| l.trim()).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -39,8 +39,10 @@ impl fmt::Debug for HsmPin {
 /// Why no PIN could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
-    #[error("cannot read the HSM PIN from {origin}: {source}")]
-    Unreadable { origin: PinOrigin, source: std::io::Error },
+    // `error`, not `source`: the reason is part of this message, so an error chain
+    // (`{:#}`) does not print it a second time.
+    #[error("cannot read the HSM PIN from {origin}: {error}")]
+    Unreadable { origin: PinOrigin, error: std::io::Error },
     #[error("the HSM PIN from {0} is empty")]
     Empty(PinOrigin),
     #[error(
@@ -75,7 +77,7 @@ impl HsmPin {
         };
         match std::fs::read_to_string(&path) {
             Ok(v) => Self::from_string(v, origin),
-            Err(source) => Err(PinError::Unreadable { origin, source }),
+            Err(error) => Err(PinError::Unreadable { origin, error }),
         }
     }
 
