@@ -244,6 +244,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config.server.state_dir,
                 &config.database,
                 &config.hsm,
+                &config.keys.imported,
                 cmd,
             ))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

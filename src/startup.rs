@@ -64,9 +64,15 @@ impl Application {
             workers = pool.workers(),
             "HSM session pool ready"
         );
-        let keys = KeyRing::open_as(pool, store.clone(), crate::ids::now_unix(), &crate::keyring::node_name())
-            .await
-            .context("key ring")?;
+        let keys = KeyRing::open_with(
+            pool,
+            store.clone(),
+            crate::ids::now_unix(),
+            &crate::keyring::node_name(),
+            &config.keys.imported,
+        )
+        .await
+        .context("key ring")?;
         let public = TcpListener::bind(config.server.public_listen)
             .await
             .with_context(|| format!("cannot bind public listener {}", config.server.public_listen))?;

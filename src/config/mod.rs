@@ -136,7 +136,19 @@ impl Config {
             Self::require_file(file)?;
             figment = figment.merge(Toml::file_exact(file));
         }
-        Ok(figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.'))))
+        Ok(Self::with_environment(figment))
+    }
+
+    /// The environment layer over `figment`: `SYMBOLON_<SECTION>__<KEY>` variables.
+    fn with_environment(figment: Figment) -> Figment {
+        figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.')))
+    }
+
+    /// Fuzzing entry (`fuzz/fuzz_targets/config.rs`): `toml` as the configuration file,
+    /// composed with the environment and checked exactly as [`Config::load`] does.
+    #[doc(hidden)]
+    pub fn fuzz_compose(toml: &str) -> Result<Config, Vec<ConfigProblem>> {
+        Self::from_figment(Self::with_environment(Figment::from(Toml::string(toml))))
     }
 
     /// Extracts section by section and, within a section, drops each bad field and tries

@@ -110,7 +110,7 @@ pub async fn run(setup: KeysSetup<'_>, cmd: KeysCommand) -> anyhow::Result<()> {
     hsm.workers = 1;
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
     let now = crate::ids::now_unix();
-    let result = match KeyRing::open_as(pool.clone(), store, now, "operator").await {
+    let result = match KeyRing::open_with(pool.clone(), store, now, "operator", &setup.keys.imported).await {
         Ok(ring) => subcommand(&Lifecycle::new(ring, setup.keys, setup.lifetimes), cmd, now).await,
         Err(e) => Err(e.into()),
     };
@@ -220,11 +220,16 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     let token = ring.pool().token();
     println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
     let entries = ring.entries();
-    let width = entries.iter().map(|e| e.label.len()).max().unwrap_or(5).max(5);
-    let row = |cols: [&str; 5]| {
-        println!("{:<8} {:<width$} {:<8} {:<16} {}", cols[0], cols[1], cols[2], cols[3], cols[4]);
+    // ORIGIN: `generated` when the token reports the key always sensitive and never
+    // extractable, `imported` for the accepted exceptions (keys.imported, the FCM key).
+    let token_keys = ring.token_keys();
+    let origin_of = |label: &str| token_keys.iter().find(|k| k.label == label).map_or("missing", super::origin);
+    let width = entries.iter().map(|e| e.label.len()).chain(token_keys.iter().map(|k| k.label.len())).max();
+    let width = width.unwrap_or(5).clamp(5, 36);
+    let row = |cols: [&str; 6]| {
+        println!("{:<8} {:<width$} {:<8} {:<10} {:<9} {}", cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]);
     };
-    row(["PURPOSE", "LABEL", "STATE", "SINCE (UTC)", "NOTE"]);
+    row(["PURPOSE", "LABEL", "STATE", "SINCE", "ORIGIN", "NOTE"]);
     for e in entries {
         let mut note = String::new();
         let sealed = if e.purpose == KeyPurpose::Data && e.state != KeyState::Retired {
@@ -237,14 +242,22 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
         }
         if e.state == KeyState::Retiring {
             note = match (sealed, life.retire_after(&e)) {
-                (Some(n), _) if n > 0 => format!("sealed={n}: run keys rewrap"),
+                (Some(n), _) if n > 0 => format!("sealed={n}: keys rewrap"),
                 (_, Some(after)) if now >= after => "may retire now".into(),
-                (_, Some(after)) => format!("retire from {}", short_time(after)),
+                (_, Some(after)) => format!("retire \u{2265}{}", short_time(after)),
                 (_, None) => note,
             };
         }
         let since = e.retired_at.or(e.retiring_at).or(e.activated_at).unwrap_or(e.created_at);
-        row([e.purpose.as_str(), &e.label, e.state.as_str(), &short_time(since), &note]);
+        let day = short_time(since);
+        let day = day.split(' ').next().unwrap_or_default();
+        row([e.purpose.as_str(), &e.label, e.state.as_str(), day, origin_of(&e.label), &note]);
+    }
+    // Keys of imported purposes are outside the catalog: listed with their origin.
+    for k in &token_keys {
+        if let Some((purpose, _)) = super::labels::imported_purpose(&k.label) {
+            row([purpose, &k.label, "-", "-", super::origin(k), "not in the catalog"]);
+        }
     }
     println!(
         "\nschedule (nodes re-read the catalog every {}):",
@@ -253,7 +266,7 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     for line in life.schedule_lines() {
         println!("  {line}");
     }
-    println!("(`symbolon keys list --json` shows kids, mechanisms and every date)");
+    println!("(dates UTC; `symbolon keys list --json` shows kids, mechanisms and every date)");
     Ok(())
 }
 
@@ -262,10 +275,13 @@ async fn list_json(life: &Lifecycle) -> anyhow::Result<()> {
     let ring = life.ring();
     let token = ring.pool().token();
     let mut keys = Vec::new();
+    let token_keys = ring.token_keys();
+    let origin_of = |label: &str| token_keys.iter().find(|k| k.label == label).map_or("missing", super::origin);
     for e in ring.entries() {
         let sealed =
             if e.purpose == KeyPurpose::Data { Some(ring.store().count_sealed(&e.label).await?) } else { None };
         let mut record = serde_json::to_value(&e)?;
+        record["origin"] = origin_of(&e.label).into();
         record["mechanism"] = e.purpose.mechanism().into();
         record["sealed"] = sealed.into();
         record["retire_after"] = (if e.state == KeyState::Retiring { life.retire_after(&e) } else { None }).into();
@@ -274,6 +290,13 @@ async fn list_json(life: &Lifecycle) -> anyhow::Result<()> {
     let out = serde_json::json!({
         "token": {"label": token.label, "serial": token.serial, "manufacturer": token.manufacturer, "model": token.model},
         "keys": keys,
+        // Keys of imported purposes (the FCM key): in the token, outside the catalog.
+        "outside_catalog": token_keys
+            .iter()
+            .filter_map(|k| super::labels::imported_purpose(&k.label).map(|(purpose, mechanism)| serde_json::json!({
+                "purpose": purpose, "label": k.label, "mechanism": mechanism, "origin": super::origin(k),
+            })))
+            .collect::<Vec<_>>(),
         "schedule": life.schedule_lines().iter().map(|l| l.trim()).collect::<Vec<_>>(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

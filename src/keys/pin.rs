@@ -75,9 +75,11 @@ impl HsmPin {
             PinOrigin::File(p) | PinOrigin::Credential(p) => p.clone(),
             PinOrigin::Environment => return Err(PinError::Missing),
         };
-        match std::fs::read_to_string(&path) {
+        // A regular file of bounded size: never a device or a FIFO (src/files.rs).
+        match crate::files::read_bounded_string(&path, crate::files::MAX_SECRET_BYTES) {
             Ok(v) => Self::from_string(v, origin),
-            Err(error) => Err(PinError::Unreadable { origin, error }),
+            Err(crate::files::FileError::Io { source, .. }) => Err(PinError::Unreadable { origin, error: source }),
+            Err(other) => Err(PinError::Unreadable { origin, error: std::io::Error::other(other.to_string()) }),
         }
     }
 

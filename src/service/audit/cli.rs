@@ -29,11 +29,12 @@ pub struct ExportArgs {
 
 /// Runs an audit command; `Ok(false)` when `verify` found a broken link.
 /// The store is `database` (its default file in `state_dir`); `verify` opens the
-/// token of `hsm`.
+/// token of `hsm`, accepting the imported keys `imported` (`keys.imported`).
 pub async fn run(
     state_dir: &Path,
     database: &DatabaseConfig,
     hsm: &HsmConfig,
+    imported: &[String],
     cmd: AuditCommand,
 ) -> anyhow::Result<bool> {
     std::fs::create_dir_all(state_dir)
@@ -57,7 +58,9 @@ pub async fn run(
             hsm.workers = 1;
             let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
             let result = async {
-                let ring = KeyRing::open(pool.clone(), store.clone(), crate::ids::now_unix()).await?;
+                let ring =
+                    KeyRing::open_with(pool.clone(), store.clone(), crate::ids::now_unix(), "symbolon", imported)
+                        .await?;
                 anyhow::Ok(super::verify(store.as_ref(), &ring).await?)
             }
             .await;
