@@ -298,6 +298,7 @@ impl Config {
         crate::keyring::KeyLifetimes {
             id_token: self.auth.token_ttl,
             otp: self.auth.otp_ttl,
+            session_kept: self.auth.otp_ttl + self.auth.browser_grace,
             saml_assertion: self.saml.assertion_lifetime,
             saml_clock_skew: self.saml.clock_skew,
         }
@@ -672,6 +673,7 @@ given_name = "urn:oid:2.5.4.42"
             saml,
             subject_type: None,
             sector_identifier: None,
+            oidc: None,
         };
         c.services = vec![
             service("a", Some(sp("https://sp.example", "not a url"))),
@@ -701,6 +703,7 @@ given_name = "urn:oid:2.5.4.42"
             saml: None,
             subject_type: Some(SubjectType::Pairwise),
             sector_identifier: sector.map(str::to_string),
+            oidc: None,
         };
         let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
         c.services = vec![service(&["https://Bank.example:8443"], None)];

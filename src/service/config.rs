@@ -32,9 +32,14 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub subject_type: Option<SubjectType>,
     /// The sector of pairwise subjects: services of one sector see the same `sub` for a
-    /// person. Default: the one host of the service's SAML ACS URL or allowed origins.
+    /// person. Default: the one host of the service's SAML ACS URL, OIDC redirect URIs
+    /// or allowed origins.
     #[serde(default)]
     pub sector_identifier: Option<String>,
+    /// The service is also an OpenID Connect client (`[services.oidc]`,
+    /// docs/protocol.md §14.2); its `id` is the `client_id`.
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::OidcClientConfig>,
 }
 
 /// What a relying party receives as the person's subject (OIDC Core §8).
@@ -58,9 +63,11 @@ impl SubjectType {
 }
 
 impl ServiceConfig {
-    /// The subject type in effect (the configured one, else the default).
+    /// The subject type in effect (the configured one, else the default: `pairwise`
+    /// for an OpenID Connect client, `public` otherwise).
     pub fn subject_type(&self) -> SubjectType {
-        self.subject_type.unwrap_or(SubjectType::Public)
+        let default = if self.oidc.is_some() { SubjectType::Pairwise } else { SubjectType::Public };
+        self.subject_type.unwrap_or(default)
     }
 
     /// The sector of this service's pairwise subjects: `sector_identifier`, else the
@@ -70,8 +77,12 @@ impl ServiceConfig {
         if let Some(s) = &self.sector_identifier {
             return Ok(s.clone());
         }
-        let urls =
-            self.saml.iter().map(|sp| sp.acs_url.as_str()).chain(self.allowed_origins.iter().map(String::as_str));
+        let urls = self
+            .saml
+            .iter()
+            .map(|sp| sp.acs_url.as_str())
+            .chain(self.oidc.iter().flat_map(|c| c.redirect_uris.iter().map(String::as_str)))
+            .chain(self.allowed_origins.iter().map(String::as_str));
         let mut hosts: Vec<String> = Vec::new();
         for url in urls {
             let Some(host) = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)) else {
@@ -183,6 +194,16 @@ pub struct LimitsConfig {
     /// Browser WebSockets open at once on this node (and session event channels held);
     /// more upgrades get `503 overloaded`.
     pub websocket_max_open: usize,
+    /// Polls per client IP per minute, counted separately for the browser's session
+    /// status (`GET /v1/auth/sessions/{id}`) and the device's `POST /v1/device/pending`;
+    /// more get `429 rate_limited`.
+    pub poll_per_ip_per_minute: u32,
+    /// `GET /saml/sso` requests per client IP per minute; more get `429`.
+    pub saml_sso_per_ip_per_minute: u32,
+    /// SAML sign-in contexts created within their lifetime (15 minutes) across the
+    /// cluster, which bounds the contexts pending at once; more `/saml/sso` requests
+    /// get `503 overloaded` with `Retry-After`.
+    pub saml_max_pending_contexts: u32,
 }
 
 impl Default for LimitsConfig {
@@ -200,6 +221,11 @@ impl Default for LimitsConfig {
             // many browsers can share an IP behind NAT.
             websocket_per_ip_per_minute: 120,
             websocket_max_open: crate::store::DEFAULT_MAX_CHANNELS,
+            // A browser polls about once a second while it waits, a device every few
+            // seconds; browsers behind one NAT and phones behind carrier NAT share an IP.
+            poll_per_ip_per_minute: 600,
+            saml_sso_per_ip_per_minute: 60,
+            saml_max_pending_contexts: 20_000,
         }
     }
 }
@@ -212,7 +238,12 @@ impl LimitsConfig {
         if self.body_max_bytes < 1024 {
             p.push(ConfigProblem::new("limits.body_max_bytes", "must be at least 1024"));
         }
-        let per_minute = [("websocket_per_ip_per_minute", self.websocket_per_ip_per_minute)];
+        let per_minute = [
+            ("websocket_per_ip_per_minute", self.websocket_per_ip_per_minute),
+            ("poll_per_ip_per_minute", self.poll_per_ip_per_minute),
+            ("saml_sso_per_ip_per_minute", self.saml_sso_per_ip_per_minute),
+            ("saml_max_pending_contexts", self.saml_max_pending_contexts),
+        ];
         for (name, value) in per_minute {
             if value == 0 {
                 p.push(ConfigProblem::new(format!("limits.{name}"), "must be at least 1"));
@@ -332,6 +363,9 @@ pub fn services_problems(services: &[ServiceConfig]) -> Vec<ConfigProblem> {
                 format!("{sector:?} is not a host name like rp.example (lower case, no scheme or path)"),
             ));
         }
+        if let Some(oidc) = &s.oidc {
+            p.extend(oidc.problems(&at("oidc")));
+        }
         if s.subject_type() == SubjectType::Pairwise
             && let Err(e) = s.sector()
         {
@@ -397,7 +431,8 @@ impl Settings {
     }
 
     /// Whether the IdP's own pages start sessions for this service: a SAML SP (when
-    /// SAML is enabled) or the demo service (when the demo is enabled). For such a
+    /// SAML is enabled), an OpenID Connect client, or the demo service (when the demo
+    /// is enabled). For such a
     /// service the issuer origin is accepted as an `Origin` besides `allowed_origins`.
     pub fn served_by_idp_pages(&self, service: &ServiceConfig) -> bool {
         served_by_idp_pages(&self.saml, &self.demo, service)
@@ -411,5 +446,7 @@ pub fn issuer_origin(issuer: &str) -> Option<String> {
 
 /// See [`Settings::served_by_idp_pages`].
 pub fn served_by_idp_pages(saml: &SamlConfig, demo: &DemoConfig, service: &ServiceConfig) -> bool {
-    (saml.enabled && service.saml.is_some()) || (demo.enabled && service.id == demo.service_id)
+    (saml.enabled && service.saml.is_some())
+        || (demo.enabled && service.id == demo.service_id)
+        || service.oidc.is_some()
 }

@@ -5,9 +5,9 @@
 //! private and its API is grouped by what the callers do, one `impl` block per file:
 //! enrolling (`enroll.rs`), signing in (`auth.rs`, the browser channel in
 //! `channel.rs`, pairwise subjects in `subject.rs`), SAML (`saml.rs`), the management
-//! API (`management.rs`), probes and metrics (`probe.rs`; what keeps the node from being
-//! ready in `readiness.rs`, expired sessions counted in `expiry.rs`), and running the process
-//! (`operations.rs`, for `startup`).
+//! API (`management.rs`), OpenID Connect (`oidc.rs`), probes and metrics (`probe.rs`;
+//! what keeps the node from being ready in `readiness.rs`, expired sessions counted in
+//! `expiry.rs`), and running the process (`operations.rs`, for `startup`).
 
 pub mod audit;
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod expiry;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
+pub mod oidc;
 pub mod operations;
 pub mod otp;
 pub mod probe;
@@ -50,6 +51,11 @@ pub struct Services {
     audit: audit::Audit,
     /// Browser WebSockets open on this node (bounded by `limits.websocket_max_open`).
     browser_channels: Arc<channel::OpenChannels>,
+    /// Sessions' OTPs for one second, in this process only (at most one HMAC per
+    /// session per second whatever the polling rate).
+    otp_cache: otp::OtpCache,
+    /// The envelope opened for sessions without a push token while push is on.
+    push_decoy: auth::PushDecoy,
 }
 
 /// What [`Services::new`] is built from (`startup` opens each part).
@@ -74,7 +80,19 @@ impl std::fmt::Debug for Services {
 impl Services {
     pub fn new(parts: Parts) -> Self {
         let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
-        Self { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels }
+        Self {
+            settings,
+            relying_parties,
+            keys,
+            store,
+            sessions,
+            trust,
+            push,
+            audit,
+            browser_channels,
+            otp_cache: Default::default(),
+            push_decoy: Default::default(),
+        }
     }
 
     /// The values read at start (which pages and limits apply).

@@ -68,8 +68,11 @@ pub struct AuthSession {
     pub status: SessionStatus,
     /// Failed verifies so far (5 lock the session).
     pub failures: u32,
-    /// The identity token, once approved.
-    pub id_token: Option<String>,
+    /// The identity token once approved, sealed under the data key with the session id
+    /// as associated data (an envelope, docs/architecture.md): the session store never
+    /// holds a signed token in clear.
+    #[serde(default)]
+    pub id_token_sealed: Option<String>,
     pub ended_at: Option<i64>,
 }
 
@@ -83,7 +86,10 @@ impl AuthSession {
 /// How a session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEnd {
-    Approved { id_token: String },
+    /// The identity token sealed as in [`AuthSession::id_token_sealed`].
+    Approved {
+        id_token_sealed: String,
+    },
     Rejected,
     Locked,
 }
@@ -141,6 +147,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Removes and returns the value of `key` while it lives: a value is taken at most
     /// once (single-use context, e.g. a pending SAML sign-in).
     async fn take_value(&self, key: &str) -> Result<Option<String>, SessionStoreError>;
+    /// The value of `key` while it lives, left in place (e.g. an access token read at
+    /// each userinfo request until it expires or is taken).
+    async fn get_value(&self, key: &str) -> Result<Option<String>, SessionStoreError>;
     /// Sessions still kept, ordered by [`session_position`], starting after the position
     /// `after` (or at `since`, unix seconds, when it is later): one page of at most `limit`.
     async fn list_sessions(
