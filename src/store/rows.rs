@@ -6,7 +6,8 @@ use std::str::FromStr;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{
-    AuditArchive, AuditCheckpoint, AuditRecord, CatalogEntry, Enrollment, EnrollmentStatus, KeyPurpose, KeyState, StoreError,
+    AuditArchive, AuditCheckpoint, AuditRecord, CatalogEntry, Enrollment, EnrollmentStatus, KeyPurpose, KeyState,
+    StoreError,
 };
 
 /// A row of either database whose TEXT and BIGINT columns decode as `String` and `i64`.

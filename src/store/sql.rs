@@ -12,12 +12,13 @@ use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
 use super::rows::{
-    StoreRow, archive_from_row, audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row,
+    StoreRow, archive_from_row, audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation,
+    key_from_row,
 };
 use super::{
-    AuditArchive, AuditCheckpoint, AuditEvent, AuditRecord, AuditStore, CatalogEntry, DurableStore, Enrollment, EnrollmentStatus,
-    EnrollmentStore, KeyCatalogStore, KeyState, KeyTransition, ManagementQueries, SEALED_COLUMNS, SealedColumn,
-    SealedValue, StoreError, audit,
+    AuditArchive, AuditCheckpoint, AuditEvent, AuditRecord, AuditStore, CatalogEntry, DurableStore, Enrollment,
+    EnrollmentStatus, EnrollmentStore, KeyCatalogStore, KeyState, KeyTransition, ManagementQueries, SEALED_COLUMNS,
+    SealedColumn, SealedValue, StoreError, audit,
 };
 
 /// What differs between the databases the durable store runs on.

@@ -9,7 +9,7 @@ use softhsm_tests::backends::PgDatabase;
 use softhsm_tests::device::Decision;
 use softhsm_tests::signin::SignIn;
 use softhsm_tests::{ServerOptions, TestToken, free_ports, symbolon_cli, write_config};
-use symbolon::store::{AuditEvent, DatabaseConfig, DurableStore, open_durable};
+use symbolon::store::{AuditEvent, DatabaseConfig, open_durable};
 
 /// The database under test, for SQL behind the server's back.
 enum Db {
@@ -78,7 +78,8 @@ async fn setup(postgres: bool) -> Setup {
     let db_toml = pg.as_ref().map(PgDatabase::toml).unwrap_or_default();
     let [public, admin] = free_ports().unwrap();
     let config =
-        write_config(dir.path(), &token, public, admin, &format!("{db_toml}\n[audit]\nretention_months = 3\n")).unwrap();
+        write_config(dir.path(), &token, public, admin, &format!("{db_toml}\n[audit]\nretention_months = 3\n"))
+            .unwrap();
     let state = dir.path().join("state");
     let database = DatabaseConfig { url: pg.as_ref().map(PgDatabase::url).unwrap_or_default(), ..Default::default() };
     let store = open_durable(&database, &state).await.unwrap();
@@ -166,6 +167,7 @@ async fn archive_tamper_and_retention(postgres: bool) {
     std::fs::copy(archive.join("audit-2026-02.ndjson.gz"), tampered.join("audit-2026-01.ndjson.gz")).unwrap();
     s.refused(&["audit", "verify", "--archive", t], "BROKEN at seq 1: audit-2026-01.ndjson.gz");
     // Retention refuses to drop a month whose file does not verify, and deletes nothing.
+    let total = s.db.int("SELECT count(*) FROM audit").await;
     let out = s.refused(&["audit", "maintain", "--archive", t], "REFUSED: 2026-01 is due but not dropped");
     assert!(out.contains("audit-2026-01.ndjson.gz"), "{out}");
     assert_eq!(s.db.int("SELECT count(*) FROM audit").await, total);
@@ -224,9 +226,11 @@ async fn archive_tamper_and_retention(postgres: bool) {
         Db::Sqlite(_) => "DROP TRIGGER audit_archives_no_update",
         Db::Pg(_) => "ALTER TABLE audit_archives DISABLE TRIGGER audit_archives_append_only",
     };
-    s.db.sql(&format!("{unlock}; UPDATE audit_archives SET count = count, created_at = created_at + 1 WHERE month = '2026-02'"))
-        .await
-        .unwrap();
+    s.db.sql(&format!(
+        "{unlock}; UPDATE audit_archives SET count = count, created_at = created_at + 1 WHERE month = '2026-02'"
+    ))
+    .await
+    .unwrap();
     s.refused(&["audit", "verify"], "BROKEN at seq 11: recorded manifest of 2026-02: signature does not verify");
 }
 

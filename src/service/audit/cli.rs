@@ -99,7 +99,9 @@ pub async fn run(
                         "OK: {events} events, {checkpoints} signed checkpoints, head {head}, {unsigned} events after the last checkpoint"
                     );
                     if args.archive.is_some() {
-                        println!("OK: {archives} archives, {archived_events} archived events, continuous into the live table");
+                        println!(
+                            "OK: {archives} archives, {archived_events} archived events, continuous into the live table"
+                        );
                     }
                     true
                 }

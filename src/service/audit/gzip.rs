@@ -169,7 +169,8 @@ impl<R: Read> Read for GzReader<R> {
             }
             self.fill()?;
             let flush = if self.eof { MZFlush::Finish } else { MZFlush::None };
-            let r = miniz_oxide::inflate::stream::inflate(&mut self.state, &self.input[self.start..self.end], buf, flush);
+            let r =
+                miniz_oxide::inflate::stream::inflate(&mut self.state, &self.input[self.start..self.end], buf, flush);
             self.start += r.bytes_consumed;
             let written = &buf[..r.bytes_written];
             self.crc = crc32(self.crc, written);

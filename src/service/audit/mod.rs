@@ -183,9 +183,7 @@ pub async fn verify(
     let audit_keys = audit_key_labels(store).await?;
     let recorded = store.archives().await?;
     for a in &recorded {
-        if let Some(reason) =
-            check_signature(keys, &audit_keys, &a.key_label, &a.message(), &a.signature).await?
-        {
+        if let Some(reason) = check_signature(keys, &audit_keys, &a.key_label, &a.message(), &a.signature).await? {
             return Ok(broken(a.first_seq, format!("recorded manifest of {}: {reason}", a.month)));
         }
     }
@@ -201,7 +199,10 @@ pub async fn verify(
     let (mut expected, mut prev) = (1i64, GENESIS_HASH.to_string());
     if let Some(r) = first.as_ref().filter(|r| r.seq > 1) {
         let Some(a) = recorded.iter().find(|a| a.last_seq == r.seq) else {
-            return Ok(broken(1, format!("records 1..={} are missing and no recorded archive ends at {}", r.seq - 1, r.seq)));
+            return Ok(broken(
+                1,
+                format!("records 1..={} are missing and no recorded archive ends at {}", r.seq - 1, r.seq),
+            ));
         };
         if a.last_hash != r.hash {
             return Ok(broken(r.seq, format!("the anchor's hash is not the one the manifest of {} signed", a.month)));
@@ -265,7 +266,10 @@ pub async fn verify(
     if let Some(a) = recorded.last()
         && a.last_seq > last_seq
     {
-        return Ok(broken(last_seq + 1, format!("records up to {} of the archive of {} are missing", a.last_seq, a.month)));
+        return Ok(broken(
+            last_seq + 1,
+            format!("records up to {} of the archive of {} are missing", a.last_seq, a.month),
+        ));
     }
     let signed = checkpoints.last().map_or(0, |c| c.seq);
     let live = last_seq - live_from + 1;
@@ -294,15 +298,13 @@ async fn check_checkpoint(
         return Ok(Some(format!("checkpoint {} signed a different hash than the record's", cp.seq)));
     }
     let message = checkpoint_message(cp.seq, &cp.hash, cp.at, &cp.key_label);
-    Ok(check_signature(keys, audit_keys, &cp.key_label, &message, &cp.signature)
-        .await?
-        .map(|reason| {
-            if reason == BAD_SIGNATURE {
-                format!("checkpoint {} {reason}", cp.seq)
-            } else {
-                format!("checkpoint {}: {reason}", cp.seq)
-            }
-        }))
+    Ok(check_signature(keys, audit_keys, &cp.key_label, &message, &cp.signature).await?.map(|reason| {
+        if reason == BAD_SIGNATURE {
+            format!("checkpoint {} {reason}", cp.seq)
+        } else {
+            format!("checkpoint {}: {reason}", cp.seq)
+        }
+    }))
 }
 
 const BAD_SIGNATURE: &str = "signature does not verify";
