@@ -13,7 +13,7 @@ use crate::store::open_durable;
 /// Files, environment and signals, for `--help` and the man page.
 const OPERATOR_NOTES: &str = "\
 Files:
-  /etc/symbolon/symbolon.toml   configuration (check it with `symbolon config check FILE`)
+  /etc/symbolon/symbolon.toml   configuration (check it with `symbolon config check`)
   /etc/symbolon/hsm-pin         HSM user PIN, passed to the service as the credential hsm-pin
   /var/lib/symbolon             state: SQLite database, trust-list cache, SoftHSM2 tokens
 
@@ -103,10 +103,21 @@ pub enum VdsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a configuration file; print each problem with its field path.
+    /// Check the configuration as `serve` would read it, without side effects.
+    ///
+    /// Reads FILE (default: --config) with the SYMBOLON_<SECTION>__<KEY> overrides of
+    /// the environment, prints every problem as `<field path>: <problem>` with where its
+    /// value came from, and checks what `serve` would refuse at start: the PKCS#11
+    /// module loads, the token of the URI exists, the PIN source is readable, named
+    /// files are readable, state_dir is writable, a file:// governance list exists.
+    /// Exit 0 when there is no problem, else 1.
     Check {
-        /// The file to check.
-        file: PathBuf,
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+        /// Check the values only, not this machine's module, token, PIN, files and
+        /// directories (a configuration written for another host, e.g. when packaging).
+        #[arg(long)]
+        values_only: bool,
     },
 }
 
@@ -120,13 +131,17 @@ fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// Reads the configuration and sets `[hsm] module_env` while the process still has one
+/// thread (every command loads the configuration before it starts the runtime).
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
-    Config::load(Some(path)).map_err(|problems| {
+    let config = Config::load(Some(path)).map_err(|problems| {
         for p in &problems {
             eprintln!("config error: {p}");
         }
         anyhow::anyhow!("invalid configuration in {}", path.display())
-    })
+    })?;
+    config.hsm.apply_module_env();
+    Ok(config)
 }
 
 /// Runs the parsed command.
@@ -152,18 +167,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // also when an operator runs `keys init` by hand rather than under the unit's UMask=.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     match cli.command {
-        Command::Config(ConfigCommand::Check { file }) => match Config::check_file(&file) {
-            Ok(_) => {
+        Command::Config(ConfigCommand::Check { file, values_only }) => {
+            let file = file.unwrap_or(cli.config);
+            let (config, mut problems) = Config::load_lenient(Some(&file));
+            if !values_only && !problems.iter().any(|p| p.path == "(file)") {
+                // Still one thread: the module must see its environment when it loads.
+                config.hsm.apply_module_env();
+                let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+                problems.extend(config.start_problems().into_iter().filter(|p| !reported.contains(&p.path)));
+            }
+            if problems.is_empty() {
                 println!("{}: OK", file.display());
-                Ok(ExitCode::SUCCESS)
+                return Ok(ExitCode::SUCCESS);
             }
-            Err(problems) => {
-                for p in &problems {
-                    println!("{}: {p}", file.display());
-                }
-                Ok(ExitCode::FAILURE)
+            println!("{}: {} problem(s)", file.display(), problems.len());
+            for p in &problems {
+                println!("{p}");
             }
-        },
+            Ok(ExitCode::FAILURE)
+        }
         Command::Serve { allow_root } => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init(&config.telemetry)?;
@@ -248,6 +270,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config.database,
                 &config.hsm,
                 &config.audit,
+                &config.keys.imported,
                 cmd,
             ))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cli_docs;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod ids;
 pub mod keyring;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 pub use crate::keys::HsmOp;
@@ -100,16 +100,56 @@ impl HsmMetrics {
     }
 }
 
-/// Ends of authentication sessions, and their creation.
+/// How an authentication session ended: each session ends once, counted by the node
+/// that saw it end (verify) or, for `Expired`, by the node that created it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionOutcome {
-    Created,
     Approved,
     Rejected,
+    Expired,
     Locked,
 }
 
-const SESSION_OUTCOMES: [&str; 4] = ["created", "approved", "rejected", "locked"];
+const SESSION_OUTCOMES: [&str; 4] = ["approved", "rejected", "expired", "locked"];
+
+/// Sessions this node created that have not ended here yet, with their expiry: the
+/// pending gauge, and the sessions to look at when they expire.
+#[derive(Debug, Default)]
+pub struct PendingSessions {
+    by_id: Mutex<HashMap<String, i64>>,
+}
+
+impl PendingSessions {
+    /// A session created on this node.
+    pub fn created(&self, id: &str, expires_at: i64) {
+        if let Ok(mut m) = self.by_id.lock() {
+            m.insert(id.to_string(), expires_at);
+        }
+    }
+
+    /// A session ended on this node (approved, rejected or locked).
+    pub fn ended(&self, id: &str) {
+        if let Ok(mut m) = self.by_id.lock() {
+            m.remove(id);
+        }
+    }
+
+    /// Sessions not yet expired at `now`.
+    pub fn pending(&self, now: i64) -> usize {
+        self.by_id.lock().map(|m| m.values().filter(|e| **e > now).count()).unwrap_or(0)
+    }
+
+    /// Removes and returns the sessions expired at `now`; the caller checks in the
+    /// session store whether each ended elsewhere (another node) or expired.
+    pub fn take_expired(&self, now: i64) -> Vec<String> {
+        let Ok(mut m) = self.by_id.lock() else { return Vec::new() };
+        let expired: Vec<String> = m.iter().filter(|(_, e)| **e <= now).map(|(id, _)| id.clone()).collect();
+        for id in &expired {
+            m.remove(id);
+        }
+        expired
+    }
+}
 
 /// Per (listener, method, route template, status): count and latency.
 type HttpKey = (&'static str, String, String, u16);
@@ -121,7 +161,11 @@ pub struct Metrics {
     /// for the first request of a (route, status) pair, of which there are few.
     http: RwLock<HashMap<HttpKey, Arc<Histogram>>>,
     pub hsm: HsmMetrics,
+    /// Authentication sessions created on this node.
+    pub sessions_created: AtomicU64,
     sessions: [AtomicU64; SESSION_OUTCOMES.len()],
+    /// Sessions created here and not ended here yet.
+    pub pending_sessions: PendingSessions,
     /// Token ids locked out after too many failures.
     pub lockouts: AtomicU64,
     /// Push deliveries tried, and those that failed (each failed attempt counts).
@@ -151,7 +195,13 @@ impl Metrics {
         series.observe(elapsed);
     }
 
-    /// Counts a session created or ended.
+    /// Counts a session created on this node.
+    pub fn session_created(&self, id: &str, expires_at: i64) {
+        self.sessions_created.fetch_add(1, Ordering::Relaxed);
+        self.pending_sessions.created(id, expires_at);
+    }
+
+    /// Counts a session ended (once per session).
     pub fn session(&self, outcome: SessionOutcome) {
         self.sessions[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -266,16 +316,28 @@ impl Metrics {
                 writeln!(out, "symbolon_hsm_operations_total{{operation=\"{name}\",mechanism=\"{mechanism}\"}} {n}");
         }
 
+        counter(
+            &mut out,
+            "symbolon_auth_sessions_created_total",
+            "Authentication sessions created on this node.",
+            &self.sessions_created,
+        );
         header(
             &mut out,
-            "symbolon_auth_sessions_total",
+            "symbolon_auth_sessions_ended_total",
             "counter",
-            "Authentication sessions created, and ended by outcome.",
+            "Authentication sessions ended, by outcome (approved, rejected, expired, locked); each session once.",
         );
         for (i, outcome) in SESSION_OUTCOMES.iter().enumerate() {
             let n = self.sessions[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "symbolon_auth_sessions_total{{outcome=\"{outcome}\"}} {n}");
+            let _ = writeln!(out, "symbolon_auth_sessions_ended_total{{outcome=\"{outcome}\"}} {n}");
         }
+        gauge(
+            &mut out,
+            "symbolon_auth_sessions_pending",
+            "Sessions created on this node, not expired and not ended on this node.",
+            gauges.pending_sessions as f64,
+        );
         counter(&mut out, "symbolon_lockouts_total", "Token ids locked out after repeated failures.", &self.lockouts);
         counter(&mut out, "symbolon_push_attempts_total", "Push deliveries attempted.", &self.push_attempts);
         counter(&mut out, "symbolon_push_failures_total", "Push delivery attempts that failed.", &self.push_failures);
@@ -321,10 +383,25 @@ impl Metrics {
                 age as f64,
             );
         }
-        header(&mut out, "symbolon_trust_list_fresh", "gauge", "Freshness of each trust document (1 fresh, 0 stale).");
-        for (name, fresh) in &gauges.trust_lists {
-            let _ = writeln!(out, "symbolon_trust_list_fresh{{list=\"{}\"}} {}", escape(name), u8::from(*fresh));
+        header(
+            &mut out,
+            "symbolon_trust_list_fresh",
+            "gauge",
+            "Freshness of each trust document by list id (1 fresh, 0 stale).",
+        );
+        for (id, fresh) in &gauges.trust_lists {
+            let _ = writeln!(out, "symbolon_trust_list_fresh{{list=\"{}\"}} {}", escape(id), u8::from(*fresh));
         }
+        header(
+            &mut out,
+            "symbolon_trust_next_update_timestamp_seconds",
+            "gauge",
+            "Earliest next_update (Unix time) of the trust documents of each kind (governance, scheme, tsl, vrl, crl).",
+        );
+        for (kind, at) in &gauges.trust_next_update {
+            let _ = writeln!(out, "symbolon_trust_next_update_timestamp_seconds{{kind=\"{kind}\"}} {at}");
+        }
+        process_metrics(&mut out);
         out
     }
 }
@@ -342,8 +419,52 @@ pub struct ScrapeGauges {
     pub trust_configured: bool,
     pub trust_fresh: bool,
     pub trust_age_s: Option<i64>,
-    /// (list name, fresh) of each trust document.
+    /// (list id, fresh) of each trust document.
     pub trust_lists: Vec<(String, bool)>,
+    /// (kind, earliest next_update) of the trust documents.
+    pub trust_next_update: Vec<(&'static str, i64)>,
+    /// Sessions created on this node and pending.
+    pub pending_sessions: usize,
+}
+
+/// The standard `process_*` metrics of this process, read from `/proc/self` (Linux);
+/// a value that cannot be read is left out.
+fn process_metrics(out: &mut String) {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|t| *t > 0);
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().filter(|p| *p > 0);
+    // Fields after the command name (which may hold spaces and parentheses).
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    let fields: Vec<&str> = stat
+        .as_deref()
+        .and_then(|s| s.rsplit_once(')'))
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // stat(5): utime is field 14, stime 15, starttime 22, vsize 23, rss 24; `fields[0]` is field 3.
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(tick), Some(u), Some(s)) = (tick, field(14), field(15)) {
+        let cpu = (u + s) as f64 / tick as f64;
+        header(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+    }
+    if let (Some(page), Some(rss)) = (page, field(24)) {
+        gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", (rss * page as u64) as f64);
+    }
+    if let Some(vsize) = field(23) {
+        gauge(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.", vsize as f64);
+    }
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok())));
+    if let (Some(tick), Some(boot), Some(start)) = (tick, boot, field(22)) {
+        let at = boot as f64 + start as f64 / tick as f64;
+        gauge(out, "process_start_time_seconds", "Start time of the process since the Unix epoch in seconds.", at);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(out, "process_open_fds", "Number of open file descriptors.", fds.count() as f64);
+    }
+    if let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        gauge(out, "process_max_fds", "Maximum number of open file descriptors.", soft as f64);
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -64,9 +64,15 @@ impl Application {
             workers = pool.workers(),
             "HSM session pool ready"
         );
-        let keys = KeyRing::open_as(pool, store.clone(), crate::ids::now_unix(), &crate::keyring::node_name())
-            .await
-            .context("key ring")?;
+        let keys = KeyRing::open_with(
+            pool,
+            store.clone(),
+            crate::ids::now_unix(),
+            &crate::keyring::node_name(),
+            &config.keys.imported,
+        )
+        .await
+        .context("key ring")?;
         let public = TcpListener::bind(config.server.public_listen)
             .await
             .with_context(|| format!("cannot bind public listener {}", config.server.public_listen))?;
@@ -102,19 +108,9 @@ impl Application {
             }),
         )
         .context("push")?;
-        if keys.active(crate::keyring::KeyPurpose::Pairwise).is_err() {
-            let pairwise: Vec<&str> = config
-                .services
-                .iter()
-                .filter(|s| s.subject_type() == crate::service::config::SubjectType::Pairwise)
-                .map(|s| s.id.as_str())
-                .collect();
-            if !pairwise.is_empty() {
-                tracing::error!(
-                    services = ?pairwise,
-                    "these services use pairwise subjects but the token has no pairwise key: their sign-ins fail \
-                     until `symbolon keys init` (or `keys generate --purpose pairwise`) makes it"
-                );
+        if config.keys.init_on_start {
+            for e in keys.generate_missing(crate::ids::now_unix()).await.context("keys.init_on_start")? {
+                tracing::info!(label = %e.label, purpose = %e.purpose, "keys.init_on_start: generated a key");
             }
         }
         let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
@@ -147,6 +143,9 @@ impl Application {
             crate::http::operator::OperatorAuth::from_config(&config.management).context("management API")?;
         if operators.disabled() {
             tracing::info!("management API disabled: no [management] provider or break-glass token configured");
+        }
+        for m in services.missing(crate::ids::now_unix()) {
+            tracing::error!(check = %m.check, fix = %m.fix, "{}: not ready until fixed: {}", m.problem, m.fix);
         }
         let state = AppState { services, operators: Arc::new(operators), http: Arc::new(config.http_settings()) };
         Ok(Self { config, state, public, admin, config_path: None })
@@ -192,6 +191,7 @@ impl Application {
         let watchdog = spawn_watchdog(self.state.clone());
         let services = &self.state.services;
         let checkpoints = Some(services.spawn_checkpoint_loop());
+        let expiry = Some(services.spawn_expiry_counter());
         // Rotations made elsewhere reach this node within keys.sync_interval.
         let key_maintenance = Some(services.spawn_key_maintenance(&self.config.keys, self.config.key_lifetimes()));
         let refresher = services.trust_configured().then(|| services.spawn_trust_refresh_loop(log_refresh));
@@ -208,7 +208,7 @@ impl Application {
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         self.state.services.stop_push();
-        for task in [watchdog, refresher, checkpoints, key_maintenance].into_iter().flatten() {
+        for task in [watchdog, refresher, checkpoints, key_maintenance, expiry].into_iter().flatten() {
             task.abort();
         }
         let drained = tokio::time::timeout(grace, async {

@@ -1,4 +1,4 @@
-//! Symbolon's test tooling: a fresh SoftHSM2 (or Kryoptic) token per test, the real
+//! Symbolon's test tooling: a fresh SoftHSM2 (or Kryoptic, or openCryptoki) token per test, the real
 //! server on free ports, trust-chain fixtures, the reference device and benchmarks.
 //! Never shipped.
 

@@ -25,16 +25,52 @@ pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
     candidates.into_iter().find(|py| Command::new(py).args(["-c", &check]).output().is_ok_and(|o| o.status.success()))
 }
 
-/// `python_with(modules)`, or `None` after printing why the test is skipped. With
-/// `SYMBOLON_REQUIRE_INTEROP` set (CI), a missing tool fails instead.
+/// `python_with(modules)`. A missing tool fails the test (see [`missing_tool`]) unless
+/// `SYMBOLON_SKIP_INTEROP=1`, when it prints why the test is skipped and returns `None`.
 pub fn python_or_skip(modules: &[&str], what: &str) -> Option<PathBuf> {
     let found = python_with(modules);
     if found.is_none() {
-        let msg = format!("{what}: no Python with {modules:?} (scripts/test makes target/test-venv)");
-        if std::env::var_os("SYMBOLON_REQUIRE_INTEROP").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("SKIP: {msg}");
+        missing_tool(&format!("{what}: no Python with {modules:?} (scripts/test makes target/test-venv)"));
     }
     found
+}
+
+/// `SYMBOLON_SKIP_INTEROP=1`: interop tests whose outside tool (Python with pysaml2,
+/// Selenium or schemathesis, Chromium) is missing are skipped instead of failing.
+pub fn interop_may_skip() -> bool {
+    std::env::var("SYMBOLON_SKIP_INTEROP").is_ok_and(|v| v == "1")
+}
+
+/// An interop test's tool is missing: panics with `msg`, unless
+/// `SYMBOLON_SKIP_INTEROP=1` says to skip, then prints `SKIP: msg`. A test that can
+/// silently pass without the tool it exists for tests nothing.
+pub fn missing_tool(msg: &str) {
+    if !interop_may_skip() {
+        panic!("{msg} (set SYMBOLON_SKIP_INTEROP=1 to skip interop tests instead)");
+    }
+    eprintln!("SKIP: {msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_interop_tool_fails_unless_skipping_is_asked_for() {
+        // SAFETY: nextest runs this test alone in its process; nothing else reads the
+        // environment meanwhile.
+        unsafe { std::env::remove_var("SYMBOLON_SKIP_INTEROP") };
+        assert!(!interop_may_skip());
+        let failed = std::panic::catch_unwind(|| missing_tool("xmlsec1 missing"));
+        assert!(failed.is_err(), "a missing tool fails by default");
+        let python = std::panic::catch_unwind(|| python_or_skip(&["no_such_module_symbolon"], "t"));
+        assert!(python.is_err(), "a Python without the module fails by default");
+        // SAFETY: as above.
+        unsafe { std::env::set_var("SYMBOLON_SKIP_INTEROP", "0") };
+        assert!(std::panic::catch_unwind(|| missing_tool("x")).is_err(), "only 1 skips");
+        // SAFETY: as above.
+        unsafe { std::env::set_var("SYMBOLON_SKIP_INTEROP", "1") };
+        missing_tool("xmlsec1 missing");
+        assert!(python_or_skip(&["no_such_module_symbolon"], "t").is_none());
+    }
 }

@@ -55,6 +55,8 @@ pub struct ServerOptions {
     pub no_keys: bool,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Wait only until `/livez` answers (a server expected not to be ready).
+    pub live_only: bool,
 }
 
 /// A running server. Stopped (SIGTERM) when dropped.
@@ -151,13 +153,14 @@ impl TestServer {
             _dir: dir,
             stores,
         };
-        server.wait_ready(Duration::from_secs(30))?;
+        let probe = if options.live_only { "/livez" } else { "/readyz" };
+        server.wait_for(probe, Duration::from_secs(30))?;
         Ok(server)
     }
 
-    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+    fn wait_for(&mut self, probe: &str, within: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
-        let url = format!("{}/readyz", self.admin_url);
+        let url = format!("{}{probe}", self.admin_url);
         while start.elapsed() < within {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -171,7 +174,7 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("symbolon serve not ready within {within:?}: {}", self.log())
+        bail!("symbolon serve: {probe} not 200 within {within:?}: {}", self.log())
     }
 
     /// Starts the stopped server again with the same configuration and state (its log

@@ -3,7 +3,11 @@
 //! RPM paths, or `SOFTHSM2_MODULE`); `SYMBOLON_TEST_TOKEN=kryoptic` makes it a
 //! Kryoptic token instead (module `SYMBOLON_KRYOPTIC_MODULE`, built by
 //! `scripts/build-kryoptic`), so the same tests run against a second, independent
-//! implementation.
+//! implementation. `SYMBOLON_TEST_TOKEN=opencryptoki` uses openCryptoki's soft token, a
+//! third implementation: it has one system-wide token (slot 3 of Debian's
+//! `/etc/opencryptoki/opencryptoki.conf`, served by `pkcsslotd`), so every `TestToken`
+//! re-initializes that token (which deletes its objects) and holds an exclusive lock
+//! on it for its lifetime: tests using it run one after another.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,28 +28,46 @@ const MODULE_PATHS: &[&str] = &[
 /// Where `scripts/build-kryoptic` puts the module when `SYMBOLON_KRYOPTIC_MODULE` is unset.
 const KRYOPTIC_DEFAULT_MODULE: &str = "/var/tmp/symbolon-kryoptic/lib/libkryoptic_pkcs11.so";
 
+/// openCryptoki's PKCS#11 library on Debian and RPM systems (it talks to `pkcsslotd`).
+const OPENCRYPTOKI_MODULE_PATHS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11/libopencryptoki.so",
+    "/usr/lib64/opencryptoki/libopencryptoki.so",
+    "/usr/lib/opencryptoki/libopencryptoki.so",
+];
+/// The soft token's slot in the configuration the Debian package installs.
+const OPENCRYPTOKI_DEFAULT_SLOT: &str = "3";
+/// The soft token's SO PIN as shipped; re-initializing the token keeps it.
+const OPENCRYPTOKI_DEFAULT_SO_PIN: &str = "87654321";
+/// Held (flock) while a test owns the one openCryptoki soft token.
+const OPENCRYPTOKI_LOCK: &str = "/var/lock/symbolon-opencryptoki-test.lock";
+
 /// The PKCS#11 implementation behind [`TestToken`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
     SoftHsm2,
     Kryoptic,
+    OpenCryptoki,
 }
 
 impl TokenKind {
-    /// From `SYMBOLON_TEST_TOKEN` (`softhsm2`, the default, or `kryoptic`).
+    /// From `SYMBOLON_TEST_TOKEN` (`softhsm2`, the default, `kryoptic` or `opencryptoki`).
     pub fn from_env() -> anyhow::Result<Self> {
         match std::env::var("SYMBOLON_TEST_TOKEN").as_deref() {
             Err(_) | Ok("") | Ok("softhsm2") | Ok("softhsm") => Ok(Self::SoftHsm2),
             Ok("kryoptic") => Ok(Self::Kryoptic),
-            Ok(other) => bail!("SYMBOLON_TEST_TOKEN={other}: expected softhsm2 or kryoptic"),
+            Ok("opencryptoki") => Ok(Self::OpenCryptoki),
+            Ok(other) => bail!("SYMBOLON_TEST_TOKEN={other}: expected softhsm2, kryoptic or opencryptoki"),
         }
     }
 
-    /// The environment variable naming the module's configuration file.
+    /// The environment variable naming the module's configuration file. openCryptoki
+    /// reads a fixed system-wide file; its variable is informational only.
     pub fn conf_var(self) -> &'static str {
         match self {
             Self::SoftHsm2 => "SOFTHSM2_CONF",
             Self::Kryoptic => "KRYOPTIC_CONF",
+            Self::OpenCryptoki => "SYMBOLON_OPENCRYPTOKI_CONF",
         }
     }
 }
@@ -71,6 +93,20 @@ pub fn kryoptic_module() -> anyhow::Result<PathBuf> {
         bail!("{} not found: build it with scripts/build-kryoptic or set SYMBOLON_KRYOPTIC_MODULE", p.display());
     }
     Ok(p)
+}
+
+/// The openCryptoki module path (`SYMBOLON_OPENCRYPTOKI_MODULE` or the packages' paths).
+pub fn opencryptoki_module() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SYMBOLON_OPENCRYPTOKI_MODULE") {
+        return Ok(PathBuf::from(p));
+    }
+    OPENCRYPTOKI_MODULE_PATHS.iter().map(PathBuf::from).find(|p| p.exists()).context(
+        "libopencryptoki.so not found: install opencryptoki (apt-get install opencryptoki) or set SYMBOLON_OPENCRYPTOKI_MODULE",
+    )
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 fn random_hex(n: usize) -> String {
@@ -99,6 +135,8 @@ pub struct TestToken {
     pub pin: String,
     pub pin_file: PathBuf,
     pub module: PathBuf,
+    /// openCryptoki: the lock on the one system-wide token, released on drop.
+    _exclusive: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl TestToken {
@@ -112,8 +150,9 @@ impl TestToken {
     pub fn of_kind(kind: TokenKind) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("symbolon-hsm-").tempdir()?;
         let label = format!("t{}", random_hex(6));
-        let pin = random_hex(8);
+        let mut pin = random_hex(8);
         let so_pin = random_hex(8);
+        let mut exclusive = None;
         let (module, conf) = match kind {
             TokenKind::SoftHsm2 => {
                 let module = softhsm_module()?;
@@ -178,10 +217,55 @@ impl TestToken {
                 )?;
                 (module, conf)
             }
+            TokenKind::OpenCryptoki => {
+                let module = opencryptoki_module()?;
+                let file =
+                    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(OPENCRYPTOKI_LOCK)?;
+                exclusive = Some(
+                    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                        .map_err(|(_, e)| anyhow::anyhow!("locking {OPENCRYPTOKI_LOCK}: {e}"))?,
+                );
+                // The soft token takes PINs of 4 to 8 characters.
+                pin = random_hex(4);
+                let slot = env_or("SYMBOLON_OPENCRYPTOKI_SLOT", OPENCRYPTOKI_DEFAULT_SLOT);
+                let so_pin = env_or("SYMBOLON_OPENCRYPTOKI_SO_PIN", OPENCRYPTOKI_DEFAULT_SO_PIN);
+                // pkcsconf -I reads the new label from standard input.
+                let mut init = Command::new("pkcsconf")
+                    .args(["-I", "-c", &slot, "-S", &so_pin])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .context("running pkcsconf (apt-get install opencryptoki; is pkcsslotd running?)")?;
+                if let Some(mut stdin) = init.stdin.take() {
+                    use std::io::Write;
+                    writeln!(stdin, "{label}")?;
+                }
+                let out = init.wait_with_output()?;
+                if !out.status.success() {
+                    bail!(
+                        "pkcsconf -I failed (is pkcsslotd running?): {}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                run("pkcsconf -u", Command::new("pkcsconf").args(["-u", "-c", &slot, "-S", &so_pin, "-n", &pin]))?;
+                (module, PathBuf::from("/etc/opencryptoki/opencryptoki.conf"))
+            }
         };
         let pin_file = dir.path().join("user-pin");
         std::fs::write(&pin_file, &pin)?;
-        Ok(Self { dir, kind, conf, conf_var: kind.conf_var(), label, pin, pin_file, module })
+        Ok(Self { dir, kind, conf, conf_var: kind.conf_var(), label, pin, pin_file, module, _exclusive: exclusive })
+    }
+
+    /// The mechanism the tests wrap keys with: `CKM_AES_KEY_WRAP` (RFC 3394) where the
+    /// token has it, `CKM_AES_CBC_PAD` on openCryptoki's soft token, which has no AES
+    /// key wrap.
+    pub fn wrap_mechanism(&self) -> cryptoki::mechanism::Mechanism<'static> {
+        match self.kind {
+            TokenKind::OpenCryptoki => cryptoki::mechanism::Mechanism::AesCbcPad([0u8; 16]),
+            _ => cryptoki::mechanism::Mechanism::AesKeyWrap,
+        }
     }
 
     /// What `C_WrapKey` answers for a key of `class` with `CKA_EXTRACTABLE=false`.
@@ -229,13 +313,11 @@ impl TestToken {
     /// (for tests that inspect or prepare objects outside the server's pool).
     pub fn user_session(&self, ctx: &cryptoki::context::Pkcs11) -> anyhow::Result<cryptoki::session::Session> {
         symbolon::keys::initialize_module(ctx)?;
-        let mut slot = None;
-        for s in ctx.get_slots_with_token()? {
-            if ctx.get_token_info(s)?.label().trim() == self.label {
-                slot = Some(s);
-            }
-        }
-        let session = ctx.open_rw_session(slot.context("token slot")?)?;
+        // Found through Symbolon's tolerant reader of CK_TOKEN_INFO: cryptoki's own
+        // get_token_info fails on openCryptoki's clock field (src/keys/module.rs).
+        let module = symbolon::keys::Module::load(&self.module)?;
+        let slot = module.find_token(Some(&self.label), None)?.slot;
+        let session = ctx.open_rw_session(slot)?;
         match session.login(cryptoki::session::UserType::User, Some(&cryptoki::types::AuthPin::from(self.pin.clone())))
         {
             Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}

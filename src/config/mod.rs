@@ -112,11 +112,14 @@ impl Config {
         Self::from_figment(Self::figment(file)?)
     }
 
-    /// Loads `file` alone over the defaults, without the environment (`config check`).
-    pub fn check_file(file: &Path) -> Result<Config, Vec<ConfigProblem>> {
-        Self::require_file(file)?;
-        let figment = Figment::from(Toml::file_exact(file));
-        Self::from_figment(figment)
+    /// Loads like [`Config::load`] but always returns a configuration: every field that
+    /// was refused holds its default, and the problems found come alongside (`config
+    /// check`, which then checks the rest too).
+    pub fn load_lenient(file: Option<&Path>) -> (Config, Vec<ConfigProblem>) {
+        match Self::figment(file) {
+            Ok(figment) => Self::read(figment),
+            Err(problems) => (Config::default(), problems),
+        }
     }
 
     fn require_file(file: &Path) -> Result<(), Vec<ConfigProblem>> {
@@ -133,18 +136,49 @@ impl Config {
             Self::require_file(file)?;
             figment = figment.merge(Toml::file_exact(file));
         }
-        Ok(figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.'))))
+        Ok(Self::with_environment(figment))
     }
 
-    /// Extracts section by section so that one run reports every bad section, then
-    /// validates the values themselves.
+    /// The environment layer over `figment`: `SYMBOLON_<SECTION>__<KEY>` variables.
+    fn with_environment(figment: Figment) -> Figment {
+        figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.')))
+    }
+
+    /// Fuzzing entry (`fuzz/fuzz_targets/config.rs`): `toml` as the configuration file,
+    /// composed with the environment and checked exactly as [`Config::load`] does.
+    #[doc(hidden)]
+    pub fn fuzz_compose(toml: &str) -> Result<Config, Vec<ConfigProblem>> {
+        Self::from_figment(Self::with_environment(Figment::from(Toml::string(toml))))
+    }
+
+    /// Extracts section by section and, within a section, drops each bad field and tries
+    /// again, so that one run reports every mistake of the file and the environment; then
+    /// validates the values themselves (except fields already reported). Each problem
+    /// names where its value came from (the file or the `SYMBOLON_*` variable).
     fn from_figment(figment: Figment) -> Result<Config, Vec<ConfigProblem>> {
+        let (config, problems) = Self::read(figment);
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
+    }
+
+    fn read(figment: Figment) -> (Config, Vec<ConfigProblem>) {
         let mut problems = Vec::new();
         let mut config = Config::default();
+        let root = match figment.extract::<figment::value::Dict>() {
+            Ok(root) => root,
+            Err(e) => {
+                for e in e {
+                    let message = plain(&e.kind.to_string());
+                    let from = e.metadata.as_ref().map(|m| format!(" (in {})", m.name)).unwrap_or_default();
+                    problems.push(ConfigProblem::new("(file)", format!("{message}{from}")));
+                }
+                return (config, problems);
+            }
+        };
+        let mut reader = SectionReader { figment: &figment, problems: &mut problems };
         // Each section is named once: extracted into its field and listed as known.
         macro_rules! sections {
             ($($name:ident),* $(,)?) => {{
-                $( section(&figment, stringify!($name), &mut config.$name, &mut problems); )*
+                $( reader.read(&root, stringify!($name), &mut config.$name); )*
                 [$(stringify!($name)),*]
             }};
         }
@@ -167,18 +201,22 @@ impl Config {
             management,
             metrics
         );
-        match figment.extract::<figment::value::Dict>() {
-            Ok(dict) => {
-                for key in dict.keys().filter(|k| !known.contains(&k.as_str())) {
-                    problems.push(ConfigProblem::new(key, "unknown section"));
-                }
+        for (key, value) in root.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
+            let message = format!("unknown section{}", did_you_mean(key, &known));
+            problems.push(ConfigProblem::new(key, format!("{message}{}", source_of(&figment, key, value))));
+        }
+        let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+        for mut p in config.validate() {
+            // A field refused while reading holds its default now: not a second problem.
+            if reported.iter().any(|r| p.path == *r || p.path.starts_with(&format!("{r}."))) {
+                continue;
             }
-            Err(e) => problems.extend(figment_problems(e, "")),
+            if let Some(value) = find_value(&root, &p.path) {
+                p.message.push_str(&source_of(&figment, &p.path, value));
+            }
+            problems.push(p);
         }
-        if problems.is_empty() {
-            problems.extend(config.validate());
-        }
-        if problems.is_empty() { Ok(config) } else { Err(problems) }
+        (config, problems)
     }
 
     /// Checks values that parse but make no sense: each section's own checks (owned by
@@ -217,6 +255,34 @@ impl Config {
         p.extend(self.push.problems());
         p.extend(self.keys.problems());
         p.extend(self.management.problems());
+        p
+    }
+
+    /// What `serve` would refuse at start beyond the values themselves, checked without
+    /// side effects (`config check`): the PKCS#11 module loads, the token of the URI
+    /// exists and the PIN source is readable; every file the configuration names is
+    /// readable; `server.state_dir` is (or can be made) a writable directory; a
+    /// `file://` governance list exists. Call after [`HsmConfig::apply_module_env`].
+    pub fn start_problems(&self) -> Vec<ConfigProblem> {
+        let mut p = crate::keys::start_problems(&self.hsm);
+        let files = [
+            ("database.ca_file", &self.database.ca_file),
+            ("database.password_file", &self.database.password_file),
+            ("session_store.ca_file", &self.session_store.ca_file),
+            ("session_store.password_file", &self.session_store.password_file),
+            ("management.break_glass_token_file", &self.management.break_glass_token_file),
+        ];
+        for (path, file) in files {
+            if let Some(file) = file
+                && let Err(e) = std::fs::File::open(file)
+            {
+                p.push(ConfigProblem::new(path, format!("cannot read {}: {e}", file.display())));
+            }
+        }
+        if let Some(problem) = writable_dir_problem(&self.server.state_dir) {
+            p.push(ConfigProblem::new("server.state_dir", problem));
+        }
+        p.extend(self.trust.start_problems());
         p
     }
 
@@ -310,40 +376,174 @@ impl ServerConfig {
     }
 }
 
-fn section<T: serde::de::DeserializeOwned>(
-    figment: &Figment,
-    name: &str,
-    slot: &mut T,
-    problems: &mut Vec<ConfigProblem>,
-) {
-    if !figment.contains(name) {
-        return;
+/// Why `dir` is not a writable directory that `serve` can use or create, if it is not.
+fn writable_dir_problem(dir: &Path) -> Option<String> {
+    use nix::unistd::{AccessFlags, access};
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent()?;
     }
-    match figment.extract_inner::<T>(name) {
-        Ok(v) => *slot = v,
-        Err(e) => problems.extend(figment_problems(e, name)),
+    if !existing.is_dir() {
+        return Some(format!("{} is not a directory", existing.display()));
+    }
+    match access(existing, AccessFlags::W_OK | AccessFlags::X_OK) {
+        Ok(()) => None,
+        Err(e) if existing == dir => Some(format!("{} is not writable: {e}", dir.display())),
+        Err(e) => Some(format!(
+            "{} does not exist and cannot be created: {} is not writable: {e}",
+            dir.display(),
+            existing.display()
+        )),
     }
 }
 
-fn figment_problems(err: figment::Error, section: &str) -> Vec<ConfigProblem> {
-    err.into_iter()
-        .map(|e| {
-            let mut path = e.path.join(".");
-            if path.is_empty() {
-                path = section.to_string();
-            } else if !section.is_empty() && !path.starts_with(section) {
-                path = format!("{section}.{path}");
+/// Reads sections into their types, reporting every bad field.
+struct SectionReader<'a> {
+    figment: &'a Figment,
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl SectionReader<'_> {
+    /// Deserializes `root[name]` into `slot`; on an error records it, removes the
+    /// offending field (its default applies) and tries again, until the rest reads.
+    fn read<T: serde::de::DeserializeOwned>(&mut self, root: &figment::value::Dict, name: &str, slot: &mut T) {
+        let Some(value) = root.get(name) else { return };
+        let mut value = value.clone();
+        // Each round removes one field, so this ends; the bound only guards the loop.
+        for _ in 0..256 {
+            let errors = match value.deserialize::<T>() {
+                Ok(v) => {
+                    *slot = v;
+                    return;
+                }
+                Err(e) => e,
+            };
+            let mut removed = false;
+            for e in errors {
+                let (segments, message) = describe(&e);
+                let mut full = vec![name.to_string()];
+                full.extend(e.path.iter().cloned());
+                let shown = display_path(&full, &segments);
+                let from = lookup(&value, &e.path)
+                    .map(|v| source_of(self.figment, &shown, v))
+                    .or_else(|| root.get(name).map(|v| source_of(self.figment, name, v)))
+                    .unwrap_or_default();
+                self.problems.push(ConfigProblem::new(shown, format!("{message}{from}")));
+                // A missing field is not fixed by removing anything: stop at it.
+                let missing = matches!(e.kind, figment::error::Kind::MissingField(_));
+                removed |= !missing && !e.path.is_empty() && remove(&mut value, &e.path);
             }
-            if path.is_empty() {
-                path = "(root)".into();
+            if !removed {
+                return;
             }
-            let mut message = e.kind.to_string();
-            if let Some(md) = &e.metadata {
-                message = format!("{message} (from {})", md.name);
+        }
+    }
+}
+
+/// A problem in plain words, and extra path segments it concerns (a missing field).
+fn describe(e: &figment::Error) -> (Vec<String>, String) {
+    use figment::error::Kind;
+    match &e.kind {
+        Kind::UnknownField(_, expected) => {
+            let found = e.path.last().map(String::as_str).unwrap_or_default();
+            (vec![], format!("unknown field{}", did_you_mean(found, expected)))
+        }
+        Kind::UnknownVariant(found, expected) => {
+            let choices = expected.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+            (vec![], format!("unknown value \"{found}\" (one of {choices}){}", did_you_mean(found, expected)))
+        }
+        Kind::MissingField(field) => (vec![field.to_string()], "required".into()),
+        Kind::InvalidType(actual, expected) => {
+            (vec![], format!("expected {}, found {}", plain(expected), plain(&actual.to_string())))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            (vec![], format!("invalid value {}: expected {}", plain(&actual.to_string()), plain(expected)))
+        }
+        Kind::Message(m) => (vec![], plain(m)),
+        other => (vec![], plain(&other.to_string())),
+    }
+}
+
+/// Backticks become plain double quotes (messages from serde and figment use them).
+fn plain(s: &str) -> String {
+    s.replace('`', "\"")
+}
+
+/// `services.0.saml` is shown as `services[0].saml`, like the checks' own paths.
+fn display_path(path: &[String], extra: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path.iter().chain(extra) {
+        if seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
             }
-            ConfigProblem { path, message }
-        })
-        .collect()
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// " (did you mean `x`?)" when one of `candidates` is a near miss of `found`.
+fn did_you_mean(found: &str, candidates: &[&str]) -> String {
+    let limit = (found.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(found, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// " (from SYMBOLON_HSM__WORKERS)" or " (in /etc/symbolon/symbolon.toml)": where a value
+/// was set.
+fn source_of(figment: &Figment, shown_path: &str, value: &figment::value::Value) -> String {
+    let Some(md) = figment.get_metadata(value.tag()) else { return String::new() };
+    match &md.source {
+        Some(figment::Source::File(file)) => format!(" (in {})", file.display()),
+        _ if md.name.contains("environment") => {
+            let var = shown_path.replace(['[', ']'], ".").replace("..", ".").trim_end_matches('.').to_string();
+            format!(" (from environment variable SYMBOLON_{})", var.to_uppercase().replace('.', "__"))
+        }
+        _ => format!(" (from {})", md.name),
+    }
+}
+
+/// The value at a shown path (`services[0].saml.acs_url`) of the merged tree.
+fn find_value<'a>(root: &'a figment::value::Dict, shown_path: &str) -> Option<&'a figment::value::Value> {
+    let segments: Vec<String> =
+        shown_path.replace('[', ".").replace(']', "").split('.').filter(|s| !s.is_empty()).map(String::from).collect();
+    let (first, rest) = segments.split_first()?;
+    lookup(root.get(first)?, rest)
+}
+
+/// The value at `path` (dictionary keys and array indexes) under `value`.
+fn lookup<'a>(value: &'a figment::value::Value, path: &[String]) -> Option<&'a figment::value::Value> {
+    use figment::value::Value;
+    let Some((first, rest)) = path.split_first() else { return Some(value) };
+    let next = match value {
+        Value::Dict(_, dict) => dict.get(first)?,
+        Value::Array(_, items) => items.get(first.parse::<usize>().ok()?)?,
+        _ => return None,
+    };
+    lookup(next, rest)
+}
+
+/// Removes the field at `path` under `value`; false when there is none.
+fn remove(value: &mut figment::value::Value, path: &[String]) -> bool {
+    use figment::value::Value;
+    let Some((first, rest)) = path.split_first() else { return false };
+    match value {
+        Value::Dict(_, dict) if rest.is_empty() => dict.remove(first).is_some(),
+        Value::Dict(_, dict) => dict.get_mut(first).is_some_and(|v| remove(v, rest)),
+        // Elements stay (removing one would renumber the others in later messages).
+        Value::Array(_, items) if !rest.is_empty() => {
+            first.parse::<usize>().ok().and_then(|i| items.get_mut(i)).is_some_and(|v| remove(v, rest))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -436,7 +636,7 @@ default_scopes = ["name"]
 given_name = "urn:oid:2.5.4.42"
 "#,
             )?;
-            let c = Config::check_file(Path::new("c.toml")).map_err(|p| format!("{p:?}"))?;
+            let c = Config::load(Some(Path::new("c.toml"))).map_err(|p| format!("{p:?}"))?;
             assert!(c.saml.enabled && c.demo.enabled);
             assert_eq!(c.saml.request_max_age, Duration::from_secs(120));
             let sp = c.service("sp").and_then(|s| s.saml.as_ref()).ok_or("no sp")?;
@@ -518,6 +718,52 @@ given_name = "urn:oid:2.5.4.42"
         c.services[0].sector_identifier = None;
         assert_eq!(c.services[0].subject_type(), SubjectType::Public, "public unless asked");
         assert!(paths(&c).is_empty());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn every_mistake_is_reported_once_with_its_source_and_near_misses() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[server]\npubic_listen = \"127.0.0.1:1\"\nshutdown_grace = 5\n[hsm]\nurl = \"x\"\n\
+                 [[services]]\nid = \"a\"\nname = \"A\"\nsubject_typ = \"public\"\n[sesion_store]\n",
+            )?;
+            jail.set_env("SYMBOLON_HSM__WORKERS", "abc");
+            let problems = Config::load(Some(Path::new("c.toml"))).err().ok_or("accepted")?;
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            let has = |start: &str| lines.iter().filter(|l| l.starts_with(start)).count() == 1;
+            assert!(has("server.pubic_listen: unknown field; did you mean `public_listen`? (in "), "{lines:#?}");
+            assert!(has("server.shutdown_grace: expected "), "{lines:#?}");
+            assert!(has("hsm.url: unknown field; did you mean `uri`?"), "{lines:#?}");
+            assert!(has("hsm.uri: required"), "validation still runs: {lines:#?}");
+            assert!(has("services[0].subject_typ: unknown field; did you mean `subject_type`?"), "{lines:#?}");
+            assert!(has("sesion_store: unknown section; did you mean `session_store`?"), "{lines:#?}");
+            let workers = lines.iter().find(|l| l.starts_with("hsm.workers: ")).ok_or("no hsm.workers")?;
+            assert!(workers.ends_with("(from environment variable SYMBOLON_HSM__WORKERS)"), "{workers}");
+            assert_eq!(lines.len(), 7, "{lines:#?}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn near_misses_only() {
+        assert_eq!(did_you_mean("pubic_listen", &["public_listen", "admin_listen"]), "; did you mean `public_listen`?");
+        assert_eq!(did_you_mean("colour", &["public_listen", "admin_listen"]), "");
+        assert_eq!(
+            display_path(&["services".into(), "0".into(), "saml".into()], &["acs_url".into()]),
+            "services[0].saml.acs_url"
+        );
+    }
+
+    #[test]
+    fn state_dir_must_be_a_writable_directory_or_creatable() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(writable_dir_problem(&dir.path().join("a/b")), None, "created by serve");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap_or_else(|e| panic!("{e}"));
+        let problem = writable_dir_problem(&file.join("state")).unwrap_or_default();
+        assert!(problem.ends_with("is not a directory"), "{problem}");
     }
 
     #[test]

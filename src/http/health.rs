@@ -9,6 +9,7 @@ use serde_json::json;
 use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::service::probe::Probe;
+use crate::service::readiness::Missing;
 
 /// `GET /livez`: 200 while the process serves.
 pub async fn livez() -> impl IntoResponse {
@@ -23,39 +24,81 @@ fn probe(p: Probe) -> serde_json::Value {
     }
 }
 
-async fn checks(state: &AppState) -> (bool, serde_json::Value) {
+/// The round trips and what the node lacks to sign someone in: ready when the list of
+/// missing pieces is empty.
+async fn readiness(state: &AppState) -> (Vec<Missing>, serde_json::Value) {
     let r = state.services.readiness().await;
-    (r.ok(), json!({"database": probe(r.database), "session_store": probe(r.session_store), "hsm": probe(r.hsm)}))
+    let checks = json!({"database": probe(r.database), "session_store": probe(r.session_store), "hsm": probe(r.hsm)});
+    let mut missing = Vec::new();
+    for (name, p, what) in [
+        ("database", r.database, "the database"),
+        ("session_store", r.session_store, "the session store"),
+        ("hsm", r.hsm, "the HSM"),
+    ] {
+        if !p.ok() {
+            missing.push(Missing {
+                check: name.into(),
+                problem: format!("{what} does not answer"),
+                fix: format!("see the log for the error; check the [{name}] section"),
+            });
+        }
+    }
+    missing.extend(state.services.missing(crate::ids::now_unix()));
+    (missing, checks)
 }
 
-/// `GET /readyz`: 200 only when the store, the session store and an HSM round trip answer.
+/// `GET /readyz`: 200 only when the store, the session store and an HSM round trip
+/// answer and nothing the node needs to sign someone in is missing (an active key for
+/// each purpose in use, trust lists when configured); else 503 naming what is missing.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let (ok, checks) = checks(&state).await;
+    let (missing, checks) = readiness(&state).await;
+    let ok = missing.is_empty();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"status": if ok {"ready"} else {"not_ready"}, "checks": checks})))
+    (status, Json(json!({"status": if ok {"ready"} else {"not_ready"}, "missing": missing, "checks": checks})))
 }
 
 #[utoipa::path(get, path = "/health", tag = "health",
     responses(
-        (status = 200, description = "`ok`, or `degraded` when trust lists are stale", body = Object),
-        (status = 503, description = "The database, session store or HSM check failed", body = Object)
+        (status = 200, description = "`ok`, or `degraded` when trust lists are stale or not configured", body = Object),
+        (status = 503, description = "`unavailable`: a round trip failed or something needed to sign in is missing", body = Object)
     )
 )]
-/// `GET /health`: the checks with a summary; 503 when a required check fails. Stale or
-/// unconfigured trust lists make it `degraded` with 200 (docs/protocol.md §12 rule 11).
+/// `GET /health` on the public listener: only `status` (`ok`, `degraded` or
+/// `unavailable`, 503); the details stay on the admin listener.
+pub async fn public_health(State(state): State<AppState>) -> impl IntoResponse {
+    let (status, body) = health_report(&state).await;
+    (status, Json(json!({"status": body["status"]})))
+}
+
+/// `GET /health` on the admin listener: the checks, what is missing with its fix, the
+/// trust lists' freshness and the version. 503 when a required check fails or something
+/// is missing; stale or unconfigured trust lists make it `degraded` with 200
+/// (docs/protocol.md §12 rule 11).
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let (ok, mut checks) = checks(&state).await;
+    let (status, body) = health_report(&state).await;
+    (status, Json(body))
+}
+
+async fn health_report(state: &AppState) -> (StatusCode, serde_json::Value) {
+    let (missing, mut checks) = readiness(state).await;
     let trust = state.services.trust_health(crate::ids::now_unix());
     let stale: Vec<&str> = trust.lists.iter().filter(|(_, fresh)| !fresh).map(|(name, _)| name.as_str()).collect();
     checks["trust"] =
         json!({"configured": trust.configured, "fresh": trust.fresh, "age_s": trust.age_s, "stale": stale});
+    let ok = missing.is_empty();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let summary = match (ok, trust.fresh) {
+        (false, _) => "unavailable",
+        (true, false) => "degraded",
+        (true, true) => "ok",
+    };
     let body = json!({
-        "status": if ok && trust.fresh {"ok"} else {"degraded"},
+        "status": summary,
         "version": env!("CARGO_PKG_VERSION"),
+        "missing": missing,
         "checks": checks,
     });
-    (status, Json(body))
+    (status, body)
 }
 
 /// Unknown routes answer problem+json like everything else.

@@ -81,7 +81,7 @@ fn common_layers(router: Router<AppState>, state: &AppState, listener: &'static 
 /// The public listener: the protocol and `/health` (docs/protocol.md §12 rule 11).
 pub fn public_router(state: AppState) -> Router {
     let router = Router::new()
-        .route("/health", get(health::health))
+        .route("/health", get(health::public_health))
         .route("/v1/enroll/challenge", post(enroll::challenge))
         .route("/v1/enroll", post(enroll::enroll))
         .route("/v1/auth/initiate", post(auth::initiate))

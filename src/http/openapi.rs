@@ -87,7 +87,7 @@ impl Modify for BearerSchemes {
 #[openapi(
     info(title = "Symbolon", description = "Hardware-backed out-of-band authentication: the public protocol and the management API."),
     paths(
-        super::health::health,
+        super::health::public_health,
         super::enroll::challenge,
         super::enroll::enroll,
         super::auth::initiate,

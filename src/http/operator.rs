@@ -162,7 +162,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn read_break_glass(path: &Path) -> Result<[u8; 32], OperatorSetupError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_bounded_string(path, crate::files::MAX_SECRET_BYTES)
         .map_err(|e| OperatorSetupError::BreakGlassFile { path: path.display().to_string(), reason: e.to_string() })?;
     let token = text.trim();
     if entropy_bytes(token) < 32 {
@@ -185,48 +185,9 @@ fn entropy_bytes(token: &str) -> usize {
 
 impl Oidc {
     async fn verify(&self, token: &str) -> Result<Operator, ApiError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("the bearer token is not a valid JWT"))?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(invalid("the bearer token's algorithm is not accepted"));
-        }
-        let kid = header.kid.ok_or_else(|| invalid("the bearer token names no key (kid)"))?;
+        let (alg, kid) = token_header(token, &self.algorithms)?;
         let key = self.key(&kid).await?;
-        if !key.algorithms.contains(&header.alg) {
-            return Err(invalid("the bearer token's algorithm does not match its key"));
-        }
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&[&self.config.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = self.config.clock_skew.as_secs();
-        validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => invalid("the bearer token has expired"),
-                ErrorKind::ImmatureSignature => invalid("the bearer token is not valid yet"),
-                ErrorKind::InvalidIssuer => invalid("the bearer token is from another issuer"),
-                ErrorKind::InvalidAudience => invalid("the bearer token is for another audience"),
-                ErrorKind::MissingRequiredClaim(_) => invalid("the bearer token lacks a required claim"),
-                _ => invalid("the bearer token is not valid"),
-            }
-        })?;
-        let claims = data.claims;
-        let sub = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty());
-        let sub = sub.ok_or_else(|| invalid("the bearer token has no subject"))?.to_string();
-        let scopes = self.scopes(claims.get(&self.config.scope_claim));
-        Ok(Operator { sub, scopes, break_glass: false })
-    }
-
-    /// Scopes from the configured claim (a space-separated string or an array of
-    /// strings), with the configured prefix removed; scopes without it are ignored.
-    fn scopes(&self, claim: Option<&Value>) -> HashSet<String> {
-        let raw: Vec<&str> = match claim {
-            Some(Value::String(s)) => s.split_whitespace().collect(),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        raw.into_iter().filter_map(|s| s.strip_prefix(self.config.scope_prefix.as_str())).map(str::to_owned).collect()
+        validate(&self.config, token, alg, &key)
     }
 
     /// The key for `kid`: from the cache while it is fresh; else the JWKS is fetched
@@ -290,16 +251,108 @@ impl Oidc {
             }
             body.extend_from_slice(&chunk);
         }
-        let doc: Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
-        let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
-        let mut out = HashMap::new();
-        for key in keys {
-            if let Some((kid, algorithms, key)) = usable_key(key) {
-                out.insert(kid, ProviderKey { algorithms, key });
-            }
-        }
+        let out = jwks_keys(&body)?;
         tracing::info!(keys = out.len(), "management JWKS fetched");
         Ok(out)
+    }
+}
+
+/// The JWS header of an operator token: its algorithm, which must be one of
+/// `accepted`, and its `kid`.
+fn token_header(token: &str, accepted: &[Algorithm]) -> Result<(Algorithm, String), ApiError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("the bearer token is not a valid JWT"))?;
+    if !accepted.contains(&header.alg) {
+        return Err(invalid("the bearer token's algorithm is not accepted"));
+    }
+    let kid = header.kid.ok_or_else(|| invalid("the bearer token names no key (kid)"))?;
+    Ok((header.alg, kid))
+}
+
+/// Checks an operator token with the provider's key for its `kid`: the algorithm the
+/// key allows, the signature, `iss`, `aud`, `exp`, `nbf`, a non-empty `sub`; the scopes
+/// come from the configured claim.
+fn validate(config: &ManagementConfig, token: &str, alg: Algorithm, key: &ProviderKey) -> Result<Operator, ApiError> {
+    if !key.algorithms.contains(&alg) {
+        return Err(invalid("the bearer token's algorithm does not match its key"));
+    }
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_audience(&[&config.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = config.clock_skew.as_secs();
+    validation.validate_nbf = true;
+    let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => invalid("the bearer token has expired"),
+            ErrorKind::ImmatureSignature => invalid("the bearer token is not valid yet"),
+            ErrorKind::InvalidIssuer => invalid("the bearer token is from another issuer"),
+            ErrorKind::InvalidAudience => invalid("the bearer token is for another audience"),
+            ErrorKind::MissingRequiredClaim(_) => invalid("the bearer token lacks a required claim"),
+            _ => invalid("the bearer token is not valid"),
+        }
+    })?;
+    let claims = data.claims;
+    let sub = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let sub = sub.ok_or_else(|| invalid("the bearer token has no subject"))?.to_string();
+    let scopes = scopes(config, claims.get(&config.scope_claim));
+    Ok(Operator { sub, scopes, break_glass: false })
+}
+
+/// Scopes from the configured claim (a space-separated string or an array of
+/// strings), with the configured prefix removed; scopes without it are ignored.
+fn scopes(config: &ManagementConfig, claim: Option<&Value>) -> HashSet<String> {
+    let raw: Vec<&str> = match claim {
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    raw.into_iter().filter_map(|s| s.strip_prefix(config.scope_prefix.as_str())).map(str::to_owned).collect()
+}
+
+/// The usable keys of a JWKS document, by `kid` (see [`usable_key`]).
+fn jwks_keys(body: &[u8]) -> Result<HashMap<String, ProviderKey>, String> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
+    let mut out = HashMap::new();
+    for key in keys {
+        if let Some((kid, algorithms, key)) = usable_key(key) {
+            out.insert(kid, ProviderKey { algorithms, key });
+        }
+    }
+    Ok(out)
+}
+
+/// Fuzzing entry (`fuzz/fuzz_targets/operator_jwt.rs`): everything operator
+/// authentication does with outside bytes, without the network. The input is a JWKS
+/// document, a newline, then an `Authorization` header value (or a bare token): the
+/// header is parsed, the token's JWS header checked against every asymmetric
+/// algorithm, and the token validated (signature, claims, scopes) with the JWKS key of
+/// its `kid`, or else with every key of the document. Any input must return, never panic.
+#[doc(hidden)]
+pub fn fuzz_operator_token(data: &[u8]) {
+    use Algorithm::{ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512};
+    static CONFIG: std::sync::OnceLock<ManagementConfig> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| ManagementConfig {
+        issuer: "https://idp.example".into(),
+        audience: "symbolon-management".into(),
+        ..ManagementConfig::default()
+    });
+    let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+    let (jwks, rest) = data.split_at(split);
+    let keys = jwks_keys(jwks).unwrap_or_default();
+    let Ok(text) = std::str::from_utf8(rest.get(1..).unwrap_or_default()) else { return };
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = axum::http::HeaderValue::from_str(text) {
+        headers.insert(AUTHORIZATION, value);
+    }
+    let token = bearer(&headers).unwrap_or(text);
+    let all = [ES256, ES384, EdDSA, RS256, RS384, RS512, PS256, PS384, PS512];
+    if let Ok((alg, kid)) = token_header(token, &all) {
+        match keys.get(&kid) {
+            Some(key) => drop(validate(config, token, alg, key)),
+            None => keys.values().for_each(|key| drop(validate(config, token, alg, key))),
+        }
     }
 }
 

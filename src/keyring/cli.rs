@@ -105,7 +105,7 @@ pub async fn run(setup: KeysSetup<'_>, cmd: KeysCommand) -> anyhow::Result<()> {
     hsm.workers = 1;
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
     let now = crate::ids::now_unix();
-    let result = match KeyRing::open_as(pool.clone(), store, now, "operator").await {
+    let result = match KeyRing::open_with(pool.clone(), store, now, "operator", &setup.keys.imported).await {
         Ok(ring) => subcommand(&Lifecycle::new(ring, setup.keys, setup.lifetimes), cmd, now).await,
         Err(e) => Err(e.into()),
     };
@@ -128,11 +128,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
             println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
         }
         KeysCommand::Init => {
-            for purpose in KeyPurpose::ALL {
-                if ring.active(purpose).is_ok() {
-                    continue;
-                }
-                let e = ring.generate(purpose, now).await?;
+            for e in ring.generate_missing(now).await? {
                 println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
             }
         }
@@ -217,14 +213,30 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     let ring = life.ring();
     let token = ring.pool().token();
     println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
-    let row = |cols: [&str; 10]| {
+    let row = |cols: [&str; 11]| {
         println!(
-            "{:<8} {:<40} {:<9} {:<43} {:<15} {:<20} {:<20} {:<20} {:<20} {}",
-            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]
+            "{:<8} {:<40} {:<9} {:<43} {:<19} {:<20} {:<20} {:<20} {:<20} {:<9} {}",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10]
         )
     };
-    row(["PURPOSE", "LABEL", "STATE", "KID", "MECHANISM", "CREATED", "ACTIVATED", "RETIRING", "RETIRED", "NOTE"]);
+    row([
+        "PURPOSE",
+        "LABEL",
+        "STATE",
+        "KID",
+        "MECHANISM",
+        "CREATED",
+        "ACTIVATED",
+        "RETIRING",
+        "RETIRED",
+        "ORIGIN",
+        "NOTE",
+    ]);
     let opt = |t: Option<i64>| t.map_or_else(|| "-".to_string(), fmt_time);
+    // ORIGIN: `generated` when the token reports the key always sensitive and never
+    // extractable, `imported` for the accepted exceptions (keys.imported, the FCM key).
+    let token_keys = ring.token_keys();
+    let origin_of = |label: &str| token_keys.iter().find(|k| k.label == label).map_or("missing", super::origin);
     for e in ring.entries() {
         let mut note = Vec::new();
         if e.purpose == KeyPurpose::Data && e.state != KeyState::Retired {
@@ -249,8 +261,15 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
             &opt(e.activated_at),
             &opt(e.retiring_at),
             &opt(e.retired_at),
+            origin_of(&e.label),
             &note.join(" "),
         ]);
+    }
+    // Keys of imported purposes are outside the catalog: listed with their origin.
+    for k in &token_keys {
+        if let Some((purpose, mechanism)) = super::labels::imported_purpose(&k.label) {
+            row([purpose, &k.label, "-", "-", mechanism, "-", "-", "-", "-", super::origin(k), "not in the catalog"]);
+        }
     }
     println!(
         "\nschedule (nodes re-read the catalog every {}):",

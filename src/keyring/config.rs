@@ -22,11 +22,27 @@ pub struct KeysConfig {
     pub clock_skew: Duration,
     /// Automatic rotation, per purpose (`[keys.schedule.jwt]` ...). Absent: manual only.
     pub schedule: BTreeMap<KeyPurpose, RotationSchedule>,
+    /// Labels of keys that were imported into the token on purpose (a known-answer
+    /// test key, a key moved from another HSM). The token reports
+    /// `CKA_ALWAYS_SENSITIVE` or `CKA_NEVER_EXTRACTABLE` false for them, which makes any
+    /// other key of our label scheme refused; these are accepted, and `keys list` shows
+    /// them as imported.
+    pub imported: Vec<String>,
+    /// `serve` generates an active key for every purpose that has none at start (as
+    /// `symbolon keys init` does). Off by default: a node that finds no keys says so
+    /// (`/readyz` 503) rather than making a second set on the wrong token.
+    pub init_on_start: bool,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { sync_interval: Duration::from_secs(10), clock_skew: Duration::from_secs(60), schedule: BTreeMap::new() }
+        Self {
+            sync_interval: Duration::from_secs(10),
+            clock_skew: Duration::from_secs(60),
+            schedule: BTreeMap::new(),
+            imported: Vec::new(),
+            init_on_start: false,
+        }
     }
 }
 
@@ -53,6 +69,14 @@ impl KeysConfig {
         let mut p = Vec::new();
         if self.sync_interval < Duration::from_secs(1) {
             p.push(ConfigProblem::new("keys.sync_interval", "must be at least 1s"));
+        }
+        for (n, label) in self.imported.iter().enumerate() {
+            if KeyPurpose::from_label(label).is_none() {
+                p.push(ConfigProblem::new(
+                    format!("keys.imported[{n}]"),
+                    "must be the label of a key of the label scheme symbolon-<purpose>-<stamp>",
+                ));
+            }
         }
         for (purpose, s) in &self.schedule {
             let at = format!("keys.schedule.{purpose}");
@@ -91,5 +115,15 @@ mod tests {
         c.sync_interval = Duration::ZERO;
         let paths: Vec<String> = c.problems().into_iter().map(|p| p.path).collect();
         assert_eq!(paths, ["keys.sync_interval", "keys.schedule.jwt.lead"]);
+    }
+
+    #[test]
+    fn imported_labels_must_be_of_the_label_scheme() {
+        let c = KeysConfig {
+            imported: vec!["symbolon-otp-20260101T000000Z".into(), "symbolon-fcm-x".into(), "other".into()],
+            ..KeysConfig::default()
+        };
+        let paths: Vec<String> = c.problems().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["keys.imported[1]", "keys.imported[2]"]);
     }
 }

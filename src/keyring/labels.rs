@@ -4,6 +4,18 @@
 use super::KeyPurpose;
 use crate::keys::LABEL_PREFIX;
 
+/// Purposes whose keys come from outside and are imported into the token, so the
+/// token reports `CKA_ALWAYS_SENSITIVE` and `CKA_NEVER_EXTRACTABLE` false for them:
+/// `fcm`, the FCM service account's RSA key (`symbolon keys import-fcm`). They are not
+/// in the catalog; `keys list` shows them as imported.
+pub const IMPORTED_PURPOSES: &[(&str, &str)] = &[("fcm", "CKM_SHA256_RSA_PKCS")];
+
+/// The imported purpose (and its mechanism) of a label `symbolon-<purpose>-...`, if any.
+pub fn imported_purpose(label: &str) -> Option<(&'static str, &'static str)> {
+    let (purpose, _) = label.strip_prefix(LABEL_PREFIX)?.split_once('-')?;
+    IMPORTED_PURPOSES.iter().copied().find(|(p, _)| *p == purpose)
+}
+
 // An inherent impl outside `store::catalog`, where the type lives: the store keeps
 // purposes without knowing how the token names keys.
 impl KeyPurpose {

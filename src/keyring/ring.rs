@@ -21,6 +21,10 @@ pub struct KeyRing {
     /// Who the audit trail names for changes made through this ring (`operator` for
     /// the CLI, `node:<host>` for a server).
     actor: Arc<str>,
+    /// `keys.imported`: labels accepted although imported.
+    imported: Arc<[String]>,
+    /// The token's keys of our label scheme as last synced.
+    token_keys: Arc<RwLock<Vec<TokenKey>>>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -29,18 +33,49 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
-/// Refuses a private or secret key that could leave the token.
-pub fn check_key_safety(key: &TokenKey) -> Result<(), HsmError> {
+/// Refuses a private or secret key that could leave the token, and one that may have a
+/// copy outside it: a key of our purposes must report `CKA_ALWAYS_SENSITIVE` and
+/// `CKA_NEVER_EXTRACTABLE` true unless it is of an imported purpose (the FCM key) or
+/// named in `keys.imported`.
+pub fn check_key_safety(key: &TokenKey, imported: &[String]) -> Result<(), HsmError> {
     if key.class == "public" {
         return Ok(());
     }
+    let refuse = |reason| Err(HsmError::UnsafeKey { label: key.label.clone(), reason });
     if key.extractable {
-        return Err(HsmError::UnsafeKey { label: key.label.clone(), reason: "CKA_EXTRACTABLE is true" });
+        return refuse("CKA_EXTRACTABLE is true");
     }
     if !key.sensitive {
-        return Err(HsmError::UnsafeKey { label: key.label.clone(), reason: "CKA_SENSITIVE is false" });
+        return refuse("CKA_SENSITIVE is false");
+    }
+    if is_imported(key, imported) {
+        return Ok(());
+    }
+    if !key.never_extractable {
+        return refuse(
+            "CKA_NEVER_EXTRACTABLE is false: the key was extractable or imported once, so a copy may exist \
+             outside the token (name it in keys.imported if it was imported on purpose)",
+        );
+    }
+    if !key.always_sensitive {
+        return refuse(
+            "CKA_ALWAYS_SENSITIVE is false: the key was readable or imported once, so a copy may exist \
+             outside the token (name it in keys.imported if it was imported on purpose)",
+        );
     }
     Ok(())
+}
+
+/// The key is an accepted exception to the made-in-token rule: of an imported purpose
+/// (`fcm`) or named in `keys.imported`.
+fn is_imported(key: &TokenKey, imported: &[String]) -> bool {
+    super::labels::imported_purpose(&key.label).is_some() || imported.contains(&key.label)
+}
+
+/// Where a token key came from, for `keys list`: `generated` (the token reports it
+/// always sensitive and never extractable) or `imported`.
+pub fn origin(key: &TokenKey) -> &'static str {
+    if key.made_in_token() { "generated" } else { "imported" }
 }
 
 impl KeyRing {
@@ -58,12 +93,26 @@ impl KeyRing {
         now: i64,
         actor: &str,
     ) -> Result<Self, KeyError> {
+        Self::open_with(pool, store, now, actor, &[]).await
+    }
+
+    /// As [`Self::open_as`], accepting the imported keys named in `imported`
+    /// (`keys.imported`).
+    pub async fn open_with(
+        pool: SessionPool,
+        store: Arc<dyn DurableStore>,
+        now: i64,
+        actor: &str,
+        imported: &[String],
+    ) -> Result<Self, KeyError> {
         let ring = Self {
             pool,
             store,
             catalog: Arc::new(RwLock::new(Vec::new())),
             public: Arc::new(RwLock::new(HashMap::new())),
             actor: Arc::from(actor),
+            imported: Arc::from(imported),
+            token_keys: Arc::new(RwLock::new(Vec::new())),
         };
         ring.sync(now).await?;
         Ok(ring)
@@ -163,7 +212,10 @@ impl KeyRing {
     pub async fn sync(&self, now: i64) -> Result<(), KeyError> {
         let token_keys = self.run(HsmOp::Catalog, None, |s| s.list_keys(LABEL_PREFIX)).await?;
         for key in &token_keys {
-            check_key_safety(key)?;
+            check_key_safety(key, &self.imported)?;
+        }
+        if let Ok(mut t) = self.token_keys.write() {
+            *t = token_keys.clone();
         }
         let known: Vec<CatalogEntry> = self.store.list_keys().await.map_err(catalog_err)?;
         let mut labels: Vec<&TokenKey> = token_keys.iter().filter(|k| k.class != "public").collect();
@@ -218,6 +270,24 @@ impl KeyRing {
             .into_iter()
             .find(|e| e.label == label)
             .ok_or_else(|| KeyError::Catalog(format!("generated key {label} not in the catalog")))
+    }
+
+    /// The token's private and secret keys of our label scheme as last synced (with
+    /// [`origin`] for `keys list`).
+    pub fn token_keys(&self) -> Vec<TokenKey> {
+        self.token_keys.read().map(|t| t.iter().filter(|k| k.class != "public").cloned().collect()).unwrap_or_default()
+    }
+
+    /// Generates an active key for every purpose that has none (`symbolon keys init`,
+    /// `keys.init_on_start`); returns the keys made.
+    pub async fn generate_missing(&self, now: i64) -> Result<Vec<CatalogEntry>, KeyError> {
+        let mut made = Vec::new();
+        for purpose in KeyPurpose::ALL {
+            if self.active(purpose).is_err() {
+                made.push(self.generate(purpose, now).await?);
+            }
+        }
+        Ok(made)
     }
 
     /// The catalog as last synced.
@@ -350,5 +420,67 @@ pub(crate) fn catalog_err(e: StoreError) -> KeyError {
     match e {
         StoreError::KeyStateChanged(label) => KeyError::StateChanged(label),
         other => KeyError::Catalog(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(label: &str, class: &'static str, flags: [bool; 4]) -> TokenKey {
+        let [sensitive, extractable, always_sensitive, never_extractable] = flags;
+        TokenKey {
+            label: label.into(),
+            class,
+            key_type: "other",
+            sensitive,
+            extractable,
+            always_sensitive,
+            never_extractable,
+        }
+    }
+
+    fn refused(k: &TokenKey, imported: &[String]) -> String {
+        match check_key_safety(k, imported) {
+            Err(HsmError::UnsafeKey { label, reason }) => {
+                assert_eq!(label, k.label);
+                reason.to_string()
+            }
+            other => panic!("{} must be refused, got {other:?}", k.label),
+        }
+    }
+
+    #[test]
+    fn keys_made_in_the_token_pass_and_imported_ones_only_as_named_exceptions() {
+        let made = key("symbolon-otp-20260101T000000Z", "secret", [true, false, true, true]);
+        assert!(check_key_safety(&made, &[]).is_ok());
+        assert_eq!(origin(&made), "generated");
+
+        let imported = key("symbolon-otp-20260101T000000Z", "secret", [true, false, false, false]);
+        assert!(refused(&imported, &[]).starts_with("CKA_NEVER_EXTRACTABLE is false"));
+        let once_readable = key("symbolon-jwt-20260101T000000Z", "private", [true, false, false, true]);
+        assert!(refused(&once_readable, &[]).starts_with("CKA_ALWAYS_SENSITIVE is false"));
+        // Named in keys.imported: accepted, and listed as imported.
+        let named = vec!["symbolon-otp-20260101T000000Z".to_string()];
+        assert!(check_key_safety(&imported, &named).is_ok());
+        assert_eq!(origin(&imported), "imported");
+        assert!(refused(&once_readable, &named).starts_with("CKA_ALWAYS_SENSITIVE"), "only the named label");
+
+        // The FCM key is imported by design (keys import-fcm).
+        let fcm = key("symbolon-fcm-20260101T000000Z", "private", [true, false, false, false]);
+        assert!(check_key_safety(&fcm, &[]).is_ok());
+        // Public halves have nothing to protect.
+        assert!(check_key_safety(&key("symbolon-jwt-x", "public", [false, true, false, false]), &[]).is_ok());
+    }
+
+    #[test]
+    fn no_exception_for_a_key_that_can_leave_the_token_now() {
+        let named = vec!["symbolon-otp-20260101T000000Z".to_string(), "symbolon-fcm-x".to_string()];
+        for label in ["symbolon-otp-20260101T000000Z", "symbolon-fcm-x"] {
+            let extractable = key(label, "secret", [true, true, false, false]);
+            assert_eq!(refused(&extractable, &named), "CKA_EXTRACTABLE is true");
+            let readable = key(label, "secret", [false, false, false, false]);
+            assert_eq!(refused(&readable, &named), "CKA_SENSITIVE is false");
+        }
     }
 }

@@ -1,13 +1,14 @@
 //! The PKCS#11 core: the token URI and PIN, the session pool, the kinds of key and
 //! their mechanisms (ES256, HMAC, AES-GCM envelopes, RSA for the FCM assertion). No
 //! private or secret key ever leaves the token. It imports nothing of the crate but
-//! `error` and its own configuration: which key serves what, and in which state, is
+//! `error`, `files` (bounded reads of the PIN file) and its own configuration: which key serves what, and in which state, is
 //! the key ring's business (`keyring/`, docs/architecture.md).
 
 mod cert;
 mod config;
 mod envelope;
 mod jwk;
+mod module;
 mod op;
 mod pin;
 mod pool;
@@ -18,13 +19,13 @@ mod uri;
 pub use config::HsmConfig;
 pub use envelope::Envelope;
 pub use jwk::EcPublicJwk;
+pub use module::{Module, TokenDescription};
 pub use op::HsmOp;
 pub use pin::{HsmPin, PinError, PinOrigin};
 pub use pool::SessionPool;
 pub use token::{KeyKind, TokenInfo, TokenKey, TokenSession, initialize as initialize_module};
 pub use uri::{Pkcs11Uri, UriError};
 
-use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 
 use crate::error::{ApiError, ErrorCode};
@@ -76,7 +77,10 @@ pub enum HsmError {
     Pin(#[from] PinError),
     #[error("cannot load the PKCS#11 module {path}: {reason}")]
     Module { path: String, reason: String },
-    #[error("no token {wanted:?} found (tokens present: {seen:?})")]
+    #[error(
+        "no token {wanted:?} found (tokens present: {seen:?}); if the module finds its tokens through the \
+         environment (SoftHSM2: SOFTHSM2_CONF), set it in [hsm] module_env"
+    )]
     TokenNotFound { wanted: String, seen: Vec<String> },
     #[error("the token refused the PIN (wrong PIN); not retrying to avoid locking the token")]
     WrongPin,
@@ -94,6 +98,8 @@ pub enum HsmError {
     Malformed(&'static str),
     #[error("decryption failed (wrong key, AAD or tampered data)")]
     DecryptFailed,
+    #[error("the token does not implement {0}")]
+    Unsupported(&'static str),
     #[error("key {label:?} is refused: {reason}")]
     UnsafeKey { label: String, reason: &'static str },
     #[error("the HSM is saturated (queue full or deadline passed)")]
@@ -131,11 +137,35 @@ impl From<HsmError> for ApiError {
     }
 }
 
+/// What `serve` would refuse about `[hsm]` at start, found without side effects: the
+/// PIN source is readable (not used), the module loads and the token of the URI exists
+/// (no session is opened, nothing is logged in). `config check` runs it after
+/// [`HsmConfig::apply_module_env`].
+pub fn start_problems(config: &HsmConfig) -> Vec<crate::error::ConfigProblem> {
+    use crate::error::ConfigProblem;
+    let Ok(uri) = Pkcs11Uri::parse(&config.uri) else { return Vec::new() }; // reported by problems()
+    let mut p = Vec::new();
+    if let Err(e) = HsmPin::resolve(uri.pin_source.as_deref()) {
+        p.push(ConfigProblem::new("hsm.uri", format!("pin-source: {e}")));
+    }
+    let module = match Module::load(&uri.module_path) {
+        Ok(module) => module,
+        Err(e) => {
+            p.push(ConfigProblem::new("hsm.uri", format!("module-path: {e}")));
+            return p;
+        }
+    };
+    if let Err(e) = module.find_token(uri.token.as_deref(), uri.serial.as_deref()) {
+        p.push(ConfigProblem::new("hsm.uri", e.to_string()));
+    }
+    let _ = module.context().clone().finalize();
+    p
+}
+
 /// Loads the module named in the configuration, reads the PIN and starts the pool.
 pub fn open_pool(config: &HsmConfig) -> Result<SessionPool, HsmError> {
     let uri = Pkcs11Uri::parse(&config.uri)?;
     let pin = HsmPin::resolve(uri.pin_source.as_deref())?;
-    let ctx = Pkcs11::new(&uri.module_path)
-        .map_err(|e| HsmError::Module { path: uri.module_path.display().to_string(), reason: e.to_string() })?;
-    SessionPool::start(ctx, uri.token, uri.serial, pin, config.worker_count(), config.queue_depth, config.deadline)
+    let module = Module::load(&uri.module_path)?;
+    SessionPool::start(module, uri.token, uri.serial, pin, config.worker_count(), config.queue_depth, config.deadline)
 }

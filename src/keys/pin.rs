@@ -73,9 +73,11 @@ impl HsmPin {
             PinOrigin::File(p) | PinOrigin::Credential(p) => p.clone(),
             PinOrigin::Environment => return Err(PinError::Missing),
         };
-        match std::fs::read_to_string(&path) {
+        // A regular file of bounded size: never a device or a FIFO (src/files.rs).
+        match crate::files::read_bounded_string(&path, crate::files::MAX_SECRET_BYTES) {
             Ok(v) => Self::from_string(v, origin),
-            Err(source) => Err(PinError::Unreadable { origin, source }),
+            Err(crate::files::FileError::Io { source, .. }) => Err(PinError::Unreadable { origin, source }),
+            Err(other) => Err(PinError::Unreadable { origin, source: std::io::Error::other(other.to_string()) }),
         }
     }
 

@@ -13,9 +13,10 @@ use cryptoki::context::Pkcs11;
 use tokio::sync::oneshot;
 
 use super::HsmError;
+use super::module::Module;
 use super::op::HsmOp;
 use super::pin::HsmPin;
-use super::token::{TokenInfo, TokenSession, find_token, initialize};
+use super::token::{TokenInfo, TokenSession, initialize};
 
 /// A queued operation: runs on a worker and returns how to hand its result back.
 type Job = Box<dyn FnOnce(&mut Worker) -> Option<Deliver> + Send>;
@@ -35,7 +36,7 @@ const HOLD_MAX: Duration = Duration::from_micros(300);
 
 /// Shared by the pool handle and its workers.
 struct Shared {
-    ctx: Pkcs11,
+    module: Module,
     pin: HsmPin,
     label: Option<String>,
     serial: Option<String>,
@@ -92,13 +93,13 @@ impl Worker {
         }
         if self.session.is_none() {
             self.session_epoch = epoch;
-            let opened = match TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin) {
+            let opened = match TokenSession::open(self.shared.module.context(), &self.info, &self.shared.pin) {
                 Err(HsmError::Pkcs11(rv)) if rv.is_not_initialized() => {
-                    initialize(&self.shared.ctx)?;
+                    initialize(self.shared.module.context())?;
                     // The slot list may have changed after a re-initialization.
                     self.info =
-                        find_token(&self.shared.ctx, self.shared.label.as_deref(), self.shared.serial.as_deref())?;
-                    TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin)
+                        self.shared.module.find_token(self.shared.label.as_deref(), self.shared.serial.as_deref())?;
+                    TokenSession::open(self.shared.module.context(), &self.info, &self.shared.pin)
                 }
                 other => other,
             };
@@ -184,7 +185,7 @@ impl SessionPool {
     /// now, so a wrong PIN or missing token fails start-up with a clear error instead
     /// of failing every request later.
     pub fn start(
-        ctx: Pkcs11,
+        module: Module,
         label: Option<String>,
         serial: Option<String>,
         pin: HsmPin,
@@ -192,9 +193,9 @@ impl SessionPool {
         queue_depth: usize,
         deadline: Duration,
     ) -> Result<Self, HsmError> {
-        let info = find_token(&ctx, label.as_deref(), serial.as_deref())?;
+        let info = module.find_token(label.as_deref(), serial.as_deref())?;
         let shared = Arc::new(Shared {
-            ctx,
+            module,
             pin,
             label,
             serial,
@@ -207,7 +208,7 @@ impl SessionPool {
         let workers = workers.max(1);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue_depth.max(1));
         // Log in once before spawning so that a wrong PIN costs one attempt, not N.
-        let first = TokenSession::open(&shared.ctx, &info, &shared.pin)?;
+        let first = TokenSession::open(shared.module.context(), &info, &shared.pin)?;
         let mut first = Some(first);
         for n in 0..workers {
             let mut worker = Worker {
@@ -218,7 +219,7 @@ impl SessionPool {
                 stop: false,
             };
             if worker.session.is_none() {
-                worker.session = Some(TokenSession::open(&shared.ctx, &info, &shared.pin)?);
+                worker.session = Some(TokenSession::open(shared.module.context(), &info, &shared.pin)?);
             }
             let rx: Receiver<Job> = rx.clone();
             let handle = std::thread::Builder::new()
@@ -259,7 +260,7 @@ impl SessionPool {
     /// The module context, for operator tooling and tests that act on the token from
     /// "outside" the pool (e.g. `C_Finalize` to simulate a token restart).
     pub fn context(&self) -> &Pkcs11 {
-        &self.shared.ctx
+        self.shared.module.context()
     }
 
     /// Operations the workers ran so far, by kind (`symbolon_hsm_operations_total`):
@@ -325,12 +326,12 @@ impl SessionPool {
         for t in threads {
             let _ = t.join();
         }
-        let _ = self.shared.ctx.clone().finalize();
+        let _ = self.shared.module.context().clone().finalize();
     }
 
     /// Runs `op` on the calling thread with a session of its own (CLI commands).
     pub fn run_blocking<R>(&self, mut op: impl FnMut(&mut TokenSession) -> Result<R, HsmError>) -> Result<R, HsmError> {
-        let mut session = TokenSession::open(&self.shared.ctx, &self.info, &self.shared.pin)?;
+        let mut session = TokenSession::open(self.shared.module.context(), &self.info, &self.shared.pin)?;
         op(&mut session)
     }
 }

@@ -54,6 +54,19 @@ pub struct TokenKey {
     pub key_type: &'static str,
     pub sensitive: bool,
     pub extractable: bool,
+    /// `CKA_ALWAYS_SENSITIVE`: sensitive since it was made (false for imported keys).
+    pub always_sensitive: bool,
+    /// `CKA_NEVER_EXTRACTABLE`: never extractable since it was made (false for imported keys).
+    pub never_extractable: bool,
+}
+
+impl TokenKey {
+    /// The token reports that the key was made inside it and has never been readable or
+    /// extractable: no copy of it can exist outside the token. Keys created from a known
+    /// value (`C_CreateObject`, `C_UnwrapKey`) report false.
+    pub fn made_in_token(&self) -> bool {
+        self.always_sensitive && self.never_extractable
+    }
 }
 
 /// A session plus the handles found through it.
@@ -198,9 +211,16 @@ impl TokenSession {
             t.extend(extra);
             t
         };
-        match kind {
-            KeyKind::HmacSecret => {
-                self.session.generate_key(
+        let unsupported = |mechanism: &'static str| {
+            move |e: CkError| match e {
+                CkError::Pkcs11(RvError::MechanismInvalid, _) => HsmError::Unsupported(mechanism),
+                other => other.into(),
+            }
+        };
+        let made = match kind {
+            KeyKind::HmacSecret => self
+                .session
+                .generate_key(
                     &Mechanism::GenericSecretKeyGen,
                     &common(vec![
                         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -209,10 +229,11 @@ impl TokenSession {
                         Attribute::Sign(true),
                         Attribute::Verify(true),
                     ]),
-                )?;
-            }
-            KeyKind::Aes256 => {
-                self.session.generate_key(
+                )
+                .map_err(unsupported("CKM_GENERIC_SECRET_KEY_GEN"))?,
+            KeyKind::Aes256 => self
+                .session
+                .generate_key(
                     &Mechanism::AesKeyGen,
                     &common(vec![
                         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -221,8 +242,8 @@ impl TokenSession {
                         Attribute::Encrypt(true),
                         Attribute::Decrypt(true),
                     ]),
-                )?;
-            }
+                )
+                .map_err(unsupported("CKM_AES_KEY_GEN"))?,
             KeyKind::EcP256 => {
                 let public = vec![
                     Attribute::Token(true),
@@ -232,14 +253,48 @@ impl TokenSession {
                     Attribute::Label(label.as_bytes().to_vec()),
                     Attribute::Id(id.to_vec()),
                 ];
-                self.session.generate_key_pair(
-                    &Mechanism::EccKeyPairGen,
-                    &public,
-                    &common(vec![Attribute::Sign(true)]),
-                )?;
+                self.session
+                    .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &common(vec![Attribute::Sign(true)]))
+                    .map_err(unsupported("CKM_EC_KEY_PAIR_GEN"))?
+                    .1
+            }
+        };
+        self.check_made_in_token(made, label)
+    }
+
+    /// A key the server just generated must report `CKA_ALWAYS_SENSITIVE` and
+    /// `CKA_NEVER_EXTRACTABLE` true (it was made sensitive and not extractable, so a
+    /// token saying otherwise is not keeping its key in). Otherwise the key is deleted
+    /// again (with the public half of a pair) and refused.
+    fn check_made_in_token(&mut self, key: ObjectHandle, label: &str) -> Result<(), HsmError> {
+        let attrs =
+            self.session.get_attributes(key, &[AttributeType::AlwaysSensitive, AttributeType::NeverExtractable])?;
+        let (mut always_sensitive, mut never_extractable) = (false, false);
+        for a in attrs {
+            match a {
+                Attribute::AlwaysSensitive(v) => always_sensitive = v,
+                Attribute::NeverExtractable(v) => never_extractable = v,
+                _ => {}
             }
         }
-        Ok(())
+        if always_sensitive && never_extractable {
+            return Ok(());
+        }
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY, ObjectClass::PUBLIC_KEY] {
+            for h in
+                self.session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])?
+            {
+                self.session.destroy_object(h)?;
+            }
+        }
+        Err(HsmError::UnsafeKey {
+            label: label.to_string(),
+            reason: if always_sensitive {
+                "the token reports CKA_NEVER_EXTRACTABLE false for a key it just generated (deleted again)"
+            } else {
+                "the token reports CKA_ALWAYS_SENSITIVE false for a key it just generated (deleted again)"
+            },
+        })
     }
 
     /// Imports a secret key with a known value (HMAC or AES), then sensitive and not
@@ -279,6 +334,8 @@ impl TokenSession {
                         AttributeType::KeyType,
                         AttributeType::Sensitive,
                         AttributeType::Extractable,
+                        AttributeType::AlwaysSensitive,
+                        AttributeType::NeverExtractable,
                     ],
                 )?;
                 let mut key = TokenKey {
@@ -287,6 +344,8 @@ impl TokenSession {
                     key_type: "other",
                     sensitive: false,
                     extractable: true,
+                    always_sensitive: false,
+                    never_extractable: false,
                 };
                 for a in attrs {
                     match a {
@@ -294,8 +353,11 @@ impl TokenSession {
                         Attribute::KeyType(t) if t == KeyType::EC => key.key_type = "ec",
                         Attribute::KeyType(t) if t == KeyType::AES => key.key_type = "aes",
                         Attribute::KeyType(t) if t == KeyType::GENERIC_SECRET => key.key_type = "generic-secret",
+                        Attribute::KeyType(t) if t == KeyType::RSA => key.key_type = "rsa",
                         Attribute::Sensitive(s) => key.sensitive = s,
                         Attribute::Extractable(e) => key.extractable = e,
+                        Attribute::AlwaysSensitive(s) => key.always_sensitive = s,
+                        Attribute::NeverExtractable(e) => key.never_extractable = e,
                         _ => {}
                     }
                 }
@@ -303,6 +365,8 @@ impl TokenSession {
                     // Public keys are neither sensitive nor secret.
                     key.sensitive = true;
                     key.extractable = false;
+                    key.always_sensitive = true;
+                    key.never_extractable = true;
                 }
                 if key.label.starts_with(prefix) {
                     out.push(key);
@@ -345,32 +409,6 @@ fn class_name(class: ObjectClass) -> &'static str {
         4 => "secret",
         _ => "public",
     }
-}
-
-/// Loads the module, initializes it (tolerating an earlier initialization) and finds
-/// the token by label or serial.
-pub fn find_token(ctx: &Pkcs11, label: Option<&str>, serial: Option<&str>) -> Result<TokenInfo, HsmError> {
-    initialize(ctx)?;
-    let mut seen = Vec::new();
-    for slot in ctx.get_slots_with_token()? {
-        let info = ctx.get_token_info(slot)?;
-        let (l, s) = (info.label().trim().to_string(), info.serial_number().trim().to_string());
-        let matches = label.is_none_or(|want| want == l) && serial.is_none_or(|want| want == s);
-        if matches {
-            return Ok(TokenInfo {
-                slot,
-                label: l,
-                serial: s,
-                manufacturer: info.manufacturer_id().trim().to_string(),
-                model: info.model().trim().to_string(),
-                has_ecdsa_sha256: ctx
-                    .get_mechanism_info(slot, cryptoki::mechanism::MechanismType::ECDSA_SHA256)
-                    .is_ok(),
-            });
-        }
-        seen.push(l);
-    }
-    Err(HsmError::TokenNotFound { wanted: label.or(serial).unwrap_or_default().to_string(), seen })
 }
 
 /// `C_Initialize`, tolerating `CKR_CRYPTOKI_ALREADY_INITIALIZED`.

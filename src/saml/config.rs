@@ -209,7 +209,9 @@ impl SamlSpConfig {
         let pem = if v.trim_start().starts_with("-----BEGIN") {
             v.clone()
         } else {
-            std::fs::read_to_string(v).map_err(|e| format!("cannot read {v}: {e}"))?
+            // A path: a regular file of bounded size (src/files.rs), never a device or FIFO.
+            crate::files::read_bounded_string(std::path::Path::new(v), crate::files::MAX_PEM_BYTES)
+                .map_err(|e| e.to_string())?
         };
         use der::DecodePem;
         let cert = x509_cert::Certificate::from_pem(pem.trim().as_bytes())

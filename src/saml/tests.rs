@@ -295,6 +295,33 @@ fn signed_sp(ca: &TestCa) -> SamlSpConfig {
 }
 
 #[test]
+fn certificate_pem_paths_must_be_small_regular_files() {
+    let ca = TestCa::new(TestKey::Rsa(rsa2048()), "CN=sp file");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sp.pem");
+    std::fs::write(&file, crate::trust::testkit::pem("CERTIFICATE", &ca.der)).unwrap();
+    let mut s = sp();
+    s.requests_signed = true;
+    s.certificate_pem = Some(file.display().to_string());
+    assert_eq!(s.certificate_der().unwrap().unwrap(), ca.der, "a certificate file is read");
+    // /dev/zero was read until memory ran out; a FIFO blocked start-up for ever.
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'A'; crate::files::MAX_PEM_BYTES as usize + 1]).unwrap();
+    for (path, why) in [
+        ("/dev/zero".to_string(), "is not a regular file"),
+        (fifo.display().to_string(), "is not a regular file"),
+        (dir.path().display().to_string(), "is not a regular file"),
+        (big.display().to_string(), "is larger than"),
+    ] {
+        s.certificate_pem = Some(path.clone());
+        let err = s.validate().unwrap_err();
+        assert!(err.starts_with("certificate_pem: ") && err.contains(why), "{path}: {err}");
+    }
+}
+
+#[test]
 fn redirect_signatures_rsa_and_ecdsa() {
     let xml = authn_xml("_abc", "https://sp.example/metadata", "");
     let rsa_ca = TestCa::new(TestKey::Rsa(rsa2048()), "CN=sp rsa");

@@ -227,7 +227,7 @@ impl Services {
             return Err(ApiError::new(ErrorCode::TooManyPending, "too many pending sessions for this token id")
                 .with_retry_after(ttl as u64));
         }
-        METRICS.session(SessionOutcome::Created);
+        METRICS.session_created(&session.id, session.expires_at);
         if let Some(enrollment) = &enrollment {
             self.push_session(enrollment, &session, &service, &otp).await;
         }
@@ -371,6 +371,7 @@ impl Services {
         if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.failures == max) {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
             METRICS.session(SessionOutcome::Locked);
+            METRICS.pending_sessions.ended(&session.id);
             self.audit_event(
                 kinds::AUTH_SESSION_LOCKED,
                 session.device_id.as_deref().unwrap_or("-"),
@@ -435,6 +436,7 @@ impl Services {
                 let approved = ended.status == SessionStatus::Approved;
                 let status = if approved { "approved" } else { "rejected" };
                 METRICS.session(if approved { SessionOutcome::Approved } else { SessionOutcome::Rejected });
+                METRICS.pending_sessions.ended(&ended.id);
                 tracing::info!(session_id = %ended.id, outcome = status, "auth session ended");
                 self.audit_event(
                     if approved { kinds::AUTH_APPROVED } else { kinds::AUTH_REJECTED },

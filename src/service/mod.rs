@@ -5,7 +5,8 @@
 //! private and its API is grouped by what the callers do, one `impl` block per file:
 //! enrolling (`enroll.rs`), signing in (`auth.rs`, the browser channel in
 //! `channel.rs`, pairwise subjects in `subject.rs`), SAML (`saml.rs`), the management
-//! API (`management.rs`), probes and metrics (`probe.rs`), and running the process
+//! API (`management.rs`), probes and metrics (`probe.rs`; what keeps the node from being
+//! ready in `readiness.rs`, expired sessions counted in `expiry.rs`), and running the process
 //! (`operations.rs`, for `startup`).
 
 pub mod audit;
@@ -14,12 +15,14 @@ pub mod channel;
 pub mod claims;
 pub mod config;
 pub mod enroll;
+pub mod expiry;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
 pub mod operations;
 pub mod otp;
 pub mod probe;
+pub mod readiness;
 pub mod relying_parties;
 pub mod saml;
 pub mod subject;

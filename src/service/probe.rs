@@ -91,7 +91,15 @@ impl Services {
     /// The gauges a metrics scrape reports at `now`.
     pub fn scrape_gauges(&self, now: i64) -> ScrapeGauges {
         let pool = self.keys.pool();
-        let trust = self.trust_health(now);
+        let trust = self.trust.status(now);
+        let mut next_update: Vec<(&'static str, i64)> = Vec::new();
+        for e in &trust.entries {
+            let Some(at) = e.next_update else { continue };
+            match next_update.iter_mut().find(|(k, _)| *k == e.kind) {
+                Some((_, earliest)) => *earliest = (*earliest).min(at),
+                None => next_update.push((e.kind, at)),
+            }
+        }
         ScrapeGauges {
             websockets_open: self.browser_channels.open(),
             session_event_channels: self.sessions.event_channels(),
@@ -102,7 +110,10 @@ impl Services {
             trust_configured: trust.configured,
             trust_fresh: trust.fresh,
             trust_age_s: trust.age_s,
-            trust_lists: trust.lists,
+            // Ids, not names: label values without spaces.
+            trust_lists: trust.entries.iter().map(|e| (e.id.clone(), e.fresh)).collect(),
+            trust_next_update: next_update,
+            pending_sessions: crate::metrics::METRICS.pending_sessions.pending(now),
         }
     }
 }

@@ -24,7 +24,9 @@ pub struct DatabaseConfig {
     /// Longest a single database call may take before the request gets `503 unavailable`.
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
-    /// PostgreSQL TLS: `disable`, `prefer`, `require` or `verify-full`.
+    /// PostgreSQL TLS: `auto` (the default: `verify-full`, unless the host is loopback
+    /// or a Unix socket, then `prefer`; an `sslmode` in the URL wins), `disable`,
+    /// `prefer`, `require` or `verify-full`.
     pub tls: DatabaseTls,
     /// PEM file of the CA that signs the PostgreSQL server certificate (`verify-full`).
     pub ca_file: Option<PathBuf>,
@@ -40,17 +42,20 @@ impl Default for DatabaseConfig {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),
-            tls: DatabaseTls::Prefer,
+            tls: DatabaseTls::Auto,
             ca_file: None,
             password_file: None,
         }
     }
 }
 
-/// TLS towards PostgreSQL (libpq `sslmode` names).
+/// TLS towards PostgreSQL (libpq `sslmode` names, and `auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatabaseTls {
+    /// `verify-full` for a host that is not loopback; `prefer` (the libpq default) for
+    /// loopback addresses, `localhost` and Unix sockets; the URL's `sslmode` if it has one.
+    Auto,
     Disable,
     Prefer,
     Require,

@@ -183,15 +183,15 @@ impl RedisSessionStore {
     pub fn open_with_max_channels(config: &SessionStoreConfig, max_channels: usize) -> Result<Self, SessionStoreError> {
         let mut info = config.url.as_str().into_connection_info().map_err(redis_err)?;
         if let Some(file) = &config.password_file {
-            let password = std::fs::read_to_string(file)
-                .map_err(|e| unavailable(format!("cannot read {}: {e}", file.display())))?;
+            let password = crate::files::read_bounded_string(file, crate::files::MAX_SECRET_BYTES)
+                .map_err(|e| unavailable(e.to_string()))?;
             let settings = info.redis_settings().clone().set_password(password.trim_end_matches(['\r', '\n']));
             info = info.set_redis_settings(settings);
         }
         let client = match &config.ca_file {
             Some(ca) => {
-                let root_cert =
-                    std::fs::read(ca).map_err(|e| unavailable(format!("cannot read {}: {e}", ca.display())))?;
+                let root_cert = crate::files::read_bounded(ca, crate::files::MAX_PEM_BYTES)
+                    .map_err(|e| unavailable(e.to_string()))?;
                 Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) })
                     .map_err(redis_err)?
             }

@@ -554,6 +554,34 @@ impl Crl {
     }
 }
 
+/// Fuzzing entry (`fuzz/fuzz_targets/crl.rs`): the whole input as a CRL (DER or PEM)
+/// and as CA certificates; then, split as `u16 big-endian length || CA certificate(s)
+/// || CRL`, the CRL's signature checked against those CAs, so the issuer comparison and
+/// the signature parsers run. Any input must return, never panic.
+#[doc(hidden)]
+pub fn fuzz_crl(data: &[u8]) {
+    let use_crl = |crl: &Crl| {
+        let _ = crl.current_at(0);
+        let _ = crl.current_at(i64::MAX);
+        let _ = crl.current_at(i64::MIN);
+        let _ = crl.is_revoked(&[1]);
+        let _ = crl.revoked_serials_hex().count();
+    };
+    if let Ok(crl) = Crl::parse(data) {
+        use_crl(&crl);
+    }
+    let _ = CaCert::parse_file(data);
+    if let [a, b, rest @ ..] = data {
+        let (ca, crl) = rest.split_at(usize::from(u16::from_be_bytes([*a, *b])).min(rest.len()));
+        if let (Ok(cas), Ok(crl)) = (CaCert::parse_file(ca), Crl::parse(crl)) {
+            use_crl(&crl);
+            for ca in &cas {
+                let _ = crl.verify(ca);
+            }
+        }
+    }
+}
+
 fn looks_like_pem(bytes: &[u8]) -> bool {
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
     bytes[start..].starts_with(b"-----BEGIN ")

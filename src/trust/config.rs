@@ -66,6 +66,24 @@ impl TrustConfig {
             .or_else(|| BUILTIN_CODES.iter().find(|(t, _)| *t == doc_type).map(|(_, c)| *c))
     }
 
+    /// A `file://` governance list that cannot be read (`config check`; `serve` would
+    /// start without trust lists).
+    pub fn start_problems(&self) -> Vec<ConfigProblem> {
+        let Ok(url) = url::Url::parse(&self.governance_url) else { return Vec::new() };
+        if url.scheme() != "file" {
+            return Vec::new();
+        }
+        match url.to_file_path() {
+            Ok(path) => match std::fs::File::open(&path) {
+                Ok(_) => Vec::new(),
+                Err(e) => {
+                    vec![ConfigProblem::new("trust.governance_url", format!("cannot read {}: {e}", path.display()))]
+                }
+            },
+            Err(()) => vec![ConfigProblem::new("trust.governance_url", "not a local file path")],
+        }
+    }
+
     /// Problems with the configuration as (field path, message); empty when valid.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();

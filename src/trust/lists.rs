@@ -246,7 +246,25 @@ pub fn verify_list(bytes: &[u8], ctx: &ListContext) -> Result<VerifiedList, List
     use p256::ecdsa::signature::Verifier;
     key.verify(&jws.signing_input, &sig).map_err(|_| err("JWS signature does not verify"))?;
 
-    let value = parse_strict(&jws.payload).map_err(|e| err(format!("payload: {e}")))?;
+    let (common, payload) = parse_payload(&jws.payload, ctx)?;
+    Ok(VerifiedList {
+        meta: ListMeta {
+            seq: common.seq,
+            issued: common.issued,
+            next_update: common.next_update,
+            signer_sha256,
+            signer_not_before,
+            signer_not_after,
+        },
+        payload_bytes: jws.payload,
+        payload,
+    })
+}
+
+/// The payload of a list whose signature verified: strict JSON, its `type`, and the
+/// members of its kind, `scheme`/`territory` as the context says.
+fn parse_payload(bytes: &[u8], ctx: &ListContext) -> Result<(Common, ListPayload), ListError> {
+    let value = parse_strict(bytes).map_err(|e| err(format!("payload: {e}")))?;
     let common: Common = from_value(&value)?;
     if common.kind != ctx.kind.type_name() {
         return Err(err(format!("payload type must be {}", ctx.kind.type_name())));
@@ -270,18 +288,37 @@ pub fn verify_list(bytes: &[u8], ctx: &ListContext) -> Result<VerifiedList, List
             ListPayload::Vrl(l)
         }
     };
-    Ok(VerifiedList {
-        meta: ListMeta {
-            seq: common.seq,
-            issued: common.issued,
-            next_update: common.next_update,
-            signer_sha256,
-            signer_not_before,
-            signer_not_after,
-        },
-        payload_bytes: jws.payload,
-        payload,
-    })
+    Ok((common, payload))
+}
+
+/// Fuzzing entry (`fuzz/fuzz_targets/signed_list.rs`): a signed list of every kind.
+/// The input's own `x5c[0]` is pinned, so the signer certificate parser and the ES256
+/// check are reached; the payload (the JWS payload, and the input itself as JSON) is
+/// parsed as every kind as if its signature had verified, since a fuzzer cannot sign.
+/// Any input must return, never panic.
+#[doc(hidden)]
+pub fn fuzz_signed_list(data: &[u8]) {
+    const KINDS: [ListKind; 4] = [ListKind::Governance, ListKind::Scheme, ListKind::Tsl, ListKind::Vrl];
+    let ctx = |kind, pins: Vec<String>| ListContext {
+        kind,
+        pins,
+        scheme: Some("symbolon-test".into()),
+        territory: Some("UTO".into()),
+    };
+    if let Ok(jws) = parse_compact_jws(data) {
+        let pin = match jws.header.get("x5c") {
+            Some(Value::Array(certs)) => certs.first().and_then(Value::as_str).and_then(b64::decode_std),
+            _ => None,
+        }
+        .map(|der| super::sha256_hex(&der));
+        for kind in KINDS {
+            let _ = verify_list(data, &ctx(kind, pin.iter().cloned().collect()));
+            let _ = parse_payload(&jws.payload, &ctx(kind, Vec::new()));
+        }
+    }
+    for kind in KINDS {
+        let _ = parse_payload(data, &ctx(kind, Vec::new()));
+    }
 }
 
 fn from_value<T: DeserializeOwned>(v: &Value) -> Result<T, ListError> {

@@ -111,6 +111,9 @@ pub struct TrustStatus {
 pub struct TrustEntryStatus {
     /// `governance`, `scheme`, `tsl`, `vrl` or `crl`.
     pub kind: &'static str,
+    /// Stable id without spaces (a metric label): `gl`, `sl/<scheme>`,
+    /// `tsl/<scheme>/<territory>`, `vrl/<scheme>/<territory>`, `crl/<CA SHA-256 prefix>`.
+    pub id: String,
     pub name: String,
     pub source: String,
     pub seq: Option<u64>,
@@ -712,6 +715,7 @@ impl TrustStore {
         for (kind, n) in tree.lists() {
             entries.push(TrustEntryStatus {
                 kind,
+                id: entry_id(&n.key),
                 name: n.label.clone(),
                 source: n.url.clone(),
                 seq: n.meta.as_ref().map(|m| m.seq),
@@ -725,6 +729,7 @@ impl TrustStore {
         for (_, c) in tree.crls() {
             entries.push(TrustEntryStatus {
                 kind: "crl",
+                id: entry_id(&c.key),
                 name: c.label.clone(),
                 source: c.url.clone(),
                 seq: None,
@@ -837,6 +842,26 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The id of a cached document from its key (`kind|part|...|url`): the parts before
+/// the URL joined by `/`, a CA's SHA-256 shortened to 16 hex digits, and every byte
+/// outside `[A-Za-z0-9._-]` replaced by `_`.
+fn entry_id(key: &str) -> String {
+    let parts = match key.split('|').next() {
+        Some("gl") => 1,
+        Some("sl" | "crl") => 2,
+        _ => 3,
+    };
+    key.splitn(parts + 1, '|')
+        .take(parts)
+        .enumerate()
+        .map(|(i, p)| {
+            let p = if key.starts_with("crl|") && i == 1 { &p[..p.len().min(16)] } else { p };
+            p.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn cache_file(dir: &Path, key: &str) -> PathBuf {

@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use clap::Parser;
-use cryptoki::context::Pkcs11;
 use softhsm_tests::TestToken;
 use softhsm_tests::bench::{HsmOp, Rate, median, pool_rate, raw_rate};
 use symbolon::keyring::key_kind;
@@ -73,13 +72,13 @@ async fn main() -> anyhow::Result<()> {
     let slice = args.seconds / 2.0 / rounds as f64;
     let token = TestToken::new()?;
     token.use_in_process()?;
-    let ctx = Pkcs11::new(&token.module)?;
-    initialize_module(&ctx)?;
+    let module = symbolon::keys::Module::load(&token.module)?;
+    initialize_module(module.context())?;
     let mut pools = Vec::new();
     for workers in [1usize, 2] {
         let pin = HsmPin::resolve(Some(&token.pin_file))?;
         let pool = SessionPool::start(
-            ctx.clone(),
+            module.clone(),
             Some(token.label.clone()),
             None,
             pin,
@@ -117,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
         for (workers, pool) in &pools {
             let mut cell = Cell::default();
             for _ in 0..rounds {
-                cell.raw.push(raw_rate(&token, &ctx, label, *op, *workers, slice)?);
+                cell.raw.push(raw_rate(&token, module.context(), label, *op, *workers, slice)?);
                 cell.pool.push(pool_rate(pool, label, *op, args.callers, slice).await);
             }
             let ratio = cell.ratio();

@@ -227,10 +227,10 @@ impl Bound {
 async fn raw_bound(secs: f64) -> anyhow::Result<Bound> {
     let token = TestToken::new()?;
     token.use_in_process()?;
-    let ctx = cryptoki::context::Pkcs11::new(&token.module)?;
-    initialize_module(&ctx)?;
+    let module = symbolon::keys::Module::load(&token.module)?;
+    initialize_module(module.context())?;
     let pin = HsmPin::resolve(Some(&token.pin_file))?;
-    let pool = SessionPool::start(ctx, Some(token.label.clone()), None, pin, 2, 4096, Duration::from_secs(10))?;
+    let pool = SessionPool::start(module, Some(token.label.clone()), None, pin, 2, 4096, Duration::from_secs(10))?;
     let jwt = KeyPurpose::Jwt.new_label(1_800_000_000);
     let otp = KeyPurpose::Otp.new_label(1_800_000_000);
     for (purpose, label) in [(KeyPurpose::Jwt, jwt.clone()), (KeyPurpose::Otp, otp.clone())] {

@@ -358,7 +358,8 @@ async fn audit_on_sqlite_and_migrate_as_a_separate_step() {
     // not migrate (so it cannot start on an empty database).
     let pg = PgDatabase::create().unwrap();
     let toml = format!("{}auto_migrate = false\n", pg.toml());
-    let err = TestServer::start(&env.token, ServerOptions { extra_toml: toml.clone(), no_keys: true, env: vec![] });
+    let err =
+        TestServer::start(&env.token, ServerOptions { extra_toml: toml.clone(), no_keys: true, ..Default::default() });
     assert!(err.is_err());
     assert_eq!(pg.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'enrollments'").unwrap().trim(), "0");
     let dir = tempfile::tempdir().unwrap();

@@ -206,7 +206,7 @@ async fn per_ip_rate_limit_on_enroll() {
 async fn wait_trust_fresh(env: &Env, fresh: bool) -> Value {
     for _ in 0..100 {
         let health: Value =
-            reqwest::get(format!("{}/health", env.server.public_url)).await.unwrap().json().await.unwrap();
+            reqwest::get(format!("{}/health", env.server.admin_url)).await.unwrap().json().await.unwrap();
         if health["checks"]["trust"]["fresh"] == fresh {
             return health;
         }
@@ -271,7 +271,7 @@ async fn a_tsl_pointing_its_crl_at_dev_zero_neither_stops_the_start_nor_other_te
     })
     .unwrap();
     let env = start_with(chain, "1h", RELAXED);
-    let health: Value = reqwest::get(format!("{}/health", env.server.public_url)).await.unwrap().json().await.unwrap();
+    let health: Value = reqwest::get(format!("{}/health", env.server.admin_url)).await.unwrap().json().await.unwrap();
     assert_eq!(health["checks"]["trust"]["fresh"], false);
     // That territory's CA fails closed; the other territory enrolls.
     let aus = env.chain.manifest.seal("valid_full").unwrap();

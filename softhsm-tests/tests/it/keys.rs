@@ -11,8 +11,9 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::Sha256;
 use softhsm_tests::TestToken;
+use softhsm_tests::TokenKind;
 use symbolon::keyring::{KeyPurpose, key_kind};
-use symbolon::keys::{HsmError, HsmPin, KeyKind, SessionPool};
+use symbolon::keys::{HsmError, HsmPin, KeyKind, Module, SessionPool};
 
 /// A pool that is shut down when the test ends (SoftHSM2 must not see the process
 /// exit with sessions open on worker threads).
@@ -33,10 +34,11 @@ impl Drop for Pool {
 
 fn pool_for(token: &TestToken, workers: usize, queue: usize) -> Pool {
     token.use_in_process().unwrap();
-    let ctx = Pkcs11::new(&token.module).unwrap();
+    let module = Module::load(&token.module).unwrap();
     let pin = HsmPin::resolve(Some(&token.pin_file)).unwrap();
     Pool(
-        SessionPool::start(ctx, Some(token.label.clone()), None, pin, workers, queue, Duration::from_secs(10)).unwrap(),
+        SessionPool::start(module, Some(token.label.clone()), None, pin, workers, queue, Duration::from_secs(10))
+            .unwrap(),
     )
 }
 
@@ -132,7 +134,7 @@ fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: 
     let wrapper = TestToken::session_aes_key(&session, &[Attribute::Wrap(true)]).unwrap();
     // The wrapping key and mechanism work: an extractable session key wraps.
     let extractable = TestToken::session_aes_key(&session, &[Attribute::Extractable(true)]).unwrap();
-    session.wrap_key(&Mechanism::AesKeyWrap, wrapper, extractable).unwrap();
+    session.wrap_key(&token.wrap_mechanism(), wrapper, extractable).unwrap();
     let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, wrapper, handle);
     match wrapped {
         Err(cryptoki::error::Error::Pkcs11(rv, _)) => {
@@ -145,11 +147,12 @@ fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: 
                 "{label}: unexpected wrap error {rv:?}"
             );
             if rv == cryptoki::error::RvError::MechanismInvalid {
-                // Kryoptic has no CKM_AES_KEY_WRAP_PAD (only CKM_AES_KEY_WRAP_KWP).
-                let r = session.wrap_key(&Mechanism::AesKeyWrap, wrapper, handle);
+                // Kryoptic has no CKM_AES_KEY_WRAP_PAD (only CKM_AES_KEY_WRAP_KWP), and
+                // openCryptoki's soft token no AES key wrap at all (CKM_AES_CBC_PAD wraps).
+                let r = session.wrap_key(&token.wrap_mechanism(), wrapper, handle);
                 assert!(
                     matches!(r, Err(cryptoki::error::Error::Pkcs11(rv, _)) if rv == token.unextractable_rv(class)),
-                    "{label}: CKM_AES_KEY_WRAP of a non-extractable key: {r:?}, want {:?}",
+                    "{label}: wrapping a non-extractable key: {r:?}, want {:?}",
                     token.unextractable_rv(class)
                 );
             }
@@ -172,6 +175,157 @@ async fn generated_keys_are_sensitive_and_not_extractable() {
     let pairs = KeyPurpose::ALL.iter().filter(|p| p.is_key_pair()).count();
     assert_eq!(keys.len(), KeyPurpose::ALL.len() + pairs, "{keys:?}");
     assert!(keys.iter().all(|k| k.sensitive && !k.extractable));
+    // Made in the token: it reports them always sensitive and never extractable.
+    assert!(keys.iter().all(|k| k.always_sensitive && k.never_extractable && k.made_in_token()), "{keys:?}");
+}
+
+/// A key imported from a known value is sensitive and not extractable, but the token
+/// reports CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE false: the key ring refuses
+/// it, naming the label and the attribute, unless `keys.imported` names it. HMAC keys
+/// only, so it runs on every tested token (docs/keys.md "Tested tokens"); openCryptoki
+/// reports both attributes true for the imported key, which the test asserts.
+#[tokio::test]
+async fn imported_keys_are_refused_unless_named_in_keys_imported() {
+    use symbolon::keyring::KeyRing;
+    use symbolon::store::{DatabaseConfig, DurableStore, SqliteStore};
+    const NOW: i64 = 1_800_000_000;
+    let token = TestToken::new().unwrap();
+    let pool = pool_for(&token, 1, 16);
+    let made = generate(&pool, KeyPurpose::Otp).await;
+    let imported = "symbolon-otp-20260101T000000Z";
+    pool.run(move |s| s.import_secret(KeyKind::HmacSecret, imported, &[7u8; 32])).await.unwrap();
+    let keys = pool.run(|s| s.list_keys("symbolon-")).await.unwrap();
+    let key = |l: &str| keys.iter().find(|k| k.label == l).cloned().unwrap();
+    assert!(key(&made).made_in_token(), "{:?}", key(&made));
+    let imp = key(imported);
+    assert!(imp.sensitive && !imp.extractable, "{imp:?}");
+    if token.kind == TokenKind::OpenCryptoki {
+        // openCryptoki 3.8.1 reports an object made with C_CreateObject as always
+        // sensitive and never extractable when its template says sensitive and not
+        // extractable: there the rule cannot tell an imported key (docs/keys.md).
+        assert!(imp.always_sensitive && imp.never_extractable, "{imp:?}");
+        return;
+    }
+    assert!(!imp.always_sensitive && !imp.never_extractable && !imp.made_in_token(), "{imp:?}");
+
+    let db = tempfile::tempdir().unwrap();
+    let sqlite =
+        SqliteStore::open(&format!("sqlite://{}/db", db.path().display()), &DatabaseConfig::default()).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    let store: Arc<dyn DurableStore> = Arc::new(sqlite);
+    let err = KeyRing::open(pool.0.clone(), store.clone(), NOW).await.unwrap_err().to_string();
+    assert!(err.contains(imported) && err.contains("CKA_NEVER_EXTRACTABLE is false"), "{err}");
+    assert!(err.contains("keys.imported"), "the error says how to accept it: {err}");
+    assert!(store.list_keys().await.unwrap().is_empty(), "nothing adopted from a refused token");
+
+    let ring = KeyRing::open_with(pool.0.clone(), store.clone(), NOW, "test", &[imported.to_string()]).await.unwrap();
+    let origins: Vec<(String, &str)> =
+        ring.token_keys().iter().map(|k| (k.label.clone(), symbolon::keyring::origin(k))).collect();
+    assert_eq!(origins, [(imported.to_string(), "imported"), (made.clone(), "generated")], "sorted by label");
+    assert_eq!(ring.entries().len(), 2, "both adopted into the catalog");
+    // Both MAC in the token.
+    let mac = |l: String| pool.run(move |s| s.hmac_sha256(&l, b"m"));
+    assert_ne!(mac(made).await.unwrap(), mac(imported.to_string()).await.unwrap());
+}
+
+/// Token discovery reads CK_TOKEN_INFO with Symbolon's tolerant reader
+/// (src/keys/module.rs): the label and serial come out trimmed on every token, also on
+/// openCryptoki, where cryptoki's own parser fails on the clock field.
+#[test]
+fn token_discovery_tolerates_the_token_info_of_every_tested_token() {
+    let token = TestToken::new().unwrap();
+    token.use_in_process().unwrap();
+    let module = Module::load(&token.module).unwrap();
+    let info = module.find_token(Some(&token.label), None).unwrap();
+    assert_eq!(info.label, token.label);
+    assert!(!info.serial.is_empty() && info.serial.trim() == info.serial, "{info:?}");
+    let by_serial = module.find_token(None, Some(&info.serial)).unwrap();
+    assert_eq!(by_serial.label, token.label);
+    let described = module.token_description(info.slot).unwrap();
+    assert_eq!((described.label.as_str(), described.serial.as_str()), (token.label.as_str(), info.serial.as_str()));
+    let strict = module.context().get_token_info(info.slot);
+    match token.kind {
+        // CKF_CLOCK_ON_TOKEN with utcTime "HH:MM:SS": the quirk this reader exists for.
+        TokenKind::OpenCryptoki => {
+            let err = strict.unwrap_err();
+            assert!(!matches!(err, cryptoki::error::Error::Pkcs11(..)), "a parse error, not the module's: {err:?}");
+        }
+        TokenKind::SoftHsm2 | TokenKind::Kryoptic => {
+            assert_eq!(strict.unwrap().label().trim(), token.label);
+        }
+    }
+}
+
+/// The mechanism table of docs/keys.md ("Tested tokens"), checked against the token's
+/// own mechanism list, so the documented differences are facts of each run.
+#[test]
+fn mechanisms_match_the_tested_tokens_table() {
+    use cryptoki::mechanism::MechanismType as M;
+    let token = TestToken::new().unwrap();
+    token.use_in_process().unwrap();
+    let module = Module::load(&token.module).unwrap();
+    let slot = module.find_token(Some(&token.label), None).unwrap().slot;
+    let have = module.context().get_mechanism_list(slot).unwrap();
+    // (mechanism, SoftHSM2, Kryoptic, openCryptoki)
+    let table = [
+        ("CKM_GENERIC_SECRET_KEY_GEN", M::GENERIC_SECRET_KEY_GEN, [true, true, true]),
+        ("CKM_SHA256_HMAC", M::SHA256_HMAC, [true, true, true]),
+        ("CKM_EC_KEY_PAIR_GEN", M::ECC_KEY_PAIR_GEN, [true, true, false]),
+        ("CKM_ECDSA", M::ECDSA, [true, true, false]),
+        ("CKM_ECDSA_SHA256", M::ECDSA_SHA256, [false, true, false]),
+        ("CKM_AES_KEY_GEN", M::AES_KEY_GEN, [true, true, true]),
+        ("CKM_AES_GCM", M::AES_GCM, [true, true, false]),
+        ("CKM_AES_KEY_WRAP", M::AES_KEY_WRAP, [true, true, false]),
+        ("CKM_AES_KEY_WRAP_PAD", M::AES_KEY_WRAP_PAD, [true, false, false]),
+        ("CKM_AES_CBC_PAD", M::AES_CBC_PAD, [true, true, true]),
+        ("CKM_SHA256_RSA_PKCS", M::SHA256_RSA_PKCS, [true, true, false]),
+    ];
+    let column = match token.kind {
+        TokenKind::SoftHsm2 => 0,
+        TokenKind::Kryoptic => 1,
+        TokenKind::OpenCryptoki => 2,
+    };
+    let wrong: Vec<String> = table
+        .iter()
+        .filter(|(_, m, want)| have.contains(m) != want[column])
+        .map(|(name, _, want)| format!("{name}: table says {}", want[column]))
+        .collect();
+    assert!(wrong.is_empty(), "{:?} differs from docs/keys.md: {wrong:?}", token.kind);
+}
+
+/// A key the token cannot make is refused with the mechanism it lacks, and nothing is
+/// left behind. On SoftHSM2 and Kryoptic every purpose's key is made.
+#[tokio::test]
+async fn generating_a_key_names_the_mechanism_the_token_lacks() {
+    let token = TestToken::new().unwrap();
+    let pool = pool_for(&token, 1, 16);
+    for purpose in KeyPurpose::ALL {
+        let label = purpose.new_label(1_800_000_000);
+        let l = label.clone();
+        let made = pool.run(move |s| s.generate(key_kind(purpose), &l)).await;
+        match (token.kind, key_kind(purpose)) {
+            (TokenKind::OpenCryptoki, KeyKind::EcP256) => {
+                assert!(matches!(made, Err(HsmError::Unsupported("CKM_EC_KEY_PAIR_GEN"))), "{purpose}: {made:?}");
+                assert!(made.unwrap_err().to_string().contains("does not implement CKM_EC_KEY_PAIR_GEN"));
+            }
+            (TokenKind::OpenCryptoki, KeyKind::Aes256) => {
+                // AES keys are made, but there is no AES-GCM to use them with.
+                made.unwrap();
+                let r = pool.run(move |s| s.encrypt_gcm(&label, b"aad", b"x")).await;
+                assert!(
+                    matches!(r, Err(HsmError::Pkcs11(symbolon::keys::Rv(cryptoki::error::RvError::MechanismInvalid)))),
+                    "{r:?}"
+                );
+            }
+            _ => made.unwrap(),
+        }
+    }
+    let left = pool.run(|s| s.list_keys("symbolon-")).await.unwrap();
+    let expected = match token.kind {
+        TokenKind::OpenCryptoki => 3, // otp, pairwise, data
+        _ => KeyPurpose::ALL.len() + KeyPurpose::ALL.iter().filter(|p| p.is_key_pair()).count(),
+    };
+    assert_eq!(left.len(), expected, "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -253,7 +407,7 @@ async fn pool_recovers_after_finalize_and_reinitialize_from_outside() {
 fn wrong_pin_missing_token_and_unreadable_pin_file() {
     let token = TestToken::new().unwrap();
     token.use_in_process().unwrap();
-    let ctx = Pkcs11::new(&token.module).unwrap();
+    let ctx = Module::load(&token.module).unwrap();
     let wrong = token.dir.path().join("wrong-pin");
     std::fs::write(&wrong, "00000000").unwrap();
     let pin = HsmPin::resolve(Some(&wrong)).unwrap();

@@ -69,6 +69,7 @@ struct Row {
     label: String,
     state: String,
     kid: String,
+    origin: String,
     note: String,
 }
 
@@ -84,7 +85,8 @@ fn parse_list(out: &str) -> Vec<Row> {
                 label: f[1].into(),
                 state: f[2].into(),
                 kid: f[3].into(),
-                note: f.get(9..).map(|n| n.join(" ")).unwrap_or_default(),
+                origin: f[9].into(),
+                note: f.get(10..).map(|n| n.join(" ")).unwrap_or_default(),
             }
         })
         .collect()
@@ -697,10 +699,10 @@ async fn pairwise_subjects_differ_by_sector_match_an_independent_hmac_and_surviv
     // subject can be computed outside the HSM (docs/protocol.md §13).
     let token = TestToken::new().unwrap();
     token.use_in_process().unwrap();
-    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
+    let module = symbolon::keys::Module::load(&token.module).unwrap();
     let pin = symbolon::keys::HsmPin::resolve(Some(&token.pin_file)).unwrap();
     let pool =
-        symbolon::keys::SessionPool::start(ctx, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))
+        symbolon::keys::SessionPool::start(module, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))
             .unwrap();
     let known: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(13).wrapping_add(1)).collect();
     let k = known.clone();
@@ -708,7 +710,14 @@ async fn pairwise_subjects_differ_by_sector_match_an_independent_hmac_and_surviv
         .await
         .unwrap();
     pool.shutdown();
-    let env = SignIn::start_with_token(token, &format!("{FAST_KEYS}\n{PAIRWISE_SERVICES}"), options()).await.unwrap();
+    // Imported from a known value, the token reports the key CKA_ALWAYS_SENSITIVE and
+    // CKA_NEVER_EXTRACTABLE false: it is accepted only because keys.imported names it.
+    let keys = FAST_KEYS.replacen("[keys]\n", "[keys]\nimported = [\"symbolon-pairwise-20260101T000000Z\"]\n", 1);
+    let env = SignIn::start_with_token(token, &format!("{keys}\n{PAIRWISE_SERVICES}"), options()).await.unwrap();
+    for row in catalog(&env).await {
+        let want = if row.purpose == "pairwise" { "imported" } else { "generated" };
+        assert_eq!(row.origin, want, "keys list ORIGIN of {row:?}");
+    }
     let expected = |sector: &str| {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&known).unwrap();
         mac.update(format!("symbolon-pairwise-v1\0{sector}\0{}", env.token_id).as_bytes());

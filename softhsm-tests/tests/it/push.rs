@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::Pkcs11;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::signature::Verifier;
@@ -35,7 +34,7 @@ struct Rig {
 fn pool_for(token: &TestToken) -> SessionPool {
     token.use_in_process().unwrap();
     SessionPool::start(
-        Pkcs11::new(&token.module).unwrap(),
+        symbolon::keys::Module::load(&token.module).unwrap(),
         Some(token.label.clone()),
         None,
         HsmPin::resolve(Some(&token.pin_file)).unwrap(),

@@ -21,10 +21,10 @@ async fn start(fake: &FakeFcm) -> SignIn {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("sa.json");
     account.write_to(&json_path).unwrap();
-    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
+    let module = symbolon::keys::Module::load(&token.module).unwrap();
     let pin = symbolon::keys::HsmPin::resolve(Some(&token.pin_file)).unwrap();
     let pool =
-        symbolon::keys::SessionPool::start(ctx, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))
+        symbolon::keys::SessionPool::start(module, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))
             .unwrap();
     let imported = symbolon::push::cli::import_service_account(&pool, &json_path).await.unwrap();
     pool.shutdown();

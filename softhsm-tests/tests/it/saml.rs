@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use cryptoki::context::Pkcs11;
 use der::{Decode, Encode};
 use softhsm_tests::TestToken;
 use symbolon::keyring::{KeyPurpose, KeyRing, KeyState};
@@ -59,7 +58,7 @@ async fn idp() -> Idp {
     let token = TestToken::new().unwrap();
     token.use_in_process().unwrap();
     let pool = SessionPool::start(
-        Pkcs11::new(&token.module).unwrap(),
+        symbolon::keys::Module::load(&token.module).unwrap(),
         Some(token.label.clone()),
         None,
         HsmPin::resolve(Some(&token.pin_file)).unwrap(),

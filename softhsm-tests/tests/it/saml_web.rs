@@ -576,10 +576,7 @@ fn browser_python() -> Option<PathBuf> {
     let py = python_or_skip(&["selenium", "saml2"], "headless Chromium")?;
     for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         if !Path::new(bin).exists() {
-            if std::env::var_os("SYMBOLON_REQUIRE_INTEROP").is_some() {
-                panic!("{bin} missing (scripts/install-deps --with-test-deps)");
-            }
-            eprintln!("SKIP: {bin} missing (scripts/install-deps --with-test-deps)");
+            softhsm_tests::python::missing_tool(&format!("{bin} missing (scripts/install-deps --with-test-deps)"));
             return None;
         }
     }

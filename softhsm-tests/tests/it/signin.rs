@@ -134,10 +134,10 @@ async fn otp_derivation_matches_an_independent_computation() {
     let token = TestToken::new().unwrap();
     // Import a known OTP key before the server makes its keys; it becomes the active one.
     token.use_in_process().unwrap();
-    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
+    let module = symbolon::keys::Module::load(&token.module).unwrap();
     let pin = symbolon::keys::HsmPin::resolve(Some(&token.pin_file)).unwrap();
     let pool =
-        symbolon::keys::SessionPool::start(ctx, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))
+        symbolon::keys::SessionPool::start(module, Some(token.label.clone()), None, pin, 1, 4, Duration::from_secs(5))
             .unwrap();
     let known: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(7)).collect();
     let k = known.clone();
@@ -145,7 +145,9 @@ async fn otp_derivation_matches_an_independent_computation() {
         .await
         .unwrap();
     pool.shutdown();
-    let env = SignIn::start_with_token(token, "[auth]\notp_digits = 8\n", ServerOptions::default()).await.unwrap();
+    // Imported from a known value, it must be named in keys.imported (docs/keys.md).
+    let config = "[auth]\notp_digits = 8\n[keys]\nimported = [\"symbolon-otp-20260101T000000Z\"]\n";
+    let env = SignIn::start_with_token(token, config, ServerOptions::default()).await.unwrap();
     let (_, started, _) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
     let sid = started["session_id"].as_str().unwrap();
     let created_at = started["expires_at"].as_i64().unwrap() - 120;

@@ -63,12 +63,14 @@ pub struct ExportArgs {
 
 /// Runs an audit command; `Ok(false)` when `verify` found a broken link or `maintain`
 /// refused a due month. The store is `database` (its default file in `state_dir`);
-/// `verify`, `archive` and `maintain` open the token of `hsm`.
+/// `verify`, `archive` and `maintain` open the token of `hsm`, accepting the imported
+/// keys `imported` (`keys.imported`).
 pub async fn run(
     state_dir: &Path,
     database: &DatabaseConfig,
     hsm: &HsmConfig,
     audit: &AuditConfig,
+    imported: &[String],
     cmd: AuditCommand,
 ) -> anyhow::Result<bool> {
     std::fs::create_dir_all(state_dir)
@@ -89,9 +91,10 @@ pub async fn run(
         }
         AuditCommand::Verify(args) => {
             let (s, dir) = (store.clone(), args.archive.clone());
-            let result =
-                with_ring(hsm, &store, |ring| async move { super::verify(s.as_ref(), &ring, dir.as_deref()).await })
-                    .await?;
+            let result = with_ring(hsm, imported, &store, |ring| async move {
+                super::verify(s.as_ref(), &ring, dir.as_deref()).await
+            })
+            .await?;
             Ok(match result {
                 Verification::Ok { events, checkpoints, head, unsigned, archives, archived_events } => {
                     let head = head.map_or_else(|| "empty".to_string(), |(seq, hash)| format!("seq {seq} hash {hash}"));
@@ -114,7 +117,7 @@ pub async fn run(
         AuditCommand::Archive(args) => {
             let through = YearMonth::parse(&args.through).map_err(|e| anyhow::anyhow!("--through {e}"))?;
             let s = store.clone();
-            let made = with_ring(hsm, &store, |ring| async move {
+            let made = with_ring(hsm, imported, &store, |ring| async move {
                 archive::archive(s.as_ref(), &ring, through, &args.out, now).await
             })
             .await?;
@@ -132,7 +135,7 @@ pub async fn run(
         AuditCommand::Maintain(args) => {
             let months = audit.retention_months;
             let s = store.clone();
-            let done = with_ring(hsm, &store, |ring| async move {
+            let done = with_ring(hsm, imported, &store, |ring| async move {
                 archive::maintain(s.as_ref(), &ring, &args.archive, months, now).await
             })
             .await?;
@@ -161,7 +164,12 @@ pub async fn run(
 
 /// Runs `f` with a key ring over a one-session pool on the token, then closes the pool
 /// (SoftHSM2 must not see open sessions in its exit handlers).
-async fn with_ring<T, F, Fut>(hsm: &HsmConfig, store: &Arc<dyn DurableStore>, f: F) -> anyhow::Result<T>
+async fn with_ring<T, F, Fut>(
+    hsm: &HsmConfig,
+    imported: &[String],
+    store: &Arc<dyn DurableStore>,
+    f: F,
+) -> anyhow::Result<T>
 where
     F: FnOnce(KeyRing) -> Fut,
     Fut: std::future::Future<Output = Result<T, AuditError>>,
@@ -170,7 +178,8 @@ where
     hsm.workers = 1;
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
     let result = async {
-        let ring = KeyRing::open(pool.clone(), store.clone(), crate::ids::now_unix()).await?;
+        let ring =
+            KeyRing::open_with(pool.clone(), store.clone(), crate::ids::now_unix(), "symbolon", imported).await?;
         anyhow::Ok(f(ring).await?)
     }
     .await;
