@@ -184,7 +184,7 @@ impl TestServer {
             bail!("server still running");
         }
         self.child = Some(spawn_serve(token, &self.config_path, &self.log_path, &self.env)?);
-        self.wait_ready(Duration::from_secs(30))
+        self.wait_for("/readyz", Duration::from_secs(30))
     }
 
     /// The server process id while it runs (e.g. to read `/proc/<pid>/status`).
