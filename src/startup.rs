@@ -126,6 +126,7 @@ impl Application {
             audit,
             browser_channels,
         }));
+        services.prepare_push_decoy().await;
         if services.trust_configured() {
             let now = crate::ids::now_unix();
             match services.refresh_trust(now).await {
@@ -147,7 +148,12 @@ impl Application {
         for m in services.missing(crate::ids::now_unix()) {
             tracing::error!(check = %m.check, fix = %m.fix, "{}: not ready until fixed: {}", m.problem, m.fix);
         }
-        let state = AppState { services, operators: Arc::new(operators), http: Arc::new(config.http_settings()) };
+        let state = AppState {
+            services,
+            operators: Arc::new(operators),
+            http: Arc::new(config.http_settings()),
+            health: Default::default(),
+        };
         Ok(Self { config, state, public, admin, config_path: None })
     }
 

@@ -18,7 +18,7 @@ pub fn pending_session(token_id: &str, created_at: i64, ttl: i64) -> AuthSession
         device_id: Some("dev".into()),
         status: SessionStatus::Pending,
         failures: 0,
-        id_token: None,
+        id_token_sealed: None,
         ended_at: None,
     }
 }

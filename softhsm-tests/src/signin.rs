@@ -28,7 +28,9 @@ allowed_origins = []
 "#;
 
 /// Limits relaxed so that tests exercise one limit at a time.
-pub const RELAXED_LIMITS: &str = "[limits]\nenroll_per_ip_per_minute = 100000\ninitiate_per_ip_per_minute = 100000\nwebsocket_per_ip_per_minute = 100000\n";
+pub const RELAXED_LIMITS: &str = "[limits]\nenroll_per_ip_per_minute = 100000\ninitiate_per_ip_per_minute = 100000\n\
+                                   websocket_per_ip_per_minute = 100000\npoll_per_ip_per_minute = 100000\n\
+                                   saml_sso_per_ip_per_minute = 100000\n";
 
 /// A running server with an enrolled device.
 pub struct SignIn {
@@ -66,6 +68,46 @@ impl SignIn {
         device_client.enroll(&device, &seal.vds, push, "test phone").await?;
         let token_id = seal.tid.clone().unwrap_or_default();
         Ok(Self { token, chain, server, device, device_client, token_id })
+    }
+
+    /// As [`SignIn::start`] with push on: the fake FCM's service-account key imported
+    /// into a fresh token, `[push]` pointing at `fake`, and the device enrolled with the
+    /// FCM registration token `push_token`.
+    pub async fn start_with_fcm(
+        fake: &crate::fake_fcm::FakeFcm,
+        push_token: &str,
+        extra: &str,
+        options: ServerOptions,
+    ) -> anyhow::Result<Self> {
+        let token = TestToken::new()?;
+        token.use_in_process()?;
+        let account = fake.new_service_account("symbolon-test")?;
+        let json_path = token.dir.path().join("service-account.json");
+        account.write_to(&json_path)?;
+        let ctx = symbolon::keys::Module::load(&token.module)?;
+        let pin = symbolon::keys::HsmPin::resolve(Some(&token.pin_file))?;
+        let pool = symbolon::keys::SessionPool::start(
+            ctx,
+            Some(token.label.clone()),
+            None,
+            pin,
+            1,
+            4,
+            Duration::from_secs(5),
+        )?;
+        let imported = symbolon::push::cli::import_service_account(&pool, &json_path).await;
+        pool.shutdown();
+        let imported = imported?;
+        let push = format!(
+            "[push]\nprovider = \"fcm\"\nfcm_base_url = \"{}\"\nproject_id = \"{}\"\nclient_email = \"{}\"\ntoken_uri = \"{}\"\nprivate_key_id = \"{}\"\nkey_label = \"{}\"\n{extra}",
+            fake.base_url(),
+            imported.project_id,
+            imported.client_email,
+            imported.token_uri,
+            imported.private_key_id,
+            imported.label
+        );
+        Self::start_full(token, &push, options, Push::Fcm { token: push_token.into() }).await
     }
 
     /// `POST /v1/auth/initiate`; returns (status, body).

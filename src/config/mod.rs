@@ -298,6 +298,7 @@ impl Config {
         crate::keyring::KeyLifetimes {
             id_token: self.auth.token_ttl,
             otp: self.auth.otp_ttl,
+            session_kept: self.auth.otp_ttl + self.auth.browser_grace,
             saml_assertion: self.saml.assertion_lifetime,
             saml_clock_skew: self.saml.clock_skew,
         }

@@ -52,12 +52,14 @@ pub async fn initiate(
     responses(
         (status = 200, description = "The session as the browser may see it", body = BrowserView),
         (status = 404, description = "Unknown session or wrong browser token (`session_not_found`, `not_found`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many polls from this IP (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable", body = super::openapi::Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn poll(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<BrowserView>, ApiError> {
     let token = headers
@@ -65,7 +67,7 @@ pub async fn poll(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such session"))?;
-    Ok(Json(state.services.poll_session(&id, token.trim(), now_unix()).await?))
+    Ok(Json(state.services.poll_session(&id, token.trim(), ip, now_unix()).await?))
 }
 
 /// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
@@ -76,14 +78,16 @@ pub async fn poll(
         (status = 400, description = "Malformed JWS (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown device, bad signature or clock skew", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Device inactive (`device_inactive`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many polls from this IP (`rate_limited`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::BodyErrors
     )
 )]
 pub async fn device_pending(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JoseBody(body): JoseBody,
 ) -> Result<Json<PendingList>, ApiError> {
-    Ok(Json(state.services.device_pending(&body, now_unix()).await?))
+    Ok(Json(state.services.device_pending(&body, ip, now_unix()).await?))
 }
 
 /// `POST /v1/auth/verify`: the device approves or rejects a session (docs/protocol.md §5.5).

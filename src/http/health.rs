@@ -1,5 +1,7 @@
 //! Liveness, readiness and health (docs/protocol.md §11).
 
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -57,17 +59,37 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(json!({"status": if ok {"ready"} else {"not_ready"}, "missing": missing, "checks": checks})))
 }
 
+/// How long the public `/health` answer is reused.
+pub const HEALTH_REUSE: Duration = Duration::from_secs(1);
+
+/// The last public `/health` answer and when it was made: anyone may call it, and each
+/// fresh answer costs an HSM, a database and a session-store round trip, so it is made
+/// at most once per [`HEALTH_REUSE`]; callers meanwhile wait for it and share it.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, serde_json::Value)>>,
+}
+
+/// `GET /health` on the public listener: only `status` (`ok`, `degraded` or
+/// `unavailable`, 503); the details stay on the admin listener. The answer is made at
+/// most once a second ([`HealthCache`]).
 #[utoipa::path(get, path = "/health", tag = "health",
     responses(
         (status = 200, description = "`ok`, or `degraded` when trust lists are stale or not configured", body = Object),
         (status = 503, description = "`unavailable`: a round trip failed or something needed to sign in is missing", body = Object)
     )
 )]
-/// `GET /health` on the public listener: only `status` (`ok`, `degraded` or
-/// `unavailable`, 503); the details stay on the admin listener.
 pub async fn public_health(State(state): State<AppState>) -> impl IntoResponse {
+    let mut last = state.health.last.lock().await;
+    if let Some((at, status, body)) = &*last
+        && at.elapsed() < HEALTH_REUSE
+    {
+        return (*status, Json(body.clone()));
+    }
     let (status, body) = health_report(&state).await;
-    (status, Json(json!({"status": body["status"]})))
+    let body = json!({"status": body["status"]});
+    *last = Some((Instant::now(), status, body.clone()));
+    (status, Json(body))
 }
 
 /// `GET /health` on the admin listener: the checks, what is missing with its fix, the

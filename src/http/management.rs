@@ -19,7 +19,8 @@ use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
 use crate::service::management::{
-    AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, UserView,
+    AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, OperatorCall,
+    UserView,
 };
 
 /// The scopes of docs/protocol.md §11.
@@ -209,21 +210,15 @@ pub async fn delete_user(
     Path(token_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::USERS_DELETE).await?;
-    let result = state.services.management_delete_user(&token_id).await;
-    let auth = if operator.break_glass { "break_glass" } else { "oidc" };
-    let (status, devices) = match &result {
-        Ok(devices) => (204, devices.clone()),
-        Err(e) => (e.code.status(), Vec::new()),
-    };
-    state
-        .services
-        .audit_management(
-            &operator.actor(),
-            "users",
-            json!({"action": "users.delete", "status": status, "auth": auth, "devices": devices}),
-        )
-        .await?;
-    result.map(|_| StatusCode::NO_CONTENT.into_response())
+    let actor = operator.actor();
+    // Audited by the service: with the deletion in one transaction, or the refusal.
+    state.services.management_delete_user(&token_id, &operator_call(&operator, &actor)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The operator as the service audits a change it makes.
+fn operator_call<'a>(operator: &Operator, actor: &'a str) -> OperatorCall<'a> {
+    OperatorCall { actor, auth: if operator.break_glass { "break_glass" } else { "oidc" } }
 }
 
 #[utoipa::path(get, path = "/api/management/v1/credentials/{device_id}", tag = "management",
@@ -252,11 +247,14 @@ async fn change(
     scope: &str,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scope).await?;
-    let result = state.services.management_change_credential(&device_id, action, now_unix()).await.map(Json);
-    if result.is_ok() {
-        tracing::warn!(device_id = %device_id, action = action.as_str(), actor = %operator.actor(), "credential changed by an operator");
-    }
-    audited(&state, &operator, &format!("credentials.{}", action.as_str()), &device_id, result).await
+    let actor = operator.actor();
+    // Audited by the service: with the change in one transaction, or the no-op or refusal.
+    let view = state
+        .services
+        .management_change_credential(&device_id, action, &operator_call(&operator, &actor), now_unix())
+        .await?;
+    tracing::warn!(device_id = %device_id, action = action.as_str(), actor = %actor, "credential changed by an operator");
+    Ok(Json(view).into_response())
 }
 
 #[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/suspend", tag = "management",

@@ -34,6 +34,8 @@ pub struct AppState {
     pub operators: Arc<operator::OperatorAuth>,
     /// The values the routers and extractors need.
     pub http: Arc<config::HttpSettings>,
+    /// The public `/health` answer, reused for a second.
+    pub health: Arc<health::HealthCache>,
 }
 
 /// Requests beyond `server.max_in_flight` are shed at once with `503 overloaded`

@@ -8,8 +8,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::extract::ClientIp;
 use crate::ids::now_unix;
-use crate::service::saml::SamlFlowError;
+use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, saml_flow_cookie_name};
 use crate::web::{self, Page, SignInTarget};
 
 fn html(status: StatusCode, page: Page) -> Response {
@@ -31,7 +32,13 @@ fn saml_error(step: &'static str, e: &SamlFlowError) -> Response {
         tracing::warn!(step, reason = %e, "SAML request refused");
     }
     let (title, message) = e.user_message();
-    html(status, web::error_page(&web::nonce(), title, &message))
+    let mut response = html(status, web::error_page(&web::nonce(), title, &message));
+    if let SamlFlowError::Api(api) = e
+        && let Some(seconds) = api.retry_after
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 /// `GET /saml/metadata`.
@@ -49,8 +56,8 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /saml/sso`: a checked `AuthnRequest` gets the sign-in page.
-pub async fn sso(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    match state.services.saml_begin(query.as_deref().unwrap_or(""), now_unix()).await {
+pub async fn sso(State(state): State<AppState>, ClientIp(ip): ClientIp, RawQuery(query): RawQuery) -> Response {
+    match state.services.saml_begin(query.as_deref().unwrap_or(""), ip, now_unix()).await {
         Ok(start) => {
             let target = SignInTarget {
                 service_id: &start.service.id,
@@ -58,10 +65,42 @@ pub async fn sso(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
                 scopes: &start.scopes,
             };
             let origin = state.services.settings().issuer_origin();
-            html(StatusCode::OK, web::signin_page(&web::nonce(), origin.as_deref(), &target, &start.context_id))
+            let mut response =
+                html(StatusCode::OK, web::signin_page(&web::nonce(), origin.as_deref(), &target, &start.context_id));
+            let cookie = flow_cookie(&state, &start.context_id, &start.browser_secret, SIGN_IN_CONTEXT_TTL.as_secs());
+            if let Some(cookie) = cookie {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
         }
         Err(e) => saml_error("sso", &e),
     }
+}
+
+/// The `Set-Cookie` of a SAML flow's browser secret (`max_age` 0 clears it): `HttpOnly`,
+/// `SameSite=Strict` (the completion is a same-site form post from the sign-in page),
+/// and `Secure` with the `__Host-` name when the issuer is `https://`.
+fn flow_cookie(state: &AppState, context_id: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+    let secure = state.services.settings().issuer.starts_with("https://");
+    let name = saml_flow_cookie_name(context_id, secure)?;
+    let flags = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}")).ok()
+}
+
+/// The value of cookie `name` in the request, if sent exactly once.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for header in headers.get_all(header::COOKIE) {
+        for pair in header.to_str().ok()?.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == name
+                && found.replace(v.to_string()).is_some()
+            {
+                return None;
+            }
+        }
+    }
+    found
 }
 
 /// `GET /saml/slo`: a checked `LogoutRequest` is answered by a redirect carrying the
@@ -108,11 +147,21 @@ pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: B
         let e = SamlFlowError::malformed_completion_form();
         return saml_error("complete", &e);
     };
-    match state.services.saml_complete(&ctx, &sid, &bt, now_unix()).await {
-        Ok(post) => html(
-            StatusCode::OK,
-            web::saml_post_page(&web::nonce(), &post.acs_url, &post.saml_response, post.relay_state.as_deref()),
-        ),
+    let secure = state.services.settings().issuer.starts_with("https://");
+    let secret = saml_flow_cookie_name(&ctx, secure).and_then(|name| cookie_value(&headers, &name));
+    match state.services.saml_complete(&ctx, &sid, &bt, secret.as_deref(), now_unix()).await {
+        Ok(post) => {
+            let mut response = html(
+                StatusCode::OK,
+                web::saml_post_page(&web::nonce(), &post.acs_url, &post.saml_response, post.relay_state.as_deref()),
+            );
+            // The flow is over: drop its cookie (a refused attempt keeps it; it expires
+            // with the context).
+            if let Some(clear) = flow_cookie(&state, &ctx, "", 0) {
+                response.headers_mut().append(header::SET_COOKIE, clear);
+            }
+            response
+        }
         Err(e) => saml_error("complete", &e),
     }
 }

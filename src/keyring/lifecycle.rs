@@ -40,6 +40,10 @@ pub struct KeyLifetimes {
     pub id_token: Duration,
     /// Life of a session and its OTP (`auth.otp_ttl`).
     pub otp: Duration,
+    /// How long the session store keeps a session readable (`auth.otp_ttl` +
+    /// `auth.browser_grace`): an approved one holds its identity token sealed under the
+    /// data key that long.
+    pub session_kept: Duration,
     /// Life of a SAML assertion (`saml.assertion_lifetime`).
     pub saml_assertion: Duration,
     /// Clock skew SAML service providers are allowed (`saml.clock_skew`).
@@ -83,7 +87,12 @@ impl Lifecycle {
                 secs(lifetimes.otp) + skew + sync,
                 "auth.otp_ttl + keys.clock_skew + keys.sync_interval, so that every session it serves has ended",
             ),
-            (KeyPurpose::Data, 2 * sync, "2 x keys.sync_interval, so that no node seals under it any more"),
+            (
+                KeyPurpose::Data,
+                2 * sync + secs(lifetimes.session_kept),
+                "2 x keys.sync_interval + auth.otp_ttl + auth.browser_grace, so that no node seals under it any more \
+                 and the identity tokens it sealed in the session store are gone",
+            ),
             (KeyPurpose::Audit, sync, "keys.sync_interval, so that no node signs checkpoints with it any more"),
         ];
         Self { ring, keys, min_retiring }

@@ -21,6 +21,8 @@ const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Used when the token endpoint omits `expires_in`.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// The longest access-token lifetime believed (Google's are one hour).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The longest `Retry-After` honoured; the session TTL bounds retries anyway.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -244,11 +246,23 @@ impl FcmClient {
         if body.token_type.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
             return Err(PushError::Protocol("token endpoint returned a non-Bearer token"));
         }
-        let lifetime = body.expires_in.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 2);
-        tracing::debug!(lifetime_s = lifetime.as_secs(), "fetched an FCM access token");
-        Ok(AccessToken { value: SecretString::from(body.access_token), refresh_at: started + lifetime - margin })
+        let refresh_at = refresh_at(started, body.expires_in);
+        tracing::debug!(
+            lifetime_s = refresh_at.saturating_duration_since(started).as_secs(),
+            "fetched an FCM access token"
+        );
+        Ok(AccessToken { value: SecretString::from(body.access_token), refresh_at })
     }
+}
+
+/// When a token fetched at `started` with `expires_in` (seconds, as the token endpoint
+/// said) is replaced: [`TOKEN_REFRESH_MARGIN`] (at most half its life) before it expires.
+/// The lifetime is capped at [`MAX_TOKEN_LIFETIME`], so no value of `expires_in` can
+/// overflow the clock.
+fn refresh_at(started: Instant, expires_in: Option<u64>) -> Instant {
+    let lifetime = expires_in.map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs).min(MAX_TOKEN_LIFETIME);
+    let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 2);
+    started.checked_add(lifetime - margin).unwrap_or(started)
 }
 
 /// The `messages:send` body (docs/protocol.md §5.3, §12 rule 10).
@@ -315,6 +329,20 @@ mod tests {
         assert_eq!(b["message"]["android"]["priority"], "high");
         assert_eq!(b["message"]["data"]["otp"], "123456");
         assert_eq!(b["message"]["apns"]["headers"]["apns-expiration"], "100");
+    }
+
+    /// Any `expires_in` gives a refresh time within a day, never an overflow panic
+    /// (issue 15 item 6).
+    #[test]
+    fn token_lifetime_arithmetic_cannot_overflow() {
+        let t = Instant::now();
+        assert_eq!(refresh_at(t, Some(u64::MAX)), t + MAX_TOKEN_LIFETIME - TOKEN_REFRESH_MARGIN);
+        assert_eq!(refresh_at(t, Some(u64::MAX / 2 + 1)), t + MAX_TOKEN_LIFETIME - TOKEN_REFRESH_MARGIN);
+        assert_eq!(refresh_at(t, Some(3600)), t + Duration::from_secs(3540));
+        assert_eq!(refresh_at(t, None), t + Duration::from_secs(3540));
+        assert_eq!(refresh_at(t, Some(60)), t + Duration::from_secs(30), "half the life when it is short");
+        assert_eq!(refresh_at(t, Some(0)), t);
+        assert_eq!(refresh_at(t, Some(1)), t + Duration::from_millis(500));
     }
 
     #[test]

@@ -252,5 +252,8 @@ fn time_left(expires_at: i64) -> Duration {
     let Ok(at) = u64::try_from(expires_at) else {
         return Duration::ZERO;
     };
-    (UNIX_EPOCH + Duration::from_secs(at)).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+    let Some(at) = UNIX_EPOCH.checked_add(Duration::from_secs(at)) else {
+        return Duration::ZERO;
+    };
+    at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
 }

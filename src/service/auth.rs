@@ -116,6 +116,46 @@ pub struct Verified {
     pub status: &'static str,
 }
 
+/// Associated data of the decoy envelope (no stored row has this id).
+const PUSH_DECOY_AAD: &str = "symbolon-push-decoy";
+/// Size of the decoy's plaintext: an FCM registration token's usual length.
+const PUSH_DECOY_LEN: usize = 163;
+
+/// An envelope sealed under the active data key and opened, while push is on, for every
+/// session whose token id has no push token to open (unknown, inactive, or enrolled
+/// without push): initiate then asks the HSM for the same operations (HMAC, decrypt)
+/// whatever the token id (docs/protocol.md §5.1, one timing class). Sealed at start and
+/// again after the data key rotates; kept in memory only (it protects nothing).
+#[derive(Debug, Default)]
+pub struct PushDecoy {
+    sealed: tokio::sync::Mutex<Option<(String, String)>>,
+}
+
+impl PushDecoy {
+    /// Seals a new decoy under the active data key: (key label, envelope).
+    pub async fn prepare(&self, keys: &crate::keyring::KeyRing) -> Result<String, crate::keyring::KeyError> {
+        let key = keys.active(KeyPurpose::Data)?;
+        let envelope = keys.seal_with(&key.label, PUSH_DECOY_AAD, vec![0x5a; PUSH_DECOY_LEN]).await?;
+        *self.sealed.lock().await = Some((key.label, envelope.clone()));
+        Ok(envelope)
+    }
+
+    /// Opens the decoy (one HSM decryption), sealing it first when the active data key
+    /// is not the one it was sealed with.
+    pub async fn open(&self, keys: &crate::keyring::KeyRing) -> Result<(), crate::keyring::KeyError> {
+        let active = keys.active(KeyPurpose::Data)?.label;
+        let current = match &*self.sealed.lock().await {
+            Some((label, envelope)) if *label == active => Some(envelope.clone()),
+            _ => None,
+        };
+        let envelope = match current {
+            Some(envelope) => envelope,
+            None => self.prepare(keys).await?,
+        };
+        keys.open_sealed(PUSH_DECOY_AAD, &envelope).await.map(drop)
+    }
+}
+
 /// Token ids as in docs/credentials.md §2: 6..64 characters of `[A-Za-z0-9._-]`.
 fn valid_token_id(t: &str) -> bool {
     (6..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -163,9 +203,16 @@ impl Services {
     }
 
     /// Computes a session's OTP in the HSM with the key the session names.
+    /// A code computed less than a second ago in this process is reused, so however
+    /// fast a session is polled its OTP costs at most one HMAC per second (the code is
+    /// never stored: see [`super::otp::OtpCache`]).
     pub(super) async fn session_otp(&self, s: &AuthSession) -> Result<String, ApiError> {
-        let mac = self.keys.hmac(&s.otp_key, otp_message(&s.id, &s.token_id, s.created_at)).await?;
-        Ok(truncate(&mac, s.otp_digits))
+        self.otp_cache
+            .get_or_compute(&s.id, || async {
+                let mac = self.keys.hmac(&s.otp_key, otp_message(&s.id, &s.token_id, s.created_at)).await?;
+                Ok(truncate(&mac, s.otp_digits))
+            })
+            .await
     }
 
     /// Starts a session (docs/protocol.md §5.1) with the limits in the order of §12 rule 4.
@@ -216,7 +263,7 @@ impl Services {
             device_id: enrollment.as_ref().map(|e| e.device_id.clone()),
             status: SessionStatus::Pending,
             failures: 0,
-            id_token: None,
+            id_token_sealed: None,
             ended_at: None,
         };
         // The OTP is derived for every session, enrolled or not, so both take the same
@@ -228,8 +275,12 @@ impl Services {
                 .with_retry_after(ttl as u64));
         }
         METRICS.session_created(&session.id, session.expires_at);
-        if let Some(enrollment) = &enrollment {
-            self.push_session(enrollment, &session, &service, &otp).await;
+        // While push is on, every session opens one envelope with the data key: the
+        // device's push token, or a decoy for an unknown, inactive or push-less token id
+        // (same HSM operations, one timing class, §5.1).
+        let push_token = self.open_push_token(enrollment.as_ref(), &session.id).await;
+        if let Some(token) = push_token {
+            self.push_session(&session, &service, &otp, token);
         }
         tracing::info!(session_id = %session.id, service_id = %session.service_id, "auth session started");
         Ok(Initiated {
@@ -240,21 +291,34 @@ impl Services {
         })
     }
 
-    /// Sends the push for a new session when the device registered one. Never fails
-    /// the initiate call: a device without push, or a failed push, pulls instead.
-    async fn push_session(&self, enrollment: &Enrollment, session: &AuthSession, service: &ServiceConfig, otp: &str) {
-        let (Some(sealed), true) = (&enrollment.push_token_sealed, self.push.is_enabled()) else { return };
-        if enrollment.push_provider != "fcm" {
-            return;
+    /// The device's push token when push is on and the device registered an FCM token;
+    /// otherwise, while push is on, opens the decoy envelope instead (and returns
+    /// `None`). A token that cannot be opened is logged: the device must pull.
+    async fn open_push_token(&self, enrollment: Option<&Enrollment>, session_id: &str) -> Option<String> {
+        if !self.push.is_enabled() {
+            return None;
         }
-        let token = match self.keys.open_sealed(&enrollment.id, sealed).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(session_id = %session.id, error = %e, "cannot open the push token; the device must pull");
-                return;
+        let sealed = enrollment
+            .filter(|e| e.push_provider == "fcm")
+            .and_then(|e| e.push_token_sealed.as_deref().map(|sealed| (e.id.as_str(), sealed)));
+        let Some((aad, sealed)) = sealed else {
+            if let Err(e) = self.push_decoy.open(&self.keys).await {
+                tracing::warn!(session_id = %session_id, error = %e, "cannot open the push decoy envelope");
             }
+            return None;
         };
-        let Ok(token) = String::from_utf8(token) else { return };
+        match self.keys.open_sealed(aad, sealed).await {
+            Ok(token) => String::from_utf8(token).ok(),
+            Err(e) => {
+                tracing::error!(session_id = %session_id, error = %e, "cannot open the push token; the device must pull");
+                None
+            }
+        }
+    }
+
+    /// Queues the push for a new session. Never fails the initiate call: a failed push
+    /// means the device pulls instead.
+    fn push_session(&self, session: &AuthSession, service: &ServiceConfig, otp: &str, token: String) {
         let message = crate::push::AuthPush::auth(
             &session.id,
             &token,
@@ -294,9 +358,30 @@ impl Services {
         Ok(session)
     }
 
-    /// The browser's poll (docs/protocol.md §5.2): what it sees of the session, when
-    /// `browser_token` is the session's; `404 not_found` otherwise.
-    pub async fn poll_session(&self, id: &str, browser_token: &str, now: i64) -> Result<BrowserView, ApiError> {
+    /// The identity token of an approved session, opened from its envelope (the
+    /// session id is the associated data, so an envelope moved to another session
+    /// does not open).
+    pub(super) async fn approved_id_token(&self, session: &AuthSession) -> Result<String, ApiError> {
+        let sealed = session.id_token_sealed.as_deref().ok_or_else(ApiError::internal)?;
+        let plain = self.keys.open_sealed(&session.id, sealed).await?;
+        String::from_utf8(plain).map_err(|_| ApiError::internal())
+    }
+
+    /// The browser's poll (docs/protocol.md §5.2): limited per client IP
+    /// (`limits.poll_per_ip_per_minute`, `429 rate_limited`), then what it sees of the
+    /// session when `browser_token` is the session's; `404 not_found` otherwise (a path
+    /// id that cannot be a session id before it is counted).
+    pub async fn poll_session(
+        &self,
+        id: &str,
+        browser_token: &str,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<BrowserView, ApiError> {
+        if !crate::ids::is_id(id) {
+            return Err(ApiError::new(ErrorCode::NotFound, "no such session"));
+        }
+        self.rate_limit(&format!("ip-poll:{ip}"), self.settings.limits.poll_per_ip_per_minute).await?;
         let session = self.browser_session(id, browser_token, now).await?;
         self.browser_view(&session, now).await
     }
@@ -308,10 +393,7 @@ impl Services {
                 BrowserView::Pending { otp: self.session_otp(session).await?, expires_at: session.expires_at }
             }
             SessionStatus::Pending => BrowserView::Expired,
-            SessionStatus::Approved => match &session.id_token {
-                Some(t) => BrowserView::Approved { id_token: t.clone() },
-                None => return Err(ApiError::internal()),
-            },
+            SessionStatus::Approved => BrowserView::Approved { id_token: self.approved_id_token(session).await? },
             SessionStatus::Rejected => BrowserView::Rejected,
             SessionStatus::Locked => BrowserView::Locked,
         })
@@ -337,12 +419,15 @@ impl Services {
         if enrollment.status != EnrollmentStatus::Active {
             return Err(ApiError::new(ErrorCode::DeviceInactive, "this device is not active"));
         }
-        let payload = jws.payload(now, self.settings.device.iat_skew.as_secs() as i64)?;
+        let payload = jws.payload(now, self.settings.device.iat_skew.as_secs())?;
         Ok((enrollment, payload))
     }
 
     /// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
-    pub async fn device_pending(&self, body: &[u8], now: i64) -> Result<PendingList, ApiError> {
+    /// Limited per client IP first (`limits.poll_per_ip_per_minute`, counted apart from
+    /// the browser's polls), before the signature is checked.
+    pub async fn device_pending(&self, body: &[u8], ip: IpAddr, now: i64) -> Result<PendingList, ApiError> {
+        self.rate_limit(&format!("ip-pending:{ip}"), self.settings.limits.poll_per_ip_per_minute).await?;
         let (enrollment, _payload): (Enrollment, PendingPayload) = self.authenticate_device(body, now).await?;
         let mut sessions = Vec::new();
         for s in self.sessions.pending_sessions(&enrollment.token_id, now).await? {
@@ -428,7 +513,8 @@ impl Services {
                         "granted scopes must be among the requested ones",
                     ));
                 }
-                SessionEnd::Approved { id_token: self.issue_id_token(&session, &enrollment, &granted, now).await? }
+                let id_token = self.issue_id_token(&session, &enrollment, &granted, now).await?;
+                SessionEnd::Approved { id_token_sealed: self.keys.seal(&session.id, id_token.into_bytes()).await? }
             }
         };
         match self.sessions.end_session(&session.id, end, now).await? {

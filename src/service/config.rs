@@ -183,6 +183,16 @@ pub struct LimitsConfig {
     /// Browser WebSockets open at once on this node (and session event channels held);
     /// more upgrades get `503 overloaded`.
     pub websocket_max_open: usize,
+    /// Polls per client IP per minute, counted separately for the browser's session
+    /// status (`GET /v1/auth/sessions/{id}`) and the device's `POST /v1/device/pending`;
+    /// more get `429 rate_limited`.
+    pub poll_per_ip_per_minute: u32,
+    /// `GET /saml/sso` requests per client IP per minute; more get `429`.
+    pub saml_sso_per_ip_per_minute: u32,
+    /// SAML sign-in contexts created within their lifetime (15 minutes) across the
+    /// cluster, which bounds the contexts pending at once; more `/saml/sso` requests
+    /// get `503 overloaded` with `Retry-After`.
+    pub saml_max_pending_contexts: u32,
 }
 
 impl Default for LimitsConfig {
@@ -200,6 +210,11 @@ impl Default for LimitsConfig {
             // many browsers can share an IP behind NAT.
             websocket_per_ip_per_minute: 120,
             websocket_max_open: crate::store::DEFAULT_MAX_CHANNELS,
+            // A browser polls about once a second while it waits, a device every few
+            // seconds; browsers behind one NAT and phones behind carrier NAT share an IP.
+            poll_per_ip_per_minute: 600,
+            saml_sso_per_ip_per_minute: 60,
+            saml_max_pending_contexts: 20_000,
         }
     }
 }
@@ -212,7 +227,12 @@ impl LimitsConfig {
         if self.body_max_bytes < 1024 {
             p.push(ConfigProblem::new("limits.body_max_bytes", "must be at least 1024"));
         }
-        let per_minute = [("websocket_per_ip_per_minute", self.websocket_per_ip_per_minute)];
+        let per_minute = [
+            ("websocket_per_ip_per_minute", self.websocket_per_ip_per_minute),
+            ("poll_per_ip_per_minute", self.poll_per_ip_per_minute),
+            ("saml_sso_per_ip_per_minute", self.saml_sso_per_ip_per_minute),
+            ("saml_max_pending_contexts", self.saml_max_pending_contexts),
+        ];
         for (name, value) in per_minute {
             if value == 0 {
                 p.push(ConfigProblem::new(format!("limits.{name}"), "must be at least 1"));

@@ -81,7 +81,7 @@ impl Services {
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "nonce must be a string"))?
             .to_string();
         jws.verify(&key)?;
-        let payload: EnrollPayload = jws.payload(now, self.settings.device.iat_skew.as_secs() as i64)?;
+        let payload: EnrollPayload = jws.payload(now, self.settings.device.iat_skew.as_secs())?;
         let (push_provider, push_token) = match payload.push {
             None => ("none".to_string(), None),
             Some(PushRegistration { provider, token }) => match (provider.as_str(), token) {

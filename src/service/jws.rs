@@ -112,8 +112,9 @@ impl ParsedJws {
     }
 
     /// The payload as `T` (strict JSON; unknown members refused by `T`) and its `iat`
-    /// checked against `now` within `skew` seconds.
-    pub fn payload<T: DeserializeOwned + HasIat>(&self, now: i64, skew: i64) -> Result<T, ApiError> {
+    /// checked against `now` within `skew` seconds. The distance is computed without
+    /// overflow whatever `iat` says (`i64::MIN` is as far off as it looks).
+    pub fn payload<T: DeserializeOwned + HasIat>(&self, now: i64, skew: u64) -> Result<T, ApiError> {
         let value = match parse_strict(&self.payload) {
             Ok(v @ Value::Object(_)) => v,
             _ => return Err(bad("the payload is not a JSON object")),
@@ -123,7 +124,7 @@ impl ParsedJws {
         let Some(iat) = payload.iat() else {
             return Err(bad("iat is missing"));
         };
-        if (now - iat).abs() > skew {
+        if now.abs_diff(iat) > skew {
             return Err(ApiError::new(
                 ErrorCode::ClockSkew,
                 format!("iat is more than {skew} s from the server's time"),
@@ -186,5 +187,45 @@ mod tests {
             ErrorCode::InvalidRequest
         );
         assert!(ParsedJws::parse(&[0xff, 0xfe], TYP_DEVICE).is_err());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct IatOnly {
+        iat: Option<i64>,
+    }
+
+    impl HasIat for IatOnly {
+        fn iat(&self) -> Option<i64> {
+            self.iat
+        }
+    }
+
+    fn with_payload(payload: &str) -> ParsedJws {
+        let header = enc(&serde_json::json!({"alg":"ES256","typ":TYP_DEVICE,"kid":"k"}));
+        let jws = format!("{header}.{}.AA", URL_SAFE_NO_PAD.encode(payload));
+        ParsedJws::parse(jws.as_bytes(), TYP_DEVICE).unwrap()
+    }
+
+    /// Extreme `iat` values and skews are refused or accepted by their distance, never
+    /// by a wrapped subtraction, and never panic (issue 15 item 6).
+    #[test]
+    fn iat_skew_arithmetic_cannot_overflow() {
+        let now = 1_800_000_000;
+        for iat in [i64::MIN, i64::MIN + 1, -1, 0, now - 121, now + 121, i64::MAX - 1, i64::MAX] {
+            let err = with_payload(&format!(r#"{{"iat":{iat}}}"#)).payload::<IatOnly>(now, 120).unwrap_err();
+            assert_eq!(err.code, ErrorCode::ClockSkew, "iat {iat}");
+        }
+        for iat in [now - 120, now, now + 120] {
+            assert!(with_payload(&format!(r#"{{"iat":{iat}}}"#)).payload::<IatOnly>(now, 120).is_ok(), "iat {iat}");
+        }
+        // A skew as large as a u64 accepts any iat, at either end of time.
+        for (now, iat) in [(i64::MAX, i64::MIN), (i64::MIN, i64::MAX)] {
+            assert!(with_payload(&format!(r#"{{"iat":{iat}}}"#)).payload::<IatOnly>(now, u64::MAX).is_ok());
+        }
+        // Numbers an i64 cannot hold are not an iat at all.
+        for iat in ["9223372036854775808", "-9223372036854775809", "1e300", "1.5"] {
+            let err = with_payload(&format!(r#"{{"iat":{iat}}}"#)).payload::<IatOnly>(now, 120).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRequest, "iat {iat}");
+        }
     }
 }

@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::Services;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::audit::kinds;
-use crate::store::{AuditRecord, AuthSession, Enrollment, EnrollmentStatus, SessionStatus, session_position};
+use crate::store::{
+    AuditEvent, AuditRecord, AuthSession, Enrollment, EnrollmentStatus, SessionStatus, session_position,
+};
 
 /// Page size when a request names none, and the largest allowed.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -160,6 +162,27 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// Who makes a management change, for its audit event.
+#[derive(Debug, Clone, Copy)]
+pub struct OperatorCall<'a> {
+    /// The operator (`sub` of the token, or `break-glass`).
+    pub actor: &'a str,
+    /// `oidc` or `break_glass`.
+    pub auth: &'a str,
+}
+
+impl OperatorCall<'_> {
+    /// The audit detail of a call: action, HTTP status, how the operator authenticated,
+    /// and for a deletion the device ids removed.
+    fn detail(&self, action: &str, status: u16, devices: &[String]) -> serde_json::Value {
+        if action == "users.delete" {
+            serde_json::json!({"action": action, "status": status, "auth": self.auth, "devices": devices})
+        } else {
+            serde_json::json!({"action": action, "status": status, "auth": self.auth})
+        }
+    }
+}
+
 /// What an operator does to a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialAction {
@@ -223,14 +246,29 @@ impl Services {
     }
 
     /// Removes every enrollment of a token id (sealed claims and push token included)
-    /// and returns the device ids removed. `404 not_found` when there was none.
-    pub async fn management_delete_user(&self, token_id: &str) -> Result<Vec<String>, ApiError> {
-        let enrollments = self.store.enrollments_of(token_id).await?;
-        if enrollments.is_empty() {
-            return Err(not_found("user"));
+    /// and returns the device ids removed. `404 not_found` when there was none. The
+    /// deletion and its audit event (the device ids, never the token id) commit in one
+    /// transaction or not at all; a refusal is audited on its own.
+    pub async fn management_delete_user(&self, token_id: &str, by: &OperatorCall<'_>) -> Result<Vec<String>, ApiError> {
+        let now = crate::ids::now_unix();
+        let event = |devices: &[String]| {
+            AuditEvent::new(now, kinds::MANAGEMENT_ACTION, by.actor, "users", by.detail("users.delete", 204, devices))
+        };
+        match self.store.delete_enrollments_audited(token_id, &event).await {
+            Ok(Some((devices, record))) => {
+                self.audit.appended(&record);
+                Ok(devices)
+            }
+            Ok(None) => self.refused(by, "users", "users.delete", not_found("user")).await,
+            Err(e) => self.refused(by, "users", "users.delete", e.into()).await,
         }
-        self.store.delete_enrollments(token_id).await?;
-        Ok(enrollments.into_iter().map(|e| e.device_id).collect())
+    }
+
+    /// Audits a management change that did not happen (with the status it answers)
+    /// and returns its error.
+    async fn refused<T>(&self, by: &OperatorCall<'_>, subject: &str, action: &str, e: ApiError) -> Result<T, ApiError> {
+        self.audit_management(by.actor, subject, by.detail(action, e.code.status(), &[])).await?;
+        Err(e)
     }
 
     /// One credential by device id.
@@ -241,13 +279,36 @@ impl Services {
 
     /// Suspends, activates or revokes a credential. Repeating the current state is a
     /// no-op; a revoked credential stays revoked (`409 invalid_state`); activating
-    /// while the token id has another active device is `409 already_enrolled`.
+    /// while the token id has another active device is `409 already_enrolled`. A change
+    /// and its audit event commit in one transaction or not at all; a no-op or a
+    /// refusal is audited on its own.
     pub async fn management_change_credential(
         &self,
         device_id: &str,
         action: CredentialAction,
+        by: &OperatorCall<'_>,
         now: i64,
     ) -> Result<CredentialView, ApiError> {
+        let name = format!("credentials.{}", action.as_str());
+        match self.change_credential(device_id, action, by, &name, now).await {
+            Ok((view, true)) => Ok(view),
+            Ok((view, false)) => {
+                self.audit_management(by.actor, device_id, by.detail(&name, 200, &[])).await?;
+                Ok(view)
+            }
+            Err(e) => self.refused(by, device_id, &name, e).await,
+        }
+    }
+
+    /// The change itself: the credential and whether its audit event was written with it.
+    async fn change_credential(
+        &self,
+        device_id: &str,
+        action: CredentialAction,
+        by: &OperatorCall<'_>,
+        name: &str,
+        now: i64,
+    ) -> Result<(CredentialView, bool), ApiError> {
         let e = self.store.enrollment_by_device(device_id).await?.ok_or_else(|| not_found("credential"))?;
         let (to, reason) = match action {
             CredentialAction::Suspend => (EnrollmentStatus::Suspended, Some("suspended by an operator")),
@@ -255,16 +316,20 @@ impl Services {
             CredentialAction::Revoke => (EnrollmentStatus::Revoked, Some("revoked by an operator")),
         };
         if e.status == to {
-            return Ok(CredentialView::from(&e));
+            return Ok((CredentialView::from(&e), false));
         }
         if e.status == EnrollmentStatus::Revoked {
             return Err(ApiError::new(ErrorCode::InvalidState, "the credential is revoked; revocation is final"));
         }
-        if !self.store.set_enrollment_status(device_id, e.status, to, reason, now).await? {
+        let event = AuditEvent::new(now, kinds::MANAGEMENT_ACTION, by.actor, device_id, by.detail(name, 200, &[]));
+        let Some(record) =
+            self.store.set_enrollment_status_audited(device_id, e.status, to, reason, now, &event).await?
+        else {
             return Err(ApiError::new(ErrorCode::InvalidState, "the credential changed meanwhile; read it again"));
-        }
+        };
+        self.audit.appended(&record);
         let changed = self.store.enrollment_by_device(device_id).await?.ok_or_else(|| not_found("credential"))?;
-        Ok(CredentialView::from(&changed))
+        Ok((CredentialView::from(&changed), true))
     }
 
     /// Authentication flows still kept by the session store, oldest first, from `since`.

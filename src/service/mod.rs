@@ -50,6 +50,11 @@ pub struct Services {
     audit: audit::Audit,
     /// Browser WebSockets open on this node (bounded by `limits.websocket_max_open`).
     browser_channels: Arc<channel::OpenChannels>,
+    /// Sessions' OTPs for one second, in this process only (at most one HMAC per
+    /// session per second whatever the polling rate).
+    otp_cache: otp::OtpCache,
+    /// The envelope opened for sessions without a push token while push is on.
+    push_decoy: auth::PushDecoy,
 }
 
 /// What [`Services::new`] is built from (`startup` opens each part).
@@ -74,7 +79,19 @@ impl std::fmt::Debug for Services {
 impl Services {
     pub fn new(parts: Parts) -> Self {
         let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
-        Self { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels }
+        Self {
+            settings,
+            relying_parties,
+            keys,
+            store,
+            sessions,
+            trust,
+            push,
+            audit,
+            browser_channels,
+            otp_cache: Default::default(),
+            push_decoy: Default::default(),
+        }
     }
 
     /// The values read at start (which pages and limits apply).

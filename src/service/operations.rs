@@ -12,6 +12,17 @@ use crate::store::audit::kinds;
 use crate::trust::{RefreshReport, TrustError};
 
 impl Services {
+    /// While push is on, seals the decoy envelope that sessions without a push token
+    /// open (docs/protocol.md §5.1); a failure is logged and retried by the first such
+    /// session.
+    pub async fn prepare_push_decoy(&self) {
+        if self.push.is_enabled()
+            && let Err(e) = self.push_decoy.prepare(&self.keys).await
+        {
+            tracing::warn!(error = %e, "cannot seal the push decoy envelope yet; the first session without a push token will");
+        }
+    }
+
     /// Whether trust lists are configured (enrollment is disabled until they are).
     pub fn trust_configured(&self) -> bool {
         self.trust.config().is_configured()

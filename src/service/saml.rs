@@ -31,6 +31,9 @@ pub struct SsoContext {
     pub request_id: String,
     pub relay_state: Option<String>,
     pub created_at: i64,
+    /// SHA-256 (hex) of the flow's browser secret: `/saml/complete` must present the
+    /// secret in the flow's cookie, so only the browser that got the page completes it.
+    pub browser_secret_sha256: String,
 }
 
 /// What the sign-in page needs after a checked `AuthnRequest`.
@@ -42,6 +45,22 @@ pub struct SsoStart {
     pub sp: SamlSpConfig,
     /// Scopes the page asks for: the SP's `default_scopes`.
     pub scopes: Vec<String>,
+    /// The flow's browser secret, for the cookie set with the page
+    /// ([`saml_flow_cookie_name`]); only its digest is stored.
+    pub browser_secret: String,
+}
+
+/// The name of a SAML flow's cookie: one per flow (two tabs may run two flows), named
+/// by the start of the context id; `__Host-` when the issuer is `https://` (the cookie
+/// is then `Secure`, host-only, `Path=/`).
+pub fn saml_flow_cookie_name(context_id: &str, secure: bool) -> Option<String> {
+    let tag =
+        context_id.get(..16).filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))?;
+    Some(if secure { format!("__Host-symbolon-saml-{tag}") } else { format!("symbolon-saml-{tag}") })
+}
+
+fn secret_digest(secret: &str) -> String {
+    crate::service::auth::browser_token_digest(secret)
 }
 
 /// The HTTP-POST binding message for the SP's ACS.
@@ -69,6 +88,8 @@ pub enum SamlFlowError {
     ContextGone,
     #[error("the session is unknown, its browser token is wrong, or it is not approved")]
     NotApproved,
+    #[error("the sign-in was not started in this browser (the flow's cookie is missing or wrong)")]
+    OtherBrowser,
     #[error("the session was started for another service than the SAML request's")]
     WrongService,
     #[error("the session already produced a SAML response")]
@@ -111,6 +132,7 @@ impl SamlFlowError {
             SamlFlowError::Api(e) => e.code.status(),
             SamlFlowError::Saml(_) => 500,
             SamlFlowError::ContextGone | SamlFlowError::NotApproved | SamlFlowError::SessionUsed => 409,
+            SamlFlowError::OtherBrowser => ErrorCode::OriginNotAllowed.status(),
             _ => 400,
         }
     }
@@ -150,6 +172,13 @@ impl SamlFlowError {
             SamlFlowError::ContextGone => {
                 ("Sign-in page expired", format!("This sign-in page expired or was already used. {back}"))
             }
+            SamlFlowError::OtherBrowser => (
+                "Sign-in started elsewhere",
+                format!(
+                    "This sign-in was started in another browser, or your browser did not keep its cookie \
+                     (error origin_not_allowed). {back}"
+                ),
+            ),
             SamlFlowError::NotApproved | SamlFlowError::WrongService | SamlFlowError::SessionUsed => (
                 "Sign-in not completed",
                 format!("This sign-in was not approved on the phone or was already used. {back}"),
@@ -157,6 +186,10 @@ impl SamlFlowError {
             SamlFlowError::BadIdToken | SamlFlowError::Saml(_) => {
                 ("Something went wrong", "The sign-in server could not complete the sign-in. Try again later.".into())
             }
+            SamlFlowError::Api(e) if e.code == ErrorCode::RateLimited => (
+                "Too many requests",
+                "Too many sign-in requests came from your network. Wait a minute and try again.".into(),
+            ),
             SamlFlowError::Api(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => {
                 ("Busy", "The sign-in server is busy. Try again in a moment.".into())
             }
@@ -201,14 +234,16 @@ impl Services {
         Ok(metadata::idp_metadata_for(&self.keys, &self.settings.issuer, &params, want_signed, now).await?)
     }
 
-    /// `GET /saml/sso`: checks the `AuthnRequest` (strict parsing, registered SP and
-    /// ACS, signature when required, freshness) and its ID against replay, then stores
-    /// the sign-in context for the page.
-    pub async fn saml_begin(&self, query: &str, now: i64) -> Result<SsoStart, SamlFlowError> {
+    /// `GET /saml/sso`: the client IP's rate (`429`), then checks the `AuthnRequest`
+    /// (strict parsing, registered SP and ACS, signature when required, freshness) and
+    /// its ID against replay; then the cap on pending contexts (`503 overloaded`) and
+    /// stores the sign-in context for the page.
+    pub async fn saml_begin(&self, query: &str, ip: std::net::IpAddr, now: i64) -> Result<SsoStart, SamlFlowError> {
         let cfg = &self.settings.saml;
         if !cfg.enabled {
             return Err(SamlFlowError::Disabled);
         }
+        self.rate_limit(&format!("ip-saml-sso:{ip}"), self.settings.limits.saml_sso_per_ip_per_minute).await?;
         let sps = self.saml_sps();
         let sso = redirect::receive_authn_request(query, &sps, &self.saml_url("sso"), cfg, now)?;
         let (service, sp) = self
@@ -232,23 +267,47 @@ impl Services {
             request_id: sso.request.id.clone(),
             relay_state: sso.relay_state.clone(),
             created_at: now,
+            browser_secret_sha256: String::new(),
         };
+        // The cap on contexts pending at once, across the cluster: a context lives at
+        // most its TTL, so contexts made within the last TTL bound the pending ones.
+        // Only requests that passed every check above count.
+        let cap = self.settings.limits.saml_max_pending_contexts;
+        if let Err(wait) = self.sessions.hit("saml-sso-contexts", cap, SIGN_IN_CONTEXT_TTL).await? {
+            tracing::warn!(cap, "SAML sign-in refused: too many pending sign-in contexts");
+            return Err(SamlFlowError::Api(
+                ApiError::new(ErrorCode::Overloaded, "too many SAML sign-ins are pending, retry shortly")
+                    .with_retry_after(wait.as_secs().clamp(1, 60)),
+            ));
+        }
         let context_id = crate::ids::new_id();
+        let browser_secret = crate::ids::new_id();
+        let context = SsoContext { browser_secret_sha256: secret_digest(&browser_secret), ..context };
         let value = serde_json::to_string(&context).map_err(|_| ApiError::internal())?;
         self.sessions.put_value(&context_key(&context_id), &value, SIGN_IN_CONTEXT_TTL).await?;
         tracing::info!(sp = %sp.entity_id, request_id = %sso.request.id, "SAML sign-in started");
-        Ok(SsoStart { context_id, service: (*service).clone(), sp: sp.clone(), scopes: sp.default_scopes.clone() })
+        Ok(SsoStart {
+            context_id,
+            service: (*service).clone(),
+            sp: sp.clone(),
+            scopes: sp.default_scopes.clone(),
+            browser_secret,
+        })
     }
 
     /// The completion step: the session must be approved, readable with its browser
-    /// token, for the context's service and started after the page; the context and the
-    /// session are each used once. The claims are those of the session's identity
-    /// token (signed by us; its payload is read, not re-verified).
+    /// token; the context must exist (it is then consumed) and `browser_secret` (the
+    /// flow's cookie) must be its secret, compared in constant time, so that only the
+    /// browser that got the page completes it (no login CSRF); the session must be for
+    /// the context's service and started after the page; the context and the session
+    /// are each used once. The claims are those of the session's identity token
+    /// (signed by us; its payload is read, not re-verified).
     pub async fn saml_complete(
         &self,
         context_id: &str,
         session_id: &str,
         browser_token: &str,
+        browser_secret: Option<&str>,
         now: i64,
     ) -> Result<SamlPost, SamlFlowError> {
         if !self.settings.saml.enabled {
@@ -261,6 +320,12 @@ impl Services {
         }
         let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
         let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
+        let given = secret_digest(browser_secret.unwrap_or_default());
+        let bound: bool =
+            subtle::ConstantTimeEq::ct_eq(given.as_bytes(), context.browser_secret_sha256.as_bytes()).into();
+        if browser_secret.is_none() || !bound {
+            return Err(SamlFlowError::OtherBrowser);
+        }
         if context.service_id != session.service_id {
             return Err(SamlFlowError::WrongService);
         }
@@ -280,8 +345,8 @@ impl Services {
             .and_then(|s| s.saml.clone())
             .filter(|sp| sp.entity_id == context.sp_entity_id)
             .ok_or(SamlFlowError::WrongService)?;
-        let id_token = session.id_token.as_deref().ok_or(SamlFlowError::BadIdToken)?;
-        let claims = id_token_claims(id_token).ok_or(SamlFlowError::BadIdToken)?;
+        let id_token = self.approved_id_token(&session).await.map_err(|_| SamlFlowError::BadIdToken)?;
+        let claims = id_token_claims(&id_token).ok_or(SamlFlowError::BadIdToken)?;
         let claims = claims_from_json(&claims);
         let cert = active_certificate(&self.keys, &self.saml_certificate_params(), now).await?;
         let cfg = &self.settings.saml;

@@ -3,7 +3,10 @@
 
 use async_trait::async_trait;
 
-use super::{Enrollment, EnrollmentStatus, StoreError};
+use super::{AuditEvent, AuditRecord, Enrollment, EnrollmentStatus, StoreError};
+
+/// Makes the audit event of a deletion from the device ids it removed.
+pub type DeletionEvent<'a> = &'a (dyn Fn(&[String]) -> AuditEvent + Send + Sync);
 
 /// The management API's queries.
 #[async_trait]
@@ -26,6 +29,26 @@ pub trait ManagementQueries: Send + Sync {
         reason: Option<&str>,
         at: i64,
     ) -> Result<bool, StoreError>;
+    /// As [`ManagementQueries::set_enrollment_status`], and appends `event` to the audit
+    /// chain in the same transaction: both or neither. `Ok(None)` (nothing written) when
+    /// the enrollment was not in `from`.
+    async fn set_enrollment_status_audited(
+        &self,
+        device_id: &str,
+        from: EnrollmentStatus,
+        to: EnrollmentStatus,
+        reason: Option<&str>,
+        at: i64,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditRecord>, StoreError>;
+    /// Removes every enrollment of a token id and appends `event(removed device ids)`
+    /// to the audit chain in the same transaction: both or neither. `Ok(None)` (nothing
+    /// written) when the token id had no enrollment.
+    async fn delete_enrollments_audited(
+        &self,
+        token_id: &str,
+        event: DeletionEvent<'_>,
+    ) -> Result<Option<(Vec<String>, AuditRecord)>, StoreError>;
     /// Counts rows (for tests and status): enrollments in total.
     async fn count_enrollments(&self) -> Result<i64, StoreError>;
 }

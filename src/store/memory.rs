@@ -218,9 +218,9 @@ impl SessionStore for MemorySessionStore {
             return Ok(Some(Err(session.clone())));
         }
         match end {
-            SessionEnd::Approved { id_token } => {
+            SessionEnd::Approved { id_token_sealed } => {
                 session.status = SessionStatus::Approved;
-                session.id_token = Some(id_token);
+                session.id_token_sealed = Some(id_token_sealed);
             }
             SessionEnd::Rejected => session.status = SessionStatus::Rejected,
             SessionEnd::Locked => session.status = SessionStatus::Locked,

@@ -2,7 +2,7 @@
 //!
 //! Keys (all under `session_store.key_prefix`, `P`):
 //! - `P s:<id>`: a session, a hash with format version `v`, the session JSON as created
-//!   and the fields that change (`status`, `failures`, `ended_at`, `id_token`); it
+//!   and the fields that change (`status`, `failures`, `ended_at`, `id_token_sealed`); it
 //!   expires when the session stops being readable.
 //! - `P tp:<token id>`: sorted set of the token's pending session ids, scored by `expires_at`.
 //! - `P idx:sessions`: every session's listing position `<created_at, 20 digits>:<id>`,
@@ -50,14 +50,14 @@ if n > tonumber(ARGV[10]) then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - ton
 return 1
 "#;
 
-/// ARGV: now, status, id_token ('' for none), prefix, events channel, session id.
+/// ARGV: now, status, sealed id_token ('' for none), prefix, events channel, session id.
 const END: &str = r#"
 local f = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'token_id')
 if not f[1] then return false end
 local won = 0
 if f[1] == 'pending' and tonumber(ARGV[1]) < tonumber(f[2]) then
     redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[1])
-    if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'id_token', ARGV[3]) end
+    if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'id_token_sealed', ARGV[3]) end
     redis.call('ZREM', ARGV[4] .. 'tp:' .. f[3], ARGV[6])
     redis.call('PUBLISH', ARGV[5], ARGV[6])
     won = 1
@@ -262,13 +262,13 @@ fn session_from_hash(h: HashMap<String, String>) -> Result<Option<AuthSession>, 
     };
     s.failures = h.get("failures").and_then(|f| f.parse().ok()).ok_or_else(|| corrupt("failure count"))?;
     s.ended_at = h.get("ended_at").map(|t| t.parse().map_err(|_| corrupt("end time"))).transpose()?;
-    s.id_token = h.get("id_token").cloned();
+    s.id_token_sealed = h.get("id_token_sealed").cloned();
     Ok(Some(s))
 }
 
 fn status_str(end: &SessionEnd) -> (&'static str, &str) {
     match end {
-        SessionEnd::Approved { id_token } => ("approved", id_token.as_str()),
+        SessionEnd::Approved { id_token_sealed } => ("approved", id_token_sealed.as_str()),
         SessionEnd::Rejected => ("rejected", ""),
         SessionEnd::Locked => ("locked", ""),
     }

@@ -68,8 +68,11 @@ pub struct AuthSession {
     pub status: SessionStatus,
     /// Failed verifies so far (5 lock the session).
     pub failures: u32,
-    /// The identity token, once approved.
-    pub id_token: Option<String>,
+    /// The identity token once approved, sealed under the data key with the session id
+    /// as associated data (an envelope, docs/architecture.md): the session store never
+    /// holds a signed token in clear.
+    #[serde(default)]
+    pub id_token_sealed: Option<String>,
     pub ended_at: Option<i64>,
 }
 
@@ -83,7 +86,10 @@ impl AuthSession {
 /// How a session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEnd {
-    Approved { id_token: String },
+    /// The identity token sealed as in [`AuthSession::id_token_sealed`].
+    Approved {
+        id_token_sealed: String,
+    },
     Rejected,
     Locked,
 }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
+use super::management::DeletionEvent;
 use super::rows::{
     StoreRow, archive_from_row, audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation,
     key_from_row,
@@ -161,6 +162,28 @@ where
             Ok(done) if DB::rows_affected(&done) == 0 => Err(StoreError::AlreadyEnrolled),
             Ok(_) => Ok(()),
             // Both the one-active-device index and a reused device key land here.
+            Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Moves a device's enrollment from `from` to `to`; `false` when it was not in `from`.
+    async fn set_enrollment_status_in(
+        conn: &mut DB::Connection,
+        device_id: &str,
+        from: EnrollmentStatus,
+        to: EnrollmentStatus,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query(
+            "UPDATE enrollments SET status = $1, status_reason = $2, updated_at = $3
+             WHERE device_id = $4 AND status = $5",
+        );
+        let q = q.bind(to.as_str()).bind(reason).bind(at).bind(device_id).bind(from.as_str());
+        match q.execute(&mut *conn).await {
+            Ok(done) => Ok(DB::rows_affected(&done) == 1),
+            // Activating while the token id has another active device.
             Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
             Err(err) => Err(err.into()),
         }
@@ -562,18 +585,52 @@ where
         at: i64,
     ) -> Result<bool, StoreError> {
         self.bounded(async {
-            let q = sqlx::query(
-                "UPDATE enrollments SET status = $1, status_reason = $2, updated_at = $3
-                 WHERE device_id = $4 AND status = $5",
-            );
-            let q = q.bind(to.as_str()).bind(reason).bind(at).bind(device_id).bind(from.as_str());
             let mut conn = self.pool.acquire().await?;
-            match q.execute(&mut *conn).await {
-                Ok(done) => Ok(DB::rows_affected(&done) == 1),
-                // Activating while the token id has another active device.
-                Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyEnrolled),
-                Err(err) => Err(err.into()),
+            Self::set_enrollment_status_in(&mut conn, device_id, from, to, reason, at).await
+        })
+        .await
+    }
+
+    async fn set_enrollment_status_audited(
+        &self,
+        device_id: &str,
+        from: EnrollmentStatus,
+        to: EnrollmentStatus,
+        reason: Option<&str>,
+        at: i64,
+        event: &AuditEvent,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            if !Self::set_enrollment_status_in(&mut tx, device_id, from, to, reason, at).await? {
+                return Ok(None);
             }
+            let record = Self::append_audit_in(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn delete_enrollments_audited(
+        &self,
+        token_id: &str,
+        event: DeletionEvent<'_>,
+    ) -> Result<Option<(Vec<String>, AuditRecord)>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            let rows = sqlx::query("DELETE FROM enrollments WHERE token_id = $1 RETURNING device_id")
+                .bind(token_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut devices = rows.iter().map(|r| r.text("device_id")).collect::<Result<Vec<_>, _>>()?;
+            if devices.is_empty() {
+                return Ok(None);
+            }
+            devices.sort();
+            let record = Self::append_audit_in(&mut tx, &event(&devices)).await?;
+            tx.commit().await?;
+            Ok(Some((devices, record)))
         })
         .await
     }

@@ -20,12 +20,16 @@
 //!    each with a hello carrying a random browser token (every third hangs up at once),
 //!    server RSS and the open socket / channel gauges before and after.
 //!
+//! 8. initiate timing (issue 15 item 4): a server with push on (fake FCM), initiates
+//!    alternating between the token id enrolled with a push token and unknown token ids,
+//!    one at a time; the latency distributions (p50/p90/p99) of both classes.
+//!
 //! `--hardening` runs only the phases of issue 15 (7 and 8) against a fresh server.
 //!
 //! Prints a table of targets with PASS/MISS; never asserts timings.
 //!
 //! Usage: symbolon-bench [--seconds D] [--concurrency N] [--pending 10000] [--overload-seconds 4]
-//!        [--no-cluster] [--bogus-upgrades 100000] [--hardening]
+//!        [--no-cluster] [--bogus-upgrades 100000] [--timing-samples 400] [--hardening]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,6 +92,9 @@ struct Args {
     /// Bogus WebSocket upgrades in phase 7.
     #[arg(long, default_value_t = 100_000)]
     bogus_upgrades: usize,
+    /// Initiates per class (enrolled with push, unknown) in phase 8.
+    #[arg(long, default_value_t = 400)]
+    timing_samples: usize,
     /// Run only the phases of issue 15 (7: bogus upgrades; 8: initiate timing).
     #[arg(long)]
     hardening: bool,
@@ -994,6 +1001,7 @@ async fn start_server(args: &Args, scopes: &[String]) -> anyhow::Result<(Arc<Ben
         ("SYMBOLON_LIMITS__INITIATE_PER_IP_PER_MINUTE", "1000000000"),
         ("SYMBOLON_LIMITS__INITIATE_PER_TOKEN_PER_MINUTE", "1000000000"),
         ("SYMBOLON_LIMITS__WEBSOCKET_PER_IP_PER_MINUTE", "1000000000"),
+        ("SYMBOLON_LIMITS__POLL_PER_IP_PER_MINUTE", "1000000000"),
         ("SYMBOLON_HSM__DEADLINE", args.hsm_deadline.as_str()),
         ("SYMBOLON_SERVER__MAX_IN_FLIGHT", max_in_flight.as_str()),
         ("SYMBOLON_TELEMETRY__LEVEL", args.log_level.as_str()),
@@ -1013,11 +1021,101 @@ async fn start_server(args: &Args, scopes: &[String]) -> anyhow::Result<(Arc<Ben
     Ok((b, env_overrides))
 }
 
-/// The phases of issue 15: 7 (bogus upgrades).
+/// The phases of issue 15: 7 (bogus upgrades), 8 (initiate timing).
 async fn hardening_phases(args: &Args, b: &Arc<Bench>) -> anyhow::Result<Vec<Row>> {
     println!("\n[7] {} bogus WebSocket upgrades (random session ids and browser tokens)", args.bogus_upgrades);
     let bogus = bogus_upgrades(b, args.bogus_upgrades).await?;
-    Ok(vec![bogus_row(args.bogus_upgrades, &bogus)])
+    let mut rows = vec![bogus_row(args.bogus_upgrades, &bogus)];
+    println!(
+        "\n[8] initiate timing with push on: {} initiates per class, enrolled (push token) and unknown alternating",
+        args.timing_samples
+    );
+    rows.extend(initiate_timing(args).await?);
+    Ok(rows)
+}
+
+/// Phase 8: a fresh server with push on (the fake FCM), limits lifted; initiates one
+/// at a time, alternating between the enrolled token id (its push token is opened and
+/// the push queued) and a new unknown token id (the decoy envelope is opened).
+async fn initiate_timing(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let fake = softhsm_tests::fake_fcm::FakeFcm::start().await?;
+    let options = ServerOptions {
+        env: [
+            ("SYMBOLON_AUTH__MAX_PENDING", "1000000"),
+            ("SYMBOLON_LIMITS__INITIATE_PER_IP_PER_MINUTE", "1000000000"),
+            ("SYMBOLON_LIMITS__INITIATE_PER_TOKEN_PER_MINUTE", "1000000000"),
+            ("SYMBOLON_TELEMETRY__LEVEL", args.log_level.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..Default::default()
+    };
+    let env = SignIn::start_with_fcm(&fake, "fcm-registration-token-bench-0123456789", "", options).await?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let url = format!("{}/v1/auth/initiate", env.server.public_url);
+    let initiate = |token_id: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let body = json!({"token_id": token_id, "service_id": "rp1", "scopes": []});
+            let t = Instant::now();
+            let r = client.post(&url).json(&body).send().await?;
+            let status = r.status().as_u16();
+            r.bytes().await?;
+            let took = t.elapsed();
+            if status != 201 {
+                bail!("initiate answered {status}");
+            }
+            anyhow::Ok(took)
+        }
+    };
+    // Warm-up: connections, the FCM access token, the decoy.
+    for _ in 0..20 {
+        initiate(env.token_id.clone()).await?;
+        initiate(format!("AUS-W{}", &symbolon::ids::new_id()[..10])).await?;
+    }
+    let (mut enrolled, mut unknown) = (Vec::new(), Vec::new());
+    for n in 0..args.timing_samples {
+        // Alternate which class goes first, so drift affects both alike.
+        let unknown_id = format!("AUS-U{}", &symbolon::ids::new_id()[..10]);
+        if n % 2 == 0 {
+            enrolled.push(initiate(env.token_id.clone()).await?);
+            unknown.push(initiate(unknown_id).await?);
+        } else {
+            unknown.push(initiate(unknown_id).await?);
+            enrolled.push(initiate(env.token_id.clone()).await?);
+        }
+    }
+    enrolled.sort();
+    unknown.sort();
+    let dist =
+        |v: &[Duration]| format!("{:.2} / {:.2} / {:.2} ms", ms(pct(v, 50.0)), ms(pct(v, 90.0)), ms(pct(v, 99.0)));
+    println!("    enrolled (push token opened, push queued): p50 / p90 / p99 = {}", dist(&enrolled));
+    println!("    unknown  (decoy envelope opened):          p50 / p90 / p99 = {}", dist(&unknown));
+    let pushed = fake.messages().len();
+    println!("    pushes received by the fake FCM: {pushed}");
+    let p50 = |v: &[Duration]| ms(pct(v, 50.0));
+    let gap = (p50(&enrolled) - p50(&unknown)).abs();
+    Ok(vec![
+        Row {
+            what: "initiate with push on: enrolled p50/p90/p99".into(),
+            measured: dist(&enrolled),
+            target: "(info)".into(),
+            pass: true,
+        },
+        Row {
+            what: "initiate with push on: unknown p50/p90/p99".into(),
+            measured: dist(&unknown),
+            target: "(info)".into(),
+            pass: true,
+        },
+        Row {
+            what: "initiate p50 gap, enrolled vs unknown".into(),
+            measured: format!("{gap:.3} ms"),
+            target: "(info; equal HSM work is tested)".into(),
+            pass: true,
+        },
+    ])
 }
 
 /// One full sign-in must work before anything is measured.

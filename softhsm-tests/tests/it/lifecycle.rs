@@ -16,9 +16,10 @@ use softhsm_tests::device::Decision;
 use softhsm_tests::signin::SignIn;
 use softhsm_tests::{ServerOptions, TestToken};
 
-/// Catalog re-read every second; JWT keys retire 10 s + 1 s + 1 s after rotation.
-const FAST_KEYS: &str =
-    "[keys]\nsync_interval = \"1s\"\nclock_skew = \"1s\"\n\n[auth]\nmax_pending = 100\ntoken_ttl = \"10s\"\n";
+/// Catalog re-read every second; JWT keys retire 10 s + 1 s + 1 s after rotation, data
+/// keys 1 s + 1 s + 15 s + 5 s (their identity tokens sealed in the session store).
+const FAST_KEYS: &str = "[keys]\nsync_interval = \"1s\"\nclock_skew = \"1s\"\n\n[auth]\nmax_pending = 100\ntoken_ttl = \"10s\"\n\
+                         otp_ttl = \"15s\"\nbrowser_grace = \"5s\"\n";
 
 fn options() -> ServerOptions {
     ServerOptions {

@@ -217,6 +217,22 @@ async fn message_is_sent_with_exact_data_and_the_token_is_reused() {
     assert_eq!(client.token_fetches(), 1);
 }
 
+/// A token endpoint answering `expires_in` = u64::MAX (or 0) neither panics the client
+/// nor breaks sending: the lifetime is capped (issue 15 item 6, checked arithmetic).
+#[tokio::test]
+async fn extreme_token_lifetimes_neither_panic_nor_break_sending() {
+    let rig = rig().await;
+    rig.fake.set_token_lifetime(u64::MAX);
+    let client = rig.client();
+    client.send(&auth_push("s1", "dev", 120)).await.unwrap();
+    client.send(&auth_push("s2", "dev", 120)).await.unwrap();
+    assert_eq!(client.token_fetches(), 1, "a huge lifetime keeps the token (capped at a day)");
+    rig.fake.set_token_lifetime(0);
+    rig.fake.revoke_tokens();
+    client.send(&auth_push("s3", "dev", 120)).await.unwrap();
+    assert_eq!(rig.fake.messages().len(), 3);
+}
+
 #[tokio::test]
 async fn a_revoked_token_is_refreshed_once_on_401() {
     let rig = rig().await;

@@ -155,12 +155,14 @@ impl Env {
     /// SSO page → initiate from the issuer origin → the device approves → completion.
     /// Returns the completion page and the session's identity-token claims.
     async fn sign_in(&self, sso: &str) -> (u16, reqwest::header::HeaderMap, String, Value) {
-        let (status, _, page) = self.get(sso).await;
+        let (status, headers, page) = self.get(sso).await;
         assert_eq!(status, 200, "{page}");
         let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+        let cookie = flow_cookie(&headers);
         let (sid, bt, claims) = self.approved_session().await;
         let r = client()
             .post(self.url("/saml/complete"))
+            .header("cookie", cookie)
             .form(&[("context", context.as_str()), ("session_id", &sid), ("browser_token", &bt)])
             .send()
             .await
@@ -235,6 +237,13 @@ fn assert_error_body(got: u16, headers: &reqwest::header::HeaderMap, body: &str,
 
 fn now() -> i64 {
     symbolon::ids::now_unix()
+}
+
+/// `name=value` of the SAML flow cookie the sign-in page set (docs/security.md item 6).
+fn flow_cookie(headers: &reqwest::header::HeaderMap) -> String {
+    let set = headers["set-cookie"].to_str().unwrap();
+    assert!(set.contains("; HttpOnly") && set.contains("; SameSite=Strict") && set.contains("; Path=/"), "{set}");
+    set.split(';').next().unwrap().to_string()
 }
 
 fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -373,13 +382,16 @@ async fn sso_round_trip_over_http_gives_a_response_xmlsec1_and_pysaml2_accept() 
 #[tokio::test]
 async fn completion_is_single_use_and_needs_an_approved_session_of_the_sp() {
     let e = start(free_port().unwrap()).await;
-    let (_, _, page) = e.get(&e.sso_url(&e.good_request("_once"), None)).await;
+    let (_, headers, page) = e.get(&e.sso_url(&e.good_request("_once"), None)).await;
     let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+    let cookie = std::cell::RefCell::new(flow_cookie(&headers));
     let complete = |ctx: String, sid: String, bt: String| {
         let url = e.url("/saml/complete");
+        let cookie = cookie.borrow().clone();
         async move {
             let r = client()
                 .post(url)
+                .header("cookie", cookie)
                 .form(&[("context", ctx), ("session_id", sid), ("browser_token", bt)])
                 .send()
                 .await
@@ -405,8 +417,9 @@ async fn completion_is_single_use_and_needs_an_approved_session_of_the_sp() {
     assert_error_body(s, &h, &b, 400);
     e.assert_logged("another service").await;
     // The context was consumed by that attempt; a fresh page and a good session work once.
-    let (_, _, page) = e.get(&e.sso_url(&e.good_request("_once2"), None)).await;
+    let (_, headers, page) = e.get(&e.sso_url(&e.good_request("_once2"), None)).await;
     let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+    cookie.replace(flow_cookie(&headers));
     let (sid, bt, _) = e.approved_session().await;
     let (s, h, b) = complete(context.clone(), sid.clone(), "wrong-token".into()).await;
     assert_error_body(s, &h, &b, 409);
@@ -416,8 +429,9 @@ async fn completion_is_single_use_and_needs_an_approved_session_of_the_sp() {
     let (s, h, b) = complete(context.clone(), sid.clone(), bt.clone()).await;
     assert_error_body(s, &h, &b, 409);
     // The same approved session with a new page: the session was used already.
-    let (_, _, page) = e.get(&e.sso_url(&e.good_request("_once3"), None)).await;
+    let (_, headers, page) = e.get(&e.sso_url(&e.good_request("_once3"), None)).await;
     let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
+    cookie.replace(flow_cookie(&headers));
     let (s, h, b) = complete(context, sid, bt).await;
     assert_error_body(s, &h, &b, 409);
     e.assert_logged("already produced a SAML response").await;

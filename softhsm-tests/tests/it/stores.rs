@@ -102,10 +102,10 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
 
     // Ending: one winner; the loser sees the ended session; a node's subscriber hears it.
     let mut events = a.subscribe(&s1.id).await.unwrap();
-    let ended = b.end_session(&s1.id, SessionEnd::Approved { id_token: "jwt".into() }, t).await.unwrap();
+    let ended = b.end_session(&s1.id, SessionEnd::Approved { id_token_sealed: "jwt".into() }, t).await.unwrap();
     let ended = ended.unwrap().unwrap();
     assert_eq!(ended.status, SessionStatus::Approved);
-    assert_eq!(ended.id_token.as_deref(), Some("jwt"));
+    assert_eq!(ended.id_token_sealed.as_deref(), Some("jwt"));
     assert_eq!(ended.ended_at, Some(t));
     tokio::time::timeout(Duration::from_secs(3), events.recv()).await.expect("end event").unwrap();
     let lost = a.end_session(&s1.id, SessionEnd::Rejected, t).await.unwrap().unwrap().unwrap_err();
@@ -144,7 +144,9 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
         .map(|i| {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
             let id = race.id.clone();
-            tokio::spawn(async move { s.end_session(&id, SessionEnd::Approved { id_token: format!("t{i}") }, t).await })
+            tokio::spawn(async move {
+                s.end_session(&id, SessionEnd::Approved { id_token_sealed: format!("t{i}") }, t).await
+            })
         })
         .collect();
     let mut winners = 0;
