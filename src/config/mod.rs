@@ -673,6 +673,7 @@ given_name = "urn:oid:2.5.4.42"
             saml,
             subject_type: None,
             sector_identifier: None,
+            oidc: None,
         };
         c.services = vec![
             service("a", Some(sp("https://sp.example", "not a url"))),
@@ -702,6 +703,7 @@ given_name = "urn:oid:2.5.4.42"
             saml: None,
             subject_type: Some(SubjectType::Pairwise),
             sector_identifier: sector.map(str::to_string),
+            oidc: None,
         };
         let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
         c.services = vec![service(&["https://Bank.example:8443"], None)];
