@@ -306,8 +306,8 @@ impl Services {
         }
         let service =
             self.service(&context.client_id).filter(|s| s.oidc.is_some()).ok_or(OidcPageError::WrongService)?;
-        let id_token = session.id_token.as_deref().ok_or(OidcPageError::BadIdToken)?;
-        let token_claims = jwt_claims(id_token).ok_or(OidcPageError::BadIdToken)?;
+        let id_token = self.approved_id_token(&session).await.map_err(|_| OidcPageError::BadIdToken)?;
+        let token_claims = jwt_claims(&id_token).ok_or(OidcPageError::BadIdToken)?;
         let sub = token_claims.get("sub").and_then(Value::as_str).ok_or(OidcPageError::BadIdToken)?.to_string();
         let scopes: Vec<String> = token_claims
             .get("scope")
