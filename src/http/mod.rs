@@ -100,7 +100,8 @@ pub fn public_router(state: AppState) -> Router {
         .route("/authorize/complete", post(oidc::complete))
         .route("/authorize/cancel", post(oidc::cancel))
         .route("/token", post(oidc::token))
-        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo));
+        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/end_session", get(oidc::end_session_get).post(oidc::end_session_post));
     let router = if state.services.settings().saml.enabled {
         router
             .route("/saml/metadata", get(pages::metadata))

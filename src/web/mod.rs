@@ -240,6 +240,12 @@ pub fn saml_post_page(nonce: &str, acs_url: &str, saml_response: &str, relay_sta
     Page { html: layout(nonce, "Signing you in", &body, Some(POST_JS)), csp: csp(nonce, None, &action) }
 }
 
+/// A notice (e.g. "signed out"): a title and a sentence, no script.
+pub fn notice_page(nonce: &str, title: &str, message: &str) -> Page {
+    let body = format!("<h1>{}</h1>\n<p role=\"status\">{}</p>", escape(title), escape(message));
+    Page { html: layout(nonce, title, &body, None), csp: csp(nonce, None, "'none'") }
+}
+
 /// An error page: a title, a sentence, nothing else (no script).
 pub fn error_page(nonce: &str, title: &str, message: &str) -> Page {
     let body = format!("<h1>{}</h1>\n<p class=\"alert\" role=\"alert\">{}</p>", escape(title), escape(message));
