@@ -63,6 +63,9 @@ pub enum Command {
     /// VDS-NC seals.
     #[command(subcommand)]
     Vds(VdsCommand),
+    /// Relying parties (`[[services]]`).
+    #[command(subcommand)]
+    Services(ServicesCommand),
     /// The audit trail: verify the hash chain and its signed checkpoints, export events.
     #[command(subcommand)]
     Audit(crate::service::audit::cli::AuditCommand),
@@ -92,6 +95,13 @@ pub enum TrustCommand {
 pub enum VdsCommand {
     /// Verify a seal's signature and chain; print its header and message; exit 0 only when valid.
     Verify(crate::trust::cli::VdsVerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// Print a new OpenID Connect client secret (256 random bits) and the SHA-256 to
+    /// put in `[services.oidc] client_secret_sha256`; the secret goes to the client only.
+    NewSecret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +198,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let app = Application::build(config).await?;
                 app.with_config_path(config_path).run_until_stopped().await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Services(ServicesCommand::NewSecret) => {
+            let (secret, hash) = crate::service::oidc::new_client_secret();
+            println!("client_secret = {secret}");
+            println!("client_secret_sha256 = \"{hash}\"");
             Ok(ExitCode::SUCCESS)
         }
         Command::GenerateMan { dir } => {

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;
+pub mod oidc;
 pub mod push;
 pub mod saml;
 pub mod service;

@@ -151,6 +151,21 @@ impl PendingSessions {
     }
 }
 
+/// OpenID Connect events (docs/protocol.md §14.7), counted by outcome; never by client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcEvent {
+    CodeIssued,
+    TokenIssued,
+    CodeReplayed,
+    ClientAuthFailed,
+    /// A token request refused for another reason (bad grant, malformed request).
+    TokenRefused,
+    Cancelled,
+}
+
+const OIDC_EVENTS: [&str; 6] =
+    ["code_issued", "token_issued", "code_replayed", "client_auth_failed", "token_refused", "cancelled"];
+
 /// Per (listener, method, route template, status): count and latency.
 type HttpKey = (&'static str, String, String, u16);
 
@@ -164,6 +179,7 @@ pub struct Metrics {
     /// Authentication sessions created on this node.
     pub sessions_created: AtomicU64,
     sessions: [AtomicU64; SESSION_OUTCOMES.len()],
+    oidc: [AtomicU64; OIDC_EVENTS.len()],
     /// Sessions created here and not ended here yet.
     pub pending_sessions: PendingSessions,
     /// Token ids locked out after too many failures.
@@ -204,6 +220,11 @@ impl Metrics {
     /// Counts a session ended (once per session).
     pub fn session(&self, outcome: SessionOutcome) {
         self.sessions[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an OpenID Connect event.
+    pub fn oidc(&self, event: OidcEvent) {
+        self.oidc[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an enrollment by result (`ok` or a stable error code).
@@ -331,6 +352,16 @@ impl Metrics {
         for (i, outcome) in SESSION_OUTCOMES.iter().enumerate() {
             let n = self.sessions[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "symbolon_auth_sessions_ended_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "symbolon_oidc_events_total",
+            "counter",
+            "OpenID Connect codes and tokens issued, code replays, client authentication failures and refusals.",
+        );
+        for (i, event) in OIDC_EVENTS.iter().enumerate() {
+            let n = self.oidc[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "symbolon_oidc_events_total{{event=\"{event}\"}} {n}");
         }
         gauge(
             &mut out,

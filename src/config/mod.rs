@@ -673,6 +673,7 @@ given_name = "urn:oid:2.5.4.42"
             saml,
             subject_type: None,
             sector_identifier: None,
+            oidc: None,
         };
         c.services = vec![
             service("a", Some(sp("https://sp.example", "not a url"))),
@@ -702,6 +703,7 @@ given_name = "urn:oid:2.5.4.42"
             saml: None,
             subject_type: Some(SubjectType::Pairwise),
             sector_identifier: sector.map(str::to_string),
+            oidc: None,
         };
         let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
         c.services = vec![service(&["https://Bank.example:8443"], None)];
@@ -765,6 +767,91 @@ given_name = "urn:oid:2.5.4.42"
         std::fs::write(&file, "x").unwrap_or_else(|e| panic!("{e}"));
         let problem = writable_dir_problem(&file.join("state")).unwrap_or_default();
         assert!(problem.ends_with("is not a directory"), "{problem}");
+    }
+
+    /// Every option's dotted path in the schema: the sections' defaults, and a relying
+    /// party with a SAML and an OIDC table for `[[services]]`.
+    fn schema_paths() -> std::collections::BTreeSet<String> {
+        fn walk(prefix: &str, value: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+            if let serde_json::Value::Object(map) = value {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    out.insert(path.clone());
+                    // Tables of free keys (maps) are options themselves, not sections.
+                    let free =
+                        ["keys.schedule", "trust.doc_type_codes", "hsm.module_env", "services.saml.attribute_names"];
+                    if !free.contains(&path.as_str()) {
+                        walk(&path, v, out);
+                    }
+                }
+            }
+        }
+        let sample = "id = \"x\"\nname = \"x\"\n[saml]\nentity_id = \"e\"\nacs_url = \"a\"\n\
+                      [oidc]\nredirect_uris = []\ntoken_endpoint_auth_method = \"none\"\n";
+        let service: ServiceConfig = Figment::from(Toml::string(sample)).extract().unwrap_or_else(|e| panic!("{e}"));
+        let mut config = serde_json::to_value(Config::default()).unwrap_or_else(|e| panic!("{e}"));
+        config["services"] = serde_json::to_value(service).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = std::collections::BTreeSet::new();
+        walk("", &config, &mut out);
+        out
+    }
+
+    /// The dotted paths the example file shows, commented out or not: table headers
+    /// (`[x]`, `[[x]]`, `# [x.y]`) and `key =` lines under them.
+    fn example_paths(text: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut table = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            let line = line.strip_prefix('#').map_or(line, str::trim_start);
+            if let Some(header) = line.strip_prefix('[') {
+                let name = header.trim_start_matches('[').split(']').next().unwrap_or_default().trim();
+                if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.') {
+                    table = name.to_string();
+                    let mut prefix = String::new();
+                    for part in table.split('.') {
+                        prefix = if prefix.is_empty() { part.to_string() } else { format!("{prefix}.{part}") };
+                        out.insert(prefix.clone());
+                    }
+                }
+                continue;
+            }
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                    out.insert(if table.is_empty() { key.to_string() } else { format!("{table}.{key}") });
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_option_of_the_schema_is_in_the_example_file() {
+        let text = include_str!("../../packaging/symbolon.example.toml");
+        let shown = example_paths(text);
+        let missing: Vec<String> = schema_paths().into_iter().filter(|p| !shown.contains(p)).collect();
+        assert!(missing.is_empty(), "packaging/symbolon.example.toml does not show: {missing:#?}");
+        // And shows nothing the schema does not know (a renamed or removed option).
+        let schema = schema_paths();
+        let unknown: Vec<&String> =
+            shown.iter().filter(|p| !schema.iter().any(|s| s == *p || p.starts_with(&format!("{s}.")))).collect();
+        assert!(unknown.is_empty(), "the example shows options the schema lacks: {unknown:#?}");
+    }
+
+    #[test]
+    fn the_example_file_shows_the_defaults() {
+        // The file as shipped is valid (config check --values-only in serve:: tests); its
+        // values are the defaults: loading it changes nothing but hsm.uri.
+        let text = include_str!("../../packaging/symbolon.example.toml");
+        let (config, problems) = Config::read(Figment::from(Toml::string(text)));
+        assert!(problems.is_empty(), "{problems:#?}");
+        let mut defaults = serde_json::to_value(Config::default()).unwrap_or_else(|e| panic!("{e}"));
+        defaults["hsm"]["uri"] = config.hsm.uri.clone().into();
+        let shipped = serde_json::to_value(&config).unwrap_or_else(|e| panic!("{e}"));
+        for (section, value) in defaults.as_object().into_iter().flatten() {
+            assert_eq!(&shipped[section], value, "[{section}] of the example differs from the defaults");
+        }
     }
 
     #[test]

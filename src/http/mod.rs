@@ -9,6 +9,7 @@ pub mod extract;
 mod health;
 pub mod management;
 mod metrics;
+mod oidc;
 pub mod openapi;
 pub mod operator;
 mod pages;
@@ -92,7 +93,14 @@ pub fn public_router(state: AppState) -> Router {
         .route("/v1/device/pending", post(auth::device_pending))
         .route("/v1/auth/verify", post(auth::verify))
         .route("/jwks", get(auth::jwks))
-        .route("/.well-known/jwks.json", get(auth::jwks));
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .route("/.well-known/openid-configuration", get(oidc::discovery))
+        .route("/.well-known/oauth-authorization-server", get(oidc::discovery))
+        .route("/authorize", get(oidc::authorize_get).post(oidc::authorize_post))
+        .route("/authorize/complete", post(oidc::complete))
+        .route("/authorize/cancel", post(oidc::cancel))
+        .route("/token", post(oidc::token))
+        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo));
     let router = if state.services.settings().saml.enabled {
         router
             .route("/saml/metadata", get(pages::metadata))

@@ -13,7 +13,7 @@ use crate::ids::now_unix;
 use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, saml_flow_cookie_name};
 use crate::web::{self, Page, SignInTarget};
 
-fn html(status: StatusCode, page: Page) -> Response {
+pub(super) fn html(status: StatusCode, page: Page) -> Response {
     let mut response = (status, page.html).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

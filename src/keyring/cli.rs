@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::lifecycle::{Lifecycle, fmt_time};
+use super::lifecycle::{Lifecycle, fmt_time, short_time};
 use super::{KeyLifetimes, KeysConfig};
 use super::{KeyPurpose, KeyRing, KeyState};
 use crate::keys::{HsmConfig, open_pool};
@@ -19,9 +19,14 @@ use crate::store::{DatabaseConfig, open_durable};
 pub enum KeysCommand {
     /// List the key catalog and the rotation schedule.
     ///
-    /// One line per key: purpose, label, state, kid, mechanism, the dates of its
-    /// states, stored ciphertexts per data key and when a retiring key may retire.
-    List,
+    /// One line per key (at most 100 columns): purpose, label, state, since when (UTC),
+    /// stored ciphertexts per data key and when a retiring key may retire. --json
+    /// prints the full records (kid, mechanism, every date as Unix seconds).
+    List {
+        /// Print the full records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a key in the HSM (active when the purpose has none, else next).
     Generate {
         /// The key purpose.
@@ -117,7 +122,8 @@ pub async fn run(setup: KeysSetup<'_>, cmd: KeysCommand) -> anyhow::Result<()> {
 async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Result<()> {
     let ring = life.ring();
     match cmd {
-        KeysCommand::List => list(life, now).await?,
+        KeysCommand::List { json: false } => list(life, now).await?,
+        KeysCommand::List { json: true } => list_json(life).await?,
         KeysCommand::Generate { purpose } => {
             if !purpose.rotates()
                 && let Ok(active) = ring.active(purpose)
@@ -208,67 +214,49 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
     Ok(())
 }
 
-/// `keys list`: one line per key, then the schedule.
+/// `keys list`: one line per key (at most 100 columns), then the schedule.
 async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     let ring = life.ring();
     let token = ring.pool().token();
     println!("token {} (serial {}, {} {})", token.label, token.serial, token.manufacturer, token.model);
-    let row = |cols: [&str; 11]| {
-        println!(
-            "{:<8} {:<40} {:<9} {:<43} {:<19} {:<20} {:<20} {:<20} {:<20} {:<9} {}",
-            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10]
-        )
-    };
-    row([
-        "PURPOSE",
-        "LABEL",
-        "STATE",
-        "KID",
-        "MECHANISM",
-        "CREATED",
-        "ACTIVATED",
-        "RETIRING",
-        "RETIRED",
-        "ORIGIN",
-        "NOTE",
-    ]);
-    let opt = |t: Option<i64>| t.map_or_else(|| "-".to_string(), fmt_time);
+    let entries = ring.entries();
     // ORIGIN: `generated` when the token reports the key always sensitive and never
     // extractable, `imported` for the accepted exceptions (keys.imported, the FCM key).
     let token_keys = ring.token_keys();
     let origin_of = |label: &str| token_keys.iter().find(|k| k.label == label).map_or("missing", super::origin);
-    for e in ring.entries() {
-        let mut note = Vec::new();
-        if e.purpose == KeyPurpose::Data && e.state != KeyState::Retired {
-            note.push(format!("sealed={}", ring.store().count_sealed(&e.label).await?));
+    let width = entries.iter().map(|e| e.label.len()).chain(token_keys.iter().map(|k| k.label.len())).max();
+    let width = width.unwrap_or(5).clamp(5, 36);
+    let row = |cols: [&str; 6]| {
+        println!("{:<8} {:<width$} {:<8} {:<10} {:<9} {}", cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]);
+    };
+    row(["PURPOSE", "LABEL", "STATE", "SINCE", "ORIGIN", "NOTE"]);
+    for e in entries {
+        let mut note = String::new();
+        let sealed = if e.purpose == KeyPurpose::Data && e.state != KeyState::Retired {
+            Some(ring.store().count_sealed(&e.label).await?)
+        } else {
+            None
+        };
+        if let Some(n) = sealed {
+            note = format!("sealed={n}");
         }
-        if e.state == KeyState::Retiring
-            && let Some(after) = life.retire_after(&e)
-        {
-            note.push(if now >= after {
-                "may retire now".to_string()
-            } else {
-                format!("retire from {}", fmt_time(after))
-            });
+        if e.state == KeyState::Retiring {
+            note = match (sealed, life.retire_after(&e)) {
+                (Some(n), _) if n > 0 => format!("sealed={n}: keys rewrap"),
+                (_, Some(after)) if now >= after => "may retire now".into(),
+                (_, Some(after)) => format!("retire \u{2265}{}", short_time(after)),
+                (_, None) => note,
+            };
         }
-        row([
-            e.purpose.as_str(),
-            &e.label,
-            e.state.as_str(),
-            if e.kid.is_empty() { "-" } else { &e.kid },
-            e.purpose.mechanism(),
-            &fmt_time(e.created_at),
-            &opt(e.activated_at),
-            &opt(e.retiring_at),
-            &opt(e.retired_at),
-            origin_of(&e.label),
-            &note.join(" "),
-        ]);
+        let since = e.retired_at.or(e.retiring_at).or(e.activated_at).unwrap_or(e.created_at);
+        let day = short_time(since);
+        let day = day.split(' ').next().unwrap_or_default();
+        row([e.purpose.as_str(), &e.label, e.state.as_str(), day, origin_of(&e.label), &note]);
     }
     // Keys of imported purposes are outside the catalog: listed with their origin.
     for k in &token_keys {
-        if let Some((purpose, mechanism)) = super::labels::imported_purpose(&k.label) {
-            row([purpose, &k.label, "-", "-", mechanism, "-", "-", "-", "-", super::origin(k), "not in the catalog"]);
+        if let Some((purpose, _)) = super::labels::imported_purpose(&k.label) {
+            row([purpose, &k.label, "-", "-", super::origin(k), "not in the catalog"]);
         }
     }
     println!(
@@ -278,5 +266,39 @@ async fn list(life: &Lifecycle, now: i64) -> anyhow::Result<()> {
     for line in life.schedule_lines() {
         println!("  {line}");
     }
+    println!("(dates UTC; `symbolon keys list --json` shows kids, mechanisms and every date)");
+    Ok(())
+}
+
+/// `keys list --json`: the token, every catalog record in full, and the schedule.
+async fn list_json(life: &Lifecycle) -> anyhow::Result<()> {
+    let ring = life.ring();
+    let token = ring.pool().token();
+    let mut keys = Vec::new();
+    let token_keys = ring.token_keys();
+    let origin_of = |label: &str| token_keys.iter().find(|k| k.label == label).map_or("missing", super::origin);
+    for e in ring.entries() {
+        let sealed =
+            if e.purpose == KeyPurpose::Data { Some(ring.store().count_sealed(&e.label).await?) } else { None };
+        let mut record = serde_json::to_value(&e)?;
+        record["origin"] = origin_of(&e.label).into();
+        record["mechanism"] = e.purpose.mechanism().into();
+        record["sealed"] = sealed.into();
+        record["retire_after"] = (if e.state == KeyState::Retiring { life.retire_after(&e) } else { None }).into();
+        keys.push(record);
+    }
+    let out = serde_json::json!({
+        "token": {"label": token.label, "serial": token.serial, "manufacturer": token.manufacturer, "model": token.model},
+        "keys": keys,
+        // Keys of imported purposes (the FCM key): in the token, outside the catalog.
+        "outside_catalog": token_keys
+            .iter()
+            .filter_map(|k| super::labels::imported_purpose(&k.label).map(|(purpose, mechanism)| serde_json::json!({
+                "purpose": purpose, "label": k.label, "mechanism": mechanism, "origin": super::origin(k),
+            })))
+            .collect::<Vec<_>>(),
+        "schedule": life.schedule_lines().iter().map(|l| l.trim()).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -317,8 +317,8 @@ impl Lifecycle {
                     "{purpose:<8} every {} (lead {}): successor due {}, rotation due {}",
                     humantime::format_duration(s.period),
                     humantime::format_duration(s.lead),
-                    fmt_time(plan.next_due),
-                    fmt_time(plan.rotate_due)
+                    short_time(plan.next_due),
+                    short_time(plan.rotate_due)
                 ),
             })
             .collect()
@@ -341,6 +341,15 @@ fn oldest_next(entries: &[CatalogEntry], purpose: KeyPurpose) -> Option<CatalogE
         .filter(|e| e.purpose == purpose && e.state == KeyState::Next)
         .min_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.label.cmp(&b.label)))
         .cloned()
+}
+
+/// `2026-12-06 09:40` (UTC): a date a person reads at a glance (`keys list`).
+pub(crate) fn short_time(unix: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// RFC 3339 UTC.

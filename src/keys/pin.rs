@@ -39,8 +39,10 @@ impl fmt::Debug for HsmPin {
 /// Why no PIN could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
-    #[error("cannot read the HSM PIN from {origin}: {source}")]
-    Unreadable { origin: PinOrigin, source: std::io::Error },
+    // `error`, not `source`: the reason is part of this message, so an error chain
+    // (`{:#}`) does not print it a second time.
+    #[error("cannot read the HSM PIN from {origin}: {error}")]
+    Unreadable { origin: PinOrigin, error: std::io::Error },
     #[error("the HSM PIN from {0} is empty")]
     Empty(PinOrigin),
     #[error(
@@ -76,8 +78,8 @@ impl HsmPin {
         // A regular file of bounded size: never a device or a FIFO (src/files.rs).
         match crate::files::read_bounded_string(&path, crate::files::MAX_SECRET_BYTES) {
             Ok(v) => Self::from_string(v, origin),
-            Err(crate::files::FileError::Io { source, .. }) => Err(PinError::Unreadable { origin, source }),
-            Err(other) => Err(PinError::Unreadable { origin, source: std::io::Error::other(other.to_string()) }),
+            Err(crate::files::FileError::Io { source, .. }) => Err(PinError::Unreadable { origin, error: source }),
+            Err(other) => Err(PinError::Unreadable { origin, error: std::io::Error::other(other.to_string()) }),
         }
     }
 

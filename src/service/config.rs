@@ -32,9 +32,14 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub subject_type: Option<SubjectType>,
     /// The sector of pairwise subjects: services of one sector see the same `sub` for a
-    /// person. Default: the one host of the service's SAML ACS URL or allowed origins.
+    /// person. Default: the one host of the service's SAML ACS URL, OIDC redirect URIs
+    /// or allowed origins.
     #[serde(default)]
     pub sector_identifier: Option<String>,
+    /// The service is also an OpenID Connect client (`[services.oidc]`,
+    /// docs/protocol.md §14.2); its `id` is the `client_id`.
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::OidcClientConfig>,
 }
 
 /// What a relying party receives as the person's subject (OIDC Core §8).
@@ -58,9 +63,11 @@ impl SubjectType {
 }
 
 impl ServiceConfig {
-    /// The subject type in effect (the configured one, else the default).
+    /// The subject type in effect (the configured one, else the default: `pairwise`
+    /// for an OpenID Connect client, `public` otherwise).
     pub fn subject_type(&self) -> SubjectType {
-        self.subject_type.unwrap_or(SubjectType::Public)
+        let default = if self.oidc.is_some() { SubjectType::Pairwise } else { SubjectType::Public };
+        self.subject_type.unwrap_or(default)
     }
 
     /// The sector of this service's pairwise subjects: `sector_identifier`, else the
@@ -70,8 +77,12 @@ impl ServiceConfig {
         if let Some(s) = &self.sector_identifier {
             return Ok(s.clone());
         }
-        let urls =
-            self.saml.iter().map(|sp| sp.acs_url.as_str()).chain(self.allowed_origins.iter().map(String::as_str));
+        let urls = self
+            .saml
+            .iter()
+            .map(|sp| sp.acs_url.as_str())
+            .chain(self.oidc.iter().flat_map(|c| c.redirect_uris.iter().map(String::as_str)))
+            .chain(self.allowed_origins.iter().map(String::as_str));
         let mut hosts: Vec<String> = Vec::new();
         for url in urls {
             let Some(host) = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)) else {
@@ -352,6 +363,9 @@ pub fn services_problems(services: &[ServiceConfig]) -> Vec<ConfigProblem> {
                 format!("{sector:?} is not a host name like rp.example (lower case, no scheme or path)"),
             ));
         }
+        if let Some(oidc) = &s.oidc {
+            p.extend(oidc.problems(&at("oidc")));
+        }
         if s.subject_type() == SubjectType::Pairwise
             && let Err(e) = s.sector()
         {
@@ -417,7 +431,8 @@ impl Settings {
     }
 
     /// Whether the IdP's own pages start sessions for this service: a SAML SP (when
-    /// SAML is enabled) or the demo service (when the demo is enabled). For such a
+    /// SAML is enabled), an OpenID Connect client, or the demo service (when the demo
+    /// is enabled). For such a
     /// service the issuer origin is accepted as an `Origin` besides `allowed_origins`.
     pub fn served_by_idp_pages(&self, service: &ServiceConfig) -> bool {
         served_by_idp_pages(&self.saml, &self.demo, service)
@@ -431,5 +446,7 @@ pub fn issuer_origin(issuer: &str) -> Option<String> {
 
 /// See [`Settings::served_by_idp_pages`].
 pub fn served_by_idp_pages(saml: &SamlConfig, demo: &DemoConfig, service: &ServiceConfig) -> bool {
-    (saml.enabled && service.saml.is_some()) || (demo.enabled && service.id == demo.service_id)
+    (saml.enabled && service.saml.is_some())
+        || (demo.enabled && service.id == demo.service_id)
+        || service.oidc.is_some()
 }

@@ -126,7 +126,7 @@ pub fn age_at_least(dob: &str, today: Date, years: i32) -> Option<bool> {
 }
 
 /// The signing input `b64u(header).b64u(payload)` of a JWT.
-pub fn signing_input(kid: &str, claims: &IdClaims<'_>) -> Result<String, serde_json::Error> {
+pub fn signing_input<T: Serialize>(kid: &str, claims: &T) -> Result<String, serde_json::Error> {
     let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid});
     Ok(format!(
         "{}.{}",

@@ -5,9 +5,9 @@
 //! private and its API is grouped by what the callers do, one `impl` block per file:
 //! enrolling (`enroll.rs`), signing in (`auth.rs`, the browser channel in
 //! `channel.rs`, pairwise subjects in `subject.rs`), SAML (`saml.rs`), the management
-//! API (`management.rs`), probes and metrics (`probe.rs`; what keeps the node from being
-//! ready in `readiness.rs`, expired sessions counted in `expiry.rs`), and running the process
-//! (`operations.rs`, for `startup`).
+//! API (`management.rs`), OpenID Connect (`oidc.rs`), probes and metrics (`probe.rs`;
+//! what keeps the node from being ready in `readiness.rs`, expired sessions counted in
+//! `expiry.rs`), and running the process (`operations.rs`, for `startup`).
 
 pub mod audit;
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod expiry;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
+pub mod oidc;
 pub mod operations;
 pub mod otp;
 pub mod probe;

@@ -106,6 +106,7 @@ mod tests {
             saml: None,
             subject_type: None,
             sector_identifier: None,
+            oidc: None,
         }
     }
 

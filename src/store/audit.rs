@@ -52,6 +52,11 @@ pub mod kinds {
     pub const PUSH_FAILED: &str = "push.failed";
     pub const MANAGEMENT_ACTION: &str = "management.action";
     pub const RELYING_PARTIES_CHANGED: &str = "config.relying_parties_changed";
+    /// OpenID Connect (docs/protocol.md §14.7): actor and subject are the client id.
+    pub const OIDC_CODE_ISSUED: &str = "oidc.code_issued";
+    pub const OIDC_TOKEN_ISSUED: &str = "oidc.token_issued";
+    pub const OIDC_CODE_REPLAYED: &str = "oidc.code_replayed";
+    pub const OIDC_CLIENT_AUTH_FAILED: &str = "oidc.client_auth_failed";
 }
 
 /// The append-only audit trail: the hash chain and its signed checkpoints.

@@ -120,6 +120,12 @@ impl SessionStore for MemorySessionStore {
         Ok(inner.values.remove(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v))
     }
 
+    async fn get_value(&self, key: &str) -> Result<Option<String>, SessionStoreError> {
+        let now = Instant::now();
+        let inner = self.guard()?;
+        Ok(inner.values.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()))
+    }
+
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError> {
         let now = Instant::now();
         let mut inner = self.guard()?;
@@ -308,6 +314,11 @@ mod tests {
         s.put_value("k", "v", Duration::from_secs(60)).await.unwrap();
         assert_eq!(s.take_value("k").await.unwrap().as_deref(), Some("v"));
         assert_eq!(s.take_value("k").await.unwrap(), None);
+        s.put_value("g", "v", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(s.get_value("g").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(s.get_value("g").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(s.take_value("g").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(s.get_value("g").await.unwrap(), None);
         s.put_value("short", "v", Duration::from_millis(1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(s.take_value("short").await.unwrap(), None);

@@ -545,6 +545,12 @@ impl SessionStore for RedisSessionStore {
         self.bounded(async move { conn.get_del(key).await }).await
     }
 
+    async fn get_value(&self, key: &str) -> Result<Option<String>, SessionStoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key("v", key);
+        self.bounded(async move { conn.get(key).await }).await
+    }
+
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.hit.key(self.key("w", key));

@@ -147,6 +147,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Removes and returns the value of `key` while it lives: a value is taken at most
     /// once (single-use context, e.g. a pending SAML sign-in).
     async fn take_value(&self, key: &str) -> Result<Option<String>, SessionStoreError>;
+    /// The value of `key` while it lives, left in place (e.g. an access token read at
+    /// each userinfo request until it expires or is taken).
+    async fn get_value(&self, key: &str) -> Result<Option<String>, SessionStoreError>;
     /// Sessions still kept, ordered by [`session_position`], starting after the position
     /// `after` (or at `since`, unix seconds, when it is later): one page of at most `limit`.
     async fn list_sessions(

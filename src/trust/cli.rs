@@ -187,31 +187,60 @@ pub async fn trust_refresh(_args: &TrustRefreshArgs, config: &TrustConfig, state
 }
 
 fn print_status(status: &super::TrustStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    print_status_at(status, unix_now(), out)
+}
+
+/// The table of `trust status`, dates in UTC to the minute with how far off they are.
+fn print_status_at(status: &super::TrustStatus, now: i64, out: &mut dyn Write) -> std::io::Result<()> {
     if !status.configured {
         return writeln!(out, "trust lists are not configured (trust.governance_url is empty)");
     }
     writeln!(
         out,
-        "trust: {} (oldest fetch {} s ago)",
+        "trust: {} (oldest fetch {})",
         if status.fresh { "fresh" } else { "NOT FRESH" },
-        status.age_s.map_or("-".into(), |a| a.to_string())
+        status.age_s.map_or("never".into(), |a| format!("{} ago", span(a)))
     )?;
     for e in &status.entries {
-        let opt = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+        let next = e.next_update.map_or("-".to_owned(), |t| {
+            let rel = if t >= now { format!("in {}", span(t - now)) } else { format!("{} ago", span(now - t)) };
+            format!("{} ({rel})", human_time(t))
+        });
         writeln!(
             out,
-            "{:<10} {:<40} seq={:<6} issued={:<11} next_update={:<11} {} {}{}",
+            "{:<10} {:<36} seq {:<5} issued {:<16} next update {:<30} {}",
             e.kind,
             e.name,
             e.seq.map_or("-".into(), |s| s.to_string()),
-            opt(e.issued),
-            opt(e.next_update),
+            e.issued.map_or("-".into(), human_time),
+            next,
             if e.fresh { "fresh" } else { "STALE" },
-            e.source,
-            e.error.as_deref().map(|m| format!(" [{m}]")).unwrap_or_default()
         )?;
+        writeln!(out, "           from {}", e.source)?;
+        if let Some(m) = &e.error {
+            writeln!(out, "           error: {m}")?;
+        }
     }
     Ok(())
+}
+
+/// `2026-12-06 09:40` (UTC).
+fn human_time(unix: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// A duration in its largest unit: `45s`, `12min`, `5h`, `6d`.
+fn span(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}min", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 /// A seal file: JSON as is, or base64/b64u text (whitespace and line breaks ignored).
@@ -244,4 +273,42 @@ pub fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .with_context(|| format!("--at {s:?} is neither RFC 3339 nor Unix seconds"))?;
     Ok(t.unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::{TrustEntryStatus, TrustStatus};
+
+    #[test]
+    fn trust_status_prints_dates_people_read() {
+        let now = 1_796_000_000; // 2026-11-30 00:53:20 UTC
+        let entry = |kind, next_update: i64, fresh| TrustEntryStatus {
+            kind,
+            id: "gl".into(),
+            name: "governance list".into(),
+            source: "https://trust.example/governance.jws".into(),
+            seq: Some(7),
+            issued: Some(now - 3600),
+            next_update: Some(next_update),
+            fresh,
+            fetched_at: Some(now - 60),
+            error: None,
+        };
+        let status = TrustStatus {
+            configured: true,
+            fresh: false,
+            age_s: Some(60),
+            last_refresh: Some(now - 60),
+            entries: vec![entry("governance", now + 6 * 86_400, true), entry("crl", now - 7200, false)],
+        };
+        let mut out = Vec::new();
+        print_status_at(&status, now, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8(out).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("issued 2026-11-29 23:53"), "{text}");
+        assert!(text.contains("next update 2026-12-06 00:53 (in 6d)"), "{text}");
+        assert!(text.contains("2026-11-29 22:53 (2h ago)") && text.contains("STALE"), "{text}");
+        assert!(text.contains("oldest fetch 60s ago"), "{text}");
+        assert!(!text.contains(&now.to_string()[..6]), "no Unix seconds: {text}");
+    }
 }

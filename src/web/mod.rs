@@ -91,14 +91,15 @@ pub struct SignInTarget<'a> {
     pub scopes: &'a [String],
 }
 
-fn signin_form(mode: &str, target: &SignInTarget<'_>, extra_data: &str) -> String {
+fn signin_form(mode: &str, target: &SignInTarget<'_>, extra_data: &str, prefill: Option<&str>) -> String {
+    let value = prefill.map(|p| format!(" value=\"{}\"", escape(p))).unwrap_or_default();
     format!(
         r#"<div id="app" data-mode="{mode}" data-service-id="{sid}" data-scopes="{scopes}"{extra_data}>
 <section id="step-start" aria-labelledby="start-title">
 <h2 id="start-title" class="visually-hidden">Your token id</h2>
 <form id="start-form" novalidate>
 <label for="token-id">Token id</label>
-<input id="token-id" name="token_id" type="text" autocomplete="username" autocapitalize="none" spellcheck="false" required minlength="6" maxlength="64" pattern="[A-Za-z0-9._\-]{{6,64}}" aria-describedby="token-help">
+<input id="token-id" name="token_id" type="text" autocomplete="username" autocapitalize="none" spellcheck="false" required minlength="6" maxlength="64" pattern="[A-Za-z0-9._\-]{{6,64}}" aria-describedby="token-help"{value}>
 <p id="token-help" class="hint">The token id of your enrolled document, as shown in the Symbolon app.</p>
 <button id="start-button" type="submit">Continue</button>
 </form>
@@ -108,6 +109,7 @@ fn signin_form(mode: &str, target: &SignInTarget<'_>, extra_data: &str) -> Strin
 <p class="otp" id="otp" aria-describedby="otp-help"></p>
 <p id="otp-help">Open the Symbolon app on your phone. Approve only if it shows exactly this code and the service <strong>{name}</strong>.</p>
 <p class="hint" id="countdown"></p>
+<p class="hint">No code on your phone? Check the token id you entered.</p>
 </section>
 <p id="status" role="status" aria-live="polite"></p>
 <p id="alert" role="alert" class="alert" hidden></p>
@@ -134,12 +136,64 @@ pub fn signin_page(nonce: &str, issuer_origin: Option<&str>, target: &SignInTarg
 <input type="hidden" name="browser_token" value="">
 </form>"#,
         name = escape(target.service_name),
-        form = signin_form("saml", target, ""),
+        form = signin_form("saml", target, "", None),
         ctx = escape(context_id),
     );
     Page {
         html: layout(nonce, &format!("Sign in to {}", target.service_name), &body, Some(SIGNIN_JS)),
         csp: csp(nonce, issuer_origin, "'self'"),
+    }
+}
+
+/// Where an OpenID Connect sign-in page returns to, and what it prefills.
+#[derive(Debug, Clone)]
+pub struct OidcReturn<'a> {
+    /// The sign-in context id (hidden field of the completion and cancel forms).
+    pub context_id: &'a str,
+    /// The host of the client's redirect URI, shown to the user.
+    pub return_host: &'a str,
+    /// The origin of the redirect URI: the completion answers with a redirect there,
+    /// which `form-action` must allow.
+    pub return_origin: Option<&'a str>,
+    /// Token id from `login_hint`.
+    pub login_hint: Option<&'a str>,
+}
+
+/// The OpenID Connect sign-in page for a checked authorization request (the same
+/// machinery as the SAML page). It posts to `/authorize/complete`, whose answer
+/// redirects to the client, or to `/authorize/cancel` (`access_denied`). The browser
+/// token stays on this origin.
+pub fn oidc_signin_page(
+    nonce: &str,
+    issuer_origin: Option<&str>,
+    target: &SignInTarget<'_>,
+    ret: &OidcReturn<'_>,
+) -> Page {
+    let body = format!(
+        r#"<h1>Sign in to {name}</h1>
+<p class="lead"><strong>{name}</strong> asks you to confirm who you are with your phone. You will then return to <strong>{host}</strong>.</p>
+{form}
+<form id="complete-form" method="post" action="/authorize/complete" hidden>
+<input type="hidden" name="context" value="{ctx}">
+<input type="hidden" name="session_id" value="">
+<input type="hidden" name="browser_token" value="">
+</form>
+<form id="cancel-form" method="post" action="/authorize/cancel">
+<input type="hidden" name="context" value="{ctx}">
+<button id="cancel" type="submit" class="link">Cancel and return to {host}</button>
+</form>"#,
+        name = escape(target.service_name),
+        host = escape(ret.return_host),
+        form = signin_form("oidc", target, "", ret.login_hint),
+        ctx = escape(ret.context_id),
+    );
+    let action = match ret.return_origin {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".to_string(),
+    };
+    Page {
+        html: layout(nonce, &format!("Sign in to {}", target.service_name), &body, Some(SIGNIN_JS)),
+        csp: csp(nonce, issuer_origin, &action),
     }
 }
 
@@ -161,7 +215,7 @@ pub fn demo_page(nonce: &str, issuer_origin: Option<&str>, target: &SignInTarget
 <pre id="jwt-raw" class="raw"></pre>
 </section>"#,
         name = escape(target.service_name),
-        form = signin_form("demo", target, ""),
+        form = signin_form("demo", target, "", None),
     );
     Page { html: layout(nonce, "Symbolon demo", &body, Some(SIGNIN_JS)), csp: csp(nonce, issuer_origin, "'none'") }
 }

@@ -1,6 +1,7 @@
 // Symbolon sign-in: token id -> POST /v1/auth/initiate -> OTP over the WebSocket
-// (polling fallback) -> the phone approves -> SAML: post to /saml/complete; demo:
-// show the identity token and check its signature against /jwks with WebCrypto.
+// (polling fallback) -> the phone approves -> SAML: post to /saml/complete;
+// OIDC: post to /authorize/complete (which redirects to the client with a code);
+// demo: show the identity token and check its signature against /jwks with WebCrypto.
 (function () {
   'use strict';
   var app = document.getElementById('app');
@@ -208,7 +209,7 @@
     var s = current;
     stop();
     stepOtp.hidden = true;
-    if (mode === 'saml') {
+    if (mode === 'saml' || mode === 'oidc') {
       setStatus('Approved. Taking you back to the service…');
       var done = $('complete-form');
       done.elements.session_id.value = s.id;

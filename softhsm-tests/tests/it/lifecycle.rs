@@ -63,38 +63,39 @@ async fn cli_ok(env: &SignIn, args: &[&str]) -> String {
     out
 }
 
-/// One row of `symbolon keys list`.
+/// One record of `symbolon keys list --json`.
 #[derive(Debug, Clone)]
 struct Row {
     purpose: String,
     label: String,
     state: String,
     kid: String,
+    /// `generated` or `imported`.
     origin: String,
+    /// `sealed=N` for data keys.
     note: String,
 }
 
 fn parse_list(out: &str) -> Vec<Row> {
-    out.lines()
-        .skip_while(|l| !l.starts_with("PURPOSE"))
-        .skip(1)
-        .take_while(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Row {
-                purpose: f[0].into(),
-                label: f[1].into(),
-                state: f[2].into(),
-                kid: f[3].into(),
-                origin: f[9].into(),
-                note: f.get(10..).map(|n| n.join(" ")).unwrap_or_default(),
-            }
+    let doc: serde_json::Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| Row {
+            purpose: text(&k["purpose"]),
+            label: text(&k["label"]),
+            state: text(&k["state"]),
+            kid: text(&k["kid"]),
+            origin: text(&k["origin"]),
+            note: k["sealed"].as_u64().map(|n| format!("sealed={n}")).unwrap_or_default(),
         })
         .collect()
 }
 
 async fn catalog(env: &SignIn) -> Vec<Row> {
-    parse_list(&cli_ok(env, &["keys", "list"]).await)
+    parse_list(&cli_ok(env, &["keys", "list", "--json"]).await)
 }
 
 fn find<'a>(rows: &'a [Row], purpose: &str, state: &str) -> Vec<&'a Row> {
@@ -759,8 +760,9 @@ async fn the_pairwise_key_is_made_by_keys_init_and_never_rotated() {
     let pairwise = find(&rows, "pairwise", "active");
     assert_eq!(pairwise.len(), 1, "keys init made the pairwise key: {rows:#?}");
     let label = pairwise[0].label.clone();
-    let listed = cli_ok(&env, &["keys", "list"]).await;
-    assert!(listed.lines().any(|l| l.contains(&label) && l.contains("CKM_SHA256_HMAC")), "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&cli_ok(&env, &["keys", "list", "--json"]).await).unwrap();
+    let record = listed["keys"].as_array().unwrap().iter().find(|k| k["label"] == label.as_str()).unwrap();
+    assert_eq!(record["mechanism"], "CKM_SHA256_HMAC", "{listed}");
     let (ok, out, err) = cli(&env, &["keys", "rotate", "--purpose", "pairwise"]).await;
     assert!(!ok, "rotating the pairwise key is refused: {out}");
     assert!(err.contains("never rotated") && err.contains("pairwise subject"), "the reason is given: {err}");

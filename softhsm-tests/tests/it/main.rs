@@ -15,6 +15,7 @@ mod lifecycle;
 mod management;
 mod management_stores;
 mod metrics;
+mod oidc;
 mod openapi;
 mod push;
 mod push_e2e;

@@ -155,6 +155,23 @@ fn keys_init_list_and_generate() {
     assert_eq!(text.lines().filter(|l| l.starts_with("jwt")).count(), 2, "{text}");
     assert_eq!(text.matches(" active ").count(), 6, "{text}");
     assert!(text.contains(" next "), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "wider than 100 columns: {line:?}");
+    }
+    // Human dates (UTC, to the minute), not Unix seconds or RFC 3339.
+    let jwt = text.lines().find(|l| l.starts_with("jwt")).unwrap();
+    let date = jwt.split_whitespace().nth(3).unwrap();
+    assert!(date.len() == 10 && date.as_bytes()[4] == b'-', "{jwt}");
+    // --json: the full records.
+    let out = symbolon_cli(&token, &cfg, &["keys", "list", "--json"]).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 7, "{doc}");
+    let jwt = keys.iter().find(|k| k["purpose"] == "jwt" && k["state"] == "active").unwrap();
+    assert_eq!(jwt["mechanism"], "CKM_ECDSA", "{jwt}");
+    assert_eq!(jwt["kid"].as_str().unwrap().len(), 43, "{jwt}");
+    assert!(jwt["created_at"].as_i64().unwrap() > 1_700_000_000 && jwt["activated_at"].is_i64(), "{jwt}");
+    assert!(keys.iter().find(|k| k["purpose"] == "data").unwrap()["sealed"].is_u64());
     let out = symbolon_cli(&token, &cfg, &["keys", "generate", "--purpose", "nonsense"]).unwrap();
     assert!(!out.status.success());
     // Idempotent migrate.
@@ -207,6 +224,9 @@ fn startup_errors_name_what_is_wrong() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "want {expect:?} in {err}");
+        // Said once: the path and the reason are not repeated down the error chain.
+        assert_eq!(err.matches(expect).count(), 1, "{err}");
+        assert!(err.matches("os error").count() <= 1, "{err}");
     }
     let wrong = dir.path().join("wrong-pin");
     std::fs::write(&wrong, "1111").unwrap();

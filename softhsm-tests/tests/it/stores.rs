@@ -57,6 +57,15 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     a.put_value("v2", "x", Duration::from_millis(50)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(b.take_value("v2").await.unwrap(), None);
+    // Values read in place (OIDC access tokens) until taken or expired.
+    a.put_value("v3", "kept", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(b.get_value("v3").await.unwrap().as_deref(), Some("kept"));
+    assert_eq!(a.get_value("v3").await.unwrap().as_deref(), Some("kept"));
+    assert_eq!(b.take_value("v3").await.unwrap().as_deref(), Some("kept"));
+    assert_eq!(a.get_value("v3").await.unwrap(), None);
+    a.put_value("v4", "x", Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(b.get_value("v4").await.unwrap(), None);
 
     // Sliding window shared by both nodes.
     for i in 0..3 {
