@@ -17,9 +17,10 @@ GRANT SELECT, INSERT, UPDATE ON keys, enrollments TO :"runtime";
 -- Leases of jobs that run on one node at a time (the automatic key schedule).
 GRANT SELECT, INSERT, UPDATE ON leases TO :"runtime";
 
--- Audit trail: append-only.
-GRANT SELECT, INSERT ON audit, audit_checkpoints TO :"runtime";
-REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit, audit_checkpoints FROM :"runtime";
+-- Audit trail and its archive manifests: append-only. Retention (`symbolon audit
+-- maintain`) deletes archived records as the owner role, never as this one.
+GRANT SELECT, INSERT ON audit, audit_checkpoints, audit_archives TO :"runtime";
+REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit, audit_checkpoints, audit_archives FROM :"runtime";
 
 -- Migration history: readable, so `symbolon` can tell the schema version.
 GRANT SELECT ON _sqlx_migrations TO :"runtime";

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`, `audit`.
+//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`, `audit`, `backup`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +69,13 @@ pub enum Command {
     /// The audit trail: verify the hash chain and its signed checkpoints, export events.
     #[command(subcommand)]
     Audit(crate::service::audit::cli::AuditCommand),
+    /// Write an online, consistent copy of the SQLite database to FILE (a new file; the
+    /// server may keep running). PostgreSQL: pg_dump (docs/backup.md).
+    Backup {
+        /// The backup file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Write the man pages (section 8) into DIR (packaging; hidden).
     #[command(hide = true)]
     GenerateMan {
@@ -225,6 +232,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { out } => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            if out.exists() {
+                anyhow::bail!("{} exists already; the backup goes to a new file", out.display());
+            }
+            let out = std::path::absolute(&out).with_context(|| format!("backup path {}", out.display()))?;
+            runtime()?.block_on(async {
+                let store = open_durable(&config.database, &config.server.state_dir).await?;
+                store.backup_to(&out).await?;
+                anyhow::Ok(())
+            })?;
+            let file = std::fs::File::open(&out).with_context(|| format!("cannot open {}", out.display()))?;
+            file.sync_all().with_context(|| format!("cannot sync {}", out.display()))?;
+            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            println!("backup written to {} ({bytes} bytes)", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Trust(cmd) => {
             let config = load_config(&cli.config)?;
             crate::telemetry::init_cli();
@@ -260,6 +285,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config.server.state_dir,
                 &config.database,
                 &config.hsm,
+                &config.audit,
                 &config.keys.imported,
                 cmd,
             ))?;

@@ -68,6 +68,7 @@ pub struct TestServer {
     pub log_path: PathBuf,
     /// The extra TOML the server runs with (to start more nodes like it).
     pub extra_toml: String,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
     /// PostgreSQL and Redis when `SYMBOLON_TEST_STORES` asked for them; dropped after
@@ -139,22 +140,7 @@ impl TestServer {
             }
         }
         let log_path = dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(symbolon_bin()?);
-        cmd.arg("--config")
-            .arg(&config_path)
-            .arg("serve")
-            .env(token.conf_var, &token.conf)
-            .env_remove("SYMBOLON_HSM_PIN")
-            .env_remove("SYMBOLON_BIN")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &options.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().context("starting symbolon serve")?;
+        let child = spawn_serve(token, &config_path, &log_path, &options.env)?;
         let mut server = TestServer {
             public_url: format!("http://127.0.0.1:{public}"),
             admin_url: format!("http://127.0.0.1:{admin}"),
@@ -162,6 +148,7 @@ impl TestServer {
             config_path,
             log_path,
             extra_toml,
+            env: options.env.clone(),
             child: Some(child),
             _dir: dir,
             stores,
@@ -188,6 +175,16 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("symbolon serve: {probe} not 200 within {within:?}: {}", self.log())
+    }
+
+    /// Starts the stopped server again with the same configuration and state (its log
+    /// is appended to) and waits for `/readyz`.
+    pub fn restart(&mut self, token: &TestToken) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("server still running");
+        }
+        self.child = Some(spawn_serve(token, &self.config_path, &self.log_path, &self.env)?);
+        self.wait_for("/readyz", Duration::from_secs(30))
     }
 
     /// The server process id while it runs (e.g. to read `/proc/<pid>/status`).
@@ -225,6 +222,26 @@ impl Drop for TestServer {
             let _ = self.stop();
         }
     }
+}
+
+/// `symbolon serve` with `config`, its stderr appended to `log_path`.
+fn spawn_serve(token: &TestToken, config: &Path, log_path: &Path, env: &[(String, String)]) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+    let mut cmd = Command::new(symbolon_bin()?);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env(token.conf_var, &token.conf)
+        .env_remove("SYMBOLON_HSM_PIN")
+        .env_remove("SYMBOLON_BIN")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().context("starting symbolon serve")
 }
 
 /// A minimal blocking GET returning the status code (readiness polling without a runtime).

@@ -265,11 +265,14 @@ pub struct AuditConfig {
     /// ...or this long after the last one when events were added since.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// Months of audit records kept in the database besides the current one, once
+    /// archived (`symbolon audit maintain`); 0 keeps everything.
+    pub retention_months: u32,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(60) }
+        Self { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(60), retention_months: 0 }
     }
 }
 

@@ -52,6 +52,10 @@ pub mod kinds {
     pub const PUSH_FAILED: &str = "push.failed";
     pub const MANAGEMENT_ACTION: &str = "management.action";
     pub const RELYING_PARTIES_CHANGED: &str = "config.relying_parties_changed";
+    /// `symbolon audit archive` and `audit maintain` (docs/operations.md "Audit archives
+    /// and retention"): actor `operator`, subject the month.
+    pub const AUDIT_ARCHIVED: &str = "audit.archived";
+    pub const AUDIT_RETENTION_DROPPED: &str = "audit.retention_dropped";
     /// OpenID Connect (docs/protocol.md §14.7): actor and subject are the client id.
     pub const OIDC_CODE_ISSUED: &str = "oidc.code_issued";
     pub const OIDC_TOKEN_ISSUED: &str = "oidc.token_issued";
@@ -74,6 +78,62 @@ pub trait AuditStore: Send + Sync {
     async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
     /// The checkpoint with the highest `seq`.
     async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
+    /// The lowest `seq > after_seq` of a record with `at >= at` (where a month ends).
+    async fn audit_first_at_or_after(&self, after_seq: i64, at: i64) -> Result<Option<i64>, StoreError>;
+    /// Records an archive manifest; `false` when that month is recorded already.
+    async fn insert_archive(&self, a: &AuditArchive) -> Result<bool, StoreError>;
+    /// Every recorded archive manifest, in `first_seq` order.
+    async fn archives(&self) -> Result<Vec<AuditArchive>, StoreError>;
+    /// Retention: in one write transaction, deletes every record with `seq < keep_from`
+    /// (all covered by recorded archives; the database refuses others) and appends
+    /// `event`. Returns the number of records deleted and the event's record.
+    async fn drop_archived(&self, keep_from: i64, event: &AuditEvent) -> Result<(u64, AuditRecord), StoreError>;
+}
+
+/// A month of the trail written to an archive file by `symbolon audit archive`: the
+/// manifest, signed with the HSM `audit` key and recorded in the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditArchive {
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    /// File name of the compressed NDJSON next to the manifest: `audit-YYYY-MM.ndjson.gz`.
+    pub file: String,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub count: i64,
+    /// `prev_hash` of the first record: the previous archive's `last_hash` (or the genesis hash).
+    pub prev_hash: String,
+    pub first_hash: String,
+    pub last_hash: String,
+    /// Hex SHA-256 of the archive file.
+    pub sha256: String,
+    pub created_at: i64,
+    /// Label of the HSM `audit` key that signed.
+    pub key_label: String,
+    /// ES256 signature (raw r||s, base64url) over [`AuditArchive::message`].
+    pub signature: String,
+}
+
+impl AuditArchive {
+    /// The message the manifest's signature covers: JCS of every field but the signature.
+    pub fn message(&self) -> Vec<u8> {
+        let value = serde_json::json!({
+            "type": "symbolon.audit.archive",
+            "month": self.month,
+            "file": self.file,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "count": self.count,
+            "prev_hash": self.prev_hash,
+            "first_hash": self.first_hash,
+            "last_hash": self.last_hash,
+            "sha256": self.sha256,
+            "created_at": self.created_at,
+            "key": self.key_label,
+        });
+        serde_json_canonicalizer::to_vec(&value).unwrap_or_else(|_| value.to_string().into_bytes())
+    }
 }
 
 /// An appended event with its place in the chain.

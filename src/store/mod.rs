@@ -19,7 +19,7 @@ pub mod sessions;
 mod sql;
 mod sqlite;
 
-pub use audit::{AuditCheckpoint, AuditEvent, AuditRecord, AuditStore};
+pub use audit::{AuditArchive, AuditCheckpoint, AuditEvent, AuditRecord, AuditStore};
 pub use catalog::{
     CatalogEntry, KeyCatalogStore, KeyPurpose, KeyState, KeyTransition, SEALED_COLUMNS, SealedColumn, SealedValue,
 };
@@ -61,6 +61,9 @@ pub enum StoreError {
     /// changed it first), or a second key would have become active for its purpose.
     #[error("key {0} changed state meanwhile; re-read the catalog and retry")]
     KeyStateChanged(String),
+    /// The operation is not offered on this database (e.g. `backup` on PostgreSQL).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -109,6 +112,9 @@ pub trait DurableStore: EnrollmentStore + KeyCatalogStore + AuditStore + Managem
     async fn ping(&self) -> Result<(), StoreError>;
     /// Applies pending migrations (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// Writes an online, consistent copy of the database to `path` (a new file);
+    /// `Unsupported` where the database has its own tools (PostgreSQL: `pg_dump`).
+    async fn backup_to(&self, path: &Path) -> Result<(), StoreError>;
 }
 
 /// Opens the durable store named by the configuration (the default SQLite file lies

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{
-    AuditCheckpoint, AuditRecord, CatalogEntry, Enrollment, EnrollmentStatus, KeyPurpose, KeyState, StoreError,
+    AuditArchive, AuditCheckpoint, AuditRecord, CatalogEntry, Enrollment, EnrollmentStatus, KeyPurpose, KeyState,
+    StoreError,
 };
 
 /// A row of either database whose TEXT and BIGINT columns decode as `String` and `i64`.
@@ -112,6 +113,26 @@ where
         seq: row.int("seq")?,
         hash: row.text("hash")?,
         at: row.int("at")?,
+        key_label: row.text("key_label")?,
+        signature: row.text("signature")?,
+    })
+}
+
+pub(super) fn archive_from_row<R: StoreRow>(row: &R) -> Result<AuditArchive, StoreError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(AuditArchive {
+        month: row.text("month")?,
+        file: row.text("file")?,
+        first_seq: row.int("first_seq")?,
+        last_seq: row.int("last_seq")?,
+        count: row.int("count")?,
+        prev_hash: row.text("prev_hash")?,
+        first_hash: row.text("first_hash")?,
+        last_hash: row.text("last_hash")?,
+        sha256: row.text("sha256")?,
+        created_at: row.int("created_at")?,
         key_label: row.text("key_label")?,
         signature: row.text("signature")?,
     })

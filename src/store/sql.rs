@@ -13,12 +13,13 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 
 use super::management::DeletionEvent;
 use super::rows::{
-    StoreRow, audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation, key_from_row,
+    StoreRow, archive_from_row, audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation,
+    key_from_row,
 };
 use super::{
-    AuditCheckpoint, AuditEvent, AuditRecord, AuditStore, CatalogEntry, DurableStore, Enrollment, EnrollmentStatus,
-    EnrollmentStore, KeyCatalogStore, KeyState, KeyTransition, ManagementQueries, SEALED_COLUMNS, SealedColumn,
-    SealedValue, StoreError, audit,
+    AuditArchive, AuditCheckpoint, AuditEvent, AuditRecord, AuditStore, CatalogEntry, DurableStore, Enrollment,
+    EnrollmentStatus, EnrollmentStore, KeyCatalogStore, KeyState, KeyTransition, ManagementQueries, SEALED_COLUMNS,
+    SealedColumn, SealedValue, StoreError, audit,
 };
 
 /// What differs between the databases the durable store runs on.
@@ -29,6 +30,12 @@ pub trait Dialect: Database {
     /// that appenders on every node chain in order (`None`: the write transaction
     /// itself serializes them).
     const AUDIT_LOCK: Option<&'static str>;
+    /// A statement lifting the per-statement time bound for the rest of a transaction
+    /// that may delete many rows (retention); `None`: there is no bound.
+    const UNBOUNDED_TX: Option<&'static str>;
+    /// The statement writing an online, consistent copy of the database to the file
+    /// `$1` (`None`: the database has its own backup tools).
+    const BACKUP_INTO: Option<&'static str>;
 
     /// Rows an `INSERT`, `UPDATE` or `DELETE` changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -267,6 +274,18 @@ where
         // Not bounded: a first migration may take a while; PostgreSQL nodes starting
         // together take sqlx's advisory lock and migrate once.
         DB::migrate(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let Some(statement) = DB::BACKUP_INTO else {
+            return Err(StoreError::Unsupported(
+                "this database is backed up with its own tools (PostgreSQL: pg_dump, docs/backup.md)".into(),
+            ));
+        };
+        let path = path
+            .to_str()
+            .ok_or_else(|| StoreError::Unsupported(format!("backup path {} is not UTF-8", path.display())))?;
+        self.execute(sqlx::query(statement).bind(path)).await.map(drop)
     }
 }
 
@@ -698,6 +717,62 @@ where
             row.as_ref().map(checkpoint_from_row).transpose()
         })
         .await
+    }
+
+    async fn audit_first_at_or_after(&self, after_seq: i64, at: i64) -> Result<Option<i64>, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query("SELECT seq FROM audit WHERE seq > $1 AND at >= $2 ORDER BY seq LIMIT 1");
+            self.fetch_optional(q.bind(after_seq).bind(at)).await?.map(|r| r.int("seq")).transpose()
+        })
+        .await
+    }
+
+    async fn insert_archive(&self, a: &AuditArchive) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let q = sqlx::query(
+                "INSERT INTO audit_archives (month, file, first_seq, last_seq, count, prev_hash, first_hash,
+                    last_hash, sha256, created_at, key_label, signature)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (month) DO NOTHING",
+            )
+            .bind(a.month.as_str())
+            .bind(a.file.as_str())
+            .bind(a.first_seq)
+            .bind(a.last_seq)
+            .bind(a.count)
+            .bind(a.prev_hash.as_str())
+            .bind(a.first_hash.as_str())
+            .bind(a.last_hash.as_str())
+            .bind(a.sha256.as_str())
+            .bind(a.created_at)
+            .bind(a.key_label.as_str())
+            .bind(a.signature.as_str());
+            Ok(self.execute(q).await? == 1)
+        })
+        .await
+    }
+
+    async fn archives(&self) -> Result<Vec<AuditArchive>, StoreError> {
+        self.bounded(async {
+            let rows = self.fetch_all(sqlx::query("SELECT * FROM audit_archives ORDER BY first_seq")).await?;
+            rows.iter().map(archive_from_row).collect()
+        })
+        .await
+    }
+
+    async fn drop_archived(&self, keep_from: i64, event: &AuditEvent) -> Result<(u64, AuditRecord), StoreError> {
+        // Not bounded by the per-call time: a month may hold many records. The audit
+        // lock first, so no appender reads the head while the records go.
+        let mut tx = self.begin_write().await?;
+        if let Some(unbounded) = DB::UNBOUNDED_TX {
+            sqlx::query(unbounded).execute(&mut *tx).await?;
+        }
+        if let Some(lock) = DB::AUDIT_LOCK {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM audit WHERE seq < $1").bind(keep_from).execute(&mut *tx).await?;
+        let record = Self::append_audit_in(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok((DB::rows_affected(&done), record))
     }
 }
 

@@ -5,6 +5,7 @@
 //! test in its own process (SoftHSM2 reads its configuration once per process).
 
 mod architecture;
+mod audit_archive;
 mod cluster;
 mod device;
 mod enroll;

@@ -1,22 +1,56 @@
-//! `symbolon audit verify | export`.
+//! `symbolon audit verify | export | archive | maintain`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::Verification;
+use super::archive::{self, YearMonth};
+use super::{AuditError, Verification};
 use crate::keyring::KeyRing;
 use crate::keys::{HsmConfig, open_pool};
-use crate::store::{DatabaseConfig, open_durable};
+use crate::service::config::AuditConfig;
+use crate::store::{DatabaseConfig, DurableStore, open_durable};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain and the signed checkpoints; print OK, or the first broken
     /// link and exit 1.
-    Verify,
+    Verify(VerifyArgs),
     /// Print audit events as JSON lines (oldest first).
     Export(ExportArgs),
+    /// Write each month not yet archived, through YYYY-MM, as gzip NDJSON with a
+    /// manifest signed by the HSM audit key; record the manifests in the database.
+    Archive(ArchiveArgs),
+    /// Retention (audit.retention_months): drop months whose recorded manifest verifies
+    /// against a re-read of their archive; exit 1 when a due month is refused.
+    Maintain(MaintainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also check every archive in DIR: manifest signatures, files, and the chain from
+    /// seq 1 through the archives into the live table.
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The last month to archive (UTC), YYYY-MM; it must have ended.
+    #[arg(long, value_name = "YYYY-MM")]
+    pub through: String,
+    /// Directory of the archives (created when missing; keep it, e.g. on WORM storage).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// Directory of the archives written by `audit archive`.
+    #[arg(long, value_name = "DIR")]
+    pub archive: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -27,22 +61,24 @@ pub struct ExportArgs {
     pub since: Option<String>,
 }
 
-/// Runs an audit command; `Ok(false)` when `verify` found a broken link.
-/// The store is `database` (its default file in `state_dir`); `verify` opens the
-/// token of `hsm`, accepting the imported keys `imported` (`keys.imported`).
+/// Runs an audit command; `Ok(false)` when `verify` found a broken link or `maintain`
+/// refused a due month. The store is `database` (its default file in `state_dir`);
+/// `verify`, `archive` and `maintain` open the token of `hsm`, accepting the imported
+/// keys `imported` (`keys.imported`).
 pub async fn run(
     state_dir: &Path,
     database: &DatabaseConfig,
     hsm: &HsmConfig,
+    audit: &AuditConfig,
     imported: &[String],
     cmd: AuditCommand,
 ) -> anyhow::Result<bool> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
     let store = open_durable(database, state_dir).await?;
+    let now = crate::ids::now_unix();
     match cmd {
         AuditCommand::Export(args) => {
-            let now = crate::ids::now_unix();
             let since = match args.since.as_deref() {
                 None => i64::MIN,
                 Some(s) => parse_since(s, now)?,
@@ -53,25 +89,23 @@ pub async fn run(
             std::io::Write::flush(&mut out)?;
             Ok(true)
         }
-        AuditCommand::Verify => {
-            let mut hsm = hsm.clone();
-            hsm.workers = 1;
-            let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
-            let result = async {
-                let ring =
-                    KeyRing::open_with(pool.clone(), store.clone(), crate::ids::now_unix(), "symbolon", imported)
-                        .await?;
-                anyhow::Ok(super::verify(store.as_ref(), &ring).await?)
-            }
-            .await;
-            // SoftHSM2 must not see open sessions in its exit handlers.
-            tokio::task::spawn_blocking(move || pool.shutdown()).await?;
-            Ok(match result? {
-                Verification::Ok { events, checkpoints, head, unsigned } => {
+        AuditCommand::Verify(args) => {
+            let (s, dir) = (store.clone(), args.archive.clone());
+            let result = with_ring(hsm, imported, &store, |ring| async move {
+                super::verify(s.as_ref(), &ring, dir.as_deref()).await
+            })
+            .await?;
+            Ok(match result {
+                Verification::Ok { events, checkpoints, head, unsigned, archives, archived_events } => {
                     let head = head.map_or_else(|| "empty".to_string(), |(seq, hash)| format!("seq {seq} hash {hash}"));
                     println!(
                         "OK: {events} events, {checkpoints} signed checkpoints, head {head}, {unsigned} events after the last checkpoint"
                     );
+                    if args.archive.is_some() {
+                        println!(
+                            "OK: {archives} archives, {archived_events} archived events, continuous into the live table"
+                        );
+                    }
                     true
                 }
                 Verification::Broken { seq, reason } => {
@@ -80,7 +114,77 @@ pub async fn run(
                 }
             })
         }
+        AuditCommand::Archive(args) => {
+            let through = YearMonth::parse(&args.through).map_err(|e| anyhow::anyhow!("--through {e}"))?;
+            let s = store.clone();
+            let made = with_ring(hsm, imported, &store, |ring| async move {
+                archive::archive(s.as_ref(), &ring, through, &args.out, now).await
+            })
+            .await?;
+            if made.is_empty() {
+                println!("nothing to archive through {through}");
+            }
+            for m in &made {
+                println!(
+                    "archived {}: seq {}..={} ({} events) {} sha256 {}",
+                    m.month, m.first_seq, m.last_seq, m.count, m.file, m.sha256
+                );
+            }
+            Ok(true)
+        }
+        AuditCommand::Maintain(args) => {
+            let months = audit.retention_months;
+            let s = store.clone();
+            let done = with_ring(hsm, imported, &store, |ring| async move {
+                archive::maintain(s.as_ref(), &ring, &args.archive, months, now).await
+            })
+            .await?;
+            for (month, deleted) in &done.dropped {
+                println!("dropped {month}: {deleted} records deleted (archive verified)");
+            }
+            match done.refused {
+                Some(reason) if months > 0 => {
+                    println!("REFUSED: {reason}");
+                    Ok(false)
+                }
+                Some(reason) => {
+                    println!("{reason}");
+                    Ok(true)
+                }
+                None => {
+                    if done.dropped.is_empty() {
+                        println!("nothing due for retention ({months} months)");
+                    }
+                    Ok(true)
+                }
+            }
+        }
     }
+}
+
+/// Runs `f` with a key ring over a one-session pool on the token, then closes the pool
+/// (SoftHSM2 must not see open sessions in its exit handlers).
+async fn with_ring<T, F, Fut>(
+    hsm: &HsmConfig,
+    imported: &[String],
+    store: &Arc<dyn DurableStore>,
+    f: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(KeyRing) -> Fut,
+    Fut: std::future::Future<Output = Result<T, AuditError>>,
+{
+    let mut hsm = hsm.clone();
+    hsm.workers = 1;
+    let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
+    let result = async {
+        let ring =
+            KeyRing::open_with(pool.clone(), store.clone(), crate::ids::now_unix(), "symbolon", imported).await?;
+        anyhow::Ok(f(ring).await?)
+    }
+    .await;
+    tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+    result
 }
 
 fn parse_since(s: &str, now: i64) -> anyhow::Result<i64> {

@@ -4,9 +4,11 @@
 //! Events carry identifiers and reasons only: never a secret, an OTP, a push token
 //! or a claim value.
 
+pub mod archive;
 pub mod cli;
+mod gzip;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -27,6 +29,9 @@ pub enum AuditError {
     Store(#[from] StoreError),
     #[error("HSM: {0}")]
     Key(#[from] KeyError),
+    /// Archiving or retention cannot proceed; the message says why.
+    #[error("{0}")]
+    Archive(String),
 }
 
 /// The handle every part of the server records audit events through. Cheap to clone.
@@ -140,24 +145,84 @@ impl Audit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
     /// The chain and every checkpoint hold. `unsigned` events follow the last checkpoint.
-    Ok { events: i64, checkpoints: usize, head: Option<(i64, String)>, unsigned: i64 },
+    /// `events` are the live table's; `archives` and `archived_events` those checked
+    /// in an archive directory.
+    Ok {
+        events: i64,
+        checkpoints: usize,
+        head: Option<(i64, String)>,
+        unsigned: i64,
+        archives: usize,
+        archived_events: i64,
+    },
     /// The first broken link: the record (or checkpoint) `seq` and what is wrong.
     Broken { seq: i64, reason: String },
 }
 
 const PAGE: i64 = 1000;
 
+/// The labels of the catalog's `audit` keys. Only these sign checkpoints and archive
+/// manifests: a signature by any other key of the token (the JWT key signs what
+/// clients ask for) proves nothing.
+pub(crate) async fn audit_key_labels(store: &dyn DurableStore) -> Result<BTreeSet<String>, StoreError> {
+    Ok(store.list_keys().await?.into_iter().filter(|k| k.purpose == KeyPurpose::Audit).map(|k| k.label).collect())
+}
+
 /// Walks the chain from the first record and checks each checkpoint's hash and its
-/// signature with the public half of the HSM key that made it.
-pub async fn verify(store: &dyn DurableStore, keys: &KeyRing) -> Result<Verification, AuditError> {
+/// signature with the public half of the HSM key that made it. When retention dropped
+/// archived months, the live chain starts at its anchor: the last record of a
+/// recorded archive whose signed manifest names its hash. With `archives`, every
+/// archive file of that directory is checked too, and the chain must run from seq 1
+/// through the archives into the live table.
+pub async fn verify(
+    store: &dyn DurableStore,
+    keys: &KeyRing,
+    archives: Option<&std::path::Path>,
+) -> Result<Verification, AuditError> {
     let checkpoints = store.checkpoints().await?;
-    // Only keys catalogued for the purpose `audit` sign checkpoints: a signature by any
-    // other key of the token (the JWT key signs what clients ask for) proves nothing.
-    let audit_keys: BTreeSet<String> =
-        store.list_keys().await?.into_iter().filter(|k| k.purpose == KeyPurpose::Audit).map(|k| k.label).collect();
-    let mut next_cp = checkpoints.iter().peekable();
+    let audit_keys = audit_key_labels(store).await?;
+    let recorded = store.archives().await?;
+    for a in &recorded {
+        if let Some(reason) = check_signature(keys, &audit_keys, &a.key_label, &a.message(), &a.signature).await? {
+            return Ok(broken(a.first_seq, format!("recorded manifest of {}: {reason}", a.month)));
+        }
+    }
+    let mut archived = archive::ArchivesChecked::default();
+    if let Some(dir) = archives {
+        match archive::check_archives(store, keys, &audit_keys, dir, &checkpoints).await? {
+            Ok(found) => archived = found,
+            Err((seq, reason)) => return Ok(broken(seq, reason)),
+        }
+    }
+    // Where the live chain starts: seq 1, or the anchor a recorded manifest vouches for.
+    let first = store.audit_page(0, i64::MIN, 1).await?.into_iter().next();
     let (mut expected, mut prev) = (1i64, GENESIS_HASH.to_string());
-    let mut after = 0;
+    if let Some(r) = first.as_ref().filter(|r| r.seq > 1) {
+        let Some(a) = recorded.iter().find(|a| a.last_seq == r.seq) else {
+            return Ok(broken(
+                1,
+                format!("records 1..={} are missing and no recorded archive ends at {}", r.seq - 1, r.seq),
+            ));
+        };
+        if a.last_hash != r.hash {
+            return Ok(broken(r.seq, format!("the anchor's hash is not the one the manifest of {} signed", a.month)));
+        }
+        (expected, prev) = (r.seq, r.prev_hash.clone());
+    }
+    let archive_ends: BTreeMap<i64, &str> = recorded.iter().map(|a| (a.last_seq, a.last_hash.as_str())).collect();
+    let live_from = expected;
+    let mut checked = 0usize;
+    // Checkpoints over dropped records were checked in the archives, when given.
+    for cp in checkpoints.iter().take_while(|cp| cp.seq < live_from) {
+        if let Some(hash) = archived.checkpointed.get(&cp.seq) {
+            if let Some(reason) = check_checkpoint(keys, &audit_keys, cp, hash).await? {
+                return Ok(broken(cp.seq, reason));
+            }
+            checked += 1;
+        }
+    }
+    let mut next_cp = checkpoints.iter().skip_while(|cp| cp.seq < live_from).peekable();
+    let mut after = live_from - 1;
     loop {
         let page = store.audit_page(after, i64::MIN, PAGE).await?;
         let Some(last) = page.last() else { break };
@@ -172,10 +237,14 @@ pub async fn verify(store: &dyn DurableStore, keys: &KeyRing) -> Result<Verifica
             if chain_hash(&r.prev_hash, r.seq, &r.event()).as_deref() != Some(r.hash.as_str()) {
                 return Ok(broken(r.seq, "hash does not match the record's content".into()));
             }
+            if archive_ends.get(&r.seq).is_some_and(|h| *h != r.hash) {
+                return Ok(broken(r.seq, "the record differs from the last one of its recorded archive".into()));
+            }
             while let Some(cp) = next_cp.next_if(|cp| cp.seq == r.seq) {
                 if let Some(reason) = check_checkpoint(keys, &audit_keys, cp, &r.hash).await? {
                     return Ok(broken(cp.seq, reason));
                 }
+                checked += 1;
             }
             if let Some(cp) = next_cp.peek()
                 && cp.seq < r.seq
@@ -186,20 +255,31 @@ pub async fn verify(store: &dyn DurableStore, keys: &KeyRing) -> Result<Verifica
             expected += 1;
         }
     }
-    let events = expected - 1;
+    let last_seq = expected - 1;
     if let Some(cp) = next_cp.next() {
         // Records up to a signed checkpoint were removed from the end of the chain.
         return Ok(broken(
-            events + 1,
-            format!("records {}..={} are missing: checkpoint {} was signed over them", events + 1, cp.seq, cp.seq),
+            last_seq + 1,
+            format!("records {}..={} are missing: checkpoint {} was signed over them", last_seq + 1, cp.seq, cp.seq),
+        ));
+    }
+    if let Some(a) = recorded.last()
+        && a.last_seq > last_seq
+    {
+        return Ok(broken(
+            last_seq + 1,
+            format!("records up to {} of the archive of {} are missing", a.last_seq, a.month),
         ));
     }
     let signed = checkpoints.last().map_or(0, |c| c.seq);
+    let live = last_seq - live_from + 1;
     Ok(Verification::Ok {
-        events,
-        checkpoints: checkpoints.len(),
-        head: (events > 0).then_some((events, prev)),
-        unsigned: events - signed,
+        events: live.max(0),
+        checkpoints: checked,
+        head: (last_seq > 0).then_some((last_seq, prev)),
+        unsigned: (last_seq - signed).max(0),
+        archives: archived.archives,
+        archived_events: archived.events,
     })
 }
 
@@ -217,20 +297,40 @@ async fn check_checkpoint(
     if cp.hash != hash {
         return Ok(Some(format!("checkpoint {} signed a different hash than the record's", cp.seq)));
     }
-    if !audit_keys.contains(&cp.key_label) {
-        return Ok(Some(format!("checkpoint {}: {} is not an audit key of the catalog", cp.seq, cp.key_label)));
+    let message = checkpoint_message(cp.seq, &cp.hash, cp.at, &cp.key_label);
+    Ok(check_signature(keys, audit_keys, &cp.key_label, &message, &cp.signature).await?.map(|reason| {
+        if reason == BAD_SIGNATURE {
+            format!("checkpoint {} {reason}", cp.seq)
+        } else {
+            format!("checkpoint {}: {reason}", cp.seq)
+        }
+    }))
+}
+
+const BAD_SIGNATURE: &str = "signature does not verify";
+
+/// `None` when `signature` (ES256, raw r||s, base64url) over `message` verifies with
+/// the public half of `key_label`, an audit key of the catalog; else what is wrong.
+pub(crate) async fn check_signature(
+    keys: &KeyRing,
+    audit_keys: &BTreeSet<String>,
+    key_label: &str,
+    message: &[u8],
+    signature: &str,
+) -> Result<Option<String>, AuditError> {
+    if !audit_keys.contains(key_label) {
+        return Ok(Some(format!("{key_label} is not an audit key of the catalog")));
     }
-    let jwk = match keys.public_jwk(&cp.key_label).await {
+    let jwk = match keys.public_jwk(key_label).await {
         Ok(jwk) => jwk,
-        Err(e) => return Ok(Some(format!("checkpoint {}: signing key {} unusable: {e}", cp.seq, cp.key_label))),
+        Err(e) => return Ok(Some(format!("signing key {key_label} unusable: {e}"))),
     };
     let valid = (|| {
         let key = p256::ecdsa::VerifyingKey::from(jwk.to_public_key()?);
-        let sig = p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(&cp.signature).ok()?).ok()?;
-        let message = checkpoint_message(cp.seq, &cp.hash, cp.at, &cp.key_label);
-        key.verify(&message, &sig).ok()
+        let sig = p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).ok()?).ok()?;
+        key.verify(message, &sig).ok()
     })();
-    Ok(valid.is_none().then(|| format!("checkpoint {} signature does not verify", cp.seq)))
+    Ok(valid.is_none().then(|| BAD_SIGNATURE.to_string()))
 }
 
 /// Writes every record with `at >= since` as one JSON object per line; returns the count.
