@@ -45,7 +45,7 @@ fn page_error(step: &'static str, e: &OidcPageError) -> Response {
         tracing::warn!(step, reason = %e, "OIDC request refused");
     }
     let (title, message) = e.user_message();
-    html(status, web::error_page(&web::nonce(), title, &message))
+    html(status, web::error_page(&web::nonce(), title, &message, super::request_id::current().as_deref()))
 }
 
 /// An OAuth error as JSON (RFC 6749 §5.2), `no-store`; client authentication failures

@@ -22,6 +22,7 @@ impl Dialect for Postgres {
     // key is "symbolon" in ASCII, truncated to 63 bits.
     const AUDIT_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(32503133031591023)");
 
+    const UNBOUNDED_TX: Option<&'static str> = Some("SET LOCAL statement_timeout = 0");
     const BACKUP_INTO: Option<&'static str> = None;
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {

@@ -30,6 +30,9 @@ pub trait Dialect: Database {
     /// that appenders on every node chain in order (`None`: the write transaction
     /// itself serializes them).
     const AUDIT_LOCK: Option<&'static str>;
+    /// A statement lifting the per-statement time bound for the rest of a transaction
+    /// that may delete many rows (retention); `None`: there is no bound.
+    const UNBOUNDED_TX: Option<&'static str>;
     /// The statement writing an online, consistent copy of the database to the file
     /// `$1` (`None`: the database has its own backup tools).
     const BACKUP_INTO: Option<&'static str>;
@@ -760,6 +763,9 @@ where
         // Not bounded by the per-call time: a month may hold many records. The audit
         // lock first, so no appender reads the head while the records go.
         let mut tx = self.begin_write().await?;
+        if let Some(unbounded) = DB::UNBOUNDED_TX {
+            sqlx::query(unbounded).execute(&mut *tx).await?;
+        }
         if let Some(lock) = DB::AUDIT_LOCK {
             sqlx::query(lock).execute(&mut *tx).await?;
         }

@@ -21,6 +21,7 @@ impl Dialect for Sqlite {
     const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const AUDIT_LOCK: Option<&'static str> = None;
 
+    const UNBOUNDED_TX: Option<&'static str> = None;
     const BACKUP_INTO: Option<&'static str> = Some("VACUUM INTO $1");
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
