@@ -46,6 +46,8 @@ pub enum ErrorCode {
     /// Management API: the change is not possible from the resource's state
     /// (e.g. activating a revoked credential).
     InvalidState,
+    /// The route exists but not with this method (405).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -82,6 +84,7 @@ impl ErrorCode {
             InsufficientScope => "insufficient_scope",
             ManagementDisabled => "management_disabled",
             InvalidState => "invalid_state",
+            MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -93,6 +96,7 @@ impl ErrorCode {
             InvalidSignature | UnknownDevice | OtpMismatch | ClockSkew | InvalidToken => 401,
             DeviceInactive | OriginNotAllowed | InsufficientScope => 403,
             SessionNotFound | NotFound | ManagementDisabled => 404,
+            MethodNotAllowed => 405,
             AlreadyEnrolled | SessionClosed | InvalidState => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
@@ -136,6 +140,7 @@ impl ErrorCode {
             InsufficientScope => "Insufficient scope",
             ManagementDisabled => "Management API disabled",
             InvalidState => "Invalid state",
+            MethodNotAllowed => "Method not allowed",
         }
     }
 }

@@ -151,7 +151,7 @@ impl PendingSessions {
     }
 }
 
-/// OpenID Connect events (docs/protocol.md §14.7), counted by outcome; never by client.
+/// OpenID Connect events (docs/protocol.md §14.8), counted by outcome; never by client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OidcEvent {
     CodeIssued,

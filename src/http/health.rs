@@ -123,6 +123,11 @@ async fn health_report(state: &AppState) -> (StatusCode, serde_json::Value) {
     (status, body)
 }
 
+/// A known route with another method answers problem+json like everything else.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this resource does not accept this method")
+}
+
 /// Unknown routes answer problem+json like everything else.
 pub async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such resource")

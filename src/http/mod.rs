@@ -100,7 +100,8 @@ pub fn public_router(state: AppState) -> Router {
         .route("/authorize/complete", post(oidc::complete))
         .route("/authorize/cancel", post(oidc::cancel))
         .route("/token", post(oidc::token))
-        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo));
+        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/end_session", get(oidc::end_session_get).post(oidc::end_session_post));
     let router = if state.services.settings().saml.enabled {
         router
             .route("/saml/metadata", get(pages::metadata))
@@ -111,7 +112,12 @@ pub fn public_router(state: AppState) -> Router {
         router
     };
     let router = if state.services.settings().demo.enabled { router.route("/demo", get(pages::demo)) } else { router };
-    common_layers(router.fallback(health::not_found), &state, "public").layer(cors(&state))
+    common_layers(
+        router.fallback(health::not_found).method_not_allowed_fallback(health::method_not_allowed),
+        &state,
+        "public",
+    )
+    .layer(cors(&state))
 }
 
 /// CORS for the relying parties' browser origins (`allowed_origins` of every service,
@@ -138,5 +144,9 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi))
         .merge(management::routes());
     let router = if state.http.metrics { router.route("/metrics", get(metrics::metrics)) } else { router };
-    common_layers(router.fallback(health::not_found), &state, "admin")
+    common_layers(
+        router.fallback(health::not_found).method_not_allowed_fallback(health::method_not_allowed),
+        &state,
+        "admin",
+    )
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::pages::html;
 use crate::ids::now_unix;
-use crate::service::oidc::{AuthorizeFailure, OAuthError, OidcPageError};
+use crate::service::oidc::{AuthorizeFailure, EndSession, OAuthError, OidcPageError};
 use crate::web::{self, OidcReturn, SignInTarget};
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -45,7 +45,7 @@ fn page_error(step: &'static str, e: &OidcPageError) -> Response {
         tracing::warn!(step, reason = %e, "OIDC request refused");
     }
     let (title, message) = e.user_message();
-    html(status, web::error_page(&web::nonce(), title, &message))
+    html(status, web::error_page(&web::nonce(), title, &message, super::request_id::current().as_deref()))
 }
 
 /// An OAuth error as JSON (RFC 6749 §5.2), `no-store`; client authentication failures
@@ -171,6 +171,30 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
         }
         Err(e) => oauth_error(&e),
     }
+}
+
+async fn end_session(state: &AppState, raw: &[u8]) -> Response {
+    match state.services.oidc_end_session(raw).await {
+        Ok(EndSession::Redirect(url)) => redirect(StatusCode::SEE_OTHER, &url),
+        Ok(EndSession::SignedOut) => html(
+            StatusCode::OK,
+            web::notice_page(&web::nonce(), "Signed out", "You are signed out. You can close this window."),
+        ),
+        Err(e) => page_error("end_session", &e),
+    }
+}
+
+/// `GET /end_session` (RP-Initiated Logout 1.0).
+pub async fn end_session_get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    end_session(&state, query.unwrap_or_default().as_bytes()).await
+}
+
+/// `POST /end_session` (form).
+pub async fn end_session_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !is_form(&headers) {
+        return page_error("end_session", &OidcPageError::BadLogout("the body must be a form"));
+    }
+    end_session(&state, &body).await
 }
 
 /// `GET`/`POST /userinfo` with `Authorization: Bearer`.

@@ -32,7 +32,8 @@ fn saml_error(step: &'static str, e: &SamlFlowError) -> Response {
         tracing::warn!(step, reason = %e, "SAML request refused");
     }
     let (title, message) = e.user_message();
-    let mut response = html(status, web::error_page(&web::nonce(), title, &message));
+    let mut response =
+        html(status, web::error_page(&web::nonce(), title, &message, super::request_id::current().as_deref()));
     if let SamlFlowError::Api(api) = e
         && let Some(seconds) = api.retry_after
     {
@@ -169,7 +170,15 @@ pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: B
 /// `GET /demo`: the demo relying party (only routed when `[demo] enabled`).
 pub async fn demo(State(state): State<AppState>) -> Response {
     let Some(service) = state.services.demo_service() else {
-        return html(StatusCode::NOT_FOUND, web::error_page(&web::nonce(), "Not found", "The demo is not configured."));
+        return html(
+            StatusCode::NOT_FOUND,
+            web::error_page(
+                &web::nonce(),
+                "Not found",
+                "The demo is not configured.",
+                super::request_id::current().as_deref(),
+            ),
+        );
     };
     let target = SignInTarget { service_id: &service.id, service_name: &service.name, scopes: &service.allowed_scopes };
     let origin = state.services.settings().issuer_origin();

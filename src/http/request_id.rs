@@ -15,6 +15,16 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+tokio::task_local! {
+    /// The id of the request being handled, for pages that show it (error pages).
+    static CURRENT: String;
+}
+
+/// The id of the request this task is handling, if any.
+pub fn current() -> Option<String> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
 fn valid(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
@@ -36,7 +46,7 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         path = %request.uri().path(),
     );
     let started = std::time::Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = CURRENT.scope(id.clone(), next.run(request).instrument(span.clone())).await;
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), latency_us, "request done"));
     if let Ok(v) = HeaderValue::from_str(&id) {

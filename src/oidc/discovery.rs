@@ -12,6 +12,7 @@ pub const AUTHORIZE_PATH: &str = "/authorize";
 pub const TOKEN_PATH: &str = "/token";
 pub const USERINFO_PATH: &str = "/userinfo";
 pub const JWKS_PATH: &str = "/jwks";
+pub const END_SESSION_PATH: &str = "/end_session";
 /// The sign-in page's completion and cancel steps (issuer origin only).
 pub const COMPLETE_PATH: &str = "/authorize/complete";
 pub const CANCEL_PATH: &str = "/authorize/cancel";
@@ -33,6 +34,7 @@ pub fn document(issuer: &str, scopes: &[&str]) -> Value {
         "token_endpoint": endpoint(issuer, TOKEN_PATH),
         "userinfo_endpoint": endpoint(issuer, USERINFO_PATH),
         "jwks_uri": endpoint(issuer, JWKS_PATH),
+        "end_session_endpoint": endpoint(issuer, END_SESSION_PATH),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],

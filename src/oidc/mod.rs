@@ -10,6 +10,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod jwk;
+pub mod logout;
 pub mod params;
 
 pub use config::{AuthMethod, OidcClientConfig};

@@ -106,6 +106,8 @@ pub enum OidcPageError {
     SessionUsed,
     #[error("the approved session carries no readable identity token")]
     BadIdToken,
+    #[error("logout request refused: {0}")]
+    BadLogout(&'static str),
     #[error("{0}")]
     Api(ApiError),
 }
@@ -151,6 +153,11 @@ impl OidcPageError {
                 "Sign-in not completed",
                 format!("This sign-in was not approved on the phone or was already used. {back}"),
             ),
+            OidcPageError::BadLogout(_) => (
+                "Sign-out request refused",
+                "The service's sign-out request could not be verified or names an address not registered for it."
+                    .into(),
+            ),
             OidcPageError::Api(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => {
                 ("Busy", "The sign-in server is busy. Try again in a moment.".into())
             }
@@ -191,6 +198,18 @@ fn code_used_key(hash: &str) -> String {
 }
 fn access_key(hash: &str) -> String {
     format!("oidc-at:{hash}")
+}
+fn sid_key(sid: &str) -> String {
+    format!("oidc-sid:{sid}")
+}
+
+/// Where RP-initiated logout ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndSession {
+    /// Back to the client's registered `post_logout_redirect_uri` (with `state`).
+    Redirect(String),
+    /// A "signed out" page on Symbolon.
+    SignedOut,
 }
 
 /// The payload of a compact JWS as a JSON object (our own token, read not re-verified).
@@ -532,6 +551,8 @@ impl Services {
         };
         let json = serde_json::to_string(&access).map_err(|_| OAuthError::server_error())?;
         self.sessions.put_value(&access_key(&at_hash), &json, ACCESS_TOKEN_LIFETIME).await?;
+        // RP-initiated logout ends what the sign-in (`sid`) still holds: this token.
+        self.sessions.put_value(&sid_key(&record.session_id), &at_hash, ACCESS_TOKEN_LIFETIME).await?;
         METRICS.oidc(OidcEvent::TokenIssued);
         self.audit_event(
             kinds::OIDC_TOKEN_ISSUED,
@@ -568,6 +589,57 @@ impl Services {
         out.insert("sub".into(), record.sub.into());
         out.extend(record.claims);
         Ok(Value::Object(out))
+    }
+
+    /// `GET`/`POST /end_session` (RP-Initiated Logout 1.0): `id_token_hint` verified
+    /// with our keys (expiry ignored), `client_id` consistent with it,
+    /// `post_logout_redirect_uri` an exact registered one (it needs a client), `state`
+    /// returned. The access token the hinted sign-in (`sid`) was given is revoked.
+    pub async fn oidc_end_session(&self, raw: &[u8]) -> Result<EndSession, OidcPageError> {
+        let params = Params::parse(raw);
+        if !params.repeated().is_empty() {
+            return Err(OidcPageError::BadLogout("a parameter is repeated"));
+        }
+        let mut client_id = params.get("client_id").map(str::to_string);
+        let mut sid = None;
+        if let Some(hint) = params.get("id_token_hint") {
+            let mut keys = Vec::new();
+            for e in self.keys.published(KeyPurpose::Jwt) {
+                let jwk = self.keys.public_jwk(&e.label).await.map_err(|e| OidcPageError::Api(e.into()))?;
+                keys.push(crate::oidc::logout::OurKey { kid: e.kid.clone(), x: jwk.x, y: jwk.y });
+            }
+            let claims = crate::oidc::logout::verify_id_token_hint(hint, &keys, &self.settings.issuer)
+                .map_err(OidcPageError::BadLogout)?;
+            let aud = claims.get("aud").and_then(Value::as_str).ok_or(OidcPageError::BadLogout("no aud"))?;
+            if client_id.as_deref().is_some_and(|c| c != aud) {
+                return Err(OidcPageError::BadLogout("client_id is not the hint's audience"));
+            }
+            client_id = Some(aud.to_string());
+            sid = claims.get("sid").and_then(Value::as_str).map(str::to_string);
+        }
+        // Everything is checked before anything ends: a refused request ends nothing.
+        let answer = match params.get("post_logout_redirect_uri") {
+            None => EndSession::SignedOut,
+            Some(uri) => {
+                let client = client_id
+                    .as_deref()
+                    .and_then(|id| self.service(id))
+                    .and_then(|s| s.oidc.clone())
+                    .ok_or(OidcPageError::BadLogout("post_logout_redirect_uri without a known client"))?;
+                if !client.post_logout_redirect_uris.iter().any(|r| r == uri) {
+                    return Err(OidcPageError::BadLogout("post_logout_redirect_uri is not registered"));
+                }
+                let pairs: Vec<(&str, &str)> = params.get("state").map(|s| vec![("state", s)]).unwrap_or_default();
+                EndSession::Redirect(authorize::redirect_with(uri, &pairs).ok_or(OidcPageError::BadRedirectUri)?)
+            }
+        };
+        if let Some(sid) = sid
+            && let Some(at_hash) = self.sessions.take_value(&sid_key(&sid)).await?
+        {
+            let revoked = self.sessions.take_value(&access_key(&at_hash)).await?.is_some();
+            tracing::info!(client_id = ?client_id, revoked, "RP-initiated logout ended the sign-in's access token");
+        }
+        Ok(answer)
     }
 
     /// Signs a JWT payload with the active `jwt` key in the HSM (ES256).

@@ -56,7 +56,7 @@ pub mod kinds {
     /// and retention"): actor `operator`, subject the month.
     pub const AUDIT_ARCHIVED: &str = "audit.archived";
     pub const AUDIT_RETENTION_DROPPED: &str = "audit.retention_dropped";
-    /// OpenID Connect (docs/protocol.md §14.7): actor and subject are the client id.
+    /// OpenID Connect (docs/protocol.md §14.8): actor and subject are the client id.
     pub const OIDC_CODE_ISSUED: &str = "oidc.code_issued";
     pub const OIDC_TOKEN_ISSUED: &str = "oidc.token_issued";
     pub const OIDC_CODE_REPLAYED: &str = "oidc.code_replayed";

@@ -109,7 +109,8 @@ fn signin_form(mode: &str, target: &SignInTarget<'_>, extra_data: &str, prefill:
 <p class="otp" id="otp" aria-describedby="otp-help"></p>
 <p id="otp-help">Open the Symbolon app on your phone. Approve only if it shows exactly this code and the service <strong>{name}</strong>.</p>
 <p class="hint" id="countdown"></p>
-<p class="hint">No code on your phone? Check the token id you entered.</p>
+<p class="hint" id="slow-hint" hidden>Nothing on your phone yet? Check the token id you entered: <strong id="entered-id"></strong>.</p>
+<button id="cancel-signin" type="button" class="link">Cancel: enter another token id</button>
 </section>
 <p id="status" role="status" aria-live="polite"></p>
 <p id="alert" role="alert" class="alert" hidden></p>
@@ -240,9 +241,22 @@ pub fn saml_post_page(nonce: &str, acs_url: &str, saml_response: &str, relay_sta
     Page { html: layout(nonce, "Signing you in", &body, Some(POST_JS)), csp: csp(nonce, None, &action) }
 }
 
-/// An error page: a title, a sentence, nothing else (no script).
-pub fn error_page(nonce: &str, title: &str, message: &str) -> Page {
-    let body = format!("<h1>{}</h1>\n<p class=\"alert\" role=\"alert\">{}</p>", escape(title), escape(message));
+/// A notice (e.g. "signed out"): a title and a sentence, no script.
+pub fn notice_page(nonce: &str, title: &str, message: &str) -> Page {
+    let body = format!("<h1>{}</h1>\n<p role=\"status\">{}</p>", escape(title), escape(message));
+    Page { html: layout(nonce, title, &body, None), csp: csp(nonce, None, "'none'") }
+}
+
+/// An error page: a title, a sentence and the request id to quote to support (no
+/// script).
+pub fn error_page(nonce: &str, title: &str, message: &str, request_id: Option<&str>) -> Page {
+    let mut body = format!("<h1>{}</h1>\n<p class=\"alert\" role=\"alert\">{}</p>", escape(title), escape(message));
+    if let Some(id) = request_id {
+        body.push_str(&format!(
+            "\n<p class=\"hint\">If you contact support, quote this request id: <code id=\"request-id\">{}</code></p>",
+            escape(id)
+        ));
+    }
     Page { html: layout(nonce, title, &body, None), csp: csp(nonce, None, "'none'") }
 }
 
@@ -278,5 +292,53 @@ mod tests {
         let post = saml_post_page("N2", "https://sp.example/acs", "PHg+", Some("r&s"));
         assert!(post.html.contains("value=\"r&amp;s\""));
         assert!(post.csp.contains("form-action https://sp.example;"));
+    }
+
+    #[test]
+    fn sign_in_pages_offer_cancel_and_a_delayed_token_id_hint() {
+        let scopes = vec!["name".to_string()];
+        let target = SignInTarget { service_id: "rp1", service_name: "Example Bank", scopes: &scopes };
+        for page in [signin_page("N", None, &target, "ctx"), demo_page("N", None, &target)] {
+            assert!(page.html.contains("id=\"cancel-signin\""), "{}", page.html);
+            assert!(page.html.contains("<p class=\"hint\" id=\"slow-hint\" hidden>"), "hidden until 20 s passed");
+            assert!(page.html.contains("Example Bank"), "the relying party's display name");
+        }
+        assert!(SIGNIN_JS.contains("SLOW_HINT_AFTER_MS = 20000"));
+        let page = error_page("N", "Refused", "No.", Some("req-1<"));
+        assert!(page.html.contains("<code id=\"request-id\">req-1&lt;</code>"), "{}", page.html);
+        assert!(!error_page("N", "Refused", "No.", None).html.contains("request id"));
+    }
+
+    /// WCAG 2 contrast ratio of two `#rrggbb` colours.
+    fn contrast(a: &str, b: &str) -> f64 {
+        let lum = |hex: &str| {
+            let c = |i: usize| {
+                let v = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
+                if v <= 0.03928 { v / 12.92 } else { ((v + 0.055) / 1.055).powf(2.4) }
+            };
+            0.2126 * c(1) + 0.7152 * c(3) + 0.0722 * c(5)
+        };
+        let (x, y) = (lum(a), lum(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    #[test]
+    fn text_colours_have_at_least_4_5_to_1_contrast_in_light_and_dark() {
+        // Canvas is white in light mode and #121212 (Chromium) in dark mode.
+        let var = |css: &str, name: &str| {
+            let at = css.find(&format!("--{name}: #")).unwrap_or_else(|| panic!("--{name} in {css}"));
+            css[at + name.len() + 4..at + name.len() + 11].to_string()
+        };
+        let (light, dark) = STYLE.split_once("@media (prefers-color-scheme: dark)").unwrap();
+        for name in ["link", "bad", "good", "muted"] {
+            let ratio = contrast(&var(light, name), "#ffffff");
+            assert!(ratio >= 4.5, "--{name} on white: {ratio:.2}");
+            let ratio = contrast(&var(dark, name), "#121212");
+            assert!(ratio >= 4.5, "--{name} on the dark canvas: {ratio:.2}");
+        }
+        // White text on the accent buttons.
+        assert!(contrast(&var(light, "accent"), "#ffffff") >= 4.5);
+        assert!(!STYLE.contains("GrayText;"), "GrayText is 3.9:1 on white");
+        assert!(STYLE.contains("overflow-wrap: anywhere"), "long ids wrap on a phone");
     }
 }

@@ -84,8 +84,12 @@
     tick();
   }
 
+  // After 20 s without an approval, the likeliest mistake is the token id.
+  var SLOW_HINT_AFTER_MS = 20000;
+
   function tick() {
     if (!current || current.ended || !current.expiresAt) return;
+    if (Date.now() - current.startedAt >= SLOW_HINT_AFTER_MS) $('slow-hint').hidden = false;
     var left = current.expiresAt - Math.floor(Date.now() / 1000);
     if (left > 0) {
       countdown.textContent = 'The code expires in ' + left + ' s.';
@@ -157,7 +161,12 @@
           fail(problemText(r.status, body, r.headers.get('Retry-After')));
           return;
         }
-        current = { id: body.session_id, token: body.browser_token, expiresAt: body.expires_at, ended: false };
+        current = {
+          id: body.session_id, token: body.browser_token, expiresAt: body.expires_at, ended: false,
+          startedAt: Date.now()
+        };
+        $('entered-id').textContent = tokenId;
+        $('slow-hint').hidden = true;
         current.tick = setInterval(tick, 1000);
         setStatus('Waiting for the code…');
         openChannel(body.ws_url);
@@ -246,6 +255,12 @@
     input.removeAttribute('aria-invalid');
     if (mode === 'demo') $('result').hidden = true;
     start(tokenId);
+  });
+  // Cancel while waiting: forget this session (it expires on the server by itself) and
+  // go back to the token id, e.g. to fix a mistyped one.
+  $('cancel-signin').addEventListener('click', function () {
+    reset();
+    setStatus('Sign-in cancelled. Enter your token id to start again.');
   });
   retry.addEventListener('click', function () {
     if (mode === 'demo') $('result').hidden = true;

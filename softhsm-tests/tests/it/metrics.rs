@@ -77,10 +77,12 @@ async fn counters_after_a_sign_in() {
         "histogram +Inf bucket equals the count"
     );
 
-    // HSM: the OTP HMACs (initiate, pending, verify) and the identity token signature.
+    // HSM: the OTP HMAC and the identity token signature. A session's code is computed at
+    // most once a second per node (docs/security.md ### 5), so initiate, pending and verify
+    // done within a second share one HMAC; three seconds apart they would make three.
     let hmac =
         sum(&m, "symbolon_hsm_operation_duration_seconds_count", &["mechanism=\"CKM_SHA256_HMAC\"", "purpose=\"otp\""]);
-    assert!(hmac >= 3.0, "OTP HMACs: {hmac}\n{text}");
+    assert!((1.0..=3.0).contains(&hmac), "OTP HMACs: {hmac}\n{text}");
     let sign = sum(&m, "symbolon_hsm_operation_duration_seconds_count", &["operation=\"sign\"", "purpose=\"jwt\""]);
     assert!(sign >= 1.0, "identity token signatures: {sign}");
     assert!(sum(&m, "symbolon_hsm_operation_duration_seconds_count", &["mechanism=\"CKM_AES_GCM\""]) >= 1.0);

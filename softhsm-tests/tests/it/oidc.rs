@@ -50,6 +50,7 @@ name = "Web App"
 allowed_scopes = ["name", "age"]
 [services.oidc]
 redirect_uris = ["{WEB_CB}"]
+post_logout_redirect_uris = ["https://rp.example/bye"]
 token_endpoint_auth_method = "client_secret_basic"
 client_secret_sha256 = "{web_hash}"
 
@@ -738,6 +739,61 @@ async fn an_expired_code_is_refused() {
         )
         .await;
     assert_eq!((t.status, t.json()["error"].clone()), (400, json!("invalid_grant")), "{}", t.body);
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_checks_the_hint_and_the_return_address() {
+    let e = start().await;
+    let d = answer(client().get(e.url("/.well-known/openid-configuration"))).await.json();
+    assert_eq!(d["end_session_endpoint"], e.url("/end_session"));
+    let q = e.sign_in("web", &[("redirect_uri", WEB_CB), ("scope", "openid name")], &["name"]).await;
+    let form = [("grant_type", "authorization_code"), ("code", q["code"].as_str()), ("redirect_uri", WEB_CB)];
+    let tokens = e.token(&form, Some(("web", &e.web_secret))).await.json();
+    let hint = tokens["id_token"].as_str().unwrap().to_string();
+    let at = tokens["access_token"].as_str().unwrap().to_string();
+    let logout = |pairs: Vec<(&'static str, String)>| {
+        let url = reqwest::Url::parse_with_params(&e.url("/end_session"), &pairs).unwrap();
+        async move { answer(client().get(url)).await }
+    };
+    // Refused without a redirect: an unregistered return address, a forged hint, a
+    // client_id other than the hint's audience, a return address without a client.
+    let forged = compact_es256(
+        &IssuerKey::generate("k").key,
+        &json!({"alg": "ES256", "kid": jwt_payload_header_kid(&hint)}),
+        &jwt_payload(&hint),
+    )
+    .unwrap();
+    for (pairs, why) in [
+        (
+            vec![("id_token_hint", hint.clone()), ("post_logout_redirect_uri", "https://evil.example/".into())],
+            "unregistered",
+        ),
+        (vec![("id_token_hint", forged), ("post_logout_redirect_uri", "https://rp.example/bye".into())], "forged"),
+        (vec![("id_token_hint", hint.clone()), ("client_id", "spa".into())], "other client"),
+        (vec![("post_logout_redirect_uri", "https://rp.example/bye".to_string())], "no client"),
+    ] {
+        let a = logout(pairs).await;
+        assert_eq!((a.status, a.location()), (400, None), "{why}: {}", a.body);
+    }
+    assert_eq!(e.userinfo(&at).await.status, 200, "refused logouts end nothing");
+    let a = logout(vec![
+        ("id_token_hint", hint.clone()),
+        ("post_logout_redirect_uri", "https://rp.example/bye".into()),
+        ("state", "bye-1".into()),
+    ])
+    .await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(a.location().as_deref(), Some("https://rp.example/bye?state=bye-1"));
+    assert_eq!(e.userinfo(&at).await.status, 401, "logout revoked the sign-in's access token");
+    let a = logout(vec![]).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("signed out"), "{}", a.body);
+}
+
+fn jwt_payload_header_kid(jwt: &str) -> String {
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwt.split('.').next().unwrap()).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_string()
 }
 
 /// authlib, a client library nobody here wrote: code + PKCE + nonce, id_token

@@ -233,6 +233,9 @@ fn assert_error_body(got: u16, headers: &reqwest::header::HeaderMap, body: &str,
     assert!(headers.contains_key("content-security-policy"));
     assert!(!body.contains("SAMLResponse") && !body.contains("<script"), "{body}");
     assert!(body.contains("role=\"alert\""), "{body}");
+    // The request id to quote to support, the same as the response header's.
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert!(body.contains(&format!("<code id=\"request-id\">{id}</code>")), "{body}");
 }
 
 fn now() -> i64 {

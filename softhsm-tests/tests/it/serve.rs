@@ -40,6 +40,16 @@ fn serve_answers_livez_readyz_health_and_stops_on_sigterm() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let problem: serde_json::Value = r.json().unwrap();
     assert_eq!(problem["code"], "not_found");
+    // A known route with another method: 405, problem+json too, on both listeners.
+    for url in [format!("{}/livez", server.admin_url), format!("{}/health", server.public_url)] {
+        let r = reqwest::blocking::Client::new().delete(&url).send().unwrap();
+        assert_eq!(r.status(), 405, "{url}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        assert!(r.headers().contains_key("x-request-id"));
+        let problem: serde_json::Value = r.json().unwrap();
+        assert_eq!(problem["code"], "method_not_allowed", "{problem}");
+        assert_eq!(problem["status"], 405, "{problem}");
+    }
     // A valid inbound request id is echoed, an invalid one replaced.
     let client = reqwest::blocking::Client::new();
     let r = client.get(format!("{}/livez", server.admin_url)).header("x-request-id", "abc.DEF-1_2").send().unwrap();
