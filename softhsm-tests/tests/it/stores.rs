@@ -528,7 +528,7 @@ async fn redis_acl_user_from_the_docs() {
     let redis = softhsm_tests::backends::PrivateRedis::start().unwrap();
     let client = redis::Client::open(redis.url().as_str()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let acl = "on >acl-pw ~symbolon:* &symbolon:events -@all +@connection +psetex +getdel +pttl +hgetall \
+    let acl = "on >acl-pw ~symbolon:* &symbolon:events -@all +@connection +psetex +get +getdel +pttl +hgetall \
                +hset +hmget +hincrby +expire +pexpire +ttl +zadd +zrem +zcard +zrange +zrangebyscore \
                +zremrangebyscore +time +zrangebylex +zremrangebyrank +eval +evalsha +script|load +publish \
                +subscribe";
