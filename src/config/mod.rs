@@ -136,19 +136,38 @@ impl Config {
             Self::require_file(file)?;
             figment = figment.merge(Toml::file_exact(file));
         }
-        Ok(Self::with_environment(figment))
+        Self::with_environment(figment)
     }
 
     /// The environment layer over `figment`: `SYMBOLON_<SECTION>__<KEY>` variables.
-    fn with_environment(figment: Figment) -> Figment {
-        figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.')))
+    ///
+    /// figment 0.10.19 panics on a double-quoted value with a backslash escape after a
+    /// non-ASCII character (`value/escape.rs` slices the string at a character index;
+    /// found by `fuzz/fuzz_targets/config.rs`), so such values are refused here with a
+    /// problem instead of reaching it.
+    fn with_environment(figment: Figment) -> Result<Figment, Vec<ConfigProblem>> {
+        let problems: Vec<ConfigProblem> = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .filter(|(name, value)| {
+                name.strip_prefix("SYMBOLON_").is_some_and(|key| key.contains("__")) && figment_cannot_read(value)
+            })
+            .map(|(name, _)| {
+                let message = "a double-quoted value with a backslash escape must be ASCII; \
+                               write other characters unquoted or as \\u escapes";
+                ConfigProblem::new(name, message)
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(figment.merge(Env::prefixed("SYMBOLON_").split("__").filter(|k| k.as_str().contains('.'))))
     }
 
     /// Fuzzing entry (`fuzz/fuzz_targets/config.rs`): `toml` as the configuration file,
     /// composed with the environment and checked exactly as [`Config::load`] does.
     #[doc(hidden)]
     pub fn fuzz_compose(toml: &str) -> Result<Config, Vec<ConfigProblem>> {
-        Self::from_figment(Self::with_environment(Figment::from(Toml::string(toml))))
+        Self::from_figment(Self::with_environment(Figment::from(Toml::string(toml)))?)
     }
 
     /// Extracts section by section and, within a section, drops each bad field and tries
@@ -465,6 +484,13 @@ fn describe(e: &figment::Error) -> (Vec<String>, String) {
     }
 }
 
+/// Whether figment's escape parser would panic on this environment value (see
+/// [`Config::with_environment`]): quoted, with a backslash after a non-ASCII character.
+fn figment_cannot_read(value: &str) -> bool {
+    let value = value.trim();
+    value.starts_with('"') && value.find('\\').is_some_and(|at| !value[..at].is_ascii())
+}
+
 /// Backticks become plain double quotes (messages from serde and figment use them).
 fn plain(s: &str) -> String {
     s.replace('`', "\"")
@@ -568,6 +594,27 @@ mod tests {
             assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn environment_values_figment_would_panic_on_are_refused() {
+        // The input fuzz/fuzz_targets/config.rs found: figment 0.10.19 panicked on it.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SYMBOLON_DEMO__TITLE", "\"x_op2000 \u{423}\\\\t!'s \"");
+            jail.set_env("SYMBOLON_HSM_PIN", "\"\u{423}\\\\\"");
+            let Err(problems) = Config::fuzz_compose("") else { panic!("the value was accepted") };
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].path, "SYMBOLON_DEMO__TITLE");
+            assert!(problems[0].message.contains("must be ASCII"));
+            jail.set_env("SYMBOLON_DEMO__TITLE", "\"\u{423}\"");
+            let c = Config::fuzz_compose("");
+            assert!(c.err().unwrap_or_default().iter().all(|p| p.path != "SYMBOLON_DEMO__TITLE"));
+            Ok(())
+        });
+        assert!(figment_cannot_read(" \"\u{423}\\n\""));
+        assert!(!figment_cannot_read("\"ascii\\n \u{423}\""));
+        assert!(!figment_cannot_read("\u{423}\\n"));
     }
 
     #[test]
