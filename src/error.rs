@@ -48,6 +48,9 @@ pub enum ErrorCode {
     InvalidState,
     /// The route exists but not with this method (405).
     MethodNotAllowed,
+    /// `POST /v1/auth/initiate` for a service with `initiate = "backend"`: client
+    /// authentication is missing or failed (RFC 6749 §5.2 `invalid_client`).
+    InvalidClient,
 }
 
 impl ErrorCode {
@@ -85,6 +88,7 @@ impl ErrorCode {
             ManagementDisabled => "management_disabled",
             InvalidState => "invalid_state",
             MethodNotAllowed => "method_not_allowed",
+            InvalidClient => "invalid_client",
         }
     }
 
@@ -93,7 +97,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidRequest | InvalidScope | InvalidNonce | UnknownService => 400,
-            InvalidSignature | UnknownDevice | OtpMismatch | ClockSkew | InvalidToken => 401,
+            InvalidSignature | UnknownDevice | OtpMismatch | ClockSkew | InvalidToken | InvalidClient => 401,
             DeviceInactive | OriginNotAllowed | InsufficientScope => 403,
             SessionNotFound | NotFound | ManagementDisabled => 404,
             MethodNotAllowed => 405,
@@ -141,6 +145,7 @@ impl ErrorCode {
             ManagementDisabled => "Management API disabled",
             InvalidState => "Invalid state",
             MethodNotAllowed => "Method not allowed",
+            InvalidClient => "Client authentication failed",
         }
     }
 }

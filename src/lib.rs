@@ -9,6 +9,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod ids;
+pub mod jwks;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;

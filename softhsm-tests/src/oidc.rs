@@ -204,6 +204,13 @@ impl RsaIssuerKey {
                "e": URL_SAFE_NO_PAD.encode(self.key.e().to_bytes_be())})
     }
 
+    /// The private key as PKCS#8 PEM, for an outside tool that signs with it (Apache's
+    /// mod_auth_openidc in `oidc_apache`).
+    pub fn pkcs8_pem(&self) -> anyhow::Result<String> {
+        use rsa::pkcs8::EncodePrivateKey;
+        Ok(self.key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)?.to_string())
+    }
+
     /// A token over `claims` with `alg` `RS256` or `PS256`.
     pub fn sign(&self, alg: &str, claims: &Value) -> anyhow::Result<String> {
         use rsa::signature::{RandomizedSigner, SignatureEncoding};

@@ -266,6 +266,10 @@ impl Config {
                     "demo.service_id",
                     "the demo service must not be a SAML service provider",
                 )),
+                Some(s) if s.initiate == crate::service::config::InitiateMode::Backend => p.push(ConfigProblem::new(
+                    "demo.service_id",
+                    "the demo page starts sign-ins from the browser: its service must keep initiate = \"browser\"",
+                )),
                 Some(_) => {}
             }
         }
@@ -721,6 +725,8 @@ given_name = "urn:oid:2.5.4.42"
             subject_type: None,
             sector_identifier: None,
             oidc: None,
+            initiate: Default::default(),
+            client_auth: None,
         };
         c.services = vec![
             service("a", Some(sp("https://sp.example", "not a url"))),
@@ -751,6 +757,8 @@ given_name = "urn:oid:2.5.4.42"
             subject_type: Some(SubjectType::Pairwise),
             sector_identifier: sector.map(str::to_string),
             oidc: None,
+            initiate: Default::default(),
+            client_auth: None,
         };
         let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
         c.services = vec![service(&["https://Bank.example:8443"], None)];
@@ -834,7 +842,8 @@ given_name = "urn:oid:2.5.4.42"
             }
         }
         let sample = "id = \"x\"\nname = \"x\"\n[saml]\nentity_id = \"e\"\nacs_url = \"a\"\n\
-                      [oidc]\nredirect_uris = []\ntoken_endpoint_auth_method = \"none\"\n";
+                      [oidc]\nredirect_uris = []\ntoken_endpoint_auth_method = \"none\"\n\
+                      [client_auth]\nmethod = \"client_secret_basic\"\n";
         let service: ServiceConfig = Figment::from(Toml::string(sample)).extract().unwrap_or_else(|e| panic!("{e}"));
         let mut config = serde_json::to_value(Config::default()).unwrap_or_else(|e| panic!("{e}"));
         config["services"] = serde_json::to_value(service).unwrap_or_else(|e| panic!("{e}"));

@@ -24,12 +24,15 @@ fn origin(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
-/// `POST /v1/auth/initiate`: starts a sign-in for a token id (docs/protocol.md §5.1).
+/// `POST /v1/auth/initiate`: starts a sign-in for a token id (docs/protocol.md §5.1);
+/// a service with `initiate = "backend"` authenticates with `Authorization: Basic`,
+/// `Authorization: Bearer <client assertion>` or the body's `client_*` members.
 #[utoipa::path(post, path = "/v1/auth/initiate", tag = "public",
     request_body(content = InitiateRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Session started", body = Initiated),
         (status = 400, description = "Malformed body, unknown service or scope (`invalid_request`, `unknown_service`, `invalid_scope`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A backend-initiate service's client authentication is missing or failed (`invalid_client`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Origin not allowed (`origin_not_allowed`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited, locked out or too many pending sessions", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::BodyErrors
@@ -41,7 +44,8 @@ pub async fn initiate(
     headers: HeaderMap,
     StrictJson(req): StrictJson<InitiateRequest>,
 ) -> Result<(StatusCode, Json<Initiated>), ApiError> {
-    let started = state.services.initiate(req, origin(&headers), ip, now_unix()).await?;
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let started = state.services.initiate(req, origin(&headers), authorization, ip, now_unix()).await?;
     Ok((StatusCode::CREATED, Json(started)))
 }
 

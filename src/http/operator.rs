@@ -5,11 +5,9 @@
 //! algorithm its type and curve allow, so neither `alg: none` nor an HMAC "signed"
 //! with the public key material can pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -21,9 +19,7 @@ use subtle::ConstantTimeEq;
 
 use super::config::ManagementConfig;
 use crate::error::{ApiError, ErrorCode};
-
-/// Largest JWKS document accepted.
-const JWKS_MAX_BYTES: usize = 256 * 1024;
+use crate::jwks::{Entry, RemoteJwks};
 
 /// Failures while setting up operator authentication.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +61,6 @@ struct ProviderKey {
     key: DecodingKey,
 }
 
-/// Keys fetched from the JWKS, by `kid`.
-struct KeyCache {
-    keys: HashMap<String, ProviderKey>,
-    fetched_at: Option<Instant>,
-}
-
 /// Verifies operator tokens. Built once at start; `disabled` when nothing is configured.
 pub struct OperatorAuth {
     oidc: Option<Oidc>,
@@ -81,12 +71,10 @@ pub struct OperatorAuth {
 struct Oidc {
     config: ManagementConfig,
     algorithms: Vec<Algorithm>,
-    client: reqwest::Client,
-    cache: RwLock<KeyCache>,
-    /// One fetch at a time; holds when the last one started: at most one attempt per
-    /// `jwks_refetch_interval`, whether for an unknown kid, a stale cache or a retry
-    /// while the provider is down.
-    fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// The provider's keys, cached for `jwks_cache`, fetched at most once per
+    /// `jwks_refetch_interval` (an unknown kid, a stale cache or a retry while the
+    /// provider is down).
+    jwks: RemoteJwks<ProviderKey>,
 }
 
 impl std::fmt::Debug for OperatorAuth {
@@ -103,17 +91,12 @@ impl OperatorAuth {
     pub fn from_config(config: &ManagementConfig) -> Result<Self, OperatorSetupError> {
         let break_glass = config.break_glass_token_file.as_deref().map(read_break_glass).transpose()?;
         let oidc = if config.oidc_configured() {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
+            let jwks = RemoteJwks::new(&config.jwks_url, config.jwks_cache, config.jwks_refetch_interval, provider_key)
                 .map_err(|e| OperatorSetupError::Client(e.to_string()))?;
             Some(Oidc {
                 algorithms: config.algorithms.iter().filter_map(|a| Algorithm::from_str(a).ok()).collect(),
                 config: config.clone(),
-                client,
-                cache: RwLock::new(KeyCache { keys: HashMap::new(), fetched_at: None }),
-                fetch: tokio::sync::Mutex::new(None),
+                jwks,
             })
         } else {
             None
@@ -190,70 +173,16 @@ impl Oidc {
         validate(&self.config, token, alg, &key)
     }
 
-    /// The key for `kid`: from the cache while it is fresh; else the JWKS is fetched
-    /// again, at most once per `jwks_refetch_interval`. While the provider cannot be
-    /// reached, keys fetched before still serve.
+    /// The key for `kid` (`crate::jwks`: cached, fetched again for an unknown kid at
+    /// most once per `jwks_refetch_interval`; while the provider cannot be reached,
+    /// keys fetched before still serve).
     async fn key(&self, kid: &str) -> Result<ProviderKey, ApiError> {
-        let unknown = || invalid("the bearer token's key is unknown");
-        if let (Some(found), true) = self.cached(kid) {
-            return Ok(found);
-        }
-        let mut last = self.fetch.lock().await;
-        // Another request may have fetched while this one waited.
-        let (cached, fresh) = self.cached(kid);
-        if let (Some(found), true) = (&cached, fresh) {
-            return Ok(found.clone());
-        }
-        if last.is_some_and(|t| t.elapsed() < self.config.jwks_refetch_interval) {
-            return cached.ok_or_else(unknown);
-        }
-        *last = Some(Instant::now());
-        match self.fetch_jwks().await {
-            Ok(keys) => {
-                if let Ok(mut c) = self.cache.write() {
-                    *c = KeyCache { keys, fetched_at: Some(Instant::now()) };
-                }
-                self.cached(kid).0.ok_or_else(unknown)
-            }
-            Err(reason) => {
-                tracing::warn!(url = %self.config.jwks_url, %reason, "cannot fetch the management JWKS");
-                let never = self.cache.read().map(|c| c.fetched_at.is_none()).unwrap_or(true);
-                match cached {
-                    Some(found) => Ok(found),
-                    None if never => Err(ApiError::new(
-                        ErrorCode::Unavailable,
-                        "the operator identity provider's keys cannot be fetched",
-                    )),
-                    None => Err(unknown()),
-                }
-            }
-        }
-    }
-
-    /// The cached key for `kid`, and whether the cache is within `jwks_cache`.
-    fn cached(&self, kid: &str) -> (Option<ProviderKey>, bool) {
-        match self.cache.read() {
-            Ok(c) => (c.keys.get(kid).cloned(), c.fetched_at.is_some_and(|t| t.elapsed() < self.config.jwks_cache)),
-            Err(_) => (None, false),
-        }
-    }
-
-    async fn fetch_jwks(&self) -> Result<HashMap<String, ProviderKey>, String> {
-        let mut response = self.client.get(&self.config.jwks_url).send().await.map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        // Read at most JWKS_MAX_BYTES, whatever the server claims or sends.
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-            if body.len() + chunk.len() > JWKS_MAX_BYTES {
-                return Err("the JWKS is too large".into());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let out = jwks_keys(&body)?;
-        tracing::info!(keys = out.len(), "management JWKS fetched");
-        Ok(out)
+        let keys = self.jwks.keys(Some(kid)).await.map_err(|e| {
+            tracing::warn!(error = %e, "no management JWKS");
+            ApiError::new(ErrorCode::Unavailable, "the operator identity provider's keys cannot be fetched")
+        })?;
+        let found = keys.iter().find(|e| e.kid.as_deref() == Some(kid)).map(|e| e.key.clone());
+        found.ok_or_else(|| invalid("the bearer token's key is unknown"))
     }
 }
 
@@ -310,17 +239,10 @@ fn scopes(config: &ManagementConfig, claim: Option<&Value>) -> HashSet<String> {
     raw.into_iter().filter_map(|s| s.strip_prefix(config.scope_prefix.as_str())).map(str::to_owned).collect()
 }
 
-/// The usable keys of a JWKS document, by `kid` (see [`usable_key`]).
-fn jwks_keys(body: &[u8]) -> Result<HashMap<String, ProviderKey>, String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
-    let mut out = HashMap::new();
-    for key in keys {
-        if let Some((kid, algorithms, key)) = usable_key(key) {
-            out.insert(kid, ProviderKey { algorithms, key });
-        }
-    }
-    Ok(out)
+/// A usable JWKS entry as a provider key (see [`usable_key`]).
+fn provider_key(key: &Value) -> Option<Entry<ProviderKey>> {
+    let (kid, algorithms, key) = usable_key(key)?;
+    Some(Entry { kid: Some(kid), key: ProviderKey { algorithms, key } })
 }
 
 /// Fuzzing entry (`fuzz/fuzz_targets/operator_jwt.rs`): everything operator
@@ -340,7 +262,7 @@ pub fn fuzz_operator_token(data: &[u8]) {
     });
     let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
     let (jwks, rest) = data.split_at(split);
-    let keys = jwks_keys(jwks).unwrap_or_default();
+    let keys = crate::jwks::parse_set(jwks, provider_key).unwrap_or_default();
     let Ok(text) = std::str::from_utf8(rest.get(1..).unwrap_or_default()) else { return };
     let mut headers = HeaderMap::new();
     if let Ok(value) = axum::http::HeaderValue::from_str(text) {
@@ -349,9 +271,9 @@ pub fn fuzz_operator_token(data: &[u8]) {
     let token = bearer(&headers).unwrap_or(text);
     let all = [ES256, ES384, EdDSA, RS256, RS384, RS512, PS256, PS384, PS512];
     if let Ok((alg, kid)) = token_header(token, &all) {
-        match keys.get(&kid) {
-            Some(key) => drop(validate(config, token, alg, key)),
-            None => keys.values().for_each(|key| drop(validate(config, token, alg, key))),
+        match keys.iter().find(|e| e.kid.as_deref() == Some(kid.as_str())) {
+            Some(e) => drop(validate(config, token, alg, &e.key)),
+            None => keys.iter().for_each(|e| drop(validate(config, token, alg, &e.key))),
         }
     }
 }

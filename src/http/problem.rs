@@ -22,6 +22,8 @@ impl IntoResponse for ApiError {
         let challenge = match self.code {
             ErrorCode::InvalidToken => Some(r#"Bearer realm="symbolon-management", error="invalid_token""#),
             ErrorCode::InsufficientScope => Some(r#"Bearer realm="symbolon-management", error="insufficient_scope""#),
+            // RFC 6749 §5.2: a client authentication failure names a scheme the client may use.
+            ErrorCode::InvalidClient => Some(r#"Basic realm="symbolon""#),
             _ => None,
         };
         if let Some(challenge) = challenge {

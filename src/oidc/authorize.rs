@@ -146,6 +146,7 @@ mod tests {
             token_endpoint_auth_method: method,
             client_secret_sha256: None,
             jwks: None,
+            jwks_uri: None,
             id_token_lifetime: None,
         }
     }

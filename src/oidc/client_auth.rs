@@ -125,10 +125,39 @@ pub fn presented(authorization: Option<&str>, params: &Params) -> Result<Credent
     }
 }
 
+/// As [`presented`], but `Authorization: Bearer <assertion>` also carries a
+/// `private_key_jwt` assertion (RFC 7523 §2.2 form fields in a header, for the JSON
+/// body of `POST /v1/auth/initiate`, docs/protocol.md §5.1). A Bearer assertion and
+/// any credential field together are `invalid_request` (one method at a time).
+pub fn presented_with_bearer(authorization: Option<&str>, params: &Params) -> Result<Credentials, OAuthError> {
+    let bearer = authorization
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(assertion) = bearer else {
+        return presented(authorization, params);
+    };
+    if ["client_secret", "client_assertion", "client_assertion_type"].iter().any(|n| params.get(n).is_some()) {
+        return Err(OAuthError::invalid_request("more than one client authentication method used"));
+    }
+    let sub = unverified_claims(assertion)
+        .and_then(|c| c.get("sub").and_then(Value::as_str).map(str::to_string))
+        .ok_or_else(|| OAuthError::invalid_client("the Bearer client assertion is not a JWT with a sub"))?;
+    if params.get("client_id").is_some_and(|f| f != sub) {
+        return Err(OAuthError::invalid_client("client_id differs from the assertion's sub"));
+    }
+    Ok(Credentials::Assertion { client_id: sub, assertion: assertion.to_string() })
+}
+
 /// Whether `secret` hashes to the registered SHA-256 hex, compared in constant time.
 pub fn secret_matches(secret: &str, sha256_hex: &str) -> bool {
     let given = super::sha256_hex(secret);
     given.as_bytes().ct_eq(sha256_hex.to_ascii_lowercase().as_bytes()).into()
+}
+
+/// The `kid` of an assertion's header, if it names one (to find its key in a fetched set).
+pub fn assertion_kid(assertion: &str) -> Option<String> {
+    jsonwebtoken::decode_header(assertion).ok()?.kid
 }
 
 /// A verified client assertion: its `jti` and `exp`.
@@ -236,6 +265,32 @@ mod tests {
             Err("invalid_request")
         );
         assert_eq!(presented(None, &params(&format!("{q}&client_id=c2"))).map_err(|e| e.error), Err("invalid_client"));
+    }
+
+    #[test]
+    fn bearer_carries_an_assertion() {
+        let jwt = format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(br#"{"sub":"c1"}"#));
+        let bearer = format!("Bearer {jwt}");
+        assert_eq!(
+            presented_with_bearer(Some(&bearer), &params("")).unwrap(),
+            Credentials::Assertion { client_id: "c1".into(), assertion: jwt.clone() }
+        );
+        assert_eq!(
+            presented_with_bearer(Some(&bearer), &params("client_secret=x")).map_err(|e| e.error),
+            Err("invalid_request")
+        );
+        assert_eq!(
+            presented_with_bearer(Some(&bearer), &params("client_id=c2")).map_err(|e| e.error),
+            Err("invalid_client")
+        );
+        assert_eq!(presented_with_bearer(Some("Bearer x"), &params("")).map_err(|e| e.error), Err("invalid_client"));
+        // Without Bearer it is `presented`.
+        assert_eq!(
+            presented_with_bearer(None, &params("client_id=a&client_secret=b")).unwrap(),
+            Credentials::Post { client_id: "a".into(), secret: "b".into() }
+        );
+        // The token endpoint keeps refusing Bearer.
+        assert_eq!(presented(Some(&bearer), &params("")).map_err(|e| e.error), Err("invalid_client"));
     }
 
     #[test]

@@ -60,20 +60,23 @@ pub struct OidcClientConfig {
     /// JSON string.
     #[serde(default)]
     pub jwks: Option<serde_json::Value>,
+    /// Or where the client publishes them (`https://`; fetched and cached).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
     /// Life of this client's id_tokens (default `auth.token_ttl`).
     #[serde(default, with = "humantime_serde")]
     pub id_token_lifetime: Option<Duration>,
 }
 
 impl OidcClientConfig {
-    /// The registered JWKS's `keys`, whether given as a table or a JSON string.
-    pub fn jwks_keys(&self) -> Vec<serde_json::Value> {
-        let set = match &self.jwks {
-            Some(serde_json::Value::String(s)) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
-            Some(v) => v.clone(),
-            None => serde_json::Value::Null,
-        };
-        set.get("keys").and_then(|k| k.as_array()).cloned().unwrap_or_default()
+    /// How this client authenticates (its method and credentials).
+    pub fn registration(&self) -> Registration<'_> {
+        Registration {
+            method: self.token_endpoint_auth_method,
+            secret_sha256: self.client_secret_sha256.as_deref(),
+            jwks: self.jwks.as_ref(),
+            jwks_uri: self.jwks_uri.as_deref(),
+        }
     }
 
     /// Whether `uri` is exactly one of the registered redirect URIs.
@@ -96,8 +99,86 @@ impl OidcClientConfig {
                 }
             }
         }
-        let method = self.token_endpoint_auth_method;
-        match (&self.client_secret_sha256, method.uses_secret()) {
+        p.extend(self.registration().problems(at));
+        if let Some(l) = self.id_token_lifetime
+            && !(Duration::from_secs(60)..=Duration::from_secs(3600)).contains(&l)
+        {
+            p.push(ConfigProblem::new(format!("{at}.id_token_lifetime"), "must be between 1m and 1h"));
+        }
+        p
+    }
+}
+
+/// `[services.client_auth]`: how a raw-API service with `initiate = "backend"`
+/// authenticates its `POST /v1/auth/initiate` calls (docs/protocol.md §5.1): the
+/// methods of the token endpoint except `none`, with the same credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// `client_secret_basic`, `client_secret_post` or `private_key_jwt`.
+    pub method: AuthMethod,
+    /// SHA-256 (hex) of the secret for `client_secret_*` (`symbolon services new-secret`).
+    #[serde(default)]
+    pub client_secret_sha256: Option<String>,
+    /// The service's public keys for `private_key_jwt`: a JWKS, as a TOML table or a
+    /// JSON string.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Or where the service publishes them (`https://`; fetched and cached).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+}
+
+impl ClientAuthConfig {
+    /// How the service authenticates (its method and credentials).
+    pub fn registration(&self) -> Registration<'_> {
+        Registration {
+            method: self.method,
+            secret_sha256: self.client_secret_sha256.as_deref(),
+            jwks: self.jwks.as_ref(),
+            jwks_uri: self.jwks_uri.as_deref(),
+        }
+    }
+
+    /// What is wrong with this table; `at` is its path.
+    pub fn problems(&self, at: &str) -> Vec<ConfigProblem> {
+        let mut p = self.registration().problems(at);
+        if self.method == AuthMethod::None {
+            p.push(ConfigProblem::new(
+                format!("{at}.method"),
+                "backend initiate needs client authentication: client_secret_basic, client_secret_post or private_key_jwt",
+            ));
+        }
+        p
+    }
+}
+
+/// A client's authentication method and the credentials registered for it, whether
+/// from `[services.oidc]` or `[services.client_auth]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    pub method: AuthMethod,
+    pub secret_sha256: Option<&'a str>,
+    pub jwks: Option<&'a serde_json::Value>,
+    pub jwks_uri: Option<&'a str>,
+}
+
+impl Registration<'_> {
+    /// The registered JWKS's `keys`, whether given as a table or a JSON string.
+    pub fn jwks_keys(&self) -> Vec<serde_json::Value> {
+        let set = match self.jwks {
+            Some(serde_json::Value::String(s)) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
+            Some(v) => v.clone(),
+            None => serde_json::Value::Null,
+        };
+        set.get("keys").and_then(|k| k.as_array()).cloned().unwrap_or_default()
+    }
+
+    /// What is wrong with the credentials for the method; `at` is the table's path.
+    pub fn problems(&self, at: &str) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let method = self.method;
+        match (self.secret_sha256, method.uses_secret()) {
             (Some(h), true) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 p.push(ConfigProblem::new(
                     format!("{at}.client_secret_sha256"),
@@ -114,11 +195,15 @@ impl OidcClientConfig {
             )),
             _ => {}
         }
-        match (&self.jwks, method) {
-            (None, AuthMethod::PrivateKeyJwt) => {
-                p.push(ConfigProblem::new(format!("{at}.jwks"), "private_key_jwt needs the client's public keys"))
+        match (self.jwks, self.jwks_uri, method) {
+            (None, None, AuthMethod::PrivateKeyJwt) => p.push(ConfigProblem::new(
+                format!("{at}.jwks"),
+                "private_key_jwt needs the client's public keys (jwks or jwks_uri)",
+            )),
+            (Some(_), Some(_), AuthMethod::PrivateKeyJwt) => {
+                p.push(ConfigProblem::new(format!("{at}.jwks_uri"), "give jwks or jwks_uri, not both"))
             }
-            (Some(_), AuthMethod::PrivateKeyJwt) => {
+            (Some(_), None, AuthMethod::PrivateKeyJwt) => {
                 let keys = self.jwks_keys();
                 if keys.is_empty() || keys.iter().any(|k| super::jwk::assertion_key(k).is_none()) {
                     p.push(ConfigProblem::new(
@@ -127,15 +212,25 @@ impl OidcClientConfig {
                     ));
                 }
             }
-            (Some(_), _) => {
-                p.push(ConfigProblem::new(format!("{at}.jwks"), format!("keys are not used with {}", method.as_str())))
+            (None, Some(uri), AuthMethod::PrivateKeyJwt) => {
+                if let Err(e) = crate::error::check_https_url(uri) {
+                    p.push(ConfigProblem::new(format!("{at}.jwks_uri"), e));
+                }
             }
-            (None, _) => {}
-        }
-        if let Some(l) = self.id_token_lifetime
-            && !(Duration::from_secs(60)..=Duration::from_secs(3600)).contains(&l)
-        {
-            p.push(ConfigProblem::new(format!("{at}.id_token_lifetime"), "must be between 1m and 1h"));
+            (jwks, uri, _) => {
+                if jwks.is_some() {
+                    p.push(ConfigProblem::new(
+                        format!("{at}.jwks"),
+                        format!("keys are not used with {}", method.as_str()),
+                    ));
+                }
+                if uri.is_some() {
+                    p.push(ConfigProblem::new(
+                        format!("{at}.jwks_uri"),
+                        format!("keys are not used with {}", method.as_str()),
+                    ));
+                }
+            }
         }
         p
     }
@@ -179,6 +274,7 @@ mod tests {
             token_endpoint_auth_method: method,
             client_secret_sha256: None,
             jwks: None,
+            jwks_uri: None,
             id_token_lifetime: None,
         }
     }
@@ -215,6 +311,13 @@ mod tests {
         assert_eq!(c.problems("s")[0].path, "s.jwks");
         c.jwks = Some(serde_json::json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}));
         assert_eq!(c.problems("s")[0].path, "s.jwks");
+        c.jwks = None;
+        c.jwks_uri = Some("http://keys.example/jwks".into());
+        assert_eq!(c.problems("s")[0].path, "s.jwks_uri", "https only");
+        c.jwks_uri = Some("https://keys.example/jwks".into());
+        assert!(c.problems("s").is_empty());
+        c.jwks = Some(serde_json::json!({"keys": []}));
+        assert_eq!(c.problems("s")[0].path, "s.jwks_uri", "not both");
         let mut c = client(AuthMethod::None);
         c.redirect_uris = vec!["http://rp.example/cb".into()];
         c.id_token_lifetime = Some(Duration::from_secs(5));

@@ -13,7 +13,7 @@ pub mod jwk;
 pub mod logout;
 pub mod params;
 
-pub use config::{AuthMethod, OidcClientConfig};
+pub use config::{AuthMethod, ClientAuthConfig, OidcClientConfig, Registration};
 pub use error::OAuthError;
 
 use base64::Engine;

@@ -26,6 +26,18 @@ impl Params {
         p
     }
 
+    /// Parameters given as name/value pairs (absent values are left out), e.g. the
+    /// client authentication members of a JSON body.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Self {
+        let mut p = Params::default();
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                p.values.insert(k.to_string(), v.to_string());
+            }
+        }
+        p
+    }
+
     /// The value of `name` when it came exactly once and is not empty (RFC 6749 §3.1:
     /// an empty parameter is treated as omitted).
     pub fn get(&self, name: &str) -> Option<&str> {

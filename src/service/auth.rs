@@ -20,7 +20,9 @@ use crate::metrics::{METRICS, SessionOutcome};
 use crate::store::audit::kinds;
 use crate::store::{AuthSession, Enrollment, EnrollmentStatus, SessionEnd, SessionStatus};
 
-/// `POST /v1/auth/initiate` body.
+/// `POST /v1/auth/initiate` body. The `client_*` members carry client authentication
+/// for a service with `initiate = "backend"` (docs/protocol.md §5.1) and are refused
+/// for any other.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitiateRequest {
@@ -28,6 +30,29 @@ pub struct InitiateRequest {
     pub service_id: String,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Optional; when given, the `service_id`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `client_secret_post`: the service's secret.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// `private_key_jwt`: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    #[serde(default)]
+    pub client_assertion_type: Option<String>,
+    /// `private_key_jwt`: the signed assertion (or `Authorization: Bearer <assertion>`).
+    #[serde(default)]
+    pub client_assertion: Option<String>,
+}
+
+impl InitiateRequest {
+    fn credentials(&self) -> super::client_auth::InitiateCredentials<'_> {
+        super::client_auth::InitiateCredentials {
+            client_id: self.client_id.as_deref(),
+            client_secret: self.client_secret.as_deref(),
+            client_assertion_type: self.client_assertion_type.as_deref(),
+            client_assertion: self.client_assertion.as_deref(),
+        }
+    }
 }
 
 /// `201` answer of initiate.
@@ -215,17 +240,21 @@ impl Services {
             .await
     }
 
-    /// Starts a session (docs/protocol.md §5.1) with the limits in the order of §12 rule 4.
+    /// Starts a session (docs/protocol.md §5.1) with the limits in the order of §12
+    /// rule 4; a service with `initiate = "backend"` must authenticate first
+    /// (`authorization` is the request's `Authorization` header).
     pub async fn initiate(
         &self,
         req: InitiateRequest,
         origin: Option<&str>,
+        authorization: Option<&str>,
         ip: IpAddr,
         now: i64,
     ) -> Result<Initiated, ApiError> {
         let limits = &self.settings.limits;
         self.rate_limit(&format!("ip-initiate:{ip}"), limits.initiate_per_ip_per_minute).await?;
         let service = self.service_or_err(&req.service_id)?;
+        self.authenticate_initiate(&service, authorization, &req.credentials(), now).await?;
         self.check_origin(&service, origin)?;
         if !valid_token_id(&req.token_id) {
             return Err(ApiError::invalid_request("token_id must be 6..64 characters of [A-Za-z0-9._-]"));

@@ -40,6 +40,26 @@ pub struct ServiceConfig {
     /// docs/protocol.md §14.2); its `id` is the `client_id`.
     #[serde(default)]
     pub oidc: Option<crate::oidc::OidcClientConfig>,
+    /// Who may start this service's sign-ins with `POST /v1/auth/initiate`
+    /// (docs/protocol.md §5.1): any browser on `allowed_origins` (`browser`, the
+    /// default) or only the service's backend, authenticated (`backend`).
+    #[serde(default)]
+    pub initiate: InitiateMode,
+    /// How the backend authenticates its initiate calls (`initiate = "backend"`).
+    #[serde(default)]
+    pub client_auth: Option<crate::oidc::ClientAuthConfig>,
+}
+
+/// Who may call `POST /v1/auth/initiate` for a service (docs/protocol.md §5.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitiateMode {
+    /// Anyone: the relying party's page calls it from the browser (the `Origin` check
+    /// keeps other sites' pages out, not scripts).
+    #[default]
+    Browser,
+    /// Only the service's backend, with client authentication (`[services.client_auth]`).
+    Backend,
 }
 
 /// What a relying party receives as the person's subject (OIDC Core §8).
@@ -133,6 +153,12 @@ pub struct AuthConfig {
     /// Time the browser has to send `hello` on the WebSocket.
     #[serde(with = "humantime_serde")]
     pub hello_timeout: Duration,
+    /// How long keys fetched from a client's `jwks_uri` are used.
+    #[serde(with = "humantime_serde")]
+    pub client_jwks_cache: Duration,
+    /// Least time between two fetches of one `jwks_uri` (an unknown `kid`).
+    #[serde(with = "humantime_serde")]
+    pub client_jwks_refetch_interval: Duration,
 }
 
 impl Default for AuthConfig {
@@ -145,6 +171,8 @@ impl Default for AuthConfig {
             token_ttl: Duration::from_secs(300),
             browser_grace: Duration::from_secs(60),
             hello_timeout: Duration::from_secs(5),
+            client_jwks_cache: Duration::from_secs(600),
+            client_jwks_refetch_interval: Duration::from_secs(30),
         }
     }
 }
@@ -309,6 +337,9 @@ impl AuthConfig {
         if self.token_ttl < Duration::from_secs(10) {
             p.push(ConfigProblem::new("auth.token_ttl", "must be at least 10s"));
         }
+        if self.client_jwks_cache.is_zero() {
+            p.push(ConfigProblem::new("auth.client_jwks_cache", "must be greater than zero"));
+        }
         p
     }
 }
@@ -368,6 +399,25 @@ pub fn services_problems(services: &[ServiceConfig]) -> Vec<ConfigProblem> {
         }
         if let Some(oidc) = &s.oidc {
             p.extend(oidc.problems(&at("oidc")));
+        }
+        match (s.initiate, &s.client_auth) {
+            (InitiateMode::Backend, None) => p.push(ConfigProblem::new(
+                at("client_auth"),
+                "initiate = \"backend\" needs the service's credentials in [services.client_auth]",
+            )),
+            (InitiateMode::Browser, Some(_)) => p.push(ConfigProblem::new(
+                at("client_auth"),
+                "client authentication is used only with initiate = \"backend\"",
+            )),
+            (_, Some(auth)) => p.extend(auth.problems(&at("client_auth"))),
+            (InitiateMode::Browser, None) => {}
+        }
+        if s.initiate == InitiateMode::Backend && (s.oidc.is_some() || s.saml.is_some()) {
+            p.push(ConfigProblem::new(
+                at("initiate"),
+                "an OpenID Connect client or SAML service provider signs in on Symbolon's own page, \
+                 which starts the session from the browser: initiate = \"backend\" is for raw-API services",
+            ));
         }
         if s.subject_type() == SubjectType::Pairwise
             && let Err(e) = s.sector()

@@ -5,7 +5,8 @@
 //! private and its API is grouped by what the callers do, one `impl` block per file:
 //! enrolling (`enroll.rs`), signing in (`auth.rs`, the browser channel in
 //! `channel.rs`, pairwise subjects in `subject.rs`), SAML (`saml.rs`), the management
-//! API (`management.rs`), OpenID Connect (`oidc.rs`), probes and metrics (`probe.rs`;
+//! API (`management.rs`), OpenID Connect (`oidc.rs`; client authentication, shared
+//! with backend initiate, in `client_auth.rs`), probes and metrics (`probe.rs`;
 //! what keeps the node from being ready in `readiness.rs`, expired sessions counted in
 //! `expiry.rs`), and running the process (`operations.rs`, for `startup`).
 
@@ -13,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod channel;
 pub mod claims;
+pub mod client_auth;
 pub mod config;
 pub mod enroll;
 pub mod expiry;
@@ -56,6 +58,8 @@ pub struct Services {
     otp_cache: otp::OtpCache,
     /// The envelope opened for sessions without a push token while push is on.
     push_decoy: auth::PushDecoy,
+    /// Clients' `jwks_uri` key sets, cached.
+    client_jwks: client_auth::ClientJwks,
 }
 
 /// What [`Services::new`] is built from (`startup` opens each part).
@@ -80,6 +84,8 @@ impl std::fmt::Debug for Services {
 impl Services {
     pub fn new(parts: Parts) -> Self {
         let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
+        let client_jwks =
+            client_auth::ClientJwks::new(settings.auth.client_jwks_cache, settings.auth.client_jwks_refetch_interval);
         Self {
             settings,
             relying_parties,
@@ -92,6 +98,7 @@ impl Services {
             browser_channels,
             otp_cache: Default::default(),
             push_decoy: Default::default(),
+            client_jwks,
         }
     }
 

@@ -8,7 +8,6 @@
 //! knows HTTP.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -26,7 +25,7 @@ use crate::oidc::authorize;
 use crate::oidc::client_auth::{self, Credentials};
 use crate::oidc::discovery::{self, TOKEN_PATH};
 use crate::oidc::params::Params;
-use crate::oidc::{ACCESS_TOKEN_LIFETIME, AMR, AuthMethod, CLAIMS, CODE_LIFETIME, OidcClientConfig};
+use crate::oidc::{ACCESS_TOKEN_LIFETIME, AMR, CLAIMS, CODE_LIFETIME, OidcClientConfig};
 use crate::store::SessionStatus;
 use crate::store::audit::kinds;
 
@@ -369,7 +368,8 @@ impl Services {
         authorize::redirect_with(&context.redirect_uri, &pairs).ok_or(OidcPageError::BadRedirectUri)
     }
 
-    /// Client authentication at the token endpoint by the client's registered method.
+    /// Client authentication at the token endpoint by the client's registered method
+    /// (`service::client_auth`).
     async fn authenticate_client(
         &self,
         authorization: Option<&str>,
@@ -380,7 +380,7 @@ impl Services {
             Ok(c) => c,
             Err(e) => {
                 if e.is_client_auth() {
-                    self.client_auth_failed("-", "-", &e);
+                    self.client_auth_failed(TOKEN_PATH, "-", "-", &e);
                 }
                 return Err(e);
             }
@@ -389,24 +389,9 @@ impl Services {
         if let Err(e) = &result
             && e.is_client_auth()
         {
-            self.client_auth_failed(credentials.client_id(), credentials.method().as_str(), e);
+            self.client_auth_failed(TOKEN_PATH, credentials.client_id(), credentials.method().as_str(), e);
         }
         result
-    }
-
-    /// Counts, logs and audits a failed client authentication: the client id when it
-    /// names a configured client (else `-`: a caller's arbitrary string is not
-    /// recorded), never the secret or assertion.
-    fn client_auth_failed(&self, client_id: &str, method: &str, e: &OAuthError) {
-        let client_id = if self.service(client_id).is_some() { client_id } else { "-" };
-        METRICS.oidc(OidcEvent::ClientAuthFailed);
-        tracing::warn!(client_id = %client_id, method, reason = %e.description, "client authentication failed");
-        self.audit_event(
-            kinds::OIDC_CLIENT_AUTH_FAILED,
-            client_id,
-            client_id,
-            serde_json::json!({"client_id": client_id, "method": method, "reason": e.description}),
-        );
     }
 
     async fn check_client(&self, credentials: &Credentials, now: i64) -> Result<Arc<ServiceConfig>, OAuthError> {
@@ -415,35 +400,10 @@ impl Services {
             .filter(|s| s.oidc.is_some())
             .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
         let client = oidc_client(&service).ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
-        if credentials.method() != client.token_endpoint_auth_method {
-            return Err(OAuthError::invalid_client(format!(
-                "the client must authenticate with {}",
-                client.token_endpoint_auth_method.as_str()
-            )));
-        }
-        match credentials {
-            Credentials::Basic { secret, .. } | Credentials::Post { secret, .. } => {
-                let ok = client.client_secret_sha256.as_deref().is_some_and(|h| client_auth::secret_matches(secret, h));
-                if !ok {
-                    return Err(OAuthError::invalid_client("wrong client secret"));
-                }
-            }
-            Credentials::Assertion { assertion, .. } => {
-                let token_url = discovery::endpoint(&self.settings.issuer, TOKEN_PATH);
-                let issuer = self.settings.issuer.as_str();
-                let audiences = [token_url.as_str(), issuer, issuer.trim_end_matches('/')];
-                let verified =
-                    client_auth::verify_assertion(assertion, &client.jwks_keys(), &service.id, &audiences, now)?;
-                let window = (verified.exp - now + crate::oidc::ASSERTION_SKEW).clamp(1, 3600);
-                let key = format!("oidc-jti:{}:{}", service.id, verified.jti);
-                if self.sessions.hit(&key, 1, Duration::from_secs(window.unsigned_abs())).await?.is_err() {
-                    return Err(OAuthError::invalid_client("client assertion refused: jti already used"));
-                }
-            }
-            Credentials::Public { .. } => {
-                debug_assert_eq!(client.token_endpoint_auth_method, AuthMethod::None);
-            }
-        }
+        let token_url = discovery::endpoint(&self.settings.issuer, TOKEN_PATH);
+        let issuer = self.settings.issuer.as_str();
+        let audiences = [token_url.as_str(), issuer, issuer.trim_end_matches('/')];
+        self.check_credentials(&service.id, client.registration(), credentials, &audiences, now).await?;
         Ok(service)
     }
 

@@ -107,6 +107,8 @@ mod tests {
             subject_type: None,
             sector_identifier: None,
             oidc: None,
+            initiate: Default::default(),
+            client_auth: None,
         }
     }
 

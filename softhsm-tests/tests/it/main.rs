@@ -6,6 +6,7 @@
 
 mod architecture;
 mod audit_archive;
+mod client_auth;
 mod cluster;
 mod device;
 mod enroll;
@@ -17,6 +18,7 @@ mod management;
 mod management_stores;
 mod metrics;
 mod oidc;
+mod oidc_apache;
 mod openapi;
 mod push;
 mod push_e2e;

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use softhsm_tests::device::Decision;
 use softhsm_tests::jose::compact_es256;
-use softhsm_tests::oidc::{Ed25519IssuerKey, IssuerKey, RsaIssuerKey};
+use softhsm_tests::oidc::{Ed25519IssuerKey, IssuerKey, RsaIssuerKey, TestIssuer};
 use softhsm_tests::signin::SignIn;
 use softhsm_tests::{ServerOptions, TestToken, symbolon_cli};
 
@@ -22,6 +22,7 @@ const SPA_CB: &str = "http://127.0.0.1:8090/callback";
 const POST_CB: &str = "https://post.example/cb";
 const JWT_CB: &str = "https://jwt.example/cb";
 const PUB_CB: &str = "https://public.example/cb";
+const URI_CB: &str = "https://jwks-uri.example/cb";
 /// A PKCE pair (RFC 7636 appendix B).
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -33,6 +34,8 @@ struct Env {
     es: IssuerKey,
     rsa: RsaIssuerKey,
     ed: Ed25519IssuerKey,
+    /// Publishes the keys of the client `jwt-uri` at its `jwks_uri`.
+    published: TestIssuer,
 }
 
 async fn start() -> Env {
@@ -42,6 +45,8 @@ async fn start() -> Env {
     let rsa = RsaIssuerKey::generate("rsa-1").unwrap();
     let ed = Ed25519IssuerKey::generate("ed-1").unwrap();
     let jwks = json!({"keys": [es.jwk(), rsa.jwk(), ed.jwk()]}).to_string().replace('\'', "");
+    let published = TestIssuer::start().await.unwrap();
+    let jwks_uri = published.jwks_url.clone();
     let toml = format!(
         r#"
 [[services]]
@@ -88,10 +93,18 @@ subject_type = "public"
 [services.oidc]
 redirect_uris = ["{PUB_CB}"]
 token_endpoint_auth_method = "none"
+
+[[services]]
+id = "jwt-uri"
+name = "JWT Client with a jwks_uri"
+[services.oidc]
+redirect_uris = ["{URI_CB}"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "{jwks_uri}"
 "#
     );
     let env = SignIn::start(&toml, ServerOptions::default()).await.unwrap();
-    Env { env, web_secret, post_secret, es, rsa, ed }
+    Env { env, web_secret, post_secret, es, rsa, ed, published }
 }
 
 fn client() -> reqwest::Client {
@@ -725,6 +738,34 @@ async fn private_key_jwt_with_es256_rs256_and_eddsa() {
     let code = e.sign_in("jwt", &[("redirect_uri", JWT_CB), ("scope", "openid")], &[]).await["code"].clone();
     let t = exchange(e.ed.sign(&e.assertion_claims(&token_url, 60, "j-4")), code).await;
     assert_eq!(t.status, 200, "EdDSA: {}", t.body);
+}
+
+#[tokio::test]
+async fn private_key_jwt_with_keys_from_the_clients_jwks_uri() {
+    let e = start().await;
+    let token_url = e.url("/token");
+    assert_eq!(e.published.fetches(), 0, "fetched when first needed");
+    let code = e.sign_in("jwt-uri", &[("redirect_uri", URI_CB), ("scope", "openid")], &[]).await["code"].clone();
+    let now = symbolon::ids::now_unix();
+    let claims = |jti: &str| json!({"iss": "jwt-uri", "sub": "jwt-uri", "aud": token_url, "exp": now + 60, "iat": now, "jti": jti});
+    let form = |assertion: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.clone()),
+            ("redirect_uri", URI_CB.to_string()),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string()),
+            ("client_assertion", assertion.to_string()),
+        ]
+    };
+    // A key of another client's inline jwks is not this client's.
+    let other = e.assertion(&claims("u-0"));
+    let t = answer(client().post(&token_url).form(&form(&other))).await;
+    assert_eq!((t.status, t.json()["error"].clone()), (401, json!("invalid_client")), "{}", t.body);
+    let good = e.published.sign(&e.published.key, &claims("u-1"));
+    let t = answer(client().post(&token_url).form(&form(&good))).await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    verify_id_token(t.json()["id_token"].as_str().unwrap(), &e.jwks().await, "jwt-uri", &e.issuer());
+    assert_eq!(e.published.fetches(), 1, "one fetch, then the cache");
 }
 
 #[tokio::test]
