@@ -18,6 +18,7 @@ pub mod client_auth;
 pub mod config;
 pub mod enroll;
 pub mod expiry;
+pub mod flow;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
