@@ -79,6 +79,11 @@ impl OidcClientConfig {
         }
     }
 
+    /// The inline `jwks`'s keys (see [`Registration::jwks_keys`]).
+    pub fn jwks_keys(&self) -> Vec<serde_json::Value> {
+        self.registration().jwks_keys()
+    }
+
     /// Whether `uri` is exactly one of the registered redirect URIs.
     pub fn has_redirect_uri(&self, uri: &str) -> bool {
         self.redirect_uris.iter().any(|r| r == uri)
