@@ -18,7 +18,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::ConfigProblem;
-use crate::http::config::{HttpSettings, ManagementConfig, MetricsConfig};
+use crate::http::config::{ConsoleConfig, HttpSettings, ManagementConfig, MetricsConfig};
 use crate::keyring::KeysConfig;
 use crate::keys::HsmConfig;
 use crate::push::PushConfig;
@@ -60,6 +60,8 @@ pub struct Config {
     pub management: ManagementConfig,
     /// Prometheus metrics on the admin listener (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// The operator console on the admin listener (`[console]`).
+    pub console: ConsoleConfig,
 }
 
 /// Listeners, identity and process settings.
@@ -218,7 +220,8 @@ impl Config {
             saml,
             demo,
             management,
-            metrics
+            metrics,
+            console
         );
         for (key, value) in root.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
             let message = format!("unknown section{}", did_you_mean(key, &known));
@@ -274,6 +277,7 @@ impl Config {
         p.extend(self.push.problems());
         p.extend(self.keys.problems());
         p.extend(self.management.problems());
+        p.extend(self.console.problems(&self.management));
         p
     }
 
@@ -290,6 +294,7 @@ impl Config {
             ("session_store.ca_file", &self.session_store.ca_file),
             ("session_store.password_file", &self.session_store.password_file),
             ("management.break_glass_token_file", &self.management.break_glass_token_file),
+            ("console.client_secret_file", &self.console.client_secret_file),
         ];
         for (path, file) in files {
             if let Some(file) = file
@@ -343,6 +348,7 @@ impl Config {
             hsts: self.server.hsts,
             trusted_proxies: self.server.trusted_proxies.clone(),
             metrics: self.metrics.enabled,
+            console: self.console.clone(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod channel;
 pub mod claims;
+pub mod console;
 pub mod config;
 pub mod enroll;
 pub mod expiry;
