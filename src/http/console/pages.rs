@@ -129,7 +129,7 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Respon
                 opt_date(l.next_update),
                 age,
                 if l.fresh { st("fresh") } else { st(&format!("stale{}", l.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())) },
-                format!("<span class=\"mono\">{}</span>", escape(&l.source)),
+                format!("<span class=\"mono wrap\">{}</span>", escape(&l.source)),
             ]
         })
         .collect();
@@ -193,9 +193,11 @@ pub async fn users(State(state): State<AppState>, console: Console, Query(q): Qu
     render(&console, "/console/users", "Users", &body)
 }
 
-/// Percent-encodes a path segment.
+/// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
 fn url_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Percent-encodes a query value.
@@ -275,7 +277,7 @@ pub async fn user(
                 format!("<code>{}</code>", escape(&d.device_id)),
                 escape(&d.device_name),
                 state_cell,
-                escape(&d.claim_names.join(", ")),
+                format!("<span class=\"wrap\">{}</span>", escape(&d.claim_names.join(", "))),
                 if d.push_registered { escape(&d.push_provider) } else { "none".into() },
                 date(d.created_at),
                 date(d.updated_at),
@@ -566,7 +568,7 @@ pub async fn audit(State(state): State<AppState>, console: Console, Query(q): Qu
     };
     let verified = match &chain.verified {
         None => format!("not checked on this page · {}", "<a id=\"verify\" href=\"/console/audit?verify=1\">Verify the chain now</a>"),
-        Some(Ok(text)) => st(&format!("✓ {text}")).replace("state-✓", "state-ok"),
+        Some(Ok(text)) => format!("<span class=\"state-ok\">{}</span>", escape(text)),
         Some(Err(text)) => format!("<span class=\"state-bad\" id=\"chain-broken\">{}</span>", escape(text)),
     };
     body.push_str(&format!(
@@ -595,7 +597,7 @@ pub async fn audit(State(state): State<AppState>, console: Console, Query(q): Qu
                 escape(&e.kind),
                 escape(&e.actor),
                 format!("<span class=\"mono\">{}</span>", escape(&e.subject)),
-                format!("<span class=\"mono\">{}</span>", escape(&e.detail.to_string())),
+                format!("<span class=\"mono wrap\">{}</span>", escape(&e.detail.to_string())),
             ]
         })
         .collect();
