@@ -642,6 +642,33 @@ mod tests {
     }
 
     #[test]
+    fn the_console_needs_an_origin_and_a_way_to_sign_in() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
+        c.console.enabled = true;
+        assert_eq!(paths(&c), ["console.url", "console.enabled"]);
+        c.console.url = "https://admin.example/console".into();
+        c.console.client_id = "symbolon-console".into();
+        c.console.token_endpoint = "http://login.example/token".into();
+        assert_eq!(
+            paths(&c),
+            ["console.url", "console.client_id", "console.authorization_endpoint", "console.token_endpoint"],
+            "an origin only; the [management] provider; https endpoints"
+        );
+        c.console.url = "https://admin.example".into();
+        c.management.issuer = "https://login.example".into();
+        c.management.audience = "symbolon".into();
+        c.management.jwks_url = "https://login.example/jwks".into();
+        c.console.authorization_endpoint = "https://login.example/auth".into();
+        c.console.token_endpoint = "https://login.example/token".into();
+        assert!(paths(&c).is_empty(), "{:?}", c.validate());
+        c.console.idle_timeout = std::time::Duration::from_secs(9 * 3600);
+        c.console.scopes = vec!["profile".into()];
+        assert_eq!(paths(&c), ["console.scopes", "console.idle_timeout"]);
+    }
+
+    #[test]
     fn cluster_store_urls() {
         let mut c = Config::default();
         c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();

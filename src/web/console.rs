@@ -183,7 +183,7 @@ pub fn facts(items: &[(&str, String)]) -> String {
     format!("<dl class=\"facts\">{inner}</dl>")
 }
 
-/// The confirmation step of an action: what will happen, a reason, confirm or cancel.
+/// The confirmation step of an action: what will happen, confirm or cancel.
 #[derive(Debug, Clone)]
 pub struct Confirm<'a> {
     /// E.g. "Suspend device".
@@ -203,9 +203,6 @@ pub struct Confirm<'a> {
 pub fn confirm_body(c: &Confirm<'_>) -> String {
     format!(
         "<h1>{title}</h1>\n<p id=\"effect\">{effect}</p>\n<form method=\"post\" action=\"{action}\">\n{csrf}\n\
-         <label for=\"reason\">Reason (recorded in the audit trail)</label>\n\
-         <textarea id=\"reason\" name=\"reason\" rows=\"3\" required maxlength=\"200\" aria-describedby=\"reason-help\"></textarea>\n\
-         <p class=\"hint\" id=\"reason-help\">For example the ticket number. Do not write personal data.</p>\n\
          <div class=\"actions\"><button id=\"confirm\" type=\"submit\"{danger}>{title}</button>\
          <a class=\"button\" id=\"cancel\" href=\"{back}\">Cancel</a></div>\n</form>",
         title = escape(c.title),
@@ -280,7 +277,7 @@ mod tests {
             csrf: "X",
             danger: true,
         });
-        assert!(c.contains("name=\"csrf\" value=\"X\"") && c.contains("required maxlength=\"200\""));
+        assert!(c.contains("name=\"csrf\" value=\"X\"") && c.contains("id=\"cancel\" href=\"/console/b\""));
         assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
     }
 }

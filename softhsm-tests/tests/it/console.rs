@@ -216,7 +216,7 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     let device_id = e.env.device.device_id();
     let csrf = op.csrf().await;
     let (status, _, body) = op
-        .post(&format!("/console/credentials/{device_id}/suspend"), &[("csrf", &csrf), ("reason", "forged")])
+        .post(&format!("/console/credentials/{device_id}/suspend"), &[("csrf", &csrf)])
         .await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("management.credentials.suspend"), "{body}");
@@ -232,18 +232,18 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     assert!(html.contains(&format!("id=\"suspend-{device_id}\"")), "{html}");
     let (status, _, html) = alice.get(&format!("/console/credentials/{device_id}/suspend")).await;
     assert_eq!(status, 200);
-    assert!(html.contains("name=\"reason\"") && html.contains("id=\"confirm\""), "a confirmation step: {html}");
+    assert!(html.contains("id=\"confirm\"") && html.contains("name=\"csrf\""), "a confirmation step: {html}");
     let (_, started, _) = e.env.initiate(&tid, "rp1", &["name"]).await.unwrap();
     let sid = started["session_id"].as_str().unwrap().to_string();
     let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
     let otp = pending.sessions.iter().find(|s| s.session_id == sid).unwrap().otp.clone();
     let path = format!("/console/credentials/{device_id}/suspend");
-    let (status, _, _) = alice.post(&path, &[("reason", "lost phone, ticket 42")]).await;
+    let (status, _, _) = alice.post(&path, &[("note", "lost phone")]).await;
     assert_eq!(status, 403, "no CSRF token");
-    let (status, _, _) = alice.post(&path, &[("csrf", "wrong"), ("reason", "lost phone, ticket 42")]).await;
+    let (status, _, _) = alice.post(&path, &[("csrf", "wrong"), ("note", "lost phone")]).await;
     assert_eq!(status, 403, "a wrong CSRF token");
     let csrf = alice.csrf().await;
-    let (status, headers, body) = alice.post(&path, &[("csrf", &csrf), ("reason", "lost phone, ticket 42")]).await;
+    let (status, headers, body) = alice.post(&path, &[("csrf", &csrf), ("note", "lost phone")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(headers[LOCATION].to_str().unwrap(), format!("/console/users/{tid}?done=suspend"));
     let err =

@@ -1,5 +1,5 @@
 //! The console's pages: Overview, Users (a user, and suspend / activate / revoke /
-//! delete behind a confirmation step with a reason), Sign-in flows and Audit. Each
+//! delete behind a confirmation step), Sign-in flows and Audit. Each
 //! page checks the scope the management API's route of the same data needs; each
 //! action checks the CSRF token, then its scope, then calls the same `Services`
 //! method as the API (which audits it).
@@ -270,18 +270,18 @@ pub async fn user(
                 action(CredentialAction::Revoke, scopes::CREDENTIALS_REVOKE, "Revoke", true);
             }
             let state_cell = match &d.status_reason {
-                Some(r) => format!("{} <span class=\"hint\">({})</span>", st(d.status.as_str()), escape(r)),
+                Some(r) => format!("{}<br><span class=\"hint\">{}</span>", st(d.status.as_str()), escape(r)),
                 None => st(d.status.as_str()),
             };
             vec![
-                format!("<code>{}</code>", escape(&d.device_id)),
-                escape(&d.device_name),
+                format!("<code class=\"wrap\">{}</code>", escape(&d.device_id)),
                 state_cell,
+                format!("<div class=\"actions\">{}</div>", actions.join("")),
+                escape(&d.device_name),
                 format!("<span class=\"wrap\">{}</span>", escape(&d.claim_names.join(", "))),
                 if d.push_registered { escape(&d.push_provider) } else { "none".into() },
                 date(d.created_at),
                 date(d.updated_at),
-                format!("<div class=\"actions\">{}</div>", actions.join("")),
             ]
         })
         .collect();
@@ -289,7 +289,7 @@ pub async fn user(
     body.push_str(&table(
         "devices",
         "Enrolled devices",
-        &["Device id", "Name", "State", "Claims (names)", "Push", "Enrolled", "Last change", "Actions"],
+        &["Device id", "State", "Actions", "Name", "Claims (names)", "Push", "Enrolled", "Last change"],
         &rows,
     ));
     if o.has(scopes::USERS_DELETE) {
@@ -356,25 +356,16 @@ pub async fn confirm_change(
     render(&console, "/console/users", title, &body)
 }
 
-/// The posted form of an action: CSRF token checked, the reason (required, bounded).
-fn action_form(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
+/// The posted form of an action carries the session's CSRF token.
+fn action_form(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
     let fields = form(headers, body);
     if !console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str)) {
         return Err(csrf_refused());
     }
-    // One line: the textarea's line breaks become spaces.
-    let reason = fields
-        .as_ref()
-        .and_then(|f| f.get("reason"))
-        .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    if reason.is_empty() || reason.chars().count() > 200 {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Reason needed", "Give a reason of at most 200 characters."));
-    }
-    Ok(reason)
+    Ok(())
 }
 
-/// `POST /console/credentials/{device_id}/{action}` (form: `csrf`, `reason`).
+/// `POST /console/credentials/{device_id}/{action}` (form: `csrf`).
 pub async fn change(
     State(state): State<AppState>,
     console: Console,
@@ -385,10 +376,9 @@ pub async fn change(
     let Some((a, scope, _, _)) = parse_action(&action) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
-    let _reason = match action_form(&console, &headers, &body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    if let Err(r) = action_form(&console, &headers, &body) {
+        return r;
+    }
     if let Err(r) = console.require(&state, scope).await {
         return r;
     }
@@ -424,7 +414,7 @@ pub async fn confirm_delete(State(state): State<AppState>, console: Console, Pat
     render(&console, "/console/users", "Delete user", &body)
 }
 
-/// `POST /console/users/{token_id}/delete` (form: `csrf`, `reason`).
+/// `POST /console/users/{token_id}/delete` (form: `csrf`).
 pub async fn delete(
     State(state): State<AppState>,
     console: Console,
@@ -432,10 +422,9 @@ pub async fn delete(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let _reason = match action_form(&console, &headers, &body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    if let Err(r) = action_form(&console, &headers, &body) {
+        return r;
+    }
     if let Err(r) = console.require(&state, scopes::USERS_DELETE).await {
         return r;
     }
