@@ -250,7 +250,10 @@ impl ConsoleConfig {
             ));
         }
         if self.idle_timeout.is_zero() || self.idle_timeout > self.absolute_timeout {
-            p.push(ConfigProblem::new("console.idle_timeout", "must be greater than zero and at most absolute_timeout"));
+            p.push(ConfigProblem::new(
+                "console.idle_timeout",
+                "must be greater than zero and at most absolute_timeout",
+            ));
         }
         if self.absolute_timeout > Duration::from_secs(24 * 3600) {
             p.push(ConfigProblem::new("console.absolute_timeout", "must be at most 24 h"));

@@ -334,7 +334,12 @@ fn validate(config: &ManagementConfig, token: &str, alg: Algorithm, key: &Provid
 
 /// The claims of a token whose algorithm, signature, `iss`, `aud`, `exp` and `nbf`
 /// check out (see [`validate`]).
-fn validated_claims(config: &ManagementConfig, token: &str, alg: Algorithm, key: &ProviderKey) -> Result<Value, ApiError> {
+fn validated_claims(
+    config: &ManagementConfig,
+    token: &str,
+    alg: Algorithm,
+    key: &ProviderKey,
+) -> Result<Value, ApiError> {
     if !key.algorithms.contains(&alg) {
         return Err(invalid("the bearer token's algorithm does not match its key"));
     }

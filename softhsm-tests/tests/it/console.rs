@@ -197,7 +197,10 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     // A read-only operator: no action buttons, and a forged POST gets 403.
     e.issuer.sign_in_as(Some(("olivia", &READ_ONLY)));
     let session = op.sign_in().await;
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Path=/"), "{session}");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Path=/"),
+        "{session}"
+    );
     assert!(!session.contains("Secure"), "http:// admin origin: not Secure (the https case is a unit test)");
     assert!(session.contains(&format!("Max-Age={}", 8 * 3600)), "{session}");
     assert!(!session.contains("Domain="));
@@ -212,12 +215,13 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     let (_, _, users) = op.get(&format!("/console/users?q={}", &tid[..4])).await;
     assert!(users.contains(&format!("/console/users/{tid}")), "prefix search finds the user: {users}");
     let (_, _, nav) = op.get("/console/").await;
-    assert!(!nav.contains("/console/audit") && !nav.contains("/console/flows"), "pages beyond the scopes are not offered");
+    assert!(
+        !nav.contains("/console/audit") && !nav.contains("/console/flows"),
+        "pages beyond the scopes are not offered"
+    );
     let device_id = e.env.device.device_id();
     let csrf = op.csrf().await;
-    let (status, _, body) = op
-        .post(&format!("/console/credentials/{device_id}/suspend"), &[("csrf", &csrf)])
-        .await;
+    let (status, _, body) = op.post(&format!("/console/credentials/{device_id}/suspend"), &[("csrf", &csrf)]).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("management.credentials.suspend"), "{body}");
     let (status, _, _) = op.get("/console/audit").await;
@@ -246,17 +250,15 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     let (status, headers, body) = alice.post(&path, &[("csrf", &csrf), ("note", "lost phone")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(headers[LOCATION].to_str().unwrap(), format!("/console/users/{tid}?done=suspend"));
-    let err =
-        e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
+    let err = e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
     assert_eq!(err.problem_code(), (403, "device_inactive".into()));
     let (_, _, html) = alice.get(&format!("/console/users/{tid}?done=suspend")).await;
     assert!(html.contains("The device is suspended.") && html.contains(&format!("id=\"activate-{device_id}\"")));
 
     // Audited: sign-ins, the refused scope, the change.
     let actions = audit_actions(&e).await;
-    let has = |actor: &str, action: &str| {
-        actions.iter().any(|r| r["actor"] == actor && r["detail"]["action"] == action)
-    };
+    let has =
+        |actor: &str, action: &str| actions.iter().any(|r| r["actor"] == actor && r["detail"]["action"] == action);
     assert!(has("operator:olivia", "console.sign_in") && has("operator:alice", "console.sign_in"));
     assert!(has("operator:olivia", "denied"));
     assert!(has("operator:alice", "credentials.suspend"));
@@ -327,7 +329,8 @@ async fn break_glass_is_audited_rate_limited_and_sessions_end_when_idle() {
 
     // Two attempts a minute: the third is refused.
     let (_, _, html) = op.get("/console/signin").await;
-    let (status, headers, _) = op.post("/console/break-glass", &[("csrf", &csrf_of(&html)), ("token", BREAK_GLASS)]).await;
+    let (status, headers, _) =
+        op.post("/console/break-glass", &[("csrf", &csrf_of(&html)), ("token", BREAK_GLASS)]).await;
     assert_eq!(status, 429);
     assert!(headers.contains_key("retry-after"));
 
@@ -406,8 +409,7 @@ async fn chromium_walks_every_page_with_axe_and_suspends_a_device() {
         }
     }
     assert_eq!(result["suspended"], true, "{result}");
-    let err =
-        e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
+    let err = e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
     assert_eq!(err.problem_code(), (403, "device_inactive".into()));
     eprintln!("screenshots: {}", shots.display());
 }

@@ -113,10 +113,7 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Respon
         &["Purpose", "Label", "State", "Created", "Activated", "Retiring since"],
         &keys,
     ));
-    body.push_str(&format!(
-        "<h2>Trust lists</h2>\n<p>Last refresh: {}</p>\n",
-        escape(&opt_date(last_refresh))
-    ));
+    body.push_str(&format!("<h2>Trust lists</h2>\n<p>Last refresh: {}</p>\n", escape(&opt_date(last_refresh))));
     let rows: Vec<Vec<String>> = lists
         .iter()
         .map(|l| {
@@ -128,7 +125,11 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Respon
                 opt_date(l.issued),
                 opt_date(l.next_update),
                 age,
-                if l.fresh { st("fresh") } else { st(&format!("stale{}", l.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())) },
+                if l.fresh {
+                    st("fresh")
+                } else {
+                    st(&format!("stale{}", l.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()))
+                },
                 format!("<span class=\"mono wrap\">{}</span>", escape(&l.source)),
             ]
         })
@@ -185,7 +186,12 @@ pub async fn users(State(state): State<AppState>, console: Console, Query(q): Qu
             ]
         })
         .collect();
-    body.push_str(&table("users", "Users", &["Token id", "Devices' states", "Devices", "First enrolled", "Last change"], &rows));
+    body.push_str(&table(
+        "users",
+        "Users",
+        &["Token id", "Devices' states", "Devices", "First enrolled", "Last change"],
+        &rows,
+    ));
     if let Some(next) = &page.next_cursor {
         let href = format!("/console/users?q={}&cursor={}", query_value(&prefix), query_value(next));
         body.push_str(&format!("<p>{}</p>", view::link(&href, "Next page")));
@@ -357,12 +363,9 @@ pub async fn confirm_change(
 }
 
 /// The posted form of an action carries the session's CSRF token.
-fn action_form(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+fn csrf_posted(console: &Console, headers: &HeaderMap, body: &[u8]) -> bool {
     let fields = form(headers, body);
-    if !console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str)) {
-        return Err(csrf_refused());
-    }
-    Ok(())
+    console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str))
 }
 
 /// `POST /console/credentials/{device_id}/{action}` (form: `csrf`).
@@ -376,8 +379,8 @@ pub async fn change(
     let Some((a, scope, _, _)) = parse_action(&action) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
-    if let Err(r) = action_form(&console, &headers, &body) {
-        return r;
+    if !csrf_posted(&console, &headers, &body) {
+        return csrf_refused();
     }
     if let Err(r) = console.require(&state, scope).await {
         return r;
@@ -422,8 +425,8 @@ pub async fn delete(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = action_form(&console, &headers, &body) {
-        return r;
+    if !csrf_posted(&console, &headers, &body) {
+        return csrf_refused();
     }
     if let Err(r) = console.require(&state, scopes::USERS_DELETE).await {
         return r;
@@ -455,10 +458,14 @@ fn select(name: &str, label: &str, options: &[(&str, &str)], current: &str) -> S
             format!("<option value=\"{}\"{sel}>{}</option>", escape(v), escape(t))
         })
         .collect();
-    format!("<div><label for=\"f-{name}\">{}</label><select id=\"f-{name}\" name=\"{name}\">{opts}</select></div>", escape(label))
+    format!(
+        "<div><label for=\"f-{name}\">{}</label><select id=\"f-{name}\" name=\"{name}\">{opts}</select></div>",
+        escape(label)
+    )
 }
 
-const HOURS: [(&str, &str); 4] = [("1", "Last hour"), ("24", "Last 24 hours"), ("168", "Last 7 days"), ("0", "Everything kept")];
+const HOURS: [(&str, &str); 4] =
+    [("1", "Last hour"), ("24", "Last 24 hours"), ("168", "Last 7 days"), ("0", "Everything kept")];
 
 fn since(hours: i64, now: i64) -> i64 {
     if hours <= 0 { 0 } else { now - hours * 3600 }
@@ -478,15 +485,24 @@ pub async fn flows(State(state): State<AppState>, console: Console, Query(q): Qu
         Some(s) => s,
         None => None,
     };
-    let page = match state.services.management_flows(parsed, since(hours, now), q.cursor.as_deref(), PAGE_SIZE, now).await {
-        Ok(p) => p,
-        Err(e) => return api_error_page(&e),
-    };
-    let mut body = String::from("<h1>Sign-in flows</h1>\n<form class=\"search\" method=\"get\" action=\"/console/flows\">");
+    let page =
+        match state.services.management_flows(parsed, since(hours, now), q.cursor.as_deref(), PAGE_SIZE, now).await {
+            Ok(p) => p,
+            Err(e) => return api_error_page(&e),
+        };
+    let mut body =
+        String::from("<h1>Sign-in flows</h1>\n<form class=\"search\" method=\"get\" action=\"/console/flows\">");
     body.push_str(&select(
         "status",
         "Outcome",
-        &[("", "Any"), ("approved", "Approved"), ("rejected", "Rejected"), ("locked", "Locked"), ("expired", "Expired"), ("pending", "Pending")],
+        &[
+            ("", "Any"),
+            ("approved", "Approved"),
+            ("rejected", "Rejected"),
+            ("locked", "Locked"),
+            ("expired", "Expired"),
+            ("pending", "Pending"),
+        ],
         status.unwrap_or(""),
     ));
     body.push_str(&format!(
@@ -500,7 +516,8 @@ pub async fn flows(State(state): State<AppState>, console: Console, Query(q): Qu
         .iter()
         .filter(|f| service.is_none_or(|s| f.service_id == s))
         .map(|f| {
-            let outcome = serde_json::to_value(f.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let outcome =
+                serde_json::to_value(f.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             vec![
                 date(f.created_at),
                 escape(&f.service_id),
@@ -511,7 +528,12 @@ pub async fn flows(State(state): State<AppState>, console: Console, Query(q): Qu
             ]
         })
         .collect();
-    body.push_str(&table("flows", "Sign-in flows, oldest first", &["Started", "Service", "Outcome", "Wrong codes", "Scopes", "Ended"], &rows));
+    body.push_str(&table(
+        "flows",
+        "Sign-in flows, oldest first",
+        &["Started", "Service", "Outcome", "Wrong codes", "Scopes", "Ended"],
+        &rows,
+    ));
     if let Some(next) = &page.next_cursor {
         let href = format!(
             "/console/flows?status={}&service={}&hours={hours}&cursor={}",
@@ -556,7 +578,10 @@ pub async fn audit(State(state): State<AppState>, console: Console, Query(q): Qu
         None => "none yet".into(),
     };
     let verified = match &chain.verified {
-        None => format!("not checked on this page · {}", "<a id=\"verify\" href=\"/console/audit?verify=1\">Verify the chain now</a>"),
+        None => format!(
+            "not checked on this page · {}",
+            "<a id=\"verify\" href=\"/console/audit?verify=1\">Verify the chain now</a>"
+        ),
         Some(Ok(text)) => format!("<span class=\"state-ok\">{}</span>", escape(text)),
         Some(Err(text)) => format!("<span class=\"state-bad\" id=\"chain-broken\">{}</span>", escape(text)),
     };
@@ -590,10 +615,18 @@ pub async fn audit(State(state): State<AppState>, console: Console, Query(q): Qu
             ]
         })
         .collect();
-    body.push_str(&table("audit", "Audit records, oldest first", &["Seq", "Time", "Type", "Actor", "Subject", "Detail"], &rows));
+    body.push_str(&table(
+        "audit",
+        "Audit records, oldest first",
+        &["Seq", "Time", "Type", "Actor", "Subject", "Detail"],
+        &rows,
+    ));
     if let Some(next) = &page.next_cursor {
-        let href =
-            format!("/console/audit?kind={}&hours={hours}&cursor={}", query_value(kind.unwrap_or("")), query_value(next));
+        let href = format!(
+            "/console/audit?kind={}&hours={hours}&cursor={}",
+            query_value(kind.unwrap_or("")),
+            query_value(next)
+        );
         body.push_str(&format!("<p>{}</p>", view::link(&href, "Next page")));
     }
     render(&console, "/console/audit", "Audit", &body)
@@ -609,7 +642,8 @@ pub async fn audit_export(State(state): State<AppState>, console: Console, Query
         Ok(x) => x,
         Err(e) => return api_error_page(&e),
     };
-    let detail = json!({"action": "audit.export", "status": 200, "auth": console.auth(), "via": "console", "records": n});
+    let detail =
+        json!({"action": "audit.export", "status": 200, "auth": console.auth(), "via": "console", "records": n});
     if let Err(e) = state.services.audit_management(&console.operator.actor(), "audit", detail).await {
         return api_error_page(&e);
     }

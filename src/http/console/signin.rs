@@ -91,7 +91,11 @@ pub async fn signin_page(State(state): State<AppState>, Query(q): Query<SignInQu
 
 /// The sign-in form was sent by the page this browser got (its CSRF token is the
 /// sign-in cookie's value).
-fn signin_form(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<(String, std::collections::HashMap<String, String>)> {
+fn signin_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<(String, std::collections::HashMap<String, String>)> {
     let config = &state.http.console;
     let browser = cookie_value(headers, signin_cookie_name(config))?;
     let fields = form(headers, body)?;
@@ -258,7 +262,8 @@ pub async fn break_glass(
             start_session(&state, operator, None, None).await
         }
         None => {
-            let detail = json!({"action": "console.sign_in", "status": 401, "auth": "break_glass", "ip": ip.to_string()});
+            let detail =
+                json!({"action": "console.sign_in", "status": 401, "auth": "break_glass", "ip": ip.to_string()});
             if let Err(e) = state.services.audit_management("anonymous", "console", detail).await {
                 return api_error_page(&e);
             }
