@@ -7,6 +7,7 @@ pub mod config;
 mod console;
 mod enroll;
 pub mod extract;
+mod flow;
 mod health;
 pub mod management;
 mod metrics;
@@ -109,6 +110,7 @@ pub fn public_router(state: AppState) -> Router {
             .route("/saml/sso", get(pages::sso))
             .route("/saml/slo", get(pages::slo))
             .route("/saml/complete", post(pages::complete))
+            .route("/saml/cancel", post(pages::cancel))
     } else {
         router
     };

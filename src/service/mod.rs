@@ -17,6 +17,7 @@ pub mod config;
 pub mod console;
 pub mod enroll;
 pub mod expiry;
+pub mod flow;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
