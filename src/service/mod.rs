@@ -16,6 +16,7 @@ pub mod channel;
 pub mod claims;
 pub mod client_auth;
 pub mod config;
+pub mod console;
 pub mod enroll;
 pub mod expiry;
 pub mod flow;

@@ -8,6 +8,7 @@ mod architecture;
 mod audit_archive;
 mod client_auth;
 mod cluster;
+mod console;
 mod device;
 mod enroll;
 mod fixtures;
