@@ -276,6 +276,30 @@ impl Services {
         })
     }
 
+    /// The context of a page step (completion, cancel), used up whatever follows; it
+    /// must be bound to this browser (`browser_secret` is the flow's cookie), compared in
+    /// constant time, so that only the browser that got the page acts on it.
+    async fn take_bound_sso_context(
+        &self,
+        context_id: &str,
+        browser_secret: Option<&str>,
+    ) -> Result<SsoContext, SamlFlowError> {
+        let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
+        let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
+        if !browser_bound(&context.browser_secret_sha256, browser_secret) {
+            return Err(SamlFlowError::OtherBrowser);
+        }
+        Ok(context)
+    }
+
+    /// The SP a context was made for, as configured now.
+    fn context_sp(&self, context: &SsoContext) -> Result<SamlSpConfig, SamlFlowError> {
+        self.service(&context.service_id)
+            .and_then(|s| s.saml.clone())
+            .filter(|sp| sp.entity_id == context.sp_entity_id)
+            .ok_or(SamlFlowError::WrongService)
+    }
+
     /// The completion step: the session must be approved, readable with its browser
     /// token; the context must exist (it is then consumed) and `browser_secret` (the
     /// flow's cookie) must be its secret, compared in constant time, so that only the
@@ -299,11 +323,7 @@ impl Services {
         if session.status != SessionStatus::Approved {
             return Err(SamlFlowError::NotApproved);
         }
-        let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
-        let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
-        if !browser_bound(&context.browser_secret_sha256, browser_secret) {
-            return Err(SamlFlowError::OtherBrowser);
-        }
+        let context = self.take_bound_sso_context(context_id, browser_secret).await?;
         if context.service_id != session.service_id {
             return Err(SamlFlowError::WrongService);
         }
@@ -318,11 +338,7 @@ impl Services {
         if session.created_at < context.created_at {
             return Err(SamlFlowError::WrongService);
         }
-        let sp = self
-            .service(&context.service_id)
-            .and_then(|s| s.saml.clone())
-            .filter(|sp| sp.entity_id == context.sp_entity_id)
-            .ok_or(SamlFlowError::WrongService)?;
+        let sp = self.context_sp(&context)?;
         let id_token = self.approved_id_token(&session).await.map_err(|_| SamlFlowError::BadIdToken)?;
         let claims = id_token_claims(&id_token).ok_or(SamlFlowError::BadIdToken)?;
         let claims = claims_from_json(&claims);
@@ -366,16 +382,8 @@ impl Services {
         if !self.settings.saml.enabled {
             return Err(SamlFlowError::Disabled);
         }
-        let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
-        let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
-        if !browser_bound(&context.browser_secret_sha256, browser_secret) {
-            return Err(SamlFlowError::OtherBrowser);
-        }
-        let sp = self
-            .service(&context.service_id)
-            .and_then(|s| s.saml.clone())
-            .filter(|sp| sp.entity_id == context.sp_entity_id)
-            .ok_or(SamlFlowError::WrongService)?;
+        let context = self.take_bound_sso_context(context_id, browser_secret).await?;
+        let sp = self.context_sp(&context)?;
         let cert = active_certificate(&self.keys, &self.saml_certificate_params(), now).await?;
         let xml =
             build_refusal(&self.keys, &cert, &self.settings.issuer, &sp, &context.request_id, Refusal::Cancelled, now)
