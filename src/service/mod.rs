@@ -5,8 +5,9 @@
 //! private and its API is grouped by what the callers do, one `impl` block per file:
 //! enrolling (`enroll.rs`), signing in (`auth.rs`, the browser channel in
 //! `channel.rs`, pairwise subjects in `subject.rs`), SAML (`saml.rs`), the management
-//! API (`management.rs`), OpenID Connect (`oidc.rs`; client authentication, shared
-//! with backend initiate, in `client_auth.rs`), probes and metrics (`probe.rs`;
+//! API and console (`management.rs`, through [`Services::management`]), OpenID Connect
+//! (`oidc.rs`; client authentication, shared with backend initiate, in
+//! `client_auth.rs`), probes and metrics (`probe.rs`;
 //! what keeps the node from being ready in `readiness.rs`, expired sessions counted in
 //! `expiry.rs`), and running the process (`operations.rs`, for `startup`).
 
@@ -23,6 +24,7 @@ pub mod flow;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
+pub mod management_cli;
 pub mod oidc;
 pub mod operations;
 pub mod otp;
@@ -62,6 +64,8 @@ pub struct Services {
     push_decoy: auth::PushDecoy,
     /// Clients' `jwks_uri` key sets, cached.
     client_jwks: client_auth::ClientJwks,
+    /// The management operations (API, console), over the same stores and audit trail.
+    management: management::Management,
 }
 
 /// What [`Services::new`] is built from (`startup` opens each part).
@@ -88,6 +92,7 @@ impl Services {
         let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
         let client_jwks =
             client_auth::ClientJwks::new(settings.auth.client_jwks_cache, settings.auth.client_jwks_refetch_interval);
+        let management = management::Management::new(store.clone(), sessions.clone(), audit.clone());
         Self {
             settings,
             relying_parties,
@@ -101,7 +106,14 @@ impl Services {
             otp_cache: Default::default(),
             push_decoy: Default::default(),
             client_jwks,
+            management,
         }
+    }
+
+    /// The management operations: users, credentials, flows and the audit trail
+    /// (`management.rs`), as the management API and the operator console call them.
+    pub fn management(&self) -> &management::Management {
+        &self.management
     }
 
     /// The values read at start (which pages and limits apply).
