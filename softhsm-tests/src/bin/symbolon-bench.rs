@@ -1028,7 +1028,7 @@ async fn main() -> anyhow::Result<()> {
     // Server -------------------------------------------------------------------------------
     println!("\nscopes requested and granted: {:?}; {} devices", scopes, args.devices);
     let (b, env_overrides) = start_server(&args, &scopes, None).await?;
-    let pid = b.pid;
+    let (pid, rss_idle) = (b.pid, b.rss_idle);
 
     // Phase 2 ----------------------------------------------------------------------------
     println!("\n[2] peak: {} closed-loop browsers, {:.0} s (after 1 s warm-up)", args.concurrency, args.seconds);
@@ -1147,9 +1147,9 @@ async fn main() -> anyhow::Result<()> {
         },
         Row {
             what: "server RSS idle (after start and enrollments)".into(),
-            measured: format!("{:.1} MiB", b.rss_idle),
+            measured: format!("{rss_idle:.1} MiB"),
             target: "≤ 64 MiB".into(),
-            pass: b.rss_idle <= 64.0,
+            pass: rss_idle <= 64.0,
         },
         Row {
             what: "peak: verify→approved p50 / p99".into(),
