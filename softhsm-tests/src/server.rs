@@ -187,8 +187,7 @@ impl TestServer {
         if self.child.is_some() {
             bail!("server still running");
         }
-        self.child =
-            Some(spawn_serve(token, &self.config_path, &self.log_path, &self.env, self.serve_bin.as_deref())?);
+        self.child = Some(spawn_serve(token, &self.config_path, &self.log_path, &self.env, self.serve_bin.as_deref())?);
         self.wait_for("/readyz", Duration::from_secs(30))
     }
 

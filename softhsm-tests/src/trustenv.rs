@@ -29,7 +29,8 @@ impl FixtureChain {
         let dir = tempfile::Builder::new().prefix("symbolon-fx-").tempdir()?;
         let cache = rsa_cache();
         std::fs::create_dir_all(&cache)?;
-        let manifest = generate(dir.path(), &FixtureOptions { rsa_key_cache: Some(cache), bulk_ids: n, ..Default::default() })?;
+        let manifest =
+            generate(dir.path(), &FixtureOptions { rsa_key_cache: Some(cache), bulk_ids: n, ..Default::default() })?;
         Ok(Self { dir, manifest })
     }
 
