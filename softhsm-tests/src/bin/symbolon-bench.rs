@@ -217,7 +217,7 @@ const VERIFY_INPUT: [u8; 330] = [b'e'; 330];
 
 /// Which P-256 verify the server uses for device JWS (src/service/jws.rs): the bound
 /// counts this one and prints the other as a what-if.
-const SERVER_VERIFY: Verify = Verify::P256Crate;
+const SERVER_VERIFY: Verify = Verify::Ring;
 
 /// Device JWS the server verifies per sign-in: the phone's pending list and its verify.
 const DEVICE_JWS_PER_SIGN_IN: f64 = 2.0;
@@ -307,7 +307,8 @@ async fn raw_rates(secs: f64) -> anyhow::Result<Raw> {
     let jwt = KeyPurpose::Jwt.new_label(1_800_000_000);
     let otp = KeyPurpose::Otp.new_label(1_800_000_000);
     let data = KeyPurpose::Data.new_label(1_800_000_000);
-    for (purpose, label) in [(KeyPurpose::Jwt, jwt.clone()), (KeyPurpose::Otp, otp.clone()), (KeyPurpose::Data, data.clone())]
+    for (purpose, label) in
+        [(KeyPurpose::Jwt, jwt.clone()), (KeyPurpose::Otp, otp.clone()), (KeyPurpose::Data, data.clone())]
     {
         pool.run(move |s| s.generate(key_kind(purpose), &label)).await?;
     }
@@ -719,7 +720,13 @@ async fn closed_loop(b: &Arc<Bench>, n: usize, secs: f64) -> ClosedLoop {
     while let Some(r) = set.join_next().await {
         all.extend(r.unwrap_or_default());
     }
-    ClosedLoop { attempts: all, elapsed, server_cpu: srv, bench_cpu: me, completed_all: completed.load(Ordering::Relaxed) }
+    ClosedLoop {
+        attempts: all,
+        elapsed,
+        server_cpu: srv,
+        bench_cpu: me,
+        completed_all: completed.load(Ordering::Relaxed),
+    }
 }
 
 /// Open loop: sign-ins started at `rate`/s for `secs` regardless of completions.
@@ -1037,7 +1044,13 @@ async fn main() -> anyhow::Result<()> {
     let ops_after = hsm_operations(&b.env.server.admin_url).await?;
     let done = run.completed_all.max(1) as f64;
     let per_op = |i: usize| (ops_after[i] - ops_before[i]) / done;
-    let per = PerSignIn { verify: DEVICE_JWS_PER_SIGN_IN, sign: per_op(0), hmac: per_op(1), encrypt: per_op(2), decrypt: per_op(3) };
+    let per = PerSignIn {
+        verify: DEVICE_JWS_PER_SIGN_IN,
+        sign: per_op(0),
+        hmac: per_op(1),
+        encrypt: per_op(2),
+        decrypt: per_op(3),
+    };
     let traces: Vec<Trace> = run.attempts.iter().filter_map(|a| a.trace).collect();
     let elapsed = run.elapsed;
     let peak = traces.len() as f64 / elapsed;
