@@ -1017,7 +1017,7 @@ async fn main() -> anyhow::Result<()> {
 
     if args.hardening {
         let (b, _) = start_server(&args, &scopes, None).await?;
-        let rows = hardening_phases(&args, &b).await?;
+        let rows = hardening_phases(&args, &b, true).await?;
         print_rows(&rows);
         return Ok(());
     }
@@ -1132,7 +1132,8 @@ async fn main() -> anyhow::Result<()> {
     let rss_after: Vec<f64> = bursts.iter().map(|o| o.rss_after).collect();
 
     // Phases 7 and 8 --------------------------------------------------------------------
-    let hardening = hardening_phases(&args, &b).await?;
+    // Phase 1 used this process's one SoftHSM2 configuration; phase 8 needs its own.
+    let hardening = hardening_phases(&args, &b, false).await?;
 
     // Phase 6 ----------------------------------------------------------------------------
     let scale_out = if args.no_cluster {
@@ -1289,11 +1290,17 @@ async fn start_server(
     Ok((b, env_overrides))
 }
 
-/// The phases of issue 15: 7 (bogus upgrades), 8 (initiate timing).
-async fn hardening_phases(args: &Args, b: &Arc<Bench>) -> anyhow::Result<Vec<Row>> {
+/// The phases of issue 15: 7 (bogus upgrades), 8 (initiate timing) when `timing`.
+/// Phase 8 opens a token in this process, and SoftHSM2 reads one configuration per
+/// process: after phase 1 it cannot, so the full run leaves it to `--hardening`.
+async fn hardening_phases(args: &Args, b: &Arc<Bench>, timing: bool) -> anyhow::Result<Vec<Row>> {
     println!("\n[7] {} bogus WebSocket upgrades (random session ids and browser tokens)", args.bogus_upgrades);
     let bogus = bogus_upgrades(b, args.bogus_upgrades).await?;
     let mut rows = vec![bogus_row(args.bogus_upgrades, &bogus)];
+    if !timing {
+        println!("\n[8] initiate timing: skipped (phase 1 opened this process's token; run --hardening)");
+        return Ok(rows);
+    }
     println!(
         "\n[8] initiate timing with push on: {} initiates per class, enrolled (push token) and unknown alternating",
         args.timing_samples
