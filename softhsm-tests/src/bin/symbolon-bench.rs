@@ -360,7 +360,14 @@ async fn enroll_devices(env: &SignIn, count: usize) -> anyhow::Result<Vec<(Arc<D
     }
     let mut out = Vec::with_capacity(count);
     while let Some(r) = set.join_next().await {
-        out.push(r??);
+        match r? {
+            Ok(enrolled) => out.push(enrolled),
+            Err(e) => {
+                let log = env.server.log();
+                let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).take(3).collect();
+                bail!("enrolling device {} of {count}: {e:#}; the server's first errors: {errors:?}", out.len() + 1);
+            }
+        }
     }
     out.sort_by_key(|(i, _, _)| *i);
     Ok(out.into_iter().map(|(_, d, t)| (d, t)).collect())
