@@ -48,6 +48,10 @@ pub const BINDING_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Re
 pub const BINDING_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
 /// Top-level status codes.
 pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+/// Top-level status: the request failed on the IdP's side (SAML core §3.2.2.2).
+pub const STATUS_RESPONDER: &str = "urn:oasis:names:tc:SAML:2.0:status:Responder";
+/// Second-level status: the principal was not authenticated (SAML core §3.2.2.2).
+pub const STATUS_AUTHN_FAILED: &str = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed";
 
 /// Failures while producing SAML documents (input problems of SP requests are
 /// [`RequestError`]s).

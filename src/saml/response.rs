@@ -9,7 +9,10 @@ use super::cert::SigningCertificate;
 use super::config::{Claim, SamlSpConfig};
 use super::dsig;
 use super::xml::XmlWriter;
-use super::{NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id, saml_time};
+use super::{
+    NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_AUTHN_FAILED, STATUS_RESPONDER, STATUS_SUCCESS, SamlError, entity_id,
+    new_saml_id, saml_time,
+};
 use crate::keyring::KeyRing;
 
 /// `AuthnContextClassRef` of our assertions.
@@ -169,6 +172,63 @@ pub async fn build_response(
         return Ok(doc);
     }
     dsig::sign_enveloped(ring, &doc, &response_id, cert).await
+}
+
+/// Why the IdP answers an `AuthnRequest` without an assertion: SAML core §3.2.2.2
+/// top-level and second-level status codes, and a message for the SP's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user cancelled on the sign-in page: `Responder` with `AuthnFailed` ("the
+    /// responding provider was unable to successfully authenticate the principal").
+    /// `RequestDenied` would tell the SP that its request was refused on security
+    /// grounds, which a cancel is not.
+    Cancelled,
+}
+
+impl Refusal {
+    fn codes(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Refusal::Cancelled => (STATUS_RESPONDER, STATUS_AUTHN_FAILED, "The user cancelled the sign-in."),
+        }
+    }
+}
+
+/// A `Response` without an assertion that refuses the request `in_response_to` with
+/// `refusal`'s status, sent to the SP's registered ACS and signed (the whole `Response`:
+/// there is no assertion to carry a signature) by the active SAML key in the HSM.
+pub async fn build_refusal(
+    ring: &KeyRing,
+    cert: &SigningCertificate,
+    issuer: &str,
+    sp: &SamlSpConfig,
+    in_response_to: &str,
+    refusal: Refusal,
+    now: i64,
+) -> Result<String, SamlError> {
+    let (top, second, message) = refusal.codes();
+    let id = new_saml_id();
+    let instant = saml_time(now);
+    let mut w = XmlWriter::new();
+    w.start(
+        "samlp:Response",
+        &[
+            ("xmlns:samlp", SAMLP_NS),
+            ("xmlns:saml", SAML_NS),
+            ("ID", &id),
+            ("Version", "2.0"),
+            ("IssueInstant", &instant),
+            ("Destination", &sp.acs_url),
+            ("InResponseTo", in_response_to),
+        ],
+    );
+    w.leaf("saml:Issuer", &[], &entity_id(issuer));
+    w.start("samlp:Status", &[]);
+    w.start("samlp:StatusCode", &[("Value", top)]);
+    w.leaf("samlp:StatusCode", &[("Value", second)], "");
+    w.end();
+    w.leaf("samlp:StatusMessage", &[], message);
+    w.end();
+    dsig::sign_enveloped(ring, &w.finish(), &id, cert).await
 }
 
 /// The value of the `SAMLResponse` form field (base64 of the XML).
