@@ -244,8 +244,8 @@ mod tests {
             }
         }
         assert_eq!(accepted, ["valid", "high S"]);
-        // A tampered signing input does not verify.
-        let jws = format!("{input}x.{}", URL_SAFE_NO_PAD.encode(&raw));
+        // The same signature over another payload does not verify.
+        let jws = format!("{header}.{}.{}", URL_SAFE_NO_PAD.encode(r#"{"iat":2}"#), URL_SAFE_NO_PAD.encode(&raw));
         let parsed = ParsedJws::parse(jws.as_bytes(), TYP_DEVICE).unwrap();
         assert_eq!(parsed.verify(&public).unwrap_err().code, ErrorCode::InvalidSignature);
     }
