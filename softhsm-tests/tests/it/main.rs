@@ -7,6 +7,7 @@
 mod architecture;
 mod audit_archive;
 mod cluster;
+mod console;
 mod device;
 mod enroll;
 mod fixtures;
@@ -14,6 +15,7 @@ mod hardening;
 mod keys;
 mod lifecycle;
 mod management;
+mod management_cli;
 mod management_stores;
 mod metrics;
 mod oidc;
