@@ -174,7 +174,7 @@ pub struct OperatorCall<'a> {
 impl OperatorCall<'_> {
     /// The audit detail of a call: action, HTTP status, how the operator authenticated,
     /// and for a deletion the device ids removed.
-    fn detail(&self, action: &str, status: u16, devices: &[String]) -> serde_json::Value {
+    pub(super) fn detail(&self, action: &str, status: u16, devices: &[String]) -> serde_json::Value {
         if action == "users.delete" {
             serde_json::json!({"action": action, "status": status, "auth": self.auth, "devices": devices})
         } else {
@@ -266,7 +266,13 @@ impl Services {
 
     /// Audits a management change that did not happen (with the status it answers)
     /// and returns its error.
-    async fn refused<T>(&self, by: &OperatorCall<'_>, subject: &str, action: &str, e: ApiError) -> Result<T, ApiError> {
+    pub(super) async fn refused<T>(
+        &self,
+        by: &OperatorCall<'_>,
+        subject: &str,
+        action: &str,
+        e: ApiError,
+    ) -> Result<T, ApiError> {
         self.audit_management(by.actor, subject, by.detail(action, e.code.status(), &[])).await?;
         Err(e)
     }

@@ -20,6 +20,7 @@ pub mod expiry;
 pub mod flow;
 pub mod idtoken;
 pub mod jws;
+pub mod key_admin;
 pub mod management;
 pub mod oidc;
 pub mod operations;
@@ -33,7 +34,7 @@ pub mod subject;
 use std::sync::Arc;
 
 use crate::error::ApiError;
-use crate::keyring::KeyRing;
+use crate::keyring::{KeyRing, Lifecycle};
 use crate::store::audit::kinds;
 use crate::store::{DurableStore, SessionStore};
 use crate::trust::TrustStore;
@@ -45,6 +46,8 @@ pub struct Services {
     settings: config::Settings,
     relying_parties: relying_parties::RelyingParties,
     keys: KeyRing,
+    /// The life-cycle rules over `keys` (`[keys]` and the lifetimes they protect).
+    key_rules: Lifecycle,
     store: Arc<dyn DurableStore>,
     sessions: Arc<dyn SessionStore>,
     trust: TrustStore,
@@ -65,6 +68,7 @@ pub struct Parts {
     pub settings: config::Settings,
     pub relying_parties: relying_parties::RelyingParties,
     pub keys: KeyRing,
+    pub key_rules: Lifecycle,
     pub store: Arc<dyn DurableStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub trust: TrustStore,
@@ -81,11 +85,13 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(parts: Parts) -> Self {
-        let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
+        let Parts { settings, relying_parties, keys, key_rules, store, sessions, trust, push, audit, browser_channels } =
+            parts;
         Self {
             settings,
             relying_parties,
             keys,
+            key_rules,
             store,
             sessions,
             trust,
