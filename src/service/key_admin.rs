@@ -56,11 +56,11 @@ impl Services {
         let name = format!("keys.{action}");
         match result {
             Ok(keys) => {
-                self.audit_management(by.actor, subject, by.detail(&name, 200, &[])).await?;
+                self.management().record(by.actor, subject, by.detail(&name, 200, &[])).await?;
                 tracing::warn!(action = %name, subject, actor = by.actor, "key changed by an operator");
                 Ok(keys)
             }
-            Err(e) => self.refused(by, subject, &name, key_error(e)).await,
+            Err(e) => self.management().refused(by, subject, &name, key_error(e)).await,
         }
     }
 

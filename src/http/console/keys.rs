@@ -184,7 +184,7 @@ pub async fn change(
         return r;
     }
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth() };
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
     let now = now_unix();
     let result = match a {
         Action::Generate(p) => state.services.management_generate_key(p, &by, now).await,
