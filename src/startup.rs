@@ -115,10 +115,12 @@ impl Application {
         }
         let relying_parties = crate::service::relying_parties::RelyingParties::new(config.services.clone());
         let browser_channels = crate::service::channel::OpenChannels::new(config.limits.websocket_max_open);
+        let key_rules = crate::keyring::Lifecycle::new(keys.clone(), &config.keys, config.key_lifetimes());
         let services = Arc::new(Services::new(Parts {
             settings: config.service_settings(),
             relying_parties,
             keys,
+            key_rules,
             store,
             sessions,
             trust,
@@ -199,7 +201,7 @@ impl Application {
         let checkpoints = Some(services.spawn_checkpoint_loop());
         let expiry = Some(services.spawn_expiry_counter());
         // Rotations made elsewhere reach this node within keys.sync_interval.
-        let key_maintenance = Some(services.spawn_key_maintenance(&self.config.keys, self.config.key_lifetimes()));
+        let key_maintenance = Some(services.spawn_key_maintenance());
         let refresher = services.trust_configured().then(|| services.spawn_trust_refresh_loop(log_refresh));
         while let ProcessSignal::Reload = signals.next().await {
             let mut reloading = vec![sd_notify::NotifyState::Reloading];

@@ -9,8 +9,8 @@ every console page, runs axe-core in each (WCAG 2.0/2.1 A and AA rules) and reco
 its serious and critical violations, takes screenshots at 1280 and 390 px wide
 (DIR/<page>-<width>.png), checks that the page is usable by keyboard (the first Tab
 reaches a focusable element with a visible outline), then suspends the user's device
-through the confirmation step. Writes
-{"pages": [{"name", "violations", "csp"}], "suspended": bool} to FILE and exits 1
+and rotates the otp keys through the confirmation steps. Writes
+{"pages": [{"name", "violations", "csp"}], "suspended": bool, "rotated": bool} to FILE and exits 1
 when anything failed.
 """
 import argparse
@@ -110,7 +110,7 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     axe_source = open(args.axe, encoding="utf-8").read()
-    result = {"pages": [], "suspended": False}
+    result = {"pages": [], "suspended": False, "rotated": False}
     failed = []
     with tempfile.TemporaryDirectory() as profile:
         driver = browser(profile)
@@ -153,6 +153,16 @@ def main():
             notice = wait.until(ec.presence_of_element_located((By.ID, "notice")))
             result["suspended"] = "suspended" in notice.text
             check("user-suspended")
+            driver.get(f"{admin}/console/keys")
+            rotate = wait.until(ec.presence_of_element_located((By.ID, "rotate-otp")))
+            check("keys")
+            rotate.click()
+            wait.until(ec.presence_of_element_located((By.ID, "confirm")))
+            check("confirm-rotate")
+            driver.find_element(By.ID, "confirm").click()
+            notice = wait.until(ec.presence_of_element_located((By.ID, "notice")))
+            result["rotated"] = "rotated" in notice.text
+            check("keys-rotated")
             driver.get(f"{admin}/console/flows")
             check("flows")
             driver.get(f"{admin}/console/audit")

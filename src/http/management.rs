@@ -22,6 +22,7 @@ use super::extract::StrictJson;
 use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
+use crate::service::key_admin::{ChangedKey, parse_purpose};
 use crate::service::management::{
     AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, OperatorCall,
     UserView,
@@ -37,6 +38,7 @@ pub mod scopes {
     pub const CREDENTIALS_REVOKE: &str = "management.credentials.revoke";
     pub const FLOWS_READ: &str = "management.flows.read";
     pub const AUDIT_READ: &str = "management.audit.read";
+    pub const KEYS_WRITE: &str = "management.keys.write";
 }
 
 /// Path prefix of every route.
@@ -53,6 +55,9 @@ pub fn routes() -> Router<AppState> {
         .route(&format!("{PREFIX}/credentials/{{device_id}}/revoke"), post(revoke))
         .route(&format!("{PREFIX}/flows"), get(list_flows))
         .route(&format!("{PREFIX}/audit"), get(list_audit))
+        .route(&format!("{PREFIX}/keys/generate/{{purpose}}"), post(generate_key))
+        .route(&format!("{PREFIX}/keys/rotate/{{purpose}}"), post(rotate_key))
+        .route(&format!("{PREFIX}/keys/retire/{{label}}"), post(retire_key))
 }
 
 /// Authenticates the caller and checks `scope`. A refused scope is audited.
@@ -394,4 +399,78 @@ pub async fn list_audit(
     }
     .await;
     audited(&state, &operator, "audit.list", "audit", result).await
+}
+
+/// The keys an operator's change touched, with their new states.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeysChanged {
+    pub keys: Vec<ChangedKey>,
+}
+
+#[utoipa::path(post, path = "/api/management/v1/keys/generate/{purpose}", tag = "management",
+    security(("operator" = ["management.keys.write"])),
+    params(("purpose" = String, Path, description = "otp, jwt, saml, data, audit or pairwise")),
+    responses(
+        (status = 200, description = "The key generated in the HSM (active when the purpose had none, else next)", body = KeysChanged),
+        (status = 400, description = "Unknown purpose (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The pairwise key exists and never rotates (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        super::openapi::ManagementErrors
+    )
+)]
+pub async fn generate_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(purpose): Path<String>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
+    let actor = operator.actor();
+    let purpose = parse_purpose(&purpose)?;
+    // Audited by the service, refusals included.
+    let keys =
+        state.services.management_generate_key(purpose, &operator_call(&operator, &actor, None), now_unix()).await?;
+    Ok(Json(KeysChanged { keys }).into_response())
+}
+
+#[utoipa::path(post, path = "/api/management/v1/keys/rotate/{purpose}", tag = "management",
+    security(("operator" = ["management.keys.write"])),
+    params(("purpose" = String, Path, description = "otp, jwt, saml, data or audit")),
+    responses(
+        (status = 200, description = "next -> active, active -> retiring, and the new next key", body = KeysChanged),
+        (status = 400, description = "Unknown purpose (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Refused by the life-cycle rules, e.g. pairwise (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        super::openapi::ManagementErrors
+    )
+)]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(purpose): Path<String>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
+    let actor = operator.actor();
+    let purpose = parse_purpose(&purpose)?;
+    let keys =
+        state.services.management_rotate_key(purpose, &operator_call(&operator, &actor, None), now_unix()).await?;
+    Ok(Json(KeysChanged { keys }).into_response())
+}
+
+#[utoipa::path(post, path = "/api/management/v1/keys/retire/{label}", tag = "management",
+    security(("operator" = ["management.keys.write"])),
+    params(("label" = String, Path, description = "The key's label")),
+    responses(
+        (status = 200, description = "The key, retired (it stays in the token)", body = KeysChanged),
+        (status = 409, description = "Unknown key, or not retirable yet; the detail says when (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        super::openapi::ManagementErrors
+    )
+)]
+pub async fn retire_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(label): Path<String>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
+    let actor = operator.actor();
+    let keys =
+        state.services.management_retire_key(&label, &operator_call(&operator, &actor, None), now_unix()).await?;
+    Ok(Json(KeysChanged { keys }).into_response())
 }

@@ -104,6 +104,9 @@ impl Modify for BearerSchemes {
         super::management::revoke,
         super::management::list_flows,
         super::management::list_audit,
+        super::management::generate_key,
+        super::management::rotate_key,
+        super::management::retire_key,
     ),
     // `Problem` is named by `BodyErrors` and `ManagementErrors` (hand-written maps) too.
     components(schemas(Problem)),

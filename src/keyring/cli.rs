@@ -125,12 +125,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
         KeysCommand::List { json: false } => list(life, now).await?,
         KeysCommand::List { json: true } => list_json(life).await?,
         KeysCommand::Generate { purpose } => {
-            if !purpose.rotates()
-                && let Ok(active) = ring.active(purpose)
-            {
-                anyhow::bail!("{} is the {purpose} key; {}", active.label, super::config::never_rotated(purpose));
-            }
-            let e = ring.generate(purpose, now).await?;
+            let e = life.generate(purpose, now).await?;
             println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
         }
         KeysCommand::Init => {

@@ -222,6 +222,22 @@ impl Lifecycle {
         Ok(None)
     }
 
+    /// Generates a key of `purpose` (`active` when the purpose has none, else `next`);
+    /// refused for a purpose that never rotates once it has its key.
+    pub async fn generate(&self, purpose: KeyPurpose, now: i64) -> Result<CatalogEntry, KeyError> {
+        self.ring.sync(now).await?;
+        if !purpose.rotates()
+            && let Ok(active) = self.ring.active(purpose)
+        {
+            return Err(KeyError::Refused(format!(
+                "{} is the {purpose} key; {}",
+                active.label,
+                never_rotated(purpose)
+            )));
+        }
+        self.ring.generate(purpose, now).await
+    }
+
     /// Retires `label` (`retiring` or unused `next` → `retired`), refusing with a
     /// message that says why and when it may be retired.
     pub async fn retire(&self, label: &str, now: i64) -> Result<CatalogEntry, KeyError> {

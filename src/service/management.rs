@@ -183,7 +183,7 @@ pub const MAX_REASON: usize = 200;
 impl OperatorCall<'_> {
     /// The audit detail of a call: action, outcome (HTTP status), how the operator
     /// authenticated, the reason given, and for a deletion the device ids removed.
-    fn detail(&self, action: &str, status: u16, devices: &[String]) -> serde_json::Value {
+    pub(super) fn detail(&self, action: &str, status: u16, devices: &[String]) -> serde_json::Value {
         let mut detail = serde_json::json!({"action": action, "status": status, "auth": self.auth});
         if action == "users.delete" {
             detail["devices"] = serde_json::json!(devices);
@@ -323,7 +323,13 @@ impl Management {
 
     /// Audits a management change that did not happen (with the status it answers)
     /// and returns its error.
-    async fn refused<T>(&self, by: &OperatorCall<'_>, subject: &str, action: &str, e: ApiError) -> Result<T, ApiError> {
+    pub(super) async fn refused<T>(
+        &self,
+        by: &OperatorCall<'_>,
+        subject: &str,
+        action: &str,
+        e: ApiError,
+    ) -> Result<T, ApiError> {
         self.record(by.actor, subject, by.detail(action, e.code.status(), &[])).await?;
         Err(e)
     }

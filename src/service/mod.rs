@@ -23,6 +23,7 @@ pub mod expiry;
 pub mod flow;
 pub mod idtoken;
 pub mod jws;
+pub mod key_admin;
 pub mod management;
 pub mod management_cli;
 pub mod oidc;
@@ -37,7 +38,7 @@ pub mod subject;
 use std::sync::Arc;
 
 use crate::error::ApiError;
-use crate::keyring::KeyRing;
+use crate::keyring::{KeyRing, Lifecycle};
 use crate::store::audit::kinds;
 use crate::store::{DurableStore, SessionStore};
 use crate::trust::TrustStore;
@@ -49,6 +50,8 @@ pub struct Services {
     settings: config::Settings,
     relying_parties: relying_parties::RelyingParties,
     keys: KeyRing,
+    /// The life-cycle rules over `keys` (`[keys]` and the lifetimes they protect).
+    key_rules: Lifecycle,
     store: Arc<dyn DurableStore>,
     sessions: Arc<dyn SessionStore>,
     trust: TrustStore,
@@ -73,6 +76,7 @@ pub struct Parts {
     pub settings: config::Settings,
     pub relying_parties: relying_parties::RelyingParties,
     pub keys: KeyRing,
+    pub key_rules: Lifecycle,
     pub store: Arc<dyn DurableStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub trust: TrustStore,
@@ -89,7 +93,8 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(parts: Parts) -> Self {
-        let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
+        let Parts { settings, relying_parties, keys, key_rules, store, sessions, trust, push, audit, browser_channels } =
+            parts;
         let client_jwks =
             client_auth::ClientJwks::new(settings.auth.client_jwks_cache, settings.auth.client_jwks_refetch_interval);
         let management = management::Management::new(store.clone(), sessions.clone(), audit.clone());
@@ -97,6 +102,7 @@ impl Services {
             settings,
             relying_parties,
             keys,
+            key_rules,
             store,
             sessions,
             trust,

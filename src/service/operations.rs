@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::Services;
 use super::config::ServiceConfig;
 use super::relying_parties::RelyingPartyChanges;
-use crate::keyring::{KeyLifetimes, KeysConfig, Lifecycle};
 use crate::store::audit::kinds;
 use crate::trust::{RefreshReport, TrustError};
 
@@ -55,8 +54,8 @@ impl Services {
 
     /// Rotations made elsewhere reach this node within `keys.sync_interval`; due
     /// rotations and retirements are made here.
-    pub fn spawn_key_maintenance(&self, keys: &KeysConfig, lifetimes: KeyLifetimes) -> tokio::task::JoinHandle<()> {
-        crate::keyring::spawn_maintenance(Lifecycle::new(self.keys.clone(), keys, lifetimes))
+    pub fn spawn_key_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        crate::keyring::spawn_maintenance(self.key_rules.clone())
     }
 
     /// SIGHUP: replaces the relying parties and audits what changed.

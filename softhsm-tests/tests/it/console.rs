@@ -18,7 +18,7 @@ use softhsm_tests::{ServerOptions, free_ports};
 
 const CLIENT_ID: &str = "symbolon-console";
 const READ_ONLY: [&str; 1] = ["management.users.read"];
-const OPERATOR: [&str; 7] = [
+const OPERATOR: [&str; 8] = [
     "management.users.read",
     "management.users.delete",
     "management.credentials.suspend",
@@ -26,6 +26,7 @@ const OPERATOR: [&str; 7] = [
     "management.credentials.revoke",
     "management.flows.read",
     "management.audit.read",
+    "management.keys.write",
 ];
 /// A break-glass token of 256 bits (hex).
 const BREAK_GLASS: &str = "7c1f0e5a9b3d4c2e8f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
@@ -273,6 +274,98 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     assert_eq!((status, headers[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/console/signin?m=expired"));
 }
 
+/// The label of the active key of `purpose`, from `symbolon keys list --json`.
+fn active_key(env: &Env, purpose: &str) -> String {
+    let out =
+        softhsm_tests::symbolon_cli(&env.env.token, &env.env.server.config_path, &["keys", "list", "--json"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = list["keys"].as_array().unwrap();
+    let active = keys.iter().find(|k| k["purpose"] == purpose && k["state"] == "active").expect("an active key");
+    active["label"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_rotated_in_the_console_and_the_api_only_with_the_keys_write_scope() {
+    let e = start("").await;
+    let before = active_key(&e, "jwt");
+    let api = |path: &str, sub: &str, scopes: &[&str]| {
+        client()
+            .post(format!("{}/api/management/v1/keys/{path}", e.admin))
+            .bearer_auth(e.issuer.token(sub, scopes))
+            .send()
+    };
+
+    // Without management.keys.write: the catalog, no buttons; the server refuses anyway.
+    e.issuer.sign_in_as(Some(("olivia", &READ_ONLY)));
+    let mut olivia = Operator::new(&e.admin);
+    olivia.sign_in().await;
+    let (status, _, html) = olivia.get("/console/keys").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&before), "the catalog lists the active key: {html}");
+    assert!(!html.contains("id=\"rotate-") && !html.contains("id=\"generate-") && !html.contains("id=\"retire-"));
+    let (status, _, _) = olivia.get("/console/keys/rotate/jwt").await;
+    assert_eq!(status, 403);
+    let csrf = olivia.csrf().await;
+    let (status, _, body) = olivia.post("/console/keys/rotate/jwt", &[("csrf", &csrf)]).await;
+    assert_eq!(status, 403, "a forged POST: {body}");
+    assert!(body.contains("management.keys.write"), "{body}");
+    let r = api("rotate/jwt", "olivia", &READ_ONLY).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "insufficient_scope");
+    assert_eq!(active_key(&e, "jwt"), before, "nothing rotated");
+
+    // With it: a confirmation step, then the rotation; the old key is retiring.
+    e.issuer.sign_in_as(Some(("alice", &OPERATOR)));
+    let mut alice = Operator::new(&e.admin);
+    alice.sign_in().await;
+    let (_, _, html) = alice.get("/console/keys").await;
+    assert!(html.contains("id=\"rotate-jwt\"") && !html.contains("id=\"rotate-pairwise\""), "{html}");
+    let (status, _, html) = alice.get("/console/keys/rotate/jwt").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"confirm\"") && html.contains("name=\"csrf\""), "a confirmation step: {html}");
+    let (status, _, _) = alice.post("/console/keys/rotate/jwt", &[("csrf", "wrong")]).await;
+    assert_eq!(status, 403, "a wrong CSRF token");
+    let csrf = alice.csrf().await;
+    let (status, headers, body) = alice.post("/console/keys/rotate/jwt", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers[LOCATION], "/console/keys?done=rotate&target=jwt");
+    let rotated = active_key(&e, "jwt");
+    assert_ne!(rotated, before, "the console's rotation changed the active key");
+    let (_, _, html) = alice.get("/console/keys?done=rotate&target=jwt").await;
+    assert!(html.contains("The jwt keys were rotated.") && html.contains(&format!("id=\"retire-{before}\"")), "{html}");
+
+    // The API: the same rotation, and the life-cycle rules' refusals as 409.
+    let r = api("rotate/jwt", "alice", &OPERATOR).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let changed: Value = r.json().await.unwrap();
+    assert_eq!(changed["keys"][0]["state"], "active", "{changed}");
+    assert_ne!(active_key(&e, "jwt"), rotated);
+    let r = api("rotate/pairwise", "alice", &OPERATOR).await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_state");
+    let r = api("rotate/nonsense", "alice", &OPERATOR).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = api(&format!("retire/{before}"), "alice", &OPERATOR).await.unwrap();
+    assert_eq!(r.status(), 409, "tokens it signed may still be valid");
+
+    // Audited with the operator, refusals included.
+    let actions = audit_actions(&e).await;
+    let has = |actor: &str, action: &str, status: i64| {
+        actions
+            .iter()
+            .any(|r| r["actor"] == actor && r["detail"]["action"] == action && r["detail"]["status"] == status)
+    };
+    assert!(has("operator:alice", "keys.rotate", 200) && has("operator:alice", "keys.rotate", 409));
+    assert!(has("operator:alice", "keys.retire", 409));
+    assert!(
+        actions
+            .iter()
+            .any(|r| r["actor"] == "operator:olivia" && r["detail"]["missing_scope"] == "management.keys.write"),
+        "the refused scope is audited"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_or_replayed_sign_in_starts_no_session() {
     let e = start("").await;
@@ -371,7 +464,7 @@ fn browser_python() -> Option<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_walks_every_page_with_axe_and_suspends_a_device() {
+async fn chromium_walks_every_page_with_axe_and_suspends_a_device_and_rotates_keys() {
     let (Some(py), Some(axe)) = (browser_python(), axe_script()) else { return };
     let e = start("").await;
     e.issuer.sign_in_as(Some(("alice", &OPERATOR)));
@@ -409,6 +502,7 @@ async fn chromium_walks_every_page_with_axe_and_suspends_a_device() {
         }
     }
     assert_eq!(result["suspended"], true, "{result}");
+    assert_eq!(result["rotated"], true, "{result}");
     let err = e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
     assert_eq!(err.problem_code(), (403, "device_inactive".into()));
     eprintln!("screenshots: {}", shots.display());

@@ -49,9 +49,14 @@ async fn the_document_names_every_route_and_the_server_keeps_to_it() {
         "/api/management/v1/credentials/{device_id}/revoke",
         "/api/management/v1/flows",
         "/api/management/v1/audit",
+        "/api/management/v1/keys/generate/{purpose}",
+        "/api/management/v1/keys/rotate/{purpose}",
+        "/api/management/v1/keys/retire/{label}",
     ] {
         assert!(paths.contains_key(path), "{path} documented");
     }
+    let rotate = &paths["/api/management/v1/keys/rotate/{purpose}"]["post"];
+    assert_eq!(rotate["security"][0]["operator"][0], "management.keys.write");
     let users = &paths["/api/management/v1/users"]["get"];
     assert_eq!(users["security"][0]["operator"][0], "management.users.read");
     for status in ["200", "401", "403", "404", "503"] {

@@ -9,6 +9,7 @@
 //! `signin.rs`: the authorization code flow with PKCE and the break-glass form;
 //! `pages.rs`: Overview, Users (with their actions), Sign-in flows and Audit.
 
+mod keys;
 mod pages;
 mod signin;
 
@@ -42,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/users/{token_id}", get(pages::user))
         .route("/console/users/{token_id}/delete", get(pages::confirm_delete).post(pages::delete))
         .route("/console/credentials/{device_id}/{action}", get(pages::confirm_change).post(pages::change))
+        .route("/console/keys", get(keys::keys))
+        .route("/console/keys/{action}/{target}", get(keys::confirm).post(keys::change))
         .route("/console/flows", get(pages::flows))
         .route("/console/audit", get(pages::audit))
         .route("/console/audit/export", get(pages::audit_export))

@@ -1,4 +1,4 @@
-//! The console's pages: Overview, Users (a user, and suspend / activate / revoke /
+//! The console's pages (Keys is in `keys.rs`): Overview, Users (a user, and suspend / activate / revoke /
 //! delete behind a confirmation step), Sign-in flows and Audit. Each
 //! page checks the scope the management API's route of the same data needs; each
 //! action checks the CSRF token, then its scope, then calls the same `Services`
@@ -25,7 +25,8 @@ const PAGE_SIZE: u32 = 50;
 /// The pages this operator may open.
 fn nav(console: &Console) -> Vec<NavItem> {
     let o = &console.operator;
-    let mut items = vec![NavItem { href: "/console/", label: "Overview" }];
+    let mut items =
+        vec![NavItem { href: "/console/", label: "Overview" }, NavItem { href: "/console/keys", label: "Keys" }];
     if o.has(scopes::USERS_READ) {
         items.push(NavItem { href: "/console/users", label: "Users" });
     }
@@ -38,14 +39,14 @@ fn nav(console: &Console) -> Vec<NavItem> {
     items
 }
 
-fn render(console: &Console, current: &str, title: &str, body: &str) -> Response {
+pub(super) fn render(console: &Console, current: &str, title: &str, body: &str) -> Response {
     let items = nav(console);
     let operator = console.operator.actor();
     let frame = view::Frame { operator: &operator, csrf: console.csrf(), nav: &items, current };
     html(StatusCode::OK, view::page(&web::nonce(), &frame, title, body))
 }
 
-fn opt_date(t: Option<i64>) -> String {
+pub(super) fn opt_date(t: Option<i64>) -> String {
     t.map(date).unwrap_or_else(|| "—".into())
 }
 
@@ -200,7 +201,7 @@ pub async fn users(State(state): State<AppState>, console: Console, Query(q): Qu
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
-fn url_segment(s: &str) -> String {
+pub(super) fn url_segment(s: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
@@ -363,7 +364,7 @@ pub async fn confirm_change(
 }
 
 /// The posted form of an action carries the session's CSRF token.
-fn csrf_posted(console: &Console, headers: &HeaderMap, body: &[u8]) -> bool {
+pub(super) fn csrf_posted(console: &Console, headers: &HeaderMap, body: &[u8]) -> bool {
     let fields = form(headers, body);
     console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str))
 }
