@@ -28,6 +28,7 @@ pub fn key_kind(purpose: KeyPurpose) -> KeyKind {
         KeyPurpose::Otp | KeyPurpose::Pairwise => KeyKind::HmacSecret,
         KeyPurpose::Data => KeyKind::Aes256,
         KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => KeyKind::EcP256,
+        KeyPurpose::SamlRsa => KeyKind::Rsa3072,
     }
 }
 

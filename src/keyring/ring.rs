@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::{CatalogEntry, KeyError, KeyPurpose, KeyState, key_kind};
-use crate::keys::{EcPublicJwk, Envelope, HsmError, HsmOp, LABEL_PREFIX, SessionPool, TokenKey, TokenSession};
+use crate::keys::{
+    EcPublicJwk, Envelope, HsmError, HsmOp, LABEL_PREFIX, RsaPublicParts, SessionPool, TokenKey, TokenSession,
+};
 use crate::metrics::METRICS;
 use crate::store::audit::kinds::KEY_STATE_CHANGED;
 use crate::store::{AuditEvent, DurableStore, StoreError};
@@ -245,6 +247,9 @@ impl KeyRing {
     }
 
     async fn kid_of(&self, purpose: KeyPurpose, label: &str) -> Result<String, KeyError> {
+        if purpose == KeyPurpose::SamlRsa {
+            return Ok(self.public_rsa(label).await?.thumbprint());
+        }
         if !purpose.is_key_pair() {
             return Ok(String::new());
         }
@@ -278,11 +283,11 @@ impl KeyRing {
         self.token_keys.read().map(|t| t.iter().filter(|k| k.class != "public").cloned().collect()).unwrap_or_default()
     }
 
-    /// Generates an active key for every purpose that has none (`symbolon keys init`,
-    /// `keys.init_on_start`); returns the keys made.
-    pub async fn generate_missing(&self, now: i64) -> Result<Vec<CatalogEntry>, KeyError> {
+    /// Generates an active key for every purpose of `purposes` that has none (`symbolon
+    /// keys init`, `keys.init_on_start`); returns the keys made.
+    pub async fn generate_missing(&self, purposes: &[KeyPurpose], now: i64) -> Result<Vec<CatalogEntry>, KeyError> {
         let mut made = Vec::new();
-        for purpose in KeyPurpose::ALL {
+        for &purpose in purposes {
             if self.active(purpose).is_err() {
                 made.push(self.generate(purpose, now).await?);
             }
@@ -324,6 +329,26 @@ impl KeyRing {
             m.insert(label.to_string(), jwk.clone());
         }
         Ok(jwk)
+    }
+
+    /// The public half of an RSA key pair (read from the token each time: only
+    /// certificate making and `kid`s need it).
+    pub async fn public_rsa(&self, label: &str) -> Result<RsaPublicParts, KeyError> {
+        let l = label.to_string();
+        Ok(self.run(HsmOp::PublicKey, KeyPurpose::from_label(label), move |s| s.public_rsa(&l)).await?)
+    }
+
+    /// RS256 (`CKM_SHA256_RSA_PKCS`) over `message` with the active key of `purpose`:
+    /// (catalog entry, signature).
+    pub async fn sign_active_rs256(
+        &self,
+        purpose: KeyPurpose,
+        message: Vec<u8>,
+    ) -> Result<(CatalogEntry, Vec<u8>), KeyError> {
+        let key = self.active(purpose)?;
+        let label = key.label.clone();
+        let sig = self.run(HsmOp::SignRs256, Some(purpose), move |s| s.sign_rs256(&label, &message)).await?;
+        Ok((key, sig))
     }
 
     /// ES256 over `message` with the active key of `purpose`: (catalog entry, r||s).
@@ -393,6 +418,10 @@ impl KeyRing {
             }
             KeyPurpose::Otp | KeyPurpose::Pairwise => {
                 self.pool.run_as(HsmOp::HmacSha256, move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await
+            }
+            KeyPurpose::SamlRsa => {
+                self.public_rsa(&label).await?;
+                self.pool.run_as(HsmOp::SignRs256, move |s| s.sign_rs256(&label, &probe).map(|_| ())).await
             }
             KeyPurpose::Data => {
                 let (l, p) = (label.clone(), probe.clone());

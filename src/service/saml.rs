@@ -13,8 +13,13 @@ use super::Services;
 use super::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::saml::redirect::{self, RequestError};
-use crate::saml::response::{ResponseParams, build_response, claims_from_json, post_binding_value};
-use crate::saml::{CertificateParams, SamlError, SamlSpConfig, active_certificate, metadata};
+use crate::saml::response::{
+    Refusal, ResponseParams, build_refusal, build_response, claims_from_json, post_binding_value,
+};
+use crate::saml::{
+    CertificateParams, NameIdFormat, STATUS_INVALID_NAMEID_POLICY, SamlError, SamlSpConfig, active_certificate,
+    metadata, new_saml_id,
+};
 use crate::store::SessionStatus;
 
 /// How long a rendered sign-in page may be completed (typing the token id, a few
@@ -34,6 +39,28 @@ pub struct SsoContext {
     /// SHA-256 (hex) of the flow's browser secret: `/saml/complete` must present the
     /// secret in the flow's cookie, so only the browser that got the page completes it.
     pub browser_secret_sha256: String,
+    /// The NameID format the assertion gets (from the request's `NameIDPolicy`).
+    #[serde(default)]
+    pub name_id_format: NameIdFormat,
+}
+
+/// What `GET /saml/sso` leads to.
+#[derive(Debug, Clone)]
+pub enum SsoBegin {
+    /// The sign-in page.
+    Page(Box<SsoStart>),
+    /// The request cannot be served as asked (a `NameIDPolicy` format we cannot
+    /// issue): a signed refusal goes back to the SP's ACS at once.
+    Refused(SamlPost),
+}
+
+/// What `GET /saml/slo` leads to.
+#[derive(Debug, Clone)]
+pub enum SloOutcome {
+    /// Redirect to this URL carrying the signed `LogoutResponse`.
+    Redirect(String),
+    /// The request was asynchronous: no `LogoutResponse`, a plain page instead.
+    Asynchronous,
 }
 
 /// What the sign-in page needs after a checked `AuthnRequest`.
@@ -238,7 +265,7 @@ impl Services {
     /// (strict parsing, registered SP and ACS, signature when required, freshness) and
     /// its ID against replay; then the cap on pending contexts (`503 overloaded`) and
     /// stores the sign-in context for the page.
-    pub async fn saml_begin(&self, query: &str, ip: std::net::IpAddr, now: i64) -> Result<SsoStart, SamlFlowError> {
+    pub async fn saml_begin(&self, query: &str, ip: std::net::IpAddr, now: i64) -> Result<SsoBegin, SamlFlowError> {
         let cfg = &self.settings.saml;
         if !cfg.enabled {
             return Err(SamlFlowError::Disabled);
@@ -261,6 +288,10 @@ impl Services {
         if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
             return Err(SamlFlowError::Replayed(sso.request.id));
         }
+        let name_id_format = match &sso.name_id_format {
+            Ok(f) => *f,
+            Err(asked) => return Ok(SsoBegin::Refused(self.saml_refuse_name_id_policy(&sp, &sso, asked, now).await?)),
+        };
         let context = SsoContext {
             service_id: service.id.clone(),
             sp_entity_id: sp.entity_id.clone(),
@@ -268,6 +299,7 @@ impl Services {
             relay_state: sso.relay_state.clone(),
             created_at: now,
             browser_secret_sha256: String::new(),
+            name_id_format,
         };
         // The cap on contexts pending at once, across the cluster: a context lives at
         // most its TTL, so contexts made within the last TTL bound the pending ones.
@@ -286,12 +318,40 @@ impl Services {
         let value = serde_json::to_string(&context).map_err(|_| ApiError::internal())?;
         self.sessions.put_value(&context_key(&context_id), &value, SIGN_IN_CONTEXT_TTL).await?;
         tracing::info!(sp = %sp.entity_id, request_id = %sso.request.id, "SAML sign-in started");
-        Ok(SsoStart {
+        Ok(SsoBegin::Page(Box::new(SsoStart {
             context_id,
             service: (*service).clone(),
             sp: sp.clone(),
             scopes: sp.default_scopes.clone(),
             browser_secret,
+        })))
+    }
+
+    /// The signed `InvalidNameIDPolicy` Response for a request asking a NameID format
+    /// we cannot issue (SAML core §3.4.1.1), posted to the SP's registered ACS.
+    async fn saml_refuse_name_id_policy(
+        &self,
+        sp: &SamlSpConfig,
+        sso: &redirect::SsoRequest<'_>,
+        asked: &str,
+        now: i64,
+    ) -> Result<SamlPost, SamlFlowError> {
+        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), sp.signature_algorithm, now).await?;
+        let message = "NameIDPolicy Format is not supported (persistent, transient or unspecified)";
+        let refusal = Refusal {
+            issuer: &self.settings.issuer,
+            sp,
+            in_response_to: &sso.request.id,
+            detail: STATUS_INVALID_NAMEID_POLICY,
+            message,
+            now,
+        };
+        let xml = build_refusal(&self.keys, &cert, &refusal).await?;
+        tracing::warn!(sp = %sp.entity_id, request_id = %sso.request.id, format = %asked, "SAML request refused: InvalidNameIDPolicy sent to the SP");
+        Ok(SamlPost {
+            acs_url: sp.acs_url.clone(),
+            saml_response: post_binding_value(&xml),
+            relay_state: sso.relay_state.clone(),
         })
     }
 
@@ -348,8 +408,17 @@ impl Services {
         let id_token = self.approved_id_token(&session).await.map_err(|_| SamlFlowError::BadIdToken)?;
         let claims = id_token_claims(&id_token).ok_or(SamlFlowError::BadIdToken)?;
         let claims = claims_from_json(&claims);
-        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), now).await?;
+        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), sp.signature_algorithm, now).await?;
         let cfg = &self.settings.saml;
+        // A transient NameID is a fresh opaque id per assertion (SAML core §8.3.8).
+        let transient;
+        let name_id = match context.name_id_format {
+            NameIdFormat::Persistent => session.token_id.as_str(),
+            NameIdFormat::Transient => {
+                transient = new_saml_id();
+                transient.as_str()
+            }
+        };
         let xml = build_response(
             &self.keys,
             &cert,
@@ -357,7 +426,8 @@ impl Services {
                 issuer: &self.settings.issuer,
                 sp: &sp,
                 in_response_to: Some(&context.request_id),
-                name_id: &session.token_id,
+                name_id,
+                name_id_format: context.name_id_format,
                 session_index: &session.id,
                 authn_instant: session.ended_at.unwrap_or(now),
                 now,
@@ -376,8 +446,10 @@ impl Services {
     }
 
     /// `GET /saml/slo`: a checked `LogoutRequest` gets a signed `LogoutResponse`
-    /// (Success; the IdP keeps no browser session to end) redirected to the SP's SLO URL.
-    pub async fn saml_logout(&self, query: &str, now: i64) -> Result<String, SamlFlowError> {
+    /// (Success; the IdP keeps no browser session to end) redirected to the SP's SLO URL,
+    /// unless it is asynchronous (its `Extensions` carry `aslo:Asynchronous`): then no
+    /// response is sent at all.
+    pub async fn saml_logout(&self, query: &str, now: i64) -> Result<SloOutcome, SamlFlowError> {
         let cfg = &self.settings.saml;
         if !cfg.enabled {
             return Err(SamlFlowError::Disabled);
@@ -389,9 +461,13 @@ impl Services {
         if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
             return Err(SamlFlowError::Replayed(slo.request.id));
         }
+        if slo.request.asynchronous {
+            tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML asynchronous logout: no response sent");
+            return Ok(SloOutcome::Asynchronous);
+        }
         let url = redirect::logout_response_redirect(&self.keys, &self.settings.issuer, &slo, now).await?;
         tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML logout answered");
-        Ok(url)
+        Ok(SloOutcome::Redirect(url))
     }
 }
 
