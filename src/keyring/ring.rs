@@ -12,6 +12,11 @@ use crate::metrics::METRICS;
 use crate::store::audit::kinds::KEY_STATE_CHANGED;
 use crate::store::{AuditEvent, DurableStore, StoreError};
 
+/// How long generating a key may take: an RSA-3072 key pair takes seconds on a soft
+/// token (more on a busy machine, and on some HSMs), far beyond `hsm.deadline`, which
+/// bounds request paths. Generation is an operator or start-up step, never a request's.
+pub const KEY_GENERATION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Keys as the server uses them.
 #[derive(Clone)]
 pub struct KeyRing {
@@ -202,8 +207,23 @@ impl KeyRing {
         R: Send + 'static,
         F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
     {
+        self.run_within(op, purpose, self.pool.deadline(), f).await
+    }
+
+    /// As [`Self::run`] with its own deadline.
+    async fn run_within<R, F>(
+        &self,
+        op: HsmOp,
+        purpose: Option<KeyPurpose>,
+        limit: std::time::Duration,
+        f: F,
+    ) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
+    {
         let start = std::time::Instant::now();
-        let result = self.pool.run_as(op, f).await;
+        let result = self.pool.run_within(op, limit, f).await;
         METRICS.hsm.record(op, purpose, start.elapsed(), result.as_ref().err());
         result
     }
@@ -268,7 +288,8 @@ impl KeyRing {
             n += 1;
         }
         let l = label.clone();
-        self.run(HsmOp::Catalog, Some(purpose), move |s| s.generate(key_kind(purpose), &l)).await?;
+        let limit = self.pool.deadline().max(KEY_GENERATION_DEADLINE);
+        self.run_within(HsmOp::Catalog, Some(purpose), limit, move |s| s.generate(key_kind(purpose), &l)).await?;
         self.record_new_key(&label, purpose, now, "generated").await?;
         self.sync(now).await?;
         self.entries()

@@ -93,8 +93,8 @@ impl SignatureAlgorithm {
     /// The XML-DSig / redirect-binding `SigAlg` URI (RFC 6931 §2.3).
     pub fn uri(self) -> &'static str {
         match self {
-            SignatureAlgorithm::EcdsaSha256 => super::dsig::ALG_ECDSA_SHA256,
-            SignatureAlgorithm::RsaSha256 => super::dsig::ALG_RSA_SHA256,
+            SignatureAlgorithm::EcdsaSha256 => super::ALG_ECDSA_SHA256,
+            SignatureAlgorithm::RsaSha256 => super::ALG_RSA_SHA256,
         }
     }
 

@@ -20,8 +20,7 @@ use crate::keyring::KeyRing;
 pub const ALG_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 pub const ALG_ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
 pub const ALG_SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
-pub const ALG_ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
-pub const ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+pub use super::{ALG_ECDSA_SHA256, ALG_RSA_SHA256};
 
 /// A document with a `Signature` whose value is still to be filled in.
 #[derive(Debug, Clone)]

@@ -808,7 +808,7 @@ async fn transient_name_ids_are_fresh_per_assertion_and_unknown_formats_get_inva
     let xml = saml_response_of(&page);
     assert!(xml.contains("InResponseTo=\"_em1\""), "{xml}");
     assert!(
-        xml.contains(r#"<samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Requester"><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"/></samlp:StatusCode>"#),
+        xml.contains(r#"<samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Requester"><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"></samlp:StatusCode></samlp:StatusCode>"#),
         "{xml}"
     );
     assert!(!xml.contains("<saml:Assertion"), "{xml}");
