@@ -14,7 +14,7 @@ mod ring;
 pub use config::{KeysConfig, RotationSchedule};
 pub use lifecycle::{KeyLifetimes, Lifecycle, Rotation, SchedulePlan, node_name, spawn_maintenance};
 pub use rewrap::{RewrapReport, rewrap};
-pub use ring::{KeyRing, check_key_safety, origin};
+pub use ring::{KEY_GENERATION_DEADLINE, KeyRing, check_key_safety, origin};
 
 /// The catalog's vocabulary, owned by the store that keeps it.
 pub use crate::store::catalog::{CatalogEntry, KeyPurpose, KeyState};

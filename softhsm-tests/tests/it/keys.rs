@@ -12,8 +12,8 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::Sha256;
 use softhsm_tests::TestToken;
 use softhsm_tests::TokenKind;
-use symbolon::keyring::{KeyPurpose, key_kind};
-use symbolon::keys::{HsmError, HsmPin, KeyKind, Module, SessionPool};
+use symbolon::keyring::{KEY_GENERATION_DEADLINE, KeyPurpose, key_kind};
+use symbolon::keys::{HsmError, HsmOp, HsmPin, KeyKind, Module, SessionPool};
 
 /// A pool that is shut down when the test ends (SoftHSM2 must not see the process
 /// exit with sessions open on worker threads).
@@ -45,7 +45,7 @@ fn pool_for(token: &TestToken, workers: usize, queue: usize) -> Pool {
 async fn generate(pool: &SessionPool, purpose: KeyPurpose) -> String {
     let label = purpose.new_label(1_800_000_000);
     let l = label.clone();
-    pool.run(move |s| s.generate(key_kind(purpose), &l)).await.unwrap();
+    pool.run_within(HsmOp::Catalog, KEY_GENERATION_DEADLINE, move |s| s.generate(key_kind(purpose), &l)).await.unwrap();
     label
 }
 
@@ -309,7 +309,8 @@ async fn generating_a_key_names_the_mechanism_the_token_lacks() {
     for purpose in KeyPurpose::ALL {
         let label = purpose.new_label(1_800_000_000);
         let l = label.clone();
-        let made = pool.run(move |s| s.generate(key_kind(purpose), &l)).await;
+        let made =
+            pool.run_within(HsmOp::Catalog, KEY_GENERATION_DEADLINE, move |s| s.generate(key_kind(purpose), &l)).await;
         match (token.kind, key_kind(purpose)) {
             (TokenKind::OpenCryptoki, KeyKind::EcP256) => {
                 assert!(matches!(made, Err(HsmError::Unsupported("CKM_EC_KEY_PAIR_GEN"))), "{purpose}: {made:?}");
