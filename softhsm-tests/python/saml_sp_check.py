@@ -3,13 +3,15 @@
 
 Usage: saml_sp_check.py IDP_METADATA GOOD_RESPONSE TAMPERED_RESPONSE WORKDIR
            [--sp-entity E --acs URL --idp-entity E --request-id ID
-            --expect-name-id N --expect NAME=VALUE ...]
+            --expect-name-id N --expect NAME=VALUE ... | --expect-status CODE]
 
 Accepts GOOD_RESPONSE (prints "ACCEPTED <name id>" and the attributes) and must
 reject TAMPERED_RESPONSE (prints "REJECTED tampered"). Exit status 0 only if both
 behave. Signatures are checked by pysaml2 with the xmlsec1 binary. Without the
 options, the SP, IdP and expected attributes are those of tests/it/saml.rs; with
---expect, exactly the given attribute values are checked instead.
+--expect, exactly the given attribute values are checked instead. With
+--expect-status, GOOD_RESPONSE is a signed refusal (no assertion) that pysaml2 must
+read as that second-level status, and TAMPERED_RESPONSE must fail its signature.
 """
 import argparse
 import base64
@@ -58,6 +60,30 @@ def parse(sp, path, request_id="_req123"):
     )
 
 
+def check_refusal(sp, args):
+    """GOOD must raise pysaml2's exception for its status (after its signature was
+    checked); TAMPERED must fail before its status is read."""
+    from saml2.response import STATUSCODE2EXCEPTION, StatusError
+
+    want = STATUSCODE2EXCEPTION[args.expect_status]
+    try:
+        parse(sp, args.good, args.request_id)
+        print("the refusal was accepted as a sign-in")
+        return 1
+    except want as e:
+        print("REFUSED", type(e).__name__, e)
+    try:
+        parse(sp, args.bad, args.request_id)
+    except StatusError as e:
+        print("the tampered refusal was read:", type(e).__name__, e)
+        return 1
+    except Exception as e:  # the signature check fails first
+        print("REJECTED tampered:", type(e).__name__, e)
+        return 0
+    print("the tampered refusal was accepted")
+    return 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("idp_md")
@@ -70,8 +96,15 @@ def main():
     ap.add_argument("--request-id", default="_req123")
     ap.add_argument("--expect-name-id")
     ap.add_argument("--expect", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument(
+        "--expect-status",
+        metavar="SECOND_LEVEL_CODE",
+        help="GOOD is a signed refusal with this second-level status; TAMPERED must fail its signature",
+    )
     args = ap.parse_args()
     sp = client(args.idp_md, args.sp_entity, args.acs)
+    if args.expect_status:
+        return check_refusal(sp, args)
     resp = parse(sp, args.good, args.request_id)
     if resp is None:
         print("good response not accepted")

@@ -125,6 +125,29 @@ impl RedisPrefix {
         }
     }
 
+    /// Every raw key and value under the prefix: strings, hash fields and values, set,
+    /// sorted-set and list members (to check what the store holds in clear).
+    pub fn raw_values(&self) -> anyhow::Result<Vec<String>> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn)?;
+        let mut values = Vec::new();
+        for key in keys {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn)?;
+            let mut more: Vec<String> = match kind.as_str() {
+                "string" => vec![redis::cmd("GET").arg(&key).query(&mut conn)?],
+                "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn)?,
+                "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(&mut conn)?,
+                "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn)?,
+                "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut conn)?,
+                other => anyhow::bail!("unexpected Redis type {other} of {key}"),
+            };
+            values.push(key);
+            values.append(&mut more);
+        }
+        Ok(values)
+    }
+
     /// The number of keys under the prefix.
     pub fn key_count(&self) -> anyhow::Result<usize> {
         Ok(self.keys()?.len())

@@ -6,6 +6,7 @@ mod auth;
 pub mod config;
 mod enroll;
 pub mod extract;
+mod flow;
 mod health;
 pub mod management;
 mod metrics;
@@ -108,6 +109,7 @@ pub fn public_router(state: AppState) -> Router {
             .route("/saml/sso", get(pages::sso))
             .route("/saml/slo", get(pages::slo))
             .route("/saml/complete", post(pages::complete))
+            .route("/saml/cancel", post(pages::cancel))
     } else {
         router
     };

@@ -5,6 +5,8 @@
 //! (never a redirect); `/token` and `/userinfo` answer RFC 6749 §5.2 / RFC 6750 §3
 //! error JSON, mapped here in [`oauth_error`] and nowhere else.
 
+use std::net::IpAddr;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -12,18 +14,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::extract::ClientIp;
+use super::flow::{self, is_form, page_form};
 use super::pages::html;
 use crate::ids::now_unix;
-use crate::service::oidc::{AuthorizeFailure, EndSession, OAuthError, OidcPageError};
+use crate::service::flow::FlowKind;
+use crate::service::oidc::{AuthorizeFailure, Completion, EndSession, OAuthError, OidcPageError};
+use crate::service::saml::SIGN_IN_CONTEXT_TTL;
 use crate::web::{self, OidcReturn, SignInTarget};
-
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
-}
 
 fn redirect(status: StatusCode, url: &str) -> Response {
     match HeaderValue::from_str(url) {
@@ -45,7 +43,14 @@ fn page_error(step: &'static str, e: &OidcPageError) -> Response {
         tracing::warn!(step, reason = %e, "OIDC request refused");
     }
     let (title, message) = e.user_message();
-    html(status, web::error_page(&web::nonce(), title, &message, super::request_id::current().as_deref()))
+    let mut response =
+        html(status, web::error_page(&web::nonce(), title, &message, super::request_id::current().as_deref()));
+    if let OidcPageError::Api(api) = e
+        && let Some(seconds) = api.retry_after
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 /// An OAuth error as JSON (RFC 6749 §5.2), `no-store`; client authentication failures
@@ -78,8 +83,8 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
     r
 }
 
-async fn authorize(state: &AppState, raw: &[u8], answer: StatusCode) -> Response {
-    match state.services.oidc_authorize(raw, now_unix()).await {
+async fn authorize(state: &AppState, ip: IpAddr, raw: &[u8], answer: StatusCode) -> Response {
+    match state.services.oidc_authorize(raw, ip, now_unix()).await {
         Ok(start) => {
             let target = SignInTarget {
                 service_id: &start.service.id,
@@ -93,7 +98,14 @@ async fn authorize(state: &AppState, raw: &[u8], answer: StatusCode) -> Response
                 login_hint: start.login_hint.as_deref(),
             };
             let origin = state.services.settings().issuer_origin();
-            html(StatusCode::OK, web::oidc_signin_page(&web::nonce(), origin.as_deref(), &target, &ret))
+            let mut response =
+                html(StatusCode::OK, web::oidc_signin_page(&web::nonce(), origin.as_deref(), &target, &ret));
+            let ttl = SIGN_IN_CONTEXT_TTL.as_secs();
+            if let Some(cookie) = flow::set_cookie(state, FlowKind::Oidc, &start.context_id, &start.browser_secret, ttl)
+            {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
         }
         Err(AuthorizeFailure::Page(e)) => page_error("authorize", &e),
         Err(AuthorizeFailure::Redirect { url, .. }) => redirect(answer, &url),
@@ -101,56 +113,71 @@ async fn authorize(state: &AppState, raw: &[u8], answer: StatusCode) -> Response
 }
 
 /// `GET /authorize`.
-pub async fn authorize_get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    authorize(&state, query.unwrap_or_default().as_bytes(), StatusCode::FOUND).await
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    RawQuery(query): RawQuery,
+) -> Response {
+    authorize(&state, ip, query.unwrap_or_default().as_bytes(), StatusCode::FOUND).await
 }
 
 /// `POST /authorize` (form).
-pub async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !is_form(&headers) {
         return page_error("authorize", &OidcPageError::UnknownClient);
     }
-    authorize(&state, &body, StatusCode::SEE_OTHER).await
+    authorize(&state, ip, &body, StatusCode::SEE_OTHER).await
 }
 
-/// The fields of a completion or cancel form, each exactly once, nothing else.
-fn page_form<const N: usize>(headers: &HeaderMap, body: &[u8], names: [&str; N]) -> Option<[String; N]> {
-    if !is_form(headers) {
-        return None;
+/// The redirect that ends a flow, dropping the flow's cookie (a refused attempt keeps
+/// it; it expires with the context).
+fn flow_end(state: &AppState, context_id: &str, url: &str) -> Response {
+    let mut response = redirect(StatusCode::SEE_OTHER, url);
+    if let Some(clear) = flow::set_cookie(state, FlowKind::Oidc, context_id, "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
     }
-    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
-    for (k, v) in url::form_urlencoded::parse(body) {
-        let i = names.iter().position(|n| *n == k)?;
-        if out[i].replace(v.into_owned()).is_some() {
-            return None;
-        }
-    }
-    let mut done: [String; N] = std::array::from_fn(|_| String::new());
-    for (slot, value) in done.iter_mut().zip(out) {
-        *slot = value?;
-    }
-    Some(done)
+    response
 }
 
-/// `POST /authorize/complete` (form: `context`, `session_id`, `browser_token`): the
-/// redirect to the client with `code`, `state` and `iss`.
-pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /authorize/complete` (form: `context`, `session_id`, `browser_token`; the
+/// flow's cookie): the redirect to the client with `code`, `state` and `iss`.
+pub async fn complete(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some([ctx, sid, bt]) = page_form(&headers, &body, ["context", "session_id", "browser_token"]) else {
         return page_error("complete", &OidcPageError::ContextGone);
     };
-    match state.services.oidc_complete(&ctx, &sid, &bt, now_unix()).await {
-        Ok(url) => redirect(StatusCode::SEE_OTHER, &url),
+    let secret = flow::presented(&state, &headers, FlowKind::Oidc, &ctx);
+    let step =
+        Completion { context_id: &ctx, session_id: &sid, browser_token: &bt, browser_secret: secret.as_deref(), ip };
+    match state.services.oidc_complete(step, now_unix()).await {
+        Ok(url) => flow_end(&state, &ctx, &url),
         Err(e) => page_error("complete", &e),
     }
 }
 
-/// `POST /authorize/cancel` (form: `context`): back to the client with `access_denied`.
-pub async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /authorize/cancel` (form: `context`; the flow's cookie): back to the client
+/// with `access_denied`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some([ctx]) = page_form(&headers, &body, ["context"]) else {
         return page_error("cancel", &OidcPageError::ContextGone);
     };
-    match state.services.oidc_cancel(&ctx).await {
-        Ok(url) => redirect(StatusCode::SEE_OTHER, &url),
+    let secret = flow::presented(&state, &headers, FlowKind::Oidc, &ctx);
+    match state.services.oidc_cancel(&ctx, secret.as_deref(), ip).await {
+        Ok(url) => flow_end(&state, &ctx, &url),
         Err(e) => page_error("cancel", &e),
     }
 }

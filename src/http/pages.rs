@@ -9,8 +9,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::extract::ClientIp;
+use super::flow;
 use crate::ids::now_unix;
-use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, SloOutcome, SsoBegin, saml_flow_cookie_name};
+use crate::service::flow::FlowKind;
+use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, SamlPost, SloOutcome, SsoBegin};
 use crate::web::{self, Page, SignInTarget};
 
 pub(super) fn html(status: StatusCode, page: Page) -> Response {
@@ -73,40 +75,16 @@ pub async fn sso(State(state): State<AppState>, ClientIp(ip): ClientIp, RawQuery
             let origin = state.services.settings().issuer_origin();
             let mut response =
                 html(StatusCode::OK, web::signin_page(&web::nonce(), origin.as_deref(), &target, &start.context_id));
-            let cookie = flow_cookie(&state, &start.context_id, &start.browser_secret, SIGN_IN_CONTEXT_TTL.as_secs());
-            if let Some(cookie) = cookie {
+            let ttl = SIGN_IN_CONTEXT_TTL.as_secs();
+            if let Some(cookie) =
+                flow::set_cookie(&state, FlowKind::Saml, &start.context_id, &start.browser_secret, ttl)
+            {
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             response
         }
         Err(e) => saml_error("sso", &e),
     }
-}
-
-/// The `Set-Cookie` of a SAML flow's browser secret (`max_age` 0 clears it): `HttpOnly`,
-/// `SameSite=Strict` (the completion is a same-site form post from the sign-in page),
-/// and `Secure` with the `__Host-` name when the issuer is `https://`.
-fn flow_cookie(state: &AppState, context_id: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
-    let secure = state.services.settings().issuer.starts_with("https://");
-    let name = saml_flow_cookie_name(context_id, secure)?;
-    let flags = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}")).ok()
-}
-
-/// The value of cookie `name` in the request, if sent exactly once.
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    let mut found = None;
-    for header in headers.get_all(header::COOKIE) {
-        for pair in header.to_str().ok()?.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=')
-                && k == name
-                && found.replace(v.to_string()).is_some()
-            {
-                return None;
-            }
-        }
-    }
-    found
 }
 
 /// `GET /saml/slo`: a checked `LogoutRequest` is answered by a redirect carrying the
@@ -133,50 +111,41 @@ pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
     }
 }
 
-/// The fields of `POST /saml/complete`, each exactly once, nothing else.
-fn complete_form(headers: &HeaderMap, body: &[u8]) -> Option<(String, String, String)> {
-    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())?;
-    if media.split(';').next()?.trim() != "application/x-www-form-urlencoded" {
-        return None;
-    }
-    let (mut ctx, mut sid, mut bt) = (None, None, None);
-    for (k, v) in url::form_urlencoded::parse(body) {
-        let slot = match k.as_ref() {
-            "context" => &mut ctx,
-            "session_id" => &mut sid,
-            "browser_token" => &mut bt,
-            _ => return None,
-        };
-        if slot.replace(v.into_owned()).is_some() {
-            return None;
-        }
-    }
-    Some((ctx?, sid?, bt?))
-}
-
 /// `POST /saml/complete` (form: `context`, `session_id`, `browser_token`): the page
 /// that auto-POSTs the signed `Response` to the SP's registered ACS.
 pub async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((ctx, sid, bt)) = complete_form(&headers, &body) else {
+    let Some([ctx, sid, bt]) = flow::page_form(&headers, &body, ["context", "session_id", "browser_token"]) else {
         let e = SamlFlowError::malformed_completion_form();
         return saml_error("complete", &e);
     };
-    let secure = state.services.settings().issuer.starts_with("https://");
-    let secret = saml_flow_cookie_name(&ctx, secure).and_then(|name| cookie_value(&headers, &name));
+    let secret = flow::presented(&state, &headers, FlowKind::Saml, &ctx);
     match state.services.saml_complete(&ctx, &sid, &bt, secret.as_deref(), now_unix()).await {
-        Ok(post) => {
-            let mut response = html(
-                StatusCode::OK,
-                web::saml_post_page(&web::nonce(), &post.acs_url, &post.saml_response, post.relay_state.as_deref()),
-            );
-            // The flow is over: drop its cookie (a refused attempt keeps it; it expires
-            // with the context).
-            if let Some(clear) = flow_cookie(&state, &ctx, "", 0) {
-                response.headers_mut().append(header::SET_COOKIE, clear);
-            }
-            response
-        }
+        Ok(post) => post_to_sp(&state, &ctx, &post),
         Err(e) => saml_error("complete", &e),
+    }
+}
+
+/// The page that posts a SAML `Response` to the SP's ACS, ending the flow: its cookie
+/// is dropped (a refused attempt keeps it; it expires with the context).
+fn post_to_sp(state: &AppState, context_id: &str, post: &SamlPost) -> Response {
+    let page = web::saml_post_page(&web::nonce(), &post.acs_url, &post.saml_response, post.relay_state.as_deref());
+    let mut response = html(StatusCode::OK, page);
+    if let Some(clear) = flow::set_cookie(state, FlowKind::Saml, context_id, "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
+}
+
+/// `POST /saml/cancel` (form: `context`; the flow's cookie): the page that posts a
+/// signed "not authenticated" `Response` to the SP's ACS.
+pub async fn cancel(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some([ctx]) = flow::page_form(&headers, &body, ["context"]) else {
+        return saml_error("cancel", &SamlFlowError::malformed_completion_form());
+    };
+    let secret = flow::presented(&state, &headers, FlowKind::Saml, &ctx);
+    match state.services.saml_cancel(&ctx, secret.as_deref(), now_unix()).await {
+        Ok(post) => post_to_sp(&state, &ctx, &post),
+        Err(e) => saml_error("cancel", &e),
     }
 }
 

@@ -63,6 +63,10 @@ pub const STATUS_INVALID_NAMEID_POLICY: &str = "urn:oasis:names:tc:SAML:2.0:stat
 /// Single Logout Protocol Extension): its `Asynchronous` element in a
 /// `LogoutRequest`'s `Extensions` means "send no `LogoutResponse`".
 pub const ASYNC_SLO_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol:ext:async-slo";
+/// Top-level status: the request failed on the IdP's side (SAML core §3.2.2.2).
+pub const STATUS_RESPONDER: &str = "urn:oasis:names:tc:SAML:2.0:status:Responder";
+/// Second-level status: the principal was not authenticated (SAML core §3.2.2.2).
+pub const STATUS_AUTHN_FAILED: &str = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed";
 
 /// Failures while producing SAML documents (input problems of SP requests are
 /// [`RequestError`]s).

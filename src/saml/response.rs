@@ -10,7 +10,10 @@ use super::cert::SigningCertificate;
 use super::config::{AttributeName, Claim, NameIdFormat, SamlSpConfig};
 use super::dsig;
 use super::xml::XmlWriter;
-use super::{SAML_NS, SAMLP_NS, STATUS_REQUESTER, STATUS_SUCCESS, SamlError, entity_id, new_saml_id, saml_time};
+use super::{
+    SAML_NS, SAMLP_NS, STATUS_AUTHN_FAILED, STATUS_INVALID_NAMEID_POLICY, STATUS_REQUESTER, STATUS_RESPONDER,
+    STATUS_SUCCESS, SamlError, entity_id, new_saml_id, saml_time,
+};
 use crate::keyring::KeyRing;
 
 /// `AuthnContextClassRef` of our assertions.
@@ -191,26 +194,46 @@ pub async fn build_response(
     dsig::sign_enveloped(ring, &doc, &response_id, cert).await
 }
 
-/// What a refusal [`build_refusal`] says.
-#[derive(Debug, Clone, Copy)]
-pub struct Refusal<'a> {
-    /// `server.issuer`.
-    pub issuer: &'a str,
-    pub sp: &'a SamlSpConfig,
-    /// The `AuthnRequest` ID.
-    pub in_response_to: &'a str,
-    /// The second-level status code URI.
-    pub detail: &'a str,
-    /// `StatusMessage`, for the SP's log.
-    pub message: &'a str,
-    pub now: i64,
+/// Why the IdP answers an `AuthnRequest` without an assertion: SAML core §3.2.2.2
+/// top-level and second-level status codes, and a message for the SP's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user cancelled on the sign-in page: `Responder` with `AuthnFailed` ("the
+    /// responding provider was unable to successfully authenticate the principal").
+    /// `RequestDenied` would tell the SP that its request was refused on security
+    /// grounds, which a cancel is not.
+    Cancelled,
+    /// The `NameIDPolicy` asks for a format we cannot issue: `Requester` with
+    /// `InvalidNameIDPolicy` (SAML core §3.4.1.1).
+    InvalidNameIdPolicy,
 }
 
-/// A signed `Response` that refuses the request `in_response_to` (`Requester` with
-/// the second-level status `detail`, and a `StatusMessage`): no assertion (SAML core
-/// §3.2.2, §3.4.1.1).
-pub async fn build_refusal(ring: &KeyRing, cert: &SigningCertificate, r: &Refusal<'_>) -> Result<String, SamlError> {
-    let Refusal { issuer, sp, in_response_to, detail, message, now } = *r;
+impl Refusal {
+    fn codes(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Refusal::Cancelled => (STATUS_RESPONDER, STATUS_AUTHN_FAILED, "The user cancelled the sign-in."),
+            Refusal::InvalidNameIdPolicy => (
+                STATUS_REQUESTER,
+                STATUS_INVALID_NAMEID_POLICY,
+                "NameIDPolicy Format is not supported (persistent, transient or unspecified).",
+            ),
+        }
+    }
+}
+
+/// A `Response` without an assertion that refuses the request `in_response_to` with
+/// `refusal`'s status, sent to the SP's registered ACS and signed (the whole `Response`:
+/// there is no assertion to carry a signature) by the active key of `cert`'s algorithm in the HSM.
+pub async fn build_refusal(
+    ring: &KeyRing,
+    cert: &SigningCertificate,
+    issuer: &str,
+    sp: &SamlSpConfig,
+    in_response_to: &str,
+    refusal: Refusal,
+    now: i64,
+) -> Result<String, SamlError> {
+    let (top, second, message) = refusal.codes();
     let id = new_saml_id();
     let instant = saml_time(now);
     let mut w = XmlWriter::new();
@@ -228,8 +251,8 @@ pub async fn build_refusal(ring: &KeyRing, cert: &SigningCertificate, r: &Refusa
     );
     w.leaf("saml:Issuer", &[], &entity_id(issuer));
     w.start("samlp:Status", &[]);
-    w.start("samlp:StatusCode", &[("Value", STATUS_REQUESTER)]);
-    w.leaf("samlp:StatusCode", &[("Value", detail)], "");
+    w.start("samlp:StatusCode", &[("Value", top)]);
+    w.leaf("samlp:StatusCode", &[("Value", second)], "");
     w.end();
     w.leaf("samlp:StatusMessage", &[], message);
     w.end();

@@ -204,6 +204,13 @@ pub struct LimitsConfig {
     /// cluster, which bounds the contexts pending at once; more `/saml/sso` requests
     /// get `503 overloaded` with `Retry-After`.
     pub saml_max_pending_contexts: u32,
+    /// OpenID Connect authorization requests (`/authorize`) per client IP per minute,
+    /// and separately the hosted page's completion and cancel posts; more get `429`.
+    pub oidc_authorize_per_ip_per_minute: u32,
+    /// OpenID Connect sign-in contexts created within their lifetime (15 minutes)
+    /// across the cluster; more authorization requests get `503 overloaded` with
+    /// `Retry-After`.
+    pub oidc_max_pending_contexts: u32,
 }
 
 impl Default for LimitsConfig {
@@ -226,6 +233,8 @@ impl Default for LimitsConfig {
             poll_per_ip_per_minute: 600,
             saml_sso_per_ip_per_minute: 60,
             saml_max_pending_contexts: 20_000,
+            oidc_authorize_per_ip_per_minute: 60,
+            oidc_max_pending_contexts: 20_000,
         }
     }
 }
@@ -243,6 +252,8 @@ impl LimitsConfig {
             ("poll_per_ip_per_minute", self.poll_per_ip_per_minute),
             ("saml_sso_per_ip_per_minute", self.saml_sso_per_ip_per_minute),
             ("saml_max_pending_contexts", self.saml_max_pending_contexts),
+            ("oidc_authorize_per_ip_per_minute", self.oidc_authorize_per_ip_per_minute),
+            ("oidc_max_pending_contexts", self.oidc_max_pending_contexts),
         ];
         for (name, value) in per_minute {
             if value == 0 {

@@ -16,6 +16,7 @@ pub mod claims;
 pub mod config;
 pub mod enroll;
 pub mod expiry;
+pub mod flow;
 pub mod idtoken;
 pub mod jws;
 pub mod management;

@@ -7,6 +7,7 @@
 //! the client, exchanges the code once and signs the id_token in the HSM. Nothing here
 //! knows HTTP.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::Services;
 use super::config::{SCOPES, ServiceConfig};
+use super::flow::{BrowserSecret, FlowKind, browser_bound};
 use super::idtoken::signing_input;
 use super::saml::SIGN_IN_CONTEXT_TTL;
 use crate::error::{ApiError, ErrorCode};
@@ -47,9 +49,13 @@ struct AuthzContext {
     nonce: Option<String>,
     code_challenge: Option<String>,
     created_at: i64,
+    /// SHA-256 of the flow's browser secret (`service::flow`): only the browser that
+    /// got the page completes or cancels it.
+    browser_secret_sha256: String,
 }
 
-/// What an authorization code stands for, kept under its hash for [`CODE_LIFETIME`].
+/// What an authorization code stands for, kept under its hash for [`CODE_LIFETIME`],
+/// sealed under the data key (it holds the claims).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CodeRecord {
     client_id: String,
@@ -65,7 +71,8 @@ struct CodeRecord {
     created_at: i64,
 }
 
-/// What an access token stands for, kept under its hash for [`ACCESS_TOKEN_LIFETIME`].
+/// What an access token stands for, kept under its hash for [`ACCESS_TOKEN_LIFETIME`],
+/// sealed under the data key (it holds the claims).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AccessRecord {
     client_id: String,
@@ -87,6 +94,20 @@ pub struct AuthorizeStart {
     pub return_host: String,
     /// The origin of the redirect URI (the page's `form-action`).
     pub return_origin: Option<String>,
+    /// The flow's browser secret, for the cookie set with the page; only its digest
+    /// is stored.
+    pub browser_secret: String,
+}
+
+/// The completion form of the hosted page, with the flow's cookie and the client IP.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    pub context_id: &'a str,
+    pub session_id: &'a str,
+    pub browser_token: &'a str,
+    /// The flow's cookie, if the browser sent it.
+    pub browser_secret: Option<&'a str>,
+    pub ip: IpAddr,
 }
 
 /// Why a step of the flow ends on an error page of ours rather than at the client.
@@ -100,6 +121,8 @@ pub enum OidcPageError {
     ContextGone,
     #[error("the session is unknown, its browser token is wrong, or it is not approved")]
     NotApproved,
+    #[error("the sign-in was not started in this browser (the flow's cookie is missing or wrong)")]
+    OtherBrowser,
     #[error("the session was started for another client or before the page")]
     WrongService,
     #[error("the session already produced a code")]
@@ -130,6 +153,7 @@ impl OidcPageError {
         match self {
             OidcPageError::Api(e) => e.code.status(),
             OidcPageError::BadIdToken => 500,
+            OidcPageError::OtherBrowser => ErrorCode::OriginNotAllowed.status(),
             OidcPageError::ContextGone | OidcPageError::NotApproved | OidcPageError::SessionUsed => 409,
             _ => 400,
         }
@@ -149,6 +173,13 @@ impl OidcPageError {
             OidcPageError::ContextGone => {
                 ("Sign-in page expired", format!("This sign-in page expired or was already used. {back}"))
             }
+            OidcPageError::OtherBrowser => (
+                "Sign-in started elsewhere",
+                format!(
+                    "This sign-in was started in another browser, or your browser did not keep its cookie \
+                     (error origin_not_allowed). {back}"
+                ),
+            ),
             OidcPageError::NotApproved | OidcPageError::WrongService | OidcPageError::SessionUsed => (
                 "Sign-in not completed",
                 format!("This sign-in was not approved on the phone or was already used. {back}"),
@@ -157,6 +188,10 @@ impl OidcPageError {
                 "Sign-out request refused",
                 "The service's sign-out request could not be verified or names an address not registered for it."
                     .into(),
+            ),
+            OidcPageError::Api(e) if e.code == ErrorCode::RateLimited => (
+                "Too many requests",
+                "Too many sign-in requests came from your network. Wait a minute and try again.".into(),
             ),
             OidcPageError::Api(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => {
                 ("Busy", "The sign-in server is busy. Try again in a moment.".into())
@@ -239,10 +274,16 @@ impl Services {
         }
     }
 
-    /// `GET`/`POST /authorize`: the client and redirect URI first (an error page when
-    /// either is wrong), then the rules of docs/protocol.md §14.3; a good request is
-    /// stored as a sign-in context for the hosted page.
-    pub async fn oidc_authorize(&self, raw: &[u8], now: i64) -> Result<AuthorizeStart, AuthorizeFailure> {
+    /// `GET`/`POST /authorize`: the client IP's rate (`429`), then the client and
+    /// redirect URI (an error page when either is wrong), then the rules of
+    /// docs/protocol.md §14.3; then the cap on pending contexts (`503 overloaded`), and
+    /// a good request is stored as a sign-in context for the hosted page, bound to the
+    /// browser by [`AuthorizeStart::browser_secret`].
+    pub async fn oidc_authorize(&self, raw: &[u8], ip: IpAddr, now: i64) -> Result<AuthorizeStart, AuthorizeFailure> {
+        let limit = self.settings.limits.oidc_authorize_per_ip_per_minute;
+        self.rate_limit(&format!("ip-oidc-authorize:{ip}"), limit)
+            .await
+            .map_err(|e| AuthorizeFailure::Page(e.into()))?;
         let params = Params::parse(raw);
         let service = params
             .get("client_id")
@@ -259,6 +300,11 @@ impl Services {
             tracing::info!(client_id = %service.id, error = e.error, reason = %e.description, "authorization request refused");
             self.oidc_error_redirect(&redirect_uri, params.get("state"), e)
         })?;
+        let cap = self.settings.limits.oidc_max_pending_contexts;
+        self.admit_sign_in_context(FlowKind::Oidc, cap, SIGN_IN_CONTEXT_TTL)
+            .await
+            .map_err(|e| AuthorizeFailure::Page(e.into()))?;
+        let browser = BrowserSecret::generate();
         let context = AuthzContext {
             client_id: service.id.clone(),
             redirect_uri: redirect_uri.clone(),
@@ -266,6 +312,7 @@ impl Services {
             nonce: request.nonce,
             code_challenge: request.code_challenge,
             created_at: now,
+            browser_secret_sha256: browser.digest,
         };
         let context_id = crate::ids::new_id();
         let json = serde_json::to_string(&context).map_err(|_| AuthorizeFailure::Page(ApiError::internal().into()))?;
@@ -281,14 +328,42 @@ impl Services {
             return_host: url.as_ref().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default(),
             return_origin: url.map(|u| u.origin()).filter(|o| o.is_tuple()).map(|o| o.ascii_serialization()),
             service,
+            browser_secret: browser.secret,
         })
     }
 
-    /// Cancel on the sign-in page: the context is used up and the client gets
-    /// `access_denied`.
-    pub async fn oidc_cancel(&self, context_id: &str) -> Result<String, OidcPageError> {
+    /// The page's own steps (completion, cancel) per client IP (`429`), counted before
+    /// anything else.
+    async fn limit_page_step(&self, ip: IpAddr) -> Result<(), OidcPageError> {
+        let limit = self.settings.limits.oidc_authorize_per_ip_per_minute;
+        Ok(self.rate_limit(&format!("ip-oidc-page:{ip}"), limit).await?)
+    }
+
+    /// The context of a page step, used up whatever follows; it must be bound to this
+    /// browser (`browser_secret` is the flow's cookie).
+    async fn take_bound_context(
+        &self,
+        context_id: &str,
+        browser_secret: Option<&str>,
+    ) -> Result<AuthzContext, OidcPageError> {
         let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(OidcPageError::ContextGone)?;
         let context: AuthzContext = serde_json::from_str(&raw).map_err(|_| OidcPageError::ContextGone)?;
+        if !browser_bound(&context.browser_secret_sha256, browser_secret) {
+            return Err(OidcPageError::OtherBrowser);
+        }
+        Ok(context)
+    }
+
+    /// Cancel on the sign-in page (in the browser that got it): the context is used up
+    /// and the client gets `access_denied`.
+    pub async fn oidc_cancel(
+        &self,
+        context_id: &str,
+        browser_secret: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<String, OidcPageError> {
+        self.limit_page_step(ip).await?;
+        let context = self.take_bound_context(context_id, browser_secret).await?;
         METRICS.oidc(OidcEvent::Cancelled);
         let e = OAuthError::access_denied("the user cancelled the sign-in");
         authorize::error_redirect(&context.redirect_uri, &e, context.state.as_deref(), &self.settings.issuer)
@@ -296,22 +371,19 @@ impl Services {
     }
 
     /// The completion step: the session must be approved, readable with its browser
-    /// token, for the context's client and started after the page; the context and the
-    /// session are each used once. Returns the redirect with `code`, `state`, `iss`.
-    pub async fn oidc_complete(
-        &self,
-        context_id: &str,
-        session_id: &str,
-        browser_token: &str,
-        now: i64,
-    ) -> Result<String, OidcPageError> {
-        let session =
-            self.browser_session(session_id, browser_token, now).await.map_err(|_| OidcPageError::NotApproved)?;
+    /// token; the context must be bound to this browser (no login CSRF), for the
+    /// session's client and made before the session; the context and the session are
+    /// each used once. Returns the redirect with `code`, `state`, `iss`.
+    pub async fn oidc_complete(&self, step: Completion<'_>, now: i64) -> Result<String, OidcPageError> {
+        self.limit_page_step(step.ip).await?;
+        let session = self
+            .browser_session(step.session_id, step.browser_token, now)
+            .await
+            .map_err(|_| OidcPageError::NotApproved)?;
         if session.status != SessionStatus::Approved {
             return Err(OidcPageError::NotApproved);
         }
-        let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(OidcPageError::ContextGone)?;
-        let context: AuthzContext = serde_json::from_str(&raw).map_err(|_| OidcPageError::ContextGone)?;
+        let context = self.take_bound_context(step.context_id, step.browser_secret).await?;
         if context.client_id != session.service_id {
             return Err(OidcPageError::WrongService);
         }
@@ -351,8 +423,9 @@ impl Services {
             claims,
             created_at: now,
         };
-        let json = serde_json::to_string(&record).map_err(|_| ApiError::internal())?;
-        self.sessions.put_value(&code_key(&crate::oidc::sha256_hex(&code)), &json, CODE_LIFETIME).await?;
+        let key = code_key(&crate::oidc::sha256_hex(&code));
+        let sealed = self.seal_record(&key, &record).await?;
+        self.sessions.put_value(&key, &sealed, CODE_LIFETIME).await?;
         METRICS.oidc(OidcEvent::CodeIssued);
         self.audit_event(
             kinds::OIDC_CODE_ISSUED,
@@ -498,7 +571,7 @@ impl Services {
             }
             return Err(OAuthError::invalid_grant("the code is unknown or expired"));
         };
-        let record: CodeRecord = serde_json::from_str(&raw).map_err(|_| OAuthError::server_error())?;
+        let record: CodeRecord = self.open_record(&code_key(&code_hash), &raw).await?;
         // From here the code is spent: a failed exchange cannot be retried.
         let access_token = crate::oidc::random_token();
         let at_hash = crate::oidc::sha256_hex(&access_token);
@@ -549,8 +622,8 @@ impl Services {
             sub: record.sub.clone(),
             claims: record.claims.clone(),
         };
-        let json = serde_json::to_string(&access).map_err(|_| OAuthError::server_error())?;
-        self.sessions.put_value(&access_key(&at_hash), &json, ACCESS_TOKEN_LIFETIME).await?;
+        let sealed = self.seal_record(&access_key(&at_hash), &access).await?;
+        self.sessions.put_value(&access_key(&at_hash), &sealed, ACCESS_TOKEN_LIFETIME).await?;
         // RP-initiated logout ends what the sign-in (`sid`) still holds: this token.
         self.sessions.put_value(&sid_key(&record.session_id), &at_hash, ACCESS_TOKEN_LIFETIME).await?;
         METRICS.oidc(OidcEvent::TokenIssued);
@@ -576,12 +649,13 @@ impl Services {
     /// token of a client that is still configured.
     pub async fn oidc_userinfo(&self, access_token: Option<&str>) -> Result<Value, OAuthError> {
         let token = access_token.ok_or_else(|| OAuthError::invalid_token("no access token"))?;
+        let key = access_key(&crate::oidc::sha256_hex(token));
         let raw = self
             .sessions
-            .get_value(&access_key(&crate::oidc::sha256_hex(token)))
+            .get_value(&key)
             .await?
             .ok_or_else(|| OAuthError::invalid_token("the access token is unknown, expired or revoked"))?;
-        let record: AccessRecord = serde_json::from_str(&raw).map_err(|_| OAuthError::server_error())?;
+        let record: AccessRecord = self.open_record(&key, &raw).await?;
         if self.service(&record.client_id).is_none_or(|s| s.oidc.is_none()) {
             return Err(OAuthError::invalid_token("the access token's client is no longer configured"));
         }
@@ -640,6 +714,20 @@ impl Services {
             tracing::info!(client_id = ?client_id, revoked, "RP-initiated logout ended the sign-in's access token");
         }
         Ok(answer)
+    }
+
+    /// A code or access-token record as the session store keeps it: its JSON sealed
+    /// under the active data key in the HSM, with its store key as associated data (so
+    /// a record cannot be moved to another key), like an approved identity token.
+    async fn seal_record<T: Serialize>(&self, key: &str, record: &T) -> Result<String, ApiError> {
+        let json = serde_json::to_vec(record).map_err(|_| ApiError::internal())?;
+        Ok(self.keys.seal(key, json).await?)
+    }
+
+    /// The record [`Self::seal_record`] stored under `key`.
+    async fn open_record<T: serde::de::DeserializeOwned>(&self, key: &str, sealed: &str) -> Result<T, OAuthError> {
+        let plain = self.keys.open_sealed(key, sealed).await.map_err(|e| OAuthError::from(ApiError::from(e)))?;
+        serde_json::from_slice(&plain).map_err(|_| OAuthError::server_error())
     }
 
     /// Signs a JWT payload with the active `jwt` key in the HSM (ES256).

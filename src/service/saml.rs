@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::Services;
 use super::config::ServiceConfig;
+use super::flow::{BrowserSecret, FlowKind, browser_bound};
 use crate::error::{ApiError, ErrorCode};
 use crate::saml::redirect::{self, RequestError};
 use crate::saml::response::{
     Refusal, ResponseParams, build_refusal, build_response, claims_from_json, post_binding_value,
 };
 use crate::saml::{
-    CertificateParams, NameIdFormat, STATUS_INVALID_NAMEID_POLICY, SamlError, SamlSpConfig, active_certificate,
-    metadata, new_saml_id,
+    CertificateParams, NameIdFormat, SamlError, SamlSpConfig, active_certificate, metadata, new_saml_id,
 };
 use crate::store::SessionStatus;
 
@@ -73,21 +73,8 @@ pub struct SsoStart {
     /// Scopes the page asks for: the SP's `default_scopes`.
     pub scopes: Vec<String>,
     /// The flow's browser secret, for the cookie set with the page
-    /// ([`saml_flow_cookie_name`]); only its digest is stored.
+    /// ([`super::flow::flow_cookie_name`]); only its digest is stored.
     pub browser_secret: String,
-}
-
-/// The name of a SAML flow's cookie: one per flow (two tabs may run two flows), named
-/// by the start of the context id; `__Host-` when the issuer is `https://` (the cookie
-/// is then `Secure`, host-only, `Path=/`).
-pub fn saml_flow_cookie_name(context_id: &str, secure: bool) -> Option<String> {
-    let tag =
-        context_id.get(..16).filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))?;
-    Some(if secure { format!("__Host-symbolon-saml-{tag}") } else { format!("symbolon-saml-{tag}") })
-}
-
-fn secret_digest(secret: &str) -> String {
-    crate::service::auth::browser_token_digest(secret)
 }
 
 /// The HTTP-POST binding message for the SP's ACS.
@@ -147,9 +134,9 @@ impl SamlFlowError {
         SamlFlowError::Saml(SamlError::Config("bad SLO URL".into()))
     }
 
-    /// `POST /saml/complete` without exactly `context`, `session_id`, `browser_token`.
+    /// `POST /saml/complete` or `/saml/cancel` without exactly their fields.
     pub fn malformed_completion_form() -> Self {
-        SamlFlowError::Request(RequestError::Invalid("malformed completion form".into()))
+        SamlFlowError::Request(RequestError::Invalid("malformed completion or cancel form".into()))
     }
 
     /// HTTP status of the error page.
@@ -301,20 +288,11 @@ impl Services {
             browser_secret_sha256: String::new(),
             name_id_format,
         };
-        // The cap on contexts pending at once, across the cluster: a context lives at
-        // most its TTL, so contexts made within the last TTL bound the pending ones.
-        // Only requests that passed every check above count.
         let cap = self.settings.limits.saml_max_pending_contexts;
-        if let Err(wait) = self.sessions.hit("saml-sso-contexts", cap, SIGN_IN_CONTEXT_TTL).await? {
-            tracing::warn!(cap, "SAML sign-in refused: too many pending sign-in contexts");
-            return Err(SamlFlowError::Api(
-                ApiError::new(ErrorCode::Overloaded, "too many SAML sign-ins are pending, retry shortly")
-                    .with_retry_after(wait.as_secs().clamp(1, 60)),
-            ));
-        }
+        self.admit_sign_in_context(FlowKind::Saml, cap, SIGN_IN_CONTEXT_TTL).await?;
         let context_id = crate::ids::new_id();
-        let browser_secret = crate::ids::new_id();
-        let context = SsoContext { browser_secret_sha256: secret_digest(&browser_secret), ..context };
+        let browser = BrowserSecret::generate();
+        let context = SsoContext { browser_secret_sha256: browser.digest, ..context };
         let value = serde_json::to_string(&context).map_err(|_| ApiError::internal())?;
         self.sessions.put_value(&context_key(&context_id), &value, SIGN_IN_CONTEXT_TTL).await?;
         tracing::info!(sp = %sp.entity_id, request_id = %sso.request.id, "SAML sign-in started");
@@ -323,7 +301,7 @@ impl Services {
             service: (*service).clone(),
             sp: sp.clone(),
             scopes: sp.default_scopes.clone(),
-            browser_secret,
+            browser_secret: browser.secret,
         })))
     }
 
@@ -337,22 +315,39 @@ impl Services {
         now: i64,
     ) -> Result<SamlPost, SamlFlowError> {
         let cert = active_certificate(&self.keys, &self.saml_certificate_params(), sp.signature_algorithm, now).await?;
-        let message = "NameIDPolicy Format is not supported (persistent, transient or unspecified)";
-        let refusal = Refusal {
-            issuer: &self.settings.issuer,
-            sp,
-            in_response_to: &sso.request.id,
-            detail: STATUS_INVALID_NAMEID_POLICY,
-            message,
-            now,
-        };
-        let xml = build_refusal(&self.keys, &cert, &refusal).await?;
+        let refusal = Refusal::InvalidNameIdPolicy;
+        let issuer = &self.settings.issuer;
+        let xml = build_refusal(&self.keys, &cert, issuer, sp, &sso.request.id, refusal, now).await?;
         tracing::warn!(sp = %sp.entity_id, request_id = %sso.request.id, format = %asked, "SAML request refused: InvalidNameIDPolicy sent to the SP");
         Ok(SamlPost {
             acs_url: sp.acs_url.clone(),
             saml_response: post_binding_value(&xml),
             relay_state: sso.relay_state.clone(),
         })
+    }
+
+    /// The context of a page step (completion, cancel), used up whatever follows; it
+    /// must be bound to this browser (`browser_secret` is the flow's cookie), compared in
+    /// constant time, so that only the browser that got the page acts on it.
+    async fn take_bound_sso_context(
+        &self,
+        context_id: &str,
+        browser_secret: Option<&str>,
+    ) -> Result<SsoContext, SamlFlowError> {
+        let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
+        let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
+        if !browser_bound(&context.browser_secret_sha256, browser_secret) {
+            return Err(SamlFlowError::OtherBrowser);
+        }
+        Ok(context)
+    }
+
+    /// The SP a context was made for, as configured now.
+    fn context_sp(&self, context: &SsoContext) -> Result<SamlSpConfig, SamlFlowError> {
+        self.service(&context.service_id)
+            .and_then(|s| s.saml.clone())
+            .filter(|sp| sp.entity_id == context.sp_entity_id)
+            .ok_or(SamlFlowError::WrongService)
     }
 
     /// The completion step: the session must be approved, readable with its browser
@@ -378,14 +373,7 @@ impl Services {
         if session.status != SessionStatus::Approved {
             return Err(SamlFlowError::NotApproved);
         }
-        let raw = self.sessions.take_value(&context_key(context_id)).await?.ok_or(SamlFlowError::ContextGone)?;
-        let context: SsoContext = serde_json::from_str(&raw).map_err(|_| SamlFlowError::ContextGone)?;
-        let given = secret_digest(browser_secret.unwrap_or_default());
-        let bound: bool =
-            subtle::ConstantTimeEq::ct_eq(given.as_bytes(), context.browser_secret_sha256.as_bytes()).into();
-        if browser_secret.is_none() || !bound {
-            return Err(SamlFlowError::OtherBrowser);
-        }
+        let context = self.take_bound_sso_context(context_id, browser_secret).await?;
         if context.service_id != session.service_id {
             return Err(SamlFlowError::WrongService);
         }
@@ -400,11 +388,7 @@ impl Services {
         if session.created_at < context.created_at {
             return Err(SamlFlowError::WrongService);
         }
-        let sp = self
-            .service(&context.service_id)
-            .and_then(|s| s.saml.clone())
-            .filter(|sp| sp.entity_id == context.sp_entity_id)
-            .ok_or(SamlFlowError::WrongService)?;
+        let sp = self.context_sp(&context)?;
         let id_token = self.approved_id_token(&session).await.map_err(|_| SamlFlowError::BadIdToken)?;
         let claims = id_token_claims(&id_token).ok_or(SamlFlowError::BadIdToken)?;
         let claims = claims_from_json(&claims);
@@ -438,6 +422,33 @@ impl Services {
         )
         .await?;
         tracing::info!(sp = %sp.entity_id, session_id = %session.id, request_id = %context.request_id, "SAML response issued");
+        Ok(SamlPost {
+            acs_url: sp.acs_url.clone(),
+            saml_response: post_binding_value(&xml),
+            relay_state: context.relay_state,
+        })
+    }
+
+    /// Cancel on the sign-in page, in the browser that got it (`browser_secret` is the
+    /// flow's cookie): the context is used up and the SP gets a signed `Response` that
+    /// says the user was not authenticated ([`Refusal::Cancelled`]), with the request's
+    /// `RelayState`, at its registered ACS.
+    pub async fn saml_cancel(
+        &self,
+        context_id: &str,
+        browser_secret: Option<&str>,
+        now: i64,
+    ) -> Result<SamlPost, SamlFlowError> {
+        if !self.settings.saml.enabled {
+            return Err(SamlFlowError::Disabled);
+        }
+        let context = self.take_bound_sso_context(context_id, browser_secret).await?;
+        let sp = self.context_sp(&context)?;
+        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), sp.signature_algorithm, now).await?;
+        let xml =
+            build_refusal(&self.keys, &cert, &self.settings.issuer, &sp, &context.request_id, Refusal::Cancelled, now)
+                .await?;
+        tracing::info!(sp = %sp.entity_id, request_id = %context.request_id, "SAML sign-in cancelled by the user");
         Ok(SamlPost {
             acs_url: sp.acs_url.clone(),
             saml_response: post_binding_value(&xml),

@@ -123,22 +123,36 @@ fn signin_form(mode: &str, target: &SignInTarget<'_>, extra_data: &str, prefill:
     )
 }
 
-/// The SAML sign-in page for a checked `AuthnRequest`. It posts to
-/// `/saml/complete`, hence `form-action 'self'`; the page answering that post is the
-/// one allowed to send a form to the SP ([`saml_post_page`]).
+/// The hidden completion form a hosted sign-in page submits once the phone approved,
+/// and its cancel form (back to `back_to` with a refusal): both carry the context.
+fn flow_forms(complete_action: &str, cancel_action: &str, context_id: &str, back_to: &str) -> String {
+    format!(
+        r#"<form id="complete-form" method="post" action="{complete_action}" hidden>
+<input type="hidden" name="context" value="{ctx}">
+<input type="hidden" name="session_id" value="">
+<input type="hidden" name="browser_token" value="">
+</form>
+<form id="cancel-form" method="post" action="{cancel_action}">
+<input type="hidden" name="context" value="{ctx}">
+<button id="cancel" type="submit" class="link">Cancel and return to {back}</button>
+</form>"#,
+        ctx = escape(context_id),
+        back = escape(back_to),
+    )
+}
+
+/// The SAML sign-in page for a checked `AuthnRequest`. It posts to `/saml/complete`
+/// or `/saml/cancel`, hence `form-action 'self'`; the page answering either post is
+/// the one allowed to send a form to the SP ([`saml_post_page`]).
 pub fn signin_page(nonce: &str, issuer_origin: Option<&str>, target: &SignInTarget<'_>, context_id: &str) -> Page {
     let body = format!(
         r#"<h1>Sign in to {name}</h1>
 <p class="lead"><strong>{name}</strong> asks you to confirm who you are with your phone.</p>
 {form}
-<form id="complete-form" method="post" action="/saml/complete" hidden>
-<input type="hidden" name="context" value="{ctx}">
-<input type="hidden" name="session_id" value="">
-<input type="hidden" name="browser_token" value="">
-</form>"#,
+{forms}"#,
         name = escape(target.service_name),
         form = signin_form("saml", target, "", None),
-        ctx = escape(context_id),
+        forms = flow_forms("/saml/complete", "/saml/cancel", context_id, target.service_name),
     );
     Page {
         html: layout(nonce, &format!("Sign in to {}", target.service_name), &body, Some(SIGNIN_JS)),
@@ -174,19 +188,11 @@ pub fn oidc_signin_page(
         r#"<h1>Sign in to {name}</h1>
 <p class="lead"><strong>{name}</strong> asks you to confirm who you are with your phone. You will then return to <strong>{host}</strong>.</p>
 {form}
-<form id="complete-form" method="post" action="/authorize/complete" hidden>
-<input type="hidden" name="context" value="{ctx}">
-<input type="hidden" name="session_id" value="">
-<input type="hidden" name="browser_token" value="">
-</form>
-<form id="cancel-form" method="post" action="/authorize/cancel">
-<input type="hidden" name="context" value="{ctx}">
-<button id="cancel" type="submit" class="link">Cancel and return to {host}</button>
-</form>"#,
+{forms}"#,
         name = escape(target.service_name),
         host = escape(ret.return_host),
         form = signin_form("oidc", target, "", ret.login_hint),
-        ctx = escape(ret.context_id),
+        forms = flow_forms("/authorize/complete", "/authorize/cancel", ret.context_id, ret.return_host),
     );
     let action = match ret.return_origin {
         Some(o) => format!("'self' {o}"),
@@ -324,6 +330,14 @@ mod tests {
             assert!(page.html.contains("Example Bank"), "the relying party's display name");
         }
         assert!(SIGNIN_JS.contains("SLOW_HINT_AFTER_MS = 20000"));
+        // The hosted pages also cancel the whole flow, back to the relying party.
+        let saml = signin_page("N", None, &target, "ctx\"1").html;
+        assert!(saml.contains("<form id=\"cancel-form\" method=\"post\" action=\"/saml/cancel\">"), "{saml}");
+        assert!(saml.contains("name=\"context\" value=\"ctx&quot;1\""), "{saml}");
+        assert!(saml.contains("Cancel and return to Example Bank"), "{saml}");
+        let ret = OidcReturn { context_id: "c2", return_host: "rp.example", return_origin: None, login_hint: None };
+        let oidc = oidc_signin_page("N", None, &target, &ret).html;
+        assert!(oidc.contains("action=\"/authorize/cancel\"") && oidc.contains("Cancel and return to rp.example"));
         let page = error_page("N", "Refused", "No.", Some("req-1<"));
         assert!(page.html.contains("<code id=\"request-id\">req-1&lt;</code>"), "{}", page.html);
         assert!(!error_page("N", "Refused", "No.", None).html.contains("request id"));

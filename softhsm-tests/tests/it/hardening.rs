@@ -476,28 +476,6 @@ async fn saml_completion_is_bound_to_the_browser_that_started_the_flow() {
     assert!(r.text().await.unwrap().contains("SAMLResponse"));
 }
 
-/// Every raw value under a Redis prefix: strings, hash fields and values, set members.
-fn redis_values(redis: &RedisPrefix) -> Vec<String> {
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", redis.prefix)).query(&mut conn).unwrap();
-    let mut values = Vec::new();
-    for key in keys {
-        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
-        let mut more: Vec<String> = match kind.as_str() {
-            "string" => vec![redis::cmd("GET").arg(&key).query(&mut conn).unwrap()],
-            "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap(),
-            "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(&mut conn).unwrap(),
-            "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn).unwrap(),
-            "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut conn).unwrap(),
-            other => panic!("unexpected Redis type {other} of {key}"),
-        };
-        values.push(key);
-        values.append(&mut more);
-    }
-    values
-}
-
 /// An approved identity token is in the session store only as a data-key envelope; the
 /// browser still receives it, from either node of a cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,7 +510,7 @@ async fn an_approved_id_token_is_kept_only_sealed_in_the_session_store() {
         assert_eq!((view["status"].as_str(), view["id_token"].as_str()), (Some("approved"), Some(jwt.as_str())));
     }
     // The raw store: no part of the token (header, claims or signature), an envelope instead.
-    let values = redis_values(&stores.redis);
+    let values = stores.redis.raw_values().unwrap();
     let parts: Vec<&str> = jwt.split('.').collect();
     for v in &values {
         for part in [jwt.as_str(), parts[1], parts[2]] {

@@ -36,6 +36,11 @@ struct Env {
 }
 
 async fn start() -> Env {
+    start_with("", ServerOptions::default()).await
+}
+
+/// The clients of [`start`], with `extra` TOML and `options` for the server.
+async fn start_with(extra: &str, options: ServerOptions) -> Env {
     let (web_secret, web_hash) = symbolon::oidc::new_client_secret();
     let (post_secret, post_hash) = symbolon::oidc::new_client_secret();
     let es = IssuerKey::generate("es-1");
@@ -88,9 +93,10 @@ subject_type = "public"
 [services.oidc]
 redirect_uris = ["{PUB_CB}"]
 token_endpoint_auth_method = "none"
+{extra}
 "#
     );
-    let env = SignIn::start(&toml, ServerOptions::default()).await.unwrap();
+    let env = SignIn::start(&toml, options).await.unwrap();
     Env { env, web_secret, post_secret, es, rsa, ed }
 }
 
@@ -119,6 +125,11 @@ struct Answer {
 }
 
 impl Answer {
+    /// The sign-in flow's cookie (`name=value`) the authorization page set.
+    fn flow_cookie(&self) -> String {
+        let set = self.headers["set-cookie"].to_str().unwrap();
+        set.split(';').next().unwrap().to_string()
+    }
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
@@ -163,6 +174,24 @@ impl Env {
         let context = between(&page.body, "name=\"context\" value=\"", "\"").unwrap().to_string();
         let scopes = between(&page.body, "data-scopes=\"", "\"").unwrap().to_string();
         let scopes: Vec<&str> = scopes.split(' ').filter(|s| !s.is_empty()).collect();
+        let (sid, bt) = self.approved_session(client_id, &scopes, grant).await;
+        let done = answer(client().post(self.url("/authorize/complete")).header("cookie", page.flow_cookie()).form(&[
+            ("context", context.as_str()),
+            ("session_id", &sid),
+            ("browser_token", &bt),
+        ]))
+        .await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        let location = done.location().unwrap();
+        let q = query_of(&location);
+        assert_eq!(q.get("iss"), Some(&self.issuer()), "RFC 9207 iss in {location}");
+        assert!(!location.contains(&bt), "the browser token never leaves the issuer origin");
+        location
+    }
+
+    /// A session for `client_id` started from the issuer origin (as the hosted page
+    /// does) and approved on the device with `grant`: (session id, browser token).
+    async fn approved_session(&self, client_id: &str, scopes: &[&str], grant: &[&str]) -> (String, String) {
         let started = answer(
             client()
                 .post(self.url("/v1/auth/initiate"))
@@ -182,18 +211,31 @@ impl Env {
             .verify(&self.env.device, &sid, &entry.otp, Decision::Approve, Some(granted))
             .await
             .unwrap();
-        let done = answer(client().post(self.url("/authorize/complete")).form(&[
-            ("context", context.as_str()),
-            ("session_id", &sid),
-            ("browser_token", &bt),
-        ]))
-        .await;
-        assert_eq!(done.status, 303, "{}", done.body);
-        let location = done.location().unwrap();
-        let q = query_of(&location);
-        assert_eq!(q.get("iss"), Some(&self.issuer()), "RFC 9207 iss in {location}");
-        assert!(!location.contains(&bt), "the browser token never leaves the issuer origin");
-        location
+        (sid, bt)
+    }
+
+    /// The hosted page of a good authorization request: (context, the flow's cookie).
+    async fn page(&self, client_id: &str, redirect_uri: &str, state: &str) -> (String, String) {
+        let pairs = [
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("response_type", "code"),
+            ("scope", "openid name"),
+            ("state", state),
+        ];
+        let page = self.authorize(&pairs).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let context = between(&page.body, "name=\"context\" value=\"", "\"").unwrap().to_string();
+        (context, page.flow_cookie())
+    }
+
+    /// A form post of the hosted page (`/authorize/complete` or `/cancel`) with `cookie`.
+    async fn page_step(&self, path: &str, form: &[(&str, &str)], cookie: Option<&str>) -> Answer {
+        let mut r = client().post(self.url(path)).form(form);
+        if let Some(cookie) = cookie {
+            r = r.header("cookie", cookie);
+        }
+        answer(r).await
     }
 
     async fn token(&self, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Answer {
@@ -591,26 +633,141 @@ async fn authorize_errors_redirect_with_state_and_iss() {
 #[tokio::test]
 async fn cancel_returns_access_denied_once() {
     let e = start().await;
-    let page = e
-        .authorize(&[
-            ("client_id", "web"),
-            ("redirect_uri", WEB_CB),
-            ("response_type", "code"),
-            ("scope", "openid"),
-            ("state", "c-1"),
-        ])
-        .await;
-    let context = between(&page.body, "name=\"context\" value=\"", "\"").unwrap().to_string();
-    let a = answer(client().post(e.url("/authorize/cancel")).form(&[("context", context.as_str())])).await;
+    // Cancel from another browser (without the flow's cookie): refused, nothing goes to
+    // the client, and the context is spent.
+    let (context, _) = e.page("web", WEB_CB, "c-0").await;
+    let other = e.page_step("/authorize/cancel", &[("context", &context)], None).await;
+    assert_eq!((other.status, other.location()), (403, None), "{}", other.body);
+    let (context, cookie) = e.page("web", WEB_CB, "c-1").await;
+    let a = e.page_step("/authorize/cancel", &[("context", &context)], Some(&cookie)).await;
     assert_eq!(a.status, 303);
+    assert!(a.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"), "the flow's cookie is dropped");
     let q = query_of(&a.location().unwrap());
     assert_eq!(q.get("error").map(String::as_str), Some("access_denied"));
     assert_eq!(q.get("state").map(String::as_str), Some("c-1"));
     assert_eq!(q.get("iss"), Some(&e.issuer()));
-    let again = answer(client().post(e.url("/authorize/cancel")).form(&[("context", context.as_str())])).await;
+    let again = e.page_step("/authorize/cancel", &[("context", &context)], Some(&cookie)).await;
     assert_eq!((again.status, again.location()), (409, None));
     let bad = answer(client().post(e.url("/authorize/complete")).form(&[("context", "x"), ("session_id", "y")])).await;
     assert_eq!((bad.status, bad.location()), (409, None));
+}
+
+/// Login CSRF: the attacker's page, approved session and browser token do not complete
+/// a sign-in in another browser; only the browser holding the flow's cookie does.
+#[tokio::test]
+async fn completion_is_bound_to_the_browser_that_started_the_flow() {
+    let e = start().await;
+    let (sid, bt) = e.approved_session("web", &["name"], &["name"]).await;
+    let complete = |context: String, cookie: Option<String>| {
+        let (sid, bt, e) = (sid.clone(), bt.clone(), &e);
+        async move {
+            let form = [("context", context.as_str()), ("session_id", &sid), ("browser_token", &bt)];
+            e.page_step("/authorize/complete", &form, cookie.as_deref()).await
+        }
+    };
+    let (context, cookie) = e.page("web", WEB_CB, "s1").await;
+    assert!(cookie.starts_with(&format!("symbolon-oidc-{}=", &context[..16])), "{cookie}");
+    // Posted without the flow's cookie (a cross-site post carries no SameSite=Strict
+    // cookie): 403 origin_not_allowed, no redirect, and the context is spent.
+    let refused = complete(context.clone(), None).await;
+    assert_eq!((refused.status, refused.location()), (403, None), "{}", refused.body);
+    assert!(refused.body.contains("origin_not_allowed"), "{}", refused.body);
+    assert_eq!(complete(context, Some(cookie)).await.status, 409, "the refused attempt used the context");
+    // Another flow's cookie, under its own name or under this flow's name: refused.
+    let (context, _) = e.page("web", WEB_CB, "s2").await;
+    let (_, other) = e.page("web", WEB_CB, "s3").await;
+    assert_eq!(complete(context, Some(other.clone())).await.status, 403);
+    let (context, _) = e.page("web", WEB_CB, "s4").await;
+    let forged = format!("symbolon-oidc-{}={}", &context[..16], other.split_once('=').unwrap().1);
+    assert_eq!(complete(context, Some(forged)).await.status, 403);
+    assert!(e.logged("not started in this browser").await);
+    // The browser that started the flow completes it with the same session.
+    let (context, cookie) = e.page("web", WEB_CB, "s5").await;
+    let done = complete(context.clone(), Some(format!("unrelated=1; {cookie}"))).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let q = query_of(&done.location().unwrap());
+    assert!(q.contains_key("code") && q.get("state").map(String::as_str) == Some("s5"), "{q:?}");
+    let cleared = done.headers["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with(&format!("symbolon-oidc-{}=;", &context[..16])) && cleared.contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn authorize_is_limited_per_ip_and_pending_contexts_are_capped() {
+    let options = ServerOptions {
+        env: [
+            ("SYMBOLON_LIMITS__OIDC_AUTHORIZE_PER_IP_PER_MINUTE", "3"),
+            ("SYMBOLON_LIMITS__OIDC_MAX_PENDING_CONTEXTS", "2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..Default::default()
+    };
+    let e = start_with("", options).await;
+    let mut cookies = Vec::new();
+    for n in 0..2 {
+        cookies.push(e.page("web", WEB_CB, &format!("cap{n}")).await);
+    }
+    // A third context would pass the cap: 503 overloaded, an error page with Retry-After.
+    let full = e
+        .authorize(&[("client_id", "web"), ("redirect_uri", WEB_CB), ("response_type", "code"), ("scope", "openid")])
+        .await;
+    assert_eq!((full.status, full.location()), (503, None), "{}", full.body);
+    assert!(full.body.contains("role=\"alert\"") && !full.body.contains("name=\"context\""), "{}", full.body);
+    let retry: u64 = full.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(e.logged("too many pending sign-in contexts").await);
+    // The fourth request from this IP within the minute: 429, before any parsing.
+    for query in [&[("client_id", "web")][..], &[("client_id", "no such client")][..]] {
+        let limited = e.authorize(query).await;
+        assert_eq!((limited.status, limited.location()), (429, None), "{}", limited.body);
+        assert!(limited.headers.contains_key("retry-after"));
+    }
+    // The page's own steps are counted apart: three, then 429 (even for a good cancel).
+    for (context, cookie) in &cookies[..] {
+        let step = e.page_step("/authorize/cancel", &[("context", context)], Some(cookie)).await;
+        assert_eq!(step.status, 303, "{}", step.body);
+    }
+    let bogus = e
+        .page_step("/authorize/complete", &[("context", "x"), ("session_id", "y"), ("browser_token", "z")], None)
+        .await;
+    assert_eq!(bogus.status, 409);
+    let limited = e.page_step("/authorize/cancel", &[("context", "x")], None).await;
+    assert_eq!((limited.status, limited.location()), (429, None), "{}", limited.body);
+}
+
+/// Authorization codes and access tokens stand for claims for minutes: the session
+/// store holds them only as data-key envelopes, never a claim value.
+#[tokio::test]
+async fn codes_and_access_tokens_are_kept_only_sealed_in_the_session_store() {
+    let redis = softhsm_tests::backends::RedisPrefix::new();
+    let e = start_with(&redis.toml(), ServerOptions::default()).await;
+    let q = e.sign_in("web", &[("redirect_uri", WEB_CB), ("scope", "openid name")], &["name"]).await;
+    let with_code = redis.raw_values().unwrap();
+    let form = [("grant_type", "authorization_code"), ("code", q["code"].as_str()), ("redirect_uri", WEB_CB)];
+    let tokens = e.token(&form, Some(("web", &e.web_secret))).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    let tokens = tokens.json();
+    let with_token = redis.raw_values().unwrap();
+    let claims = jwt_payload(tokens["id_token"].as_str().unwrap());
+    let userinfo = e.userinfo(tokens["access_token"].as_str().unwrap()).await.json();
+    assert_eq!(userinfo["given_name"], claims["given_name"], "the sealed access-token record opens");
+    let secrets: Vec<&str> = ["given_name", "family_name"].iter().filter_map(|c| claims[*c].as_str()).collect();
+    assert_eq!(secrets.len(), 2, "{claims}");
+    for (stage, values) in [("code", &with_code), ("access token", &with_token)] {
+        for v in values.iter() {
+            for secret in &secrets {
+                assert!(
+                    !v.contains(secret),
+                    "with the {stage} stored, the session store holds {secret:?} in clear: {v}"
+                );
+            }
+        }
+    }
+    for (values, kind) in [(&with_code, "oidc-code:"), (&with_token, "oidc-at:")] {
+        let i = values.iter().position(|v| v.contains(kind)).unwrap_or_else(|| panic!("a {kind} record"));
+        assert!(values[i + 1].starts_with("v1.symbolon-data-"), "{kind} is an envelope: {}", values[i + 1]);
+    }
 }
 
 #[tokio::test]

@@ -86,6 +86,14 @@ acs_url = "https://signed-sp.example/acs"
 requests_signed = true
 certificate_pem = "{cert}"
 default_scopes = ["age"]
+
+[[services]]
+id = "oidc1"
+name = "OIDC App"
+allowed_scopes = ["name"]
+[services.oidc]
+redirect_uris = ["https://rp.example/cb"]
+token_endpoint_auth_method = "none"
 "#,
         cert = sp_cert.display()
     );
@@ -260,6 +268,11 @@ fn attr_value(html: &str, prefix: &str) -> Option<String> {
 }
 
 fn xmlsec_verify(dir: &Path, cert_pem: &str, xml: &str) -> (bool, String) {
+    xmlsec_verify_signed(dir, cert_pem, xml, "urn:oasis:names:tc:SAML:2.0:assertion:Assertion")
+}
+
+/// xmlsec1 verifies the signature over the element `element` (`namespace:name`) of `xml`.
+fn xmlsec_verify_signed(dir: &Path, cert_pem: &str, xml: &str, element: &str) -> (bool, String) {
     let cert = dir.join("idp-cert.pem");
     std::fs::write(&cert, cert_pem).unwrap();
     let doc = dir.join("response.xml");
@@ -267,7 +280,7 @@ fn xmlsec_verify(dir: &Path, cert_pem: &str, xml: &str) -> (bool, String) {
     sh(Command::new("xmlsec1")
         .args(["--verify", "--pubkey-cert-pem"])
         .arg(&cert)
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"])
+        .args(["--id-attr:ID", element])
         .arg(&doc))
 }
 
@@ -307,6 +320,83 @@ fn check_response(e: &Env, md: &str, cert_pem: &str, xml: &str, request_id: &str
         .args(["--expect", &format!("age_over_18={age18}")]));
     eprintln!("pysaml2:\n{text}");
     assert!(ok, "pysaml2 did not accept the Response / reject the tampered one:\n{text}");
+}
+
+/// Cancel on the sign-in page answers the SP at its ACS: a `Response` without an
+/// assertion, status `Responder`/`AuthnFailed`, signed as a whole, which xmlsec1 and the
+/// pysaml2 SP verify and read as "not authenticated"; only from the browser that got the
+/// page, once.
+#[tokio::test]
+async fn cancel_answers_the_sp_with_a_signed_not_authenticated_response() {
+    let e = start(free_port().unwrap()).await;
+    let (md, cert_pem) = e.metadata_cert_pem().await;
+    let page_of = |id: &'static str| {
+        let e = &e;
+        async move {
+            let (status, headers, page) = e.get(&e.sso_url(&e.good_request(id), Some("rs-cancel"))).await;
+            assert_eq!(status, 200, "{page}");
+            assert!(page.contains("action=\"/saml/cancel\"") && page.contains("Cancel and return to Example SP"));
+            (attr_value(&page, "name=\"context\" value=\"").unwrap(), flow_cookie(&headers))
+        }
+    };
+    let cancel = |context: String, cookie: Option<String>| {
+        let e = &e;
+        async move {
+            let mut r = client().post(e.url("/saml/cancel")).form(&[("context", context.as_str())]);
+            if let Some(cookie) = cookie {
+                r = r.header("cookie", cookie);
+            }
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            (status, headers, r.text().await.unwrap())
+        }
+    };
+    // From another browser (no flow cookie): an error page, nothing for the SP.
+    let (context, _) = page_of("_cancel0").await;
+    let (status, headers, body) = cancel(context, None).await;
+    assert_error_body(status, &headers, &body, 403);
+    let (context, cookie) = page_of("_cancel1").await;
+    let (status, headers, page) = cancel(context.clone(), Some(cookie.clone())).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"), "the flow's cookie is dropped");
+    assert_eq!(attr_value(&page, "<form id=\"saml-post\" method=\"post\" action=\"").as_deref(), Some(e.acs.as_str()));
+    assert_eq!(attr_value(&page, "name=\"RelayState\" value=\"").as_deref(), Some("rs-cancel"));
+    let xml = saml_response_of(&page);
+    assert!(!xml.contains("Assertion"), "no assertion: {xml}");
+    assert!(xml.contains("InResponseTo=\"_cancel1\"") && xml.contains(&format!("Destination=\"{}\"", e.acs)), "{xml}");
+    let status_xml = between(&xml, "<samlp:Status>", "</samlp:Status>").unwrap();
+    assert_eq!(
+        status_xml,
+        "<samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Responder\">\
+         <samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:AuthnFailed\"></samlp:StatusCode></samlp:StatusCode>\
+         <samlp:StatusMessage>The user cancelled the sign-in.</samlp:StatusMessage>"
+    );
+    let response = "urn:oasis:names:tc:SAML:2.0:protocol:Response";
+    let (ok, text) = xmlsec_verify_signed(e.dir.path(), &cert_pem, &xml, response);
+    assert!(ok && text.contains("OK"), "xmlsec1 rejected the refusal:\n{text}\n{xml}");
+    let tampered = xml.replace("status:AuthnFailed", "status:RequestDenied");
+    let (ok, _) = xmlsec_verify_signed(e.dir.path(), &cert_pem, &tampered, response);
+    assert!(!ok, "a changed status still verifies");
+    let (status, _, body) = cancel(context, Some(cookie)).await;
+    assert_eq!(status, 409, "a flow is cancelled once: {body}");
+    e.assert_logged("SAML sign-in cancelled by the user").await;
+    let Some(py) = python_or_skip(&["saml2"], "pysaml2 SP") else { return };
+    let dir = e.dir.path();
+    std::fs::write(dir.join("idp.xml"), &md).unwrap();
+    std::fs::write(dir.join("refusal.xml"), &xml).unwrap();
+    std::fs::write(dir.join("refusal-tampered.xml"), &tampered).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/saml_sp_check.py");
+    let (ok, text) = sh(Command::new(py)
+        .arg(script)
+        .arg(dir.join("idp.xml"))
+        .arg(dir.join("refusal.xml"))
+        .arg(dir.join("refusal-tampered.xml"))
+        .arg(dir)
+        .args(["--sp-entity", SP_ENTITY, "--acs", &e.acs, "--request-id", "_cancel1"])
+        .args(["--expect-status", "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"]));
+    eprintln!("pysaml2:\n{text}");
+    assert!(ok, "pysaml2 did not read the refusal / reject the tampered one:\n{text}");
 }
 
 fn saml_response_of(page: &str) -> String {
@@ -561,7 +651,12 @@ struct Browser {
 
 impl Browser {
     fn start(py: &Path, args: &[&str]) -> Browser {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/browser_signin.py");
+        Browser::script(py, "browser_signin.py", args)
+    }
+
+    /// Runs `softhsm-tests/python/<name>` with `args`, reading its stdout by lines.
+    fn script(py: &Path, name: &str, args: &[&str]) -> Browser {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name);
         let mut child =
             Command::new(py).arg(script).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -726,6 +821,76 @@ async fn chromium_shows_a_rejection_with_a_retry_and_posts_nothing() {
     assert_eq!(result["otp_hidden"], true);
     assert_eq!(result["form_back"], true);
     assert_eq!(result["acs_posted"], false);
+}
+
+/// The sign-in pages on a 390 px wide phone (docs/security.md, issue 19 item 5): a
+/// mistyped token id gets the "check the token id" hint after 20 s without approval,
+/// Cancel returns to the token id, the page's "Cancel and return" answers the SP, and
+/// no page (SAML and OIDC sign-in, code shown, hint, error, demo approved) scrolls
+/// sideways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_on_a_phone_cancels_hints_and_never_scrolls_sideways() {
+    let Some(py) = browser_python() else { return };
+    let acs_port = free_port().unwrap();
+    let e = start(acs_port).await;
+    let out = e.dir.path().join("pages.json");
+    let sso = e.sso_url(&e.good_request("_pages1"), Some("rs-pages"));
+    let oidc = format!(
+        "{}?client_id=oidc1&response_type=code&scope=openid%20name&redirect_uri=https%3A%2F%2Frp.example%2Fcb\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        e.url("/authorize")
+    );
+    let (port, error_url, demo_url) = (acs_port.to_string(), e.url("/saml/sso"), e.url("/demo"));
+    let wrong = "MISTYPED-0001";
+    let mut browser = Browser::script(
+        &py,
+        "browser_pages.py",
+        &[
+            "--saml-url",
+            &sso,
+            "--oidc-url",
+            &oidc,
+            "--error-url",
+            &error_url,
+            "--demo-url",
+            &demo_url,
+            "--token-id",
+            &e.env.token_id,
+            "--wrong-token-id",
+            wrong,
+            "--acs-port",
+            &port,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let otp = tokio::task::block_in_place(|| browser.otp());
+    approve_shown_otp(&e, &otp, vec!["name".into(), "age".into()]).await;
+    tokio::task::block_in_place(|| browser.finish());
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    eprintln!("{result:#}");
+    let hint = &result["hint"];
+    assert_eq!(hint["hidden_at_first"], true, "{hint}");
+    assert!(hint["text"].as_str().unwrap().contains(wrong), "the hint names the id typed: {hint}");
+    let cancel = &result["cancel"];
+    assert_eq!(cancel["code_hidden"], true, "{cancel}");
+    assert!(cancel["status"].as_str().unwrap().contains("cancelled"), "{cancel}");
+    // "Cancel and return" reached the SP's ACS with a signed refusal of this request.
+    let acs = &result["acs"];
+    assert_eq!(acs["RelayState"], "rs-pages", "{acs}");
+    let xml = String::from_utf8(STANDARD.decode(acs["SAMLResponse"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(xml.contains("InResponseTo=\"_pages1\"") && xml.contains("status:AuthnFailed"), "{xml}");
+    assert_eq!(result["demo_verified"], "true", "{result}");
+    assert_eq!(result["csp_violations"], serde_json::json!([]), "{result}");
+    let widths = result["widths"].as_object().unwrap();
+    for step in
+        ["saml sign-in", "saml code shown", "saml hint shown", "oidc sign-in", "error", "demo sign-in", "demo approved"]
+    {
+        let w = &widths[step];
+        let (scroll, inner) = (w[0].as_u64().unwrap(), w[1].as_u64().unwrap());
+        assert_eq!(inner, 390, "{step}: the window is a 390 px phone");
+        assert!(scroll <= inner, "{step} scrolls sideways: {scroll} px of content in {inner} px");
+    }
 }
 
 #[tokio::test]

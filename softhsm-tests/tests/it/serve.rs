@@ -40,10 +40,17 @@ fn serve_answers_livez_readyz_health_and_stops_on_sigterm() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let problem: serde_json::Value = r.json().unwrap();
     assert_eq!(problem["code"], "not_found");
-    // A known route with another method: 405, problem+json too, on both listeners.
-    for url in [format!("{}/livez", server.admin_url), format!("{}/health", server.public_url)] {
+    // A known route with another method: 405, problem+json too, on both listeners, with
+    // the `Allow` header RFC 9110 §15.5.6 requires.
+    for (url, allow) in [
+        (format!("{}/livez", server.admin_url), "GET,HEAD"),
+        (format!("{}/health", server.public_url), "GET,HEAD"),
+        (format!("{}/token", server.public_url), "POST"),
+        (format!("{}/authorize", server.public_url), "GET,HEAD,POST"),
+    ] {
         let r = reqwest::blocking::Client::new().delete(&url).send().unwrap();
         assert_eq!(r.status(), 405, "{url}");
+        assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some(allow), "{url}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
         assert!(r.headers().contains_key("x-request-id"));
         let problem: serde_json::Value = r.json().unwrap();

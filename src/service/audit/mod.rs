@@ -47,6 +47,8 @@ struct Inner {
     interval: std::time::Duration,
     /// Highest `seq` known to be checkpointed (by any node), 0 before the first look.
     checkpointed: AtomicI64,
+    /// Highest `seq` this process appended.
+    appended: AtomicI64,
     /// A checkpoint is being signed by this process (one at a time is enough).
     signing: AtomicBool,
 }
@@ -66,6 +68,7 @@ impl Audit {
                 every: i64::from(config.checkpoint_every.max(1)),
                 interval: config.checkpoint_interval,
                 checkpointed: AtomicI64::new(0),
+                appended: AtomicI64::new(0),
                 signing: AtomicBool::new(false),
             }),
         }
@@ -93,17 +96,36 @@ impl Audit {
 
     /// To call after an event was appended by the store together with a change (e.g.
     /// `insert_enrollment_audited`): signs a checkpoint when one is due.
+    ///
+    /// One signer runs at a time. Events appended while it signs are not lost: when it
+    /// is done it looks again and signs once more if another checkpoint is due by then.
     pub fn appended(&self, record: &AuditRecord) {
-        let due = record.seq - self.inner.checkpointed.load(Ordering::Relaxed) >= self.inner.every;
-        if due && !self.inner.signing.swap(true, Ordering::AcqRel) {
-            let audit = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = audit.checkpoint(crate::ids::now_unix()).await {
-                    tracing::error!(error = %e, "cannot sign an audit checkpoint");
-                }
-                audit.inner.signing.store(false, Ordering::Release);
-            });
+        self.inner.appended.fetch_max(record.seq, Ordering::Relaxed);
+        if !self.claim_due_checkpoint() {
+            return;
         }
+        let audit = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let signed = audit.checkpoint(crate::ids::now_unix()).await;
+                audit.inner.signing.store(false, Ordering::Release);
+                if let Err(e) = signed {
+                    // The interval loop retries; no hot loop against a failing HSM.
+                    tracing::error!(error = %e, "cannot sign an audit checkpoint");
+                    break;
+                }
+                if !audit.claim_due_checkpoint() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// True when a checkpoint is due and this caller became its (only) signer.
+    fn claim_due_checkpoint(&self) -> bool {
+        let inner = &self.inner;
+        let due = inner.appended.load(Ordering::Relaxed) - inner.checkpointed.load(Ordering::Relaxed) >= inner.every;
+        due && !inner.signing.swap(true, Ordering::AcqRel)
     }
 
     /// Signs a checkpoint over the current head unless it is checkpointed already.
