@@ -15,7 +15,7 @@ Usage:
    page (the decoded identity token) is awaited.
 At every step the page's layout widths are recorded. FILE gets a JSON object:
 {"widths": {step: [scrollWidth, innerWidth]}, "hint": ..., "cancel": ..., "acs": ...}.
-The script fails on any CSP violation in the console.
+CSP violations in the console are recorded too (the caller requires none).
 """
 import argparse
 import json
@@ -23,59 +23,18 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-received = {}
-got_post = threading.Event()
+# The ACS, the browser and the CSP check of the other browser test (same directory).
+from browser_signin import Acs, browser, csp_violations, got_post, received
 
 # The slow-hint delay of the page's script (src/web/signin.js), waited for once.
 SLOW_HINT_AFTER_S = 20
-
-
-class Acs(BaseHTTPRequestHandler):
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length", "0"))
-        fields = urllib.parse.parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
-        received.update({k: v[0] for k, v in fields.items()})
-        page = b"<!doctype html><title>SP</title><h1 id='sp-done'>Back at the SP</h1>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
-        got_post.set()
-
-    def log_message(self, *args):
-        pass
-
-
-def phone(profile_dir):
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile_dir}",
-    ):
-        opts.add_argument(a)
-    # A phone 390 CSS pixels wide (the page's viewport meta makes the layout that wide).
-    opts.add_experimental_option(
-        "mobileEmulation", {"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 3.0}}
-    )
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+PHONE_WIDTH = 390
 
 
 def widths(driver):
@@ -95,14 +54,6 @@ def start(driver, token_id):
     driver.find_element(By.ID, "start-button").click()
     WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "otp").get_attribute("data-otp"))
     return driver.find_element(By.ID, "otp").get_attribute("data-otp")
-
-
-def csp_violations(driver):
-    try:
-        logs = driver.get_log("browser")
-    except Exception:  # not every driver exposes logs
-        return []
-    return [e["message"] for e in logs if "Content Security Policy" in e.get("message", "")]
 
 
 def walk(driver, args):
@@ -167,7 +118,7 @@ def main():
     server = HTTPServer(("127.0.0.1", args.acs_port), Acs)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        driver = phone(profile)
+        driver = browser(profile, phone_width=PHONE_WIDTH)
         try:
             result = walk(driver, args)
         finally:

@@ -60,7 +60,9 @@ class Acs(BaseHTTPRequestHandler):
         pass
 
 
-def browser(profile_dir):
+def browser(profile_dir, phone_width=None):
+    """Headless Chromium: a 900 px desktop window, or with `phone_width` a phone that
+    many CSS pixels wide (the pages' viewport meta makes the layout that wide)."""
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for a in (
@@ -72,9 +74,13 @@ def browser(profile_dir):
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={profile_dir}",
-        "--window-size=900,900",
     ):
         opts.add_argument(a)
+    if phone_width:
+        metrics = {"width": phone_width, "height": 844, "pixelRatio": 3.0}
+        opts.add_experimental_option("mobileEmulation", {"deviceMetrics": metrics})
+    else:
+        opts.add_argument("--window-size=900,900")
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 

@@ -1,15 +1,22 @@
 //! A test OIDC provider for the management API: its own P-256 keys, a JWKS served
 //! over HTTP (counting fetches), and minting of ES256 operator tokens, including
 //! malformed ones for negative tests (`alg: none`, HS256 keyed with the public key).
+//! For the operator console it also runs the authorization code flow with PKCE:
+//! `/authorize` signs in whoever [`TestIssuer::sign_in_as`] names at once (no page)
+//! and `/token` checks the code, the verifier, the client and the redirect URI
+//! before it issues an id_token and an access token.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -49,6 +56,108 @@ struct Shared {
     /// Public JWKs served.
     published: Mutex<Vec<Value>>,
     fetches: AtomicUsize,
+    /// Who `/authorize` signs in: `sub` and scopes.
+    operator: Mutex<Option<(String, Vec<String>)>>,
+    /// Codes issued and not yet redeemed.
+    codes: Mutex<HashMap<String, IssuedCode>>,
+    /// Token requests answered with tokens.
+    tokens_issued: AtomicUsize,
+    issuer: String,
+    key: IssuerKey,
+}
+
+/// What an authorization code stands for.
+struct IssuedCode {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    nonce: String,
+    sub: String,
+    scopes: Vec<String>,
+}
+
+/// `GET /authorize`: the code flow with PKCE S256 only; signs in the configured
+/// operator at once and redirects back with `code` and `state`.
+async fn authorize(State(shared): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    if get("response_type") != "code" || get("code_challenge_method") != "S256" || get("code_challenge").is_empty() {
+        return (StatusCode::BAD_REQUEST, "code flow with PKCE S256 only").into_response();
+    }
+    if !get("scope").split(' ').any(|s| s == "openid") {
+        return (StatusCode::BAD_REQUEST, "scope must include openid").into_response();
+    }
+    let Some((sub, scopes)) = shared.operator.lock().ok().and_then(|o| o.clone()) else {
+        let Ok(mut back) = reqwest::Url::parse(&get("redirect_uri")) else {
+            return (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response();
+        };
+        back.query_pairs_mut().append_pair("error", "access_denied").append_pair("state", &get("state"));
+        return Redirect::to(back.as_str()).into_response();
+    };
+    let code = URL_SAFE_NO_PAD.encode(rand_bytes());
+    let issued = IssuedCode {
+        client_id: get("client_id"),
+        redirect_uri: get("redirect_uri"),
+        challenge: get("code_challenge"),
+        nonce: get("nonce"),
+        sub,
+        scopes,
+    };
+    if let Ok(mut codes) = shared.codes.lock() {
+        codes.insert(code.clone(), issued);
+    }
+    let Ok(mut back) = reqwest::Url::parse(&get("redirect_uri")) else {
+        return (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response();
+    };
+    back.query_pairs_mut().append_pair("code", &code).append_pair("state", &get("state"));
+    Redirect::to(back.as_str()).into_response()
+}
+
+fn rand_bytes() -> [u8; 32] {
+    use rand_core::RngCore;
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    b
+}
+
+fn oauth_error(error: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response()
+}
+
+/// `POST /token`: redeems a code once, checking the client, the redirect URI and
+/// the PKCE verifier.
+async fn token(State(shared): State<Arc<Shared>>, Form(f): Form<HashMap<String, String>>) -> Response {
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    if get("grant_type") != "authorization_code" {
+        return oauth_error("unsupported_grant_type");
+    }
+    let Some(code) = shared.codes.lock().ok().and_then(|mut c| c.remove(&get("code"))) else {
+        return oauth_error("invalid_grant");
+    };
+    use sha2::Digest;
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(get("code_verifier").as_bytes()));
+    if challenge != code.challenge || get("redirect_uri") != code.redirect_uri {
+        return oauth_error("invalid_grant");
+    }
+    if get("client_id") != code.client_id {
+        return oauth_error("invalid_client");
+    }
+    let (issuer, key) = (&shared.issuer, &shared.key);
+    let now = crate::device::unix_now();
+    let access = json!({"iss": issuer, "aud": AUDIENCE, "sub": code.sub, "iat": now, "exp": now + 600,
+                        "scope": code.scopes.join(" ")});
+    let id = json!({"iss": issuer, "aud": code.client_id, "sub": code.sub, "iat": now, "exp": now + 600,
+                    "nonce": code.nonce});
+    shared.tokens_issued.fetch_add(1, Ordering::SeqCst);
+    Json(json!({"access_token": sign_with(key, &access), "id_token": sign_with(key, &id),
+                "token_type": "Bearer", "expires_in": 600}))
+    .into_response()
+}
+
+fn sign_with(key: &IssuerKey, claims: &Value) -> String {
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": key.kid});
+    let input = signing_input(&header, claims);
+    let sig: Signature = key.key.sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
 }
 
 /// The running provider.
@@ -57,6 +166,8 @@ pub struct TestIssuer {
     pub issuer: String,
     /// Where its JWKS is served.
     pub jwks_url: String,
+    /// `http://127.0.0.1:<port>`: `/authorize` and `/token` are below it.
+    pub base_url: String,
     /// The key tokens are signed with by default (published).
     pub key: IssuerKey,
     shared: Arc<Shared>,
@@ -86,8 +197,21 @@ impl TestIssuer {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding")?;
         let addr = listener.local_addr()?;
         let key = IssuerKey::generate("op-key-1");
-        let shared = Arc::new(Shared { published: Mutex::new(vec![key.jwk()]), fetches: AtomicUsize::new(0) });
-        let app = Router::new().route("/jwks", get(jwks)).with_state(shared.clone());
+        let issuer = format!("http://{addr}/realms/ops");
+        let shared = Arc::new(Shared {
+            published: Mutex::new(vec![key.jwk()]),
+            fetches: AtomicUsize::new(0),
+            operator: Mutex::new(None),
+            codes: Mutex::new(HashMap::new()),
+            tokens_issued: AtomicUsize::new(0),
+            issuer: issuer.clone(),
+            key: key.clone(),
+        });
+        let app = Router::new()
+            .route("/jwks", get(jwks))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -97,8 +221,9 @@ impl TestIssuer {
                 .await;
         });
         Ok(Self {
-            issuer: format!("http://{addr}/realms/ops"),
+            issuer,
             jwks_url: format!("http://{addr}/jwks"),
+            base_url: format!("http://{addr}"),
             key,
             shared,
             stop: Some(stop),
@@ -111,6 +236,28 @@ impl TestIssuer {
             "[management]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\njwks_url = \"{}\"\n{extra}\n",
             self.issuer, self.jwks_url
         )
+    }
+
+    /// The `[console]` section for a console at `url` signing in through this provider.
+    pub fn console_toml(&self, url: &str, client_id: &str) -> String {
+        format!(
+            "[console]\nenabled = true\nurl = \"{url}\"\nclient_id = \"{client_id}\"\n\
+             authorization_endpoint = \"{b}/authorize\"\ntoken_endpoint = \"{b}/token\"\n\
+             scopes = [\"openid\", \"management\"]\n",
+            b = self.base_url
+        )
+    }
+
+    /// The operator `/authorize` signs in from now on (`None`: it answers `access_denied`).
+    pub fn sign_in_as(&self, operator: Option<(&str, &[&str])>) {
+        if let Ok(mut o) = self.shared.operator.lock() {
+            *o = operator.map(|(sub, scopes)| (sub.to_string(), scopes.iter().map(|s| s.to_string()).collect()));
+        }
+    }
+
+    /// Token requests that were answered with tokens.
+    pub fn tokens_issued(&self) -> usize {
+        self.shared.tokens_issued.load(Ordering::SeqCst)
     }
 
     /// Publishes another key (key rotation at the provider).

@@ -57,6 +57,9 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Wait only until `/livez` answers (a server expected not to be ready).
     pub live_only: bool,
+    /// Public and admin ports chosen by the caller (e.g. for a configuration that
+    /// names the admin URL); free ports otherwise.
+    pub ports: Option<[u16; 2]>,
 }
 
 /// A running server. Stopped (SIGTERM) when dropped.
@@ -126,7 +129,10 @@ impl TestServer {
     /// Generates keys (unless told not to), starts the server and waits for `/readyz`.
     pub fn start(token: &TestToken, options: ServerOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("symbolon-srv-").tempdir()?;
-        let [public, admin] = free_ports()?;
+        let [public, admin] = match options.ports {
+            Some(p) => p,
+            None => free_ports()?,
+        };
         let stores = crate::backends::ClusterStores::from_env(&options.extra_toml)?;
         let extra_toml = match &stores {
             Some(s) => format!("{}\n{}", options.extra_toml, s.toml()),

@@ -18,7 +18,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::ConfigProblem;
-use crate::http::config::{HttpSettings, ManagementConfig, MetricsConfig};
+use crate::http::config::{ConsoleConfig, HttpSettings, ManagementConfig, MetricsConfig};
 use crate::keyring::KeysConfig;
 use crate::keys::HsmConfig;
 use crate::push::PushConfig;
@@ -60,6 +60,8 @@ pub struct Config {
     pub management: ManagementConfig,
     /// Prometheus metrics on the admin listener (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// The operator console on the admin listener (`[console]`).
+    pub console: ConsoleConfig,
 }
 
 /// Listeners, identity and process settings.
@@ -218,7 +220,8 @@ impl Config {
             saml,
             demo,
             management,
-            metrics
+            metrics,
+            console
         );
         for (key, value) in root.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
             let message = format!("unknown section{}", did_you_mean(key, &known));
@@ -274,6 +277,7 @@ impl Config {
         p.extend(self.push.problems());
         p.extend(self.keys.problems());
         p.extend(self.management.problems());
+        p.extend(self.console.problems(&self.management));
         p
     }
 
@@ -290,6 +294,7 @@ impl Config {
             ("session_store.ca_file", &self.session_store.ca_file),
             ("session_store.password_file", &self.session_store.password_file),
             ("management.break_glass_token_file", &self.management.break_glass_token_file),
+            ("console.client_secret_file", &self.console.client_secret_file),
         ];
         for (path, file) in files {
             if let Some(file) = file
@@ -351,6 +356,7 @@ impl Config {
             hsts: self.server.hsts,
             trusted_proxies: self.server.trusted_proxies.clone(),
             metrics: self.metrics.enabled,
+            console: self.console.clone(),
         }
     }
 
@@ -641,6 +647,33 @@ mod tests {
         assert!(c.management.oidc_configured());
         c.management.algorithms = vec!["HS256".into(), "none".into()];
         assert_eq!(paths(&c), ["management.algorithms", "management.algorithms"]);
+    }
+
+    #[test]
+    fn the_console_needs_an_origin_and_a_way_to_sign_in() {
+        let mut c = Config::default();
+        c.hsm.uri = "pkcs11:token=t?module-path=/x.so".into();
+        let paths = |c: &Config| c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>();
+        c.console.enabled = true;
+        assert_eq!(paths(&c), ["console.url", "console.enabled"]);
+        c.console.url = "https://admin.example/console".into();
+        c.console.client_id = "symbolon-console".into();
+        c.console.token_endpoint = "http://login.example/token".into();
+        assert_eq!(
+            paths(&c),
+            ["console.url", "console.client_id", "console.authorization_endpoint", "console.token_endpoint"],
+            "an origin only; the [management] provider; https endpoints"
+        );
+        c.console.url = "https://admin.example".into();
+        c.management.issuer = "https://login.example".into();
+        c.management.audience = "symbolon".into();
+        c.management.jwks_url = "https://login.example/jwks".into();
+        c.console.authorization_endpoint = "https://login.example/auth".into();
+        c.console.token_endpoint = "https://login.example/token".into();
+        assert!(paths(&c).is_empty(), "{:?}", c.validate());
+        c.console.idle_timeout = std::time::Duration::from_secs(9 * 3600);
+        c.console.scopes = vec!["profile".into()];
+        assert_eq!(paths(&c), ["console.scopes", "console.idle_timeout"]);
     }
 
     #[test]

@@ -137,4 +137,130 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Serve `/metrics` on the admin listener (`metrics.enabled`).
     pub metrics: bool,
+    /// The operator console (`[console]`).
+    pub console: ConsoleConfig,
+}
+
+/// The operator console at `/console/` on the admin listener (docs/operations.md,
+/// "Operator console"). Operators sign in through the `[management]` OIDC provider
+/// (authorization code with PKCE, the server keeps the tokens) or with the
+/// break-glass token; the browser holds only an opaque session cookie.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console.
+    pub enabled: bool,
+    /// The admin listener's URL as operators' browsers reach it, e.g.
+    /// `https://symbolon-admin.example`: the redirect URI is this plus
+    /// `/console/callback`; `https://` makes the cookie `Secure` with a `__Host-` name.
+    pub url: String,
+    /// The console's client id at the `[management]` provider (empty: sign-in with the
+    /// break-glass token only).
+    pub client_id: String,
+    /// File holding the client secret (`client_secret_basic`); none: a public client
+    /// with PKCE only.
+    pub client_secret_file: Option<PathBuf>,
+    /// The provider's authorization endpoint.
+    pub authorization_endpoint: String,
+    /// The provider's token endpoint (`https://`, plain `http://` only to loopback).
+    pub token_endpoint: String,
+    /// Scopes requested (`openid` and what the provider needs to put the management
+    /// scopes into the access token).
+    pub scopes: Vec<String>,
+    /// A console session ends after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A console session ends this long after sign-in whatever happens.
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    /// Break-glass sign-in attempts per client IP and minute.
+    pub break_glass_per_minute: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: String::new(),
+            client_id: String::new(),
+            client_secret_file: None,
+            authorization_endpoint: String::new(),
+            token_endpoint: String::new(),
+            scopes: vec!["openid".into()],
+            idle_timeout: Duration::from_secs(15 * 60),
+            absolute_timeout: Duration::from_secs(8 * 3600),
+            break_glass_per_minute: 5,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// Sign-in through the `[management]` provider is configured.
+    pub fn oidc_configured(&self) -> bool {
+        !self.client_id.is_empty()
+    }
+
+    /// The console's origin is `https://` (Secure, `__Host-` cookies).
+    pub fn secure(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    /// Where the provider sends the operator back.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/console/callback", self.url.trim_end_matches('/'))
+    }
+
+    /// What is wrong with `[console]` (given `[management]`).
+    pub fn problems(&self, management: &ManagementConfig) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if !self.enabled {
+            return p;
+        }
+        match url::Url::parse(&self.url) {
+            Ok(u) if u.path() == "/" && u.query().is_none() => {
+                if let Err(e) = check_https_url(&self.url) {
+                    p.push(ConfigProblem::new("console.url", e));
+                }
+            }
+            Ok(_) => p.push(ConfigProblem::new("console.url", "must be an origin without path or query")),
+            Err(e) => p.push(ConfigProblem::new("console.url", format!("not a URL: {e}"))),
+        }
+        if self.oidc_configured() {
+            if !management.oidc_configured() {
+                p.push(ConfigProblem::new(
+                    "console.client_id",
+                    "needs the [management] provider (issuer, audience, jwks_url)",
+                ));
+            }
+            for (path, value) in [
+                ("console.authorization_endpoint", &self.authorization_endpoint),
+                ("console.token_endpoint", &self.token_endpoint),
+            ] {
+                if let Err(e) = check_https_url(value) {
+                    p.push(ConfigProblem::new(path, e));
+                }
+            }
+            if !self.scopes.iter().any(|s| s == "openid") {
+                p.push(ConfigProblem::new("console.scopes", "must include openid"));
+            }
+        } else if management.break_glass_token_file.is_none() {
+            p.push(ConfigProblem::new(
+                "console.enabled",
+                "no way to sign in: set client_id or management.break_glass_token_file",
+            ));
+        }
+        if self.idle_timeout.is_zero() || self.idle_timeout > self.absolute_timeout {
+            p.push(ConfigProblem::new(
+                "console.idle_timeout",
+                "must be greater than zero and at most absolute_timeout",
+            ));
+        }
+        if self.absolute_timeout > Duration::from_secs(24 * 3600) {
+            p.push(ConfigProblem::new("console.absolute_timeout", "must be at most 24 h"));
+        }
+        if self.break_glass_per_minute == 0 {
+            p.push(ConfigProblem::new("console.break_glass_per_minute", "must be at least 1"));
+        }
+        p
+    }
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod config;
+mod console;
 mod enroll;
 pub mod extract;
 mod flow;
@@ -146,6 +147,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi))
         .merge(management::routes());
     let router = if state.http.metrics { router.route("/metrics", get(metrics::metrics)) } else { router };
+    let router = if state.http.console.enabled { router.merge(console::routes()) } else { router };
     common_layers(
         router.fallback(health::not_found).method_not_allowed_fallback(health::method_not_allowed),
         &state,

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::extract::ClientIp;
 use super::flow::{self, is_form, page_form};
-use super::pages::html;
+use super::pages::{error_page, html};
 use crate::ids::now_unix;
 use crate::service::flow::FlowKind;
 use crate::service::oidc::{AuthorizeFailure, Completion, EndSession, OAuthError, OidcPageError};
@@ -43,14 +43,8 @@ fn page_error(step: &'static str, e: &OidcPageError) -> Response {
         tracing::warn!(step, reason = %e, "OIDC request refused");
     }
     let (title, message) = e.user_message();
-    let mut response =
-        html(status, web::error_page(&web::nonce(), title, &message, super::request_id::current().as_deref()));
-    if let OidcPageError::Api(api) = e
-        && let Some(seconds) = api.retry_after
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
+    let retry_after = if let OidcPageError::Api(api) = e { api.retry_after } else { None };
+    error_page(status, title, &message, retry_after)
 }
 
 /// An OAuth error as JSON (RFC 6749 §5.2), `no-store`; client authentication failures

@@ -56,6 +56,18 @@ impl Operator {
     pub fn actor(&self) -> String {
         if self.break_glass { "break-glass".into() } else { format!("operator:{}", self.sub) }
     }
+
+    /// The scopes held, sorted (empty for break-glass, which holds every scope).
+    pub fn scope_list(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.scopes.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// An operator authenticated before (a console session keeps who signed in).
+    pub(super) fn restore(sub: String, scopes: Vec<String>, break_glass: bool) -> Self {
+        Self { sub, scopes: scopes.into_iter().collect(), break_glass }
+    }
 }
 
 /// A JWKS key and the algorithms its type and curve (or its `alg`) allow.
@@ -133,15 +145,56 @@ impl OperatorAuth {
             return Err(disabled());
         }
         let token = bearer(headers).ok_or_else(|| invalid("a bearer token is required"))?;
-        if let Some(expected) = &self.break_glass {
-            let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            if bool::from(presented.ct_eq(expected)) {
-                tracing::warn!("management API called with the break-glass token");
-                return Ok(Operator { sub: "break-glass".into(), scopes: HashSet::new(), break_glass: true });
-            }
+        if let Some(operator) = self.break_glass(token) {
+            tracing::warn!("management API called with the break-glass token");
+            return Ok(operator);
         }
+        self.access_token(token).await
+    }
+
+    /// A break-glass token is configured.
+    pub fn break_glass_configured(&self) -> bool {
+        self.break_glass.is_some()
+    }
+
+    /// The break-glass operator when `token` is the configured break-glass token
+    /// (compared in constant time over its SHA-256).
+    pub fn break_glass(&self, token: &str) -> Option<Operator> {
+        let expected = self.break_glass.as_ref()?;
+        let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        bool::from(presented.ct_eq(expected)).then(|| Operator {
+            sub: "break-glass".into(),
+            scopes: HashSet::new(),
+            break_glass: true,
+        })
+    }
+
+    /// Checks an access token of the `[management]` provider as the management API
+    /// does (never the break-glass token): the operator with its scopes.
+    pub async fn access_token(&self, token: &str) -> Result<Operator, ApiError> {
         let oidc = self.oidc.as_ref().ok_or_else(|| invalid("the bearer token is not valid"))?;
         oidc.verify(token).await
+    }
+
+    /// Checks an id_token of the `[management]` provider for the console's client:
+    /// signature with a JWKS key, `iss`, `aud` = `client_id`, `exp`, `nbf`, and the
+    /// `nonce` of the sign-in. Returns its `sub`.
+    pub async fn id_token(&self, token: &str, client_id: &str, nonce: &str) -> Result<String, ApiError> {
+        let oidc = self.oidc.as_ref().ok_or_else(|| invalid("no operator provider is configured"))?;
+        let (alg, kid) = token_header(token, &oidc.algorithms)?;
+        let key = oidc.key(&kid).await?;
+        let config = ManagementConfig { audience: client_id.to_string(), ..oidc.config.clone() };
+        let claims = validated_claims(&config, token, alg, &key)?;
+        let presented = claims.get("nonce").and_then(Value::as_str).unwrap_or_default();
+        if !bool::from(presented.as_bytes().ct_eq(nonce.as_bytes())) || nonce.is_empty() {
+            return Err(invalid("the id_token's nonce does not match the sign-in"));
+        }
+        claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| invalid("the id_token has no subject"))
     }
 }
 
@@ -272,6 +325,21 @@ fn token_header(token: &str, accepted: &[Algorithm]) -> Result<(Algorithm, Strin
 /// key allows, the signature, `iss`, `aud`, `exp`, `nbf`, a non-empty `sub`; the scopes
 /// come from the configured claim.
 fn validate(config: &ManagementConfig, token: &str, alg: Algorithm, key: &ProviderKey) -> Result<Operator, ApiError> {
+    let claims = validated_claims(config, token, alg, key)?;
+    let sub = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let sub = sub.ok_or_else(|| invalid("the bearer token has no subject"))?.to_string();
+    let scopes = scopes(config, claims.get(&config.scope_claim));
+    Ok(Operator { sub, scopes, break_glass: false })
+}
+
+/// The claims of a token whose algorithm, signature, `iss`, `aud`, `exp` and `nbf`
+/// check out (see [`validate`]).
+fn validated_claims(
+    config: &ManagementConfig,
+    token: &str,
+    alg: Algorithm,
+    key: &ProviderKey,
+) -> Result<Value, ApiError> {
     if !key.algorithms.contains(&alg) {
         return Err(invalid("the bearer token's algorithm does not match its key"));
     }
@@ -292,11 +360,7 @@ fn validate(config: &ManagementConfig, token: &str, alg: Algorithm, key: &Provid
             _ => invalid("the bearer token is not valid"),
         }
     })?;
-    let claims = data.claims;
-    let sub = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty());
-    let sub = sub.ok_or_else(|| invalid("the bearer token has no subject"))?.to_string();
-    let scopes = scopes(config, claims.get(&config.scope_claim));
-    Ok(Operator { sub, scopes, break_glass: false })
+    Ok(data.claims)
 }
 
 /// Scopes from the configured claim (a space-separated string or an array of

@@ -34,11 +34,16 @@ fn saml_error(step: &'static str, e: &SamlFlowError) -> Response {
         tracing::warn!(step, reason = %e, "SAML request refused");
     }
     let (title, message) = e.user_message();
+    let retry_after = if let SamlFlowError::Api(api) = e { api.retry_after } else { None };
+    error_page(status, title, &message, retry_after)
+}
+
+/// A hosted flow's error page: the request id to quote, and `Retry-After` when the
+/// refusal says when to come back (a rate limit, a full cap).
+pub(super) fn error_page(status: StatusCode, title: &str, message: &str, retry_after: Option<u64>) -> Response {
     let mut response =
-        html(status, web::error_page(&web::nonce(), title, &message, super::request_id::current().as_deref()));
-    if let SamlFlowError::Api(api) = e
-        && let Some(seconds) = api.retry_after
-    {
+        html(status, web::error_page(&web::nonce(), title, message, super::request_id::current().as_deref()));
+    if let Some(seconds) = retry_after {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response

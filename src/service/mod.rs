@@ -14,6 +14,7 @@ pub mod auth;
 pub mod channel;
 pub mod claims;
 pub mod config;
+pub mod console;
 pub mod enroll;
 pub mod expiry;
 pub mod flow;

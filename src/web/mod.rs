@@ -4,6 +4,8 @@
 //! per-response nonce, and its Content-Security-Policy is built here with it.
 //! Nothing here knows HTTP: handlers set the headers these functions describe.
 
+pub mod console;
+
 use base64::Engine;
 use rand_core::{OsRng, RngCore};
 

@@ -7,6 +7,7 @@
 mod architecture;
 mod audit_archive;
 mod cluster;
+mod console;
 mod device;
 mod enroll;
 mod fixtures;

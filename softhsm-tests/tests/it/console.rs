@@ -1,0 +1,415 @@
+//! The operator console at `/console/` (docs/operations.md, "Operator console") with
+//! the real server, SoftHSM2, the test OIDC provider running the code flow with PKCE,
+//! and the reference device: sign-in, the session cookie, CSRF and scope enforcement,
+//! break-glass (audited, rate limited), idle timeout, sign-out, the admin listener
+//! only; and headless Chromium walking every page with axe-core.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::Value;
+use softhsm_tests::device::Decision;
+use softhsm_tests::oidc::TestIssuer;
+use softhsm_tests::python::{python_or_skip, target_dir};
+use softhsm_tests::signin::SignIn;
+use softhsm_tests::{ServerOptions, free_ports};
+
+const CLIENT_ID: &str = "symbolon-console";
+const READ_ONLY: [&str; 1] = ["management.users.read"];
+const OPERATOR: [&str; 7] = [
+    "management.users.read",
+    "management.users.delete",
+    "management.credentials.suspend",
+    "management.credentials.activate",
+    "management.credentials.revoke",
+    "management.flows.read",
+    "management.audit.read",
+];
+/// A break-glass token of 256 bits (hex).
+const BREAK_GLASS: &str = "7c1f0e5a9b3d4c2e8f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
+
+/// A server with the console on, the test provider as the operator IdP, a
+/// break-glass token and an enrolled device.
+struct Env {
+    issuer: TestIssuer,
+    env: SignIn,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(console_extra: &str) -> Env {
+    let issuer = TestIssuer::start().await.unwrap();
+    let [public, admin_port] = free_ports().unwrap();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let bg = dir.path().join("break-glass");
+    std::fs::write(&bg, BREAK_GLASS).unwrap();
+    let extra = format!(
+        "{}\n{}{console_extra}\n",
+        issuer.management_toml(&format!("break_glass_token_file = \"{}\"", bg.display())),
+        issuer.console_toml(&admin, CLIENT_ID),
+    );
+    let options = ServerOptions { ports: Some([public, admin_port]), ..Default::default() };
+    let env = SignIn::start(&extra, options).await.unwrap();
+    Env { issuer, env, admin, _dir: dir }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The `Set-Cookie` header setting `name`.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string()
+}
+
+/// The value of the first `name="csrf"` hidden field.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// A browser-like client: cookies by hand, redirects not followed.
+struct Operator {
+    http: reqwest::Client,
+    admin: String,
+    cookies: Vec<(String, String)>,
+}
+
+impl Operator {
+    fn new(admin: &str) -> Self {
+        Operator { http: client(), admin: admin.to_string(), cookies: Vec::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn keep(&mut self, headers: &HeaderMap) {
+        for v in headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+            let (name, value) = v.split(';').next().unwrap().split_once('=').unwrap();
+            self.cookies.retain(|(k, _)| k != name);
+            if !v.contains("Max-Age=0") {
+                self.cookies.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
+        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.admin) };
+        let r = self.http.get(url).header("cookie", self.cookie_header()).send().await.unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        self.keep(&headers);
+        (status, headers, r.text().await.unwrap())
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.admin))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        self.keep(&headers);
+        (status, headers, r.text().await.unwrap())
+    }
+
+    /// Signs in through the provider; returns the session's `Set-Cookie`.
+    async fn sign_in(&mut self) -> String {
+        let (status, _, html) = self.get("/console/signin").await;
+        assert_eq!(status, 200);
+        let csrf = csrf_of(&html);
+        let (status, headers, _) = self.post("/console/login", &[("csrf", &csrf)]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let to_provider = headers[LOCATION].to_str().unwrap().to_string();
+        assert!(to_provider.contains("code_challenge_method=S256") && to_provider.contains("nonce="), "{to_provider}");
+        let (status, headers, _) = self.get(&to_provider).await;
+        assert!(status.is_redirection(), "{status}");
+        let back = headers[LOCATION].to_str().unwrap().to_string();
+        assert!(back.starts_with(&format!("{}/console/callback?", self.admin)), "{back}");
+        let (status, headers, body) = self.get(&back).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        assert_eq!(headers[LOCATION], "/console/");
+        set_cookie(&headers, "symbolon-console").expect("the session cookie")
+    }
+
+    /// The CSRF token of a signed-in page.
+    async fn csrf(&mut self) -> String {
+        let (status, _, html) = self.get("/console/").await;
+        assert_eq!(status, 200, "{html}");
+        csrf_of(&html)
+    }
+}
+
+async fn audit_actions(env: &Env) -> Vec<Value> {
+    let out = softhsm_tests::symbolon_cli(&env.env.token, &env.env.server.config_path, &["audit", "export"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "management.action")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_enforced() {
+    let e = start("").await;
+    let public = e.env.server.public_url.clone();
+    // Not on the public listener.
+    let (status, _, _) = Operator::new(&public).get("/console/").await;
+    assert_eq!(status, 404, "the console is served on the admin listener only");
+    let (status, _, _) = Operator::new(&public).get("/console/signin").await;
+    assert_eq!(status, 404);
+
+    // Signed out: pages send the browser to sign in; a POST is refused.
+    let mut op = Operator::new(&e.admin);
+    let (status, headers, _) = op.get("/console/users").await;
+    assert_eq!((status, headers[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/console/signin?m=signin"));
+    let (status, _, _) = op.post("/console/signout", &[("csrf", "x")]).await;
+    assert_eq!(status, 401);
+
+    // The sign-in page runs no script; its cookie binds the sign-in to this browser.
+    let (_, headers, html) = op.get("/console/signin").await;
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(!csp.contains("script-src") && csp.contains("default-src 'none'"), "{csp}");
+    assert!(!html.contains("<script"));
+    let signin = set_cookie(&headers, "symbolon-console-signin").unwrap();
+    assert!(signin.contains("HttpOnly") && signin.contains("SameSite=Strict") && signin.contains("Path=/"), "{signin}");
+    // A login post without the sign-in page's CSRF token is refused.
+    let (status, _, _) = op.post("/console/login", &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+
+    // A read-only operator: no action buttons, and a forged POST gets 403.
+    e.issuer.sign_in_as(Some(("olivia", &READ_ONLY)));
+    let session = op.sign_in().await;
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Path=/"),
+        "{session}"
+    );
+    assert!(!session.contains("Secure"), "http:// admin origin: not Secure (the https case is a unit test)");
+    assert!(session.contains(&format!("Max-Age={}", 8 * 3600)), "{session}");
+    assert!(!session.contains("Domain="));
+    let secret = cookie_value(&session);
+    assert_eq!(secret.len(), 43, "an opaque 256-bit id");
+    assert_eq!(e.issuer.tokens_issued(), 1);
+    let tid = e.env.token_id.clone();
+    let (status, _, html) = op.get(&format!("/console/users/{tid}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("test phone") && html.contains("given_name"), "device and claim names: {html}");
+    assert!(!html.contains("id=\"suspend-") && !html.contains("id=\"revoke-") && !html.contains("delete-user"));
+    let (_, _, users) = op.get(&format!("/console/users?q={}", &tid[..4])).await;
+    assert!(users.contains(&format!("/console/users/{tid}")), "prefix search finds the user: {users}");
+    let (_, _, nav) = op.get("/console/").await;
+    assert!(
+        !nav.contains("/console/audit") && !nav.contains("/console/flows"),
+        "pages beyond the scopes are not offered"
+    );
+    let device_id = e.env.device.device_id();
+    let csrf = op.csrf().await;
+    let (status, _, body) = op.post(&format!("/console/credentials/{device_id}/suspend"), &[("csrf", &csrf)]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("management.credentials.suspend"), "{body}");
+    let (status, _, _) = op.get("/console/audit").await;
+    assert_eq!(status, 403);
+
+    // An operator with the write scopes: a POST without the CSRF token is refused,
+    // with it the device is suspended and its next verify gets device_inactive.
+    e.issuer.sign_in_as(Some(("alice", &OPERATOR)));
+    let mut alice = Operator::new(&e.admin);
+    alice.sign_in().await;
+    let (_, _, html) = alice.get(&format!("/console/users/{tid}")).await;
+    assert!(html.contains(&format!("id=\"suspend-{device_id}\"")), "{html}");
+    let (status, _, html) = alice.get(&format!("/console/credentials/{device_id}/suspend")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"confirm\"") && html.contains("name=\"csrf\""), "a confirmation step: {html}");
+    let (_, started, _) = e.env.initiate(&tid, "rp1", &["name"]).await.unwrap();
+    let sid = started["session_id"].as_str().unwrap().to_string();
+    let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
+    let otp = pending.sessions.iter().find(|s| s.session_id == sid).unwrap().otp.clone();
+    let path = format!("/console/credentials/{device_id}/suspend");
+    let (status, _, _) = alice.post(&path, &[("note", "lost phone")]).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, _, _) = alice.post(&path, &[("csrf", "wrong"), ("note", "lost phone")]).await;
+    assert_eq!(status, 403, "a wrong CSRF token");
+    let csrf = alice.csrf().await;
+    let (status, headers, body) = alice.post(&path, &[("csrf", &csrf), ("note", "lost phone")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers[LOCATION].to_str().unwrap(), format!("/console/users/{tid}?done=suspend"));
+    let err = e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
+    assert_eq!(err.problem_code(), (403, "device_inactive".into()));
+    let (_, _, html) = alice.get(&format!("/console/users/{tid}?done=suspend")).await;
+    assert!(html.contains("The device is suspended.") && html.contains(&format!("id=\"activate-{device_id}\"")));
+
+    // Audited: sign-ins, the refused scope, the change.
+    let actions = audit_actions(&e).await;
+    let has =
+        |actor: &str, action: &str| actions.iter().any(|r| r["actor"] == actor && r["detail"]["action"] == action);
+    assert!(has("operator:olivia", "console.sign_in") && has("operator:alice", "console.sign_in"));
+    assert!(has("operator:olivia", "denied"));
+    assert!(has("operator:alice", "credentials.suspend"));
+
+    // Sign-out ends the session on the server: the old cookie no longer works.
+    let csrf = alice.csrf().await;
+    let old = alice.cookies.clone();
+    let (status, headers, _) = alice.post("/console/signout", &[("csrf", &csrf)]).await;
+    assert_eq!((status, headers[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/console/signin?m=signedout"));
+    alice.cookies = old;
+    let (status, headers, _) = alice.get("/console/").await;
+    assert_eq!((status, headers[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/console/signin?m=expired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_or_replayed_sign_in_starts_no_session() {
+    let e = start("").await;
+    // The provider refuses.
+    e.issuer.sign_in_as(None);
+    let mut op = Operator::new(&e.admin);
+    let (_, _, html) = op.get("/console/signin").await;
+    let (_, headers, _) = op.post("/console/login", &[("csrf", &csrf_of(&html))]).await;
+    let (_, headers, _) = op.get(headers[LOCATION].to_str().unwrap()).await;
+    let (status, headers, body) = op.get(headers[LOCATION].to_str().unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("access_denied") && set_cookie(&headers, "symbolon-console").is_none());
+
+    // A callback taken to another browser (no sign-in cookie) is refused, and its
+    // state is spent.
+    e.issuer.sign_in_as(Some(("alice", &OPERATOR)));
+    let (_, _, html) = op.get("/console/signin").await;
+    let (_, headers, _) = op.post("/console/login", &[("csrf", &csrf_of(&html))]).await;
+    let (_, headers, _) = op.get(headers[LOCATION].to_str().unwrap()).await;
+    let callback = headers[LOCATION].to_str().unwrap().to_string();
+    let mut other = Operator::new(&e.admin);
+    let (status, _, body) = other.get(&callback).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("another browser"), "{body}");
+    let (status, _, body) = op.get(&callback).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown, used or expired"), "{body}");
+    assert_eq!(e.issuer.tokens_issued(), 0, "no code was redeemed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_is_audited_rate_limited_and_sessions_end_when_idle() {
+    let e = start("idle_timeout = \"2s\"\nbreak_glass_per_minute = 2\n").await;
+    let mut op = Operator::new(&e.admin);
+    let (_, _, html) = op.get("/console/signin").await;
+    assert!(html.contains("id=\"bg-token\""));
+    let csrf = csrf_of(&html);
+    let (status, _, body) = op.post("/console/break-glass", &[("csrf", &csrf), ("token", "wrong")]).await;
+    assert_eq!(status, 401, "{body}");
+    let csrf = csrf_of(&body);
+    let (status, _, _) = op.post("/console/break-glass", &[("csrf", "forged"), ("token", BREAK_GLASS)]).await;
+    assert_eq!(status, 403, "CSRF checked before anything else");
+    let (status, headers, _) = op.post("/console/break-glass", &[("csrf", &csrf), ("token", BREAK_GLASS)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(set_cookie(&headers, "symbolon-console").is_some());
+    let (status, _, html) = op.get("/console/audit").await;
+    assert_eq!(status, 200, "break-glass holds every scope: {html}");
+    assert!(html.contains("<strong id=\"operator\">break-glass</strong>"));
+
+    // Idle past 2 s: the session is gone.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, headers, _) = op.get("/console/").await;
+    assert_eq!((status, headers[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/console/signin?m=expired"));
+
+    // Two attempts a minute: the third is refused.
+    let (_, _, html) = op.get("/console/signin").await;
+    let (status, headers, _) =
+        op.post("/console/break-glass", &[("csrf", &csrf_of(&html)), ("token", BREAK_GLASS)]).await;
+    assert_eq!(status, 429);
+    assert!(headers.contains_key("retry-after"));
+
+    let actions = audit_actions(&e).await;
+    let sign_ins: Vec<(&str, i64)> = actions
+        .iter()
+        .filter(|r| r["detail"]["action"] == "console.sign_in")
+        .map(|r| (r["actor"].as_str().unwrap(), r["detail"]["status"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(sign_ins, [("anonymous", 401), ("break-glass", 200)]);
+    let log = e.env.server.log();
+    assert!(!log.contains(BREAK_GLASS), "the token is never logged");
+}
+
+// ------------------------------------------------------------------ Chromium
+
+fn axe_script() -> Option<PathBuf> {
+    let path = target_dir().join("axe/node_modules/axe-core/axe.min.js");
+    if path.exists() {
+        return Some(path);
+    }
+    softhsm_tests::python::missing_tool(&format!(
+        "{} missing (scripts/test installs axe-core with npm)",
+        path.display()
+    ));
+    None
+}
+
+fn browser_python() -> Option<PathBuf> {
+    let py = python_or_skip(&["selenium"], "headless Chromium")?;
+    for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        if !Path::new(bin).exists() {
+            softhsm_tests::python::missing_tool(&format!("{bin} missing (scripts/install-deps --with-test-deps)"));
+            return None;
+        }
+    }
+    Some(py)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_walks_every_page_with_axe_and_suspends_a_device() {
+    let (Some(py), Some(axe)) = (browser_python(), axe_script()) else { return };
+    let e = start("").await;
+    e.issuer.sign_in_as(Some(("alice", &OPERATOR)));
+    let shots = target_dir().join("screenshots/console");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = e._dir.path().join("console.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/console_browser.py");
+    let tid = e.env.token_id.clone();
+    let (_, started, _) = e.env.initiate(&tid, "rp1", &["name"]).await.unwrap();
+    let sid = started["session_id"].as_str().unwrap().to_string();
+    let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
+    let otp = pending.sessions.iter().find(|s| s.session_id == sid).unwrap().otp.clone();
+    let status = tokio::task::block_in_place(|| {
+        Command::new(&py)
+            .arg(&script)
+            .args(["--admin", &e.admin, "--token-id", &tid, "--axe"])
+            .arg(&axe)
+            .arg("--shots")
+            .arg(&shots)
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap()
+    });
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap_or_default()).unwrap_or(Value::Null);
+    assert!(status.success(), "browser script failed: {result}");
+    let pages = result["pages"].as_array().unwrap();
+    assert!(pages.len() >= 8, "{result}");
+    for p in pages {
+        assert_eq!(p["violations"], serde_json::json!([]), "axe serious/critical on {}", p["name"]);
+        assert_eq!(p["csp"], serde_json::json!([]), "CSP violations on {}", p["name"]);
+        for width in [1280, 390] {
+            let shot = shots.join(format!("{}-{width}.png", p["name"].as_str().unwrap()));
+            assert!(shot.metadata().map(|m| m.len() > 1000).unwrap_or(false), "{}", shot.display());
+        }
+    }
+    assert_eq!(result["suspended"], true, "{result}");
+    let err = e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
+    assert_eq!(err.problem_code(), (403, "device_inactive".into()));
+    eprintln!("screenshots: {}", shots.display());
+}
