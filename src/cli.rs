@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`, `audit`, `backup`.
+//! The command line: `serve`, `migrate`, `keys`, `config check`, `trust`, `vds`, `audit`, `backup`,
+//! `users`, `flows`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,13 @@ pub enum Command {
     /// The audit trail: verify the hash chain and its signed checkpoints, export events.
     #[command(subcommand)]
     Audit(crate::service::audit::cli::AuditCommand),
+    /// Users and their devices: list, show, suspend, activate, revoke, delete (as the
+    /// management API, audited with the actor cli:<unix user>).
+    #[command(subcommand)]
+    Users(crate::service::management_cli::UsersCommand),
+    /// Sign-in flows the session store keeps (Redis): list with state and service.
+    #[command(subcommand)]
+    Flows(crate::service::management_cli::FlowsCommand),
     /// Write an online, consistent copy of the SQLite database to FILE (a new file; the
     /// server may keep running). PostgreSQL: pg_dump (docs/backup.md).
     Backup {
@@ -165,6 +173,15 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The stores the `users` and `flows` commands open.
+fn management_stores(config: &Config) -> crate::service::management_cli::Stores<'_> {
+    crate::service::management_cli::Stores {
+        state_dir: &config.server.state_dir,
+        database: &config.database,
+        session_store: &config.session_store,
     }
 }
 
@@ -289,6 +306,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config.keys.imported,
                 cmd,
             ))?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Users(cmd) => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            let stores = management_stores(&config);
+            let ok = runtime()?.block_on(crate::service::management_cli::run_users(&stores, cmd))?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Flows(cmd) => {
+            let config = load_config(&cli.config)?;
+            crate::telemetry::init_cli();
+            let stores = management_stores(&config);
+            let ok = runtime()?.block_on(crate::service::management_cli::run_flows(&stores, cmd))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Keys(cmd) => {

@@ -2,7 +2,10 @@
 //!
 //! Every route first authenticates the bearer token (`401 invalid_token`), then checks
 //! the route's scope (`403 insufficient_scope`), then parses its input. Each call,
-//! refused scope included, is audited with the operator's `sub`.
+//! refused scope included, is audited with the operator's `sub`, except a change
+//! repeated (the credential is in that state already, the user is deleted already):
+//! it changes nothing and writes no second event. The rules and events are the
+//! service's (`service::management`), shared with the console and the command line.
 
 use axum::Json;
 use axum::Router;
@@ -15,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
+use super::extract::StrictJson;
 use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
@@ -57,14 +61,15 @@ async fn authorize(state: &AppState, headers: &HeaderMap, scope: &str) -> Result
     if !operator.has(scope) {
         state
             .services
-            .audit_management(&operator.actor(), "management", json!({"action": "denied", "missing_scope": scope}))
+            .management()
+            .record(&operator.actor(), "management", json!({"action": "denied", "missing_scope": scope}))
             .await?;
         return Err(ApiError::new(ErrorCode::InsufficientScope, format!("this call needs the scope {scope}")));
     }
     Ok(operator)
 }
 
-/// Audits a call that was allowed, with its outcome (HTTP status).
+/// Audits a read that was allowed, with its outcome (HTTP status).
 async fn audited<T: IntoResponse>(
     state: &AppState,
     operator: &Operator,
@@ -72,17 +77,21 @@ async fn audited<T: IntoResponse>(
     subject: &str,
     result: Result<T, ApiError>,
 ) -> Result<Response, ApiError> {
-    let status = match &result {
-        Ok(_) => 200,
-        Err(e) => e.code.status(),
-    };
-    let auth = if operator.break_glass { "break_glass" } else { "oidc" };
-    state
-        .services
-        .audit_management(&operator.actor(), subject, json!({"action": action, "status": status, "auth": auth}))
-        .await?;
-    result.map(IntoResponse::into_response)
+    let actor = operator.actor();
+    let by = operator_call(operator, &actor, None);
+    state.services.management().audited(&by, action, subject, result).await.map(IntoResponse::into_response)
 }
+
+/// The optional body of a change: why the operator makes it (into the audit event).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// At most 200 characters, no control characters; kept in the audit event.
+    pub reason: Option<String>,
+}
+
+/// The body of a change: empty, or `{"reason": "..."}` (parsed after authorization).
+type ActionInput = Result<StrictJson<ActionBody, true>, ApiError>;
 
 /// `cursor` and `limit` of a listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -169,7 +178,7 @@ pub async fn list_users(
     let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
     let result = async {
         let q = query(q)?;
-        let page = state.services.management_users(q.cursor.as_deref(), limit(q.limit)?).await?;
+        let page = state.services.management().users(q.cursor.as_deref(), limit(q.limit)?).await?;
         Ok(Json(UsersPage { users: page.items, next_cursor: page.next_cursor }))
     }
     .await;
@@ -190,17 +199,20 @@ pub async fn get_user(
     Path(token_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::USERS_READ).await?;
-    let result = state.services.management_user(&token_id).await.map(Json);
+    let result = state.services.management().user(&token_id).await.map(Json);
     audited(&state, &operator, "users.get", &token_id, result).await
 }
 
-/// Deletes a user's enrollment data. The audit event names the removed device ids,
-/// not the token id, so it keeps no personal data of the deleted user.
+/// Deletes a user's enrollment data. The audit event names the removed device ids
+/// and the reason, not the token id, so it keeps no personal data of the deleted user.
+/// A repeated deletion answers `404 not_found` and writes no audit event.
 #[utoipa::path(delete, path = "/api/management/v1/users/{token_id}", tag = "management",
     security(("operator" = ["management.users.delete"])),
     params(("token_id" = String, Path, description = "Token id")),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
         (status = 204, description = "Enrollment data removed"),
+        (status = 400, description = "Bad body or reason", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::ManagementErrors
     )
 )]
@@ -208,17 +220,20 @@ pub async fn delete_user(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(token_id): Path<String>,
+    body: ActionInput,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::USERS_DELETE).await?;
     let actor = operator.actor();
+    let StrictJson(body) = body?;
     // Audited by the service: with the deletion in one transaction, or the refusal.
-    state.services.management_delete_user(&token_id, &operator_call(&operator, &actor)).await?;
+    let by = operator_call(&operator, &actor, body.reason.as_deref());
+    state.services.management().delete_user(&token_id, &by).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The operator as the service audits a change it makes.
-fn operator_call<'a>(operator: &Operator, actor: &'a str) -> OperatorCall<'a> {
-    OperatorCall { actor, auth: if operator.break_glass { "break_glass" } else { "oidc" } }
+/// The operator as the service audits a call.
+fn operator_call<'a>(operator: &Operator, actor: &'a str, reason: Option<&'a str>) -> OperatorCall<'a> {
+    OperatorCall { actor, auth: if operator.break_glass { "break_glass" } else { "oidc" }, reason }
 }
 
 #[utoipa::path(get, path = "/api/management/v1/credentials/{device_id}", tag = "management",
@@ -235,7 +250,7 @@ pub async fn get_credential(
     Path(device_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scopes::CREDENTIALS_READ).await?;
-    let result = state.services.management_credential(&device_id).await.map(Json);
+    let result = state.services.management().credential(&device_id).await.map(Json);
     audited(&state, &operator, "credentials.get", &device_id, result).await
 }
 
@@ -243,25 +258,30 @@ async fn change(
     state: AppState,
     headers: HeaderMap,
     device_id: String,
+    body: ActionInput,
     action: CredentialAction,
     scope: &str,
 ) -> Result<Response, ApiError> {
     let operator = authorize(&state, &headers, scope).await?;
     let actor = operator.actor();
-    // Audited by the service: with the change in one transaction, or the no-op or refusal.
-    let view = state
-        .services
-        .management_change_credential(&device_id, action, &operator_call(&operator, &actor), now_unix())
-        .await?;
-    tracing::warn!(device_id = %device_id, action = action.as_str(), actor = %actor, "credential changed by an operator");
-    Ok(Json(view).into_response())
+    let StrictJson(body) = body?;
+    // Audited by the service: with the change in one transaction, or the refusal; a
+    // repetition (the credential is in that state already) changes and audits nothing.
+    let by = operator_call(&operator, &actor, body.reason.as_deref());
+    let outcome = state.services.management().change_credential(&device_id, action, &by, now_unix()).await?;
+    if outcome.changed {
+        tracing::warn!(device_id = %device_id, action = action.as_str(), actor = %actor, "credential changed by an operator");
+    }
+    Ok(Json(outcome.credential).into_response())
 }
 
 #[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/suspend", tag = "management",
     security(("operator" = ["management.credentials.suspend"])),
     params(("device_id" = String, Path, description = "Device id")),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
-        (status = 200, description = "The credential, suspended", body = CredentialView),
+        (status = 200, description = "The credential, suspended; unchanged (and not audited again) when it was so already", body = CredentialView),
+        (status = 400, description = "Bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Revoked (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::ManagementErrors
     )
@@ -270,15 +290,18 @@ pub async fn suspend(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(device_id): Path<String>,
+    body: ActionInput,
 ) -> Result<Response, ApiError> {
-    change(state, headers, device_id, CredentialAction::Suspend, scopes::CREDENTIALS_SUSPEND).await
+    change(state, headers, device_id, body, CredentialAction::Suspend, scopes::CREDENTIALS_SUSPEND).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/activate", tag = "management",
     security(("operator" = ["management.credentials.activate"])),
     params(("device_id" = String, Path, description = "Device id")),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
-        (status = 200, description = "The credential, active", body = CredentialView),
+        (status = 200, description = "The credential, active; unchanged (and not audited again) when it was so already", body = CredentialView),
+        (status = 400, description = "Bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Revoked (`invalid_state`), or another device of the token id is active (`already_enrolled`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::ManagementErrors
     )
@@ -287,15 +310,18 @@ pub async fn activate(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(device_id): Path<String>,
+    body: ActionInput,
 ) -> Result<Response, ApiError> {
-    change(state, headers, device_id, CredentialAction::Activate, scopes::CREDENTIALS_ACTIVATE).await
+    change(state, headers, device_id, body, CredentialAction::Activate, scopes::CREDENTIALS_ACTIVATE).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/credentials/{device_id}/revoke", tag = "management",
     security(("operator" = ["management.credentials.revoke"])),
     params(("device_id" = String, Path, description = "Device id")),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
-        (status = 200, description = "The credential, revoked (final)", body = CredentialView),
+        (status = 200, description = "The credential, revoked (final); unchanged (and not audited again) when it was so already", body = CredentialView),
+        (status = 400, description = "Bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::ManagementErrors
     )
 )]
@@ -303,8 +329,9 @@ pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(device_id): Path<String>,
+    body: ActionInput,
 ) -> Result<Response, ApiError> {
-    change(state, headers, device_id, CredentialAction::Revoke, scopes::CREDENTIALS_REVOKE).await
+    change(state, headers, device_id, body, CredentialAction::Revoke, scopes::CREDENTIALS_REVOKE).await
 }
 
 #[utoipa::path(get, path = "/api/management/v1/flows", tag = "management",
@@ -332,7 +359,8 @@ pub async fn list_flows(
         };
         let page = state
             .services
-            .management_flows(status, q.since.unwrap_or(0), q.cursor.as_deref(), limit(q.limit)?, now_unix())
+            .management()
+            .flows(status, q.since.unwrap_or(0), q.cursor.as_deref(), limit(q.limit)?, now_unix())
             .await?;
         Ok(Json(FlowsPage { flows: page.items, next_cursor: page.next_cursor }))
     }
@@ -357,8 +385,11 @@ pub async fn list_audit(
     let operator = authorize(&state, &headers, scopes::AUDIT_READ).await?;
     let result = async {
         let q = query(q)?;
-        let page =
-            state.services.management_audit(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?).await?;
+        let page = state
+            .services
+            .management()
+            .audit_events(q.since.unwrap_or(i64::MIN), q.cursor.as_deref(), limit(q.limit)?)
+            .await?;
         Ok(Json(AuditPage { events: page.items, next_cursor: page.next_cursor }))
     }
     .await;

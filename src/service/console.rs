@@ -140,7 +140,7 @@ impl Services {
         let mut cursor: Option<String> = None;
         let mut read = 0u32;
         loop {
-            let page = self.management_audit(since, cursor.as_deref(), super::management::MAX_LIMIT).await?;
+            let page = self.management.audit_events(since, cursor.as_deref(), super::management::MAX_LIMIT).await?;
             for e in &page.items {
                 match e.kind.as_str() {
                     kinds::AUTH_APPROVED => out.approved += 1,
@@ -215,7 +215,7 @@ impl Services {
         let mut cursor: Option<String> = None;
         let mut n = 0u64;
         loop {
-            let page = self.management_audit(since, cursor.as_deref(), super::management::MAX_LIMIT).await?;
+            let page = self.management.audit_events(since, cursor.as_deref(), super::management::MAX_LIMIT).await?;
             for e in &page.items {
                 serde_json::to_writer(&mut out, e).map_err(|_| ApiError::internal())?;
                 out.push(b'\n');
@@ -242,7 +242,7 @@ impl Services {
             None if prefix.is_empty() => None,
             None => {
                 // The exact token id first; the listing runs after it.
-                match self.management_user(prefix).await {
+                match self.management.user(prefix).await {
                     Ok(user) => items.push(user),
                     Err(e) if e.code == crate::error::ErrorCode::NotFound => {}
                     Err(e) => return Err(e),
@@ -251,7 +251,7 @@ impl Services {
                 Some(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, prefix))
             }
         };
-        let page = self.management_users(start.as_deref(), limit).await?;
+        let page = self.management.users(start.as_deref(), limit).await?;
         let past = page.items.iter().any(|u| !u.token_id.starts_with(prefix));
         items.extend(page.items.into_iter().filter(|u| u.token_id.starts_with(prefix)));
         let next_cursor = if past { None } else { page.next_cursor };

@@ -7,11 +7,14 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
-use super::Services;
+use std::sync::Arc;
+
+use super::audit::Audit;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::audit::kinds;
 use crate::store::{
-    AuditEvent, AuditRecord, AuthSession, Enrollment, EnrollmentStatus, SessionStatus, session_position,
+    AuditEvent, AuditRecord, AuthSession, DurableStore, Enrollment, EnrollmentStatus, SessionStatus, SessionStore,
+    session_position,
 };
 
 /// Page size when a request names none, and the largest allowed.
@@ -162,23 +165,45 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Who makes a management change, for its audit event.
+/// Who makes a management call, for its audit event.
 #[derive(Debug, Clone, Copy)]
 pub struct OperatorCall<'a> {
-    /// The operator (`sub` of the token, or `break-glass`).
+    /// The operator (`operator:<sub>` of the token, `break-glass`, or `cli:<unix user>`).
     pub actor: &'a str,
-    /// `oidc` or `break_glass`.
+    /// How the operator authenticated: `oidc`, `break_glass` or `cli`.
     pub auth: &'a str,
+    /// Why, in the operator's words (suspend, activate, revoke, delete): kept in the
+    /// audit event, at most [`MAX_REASON`] characters, no control characters.
+    pub reason: Option<&'a str>,
 }
 
+/// The longest reason an operator may give.
+pub const MAX_REASON: usize = 200;
+
 impl OperatorCall<'_> {
-    /// The audit detail of a call: action, HTTP status, how the operator authenticated,
-    /// and for a deletion the device ids removed.
+    /// The audit detail of a call: action, outcome (HTTP status), how the operator
+    /// authenticated, the reason given, and for a deletion the device ids removed.
     fn detail(&self, action: &str, status: u16, devices: &[String]) -> serde_json::Value {
+        let mut detail = serde_json::json!({"action": action, "status": status, "auth": self.auth});
         if action == "users.delete" {
-            serde_json::json!({"action": action, "status": status, "auth": self.auth, "devices": devices})
-        } else {
-            serde_json::json!({"action": action, "status": status, "auth": self.auth})
+            detail["devices"] = serde_json::json!(devices);
+        }
+        if let Some(reason) = self.reason {
+            detail["reason"] = serde_json::json!(reason);
+        }
+        detail
+    }
+
+    /// `400 invalid_request` for a reason that is too long or holds control characters.
+    fn check_reason(&self) -> Result<(), ApiError> {
+        match self.reason {
+            Some(r) if r.chars().count() > MAX_REASON => {
+                Err(ApiError::invalid_request(format!("reason must be at most {MAX_REASON} characters")))
+            }
+            Some(r) if r.chars().any(char::is_control) => {
+                Err(ApiError::invalid_request("reason must not hold control characters"))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -202,6 +227,30 @@ impl CredentialAction {
     }
 }
 
+/// A credential after an action, and whether the action changed it (`false`: it was
+/// in that state already, nothing was written and no event was audited).
+#[derive(Debug, Clone)]
+pub struct ActionOutcome {
+    pub credential: CredentialView,
+    pub changed: bool,
+}
+
+/// The management operations over the stores and the audit trail. The management API,
+/// the operator console and the command line (`symbolon users`, `symbolon flows`) all
+/// act through it, so one set of rules and audit events holds for each of them.
+#[derive(Clone)]
+pub struct Management {
+    store: Arc<dyn DurableStore>,
+    sessions: Arc<dyn SessionStore>,
+    audit: Audit,
+}
+
+impl std::fmt::Debug for Management {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Management").finish_non_exhaustive()
+    }
+}
+
 fn encode_cursor(position: &str) -> String {
     URL_SAFE_NO_PAD.encode(position)
 }
@@ -218,9 +267,13 @@ fn not_found(what: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no such {what}"))
 }
 
-impl Services {
+impl Management {
+    pub fn new(store: Arc<dyn DurableStore>, sessions: Arc<dyn SessionStore>, audit: Audit) -> Self {
+        Self { store, sessions, audit }
+    }
+
     /// Users ordered by token id, `limit` per page.
-    pub async fn management_users(&self, cursor: Option<&str>, limit: u32) -> Result<Page<UserView>, ApiError> {
+    pub async fn users(&self, cursor: Option<&str>, limit: u32) -> Result<Page<UserView>, ApiError> {
         let after = cursor.map(decode_cursor).transpose()?.unwrap_or_default();
         let enrollments = self.store.enrollments_page(&after, i64::from(limit) + 1).await?;
         let mut users: Vec<UserView> = Vec::new();
@@ -237,7 +290,7 @@ impl Services {
     }
 
     /// One user; `404 not_found` when the token id has no enrollment.
-    pub async fn management_user(&self, token_id: &str) -> Result<UserView, ApiError> {
+    pub async fn user(&self, token_id: &str) -> Result<UserView, ApiError> {
         let enrollments = self.store.enrollments_of(token_id).await?;
         if enrollments.is_empty() {
             return Err(not_found("user"));
@@ -246,10 +299,14 @@ impl Services {
     }
 
     /// Removes every enrollment of a token id (sealed claims and push token included)
-    /// and returns the device ids removed. `404 not_found` when there was none. The
-    /// deletion and its audit event (the device ids, never the token id) commit in one
-    /// transaction or not at all; a refusal is audited on its own.
-    pub async fn management_delete_user(&self, token_id: &str, by: &OperatorCall<'_>) -> Result<Vec<String>, ApiError> {
+    /// and returns the device ids removed. The deletion and its audit event (the device
+    /// ids and the reason, never the token id) commit in one transaction or not at all.
+    /// `404 not_found` when there is none, without an audit event: a repeated deletion
+    /// changes nothing and writes nothing. Another refusal is audited on its own.
+    pub async fn delete_user(&self, token_id: &str, by: &OperatorCall<'_>) -> Result<Vec<String>, ApiError> {
+        if let Err(e) = by.check_reason() {
+            return self.refused(by, "users", "users.delete", e).await;
+        }
         let now = crate::ids::now_unix();
         let event = |devices: &[String]| {
             AuditEvent::new(now, kinds::MANAGEMENT_ACTION, by.actor, "users", by.detail("users.delete", 204, devices))
@@ -259,7 +316,7 @@ impl Services {
                 self.audit.appended(&record);
                 Ok(devices)
             }
-            Ok(None) => self.refused(by, "users", "users.delete", not_found("user")).await,
+            Ok(None) => Err(not_found("user")),
             Err(e) => self.refused(by, "users", "users.delete", e.into()).await,
         }
     }
@@ -267,73 +324,71 @@ impl Services {
     /// Audits a management change that did not happen (with the status it answers)
     /// and returns its error.
     async fn refused<T>(&self, by: &OperatorCall<'_>, subject: &str, action: &str, e: ApiError) -> Result<T, ApiError> {
-        self.audit_management(by.actor, subject, by.detail(action, e.code.status(), &[])).await?;
+        self.record(by.actor, subject, by.detail(action, e.code.status(), &[])).await?;
         Err(e)
     }
 
     /// One credential by device id.
-    pub async fn management_credential(&self, device_id: &str) -> Result<CredentialView, ApiError> {
+    pub async fn credential(&self, device_id: &str) -> Result<CredentialView, ApiError> {
         let e = self.store.enrollment_by_device(device_id).await?.ok_or_else(|| not_found("credential"))?;
         Ok(CredentialView::from(&e))
     }
 
-    /// Suspends, activates or revokes a credential. Repeating the current state is a
-    /// no-op; a revoked credential stays revoked (`409 invalid_state`); activating
+    /// Suspends, activates or revokes a credential. Idempotent: when the credential is in
+    /// that state already nothing is written and no event is audited (`changed` is
+    /// false). A revoked credential stays revoked (`409 invalid_state`); activating
     /// while the token id has another active device is `409 already_enrolled`. A change
-    /// and its audit event commit in one transaction or not at all; a no-op or a
-    /// refusal is audited on its own.
-    pub async fn management_change_credential(
+    /// and its audit event (with the reason given) commit in one transaction or not at
+    /// all; a refusal is audited on its own.
+    pub async fn change_credential(
         &self,
         device_id: &str,
         action: CredentialAction,
         by: &OperatorCall<'_>,
         now: i64,
-    ) -> Result<CredentialView, ApiError> {
+    ) -> Result<ActionOutcome, ApiError> {
         let name = format!("credentials.{}", action.as_str());
-        match self.change_credential(device_id, action, by, &name, now).await {
-            Ok((view, true)) => Ok(view),
-            Ok((view, false)) => {
-                self.audit_management(by.actor, device_id, by.detail(&name, 200, &[])).await?;
-                Ok(view)
-            }
+        match self.apply(device_id, action, by, &name, now).await {
+            Ok(outcome) => Ok(outcome),
             Err(e) => self.refused(by, device_id, &name, e).await,
         }
     }
 
-    /// The change itself: the credential and whether its audit event was written with it.
-    async fn change_credential(
+    /// The change itself.
+    async fn apply(
         &self,
         device_id: &str,
         action: CredentialAction,
         by: &OperatorCall<'_>,
         name: &str,
         now: i64,
-    ) -> Result<(CredentialView, bool), ApiError> {
+    ) -> Result<ActionOutcome, ApiError> {
+        by.check_reason()?;
         let e = self.store.enrollment_by_device(device_id).await?.ok_or_else(|| not_found("credential"))?;
-        let (to, reason) = match action {
+        let (to, status_reason) = match action {
             CredentialAction::Suspend => (EnrollmentStatus::Suspended, Some("suspended by an operator")),
             CredentialAction::Activate => (EnrollmentStatus::Active, None),
             CredentialAction::Revoke => (EnrollmentStatus::Revoked, Some("revoked by an operator")),
         };
         if e.status == to {
-            return Ok((CredentialView::from(&e), false));
+            return Ok(ActionOutcome { credential: CredentialView::from(&e), changed: false });
         }
         if e.status == EnrollmentStatus::Revoked {
             return Err(ApiError::new(ErrorCode::InvalidState, "the credential is revoked; revocation is final"));
         }
         let event = AuditEvent::new(now, kinds::MANAGEMENT_ACTION, by.actor, device_id, by.detail(name, 200, &[]));
         let Some(record) =
-            self.store.set_enrollment_status_audited(device_id, e.status, to, reason, now, &event).await?
+            self.store.set_enrollment_status_audited(device_id, e.status, to, status_reason, now, &event).await?
         else {
             return Err(ApiError::new(ErrorCode::InvalidState, "the credential changed meanwhile; read it again"));
         };
         self.audit.appended(&record);
         let changed = self.store.enrollment_by_device(device_id).await?.ok_or_else(|| not_found("credential"))?;
-        Ok((CredentialView::from(&changed), true))
+        Ok(ActionOutcome { credential: CredentialView::from(&changed), changed: true })
     }
 
     /// Authentication flows still kept by the session store, oldest first, from `since`.
-    pub async fn management_flows(
+    pub async fn flows(
         &self,
         status: Option<FlowStatus>,
         since: i64,
@@ -374,7 +429,7 @@ impl Services {
     }
 
     /// Audit records from `since`, in chain order; the cursor is the last `seq` seen.
-    pub async fn management_audit(
+    pub async fn audit_events(
         &self,
         since: i64,
         cursor: Option<&str>,
@@ -396,16 +451,28 @@ impl Services {
         Ok(Page { items: items.into_iter().map(AuditEntry::from).collect(), next_cursor })
     }
 
+    /// Audits a read (`users.list`, `users.get`, `credentials.get`, `flows.list`,
+    /// `audit.list`) with its outcome, then returns that outcome: a read that cannot
+    /// be audited is reported as failed.
+    pub async fn audited<T>(
+        &self,
+        by: &OperatorCall<'_>,
+        action: &str,
+        subject: &str,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let status = match &result {
+            Ok(_) => 200,
+            Err(e) => e.code.status(),
+        };
+        self.record(by.actor, subject, by.detail(action, status, &[])).await?;
+        result
+    }
+
     /// Records a management call in the audit trail and waits for it: an operator
     /// action that cannot be audited is reported as failed.
-    pub async fn audit_management(
-        &self,
-        actor: &str,
-        subject: &str,
-        detail: serde_json::Value,
-    ) -> Result<(), ApiError> {
-        let event =
-            crate::store::AuditEvent::new(crate::ids::now_unix(), kinds::MANAGEMENT_ACTION, actor, subject, detail);
+    pub async fn record(&self, actor: &str, subject: &str, detail: serde_json::Value) -> Result<(), ApiError> {
+        let event = AuditEvent::new(crate::ids::now_unix(), kinds::MANAGEMENT_ACTION, actor, subject, detail);
         self.audit.record(event).await?;
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! private and its API is grouped by what the callers do, one `impl` block per file:
 //! enrolling (`enroll.rs`), signing in (`auth.rs`, the browser channel in
 //! `channel.rs`, pairwise subjects in `subject.rs`), SAML (`saml.rs`), the management
-//! API (`management.rs`), OpenID Connect (`oidc.rs`), probes and metrics (`probe.rs`;
+//! API and console (`management.rs`, through [`Services::management`]), OpenID Connect (`oidc.rs`), probes and metrics (`probe.rs`;
 //! what keeps the node from being ready in `readiness.rs`, expired sessions counted in
 //! `expiry.rs`), and running the process (`operations.rs`, for `startup`).
 
@@ -21,6 +21,7 @@ pub mod flow;
 pub mod idtoken;
 pub mod jws;
 pub mod management;
+pub mod management_cli;
 pub mod oidc;
 pub mod operations;
 pub mod otp;
@@ -58,6 +59,8 @@ pub struct Services {
     otp_cache: otp::OtpCache,
     /// The envelope opened for sessions without a push token while push is on.
     push_decoy: auth::PushDecoy,
+    /// The management operations (API, console), over the same stores and audit trail.
+    management: management::Management,
 }
 
 /// What [`Services::new`] is built from (`startup` opens each part).
@@ -82,6 +85,7 @@ impl std::fmt::Debug for Services {
 impl Services {
     pub fn new(parts: Parts) -> Self {
         let Parts { settings, relying_parties, keys, store, sessions, trust, push, audit, browser_channels } = parts;
+        let management = management::Management::new(store.clone(), sessions.clone(), audit.clone());
         Self {
             settings,
             relying_parties,
@@ -94,7 +98,14 @@ impl Services {
             browser_channels,
             otp_cache: Default::default(),
             push_decoy: Default::default(),
+            management,
         }
+    }
+
+    /// The management operations: users, credentials, flows and the audit trail
+    /// (`management.rs`), as the management API and the operator console call them.
+    pub fn management(&self) -> &management::Management {
+        &self.management
     }
 
     /// The values read at start (which pages and limits apply).

@@ -206,22 +206,33 @@ fn print_status_at(status: &super::TrustStatus, now: i64, out: &mut dyn Write) -
             let rel = if t >= now { format!("in {}", span(t - now)) } else { format!("{} ago", span(now - t)) };
             format!("{} ({rel})", human_time(t))
         });
+        // Two lines an entry, within 100 columns (the source URL runs as long as it is).
         writeln!(
             out,
-            "{:<10} {:<36} seq {:<5} issued {:<16} next update {:<30} {}",
+            "{:<10} {:<44} {:<5} seq {:<5} issued {:<16}",
             e.kind,
-            e.name,
+            fit(&e.name, 44),
+            if e.fresh { "fresh" } else { "STALE" },
             e.seq.map_or("-".into(), |s| s.to_string()),
             e.issued.map_or("-".into(), human_time),
-            next,
-            if e.fresh { "fresh" } else { "STALE" },
         )?;
+        writeln!(out, "           next update {next}")?;
         writeln!(out, "           from {}", e.source)?;
         if let Some(m) = &e.error {
             writeln!(out, "           error: {m}")?;
         }
     }
     Ok(())
+}
+
+/// `s` cut to `width` characters, the last one an ellipsis when cut.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(width.saturating_sub(1)).collect();
+    cut.push('\u{2026}');
+    cut
 }
 
 /// `2026-12-06 09:40` (UTC).
@@ -310,5 +321,6 @@ mod tests {
         assert!(text.contains("2026-11-29 22:53 (2h ago)") && text.contains("STALE"), "{text}");
         assert!(text.contains("oldest fetch 60s ago"), "{text}");
         assert!(!text.contains(&now.to_string()[..6]), "no Unix seconds: {text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "100 columns: {text}");
     }
 }

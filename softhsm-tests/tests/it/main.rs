@@ -15,6 +15,7 @@ mod hardening;
 mod keys;
 mod lifecycle;
 mod management;
+mod management_cli;
 mod management_stores;
 mod metrics;
 mod oidc;

@@ -172,7 +172,7 @@ impl Console {
             return Ok(());
         }
         let detail = serde_json::json!({"action": "denied", "missing_scope": scope, "via": "console"});
-        if let Err(e) = state.services.audit_management(&self.operator.actor(), "management", detail).await {
+        if let Err(e) = state.services.management().record(&self.operator.actor(), "management", detail).await {
             return Err(api_error_page(&e));
         }
         Err(error_page(StatusCode::FORBIDDEN, "Not allowed", &format!("This needs the scope {scope}.")))

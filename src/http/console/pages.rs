@@ -228,10 +228,10 @@ pub async fn user(
     if let Err(r) = console.require(&state, scopes::USERS_READ).await {
         return r;
     }
-    let result = state.services.management_user(&token_id).await;
+    let result = state.services.management().user(&token_id).await;
     let status = result.as_ref().map_or_else(|e| e.code.status(), |_| 200);
     let detail = json!({"action": "users.get", "status": status, "auth": console.auth(), "via": "console"});
-    if let Err(e) = state.services.audit_management(&console.operator.actor(), &token_id, detail).await {
+    if let Err(e) = state.services.management().record(&console.operator.actor(), &token_id, detail).await {
         return api_error_page(&e);
     }
     let user = match result {
@@ -344,7 +344,7 @@ pub async fn confirm_change(
     if let Err(r) = console.require(&state, scope).await {
         return r;
     }
-    let credential = match state.services.management_credential(&device_id).await {
+    let credential = match state.services.management().credential(&device_id).await {
         Ok(c) => c,
         Err(e) => return api_error_page(&e),
     };
@@ -386,10 +386,13 @@ pub async fn change(
         return r;
     }
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth() };
-    match state.services.management_change_credential(&device_id, a, &by, now_unix()).await {
-        Ok(view) => {
-            tracing::warn!(device_id = %device_id, action = a.as_str(), actor = %actor, "credential changed in the console");
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    match state.services.management().change_credential(&device_id, a, &by, now_unix()).await {
+        Ok(outcome) => {
+            let view = outcome.credential;
+            if outcome.changed {
+                tracing::warn!(device_id = %device_id, action = a.as_str(), actor = %actor, "credential changed in the console");
+            }
             Redirect::to(&format!("/console/users/{}?done={}", url_segment(&view.token_id), a.as_str())).into_response()
         }
         Err(e) => api_error_page(&e),
@@ -432,8 +435,8 @@ pub async fn delete(
         return r;
     }
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth() };
-    match state.services.management_delete_user(&token_id, &by).await {
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    match state.services.management().delete_user(&token_id, &by).await {
         Ok(_) => Redirect::to("/console/users?done=deleted").into_response(),
         Err(e) => api_error_page(&e),
     }
@@ -486,7 +489,7 @@ pub async fn flows(State(state): State<AppState>, console: Console, Query(q): Qu
         None => None,
     };
     let page =
-        match state.services.management_flows(parsed, since(hours, now), q.cursor.as_deref(), PAGE_SIZE, now).await {
+        match state.services.management().flows(parsed, since(hours, now), q.cursor.as_deref(), PAGE_SIZE, now).await {
             Ok(p) => p,
             Err(e) => return api_error_page(&e),
         };
@@ -568,7 +571,7 @@ pub async fn audit(State(state): State<AppState>, console: Console, Query(q): Qu
         Ok(c) => c,
         Err(e) => return api_error_page(&e),
     };
-    let page = match state.services.management_audit(since(hours, now), q.cursor.as_deref(), 200).await {
+    let page = match state.services.management().audit_events(since(hours, now), q.cursor.as_deref(), 200).await {
         Ok(p) => p,
         Err(e) => return api_error_page(&e),
     };
@@ -644,7 +647,7 @@ pub async fn audit_export(State(state): State<AppState>, console: Console, Query
     };
     let detail =
         json!({"action": "audit.export", "status": 200, "auth": console.auth(), "via": "console", "records": n});
-    if let Err(e) = state.services.audit_management(&console.operator.actor(), "audit", detail).await {
+    if let Err(e) = state.services.management().record(&console.operator.actor(), "audit", detail).await {
         return api_error_page(&e);
     }
     let mut r = bytes.into_response();

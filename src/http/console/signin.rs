@@ -224,7 +224,7 @@ async fn start_session(
     }
     let auth = if operator.break_glass { "break_glass" } else { "oidc" };
     let detail = json!({"action": "console.sign_in", "status": 200, "auth": auth});
-    if let Err(e) = state.services.audit_management(&operator.actor(), "console", detail).await {
+    if let Err(e) = state.services.management().record(&operator.actor(), "console", detail).await {
         let _ = state.services.console_end_session(&secret).await;
         return api_error_page(&e);
     }
@@ -264,7 +264,7 @@ pub async fn break_glass(
         None => {
             let detail =
                 json!({"action": "console.sign_in", "status": 401, "auth": "break_glass", "ip": ip.to_string()});
-            if let Err(e) = state.services.audit_management("anonymous", "console", detail).await {
+            if let Err(e) = state.services.management().record("anonymous", "console", detail).await {
                 return api_error_page(&e);
             }
             tracing::warn!(%ip, "console break-glass sign-in refused: wrong token");
@@ -284,7 +284,7 @@ pub async fn signout(State(state): State<AppState>, console: Console, headers: H
         return api_error_page(&e);
     }
     let detail = json!({"action": "console.sign_out", "status": 200, "auth": console.auth()});
-    if let Err(e) = state.services.audit_management(&console.operator.actor(), "console", detail).await {
+    if let Err(e) = state.services.management().record(&console.operator.actor(), "console", detail).await {
         return api_error_page(&e);
     }
     let config = &state.http.console;

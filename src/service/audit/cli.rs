@@ -187,7 +187,7 @@ where
     result
 }
 
-fn parse_since(s: &str, now: i64) -> anyhow::Result<i64> {
+pub(crate) fn parse_since(s: &str, now: i64) -> anyhow::Result<i64> {
     if let Ok(unix) = s.parse::<i64>() {
         return Ok(unix);
     }

@@ -42,7 +42,9 @@ pub struct Audit {
 
 struct Inner {
     store: Arc<dyn DurableStore>,
-    keys: KeyRing,
+    /// `None` for a command-line appender: it signs no checkpoint, the server's
+    /// checkpoint loop covers its events later.
+    keys: Option<KeyRing>,
     every: i64,
     interval: std::time::Duration,
     /// Highest `seq` known to be checkpointed (by any node), 0 before the first look.
@@ -64,9 +66,26 @@ impl Audit {
         Self {
             inner: Arc::new(Inner {
                 store,
-                keys,
+                keys: Some(keys),
                 every: i64::from(config.checkpoint_every.max(1)),
                 interval: config.checkpoint_interval,
+                checkpointed: AtomicI64::new(0),
+                appended: AtomicI64::new(0),
+                signing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// An audit handle that appends events and signs no checkpoint, for commands that
+    /// change the store without opening the HSM (`symbolon users`): a running server's
+    /// checkpoint loop (`audit.checkpoint_interval`) signs over their events later.
+    pub fn appender(store: Arc<dyn DurableStore>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                keys: None,
+                every: i64::MAX,
+                interval: std::time::Duration::from_secs(3600),
                 checkpointed: AtomicI64::new(0),
                 appended: AtomicI64::new(0),
                 signing: AtomicBool::new(false),
@@ -100,6 +119,9 @@ impl Audit {
     /// One signer runs at a time. Events appended while it signs are not lost: when it
     /// is done it looks again and signs once more if another checkpoint is due by then.
     pub fn appended(&self, record: &AuditRecord) {
+        if self.inner.keys.is_none() {
+            return;
+        }
         self.inner.appended.fetch_max(record.seq, Ordering::Relaxed);
         if !self.claim_due_checkpoint() {
             return;
@@ -131,6 +153,7 @@ impl Audit {
     /// Signs a checkpoint over the current head unless it is checkpointed already.
     /// Returns the new checkpoint. Several nodes may race: one row per `seq` is kept.
     pub async fn checkpoint(&self, now: i64) -> Result<Option<AuditCheckpoint>, AuditError> {
+        let Some(keys) = &self.inner.keys else { return Ok(None) };
         let store = &self.inner.store;
         let Some((seq, hash)) = store.audit_head().await? else { return Ok(None) };
         let last = store.last_checkpoint().await?.map_or(0, |c| c.seq);
@@ -138,8 +161,8 @@ impl Audit {
         if seq <= last {
             return Ok(None);
         }
-        let key = self.inner.keys.active(KeyPurpose::Audit)?;
-        let sig = self.inner.keys.sign_with(&key.label, checkpoint_message(seq, &hash, now, &key.label)).await?;
+        let key = keys.active(KeyPurpose::Audit)?;
+        let sig = keys.sign_with(&key.label, checkpoint_message(seq, &hash, now, &key.label)).await?;
         let cp = AuditCheckpoint { seq, hash, at: now, key_label: key.label, signature: URL_SAFE_NO_PAD.encode(sig) };
         store.insert_checkpoint(&cp).await?;
         self.inner.checkpointed.fetch_max(seq, Ordering::Relaxed);
