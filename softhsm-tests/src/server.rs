@@ -57,6 +57,8 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Wait only until `/livez` answers (a server expected not to be ready).
     pub live_only: bool,
+    /// Run `serve` with this binary instead of [`symbolon_bin`] (benchmark A/B runs).
+    pub serve_bin: Option<PathBuf>,
     /// Public and admin ports chosen by the caller (e.g. for a configuration that
     /// names the admin URL); free ports otherwise.
     pub ports: Option<[u16; 2]>,
@@ -72,6 +74,7 @@ pub struct TestServer {
     /// The extra TOML the server runs with (to start more nodes like it).
     pub extra_toml: String,
     env: Vec<(String, String)>,
+    serve_bin: Option<PathBuf>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
     /// PostgreSQL and Redis when `SYMBOLON_TEST_STORES` asked for them; dropped after
@@ -146,7 +149,7 @@ impl TestServer {
             }
         }
         let log_path = dir.path().join("server.log");
-        let child = spawn_serve(token, &config_path, &log_path, &options.env)?;
+        let child = spawn_serve(token, &config_path, &log_path, &options.env, options.serve_bin.as_deref())?;
         let mut server = TestServer {
             public_url: format!("http://127.0.0.1:{public}"),
             admin_url: format!("http://127.0.0.1:{admin}"),
@@ -155,6 +158,7 @@ impl TestServer {
             log_path,
             extra_toml,
             env: options.env.clone(),
+            serve_bin: options.serve_bin.clone(),
             child: Some(child),
             _dir: dir,
             stores,
@@ -189,7 +193,7 @@ impl TestServer {
         if self.child.is_some() {
             bail!("server still running");
         }
-        self.child = Some(spawn_serve(token, &self.config_path, &self.log_path, &self.env)?);
+        self.child = Some(spawn_serve(token, &self.config_path, &self.log_path, &self.env, self.serve_bin.as_deref())?);
         self.wait_for("/readyz", Duration::from_secs(30))
     }
 
@@ -231,9 +235,18 @@ impl Drop for TestServer {
 }
 
 /// `symbolon serve` with `config`, its stderr appended to `log_path`.
-fn spawn_serve(token: &TestToken, config: &Path, log_path: &Path, env: &[(String, String)]) -> anyhow::Result<Child> {
+fn spawn_serve(
+    token: &TestToken,
+    config: &Path,
+    log_path: &Path,
+    env: &[(String, String)],
+    serve_bin: Option<&Path>,
+) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
-    let mut cmd = Command::new(symbolon_bin()?);
+    let mut cmd = Command::new(match serve_bin {
+        Some(bin) => bin.to_path_buf(),
+        None => symbolon_bin()?,
+    });
     cmd.arg("--config")
         .arg(config)
         .arg("serve")

@@ -58,7 +58,17 @@ impl SignIn {
 
     /// As [`SignIn::start_with_token`], enrolling with the given push registration.
     pub async fn start_full(token: TestToken, extra: &str, options: ServerOptions, push: Push) -> anyhow::Result<Self> {
-        let chain = FixtureChain::new()?;
+        Self::start_with_chain(token, FixtureChain::new()?, extra, options, push).await
+    }
+
+    /// As [`SignIn::start_full`] with a chain prepared by the caller (e.g. with bulk seals).
+    pub async fn start_with_chain(
+        token: TestToken,
+        chain: FixtureChain,
+        extra: &str,
+        options: ServerOptions,
+        push: Push,
+    ) -> anyhow::Result<Self> {
         let extra_toml =
             format!("{}\n{SERVICE_TOML}\n{RELAXED_LIMITS}\n{extra}\n{}", chain.trust_toml("1h"), options.extra_toml);
         let server = TestServer::start(&token, ServerOptions { extra_toml, ..options })?;

@@ -21,10 +21,16 @@ fn rsa_cache() -> PathBuf {
 impl FixtureChain {
     /// Generates a fresh chain.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_bulk_ids(0)
+    }
+
+    /// A fresh chain with `n` more valid seals (`bulk_000001`, …) for benchmarks.
+    pub fn with_bulk_ids(n: usize) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("symbolon-fx-").tempdir()?;
         let cache = rsa_cache();
         std::fs::create_dir_all(&cache)?;
-        let manifest = generate(dir.path(), &FixtureOptions { rsa_key_cache: Some(cache), ..Default::default() })?;
+        let manifest =
+            generate(dir.path(), &FixtureOptions { rsa_key_cache: Some(cache), bulk_ids: n, ..Default::default() })?;
         Ok(Self { dir, manifest })
     }
 

@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             state_ca_alg: args.state_ca_alg,
             base_url: args.base_url,
             rsa_key_cache: args.rsa_key_cache,
+            bulk_ids: 0,
         },
     )?;
     println!("wrote {} files and {} seals to {}", manifest.files.len(), manifest.seals.len(), args.out.display());
