@@ -375,5 +375,5 @@ list_token_objects() {
     parse_object_list <<<"$out"
 }
 
-SYMBOLON_PURPOSES='otp jwt saml data audit pairwise'
-SYMBOLON_LABEL_RE='^symbolon-(otp|jwt|saml|data|audit|pairwise)-[0-9]{8}T[0-9]{6}Z$'
+SYMBOLON_PURPOSES='otp jwt saml data audit pairwise saml-rsa'
+SYMBOLON_LABEL_RE='^symbolon-(otp|jwt|saml|data|audit|pairwise|saml-rsa)-[0-9]{8}T[0-9]{6}Z$'

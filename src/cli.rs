@@ -331,6 +331,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 hsm: &config.hsm,
                 keys: &config.keys,
                 lifetimes: config.key_lifetimes(),
+                init_purposes: &config.key_purposes_to_init(),
             };
             runtime()?.block_on(crate::keyring::cli::run(setup, cmd))?;
             Ok(ExitCode::SUCCESS)

@@ -54,7 +54,7 @@ impl Histogram {
 }
 
 /// Key purposes plus "no key" (ping, catalog), as label values.
-const PURPOSES: [&str; 7] = ["otp", "jwt", "saml", "data", "audit", "pairwise", "none"];
+const PURPOSES: [&str; 8] = ["otp", "jwt", "saml", "data", "audit", "pairwise", "saml-rsa", "none"];
 
 fn purpose_index(purpose: Option<KeyPurpose>) -> usize {
     match purpose {
@@ -64,7 +64,8 @@ fn purpose_index(purpose: Option<KeyPurpose>) -> usize {
         Some(KeyPurpose::Data) => 3,
         Some(KeyPurpose::Audit) => 4,
         Some(KeyPurpose::Pairwise) => 5,
-        None => 6,
+        Some(KeyPurpose::SamlRsa) => 6,
+        None => 7,
     }
 }
 

@@ -109,7 +109,11 @@ impl Application {
         )
         .context("push")?;
         if config.keys.init_on_start {
-            for e in keys.generate_missing(crate::ids::now_unix()).await.context("keys.init_on_start")? {
+            for e in keys
+                .generate_missing(&config.key_purposes_to_init(), crate::ids::now_unix())
+                .await
+                .context("keys.init_on_start")?
+            {
                 tracing::info!(label = %e.label, purpose = %e.purpose, "keys.init_on_start: generated a key");
             }
         }

@@ -4,6 +4,8 @@
 Usage:
   browser_signin.py saml --url SSO_URL --token-id T --acs-port P --out FILE --screenshot PNG
   browser_signin.py demo --url DEMO_URL --token-id T --out FILE --screenshot PNG
+  browser_signin.py mellon --url PROTECTED_URL --logout-url URL --idp-url ISSUER --token-id T
+                    --out FILE --screenshot PNG
 
 Both modes load the page, type the token id, wait for the OTP and print
 "OTP <code>" on stdout (the caller approves on the device then), take the
@@ -12,6 +14,12 @@ saml: a tiny HTTP server on 127.0.0.1:P plays the SP's ACS; the form POST it
 receives (SAMLResponse, RelayState) is written to FILE as JSON.
 demo: waits for the decoded identity token and the in-browser signature check;
 writes {"verified": ..., "claims": ..., "header": ...} to FILE.
+mellon: opens a page an Apache mod_auth_mellon SP protects, which sends the browser
+to Symbolon's sign-in page; after the approval waits for the protected page (a CGI
+printing its environment), then opens the SP's logout URL and waits until the
+browser is back on Symbolon's sign-in page (the logout's ReturnTo is the protected
+page again); writes {"protected_url", "protected_text", "after_logout_url",
+"after_logout_has_form"} to FILE.
 """
 import argparse
 import json
@@ -105,10 +113,12 @@ def sign_in(driver, url, token_id, screenshot):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["saml", "demo"])
+    ap.add_argument("mode", choices=["saml", "demo", "mellon"])
     ap.add_argument("--url", required=True)
     ap.add_argument("--token-id", required=True)
     ap.add_argument("--acs-port", type=int)
+    ap.add_argument("--logout-url", help="mellon: the SP's logout URL")
+    ap.add_argument("--idp-url", help="mellon: Symbolon's issuer URL")
     ap.add_argument("--out", required=True)
     ap.add_argument("--screenshot", required=True)
     ap.add_argument("--timeout", type=float, default=60)
@@ -141,6 +151,22 @@ def main():
                 wait.until(ec.visibility_of_element_located((By.ID, "token-id")))
                 result["form_back"] = True
                 result["acs_posted"] = got_post.is_set()
+            elif args.mode == "mellon":
+                wait = WebDriverWait(driver, args.timeout)
+                wait.until(lambda d: d.current_url.startswith(args.url) and "MELLON_" in d.page_source)
+                result = {
+                    "protected_url": driver.current_url,
+                    "protected_text": driver.find_element(By.TAG_NAME, "body").text,
+                }
+                if args.result_screenshot:
+                    driver.save_screenshot(args.result_screenshot)
+                driver.get(args.logout_url)
+                wait.until(
+                    lambda d: d.current_url.startswith(args.idp_url + "/saml/sso")
+                    and d.find_elements(By.ID, "token-id")
+                )
+                result["after_logout_url"] = driver.current_url
+                result["after_logout_has_form"] = bool(driver.find_elements(By.ID, "token-id"))
             elif args.mode == "saml":
                 if not got_post.wait(args.timeout):
                     print("no POST reached the ACS; page:", driver.page_source[:2000], file=sys.stderr)

@@ -332,6 +332,14 @@ impl Config {
         }
     }
 
+    /// The key purposes `symbolon keys init` (and `keys.init_on_start`) make a key
+    /// for: every purpose, but the RSA SAML key (`saml-rsa`) only when `[saml]` is
+    /// enabled, since generating RSA-3072 takes a while and few installations need it.
+    pub fn key_purposes_to_init(&self) -> Vec<crate::keyring::KeyPurpose> {
+        use crate::keyring::KeyPurpose;
+        KeyPurpose::ALL.into_iter().filter(|p| *p != KeyPurpose::SamlRsa || self.saml.enabled).collect()
+    }
+
     /// The values the domain (`service/`) runs with.
     pub fn service_settings(&self) -> Settings {
         Settings {
@@ -725,7 +733,7 @@ given_name = "urn:oid:2.5.4.42"
             assert!(c.saml.enabled && c.demo.enabled);
             assert_eq!(c.saml.request_max_age, Duration::from_secs(120));
             let sp = c.service("sp").and_then(|s| s.saml.as_ref()).ok_or("no sp")?;
-            assert_eq!(sp.attribute_name(crate::saml::Claim::GivenName).0, "urn:oid:2.5.4.42");
+            assert_eq!(sp.attribute_name(crate::saml::Claim::GivenName).name, "urn:oid:2.5.4.42");
             assert!(c.served_by_idp_pages(c.service("demo").ok_or("no demo")?));
             assert_eq!(c.issuer_origin().as_deref(), Some("http://localhost:8080"));
             Ok(())
@@ -748,6 +756,9 @@ given_name = "urn:oid:2.5.4.42"
             certificate_pem: None,
             sign_response: false,
             default_scopes: vec!["document".into()],
+            signature_algorithm: Default::default(),
+            name_id_format: Default::default(),
+            attribute_name_format: Default::default(),
         };
         let service = |id: &str, saml| ServiceConfig {
             id: id.into(),

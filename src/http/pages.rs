@@ -12,7 +12,7 @@ use super::extract::ClientIp;
 use super::flow;
 use crate::ids::now_unix;
 use crate::service::flow::FlowKind;
-use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, SamlPost};
+use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, SamlPost, SloOutcome, SsoBegin};
 use crate::web::{self, Page, SignInTarget};
 
 pub(super) fn html(status: StatusCode, page: Page) -> Response {
@@ -63,10 +63,15 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /saml/sso`: a checked `AuthnRequest` gets the sign-in page.
+/// `GET /saml/sso`: a checked `AuthnRequest` gets the sign-in page (or, when it asks
+/// for a NameID format we cannot issue, the auto-POST of a signed refusal to the ACS).
 pub async fn sso(State(state): State<AppState>, ClientIp(ip): ClientIp, RawQuery(query): RawQuery) -> Response {
     match state.services.saml_begin(query.as_deref().unwrap_or(""), ip, now_unix()).await {
-        Ok(start) => {
+        Ok(SsoBegin::Refused(post)) => html(
+            StatusCode::OK,
+            web::saml_refusal_page(&web::nonce(), &post.acs_url, &post.saml_response, post.relay_state.as_deref()),
+        ),
+        Ok(SsoBegin::Page(start)) => {
             let target = SignInTarget {
                 service_id: &start.service.id,
                 service_name: &start.service.name,
@@ -88,10 +93,18 @@ pub async fn sso(State(state): State<AppState>, ClientIp(ip): ClientIp, RawQuery
 }
 
 /// `GET /saml/slo`: a checked `LogoutRequest` is answered by a redirect carrying the
-/// signed `LogoutResponse`.
+/// signed `LogoutResponse`; an asynchronous one by a plain page.
 pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     match state.services.saml_logout(query.as_deref().unwrap_or(""), now_unix()).await {
-        Ok(url) => match HeaderValue::from_str(&url) {
+        Ok(SloOutcome::Asynchronous) => html(
+            StatusCode::OK,
+            web::notice_page(
+                &web::nonce(),
+                "Signed out",
+                "You are signed out. The service asked for no answer, so you can close this page.",
+            ),
+        ),
+        Ok(SloOutcome::Redirect(url)) => match HeaderValue::from_str(&url) {
             Ok(location) => {
                 let mut r = StatusCode::SEE_OTHER.into_response();
                 r.headers_mut().insert(header::LOCATION, location);

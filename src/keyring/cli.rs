@@ -34,6 +34,8 @@ pub enum KeysCommand {
         purpose: KeyPurpose,
     },
     /// Generate an active key for every purpose that has none (first installation).
+    ///
+    /// The RSA SAML key (saml-rsa) is made only when [saml] is enabled.
     Init,
     /// Add a key made with vendor tooling to the catalog now.
     ///
@@ -93,6 +95,8 @@ pub struct KeysSetup<'a> {
     pub hsm: &'a HsmConfig,
     pub keys: &'a KeysConfig,
     pub lifetimes: KeyLifetimes,
+    /// The purposes `keys init` makes keys for (`Config::key_purposes_to_init`).
+    pub init_purposes: &'a [KeyPurpose],
 }
 
 /// Runs a `keys` command against the configured store and token.
@@ -111,7 +115,7 @@ pub async fn run(setup: KeysSetup<'_>, cmd: KeysCommand) -> anyhow::Result<()> {
     let pool = tokio::task::spawn_blocking(move || open_pool(&hsm)).await??;
     let now = crate::ids::now_unix();
     let result = match KeyRing::open_with(pool.clone(), store, now, "operator", &setup.keys.imported).await {
-        Ok(ring) => subcommand(&Lifecycle::new(ring, setup.keys, setup.lifetimes), cmd, now).await,
+        Ok(ring) => subcommand(&Lifecycle::new(ring, setup.keys, setup.lifetimes), cmd, setup.init_purposes, now).await,
         Err(e) => Err(e.into()),
     };
     // SoftHSM2 must not see open sessions in its exit handlers.
@@ -119,7 +123,7 @@ pub async fn run(setup: KeysSetup<'_>, cmd: KeysCommand) -> anyhow::Result<()> {
     result
 }
 
-async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Result<()> {
+async fn subcommand(life: &Lifecycle, cmd: KeysCommand, init: &[KeyPurpose], now: i64) -> anyhow::Result<()> {
     let ring = life.ring();
     match cmd {
         KeysCommand::List { json: false } => list(life, now).await?,
@@ -129,7 +133,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
             println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
         }
         KeysCommand::Init => {
-            for e in ring.generate_missing(now).await? {
+            for e in ring.generate_missing(init, now).await? {
                 println!("generated {} ({}, {})", e.label, e.purpose, e.state.as_str());
             }
         }
@@ -137,7 +141,7 @@ async fn subcommand(life: &Lifecycle, cmd: KeysCommand, now: i64) -> anyhow::Res
             if KeyPurpose::from_label(&label).is_none() {
                 anyhow::bail!(
                     "label {label:?} does not follow the scheme symbolon-<purpose>-<UTC timestamp> \
-                     (purposes: otp, jwt, saml, data, audit, pairwise); generate keys with hsm/gen-key"
+                     (purposes: otp, jwt, saml, data, audit, pairwise, saml-rsa); generate keys with hsm/gen-key"
                 );
             }
             // KeyRing::open_as has synced: every key of the scheme on the token is in the

@@ -28,15 +28,17 @@ impl KeyPurpose {
     }
 
     /// The purpose named by a label of our scheme, if it is one.
+    /// Purpose names may contain `-` (`saml-rsa`), so the longest purpose name that
+    /// is followed by `-` wins: `symbolon-saml-rsa-…` is a `saml-rsa` key.
     pub fn from_label(label: &str) -> Option<KeyPurpose> {
         let rest = label.strip_prefix(LABEL_PREFIX)?;
-        let (purpose, stamp) = rest.split_once('-')?;
+        let (purpose, stamp) = KeyPurpose::ALL
+            .into_iter()
+            .filter_map(|p| Some((p, rest.strip_prefix(p.as_str())?.strip_prefix('-')?)))
+            .max_by_key(|(p, _)| p.as_str().len())?;
         let ok_stamp = !stamp.is_empty()
             && stamp.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-        if !ok_stamp {
-            return None;
-        }
-        purpose.parse().ok()
+        ok_stamp.then_some(purpose)
     }
 }
 
@@ -53,5 +55,10 @@ mod tests {
         assert_eq!(KeyPurpose::from_label("other-jwt-1"), None);
         assert_eq!(KeyPurpose::from_label("symbolon-otp-"), None);
         assert_eq!(KeyPurpose::from_label("symbolon-pairwise-20251122T082640Z"), Some(KeyPurpose::Pairwise));
+        let rsa = KeyPurpose::SamlRsa.new_label(1_763_800_000);
+        assert_eq!(rsa, "symbolon-saml-rsa-20251122T082640Z");
+        assert_eq!(KeyPurpose::from_label(&rsa), Some(KeyPurpose::SamlRsa));
+        assert_eq!(KeyPurpose::from_label("symbolon-saml-20251122T082640Z-1"), Some(KeyPurpose::Saml));
+        assert_eq!(KeyPurpose::from_label("symbolon-saml-rsa-"), None);
     }
 }

@@ -83,6 +83,11 @@ impl Lifecycle {
                 "saml.assertion_lifetime + saml.clock_skew + keys.sync_interval, so that every assertion it signed has expired",
             ),
             (
+                KeyPurpose::SamlRsa,
+                secs(lifetimes.saml_assertion) + secs(lifetimes.saml_clock_skew) + sync,
+                "saml.assertion_lifetime + saml.clock_skew + keys.sync_interval, so that every assertion it signed has expired",
+            ),
+            (
                 KeyPurpose::Otp,
                 secs(lifetimes.otp) + skew + sync,
                 "auth.otp_ttl + keys.clock_skew + keys.sync_interval, so that every session it serves has ended",

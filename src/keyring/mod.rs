@@ -14,7 +14,7 @@ mod ring;
 pub use config::{KeysConfig, RotationSchedule};
 pub use lifecycle::{KeyLifetimes, Lifecycle, Rotation, SchedulePlan, node_name, spawn_maintenance};
 pub use rewrap::{RewrapReport, rewrap};
-pub use ring::{KeyRing, check_key_safety, origin};
+pub use ring::{KEY_GENERATION_DEADLINE, KeyRing, check_key_safety, origin};
 
 /// The catalog's vocabulary, owned by the store that keeps it.
 pub use crate::store::catalog::{CatalogEntry, KeyPurpose, KeyState};
@@ -28,6 +28,7 @@ pub fn key_kind(purpose: KeyPurpose) -> KeyKind {
         KeyPurpose::Otp | KeyPurpose::Pairwise => KeyKind::HmacSecret,
         KeyPurpose::Data => KeyKind::Aes256,
         KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => KeyKind::EcP256,
+        KeyPurpose::SamlRsa => KeyKind::Rsa3072,
     }
 }
 

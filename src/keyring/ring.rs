@@ -5,10 +5,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::{CatalogEntry, KeyError, KeyPurpose, KeyState, key_kind};
-use crate::keys::{EcPublicJwk, Envelope, HsmError, HsmOp, LABEL_PREFIX, SessionPool, TokenKey, TokenSession};
+use crate::keys::{
+    EcPublicJwk, Envelope, HsmError, HsmOp, LABEL_PREFIX, RsaPublicParts, SessionPool, TokenKey, TokenSession,
+};
 use crate::metrics::METRICS;
 use crate::store::audit::kinds::KEY_STATE_CHANGED;
 use crate::store::{AuditEvent, DurableStore, StoreError};
+
+/// How long generating a key may take: an RSA-3072 key pair takes seconds on a soft
+/// token (more on a busy machine, and on some HSMs), far beyond `hsm.deadline`, which
+/// bounds request paths. Generation is an operator or start-up step, never a request's.
+pub const KEY_GENERATION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Keys as the server uses them.
 #[derive(Clone)]
@@ -200,8 +207,23 @@ impl KeyRing {
         R: Send + 'static,
         F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
     {
+        self.run_within(op, purpose, self.pool.deadline(), f).await
+    }
+
+    /// As [`Self::run`] with its own deadline.
+    async fn run_within<R, F>(
+        &self,
+        op: HsmOp,
+        purpose: Option<KeyPurpose>,
+        limit: std::time::Duration,
+        f: F,
+    ) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
+    {
         let start = std::time::Instant::now();
-        let result = self.pool.run_as(op, f).await;
+        let result = self.pool.run_within(op, limit, f).await;
         METRICS.hsm.record(op, purpose, start.elapsed(), result.as_ref().err());
         result
     }
@@ -245,6 +267,9 @@ impl KeyRing {
     }
 
     async fn kid_of(&self, purpose: KeyPurpose, label: &str) -> Result<String, KeyError> {
+        if purpose == KeyPurpose::SamlRsa {
+            return Ok(self.public_rsa(label).await?.thumbprint());
+        }
         if !purpose.is_key_pair() {
             return Ok(String::new());
         }
@@ -263,7 +288,8 @@ impl KeyRing {
             n += 1;
         }
         let l = label.clone();
-        self.run(HsmOp::Catalog, Some(purpose), move |s| s.generate(key_kind(purpose), &l)).await?;
+        let limit = self.pool.deadline().max(KEY_GENERATION_DEADLINE);
+        self.run_within(HsmOp::Catalog, Some(purpose), limit, move |s| s.generate(key_kind(purpose), &l)).await?;
         self.record_new_key(&label, purpose, now, "generated").await?;
         self.sync(now).await?;
         self.entries()
@@ -278,11 +304,11 @@ impl KeyRing {
         self.token_keys.read().map(|t| t.iter().filter(|k| k.class != "public").cloned().collect()).unwrap_or_default()
     }
 
-    /// Generates an active key for every purpose that has none (`symbolon keys init`,
-    /// `keys.init_on_start`); returns the keys made.
-    pub async fn generate_missing(&self, now: i64) -> Result<Vec<CatalogEntry>, KeyError> {
+    /// Generates an active key for every purpose of `purposes` that has none (`symbolon
+    /// keys init`, `keys.init_on_start`); returns the keys made.
+    pub async fn generate_missing(&self, purposes: &[KeyPurpose], now: i64) -> Result<Vec<CatalogEntry>, KeyError> {
         let mut made = Vec::new();
-        for purpose in KeyPurpose::ALL {
+        for &purpose in purposes {
             if self.active(purpose).is_err() {
                 made.push(self.generate(purpose, now).await?);
             }
@@ -324,6 +350,26 @@ impl KeyRing {
             m.insert(label.to_string(), jwk.clone());
         }
         Ok(jwk)
+    }
+
+    /// The public half of an RSA key pair (read from the token each time: only
+    /// certificate making and `kid`s need it).
+    pub async fn public_rsa(&self, label: &str) -> Result<RsaPublicParts, KeyError> {
+        let l = label.to_string();
+        Ok(self.run(HsmOp::PublicKey, KeyPurpose::from_label(label), move |s| s.public_rsa(&l)).await?)
+    }
+
+    /// RS256 (`CKM_SHA256_RSA_PKCS`) over `message` with the active key of `purpose`:
+    /// (catalog entry, signature).
+    pub async fn sign_active_rs256(
+        &self,
+        purpose: KeyPurpose,
+        message: Vec<u8>,
+    ) -> Result<(CatalogEntry, Vec<u8>), KeyError> {
+        let key = self.active(purpose)?;
+        let label = key.label.clone();
+        let sig = self.run(HsmOp::SignRs256, Some(purpose), move |s| s.sign_rs256(&label, &message)).await?;
+        Ok((key, sig))
     }
 
     /// ES256 over `message` with the active key of `purpose`: (catalog entry, r||s).
@@ -393,6 +439,10 @@ impl KeyRing {
             }
             KeyPurpose::Otp | KeyPurpose::Pairwise => {
                 self.pool.run_as(HsmOp::HmacSha256, move |s| s.hmac_sha256(&label, &probe).map(|_| ())).await
+            }
+            KeyPurpose::SamlRsa => {
+                self.public_rsa(&label).await?;
+                self.pool.run_as(HsmOp::SignRs256, move |s| s.sign_rs256(&label, &probe).map(|_| ())).await
             }
             KeyPurpose::Data => {
                 let (l, p) = (label.clone(), probe.clone());

@@ -1,5 +1,6 @@
 //! The PKCS#11 core: the token URI and PIN, the session pool, the kinds of key and
-//! their mechanisms (ES256, HMAC, AES-GCM envelopes, RSA for the FCM assertion). No
+//! their mechanisms (ES256, HMAC, AES-GCM envelopes, RS256 for the FCM assertion and
+//! SAML service providers that need RSA). No
 //! private or secret key ever leaves the token. It imports nothing of the crate but
 //! `error`, `files` (bounded reads of the PIN file) and its own configuration: which key serves what, and in which state, is
 //! the key ring's business (`keyring/`, docs/architecture.md).
@@ -23,6 +24,7 @@ pub use module::{Module, TokenDescription};
 pub use op::HsmOp;
 pub use pin::{HsmPin, PinError, PinOrigin};
 pub use pool::SessionPool;
+pub use rsa::{RSA_BITS, RsaPublicParts};
 pub use token::{KeyKind, TokenInfo, TokenKey, TokenSession, initialize as initialize_module};
 pub use uri::{Pkcs11Uri, UriError};
 

@@ -257,6 +257,11 @@ impl SessionPool {
         self.tx.len()
     }
 
+    /// The longest wait for one operation (`hsm.deadline`).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The module context, for operator tooling and tests that act on the token from
     /// "outside" the pool (e.g. `C_Finalize` to simulate a token restart).
     pub fn context(&self) -> &Pkcs11 {
@@ -280,12 +285,22 @@ impl SessionPool {
 
     /// Runs `op`, one operation of kind `kind`, on a worker's session within the pool
     /// deadline.
-    pub async fn run_as<R, F>(&self, kind: HsmOp, mut op: F) -> Result<R, HsmError>
+    pub async fn run_as<R, F>(&self, kind: HsmOp, op: F) -> Result<R, HsmError>
     where
         R: Send + 'static,
         F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
     {
-        let deadline = Instant::now() + self.deadline;
+        self.run_within(kind, self.deadline, op).await
+    }
+
+    /// As [`Self::run_as`] with a deadline of its own, for the rare operations that may
+    /// take longer than any request should wait (generating an RSA key pair).
+    pub async fn run_within<R, F>(&self, kind: HsmOp, limit: Duration, mut op: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut TokenSession) -> Result<R, HsmError> + Send + 'static,
+    {
+        let deadline = Instant::now() + limit;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |worker: &mut Worker| {
             // A job that waited past its deadline is dropped: its caller already gave up.

@@ -32,6 +32,8 @@ pub enum KeyKind {
     HmacSecret,
     /// AES-256, `CKM_AES_GCM`.
     Aes256,
+    /// RSA-3072 key pair, `CKM_SHA256_RSA_PKCS`.
+    Rsa3072,
 }
 
 /// How the token was found and what it offers.
@@ -258,6 +260,7 @@ impl TokenSession {
                     .map_err(unsupported("CKM_EC_KEY_PAIR_GEN"))?
                     .1
             }
+            KeyKind::Rsa3072 => self.generate_rsa_pair(label, &id)?,
         };
         self.check_made_in_token(made, label)
     }
@@ -303,7 +306,7 @@ impl TokenSession {
         let (key_type, usage) = match kind {
             KeyKind::HmacSecret => (KeyType::GENERIC_SECRET, [Attribute::Sign(true), Attribute::Verify(true)]),
             KeyKind::Aes256 => (KeyType::AES, [Attribute::Encrypt(true), Attribute::Decrypt(true)]),
-            KeyKind::EcP256 => {
+            KeyKind::EcP256 | KeyKind::Rsa3072 => {
                 return Err(HsmError::Malformed("only otp and data keys can be imported"));
             }
         };

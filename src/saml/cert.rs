@@ -1,7 +1,8 @@
-//! The SAML signing certificate: X.509 v3, self-signed by the `saml` key inside the
-//! HSM (ecdsa-with-SHA256), stored in the token as a `CKO_CERTIFICATE` with the key's
-//! `CKA_ID` and label, so every node serves the same certificate. A certificate
-//! imported by the operator under the key's label is used as it is.
+//! The SAML signing certificates: X.509 v3, self-signed inside the HSM by the key they
+//! carry (the `saml` EC key with ecdsa-with-SHA256, the `saml-rsa` RSA-3072 key with
+//! sha256WithRSAEncryption), stored in the token as a `CKO_CERTIFICATE` with the key's
+//! label, so every node serves the same certificate. A certificate imported by the
+//! operator under the key's label is used as it is.
 
 use std::time::Duration;
 
@@ -20,11 +21,14 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
 use super::SamlError;
+use super::config::SignatureAlgorithm;
 use crate::keyring::{CatalogEntry, KeyPurpose, KeyRing};
 use crate::keys::HsmError;
 
 /// ecdsa-with-SHA256 (RFC 5758).
 pub const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+/// sha256WithRSAEncryption (RFC 4055).
+pub const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
@@ -41,6 +45,47 @@ pub struct CertificateParams {
     pub validity: Duration,
 }
 
+/// The public key of a SAML key, as its certificate must carry it.
+enum PublicKey {
+    Ec(crate::keys::EcPublicJwk),
+    Rsa(rsa::RsaPublicKey),
+}
+
+impl PublicKey {
+    async fn of(ring: &KeyRing, label: &str) -> Result<Self, SamlError> {
+        if KeyPurpose::from_label(label) == Some(KeyPurpose::SamlRsa) {
+            let parts = ring.public_rsa(label).await?;
+            let key = parts.to_public_key().ok_or(HsmError::Malformed("RSA public key"))?;
+            Ok(PublicKey::Rsa(key))
+        } else {
+            Ok(PublicKey::Ec(ring.public_jwk(label).await?))
+        }
+    }
+
+    fn spki_der(&self) -> Result<Vec<u8>, SamlError> {
+        let cert_err = |e: String| SamlError::Certificate(e);
+        match self {
+            PublicKey::Ec(jwk) => {
+                use p256::pkcs8::EncodePublicKey;
+                let public = jwk.to_public_key().ok_or(HsmError::Malformed("SAML key is not a P-256 key"))?;
+                Ok(public.to_public_key_der().map_err(|e| cert_err(e.to_string()))?.as_bytes().to_vec())
+            }
+            PublicKey::Rsa(key) => {
+                use rsa::pkcs8::EncodePublicKey;
+                Ok(key.to_public_key_der().map_err(|e| cert_err(e.to_string()))?.as_bytes().to_vec())
+            }
+        }
+    }
+
+    fn algorithm(&self) -> AlgorithmIdentifierOwned {
+        match self {
+            PublicKey::Ec(_) => AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA256, parameters: None },
+            // RFC 4055 §5: the parameters are NULL for sha256WithRSAEncryption.
+            PublicKey::Rsa(_) => AlgorithmIdentifierOwned { oid: SHA256_WITH_RSA, parameters: Some(Any::null()) },
+        }
+    }
+}
+
 /// The certificate of the SAML key `label` (DER): read from the token, or made,
 /// self-signed in the HSM and stored there when the token has none.
 pub async fn ensure_certificate(
@@ -49,28 +94,27 @@ pub async fn ensure_certificate(
     params: &CertificateParams,
     now: i64,
 ) -> Result<Vec<u8>, SamlError> {
-    let jwk = ring.public_jwk(label).await?;
-    let public = jwk.to_public_key().ok_or(HsmError::Malformed("SAML key is not a P-256 key"))?;
-    let spki_der = {
-        use p256::pkcs8::EncodePublicKey;
-        public.to_public_key_der().map_err(|e| SamlError::Certificate(e.to_string()))?
-    };
-    let spki =
-        SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).map_err(|e| SamlError::Certificate(e.to_string()))?;
-    let tbs = tbs_certificate(spki, params, now)?;
+    let public = PublicKey::of(ring, label).await?;
+    let spki_der = public.spki_der()?;
+    let spki = SubjectPublicKeyInfoOwned::from_der(&spki_der).map_err(|e| SamlError::Certificate(e.to_string()))?;
+    let algorithm = public.algorithm();
+    let rsa = matches!(public, PublicKey::Rsa(_));
+    let tbs = tbs_certificate(spki, algorithm.clone(), params, now)?;
     let tbs_der = tbs.to_der().map_err(|e| SamlError::Certificate(e.to_string()))?;
     let l = label.to_string();
+    let op = if rsa { crate::keys::HsmOp::SignRs256 } else { crate::keys::HsmOp::SignEs256 };
     let made = ring
         .pool()
-        .run_as(crate::keys::HsmOp::SignEs256, move |s| {
+        .run_as(op, move |s| {
             if let Some(existing) = s.certificate(&l)? {
                 return Ok((existing, false));
             }
-            let sig = s.sign_es256(&l, &tbs_der)?;
+            let signature =
+                if rsa { s.sign_rs256(&l, &tbs_der)? } else { ecdsa_sig_value(&s.sign_es256(&l, &tbs_der)?)? };
             let cert = Certificate {
                 tbs_certificate: tbs.clone(),
-                signature_algorithm: ecdsa_sha256(),
-                signature: BitString::from_bytes(&ecdsa_sig_value(&sig)?)
+                signature_algorithm: algorithm.clone(),
+                signature: BitString::from_bytes(&signature)
                     .map_err(|_| HsmError::Malformed("signature bit string"))?,
             };
             let der = cert.to_der().map_err(|_| HsmError::Malformed("certificate encoding"))?;
@@ -82,7 +126,7 @@ pub async fn ensure_certificate(
     if created {
         tracing::info!(label, subject = %params.subject_cn, "made the self-signed SAML certificate");
     }
-    check_matches_key(&der, &jwk)?;
+    check_matches_key(&der, &public, &spki_der)?;
     Ok(der)
 }
 
@@ -91,28 +135,32 @@ pub async fn ensure_certificate(
 pub struct SigningCertificate {
     pub label: String,
     pub der: Vec<u8>,
+    /// How the key signs (its purpose: `saml` or `saml-rsa`).
+    pub algorithm: SignatureAlgorithm,
 }
 
-/// The certificate of the active SAML key, made when missing.
+/// The certificate of the active key for `algorithm`, made when missing.
 pub async fn active_certificate(
     ring: &KeyRing,
     params: &CertificateParams,
+    algorithm: SignatureAlgorithm,
     now: i64,
 ) -> Result<SigningCertificate, SamlError> {
-    let entry = ring.active(KeyPurpose::Saml)?;
+    let entry = ring.active(algorithm.purpose())?;
     let der = ensure_certificate(ring, &entry.label, params, now).await?;
-    Ok(SigningCertificate { label: entry.label, der })
+    Ok(SigningCertificate { label: entry.label, der, algorithm })
 }
 
-/// Certificates of every published SAML key (`next`, `active`, `retiring`), made when
-/// missing, for the metadata.
+/// Certificates of every published key of `purpose` (`next`, `active`, `retiring`),
+/// made when missing, for the metadata.
 pub async fn published_certificates(
     ring: &KeyRing,
+    purpose: KeyPurpose,
     params: &CertificateParams,
     now: i64,
 ) -> Result<Vec<(CatalogEntry, Vec<u8>)>, SamlError> {
     let mut out = Vec::new();
-    for entry in ring.published(KeyPurpose::Saml) {
+    for entry in ring.published(purpose) {
         let der = ensure_certificate(ring, &entry.label, params, now).await?;
         out.push((entry, der));
     }
@@ -120,16 +168,21 @@ pub async fn published_certificates(
 }
 
 /// A certificate (possibly imported by the operator) must carry the key's public key.
-fn check_matches_key(der: &[u8], jwk: &crate::keys::EcPublicJwk) -> Result<(), SamlError> {
+fn check_matches_key(der: &[u8], public: &PublicKey, spki_der: &[u8]) -> Result<(), SamlError> {
     let cert = Certificate::from_der(der).map_err(|e| SamlError::Certificate(e.to_string()))?;
-    let point = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .as_bytes()
-        .ok_or_else(|| SamlError::Certificate("public key bit string".into()))?;
-    let in_cert = crate::keys::EcPublicJwk::from_sec1(point);
-    if in_cert.as_ref().map(|j| (&j.x, &j.y)) != Some((&jwk.x, &jwk.y)) {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let matches = match public {
+        PublicKey::Ec(jwk) => {
+            let point = spki
+                .subject_public_key
+                .as_bytes()
+                .ok_or_else(|| SamlError::Certificate("public key bit string".into()))?;
+            let in_cert = crate::keys::EcPublicJwk::from_sec1(point);
+            in_cert.as_ref().map(|j| (&j.x, &j.y)) == Some((&jwk.x, &jwk.y))
+        }
+        PublicKey::Rsa(_) => spki.to_der().ok().as_deref() == Some(spki_der),
+    };
+    if !matches {
         return Err(SamlError::Certificate(
             "the certificate in the token does not carry the SAML key's public key".into(),
         ));
@@ -137,12 +190,9 @@ fn check_matches_key(der: &[u8], jwk: &crate::keys::EcPublicJwk) -> Result<(), S
     Ok(())
 }
 
-fn ecdsa_sha256() -> AlgorithmIdentifierOwned {
-    AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA256, parameters: None }
-}
-
 fn tbs_certificate(
     spki: SubjectPublicKeyInfoOwned,
+    algorithm: AlgorithmIdentifierOwned,
     params: &CertificateParams,
     now: i64,
 ) -> Result<TbsCertificate, SamlError> {
@@ -182,7 +232,7 @@ fn tbs_certificate(
     Ok(TbsCertificate {
         version: Version::V3,
         serial_number: SerialNumber::new(&serial).map_err(cert_err)?,
-        signature: ecdsa_sha256(),
+        signature: algorithm,
         issuer: name.clone(),
         validity: Validity { not_before: x509_time(now - BACKDATE_S)?, not_after: x509_time(not_after)? },
         subject: name,

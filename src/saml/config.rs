@@ -57,10 +57,100 @@ impl Claim {
         }
     }
 
+    /// The standard attribute carrying this claim, for `attribute_name_format = "uri"`:
+    /// (OID URN, LDAP name used as `FriendlyName`), from X.520 / RFC 4519 and SCHAC
+    /// (docs/saml.md "Attribute names"). `None` where no standard attribute has the
+    /// claim's meaning and value syntax.
+    pub fn standard_attribute(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Claim::GivenName => Some(("urn:oid:2.5.4.42", "givenName")),
+            Claim::FamilyName => Some(("urn:oid:2.5.4.4", "sn")),
+            Claim::Birthdate => Some(("urn:oid:1.3.6.1.4.1.25178.1.2.3", "schacDateOfBirth")),
+            _ => None,
+        }
+    }
+
     /// The claim named `name` (identity-token spelling).
     pub fn from_name(name: &str) -> Option<Claim> {
         Claim::ALL.into_iter().find(|c| c.as_str() == name)
     }
+}
+
+/// How responses to a service provider are signed (docs/saml.md "Signature
+/// algorithms"): ECDSA P-256 with the `saml` key (the default), or RSA-3072 PKCS#1
+/// v1.5 with the `saml-rsa` key, for SPs (Lasso / mod_auth_mellon, many SaaS) that
+/// cannot verify ECDSA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureAlgorithm {
+    #[default]
+    #[serde(rename = "ecdsa-sha256")]
+    EcdsaSha256,
+    #[serde(rename = "rsa-sha256")]
+    RsaSha256,
+}
+
+impl SignatureAlgorithm {
+    /// The XML-DSig / redirect-binding `SigAlg` URI (RFC 6931 §2.3).
+    pub fn uri(self) -> &'static str {
+        match self {
+            SignatureAlgorithm::EcdsaSha256 => super::ALG_ECDSA_SHA256,
+            SignatureAlgorithm::RsaSha256 => super::ALG_RSA_SHA256,
+        }
+    }
+
+    /// The key purpose whose active key signs.
+    pub fn purpose(self) -> crate::keyring::KeyPurpose {
+        match self {
+            SignatureAlgorithm::EcdsaSha256 => crate::keyring::KeyPurpose::Saml,
+            SignatureAlgorithm::RsaSha256 => crate::keyring::KeyPurpose::SamlRsa,
+        }
+    }
+}
+
+/// The NameID format an SP gets when its `AuthnRequest` names none (or
+/// `unspecified`); a request naming persistent or transient gets that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NameIdFormat {
+    /// The same NameID at every sign-in (SAML core §8.3.7).
+    #[default]
+    Persistent,
+    /// A fresh opaque NameID per assertion (SAML core §8.3.8).
+    Transient,
+}
+
+impl NameIdFormat {
+    /// The format URI.
+    pub fn uri(self) -> &'static str {
+        match self {
+            NameIdFormat::Persistent => super::NAMEID_PERSISTENT,
+            NameIdFormat::Transient => super::NAMEID_TRANSIENT,
+        }
+    }
+
+    /// The format a request's `NameIDPolicy Format` asks for: `Ok(None)` when it
+    /// leaves the choice to the IdP (absent or `unspecified`), `Err` when we cannot
+    /// issue it (SAML core §3.4.1.1: answer `InvalidNameIDPolicy`).
+    pub fn requested(format: Option<&str>) -> Result<Option<NameIdFormat>, String> {
+        match format {
+            None | Some(super::NAMEID_UNSPECIFIED) => Ok(None),
+            Some(super::NAMEID_PERSISTENT) => Ok(Some(NameIdFormat::Persistent)),
+            Some(super::NAMEID_TRANSIENT) => Ok(Some(NameIdFormat::Transient)),
+            Some(other) => Err(other.to_string()),
+        }
+    }
+}
+
+/// How attributes are named when `attribute_names` has no entry for a claim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributeNameFormat {
+    /// The claim's own name (`given_name`), NameFormat `basic`.
+    #[default]
+    Basic,
+    /// The standard OID URN where one exists (`urn:oid:2.5.4.42` for `given_name`,
+    /// see [`Claim::standard_attribute`]), NameFormat `uri`; other claims as `basic`.
+    Uri,
 }
 
 /// The IdP side of SAML.
@@ -164,6 +254,18 @@ pub struct SamlSpConfig {
     /// Scopes (docs/protocol.md §7.3) asked for when the request names none.
     #[serde(default)]
     pub default_scopes: Vec<String>,
+    /// `ecdsa-sha256` (default) or `rsa-sha256`: the algorithm and key of the
+    /// signatures this SP receives (assertions, responses, redirect-binding messages).
+    #[serde(default)]
+    pub signature_algorithm: SignatureAlgorithm,
+    /// The NameID format when the request leaves it open: `persistent` (default) or
+    /// `transient`.
+    #[serde(default)]
+    pub name_id_format: NameIdFormat,
+    /// `basic` (default: claim names) or `uri` (standard OID URNs where they exist).
+    /// An `attribute_names` entry wins over either.
+    #[serde(default)]
+    pub attribute_name_format: AttributeNameFormat,
 }
 
 impl SamlSpConfig {
@@ -220,15 +322,47 @@ impl SamlSpConfig {
         cert.to_der().map(Some).map_err(|e| e.to_string())
     }
 
-    /// The attribute name and NameFormat for a claim.
-    pub fn attribute_name(&self, claim: Claim) -> (&str, &'static str) {
-        let name = self.attribute_names.get(&claim).map_or(claim.as_str(), String::as_str);
-        let format = if name.contains(':') {
-            "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
-        } else {
-            "urn:oasis:names:tc:SAML:2.0:attrname-format:basic"
+    /// How the SP receives a claim: (`Name`, `NameFormat`, `FriendlyName`), and
+    /// whether the value takes the standard attribute's syntax (`schacDateOfBirth`
+    /// is `YYYYMMDD`).
+    pub fn attribute_name(&self, claim: Claim) -> AttributeName<'_> {
+        let standard = (self.attribute_name_format == AttributeNameFormat::Uri)
+            .then(|| claim.standard_attribute())
+            .flatten()
+            .filter(|_| !self.attribute_names.contains_key(&claim));
+        let (name, friendly) = match standard {
+            Some((oid, friendly)) => (oid, friendly),
+            None => (self.attribute_names.get(&claim).map_or(claim.as_str(), String::as_str), claim.as_str()),
         };
-        (name, format)
+        let format = if name.contains(':') { ATTRNAME_FORMAT_URI } else { ATTRNAME_FORMAT_BASIC };
+        AttributeName { name, format, friendly, standard_syntax: standard.is_some() }
+    }
+}
+
+/// `NameFormat` of attributes named by a URI.
+pub const ATTRNAME_FORMAT_URI: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri";
+/// `NameFormat` of attributes named by a plain word.
+pub const ATTRNAME_FORMAT_BASIC: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic";
+
+/// How one claim is named for one SP ([`SamlSpConfig::attribute_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributeName<'a> {
+    pub name: &'a str,
+    pub format: &'static str,
+    pub friendly: &'a str,
+    /// The value is written in the standard attribute's syntax.
+    pub standard_syntax: bool,
+}
+
+impl AttributeName<'static> {
+    /// The claim under its own name, NameFormat `basic`.
+    pub fn basic(claim: Claim) -> Self {
+        AttributeName {
+            name: claim.as_str(),
+            format: ATTRNAME_FORMAT_BASIC,
+            friendly: claim.as_str(),
+            standard_syntax: false,
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Enveloped XML-DSig with the HSM: exclusive c14n of the element being signed (after
 //! the enveloped-signature transform), SHA-256 digest, `SignedInfo` canonicalized with
-//! exclusive c14n, ECDSA-SHA256 computed by the `saml` key in the token, signature
-//! value raw `r||s` in base64 (RFC 4051 §3.3.1 / XML-DSig 1.1), `KeyInfo` carrying the
-//! certificate. The `Signature` goes right after the element's `Issuer` (SAML core
+//! exclusive c14n, signed in the token: ECDSA-SHA256 by the `saml` key (signature value
+//! raw `r||s` in base64, RFC 4051 §3.3.1 / XML-DSig 1.1) or RSA-SHA256 (PKCS#1 v1.5,
+//! RFC 6931 §2.3.2) by the `saml-rsa` key, as the SP is configured; `KeyInfo` carrying
+//! the certificate. The `Signature` goes right after the element's `Issuer` (SAML core
 //! §5.4.1 and the schemas of `Assertion`, `Response`, `LogoutResponse`).
 
 use quick_xml::Reader;
@@ -11,15 +12,15 @@ use sha2::{Digest, Sha256};
 
 use super::c14n::{self, DSIG_NS, Options, Selection, XmlError};
 use super::cert::SigningCertificate;
+use super::config::SignatureAlgorithm;
 use super::xml::XmlWriter;
 use super::{SamlError, b64};
-use crate::keyring::{KeyPurpose, KeyRing};
+use crate::keyring::KeyRing;
 
 pub const ALG_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 pub const ALG_ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
 pub const ALG_SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
-pub const ALG_ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
-pub const ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+pub use super::{ALG_ECDSA_SHA256, ALG_RSA_SHA256};
 
 /// A document with a `Signature` whose value is still to be filled in.
 #[derive(Debug, Clone)]
@@ -35,9 +36,9 @@ impl Prepared {
         &self.signed_info
     }
 
-    /// The signed document, given the raw `r||s` ECDSA signature over
-    /// [`Self::signed_info`].
-    pub fn finish(self, signature: &[u8; 64]) -> String {
+    /// The signed document, given the signature over [`Self::signed_info`] (raw
+    /// `r||s` for ECDSA, the PKCS#1 v1.5 octets for RSA).
+    pub fn finish(self, signature: &[u8]) -> String {
         let mut s = self.before;
         s.push_str(&b64(signature));
         s.push_str(&self.after);
@@ -90,7 +91,7 @@ fn after_issuer(doc: &str, id: &str) -> Result<usize, XmlError> {
 
 /// Inserts a `Signature` template into `doc` for the element `ID="id"` and computes
 /// the canonical `SignedInfo`.
-pub fn prepare(doc: &str, id: &str, cert_der: &[u8]) -> Result<Prepared, SamlError> {
+pub fn prepare(doc: &str, id: &str, cert_der: &[u8], algorithm: SignatureAlgorithm) -> Result<Prepared, SamlError> {
     let canonical = c14n::canonicalize_enveloped(doc, id)?;
     let digest = Sha256::digest(&canonical);
     let at = after_issuer(doc, id)?;
@@ -100,7 +101,7 @@ pub fn prepare(doc: &str, id: &str, cert_der: &[u8]) -> Result<Prepared, SamlErr
     w.start("ds:Signature", &[("xmlns:ds", DSIG_NS)]);
     w.start("ds:SignedInfo", &[]);
     w.leaf("ds:CanonicalizationMethod", &[("Algorithm", ALG_EXC_C14N)], "");
-    w.leaf("ds:SignatureMethod", &[("Algorithm", ALG_ECDSA_SHA256)], "");
+    w.leaf("ds:SignatureMethod", &[("Algorithm", algorithm.uri())], "");
     w.start("ds:Reference", &[("URI", &reference)]);
     w.start("ds:Transforms", &[]);
     w.leaf("ds:Transform", &[("Algorithm", ALG_ENVELOPED)], "");
@@ -130,21 +131,40 @@ pub fn prepare(doc: &str, id: &str, cert_der: &[u8]) -> Result<Prepared, SamlErr
 }
 
 /// Signs the element `ID="id"` of `doc` (enveloped, after its `Issuer`) with the
-/// active SAML key in the HSM. Fails with [`SamlError::KeyChanged`] when the active key
-/// is no longer the one `cert` belongs to (a rotation in between: fetch the active
-/// certificate again and retry).
+/// active key of `cert`'s algorithm in the HSM. Fails with [`SamlError::KeyChanged`]
+/// when the active key is no longer the one `cert` belongs to (a rotation in between:
+/// fetch the active certificate again and retry).
 pub async fn sign_enveloped(
     ring: &KeyRing,
     doc: &str,
     id: &str,
     cert: &SigningCertificate,
 ) -> Result<String, SamlError> {
-    let prepared = prepare(doc, id, &cert.der)?;
-    let (key, sig) = ring.sign_active(KeyPurpose::Saml, prepared.signed_info().to_vec()).await?;
-    if key.label != cert.label {
+    let prepared = prepare(doc, id, &cert.der, cert.algorithm)?;
+    let (label, sig) = sign_active(ring, cert.algorithm, prepared.signed_info().to_vec()).await?;
+    if label != cert.label {
         return Err(SamlError::KeyChanged);
     }
     Ok(prepared.finish(&sig))
+}
+
+/// Signs `message` with the active key of `algorithm` in the HSM: (the key's label,
+/// the signature as XML-DSig and the redirect binding carry it).
+pub async fn sign_active(
+    ring: &KeyRing,
+    algorithm: SignatureAlgorithm,
+    message: Vec<u8>,
+) -> Result<(String, Vec<u8>), SamlError> {
+    Ok(match algorithm {
+        SignatureAlgorithm::EcdsaSha256 => {
+            let (key, sig) = ring.sign_active(algorithm.purpose(), message).await?;
+            (key.label, sig.to_vec())
+        }
+        SignatureAlgorithm::RsaSha256 => {
+            let (key, sig) = ring.sign_active_rs256(algorithm.purpose(), message).await?;
+            (key.label, sig)
+        }
+    })
 }
 
 /// Verifies an enveloped ECDSA-SHA256 signature made by [`prepare`] on the element

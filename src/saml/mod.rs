@@ -27,7 +27,7 @@ pub mod response;
 pub mod xml;
 
 pub use cert::{CertificateParams, SigningCertificate, active_certificate, ensure_certificate, published_certificates};
-pub use config::{Claim, SamlConfig, SamlSpConfig};
+pub use config::{AttributeNameFormat, Claim, NameIdFormat, SamlConfig, SamlSpConfig, SignatureAlgorithm};
 pub use redirect::{AuthnRequest, LogoutRequest, RedirectMessage, RequestError};
 pub use response::{ClaimValue, ResponseParams, build_response};
 
@@ -42,12 +42,27 @@ pub const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 pub const MD_NS: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 /// Persistent NameID format.
 pub const NAMEID_PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
+/// Transient NameID format.
+pub const NAMEID_TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+/// Unspecified NameID format (SAML 1.1 URI, as SAML 2.0 core §8.3.1 names it).
+pub const NAMEID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
 /// HTTP-Redirect binding.
 pub const BINDING_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 /// HTTP-POST binding.
 pub const BINDING_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
+/// Signature algorithms (RFC 6931 §2.3): XML-DSig `SignatureMethod` and redirect-binding
+/// `SigAlg`.
+pub const ALG_ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
+pub const ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 /// Top-level status codes.
 pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+pub const STATUS_REQUESTER: &str = "urn:oasis:names:tc:SAML:2.0:status:Requester";
+/// Second-level status: the requested NameID format cannot be issued (core §3.2.2.2).
+pub const STATUS_INVALID_NAMEID_POLICY: &str = "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy";
+/// The Asynchronous Single Logout protocol extension (OASIS SAML V2.0 Asynchronous
+/// Single Logout Protocol Extension): its `Asynchronous` element in a
+/// `LogoutRequest`'s `Extensions` means "send no `LogoutResponse`".
+pub const ASYNC_SLO_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol:ext:async-slo";
 /// Top-level status: the request failed on the IdP's side (SAML core §3.2.2.2).
 pub const STATUS_RESPONDER: &str = "urn:oasis:names:tc:SAML:2.0:status:Responder";
 /// Second-level status: the principal was not authenticated (SAML core §3.2.2.2).

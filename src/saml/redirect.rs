@@ -12,14 +12,15 @@ use base64::engine::general_purpose::STANDARD;
 use der::{Decode, Encode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-use super::config::{SamlConfig, SamlSpConfig};
+use super::config::NameIdFormat;
+use super::config::{SamlConfig, SamlSpConfig, SignatureAlgorithm};
 use super::dsig::{ALG_ECDSA_SHA256, ALG_RSA_SHA256};
 use super::xml::{Element, XmlWriter, parse};
 use super::{
-    BINDING_POST, NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_SUCCESS, SamlError, entity_id, new_saml_id,
-    parse_saml_time, saml_time,
+    ASYNC_SLO_NS, BINDING_POST, NAMEID_PERSISTENT, NAMEID_TRANSIENT, NAMEID_UNSPECIFIED, SAML_NS, SAMLP_NS,
+    STATUS_SUCCESS, SamlError, entity_id, new_saml_id, parse_saml_time, saml_time,
 };
-use crate::keyring::{KeyPurpose, KeyRing};
+use crate::keyring::KeyRing;
 
 /// Largest inflated message accepted.
 pub const MAX_INFLATED: usize = 64 * 1024;
@@ -234,6 +235,9 @@ pub struct LogoutRequest {
     pub name_id: String,
     pub session_indexes: Vec<String>,
     pub not_on_or_after: Option<i64>,
+    /// `Extensions` carries the Asynchronous Single Logout `Asynchronous` element:
+    /// the SP wants no `LogoutResponse`.
+    pub asynchronous: bool,
 }
 
 fn invalid(s: impl Into<String>) -> RequestError {
@@ -400,9 +404,9 @@ pub fn parse_logout_request(xml: &str) -> Result<LogoutRequest, RequestError> {
     let name_id_el =
         root.child(SAML_NS, "NameID").ok_or(invalid("NameID missing (BaseID and EncryptedID are not supported)"))?;
     if let Some(f) = name_id_el.attr("Format")
-        && f != NAMEID_PERSISTENT
+        && !matches!(f, NAMEID_PERSISTENT | NAMEID_TRANSIENT | NAMEID_UNSPECIFIED)
     {
-        return Err(invalid("NameID Format must be persistent"));
+        return Err(invalid("NameID Format must be persistent, transient or unspecified"));
     }
     let name_id = name_id_el.text.trim().to_string();
     if name_id.is_empty() {
@@ -418,6 +422,9 @@ pub fn parse_logout_request(xml: &str) -> Result<LogoutRequest, RequestError> {
         name_id,
         session_indexes: root.children_named(SAMLP_NS, "SessionIndex").map(|s| s.text.trim().to_string()).collect(),
         not_on_or_after,
+        asynchronous: root
+            .child(SAMLP_NS, "Extensions")
+            .is_some_and(|e| e.children.iter().any(|c| c.is(ASYNC_SLO_NS, "Asynchronous"))),
     })
 }
 
@@ -447,13 +454,18 @@ pub struct SsoRequest<'a> {
     pub request: AuthnRequest,
     pub sp: &'a SamlSpConfig,
     pub relay_state: Option<String>,
+    /// The NameID format to issue (`NameIDPolicy`, else the SP's `name_id_format`),
+    /// or the requested format we cannot issue: the SP then gets an
+    /// `InvalidNameIDPolicy` Response (SAML core §3.4.1.1).
+    pub name_id_format: Result<NameIdFormat, String>,
 }
 
 /// Everything `GET /saml/sso` checks before showing the sign-in page: decoding, strict
 /// parsing, a configured SP, its signature when required, the ACS URL (absent or the
 /// registered one; an index is refused), the binding, `Destination` (when present; required
-/// when signed), `IssueInstant` freshness. Replay of the request ID is the caller's
-/// to check (remember IDs for `request_max_age` + skew).
+/// when signed), `IssueInstant` freshness; then resolves the `NameIDPolicy` (a format we
+/// cannot issue is not an error here: the SP is answered with a status). Replay of the
+/// request ID is the caller's to check (remember IDs for `request_max_age` + skew).
 pub fn receive_authn_request<'a>(
     query: &str,
     sps: &'a [SamlSpConfig],
@@ -481,14 +493,10 @@ pub fn receive_authn_request<'a>(
         return Err(invalid(format!("ProtocolBinding {b} is not supported")));
     }
     check_destination(request.destination.as_deref(), sso_url, msg.is_signed())?;
-    if let Some(f) = &request.name_id_format
-        && f != NAMEID_PERSISTENT
-        && f != "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
-    {
-        return Err(invalid(format!("NameIDPolicy Format {f} is not supported")));
-    }
     check_time(request.issue_instant, now, cfg)?;
-    Ok(SsoRequest { request, sp, relay_state: msg.relay_state })
+    let name_id_format =
+        NameIdFormat::requested(request.name_id_format.as_deref()).map(|f| f.unwrap_or(sp.name_id_format));
+    Ok(SsoRequest { request, sp, relay_state: msg.relay_state, name_id_format })
 }
 
 fn check_destination(dest: Option<&str>, ours: &str, signed: bool) -> Result<(), RequestError> {
@@ -565,8 +573,8 @@ fn enc(s: &str) -> String {
 }
 
 /// The redirect URL carrying a signed `LogoutResponse` (Success) for `req` to the SP's
-/// SLO URL: `SAMLResponse`, `RelayState`, `SigAlg` (ECDSA-SHA256) and `Signature`
-/// (raw `r||s`, base64) computed by the active SAML key in the HSM over the query.
+/// SLO URL: `SAMLResponse`, `RelayState`, `SigAlg` (the SP's signature algorithm) and
+/// `Signature` (base64; raw `r||s` for ECDSA) computed in the HSM over the query.
 pub async fn logout_response_redirect(
     ring: &KeyRing,
     issuer: &str,
@@ -574,13 +582,15 @@ pub async fn logout_response_redirect(
     now: i64,
 ) -> Result<String, SamlError> {
     let xml = logout_response_xml(issuer, slo.slo_url, &slo.request.id, STATUS_SUCCESS, now);
-    signed_redirect_url(ring, slo.slo_url, "SAMLResponse", &xml, slo.relay_state.as_deref()).await
+    let alg = slo.sp.signature_algorithm;
+    signed_redirect_url(ring, alg, slo.slo_url, "SAMLResponse", &xml, slo.relay_state.as_deref()).await
 }
 
 /// `url?{param}=…&RelayState=…&SigAlg=…&Signature=…` with the message deflated, base64'd
-/// and the query signed in the HSM.
+/// and the query signed in the HSM with the active key of `algorithm`.
 pub async fn signed_redirect_url(
     ring: &KeyRing,
+    algorithm: SignatureAlgorithm,
     url: &str,
     param: &str,
     xml: &str,
@@ -590,8 +600,8 @@ pub async fn signed_redirect_url(
     if let Some(r) = relay_state {
         query.push_str(&format!("&RelayState={}", enc(r)));
     }
-    query.push_str(&format!("&SigAlg={}", enc(ALG_ECDSA_SHA256)));
-    let (_, sig) = ring.sign_active(KeyPurpose::Saml, query.clone().into_bytes()).await?;
+    query.push_str(&format!("&SigAlg={}", enc(algorithm.uri())));
+    let (_, sig) = super::dsig::sign_active(ring, algorithm, query.clone().into_bytes()).await?;
     query.push_str(&format!("&Signature={}", enc(&STANDARD.encode(sig))));
     let sep = if url.contains('?') { '&' } else { '?' };
     Ok(format!("{url}{sep}{query}"))

@@ -1,17 +1,18 @@
 //! The `Response` sent to an SP's ACS (HTTP-POST binding): a signed `Assertion` for
-//! the token id (persistent NameID), bearer `SubjectConfirmation`, `Conditions` with
-//! the SP as audience, `AuthnStatement`, and the granted claims as attributes named
-//! per SP. SAML 2.0 Profiles §4.1.4.2 and core §2.
+//! the person (persistent or transient NameID), bearer `SubjectConfirmation`,
+//! `Conditions` with the SP as audience, `AuthnStatement`, and the granted claims as
+//! attributes named per SP; or, for a request we cannot serve as asked, a signed
+//! `Response` carrying only an error status. SAML 2.0 Profiles §4.1.4.2 and core §2, §3.2.2.
 
 use std::time::Duration;
 
 use super::cert::SigningCertificate;
-use super::config::{Claim, SamlSpConfig};
+use super::config::{AttributeName, Claim, NameIdFormat, SamlSpConfig};
 use super::dsig;
 use super::xml::XmlWriter;
 use super::{
-    NAMEID_PERSISTENT, SAML_NS, SAMLP_NS, STATUS_AUTHN_FAILED, STATUS_RESPONDER, STATUS_SUCCESS, SamlError, entity_id,
-    new_saml_id, saml_time,
+    SAML_NS, SAMLP_NS, STATUS_AUTHN_FAILED, STATUS_INVALID_NAMEID_POLICY, STATUS_REQUESTER, STATUS_RESPONDER,
+    STATUS_SUCCESS, SamlError, entity_id, new_saml_id, saml_time,
 };
 use crate::keyring::KeyRing;
 
@@ -34,6 +35,16 @@ impl ClaimValue {
             ClaimValue::Bool(b) => b.to_string(),
         }
     }
+}
+
+/// `YYYY-MM-DD` as `schacDateOfBirth` writes it (`YYYYMMDD`); `None` for a partial
+/// date (`YYYY-MM`, `YYYY`: docs/protocol.md §12 rule 8), which that syntax cannot
+/// carry.
+fn schac_date(value: &str) -> Option<String> {
+    let b = value.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    (b.len() == 10 && digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10))
+        .then(|| value.replace('-', ""))
 }
 
 /// Claims in the JSON shape of identity tokens (`{"given_name":"JANE","age_over_18":true,...}`)
@@ -60,8 +71,9 @@ pub struct ResponseParams<'a> {
     pub sp: &'a SamlSpConfig,
     /// The `AuthnRequest` ID (none for IdP-initiated).
     pub in_response_to: Option<&'a str>,
-    /// The token id.
+    /// The NameID: the person's persistent identifier, or a fresh transient id.
     pub name_id: &'a str,
+    pub name_id_format: NameIdFormat,
     /// `SessionIndex` (e.g. the auth session id).
     pub session_index: &'a str,
     /// When the user approved on the phone.
@@ -88,7 +100,7 @@ pub fn assertion_xml(p: &ResponseParams<'_>) -> (String, String) {
     w.start("saml:Subject", &[]);
     w.leaf(
         "saml:NameID",
-        &[("Format", NAMEID_PERSISTENT), ("NameQualifier", &idp), ("SPNameQualifier", &p.sp.entity_id)],
+        &[("Format", p.name_id_format.uri()), ("NameQualifier", &idp), ("SPNameQualifier", &p.sp.entity_id)],
         p.name_id,
     );
     w.start("saml:SubjectConfirmation", &[("Method", CM_BEARER)]);
@@ -118,9 +130,17 @@ pub fn assertion_xml(p: &ResponseParams<'_>) -> (String, String) {
     if !claims.is_empty() {
         w.start("saml:AttributeStatement", &[]);
         for (claim, value) in claims {
-            let (name, format) = p.sp.attribute_name(*claim);
-            w.start("saml:Attribute", &[("Name", name), ("NameFormat", format), ("FriendlyName", claim.as_str())]);
-            w.leaf("saml:AttributeValue", &[], &value.render());
+            let mut a = p.sp.attribute_name(*claim);
+            let mut rendered = value.render();
+            if a.standard_syntax && *claim == Claim::Birthdate {
+                match schac_date(&rendered) {
+                    Some(d) => rendered = d,
+                    // A partial date goes out as the plain `birthdate` attribute.
+                    None => a = AttributeName::basic(*claim),
+                }
+            }
+            w.start("saml:Attribute", &[("Name", a.name), ("NameFormat", a.format), ("FriendlyName", a.friendly)]);
+            w.leaf("saml:AttributeValue", &[], &rendered);
             w.end();
         }
         w.end();
@@ -183,19 +203,27 @@ pub enum Refusal {
     /// `RequestDenied` would tell the SP that its request was refused on security
     /// grounds, which a cancel is not.
     Cancelled,
+    /// The `NameIDPolicy` asks for a format we cannot issue: `Requester` with
+    /// `InvalidNameIDPolicy` (SAML core §3.4.1.1).
+    InvalidNameIdPolicy,
 }
 
 impl Refusal {
     fn codes(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Refusal::Cancelled => (STATUS_RESPONDER, STATUS_AUTHN_FAILED, "The user cancelled the sign-in."),
+            Refusal::InvalidNameIdPolicy => (
+                STATUS_REQUESTER,
+                STATUS_INVALID_NAMEID_POLICY,
+                "NameIDPolicy Format is not supported (persistent, transient or unspecified).",
+            ),
         }
     }
 }
 
 /// A `Response` without an assertion that refuses the request `in_response_to` with
 /// `refusal`'s status, sent to the SP's registered ACS and signed (the whole `Response`:
-/// there is no assertion to carry a signature) by the active SAML key in the HSM.
+/// there is no assertion to carry a signature) by the active key of `cert`'s algorithm in the HSM.
 pub async fn build_refusal(
     ring: &KeyRing,
     cert: &SigningCertificate,

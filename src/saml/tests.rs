@@ -8,7 +8,7 @@ use p256::ecdsa::SigningKey;
 use p256::ecdsa::signature::Signer;
 
 use super::c14n::{self, Options, Selection, XmlError, canonicalize_document};
-use super::config::{Claim, SamlConfig, SamlSpConfig};
+use super::config::{Claim, SamlConfig, SamlSpConfig, SignatureAlgorithm};
 use super::dsig;
 use super::redirect::{self, RequestError, encode_query};
 use super::response::{ClaimValue, ResponseParams, assertion_xml};
@@ -129,7 +129,7 @@ fn dsig_prepare_finish_verify_with_software_key() {
     let doc = format!(
         r#"<samlp:Response xmlns:samlp="{SAMLP_NS}" xmlns:saml="{SAML_NS}" xmlns:unused="http://u" ID="_r"><saml:Issuer>i</saml:Issuer><saml:Assertion ID="_a"><saml:Issuer>i</saml:Issuer><saml:Subject>a &amp; b &lt; c</saml:Subject></saml:Assertion></samlp:Response>"#
     );
-    let prepared = dsig::prepare(&doc, "_a", b"not really a certificate").unwrap();
+    let prepared = dsig::prepare(&doc, "_a", b"not really a certificate", SignatureAlgorithm::EcdsaSha256).unwrap();
     let si = String::from_utf8(prepared.signed_info().to_vec()).unwrap();
     assert!(si.starts_with(r#"<ds:SignedInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#">"#));
     let sig = raw_sign(&key, prepared.signed_info());
@@ -141,7 +141,7 @@ fn dsig_prepare_finish_verify_with_software_key() {
     let tampered = signed.replace("a &amp; b", "a &amp; B");
     assert!(!dsig::verify_enveloped(&tampered, "_a", key.verifying_key()).unwrap());
     // Then the response around it.
-    let p2 = dsig::prepare(&signed, "_r", b"cert").unwrap();
+    let p2 = dsig::prepare(&signed, "_r", b"cert", SignatureAlgorithm::EcdsaSha256).unwrap();
     let sig2 = raw_sign(&key, p2.signed_info());
     let both = p2.finish(&sig2);
     assert!(dsig::verify_enveloped(&both, "_r", key.verifying_key()).unwrap());
@@ -151,7 +151,7 @@ fn dsig_prepare_finish_verify_with_software_key() {
 #[test]
 fn dsig_requires_issuer_first() {
     let doc = r#"<r ID="x"><other/></r>"#;
-    assert!(dsig::prepare(doc, "x", b"c").is_err());
+    assert!(dsig::prepare(doc, "x", b"c", SignatureAlgorithm::EcdsaSha256).is_err());
 }
 
 fn sp() -> SamlSpConfig {
@@ -164,6 +164,9 @@ fn sp() -> SamlSpConfig {
         certificate_pem: None,
         sign_response: false,
         default_scopes: vec!["name".into()],
+        signature_algorithm: Default::default(),
+        name_id_format: Default::default(),
+        attribute_name_format: Default::default(),
     }
 }
 
@@ -180,6 +183,7 @@ fn assertion_has_the_required_elements() {
         sp: &sp,
         in_response_to: Some("_req1"),
         name_id: "token-123",
+        name_id_format: super::NameIdFormat::Persistent,
         session_index: "sess",
         authn_instant: 1_800_000_000,
         now: 1_800_000_010,
@@ -233,8 +237,8 @@ fn config_parses_and_denies_unknown_fields() {
     }))
     .unwrap();
     good.validate().unwrap();
-    assert_eq!(good.attribute_name(Claim::AgeOver18).0, "over18");
-    assert_eq!(good.attribute_name(Claim::Nationality).0, "nationality");
+    assert_eq!(good.attribute_name(Claim::AgeOver18).name, "over18");
+    assert_eq!(good.attribute_name(Claim::Nationality).name, "nationality");
     assert!(
         serde_json::from_value::<SamlSpConfig>(serde_json::json!({
             "entity_id": "https://sp", "acs_url": "https://sp/acs", "extra": 1
@@ -588,10 +592,11 @@ age_over_18 = "over18"
     assert_eq!(w.saml.certificate_validity.as_secs(), 157_788_000);
     let sp = w.services[0].saml.clone().unwrap();
     sp.validate().unwrap();
-    assert_eq!(sp.attribute_name(Claim::AgeOver18).0, "over18");
+    assert_eq!(sp.attribute_name(Claim::AgeOver18).name, "over18");
+    let given = sp.attribute_name(Claim::GivenName);
     assert_eq!(
-        sp.attribute_name(Claim::GivenName),
-        ("urn:oid:2.5.4.42", "urn:oasis:names:tc:SAML:2.0:attrname-format:uri")
+        (given.name, given.format, given.friendly),
+        ("urn:oid:2.5.4.42", "urn:oasis:names:tc:SAML:2.0:attrname-format:uri", "given_name")
     );
 }
 
@@ -605,4 +610,162 @@ fn saml_times() {
     for s in ["", "2027-01-15", "yesterday", "2027-13-15T08:00:00Z", "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"] {
         assert_eq!(parse_saml_time(s), None, "{s}");
     }
+}
+
+// ------------------------------------------- NameID formats, attribute names, async SLO
+
+fn authn_with_policy(id: &str, policy: &str) -> String {
+    authn_xml(id, "https://sp.example/metadata", "").replace(
+        r#"<samlp:NameIDPolicy Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent" AllowCreate="true"/>"#,
+        policy,
+    )
+}
+
+#[test]
+fn name_id_policy_picks_the_format_or_marks_it_unsupported() {
+    use super::NameIdFormat::{Persistent, Transient};
+    let transient_sp = SamlSpConfig { name_id_format: Transient, ..sp() };
+    let cases: [(&str, &SamlSpConfig, Result<super::NameIdFormat, String>); 7] = [
+        (r#"<samlp:NameIDPolicy Format="urn:oasis:names:tc:SAML:2.0:nameid-format:transient"/>"#, &sp(), Ok(Transient)),
+        (
+            r#"<samlp:NameIDPolicy Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"/>"#,
+            &transient_sp,
+            Ok(Persistent),
+        ),
+        // Unspecified or no policy: the SP's configured default.
+        (
+            r#"<samlp:NameIDPolicy Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"/>"#,
+            &sp(),
+            Ok(Persistent),
+        ),
+        (r#"<samlp:NameIDPolicy AllowCreate="true"/>"#, &transient_sp, Ok(Transient)),
+        ("", &sp(), Ok(Persistent)),
+        ("", &transient_sp, Ok(Transient)),
+        (
+            r#"<samlp:NameIDPolicy Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"/>"#,
+            &sp(),
+            Err("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),
+        ),
+    ];
+    for (i, (policy, sp, want)) in cases.into_iter().enumerate() {
+        let q = encode_query("SAMLRequest", &authn_with_policy(&format!("_n{i}"), policy), None, None, |_| vec![]);
+        let sps = vec![sp.clone()];
+        let got =
+            redirect::receive_authn_request(&q, &sps, "https://idp.example/saml/sso", &SamlConfig::default(), NOW)
+                .unwrap();
+        assert_eq!(got.name_id_format, want, "case {i}: {policy}");
+    }
+}
+
+#[test]
+fn transient_name_id_is_written_with_its_format() {
+    let sp = sp();
+    let p = ResponseParams {
+        issuer: "https://idp.example",
+        sp: &sp,
+        in_response_to: None,
+        name_id: "_0123",
+        name_id_format: super::NameIdFormat::Transient,
+        session_index: "s",
+        authn_instant: NOW,
+        now: NOW,
+        lifetime: Duration::from_secs(300),
+        clock_skew: Duration::from_secs(60),
+        claims: &[],
+    };
+    let (xml, _) = assertion_xml(&p);
+    let a = parse(&xml).unwrap();
+    let nameid = a.child(SAML_NS, "Subject").unwrap().child(SAML_NS, "NameID").unwrap();
+    assert_eq!(nameid.attr("Format"), Some(super::NAMEID_TRANSIENT));
+    assert_eq!(nameid.text, "_0123");
+}
+
+#[test]
+fn uri_attribute_names_use_standard_oids_and_their_value_syntax() {
+    let claims = vec![
+        (Claim::GivenName, ClaimValue::Text("Jane".into())),
+        (Claim::FamilyName, ClaimValue::Text("Doe".into())),
+        (Claim::Birthdate, ClaimValue::Text("1990-02-03".into())),
+        (Claim::Nationality, ClaimValue::Text("D".into())),
+        (Claim::AgeOver18, ClaimValue::Bool(true)),
+    ];
+    let attrs = |sp: &SamlSpConfig, claims: &[(Claim, ClaimValue)]| -> Vec<(String, String, String, String)> {
+        let p = ResponseParams {
+            issuer: "https://idp.example",
+            sp,
+            in_response_to: None,
+            name_id: "t",
+            name_id_format: super::NameIdFormat::Persistent,
+            session_index: "s",
+            authn_instant: NOW,
+            now: NOW,
+            lifetime: Duration::from_secs(300),
+            clock_skew: Duration::from_secs(60),
+            claims,
+        };
+        let a = parse(&assertion_xml(&p).0).unwrap();
+        let mut out = Vec::new();
+        a.descendants(SAML_NS, "Attribute", &mut out);
+        out.iter()
+            .map(|e| {
+                let v = e.child(SAML_NS, "AttributeValue").unwrap().text.clone();
+                let get = |n: &str| e.attr(n).unwrap().to_string();
+                (get("Name"), get("NameFormat").rsplit(':').next().unwrap().to_string(), get("FriendlyName"), v)
+            })
+            .collect()
+    };
+    let s = |a: &str, b: &str, c: &str, d: &str| (a.to_string(), b.to_string(), c.to_string(), d.to_string());
+    // Default (basic): claim names, values as in identity tokens; given_name renamed by the table.
+    let basic = SamlSpConfig { attribute_names: BTreeMap::new(), ..sp() };
+    assert_eq!(
+        attrs(&basic, &claims),
+        vec![
+            s("given_name", "basic", "given_name", "Jane"),
+            s("family_name", "basic", "family_name", "Doe"),
+            s("birthdate", "basic", "birthdate", "1990-02-03"),
+            s("age_over_18", "basic", "age_over_18", "true"),
+            s("nationality", "basic", "nationality", "D"),
+        ]
+    );
+    // uri: the OIDs where a standard attribute exists, schacDateOfBirth as YYYYMMDD.
+    let uri = SamlSpConfig { attribute_name_format: super::AttributeNameFormat::Uri, ..basic.clone() };
+    assert_eq!(
+        attrs(&uri, &claims),
+        vec![
+            s("urn:oid:2.5.4.42", "uri", "givenName", "Jane"),
+            s("urn:oid:2.5.4.4", "uri", "sn", "Doe"),
+            s("urn:oid:1.3.6.1.4.1.25178.1.2.3", "uri", "schacDateOfBirth", "19900203"),
+            s("age_over_18", "basic", "age_over_18", "true"),
+            s("nationality", "basic", "nationality", "D"),
+        ]
+    );
+    // A partial birthdate cannot be a schacDateOfBirth: it goes out as `birthdate`.
+    let partial = vec![(Claim::Birthdate, ClaimValue::Text("1990-02".into()))];
+    assert_eq!(attrs(&uri, &partial), vec![s("birthdate", "basic", "birthdate", "1990-02")]);
+    // An attribute_names entry wins over the standard name.
+    let mut renamed = uri.clone();
+    renamed.attribute_names.insert(Claim::FamilyName, "surname".into());
+    assert_eq!(attrs(&renamed, &claims)[1], s("surname", "basic", "family_name", "Doe"));
+}
+
+#[test]
+fn asynchronous_logout_request_is_recognised() {
+    let base = |ext: &str| {
+        format!(
+            r#"<samlp:LogoutRequest xmlns:samlp="{SAMLP_NS}" xmlns:saml="{SAML_NS}" xmlns:aslo="{ns}" ID="_as" Version="2.0" IssueInstant="2027-01-15T08:00:00Z"><saml:Issuer>https://sp.example/metadata</saml:Issuer>{ext}<saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:transient">_t</saml:NameID></samlp:LogoutRequest>"#,
+            ns = super::ASYNC_SLO_NS
+        )
+    };
+    let asynchronous =
+        redirect::parse_logout_request(&base("<samlp:Extensions><aslo:Asynchronous/></samlp:Extensions>"));
+    assert!(asynchronous.unwrap().asynchronous);
+    assert!(!redirect::parse_logout_request(&base("")).unwrap().asynchronous);
+    // Another extension, or an element of that name in another namespace, is not it.
+    let other = base(r#"<samlp:Extensions><x:Asynchronous xmlns:x="urn:other"/></samlp:Extensions>"#);
+    assert!(!redirect::parse_logout_request(&other).unwrap().asynchronous);
+    // A transient NameID is accepted (SPs log out with the NameID they received).
+    let email = base("")
+        .replace("nameid-format:transient", "nameid-format:emailAddress")
+        .replace("SAML:2.0:nameid-format:emailAddress", "SAML:1.1:nameid-format:emailAddress");
+    assert!(redirect::parse_logout_request(&email).is_err());
 }

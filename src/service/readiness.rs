@@ -25,11 +25,16 @@ pub const KEYS_FIX: &str = "run `symbolon keys init` (or set keys.init_on_start 
 impl Services {
     /// The key purposes the configuration uses now: OTPs, identity tokens, sealed
     /// enrollment data and audit checkpoints always; SAML assertions when `[saml]` is
-    /// enabled; pairwise subjects when a relying party asks for them.
+    /// enabled (the RSA key too when a service provider uses `rsa-sha256`); pairwise
+    /// subjects when a relying party asks for them.
     pub fn needed_key_purposes(&self) -> Vec<KeyPurpose> {
         let mut needed = vec![KeyPurpose::Otp, KeyPurpose::Jwt, KeyPurpose::Data, KeyPurpose::Audit];
         if self.settings.saml.enabled {
             needed.push(KeyPurpose::Saml);
+            let rsa = crate::saml::config::SignatureAlgorithm::RsaSha256;
+            if self.relying_parties.saml_sps().iter().any(|(_, sp)| sp.signature_algorithm == rsa) {
+                needed.push(KeyPurpose::SamlRsa);
+            }
         }
         if self.relying_parties.snapshot().iter().any(|s| s.subject_type() == SubjectType::Pairwise) {
             needed.push(KeyPurpose::Pairwise);

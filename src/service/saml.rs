@@ -17,7 +17,9 @@ use crate::saml::redirect::{self, RequestError};
 use crate::saml::response::{
     Refusal, ResponseParams, build_refusal, build_response, claims_from_json, post_binding_value,
 };
-use crate::saml::{CertificateParams, SamlError, SamlSpConfig, active_certificate, metadata};
+use crate::saml::{
+    CertificateParams, NameIdFormat, SamlError, SamlSpConfig, active_certificate, metadata, new_saml_id,
+};
 use crate::store::SessionStatus;
 
 /// How long a rendered sign-in page may be completed (typing the token id, a few
@@ -37,6 +39,28 @@ pub struct SsoContext {
     /// SHA-256 (hex) of the flow's browser secret: `/saml/complete` must present the
     /// secret in the flow's cookie, so only the browser that got the page completes it.
     pub browser_secret_sha256: String,
+    /// The NameID format the assertion gets (from the request's `NameIDPolicy`).
+    #[serde(default)]
+    pub name_id_format: NameIdFormat,
+}
+
+/// What `GET /saml/sso` leads to.
+#[derive(Debug, Clone)]
+pub enum SsoBegin {
+    /// The sign-in page.
+    Page(Box<SsoStart>),
+    /// The request cannot be served as asked (a `NameIDPolicy` format we cannot
+    /// issue): a signed refusal goes back to the SP's ACS at once.
+    Refused(SamlPost),
+}
+
+/// What `GET /saml/slo` leads to.
+#[derive(Debug, Clone)]
+pub enum SloOutcome {
+    /// Redirect to this URL carrying the signed `LogoutResponse`.
+    Redirect(String),
+    /// The request was asynchronous: no `LogoutResponse`, a plain page instead.
+    Asynchronous,
 }
 
 /// What the sign-in page needs after a checked `AuthnRequest`.
@@ -228,7 +252,7 @@ impl Services {
     /// (strict parsing, registered SP and ACS, signature when required, freshness) and
     /// its ID against replay; then the cap on pending contexts (`503 overloaded`) and
     /// stores the sign-in context for the page.
-    pub async fn saml_begin(&self, query: &str, ip: std::net::IpAddr, now: i64) -> Result<SsoStart, SamlFlowError> {
+    pub async fn saml_begin(&self, query: &str, ip: std::net::IpAddr, now: i64) -> Result<SsoBegin, SamlFlowError> {
         let cfg = &self.settings.saml;
         if !cfg.enabled {
             return Err(SamlFlowError::Disabled);
@@ -251,6 +275,10 @@ impl Services {
         if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
             return Err(SamlFlowError::Replayed(sso.request.id));
         }
+        let name_id_format = match &sso.name_id_format {
+            Ok(f) => *f,
+            Err(asked) => return Ok(SsoBegin::Refused(self.saml_refuse_name_id_policy(&sp, &sso, asked, now).await?)),
+        };
         let context = SsoContext {
             service_id: service.id.clone(),
             sp_entity_id: sp.entity_id.clone(),
@@ -258,6 +286,7 @@ impl Services {
             relay_state: sso.relay_state.clone(),
             created_at: now,
             browser_secret_sha256: String::new(),
+            name_id_format,
         };
         let cap = self.settings.limits.saml_max_pending_contexts;
         self.admit_sign_in_context(FlowKind::Saml, cap, SIGN_IN_CONTEXT_TTL).await?;
@@ -267,12 +296,33 @@ impl Services {
         let value = serde_json::to_string(&context).map_err(|_| ApiError::internal())?;
         self.sessions.put_value(&context_key(&context_id), &value, SIGN_IN_CONTEXT_TTL).await?;
         tracing::info!(sp = %sp.entity_id, request_id = %sso.request.id, "SAML sign-in started");
-        Ok(SsoStart {
+        Ok(SsoBegin::Page(Box::new(SsoStart {
             context_id,
             service: (*service).clone(),
             sp: sp.clone(),
             scopes: sp.default_scopes.clone(),
             browser_secret: browser.secret,
+        })))
+    }
+
+    /// The signed `InvalidNameIDPolicy` Response for a request asking a NameID format
+    /// we cannot issue (SAML core §3.4.1.1), posted to the SP's registered ACS.
+    async fn saml_refuse_name_id_policy(
+        &self,
+        sp: &SamlSpConfig,
+        sso: &redirect::SsoRequest<'_>,
+        asked: &str,
+        now: i64,
+    ) -> Result<SamlPost, SamlFlowError> {
+        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), sp.signature_algorithm, now).await?;
+        let refusal = Refusal::InvalidNameIdPolicy;
+        let issuer = &self.settings.issuer;
+        let xml = build_refusal(&self.keys, &cert, issuer, sp, &sso.request.id, refusal, now).await?;
+        tracing::warn!(sp = %sp.entity_id, request_id = %sso.request.id, format = %asked, "SAML request refused: InvalidNameIDPolicy sent to the SP");
+        Ok(SamlPost {
+            acs_url: sp.acs_url.clone(),
+            saml_response: post_binding_value(&xml),
+            relay_state: sso.relay_state.clone(),
         })
     }
 
@@ -342,8 +392,17 @@ impl Services {
         let id_token = self.approved_id_token(&session).await.map_err(|_| SamlFlowError::BadIdToken)?;
         let claims = id_token_claims(&id_token).ok_or(SamlFlowError::BadIdToken)?;
         let claims = claims_from_json(&claims);
-        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), now).await?;
+        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), sp.signature_algorithm, now).await?;
         let cfg = &self.settings.saml;
+        // A transient NameID is a fresh opaque id per assertion (SAML core §8.3.8).
+        let transient;
+        let name_id = match context.name_id_format {
+            NameIdFormat::Persistent => session.token_id.as_str(),
+            NameIdFormat::Transient => {
+                transient = new_saml_id();
+                transient.as_str()
+            }
+        };
         let xml = build_response(
             &self.keys,
             &cert,
@@ -351,7 +410,8 @@ impl Services {
                 issuer: &self.settings.issuer,
                 sp: &sp,
                 in_response_to: Some(&context.request_id),
-                name_id: &session.token_id,
+                name_id,
+                name_id_format: context.name_id_format,
                 session_index: &session.id,
                 authn_instant: session.ended_at.unwrap_or(now),
                 now,
@@ -384,7 +444,7 @@ impl Services {
         }
         let context = self.take_bound_sso_context(context_id, browser_secret).await?;
         let sp = self.context_sp(&context)?;
-        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), now).await?;
+        let cert = active_certificate(&self.keys, &self.saml_certificate_params(), sp.signature_algorithm, now).await?;
         let xml =
             build_refusal(&self.keys, &cert, &self.settings.issuer, &sp, &context.request_id, Refusal::Cancelled, now)
                 .await?;
@@ -397,8 +457,10 @@ impl Services {
     }
 
     /// `GET /saml/slo`: a checked `LogoutRequest` gets a signed `LogoutResponse`
-    /// (Success; the IdP keeps no browser session to end) redirected to the SP's SLO URL.
-    pub async fn saml_logout(&self, query: &str, now: i64) -> Result<String, SamlFlowError> {
+    /// (Success; the IdP keeps no browser session to end) redirected to the SP's SLO URL,
+    /// unless it is asynchronous (its `Extensions` carry `aslo:Asynchronous`): then no
+    /// response is sent at all.
+    pub async fn saml_logout(&self, query: &str, now: i64) -> Result<SloOutcome, SamlFlowError> {
         let cfg = &self.settings.saml;
         if !cfg.enabled {
             return Err(SamlFlowError::Disabled);
@@ -410,9 +472,13 @@ impl Services {
         if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
             return Err(SamlFlowError::Replayed(slo.request.id));
         }
+        if slo.request.asynchronous {
+            tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML asynchronous logout: no response sent");
+            return Ok(SloOutcome::Asynchronous);
+        }
         let url = redirect::logout_response_redirect(&self.keys, &self.settings.issuer, &slo, now).await?;
         tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML logout answered");
-        Ok(url)
+        Ok(SloOutcome::Redirect(url))
     }
 }
 

@@ -27,11 +27,23 @@ pub enum KeyPurpose {
     /// HMAC secret deriving pairwise subjects (docs/protocol.md §13). Never rotated:
     /// a new key would give every person a new `sub` at every relying party.
     Pairwise,
+    /// RSA-3072 key signing SAML assertions for service providers that use
+    /// `signature_algorithm = "rsa-sha256"` (docs/saml.md).
+    #[serde(rename = "saml-rsa")]
+    #[value(name = "saml-rsa")]
+    SamlRsa,
 }
 
 impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 6] =
-        [KeyPurpose::Otp, KeyPurpose::Jwt, KeyPurpose::Saml, KeyPurpose::Data, KeyPurpose::Audit, KeyPurpose::Pairwise];
+    pub const ALL: [KeyPurpose; 7] = [
+        KeyPurpose::Otp,
+        KeyPurpose::Jwt,
+        KeyPurpose::Saml,
+        KeyPurpose::Data,
+        KeyPurpose::Audit,
+        KeyPurpose::Pairwise,
+        KeyPurpose::SamlRsa,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +53,7 @@ impl KeyPurpose {
             KeyPurpose::Data => "data",
             KeyPurpose::Audit => "audit",
             KeyPurpose::Pairwise => "pairwise",
+            KeyPurpose::SamlRsa => "saml-rsa",
         }
     }
 
@@ -50,9 +63,10 @@ impl KeyPurpose {
         self != KeyPurpose::Pairwise
     }
 
-    /// EC key pairs have a public half and a JWK `kid`.
+    /// Key pairs (EC, and RSA for `saml-rsa`) have a public half and a `kid` (the
+    /// RFC 7638 thumbprint of their public JWK).
     pub fn is_key_pair(self) -> bool {
-        matches!(self, KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit)
+        matches!(self, KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit | KeyPurpose::SamlRsa)
     }
 
     /// The PKCS#11 mechanism this purpose's key is used with.
@@ -61,6 +75,7 @@ impl KeyPurpose {
             KeyPurpose::Otp | KeyPurpose::Pairwise => "CKM_SHA256_HMAC",
             KeyPurpose::Jwt | KeyPurpose::Saml | KeyPurpose::Audit => "CKM_ECDSA",
             KeyPurpose::Data => "CKM_AES_GCM",
+            KeyPurpose::SamlRsa => "CKM_SHA256_RSA_PKCS",
         }
     }
 }

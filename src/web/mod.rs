@@ -232,21 +232,41 @@ pub fn demo_page(nonce: &str, issuer_origin: Option<&str>, target: &SignInTarget
 /// The page that sends the SAML `Response` to the ACS (HTTP-POST binding): submitted
 /// by a nonce'd script, with a button for browsers without script.
 pub fn saml_post_page(nonce: &str, acs_url: &str, saml_response: &str, relay_state: Option<&str>) -> Page {
+    post_page(nonce, "Signing you in", "Approved. Taking you back to the service…", acs_url, saml_response, relay_state)
+}
+
+/// The auto-POST of a SAML refusal (e.g. `InvalidNameIDPolicy`) to the SP's ACS: the
+/// same form as [`saml_post_page`], saying that nobody was signed in.
+pub fn saml_refusal_page(nonce: &str, acs_url: &str, saml_response: &str, relay_state: Option<&str>) -> Page {
+    let status = "The service asked for something this sign-in server does not offer. Taking you back to it…";
+    post_page(nonce, "Returning to the service", status, acs_url, saml_response, relay_state)
+}
+
+fn post_page(
+    nonce: &str,
+    title: &str,
+    status: &str,
+    acs_url: &str,
+    saml_response: &str,
+    relay_state: Option<&str>,
+) -> Page {
     let relay = relay_state
         .map(|r| format!("<input type=\"hidden\" name=\"RelayState\" value=\"{}\">\n", escape(r)))
         .unwrap_or_default();
     let body = format!(
-        r#"<h1>Signing you in</h1>
-<p role="status">Approved. Taking you back to the service…</p>
+        r#"<h1>{title}</h1>
+<p role="status">{status}</p>
 <form id="saml-post" method="post" action="{acs}">
 <input type="hidden" name="SAMLResponse" value="{resp}">
 {relay}<noscript><p>Script is off: press the button to continue.</p><button type="submit">Continue</button></noscript>
 </form>"#,
+        title = escape(title),
+        status = escape(status),
         acs = escape(acs_url),
         resp = escape(saml_response),
     );
     let action = origin_of(acs_url).unwrap_or_else(|| "'none'".into());
-    Page { html: layout(nonce, "Signing you in", &body, Some(POST_JS)), csp: csp(nonce, None, &action) }
+    Page { html: layout(nonce, title, &body, Some(POST_JS)), csp: csp(nonce, None, &action) }
 }
 
 /// A notice (e.g. "signed out"): a title and a sentence, no script.

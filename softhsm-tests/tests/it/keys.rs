@@ -12,8 +12,8 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use sha2::Sha256;
 use softhsm_tests::TestToken;
 use softhsm_tests::TokenKind;
-use symbolon::keyring::{KeyPurpose, key_kind};
-use symbolon::keys::{HsmError, HsmPin, KeyKind, Module, SessionPool};
+use symbolon::keyring::{KEY_GENERATION_DEADLINE, KeyPurpose, key_kind};
+use symbolon::keys::{HsmError, HsmOp, HsmPin, KeyKind, Module, SessionPool};
 
 /// A pool that is shut down when the test ends (SoftHSM2 must not see the process
 /// exit with sessions open on worker threads).
@@ -45,7 +45,7 @@ fn pool_for(token: &TestToken, workers: usize, queue: usize) -> Pool {
 async fn generate(pool: &SessionPool, purpose: KeyPurpose) -> String {
     let label = purpose.new_label(1_800_000_000);
     let l = label.clone();
-    pool.run(move |s| s.generate(key_kind(purpose), &l)).await.unwrap();
+    pool.run_within(HsmOp::Catalog, KEY_GENERATION_DEADLINE, move |s| s.generate(key_kind(purpose), &l)).await.unwrap();
     label
 }
 
@@ -118,17 +118,23 @@ fn assert_value_unreadable(token: &TestToken, ctx: &Pkcs11, label: &str, class: 
     let session = token.user_session(ctx).unwrap();
     let handle =
         session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())]).unwrap()[0];
-    let attrs = session
-        .get_attributes(handle, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Value])
-        .unwrap();
+    // The secret part: CKA_VALUE, or CKA_PRIVATE_EXPONENT for an RSA key.
+    let rsa = session.get_attributes(handle, &[AttributeType::KeyType]).unwrap()
+        == [Attribute::KeyType(cryptoki::object::KeyType::RSA)];
+    let secret = if rsa { AttributeType::PrivateExponent } else { AttributeType::Value };
+    let attrs =
+        session.get_attributes(handle, &[AttributeType::Sensitive, AttributeType::Extractable, secret]).unwrap();
     assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
     assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
-    assert!(!attrs.iter().any(|a| matches!(a, Attribute::Value(_))), "CKA_VALUE must not be readable: {attrs:?}");
-    // Asking for CKA_VALUE alone must fail with CKR_ATTRIBUTE_SENSITIVE.
-    let info = session.get_attribute_info(handle, &[AttributeType::Value]).unwrap();
+    assert!(
+        !attrs.iter().any(|a| matches!(a, Attribute::Value(_) | Attribute::PrivateExponent(_))),
+        "{secret:?} must not be readable: {attrs:?}"
+    );
+    // Asking for it alone must fail with CKR_ATTRIBUTE_SENSITIVE.
+    let info = session.get_attribute_info(handle, &[secret]).unwrap();
     assert!(
         matches!(info.as_slice(), [cryptoki::object::AttributeInfo::Sensitive]),
-        "C_GetAttributeValue(CKA_VALUE) must answer CKR_ATTRIBUTE_SENSITIVE: {info:?}"
+        "C_GetAttributeValue({secret:?}) must answer CKR_ATTRIBUTE_SENSITIVE: {info:?}"
     );
     // Wrapping it under an AES key must fail: the key is not extractable.
     let wrapper = TestToken::session_aes_key(&session, &[Attribute::Wrap(true)]).unwrap();
@@ -279,6 +285,7 @@ fn mechanisms_match_the_tested_tokens_table() {
         ("CKM_AES_KEY_WRAP_PAD", M::AES_KEY_WRAP_PAD, [true, false, false]),
         ("CKM_AES_CBC_PAD", M::AES_CBC_PAD, [true, true, true]),
         ("CKM_SHA256_RSA_PKCS", M::SHA256_RSA_PKCS, [true, true, false]),
+        ("CKM_RSA_PKCS_KEY_PAIR_GEN", M::RSA_PKCS_KEY_PAIR_GEN, [true, true, true]),
     ];
     let column = match token.kind {
         TokenKind::SoftHsm2 => 0,
@@ -302,7 +309,8 @@ async fn generating_a_key_names_the_mechanism_the_token_lacks() {
     for purpose in KeyPurpose::ALL {
         let label = purpose.new_label(1_800_000_000);
         let l = label.clone();
-        let made = pool.run(move |s| s.generate(key_kind(purpose), &l)).await;
+        let made =
+            pool.run_within(HsmOp::Catalog, KEY_GENERATION_DEADLINE, move |s| s.generate(key_kind(purpose), &l)).await;
         match (token.kind, key_kind(purpose)) {
             (TokenKind::OpenCryptoki, KeyKind::EcP256) => {
                 assert!(matches!(made, Err(HsmError::Unsupported("CKM_EC_KEY_PAIR_GEN"))), "{purpose}: {made:?}");
@@ -322,7 +330,9 @@ async fn generating_a_key_names_the_mechanism_the_token_lacks() {
     }
     let left = pool.run(|s| s.list_keys("symbolon-")).await.unwrap();
     let expected = match token.kind {
-        TokenKind::OpenCryptoki => 3, // otp, pairwise, data
+        // otp, pairwise, data, and the saml-rsa pair (made, though this token cannot
+        // sign with it: no CKM_SHA256_RSA_PKCS).
+        TokenKind::OpenCryptoki => 5,
         _ => KeyPurpose::ALL.len() + KeyPurpose::ALL.iter().filter(|p| p.is_key_pair()).count(),
     };
     assert_eq!(left.len(), expected, "{left:?}");

@@ -26,6 +26,7 @@ mod push;
 mod push_e2e;
 mod reload;
 mod saml;
+mod saml_mellon;
 mod saml_web;
 mod serve;
 mod signin;

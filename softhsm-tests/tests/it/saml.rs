@@ -15,7 +15,7 @@ use softhsm_tests::TestToken;
 use symbolon::keyring::{KeyPurpose, KeyRing, KeyState};
 use symbolon::keys::{HsmPin, KeyKind, SessionPool};
 use symbolon::saml::c14n::canonicalize_document;
-use symbolon::saml::config::{Claim, SamlConfig, SamlSpConfig};
+use symbolon::saml::config::{Claim, SamlConfig, SamlSpConfig, SignatureAlgorithm};
 use symbolon::saml::response::{ClaimValue, ResponseParams, build_response};
 use symbolon::saml::{
     CertificateParams, SigningCertificate, active_certificate, dsig, ensure_certificate, metadata, redirect,
@@ -99,6 +99,9 @@ fn sp(sign_response: bool) -> SamlSpConfig {
         certificate_pem: None,
         sign_response,
         default_scopes: vec![],
+        signature_algorithm: Default::default(),
+        name_id_format: Default::default(),
+        attribute_name_format: Default::default(),
     }
 }
 
@@ -121,6 +124,7 @@ async fn response(ring: &KeyRing, cert: &SigningCertificate, sp: &SamlSpConfig, 
             sp,
             in_response_to: Some("_req123"),
             name_id: "token-abc",
+            name_id_format: symbolon::saml::NameIdFormat::Persistent,
             session_index: "session-1",
             authn_instant: now,
             now,
@@ -243,9 +247,9 @@ fn enveloped_signatures_on_tricky_documents_verify_with_xmlsec1() {
     ];
     for (i, doc) in docs.iter().enumerate() {
         let id = format!("_x{}", i + 1);
-        let prepared = dsig::prepare(doc, &id, &cert_der).unwrap();
+        let prepared = dsig::prepare(doc, &id, &cert_der, SignatureAlgorithm::EcdsaSha256).unwrap();
         let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&key, prepared.signed_info());
-        let signed = prepared.finish(&sig.to_bytes().into());
+        let signed = prepared.finish(&sig.to_bytes());
         let (ok, text) = xmlsec_verify(dir.path(), &cert_pem, &signed, None);
         assert!(ok, "doc {i} did not verify:\n{text}\n{signed}");
         let tampered = signed.replace(">idp<", ">idq<");
@@ -321,7 +325,7 @@ async fn signed_response_verifies_with_xmlsec1_and_tampering_fails() {
     let idp = idp().await;
     let now = symbolon::ids::now_unix();
     let dir = tempfile::tempdir().unwrap();
-    let cert = active_certificate(&idp.ring, &params(), now).await.unwrap();
+    let cert = active_certificate(&idp.ring, &params(), SignatureAlgorithm::EcdsaSha256, now).await.unwrap();
     let cert_pem = write(dir.path(), "cert.pem", &pem(&cert.der));
     let sp = sp(false);
     let xml = response(&idp.ring, &cert, &sp, now).await;
@@ -354,7 +358,7 @@ async fn response_signed_too_verifies_both_signatures() {
     let idp = idp().await;
     let now = symbolon::ids::now_unix();
     let dir = tempfile::tempdir().unwrap();
-    let cert = active_certificate(&idp.ring, &params(), now).await.unwrap();
+    let cert = active_certificate(&idp.ring, &params(), SignatureAlgorithm::EcdsaSha256, now).await.unwrap();
     let cert_pem = write(dir.path(), "cert.pem", &pem(&cert.der));
     let xml = response(&idp.ring, &cert, &sp(true), now).await;
     let response_sig = "/*[local-name()='Response']/*[local-name()='Signature']";
@@ -382,7 +386,7 @@ async fn response_signed_too_verifies_both_signatures() {
 async fn metadata_lists_active_and_next_certificates() {
     let idp = idp().await;
     let now = symbolon::ids::now_unix();
-    let first = active_certificate(&idp.ring, &params(), now).await.unwrap();
+    let first = active_certificate(&idp.ring, &params(), SignatureAlgorithm::EcdsaSha256, now).await.unwrap();
     let next = idp.ring.generate(KeyPurpose::Saml, now + 1).await.unwrap();
     let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now).await.unwrap();
     let root = symbolon::saml::xml::parse(&md).unwrap();
@@ -406,7 +410,7 @@ async fn logout_response_redirect_is_signed_by_the_hsm() {
     let idp = idp().await;
     let now = symbolon::ids::now_unix();
     let dir = tempfile::tempdir().unwrap();
-    let cert = active_certificate(&idp.ring, &params(), now).await.unwrap();
+    let cert = active_certificate(&idp.ring, &params(), SignatureAlgorithm::EcdsaSha256, now).await.unwrap();
     let sps = vec![sp(false)];
     let req = format!(
         r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_lr1" Version="2.0" IssueInstant="{}"><saml:Issuer>https://sp.example/saml2/metadata</saml:Issuer><saml:NameID>token-abc</saml:NameID></samlp:LogoutRequest>"#,
@@ -455,7 +459,7 @@ async fn pysaml2_accepts_the_response_and_rejects_a_tampered_one() {
     let idp = idp().await;
     let dir = tempfile::tempdir().unwrap();
     let now = symbolon::ids::now_unix();
-    let cert = active_certificate(&idp.ring, &params(), now).await.unwrap();
+    let cert = active_certificate(&idp.ring, &params(), SignatureAlgorithm::EcdsaSha256, now).await.unwrap();
     let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now).await.unwrap();
     let md_file = write(dir.path(), "idp.xml", &md);
     for sign_response in [false, true] {
@@ -468,5 +472,154 @@ async fn pysaml2_accepts_the_response_and_rejects_a_tampered_one() {
         assert!(text.contains("ACCEPTED token-abc"), "{text}");
         assert!(text.contains("REJECTED tampered"), "{text}");
     }
+    idp.close().await;
+}
+
+// ------------------------------------------------- HSM: rsa-sha256 (saml-rsa key)
+
+/// The IdP with an active `saml-rsa` key too, made in the token by the key ring.
+async fn idp_with_rsa() -> Idp {
+    let idp = idp().await;
+    let made = idp.ring.generate(KeyPurpose::SamlRsa, NOW).await.unwrap();
+    assert_eq!(made.state, KeyState::Active);
+    assert!(made.label.starts_with("symbolon-saml-rsa-"), "{}", made.label);
+    idp
+}
+
+fn rsa_sp(sign_response: bool) -> SamlSpConfig {
+    SamlSpConfig { signature_algorithm: SignatureAlgorithm::RsaSha256, ..sp(sign_response) }
+}
+
+#[tokio::test]
+async fn rsa_key_is_made_in_the_token_and_its_certificate_self_signed_there() {
+    let idp = idp_with_rsa().await;
+    let dir = tempfile::tempdir().unwrap();
+    let entry = idp.ring.active(KeyPurpose::SamlRsa).unwrap();
+    // Sensitive, never extractable, generated in the token (not imported).
+    let keys = idp.ring.token_keys();
+    let key = keys.iter().find(|k| k.label == entry.label).unwrap();
+    assert_eq!((key.class, key.key_type), ("private", "rsa"));
+    assert!(key.sensitive && !key.extractable && key.made_in_token(), "{key:?}");
+    // The kid is the RFC 7638 thumbprint of the public key, as openssl sees it.
+    let public = idp.ring.public_rsa(&entry.label).await.unwrap();
+    assert_eq!(public.n.len(), 384, "RSA-3072");
+    assert_eq!(entry.kid, public.thumbprint());
+    let der = ensure_certificate(&idp.ring, &entry.label, &params(), NOW).await.unwrap();
+    assert_eq!(der, ensure_certificate(&idp.ring, &entry.label, &params(), NOW + 5).await.unwrap());
+    let cert_pem = write(dir.path(), "cert.pem", &pem(&der));
+    let (ok, text) = run(Command::new("openssl")
+        .args(["verify", "-attime", &(NOW + 60).to_string(), "-CAfile"])
+        .arg(&cert_pem)
+        .arg(&cert_pem));
+    assert!(ok, "openssl verify: {text}");
+    let (ok, text) = run(Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&cert_pem));
+    assert!(ok, "{text}");
+    assert!(text.contains("Signature Algorithm: sha256WithRSAEncryption"), "{text}");
+    assert!(text.contains("Public-Key: (3072 bit)") && text.contains("Exponent: 65537"), "{text}");
+    assert!(text.contains("Subject: CN = idp.example") && text.contains("CA:FALSE"), "{text}");
+    // A probe signs with it the way the purpose will (CKM_SHA256_RSA_PKCS).
+    idp.ring.probe(&entry).await.unwrap();
+    idp.close().await;
+}
+
+#[tokio::test]
+async fn rsa_signed_response_and_assertion_verify_with_xmlsec1_and_tampering_fails() {
+    let idp = idp_with_rsa().await;
+    let now = symbolon::ids::now_unix();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = active_certificate(&idp.ring, &params(), SignatureAlgorithm::RsaSha256, now).await.unwrap();
+    assert_eq!(cert.label, idp.ring.active(KeyPurpose::SamlRsa).unwrap().label);
+    let cert_pem = write(dir.path(), "cert.pem", &pem(&cert.der));
+    let xml = response(&idp.ring, &cert, &rsa_sp(true), now).await;
+    assert_eq!(
+        xml.matches(r#"<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256">"#).count(),
+        2,
+        "{xml}"
+    );
+    assert!(!xml.contains("ecdsa"), "{xml}");
+    let response_sig = "/*[local-name()='Response']/*[local-name()='Signature']";
+    let assertion_sig = "//*[local-name()='Assertion']/*[local-name()='Signature']";
+    for xpath in [response_sig, assertion_sig] {
+        let (ok, text) = xmlsec_verify(dir.path(), &cert_pem, &xml, Some(xpath));
+        assert!(ok && text.contains("OK"), "{xpath}: {text}\n{xml}");
+    }
+    for (from, to) in [("token-abc", "token-abd"), ("true</saml:AttributeValue>", "false</saml:AttributeValue>")] {
+        let tampered = xml.replacen(from, to, 1);
+        assert_ne!(tampered, xml);
+        let (ok, text) = xmlsec_verify(dir.path(), &cert_pem, &tampered, Some(assertion_sig));
+        assert!(!ok, "tampered ({from}) verified: {text}");
+    }
+    // The EC certificate does not verify the RSA signature.
+    let ec = active_certificate(&idp.ring, &params(), SignatureAlgorithm::EcdsaSha256, now).await.unwrap();
+    let ec_pem = write(dir.path(), "ec.pem", &pem(&ec.der));
+    assert!(!xmlsec_verify(dir.path(), &ec_pem, &xml, Some(assertion_sig)).0);
+    // An EC SP of the same IdP still gets ECDSA, verified with the EC certificate.
+    let ec_xml = response(&idp.ring, &ec, &sp(false), now).await;
+    assert!(ec_xml.contains("xmldsig-more#ecdsa-sha256") && !ec_xml.contains("rsa-sha256"));
+    let (ok, text) = xmlsec_verify(dir.path(), &ec_pem, &ec_xml, None);
+    assert!(ok, "{text}");
+    idp.close().await;
+}
+
+#[tokio::test]
+async fn metadata_carries_the_ec_and_the_rsa_certificates() {
+    let idp = idp_with_rsa().await;
+    let now = symbolon::ids::now_unix();
+    let ec = active_certificate(&idp.ring, &params(), SignatureAlgorithm::EcdsaSha256, now).await.unwrap();
+    let rsa = active_certificate(&idp.ring, &params(), SignatureAlgorithm::RsaSha256, now).await.unwrap();
+    let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now).await.unwrap();
+    assert_eq!(md.matches(r#"<md:KeyDescriptor use="signing">"#).count(), 2, "{md}");
+    let root = symbolon::saml::xml::parse(&md).unwrap();
+    let mut certs = Vec::new();
+    root.descendants("http://www.w3.org/2000/09/xmldsig#", "X509Certificate", &mut certs);
+    let ders: Vec<Vec<u8>> = certs.iter().map(|c| STANDARD.decode(c.text.as_bytes()).unwrap()).collect();
+    assert_eq!(ders, vec![ec.der.clone(), rsa.der.clone()], "EC first, then RSA");
+    // A rotation of saml-rsa publishes the new RSA key beside the old one.
+    let next = idp.ring.generate(KeyPurpose::SamlRsa, now + 1).await.unwrap();
+    assert_eq!(next.state, KeyState::Next);
+    let md = metadata::idp_metadata_for(&idp.ring, ISSUER, &params(), false, now).await.unwrap();
+    assert_eq!(md.matches(r#"<md:KeyDescriptor use="signing">"#).count(), 3, "{md}");
+    idp.close().await;
+}
+
+#[tokio::test]
+async fn rsa_logout_response_redirect_verifies_with_openssl() {
+    let idp = idp_with_rsa().await;
+    let now = symbolon::ids::now_unix();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = active_certificate(&idp.ring, &params(), SignatureAlgorithm::RsaSha256, now).await.unwrap();
+    let sps = vec![rsa_sp(false)];
+    let req = format!(
+        r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_lr2" Version="2.0" IssueInstant="{}"><saml:Issuer>https://sp.example/saml2/metadata</saml:Issuer><saml:NameID>token-abc</saml:NameID></samlp:LogoutRequest>"#,
+        symbolon::saml::saml_time(now)
+    );
+    let q = redirect::encode_query("SAMLRequest", &req, Some("st"), None, |_| vec![]);
+    let slo = redirect::receive_logout_request(&q, &sps, "https://idp.example/saml/slo", &SamlConfig::default(), now)
+        .unwrap();
+    let url = redirect::logout_response_redirect(&idp.ring, ISSUER, &slo, now).await.unwrap();
+    let (_, query) = url.split_once('?').unwrap();
+    assert!(query.contains("&SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23rsa-sha256&"), "{query}");
+    let msg = redirect::decode(query, "SAMLResponse").unwrap();
+    msg.verify(&cert.der).unwrap();
+    let (signed, sig) = query.rsplit_once("&Signature=").unwrap();
+    let sig = STANDARD.decode(percent_encoding::percent_decode_str(sig).decode_utf8().unwrap().as_bytes()).unwrap();
+    assert_eq!(sig.len(), 384);
+    let sig_file = dir.path().join("sig.bin");
+    std::fs::write(&sig_file, &sig).unwrap();
+    let data_file = write(dir.path(), "data", signed);
+    let cert_pem = write(dir.path(), "cert.pem", &pem(&cert.der));
+    let pub_pem = dir.path().join("pub.pem");
+    let (ok, text) = run(Command::new("openssl").args(["x509", "-pubkey", "-noout", "-in"]).arg(&cert_pem));
+    assert!(ok, "{text}");
+    std::fs::write(&pub_pem, &text).unwrap();
+    let (ok, text) = run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pub_pem)
+        .arg("-signature")
+        .arg(&sig_file)
+        .arg(&data_file));
+    assert!(ok && text.contains("Verified OK"), "{text}");
+    let bad = query.replacen("RelayState=st", "RelayState=su", 1);
+    assert!(redirect::decode(&bad, "SAMLResponse").unwrap().verify(&cert.der).is_err());
     idp.close().await;
 }

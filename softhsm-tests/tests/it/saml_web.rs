@@ -937,3 +937,83 @@ async fn demo_page_is_off_by_default_and_csp_strict_when_on() {
         assert_eq!(r.status().as_u16(), 404, "{path} off by default");
     }
 }
+
+// ------------------------------------------------------------------ NameID policy, async SLO
+
+#[tokio::test]
+async fn transient_name_ids_are_fresh_per_assertion_and_unknown_formats_get_invalid_name_id_policy() {
+    let e = start(free_port().unwrap()).await;
+    let (_, cert_pem) = e.metadata_cert_pem().await;
+    let transient = |id: &str| e.good_request(id).replace("nameid-format:persistent", "nameid-format:transient");
+    let mut seen = Vec::new();
+    for id in ["_tr1", "_tr2"] {
+        let (status, _, page, _) = e.sign_in(&e.sso_url(&transient(id), None)).await;
+        assert_eq!(status, 200, "{page}");
+        let xml = saml_response_of(&page);
+        let (ok, text) = xmlsec_verify(e.dir.path(), &cert_pem, &xml);
+        assert!(ok, "{text}");
+        let name_id = between(&xml, "nameid-format:transient\" NameQualifier=", "</saml:NameID>").unwrap();
+        let value = name_id.rsplit('>').next().unwrap().to_string();
+        assert!(value.starts_with('_') && value.len() == 33, "{xml}");
+        assert!(!xml.contains(&e.env.token_id), "no token id in a transient assertion: {xml}");
+        seen.push(value);
+    }
+    assert_ne!(seen[0], seen[1], "a fresh transient NameID per assertion");
+    // An email NameID cannot be issued: a signed Requester/InvalidNameIDPolicy Response
+    // goes back to the ACS at once (no sign-in page, no session).
+    let email = e.good_request("_em1").replace(
+        "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+        "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+    );
+    let (status, headers, page) = e.get(&e.sso_url(&email, Some("rs-em"))).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(headers.get("set-cookie").is_none(), "no sign-in flow started");
+    assert!(page.contains(&format!("action=\"{}\"", e.acs)) && page.contains("value=\"rs-em\""), "{page}");
+    assert!(!page.contains("token-id"), "not the sign-in page: {page}");
+    let xml = saml_response_of(&page);
+    assert!(xml.contains("InResponseTo=\"_em1\""), "{xml}");
+    assert!(
+        xml.contains(r#"<samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Requester"><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"></samlp:StatusCode></samlp:StatusCode>"#),
+        "{xml}"
+    );
+    assert!(!xml.contains("<saml:Assertion"), "{xml}");
+    let (ok, text) = sh(Command::new("xmlsec1")
+        .args(["--verify", "--pubkey-cert-pem"])
+        .arg({
+            let p = e.dir.path().join("idp.pem");
+            std::fs::write(&p, &cert_pem).unwrap();
+            p
+        })
+        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:Response"])
+        .arg({
+            let p = e.dir.path().join("refusal.xml");
+            std::fs::write(&p, &xml).unwrap();
+            p
+        }));
+    assert!(ok, "the refusal is signed: {text}\n{xml}");
+    e.assert_logged("InvalidNameIDPolicy sent to the SP").await;
+}
+
+#[tokio::test]
+async fn asynchronous_logout_request_gets_no_logout_response() {
+    let e = start(free_port().unwrap()).await;
+    let xml = |id: &str, ext: &str| {
+        format!(
+            r#"<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" xmlns:aslo="urn:oasis:names:tc:SAML:2.0:protocol:ext:async-slo" ID="{id}" Version="2.0" IssueInstant="{t}" Destination="{d}"><saml:Issuer>{SP_ENTITY}</saml:Issuer>{ext}<saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:transient">_abc</saml:NameID></samlp:LogoutRequest>"#,
+            t = saml_time(now()),
+            d = e.url("/saml/slo"),
+        )
+    };
+    let url =
+        |x: &str| format!("{}?{}", e.url("/saml/slo"), encode_query("SAMLRequest", x, Some("back"), None, |_| vec![]));
+    let (status, headers, body) =
+        e.get(&url(&xml("_async1", "<samlp:Extensions><aslo:Asynchronous/></samlp:Extensions>"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.get("location").is_none());
+    assert!(!body.contains("SAMLResponse") && body.contains("Signed out"), "{body}");
+    e.assert_logged("SAML asynchronous logout: no response sent").await;
+    // The same request without the extension is answered (transient NameID accepted).
+    let (status, headers, _) = e.get(&url(&xml("_async2", ""))).await;
+    assert_eq!(status, 303);
+    assert!(headers["location"].to_str().unwrap().starts_with(&format!("{SP_SLO}?SAMLResponse=")));
+}
