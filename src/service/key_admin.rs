@@ -45,16 +45,20 @@ fn key_error(e: KeyError) -> ApiError {
 }
 
 impl Services {
-    /// Audits the call (`keys.<action>` on `subject`) with its outcome.
+    /// Runs `change` once the reason passes and audits the call (`keys.<action>` on
+    /// `subject`) with its outcome.
     async fn key_change(
         &self,
         by: &OperatorCall<'_>,
         action: &str,
         subject: &str,
-        result: Result<Vec<ChangedKey>, KeyError>,
+        change: impl std::future::Future<Output = Result<Vec<ChangedKey>, KeyError>>,
     ) -> Result<Vec<ChangedKey>, ApiError> {
         let name = format!("keys.{action}");
-        match result {
+        if let Err(e) = by.check_reason() {
+            return self.management().refused(by, subject, &name, e).await;
+        }
+        match change.await {
             Ok(keys) => {
                 self.management().record(by.actor, subject, by.detail(&name, 200, &[])).await?;
                 tracing::warn!(action = %name, subject, actor = by.actor, "key changed by an operator");
@@ -71,8 +75,8 @@ impl Services {
         by: &OperatorCall<'_>,
         now: i64,
     ) -> Result<Vec<ChangedKey>, ApiError> {
-        let result = self.key_rules.generate(purpose, now).await.map(|e| vec![ChangedKey::from(&e)]);
-        self.key_change(by, "generate", purpose.as_str(), result).await
+        let change = async { self.key_rules.generate(purpose, now).await.map(|e| vec![ChangedKey::from(&e)]) };
+        self.key_change(by, "generate", purpose.as_str(), change).await
     }
 
     /// Rotates `purpose` (`next` → `active`, `active` → `retiring`) and generates the
@@ -83,11 +87,12 @@ impl Services {
         by: &OperatorCall<'_>,
         now: i64,
     ) -> Result<Vec<ChangedKey>, ApiError> {
-        let result =
+        let change = async {
             self.key_rules.rotate(purpose, now, true).await.map(|r| {
                 std::iter::once(&r.activated).chain(&r.retiring).chain(&r.next).map(ChangedKey::from).collect()
-            });
-        self.key_change(by, "rotate", purpose.as_str(), result).await
+            })
+        };
+        self.key_change(by, "rotate", purpose.as_str(), change).await
     }
 
     /// Retires the key `label` when the rules allow it now (else `409 invalid_state`
@@ -98,7 +103,7 @@ impl Services {
         by: &OperatorCall<'_>,
         now: i64,
     ) -> Result<Vec<ChangedKey>, ApiError> {
-        let result = self.key_rules.retire(label, now).await.map(|e| vec![ChangedKey::from(&e)]);
-        self.key_change(by, "retire", label, result).await
+        let change = async { self.key_rules.retire(label, now).await.map(|e| vec![ChangedKey::from(&e)]) };
+        self.key_change(by, "retire", label, change).await
     }
 }
