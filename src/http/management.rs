@@ -22,7 +22,7 @@ use super::extract::StrictJson;
 use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
-use crate::service::key_admin::{ChangedKey, parse_purpose};
+use crate::service::key_admin::{ChangedKey, KeyChange};
 use crate::service::management::{
     AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, OperatorCall,
     UserView,
@@ -414,7 +414,7 @@ pub struct KeysChanged {
 
 #[utoipa::path(post, path = "/api/management/v1/keys/generate/{purpose}", tag = "management",
     security(("operator" = ["management.keys.write"])),
-    params(("purpose" = String, Path, description = "otp, jwt, saml, data, audit or pairwise")),
+    params(("purpose" = String, Path, description = "otp, jwt, saml, saml-rsa, data, audit or pairwise")),
     request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
         (status = 200, description = "The key generated in the HSM (active when the purpose had none, else next)", body = KeysChanged),
@@ -429,19 +429,12 @@ pub async fn generate_key(
     Path(purpose): Path<String>,
     body: ActionInput,
 ) -> Result<Response, ApiError> {
-    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
-    let actor = operator.actor();
-    let purpose = parse_purpose(&purpose)?;
-    let StrictJson(body) = body?;
-    // Audited by the service, refusals included.
-    let by = operator_call(&operator, &actor, body.reason.as_deref());
-    let keys = state.services.management_generate_key(purpose, &by, now_unix()).await?;
-    Ok(Json(KeysChanged { keys }).into_response())
+    change_key(&state, &headers, body, KeyChange::parse("generate", &purpose)?).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/keys/rotate/{purpose}", tag = "management",
     security(("operator" = ["management.keys.write"])),
-    params(("purpose" = String, Path, description = "otp, jwt, saml, data or audit")),
+    params(("purpose" = String, Path, description = "otp, jwt, saml, saml-rsa, data or audit")),
     request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
         (status = 200, description = "next -> active, active -> retiring, and the new next key", body = KeysChanged),
@@ -456,13 +449,7 @@ pub async fn rotate_key(
     Path(purpose): Path<String>,
     body: ActionInput,
 ) -> Result<Response, ApiError> {
-    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
-    let actor = operator.actor();
-    let purpose = parse_purpose(&purpose)?;
-    let StrictJson(body) = body?;
-    let by = operator_call(&operator, &actor, body.reason.as_deref());
-    let keys = state.services.management_rotate_key(purpose, &by, now_unix()).await?;
-    Ok(Json(KeysChanged { keys }).into_response())
+    change_key(&state, &headers, body, KeyChange::parse("rotate", &purpose)?).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/keys/retire/{label}", tag = "management",
@@ -482,11 +469,23 @@ pub async fn retire_key(
     Path(label): Path<String>,
     body: ActionInput,
 ) -> Result<Response, ApiError> {
-    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
+    change_key(&state, &headers, body, KeyChange::Retire(&label)).await
+}
+
+/// The three key routes: `management.keys.write`, then the change, audited by the
+/// service (refusals included).
+async fn change_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: ActionInput,
+    change: KeyChange<'_>,
+) -> Result<Response, ApiError> {
+    let operator = authorize(state, headers, scopes::KEYS_WRITE).await?;
     let actor = operator.actor();
     let StrictJson(body) = body?;
+    // Audited by the service, refusals included.
     let by = operator_call(&operator, &actor, body.reason.as_deref());
-    let keys = state.services.management_retire_key(&label, &by, now_unix()).await?;
+    let keys = state.services.change_key(change, &by, now_unix()).await?;
     Ok(Json(KeysChanged { keys }).into_response())
 }
 
