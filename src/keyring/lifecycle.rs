@@ -40,10 +40,10 @@ pub struct KeyLifetimes {
     pub id_token: Duration,
     /// Life of a session and its OTP (`auth.otp_ttl`).
     pub otp: Duration,
-    /// How long the session store keeps a session readable (`auth.otp_ttl` +
-    /// `auth.browser_grace`): an approved one holds its identity token sealed under the
-    /// data key that long.
-    pub session_kept: Duration,
+    /// How long the session store keeps something sealed under the data key readable:
+    /// an approved session's identity token (`auth.otp_ttl` + `auth.browser_grace`) and
+    /// OpenID Connect codes and access tokens, whichever lives longest.
+    pub sealed_kept: Duration,
     /// Life of a SAML assertion (`saml.assertion_lifetime`).
     pub saml_assertion: Duration,
     /// Clock skew SAML service providers are allowed (`saml.clock_skew`).
@@ -94,9 +94,10 @@ impl Lifecycle {
             ),
             (
                 KeyPurpose::Data,
-                2 * sync + secs(lifetimes.session_kept),
-                "2 x keys.sync_interval + auth.otp_ttl + auth.browser_grace, so that no node seals under it any more \
-                 and the identity tokens it sealed in the session store are gone",
+                2 * sync + secs(lifetimes.sealed_kept),
+                "2 x keys.sync_interval + the longer of auth.otp_ttl + auth.browser_grace and auth.access_token_ttl, \
+                 so that no node seals under it any more and what it sealed in the \
+                 session store is gone",
             ),
             (KeyPurpose::Audit, sync, "keys.sync_interval, so that no node signs checkpoints with it any more"),
         ];

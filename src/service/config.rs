@@ -150,6 +150,9 @@ pub struct AuthConfig {
     /// How long after `expires_at` the browser token still reads the outcome.
     #[serde(with = "humantime_serde")]
     pub browser_grace: Duration,
+    /// Life of OpenID Connect access tokens (`/userinfo`, docs/protocol.md §14).
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
     /// Time the browser has to send `hello` on the WebSocket.
     #[serde(with = "humantime_serde")]
     pub hello_timeout: Duration,
@@ -170,6 +173,7 @@ impl Default for AuthConfig {
             session_max_failures: 5,
             token_ttl: Duration::from_secs(300),
             browser_grace: Duration::from_secs(60),
+            access_token_ttl: Duration::from_secs(300),
             hello_timeout: Duration::from_secs(5),
             client_jwks_cache: Duration::from_secs(600),
             client_jwks_refetch_interval: Duration::from_secs(30),
@@ -347,6 +351,9 @@ impl AuthConfig {
         }
         if self.token_ttl < Duration::from_secs(10) {
             p.push(ConfigProblem::new("auth.token_ttl", "must be at least 10s"));
+        }
+        if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&self.access_token_ttl) {
+            p.push(ConfigProblem::new("auth.access_token_ttl", "must be between 5s and 1h"));
         }
         if self.client_jwks_cache.is_zero() {
             p.push(ConfigProblem::new("auth.client_jwks_cache", "must be greater than zero"));

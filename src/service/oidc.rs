@@ -28,7 +28,7 @@ use crate::oidc::authorize;
 use crate::oidc::client_auth::{self, Credentials};
 use crate::oidc::discovery::{self, TOKEN_PATH};
 use crate::oidc::params::Params;
-use crate::oidc::{ACCESS_TOKEN_LIFETIME, AMR, CLAIMS, CODE_LIFETIME, OidcClientConfig};
+use crate::oidc::{AMR, CLAIMS, CODE_LIFETIME, OidcClientConfig};
 use crate::store::SessionStatus;
 use crate::store::audit::kinds;
 
@@ -74,7 +74,7 @@ struct CodeRecord {
     person: String,
 }
 
-/// What an access token stands for, kept under its hash for [`ACCESS_TOKEN_LIFETIME`],
+/// What an access token stands for, kept under its hash for `auth.access_token_ttl`,
 /// sealed under the data key (it holds the claims).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AccessRecord {
@@ -548,7 +548,7 @@ impl Services {
         // From here the code is spent: a failed exchange cannot be retried.
         let access_token = crate::oidc::random_token();
         let at_hash = crate::oidc::sha256_hex(&access_token);
-        self.sessions.put_value(&code_used_key(&code_hash), &at_hash, ACCESS_TOKEN_LIFETIME).await?;
+        self.sessions.put_value(&code_used_key(&code_hash), &at_hash, self.settings.auth.access_token_ttl).await?;
         if record.client_id != service.id {
             return Err(OAuthError::invalid_grant("the code was issued to another client"));
         }
@@ -596,9 +596,9 @@ impl Services {
             claims: record.claims.clone(),
         };
         let sealed = self.seal_record(&access_key(&at_hash), &access).await?;
-        self.sessions.put_value(&access_key(&at_hash), &sealed, ACCESS_TOKEN_LIFETIME).await?;
+        self.sessions.put_value(&access_key(&at_hash), &sealed, self.settings.auth.access_token_ttl).await?;
         // RP-initiated logout ends what the sign-in (`sid`) still holds: this token.
-        self.sessions.put_value(&sid_key(&record.session_id), &at_hash, ACCESS_TOKEN_LIFETIME).await?;
+        self.sessions.put_value(&sid_key(&record.session_id), &at_hash, self.settings.auth.access_token_ttl).await?;
         if !record.person.is_empty() {
             let keep = self.settings.saml.session_lifetime.max(lifetime);
             self.sessions.put_value(&sid_person_key(&record.session_id), &record.person, keep).await?;
@@ -616,7 +616,7 @@ impl Services {
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
-            expires_in: ACCESS_TOKEN_LIFETIME.as_secs(),
+            expires_in: self.settings.auth.access_token_ttl.as_secs(),
             id_token,
             scope: scope.join(" "),
         })

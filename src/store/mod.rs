@@ -81,9 +81,20 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unavailable(e.to_string())
             }
+            // SQLite: the database stayed busy or locked by another writer past the busy
+            // timeout (primary codes 5 and 6 under their extended codes): a load
+            // condition like a pool timeout, not a fault.
+            sqlx::Error::Database(ref db) if sqlite_busy(db.as_ref()) => StoreError::Unavailable(e.to_string()),
             other => StoreError::Database(other.to_string()),
         }
     }
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`, whatever the extended code (sqlx reports the
+/// extended result code; its low byte is the primary one).
+fn sqlite_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 impl From<StoreError> for ApiError {
@@ -144,5 +155,34 @@ pub fn open_session_store(
             Ok(Arc::new(RedisSessionStore::open_with_max_channels(config, max_channels)?))
         }
         other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::StoreError;
+
+    #[tokio::test]
+    async fn a_busy_sqlite_database_is_unavailable_not_a_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let options = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let mut writer = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)").execute(&mut writer).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+
+        let impatient = options.busy_timeout(std::time::Duration::ZERO);
+        let mut other = SqliteConnection::connect_with(&impatient).await.unwrap();
+        let err = sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_err();
+        assert!(matches!(StoreError::from(err), StoreError::Unavailable(_)));
+
+        // Other database errors stay faults.
+        let err = sqlx::query("SELECT nope FROM t").execute(&mut writer).await.unwrap_err();
+        assert!(matches!(StoreError::from(err), StoreError::Database(_)));
     }
 }
