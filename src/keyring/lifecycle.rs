@@ -65,6 +65,15 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl Lifecycle {
+    /// Takes or renews, for this node, the lease of the jobs that run on one node at a
+    /// time: the rotation schedule and the audit partition maintenance (docs/cluster.md).
+    /// Long enough that a slow tick (HSM or database under load) does not hand it to
+    /// another node in the middle of a job.
+    pub async fn hold_schedule_lease(&self, now: i64) -> Result<bool, crate::store::StoreError> {
+        let until = now.saturating_add((3 * secs(self.keys.sync_interval)).max(LEASE_MIN_SECS));
+        self.ring.store().try_lease(SCHEDULE_LEASE, self.ring.actor(), now, until).await
+    }
+
     /// The rules of `keys` and `lifetimes` for `ring`.
     pub fn new(ring: KeyRing, keys: &KeysConfig, lifetimes: KeyLifetimes) -> Self {
         let keys = keys.clone();
@@ -397,7 +406,6 @@ pub fn node_name() -> String {
 pub fn spawn_maintenance(lifecycle: Lifecycle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let interval = lifecycle.keys.sync_interval;
-        let holder = lifecycle.ring.actor().to_string();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -413,10 +421,7 @@ pub fn spawn_maintenance(lifecycle: Lifecycle) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(error = %e, "cannot retire keys whose retiring time is over; retrying later");
             }
             if !lifecycle.keys.schedule.is_empty() {
-                // Long enough that a slow tick (HSM or database under load) does not hand
-                // the schedule to another node in the middle of a rotation.
-                let until = now.saturating_add((3 * secs(interval)).max(LEASE_MIN_SECS));
-                match lifecycle.ring.store().try_lease(SCHEDULE_LEASE, &holder, now, until).await {
+                match lifecycle.hold_schedule_lease(now).await {
                     Ok(true) => {
                         if let Err(e) = lifecycle.apply_schedule(now).await {
                             tracing::warn!(error = %e, "scheduled key rotation failed; retrying later");

@@ -311,11 +311,21 @@ pub struct AuditConfig {
     /// Months of audit records kept in the database besides the current one, once
     /// archived (`symbolon audit maintain`); 0 keeps everything.
     pub retention_months: u32,
+    /// PostgreSQL: how often a server whose database role owns the audit table keeps
+    /// its monthly partitions (the current and the next three), on the node holding
+    /// the key schedule's lease. Also run at start.
+    #[serde(with = "humantime_serde")]
+    pub partition_interval: Duration,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(60), retention_months: 0 }
+        Self {
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(60),
+            retention_months: 0,
+            partition_interval: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -379,6 +389,9 @@ impl AuditConfig {
         let mut p = Vec::new();
         if self.checkpoint_every == 0 || self.checkpoint_interval < Duration::from_secs(1) {
             p.push(ConfigProblem::new("audit.checkpoint_every", "checkpoint_every ≥ 1 and checkpoint_interval ≥ 1s"));
+        }
+        if self.partition_interval < Duration::from_secs(1) {
+            p.push(ConfigProblem::new("audit.partition_interval", "at least 1s"));
         }
         p
     }

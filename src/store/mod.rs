@@ -64,6 +64,10 @@ pub enum StoreError {
     /// The operation is not offered on this database (e.g. `backup` on PostgreSQL).
     #[error("{0}")]
     Unsupported(String),
+    /// The database state does not allow the operation; the message says why
+    /// (e.g. retention refusing a partition that holds records no archive covers).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -693,3 +693,73 @@ async fn migration_0005_attributes_existing_enrollments_postgres() {
     store.migrate().await.unwrap();
     legacy_rows_are_attributed(&store).await;
 }
+
+/// Migration 0008 converts a PostgreSQL audit table that already holds records (with
+/// a signed checkpoint) into monthly partitions: every record kept byte for byte in
+/// its month's partition, the chain and the checkpoint still matching, the runtime
+/// role's grants carried over, partitions for the current and the next three months,
+/// and new appends continuing the chain.
+#[tokio::test]
+async fn migration_0008_partitions_the_audit_table_keeping_the_chain() {
+    use symbolon::store::AuditStore;
+    let db = PgDatabase::create().unwrap();
+    {
+        let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+        let old = migrations_until("postgres", "0007");
+        sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = PostgresStore::open(&db.url(), &softhsm_tests::backends::test_database_config()).unwrap();
+    // Two records in March 2025, one in January 2026, one now.
+    for at in [1_741_000_000, 1_741_100_000, 1_767_300_000, now()] {
+        store
+            .append_audit(&AuditEvent::new(at, "test.event", "system", "s", serde_json::json!({"at": at})))
+            .await
+            .unwrap();
+    }
+    let (seq, hash) = store.audit_head().await.unwrap().unwrap();
+    let checkpoint =
+        AuditCheckpoint { seq, hash: hash.clone(), at: now(), key_label: "k".into(), signature: "sig".into() };
+    assert!(store.insert_checkpoint(&checkpoint).await.unwrap());
+    db.sql("GRANT SELECT, INSERT ON audit TO PUBLIC").unwrap();
+    let before = db.sql(
+        "SELECT string_agg(seq::text || at::text || kind || detail || prev_hash || hash, ',' ORDER BY seq) FROM audit",
+    );
+    let before = before.unwrap();
+
+    store.migrate().await.unwrap();
+    let after = db.sql(
+        "SELECT string_agg(seq::text || at::text || kind || detail || prev_hash || hash, ',' ORDER BY seq) FROM audit",
+    );
+    assert_eq!(after.unwrap(), before, "every record kept as it was");
+    assert_eq!(db.sql("SELECT relkind FROM pg_class WHERE relname = 'audit'").unwrap().trim(), "p");
+    let placed = db.sql("SELECT string_agg(tableoid::regclass || ':' || seq, ' ' ORDER BY seq) FROM audit").unwrap();
+    let t = time::OffsetDateTime::now_utc();
+    let current = format!("audit_y{:04}m{:02}", t.year(), u8::from(t.month()));
+    assert_eq!(placed.trim(), format!("audit_y2025m03:1 audit_y2025m03:2 audit_y2026m01:3 {current}:4"));
+    let partitions = db.sql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit'::regclass").unwrap();
+    // March 2025, January 2026, the current and the next three months (the current may
+    // be January 2026 only on a clock set back), and the default partition.
+    assert!(partitions.trim().parse::<i64>().unwrap() >= 6, "{partitions}");
+    assert_eq!(db.sql("SELECT count(*) FROM audit_default").unwrap().trim(), "0");
+    assert!(db.sql("SELECT has_table_privilege('public', 'audit', 'INSERT')").is_ok());
+    let acl = db.sql("SELECT relacl::text FROM pg_class WHERE relname = 'audit'").unwrap();
+    assert!(acl.contains("=ar/"), "the PUBLIC grant carried over: {acl}");
+    // The chain: each record's hash from its content and the one before; the checkpoint.
+    let page = store.audit_page(0, i64::MIN, 100).await.unwrap();
+    let mut prev = GENESIS_HASH.to_string();
+    for r in &page {
+        assert_eq!(r.prev_hash, prev);
+        assert_eq!(chain_hash(&r.prev_hash, r.seq, &r.event()).unwrap(), r.hash);
+        prev = r.hash.clone();
+    }
+    assert_eq!(store.checkpoints().await.unwrap(), vec![checkpoint]);
+    let next = store.append_audit(&AuditEvent::new(now(), "test.event", "system", "s", serde_json::json!({}))).await;
+    let next = next.unwrap();
+    assert_eq!((next.seq, next.prev_hash.as_str()), (seq + 1, hash.as_str()));
+    // Append-only as before, on the table and on each partition.
+    assert!(db.sql("UPDATE audit SET kind = 'x'").is_err());
+    assert!(db.sql("DELETE FROM audit WHERE seq = 1").is_err());
+    assert!(db.sql("TRUNCATE audit_y2025m03").is_err());
+    assert!(db.sql("TRUNCATE audit").is_err());
+}
