@@ -1,4 +1,4 @@
-//! Single logout across the SAML SPs a person is signed in to (docs/protocol.md §8.6,
+//! Single logout across the SAML SPs a person is signed in to (docs/protocol.md §8.1,
 //! SAML profiles §4.4). Each assertion the IdP issues leaves an SP session record in
 //! the session store, keyed by a digest of the person's token id and sealed under the
 //! data key: the SP, the NameID it got (format, `SPNameQualifier`) and the
