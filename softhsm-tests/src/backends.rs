@@ -210,6 +210,26 @@ impl ClusterStores {
     }
 }
 
+/// The Redis ACL rules of the `symbolon` user exactly as docs/cluster.md gives them
+/// (`ACL SETUSER symbolon <rules>`), its `>PASSWORD` replaced by `>{password}`.
+pub fn documented_redis_acl(password: &str) -> anyhow::Result<Vec<String>> {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cluster.md"))?;
+    let rules: Vec<String> = docs
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("ACL SETUSER symbolon "))
+        .take_while(|l| !l.starts_with("```"))
+        .flat_map(str::split_whitespace)
+        .skip(3)
+        .map(|word| if word == ">PASSWORD" { format!(">{password}") } else { word.to_string() })
+        .collect();
+    anyhow::ensure!(
+        rules.iter().any(|r| r == "+evalsha") && rules.iter().any(|r| r.starts_with('>')),
+        "no ACL SETUSER symbolon block in docs/cluster.md: {rules:?}"
+    );
+    Ok(rules)
+}
+
 /// A `redis-server` of this test alone, on a free port, without persistence: stopping
 /// it loses every key, like a restart of a Redis without AOF/RDB.
 pub struct PrivateRedis {

@@ -12,8 +12,8 @@ use super::extract::ClientIp;
 use super::flow;
 use crate::ids::now_unix;
 use crate::service::flow::FlowKind;
+use crate::service::saml::logout::{LOGOUT_CHAIN_TTL, LogoutFinish, LogoutStart, LogoutStep};
 use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, SamlPost, SloOutcome, SsoBegin};
-use crate::service::saml_logout::{LOGOUT_CHAIN_TTL, LogoutFinish, LogoutStart, LogoutStep};
 use crate::web::{self, Page, SignInTarget};
 
 pub(super) fn html(status: StatusCode, page: Page) -> Response {

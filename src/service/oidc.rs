@@ -19,7 +19,7 @@ use super::config::{SCOPES, ServiceConfig};
 use super::flow::{BrowserSecret, FlowKind, browser_bound};
 use super::idtoken::signing_input;
 use super::saml::SIGN_IN_CONTEXT_TTL;
-use super::saml_logout::{LogoutFinish, LogoutStart};
+use super::saml::logout::{LogoutFinish, LogoutStart};
 use crate::error::{ApiError, ErrorCode};
 use crate::keyring::KeyPurpose;
 use crate::metrics::{METRICS, OidcEvent};
@@ -69,7 +69,7 @@ struct CodeRecord {
     sub: String,
     claims: Map<String, Value>,
     created_at: i64,
-    /// The person's key for single logout (`service::saml_logout::person_key`).
+    /// The person's key for single logout (`service::saml::logout::person_key`).
     #[serde(default)]
     person: String,
 }
@@ -253,7 +253,7 @@ pub enum EndSession {
     Redirect(String),
     /// A "signed out" page on Symbolon.
     SignedOut,
-    /// The person's SAML SP sessions are logged out first (`service::saml_logout`);
+    /// The person's SAML SP sessions are logged out first (`service::saml::logout`);
     /// the chain ends where the two other variants would.
     SamlLogout(LogoutStart),
 }
@@ -433,7 +433,7 @@ impl Services {
             sub,
             claims,
             created_at: now,
-            person: super::saml_logout::person_key(&session.token_id),
+            person: super::saml::logout::person_key(&session.token_id),
         };
         let key = code_key(&crate::oidc::sha256_hex(&code));
         let sealed = self.seal_record(&key, &record).await?;

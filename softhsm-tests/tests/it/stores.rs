@@ -557,17 +557,8 @@ async fn redis_acl_user_from_the_docs() {
     let redis = softhsm_tests::backends::PrivateRedis::start().unwrap();
     let client = redis::Client::open(redis.url().as_str()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let acl = "on >acl-pw ~symbolon:* &symbolon:events -@all +@connection +psetex +get +getdel +pttl +hgetall \
-               +hset +hmget +hincrby +expire +pexpire +ttl +zadd +zrem +zcard +zrange +zrangebyscore \
-               +zremrangebyscore +time +zrangebylex +zremrangebyrank +eval +evalsha +script|load +publish \
-               +subscribe";
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("symbolon")
-        .arg(acl.split_whitespace().collect::<Vec<_>>())
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    let acl = softhsm_tests::backends::documented_redis_acl("acl-pw").unwrap();
+    redis::cmd("ACL").arg("SETUSER").arg("symbolon").arg(acl).query_async::<()>(&mut admin).await.unwrap();
     let url = format!("redis://symbolon:acl-pw@127.0.0.1:{}", redis.port);
     let config = |prefix: &str| SessionStoreConfig {
         url: url.clone(),

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Services;
-use super::flow::{BrowserSecret, browser_bound};
-use super::saml::SamlFlowError;
+use super::SamlFlowError;
 use crate::error::ApiError;
 use crate::saml::logout::{self, LogoutSubject};
 use crate::saml::redirect::{self, RequestError};
 use crate::saml::{NameIdFormat, SamlSpConfig, new_saml_id};
+use crate::service::Services;
+use crate::service::flow::{BrowserSecret, browser_bound};
 
 /// SP sessions remembered per person; past that the one that ends first is dropped
 /// (it will not be logged out by a later single logout).
@@ -123,7 +123,7 @@ pub enum LogoutStep {
 
 impl Services {
     /// Remembers the SP session an assertion starts (see the module docs).
-    pub(super) async fn record_sp_session(
+    pub(in crate::service) async fn record_sp_session(
         &self,
         token_id: &str,
         session: &SpSession,
@@ -174,7 +174,7 @@ impl Services {
     /// Starts a logout chain over `person`'s live SP sessions that have a
     /// SingleLogoutService (all but `except`), ending at `finish`; `None` when there is
     /// no such session (nothing to do).
-    pub(super) async fn begin_sp_logout(
+    pub(in crate::service) async fn begin_sp_logout(
         &self,
         person: &str,
         except: Option<&str>,
@@ -353,7 +353,7 @@ impl Services {
     /// An SP's own `LogoutRequest`: its SP session record (found by `SessionIndex` and
     /// NameID) is ended, and the person's other SP sessions are logged out by a chain
     /// that ends at `finish`. `None` when the session is unknown or none is left.
-    pub(super) async fn propagate_sp_logout(
+    pub(in crate::service) async fn propagate_sp_logout(
         &self,
         sp_entity_id: &str,
         name_id: &str,

@@ -4,15 +4,17 @@
 //! once the phone approved it, trades (context, session, browser token) for a signed
 //! `Response` to the SP's registered ACS URL. Nothing here knows HTTP.
 
+pub mod logout;
+
 use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use self::logout::{LogoutFinish, LogoutStart, SpSession};
 use super::Services;
 use super::config::ServiceConfig;
 use super::flow::{BrowserSecret, FlowKind, browser_bound};
-use super::saml_logout::{LogoutFinish, LogoutStart, SpSession};
 use crate::error::{ApiError, ErrorCode};
 use crate::saml::redirect::{self, RequestError};
 use crate::saml::response::{
@@ -63,7 +65,7 @@ pub enum SloOutcome {
     /// The request was asynchronous: no `LogoutResponse`, a plain page instead.
     Asynchronous,
     /// The person has other SP sessions: their logout chain runs first
-    /// (`service::saml_logout`), and ends with the `LogoutResponse` (or the page).
+    /// (`service::saml::logout`), and ends with the `LogoutResponse` (or the page).
     Chain(LogoutStart),
 }
 
