@@ -25,7 +25,7 @@ pub use catalog::{
 };
 pub use config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
 pub use enrollments::{Enrollment, EnrollmentStatus, EnrollmentStore};
-pub use events::{DEFAULT_MAX_CHANNELS, EventHub, SessionEvents};
+pub use events::{DEFAULT_MAX_CHANNELS, ENROLLMENT_CHANGES_QUEUE, EnrollmentChange, EventHub, SessionEvents};
 pub use management::ManagementQueries;
 pub use memory::MemorySessionStore;
 pub use postgres::PostgresStore;
@@ -81,9 +81,18 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unavailable(e.to_string())
             }
+            // SQLite: SQLITE_BUSY or SQLITE_LOCKED and their extended codes (the write
+            // lock was held past `busy_timeout`): a retry can succeed.
+            sqlx::Error::Database(ref db) if sqlite_busy(db.as_ref()) => StoreError::Unavailable(e.to_string()),
             other => StoreError::Database(other.to_string()),
         }
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included (their low byte).
+fn sqlite_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && db.code().and_then(|c| c.parse::<u32>().ok()).is_some_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
 impl From<StoreError> for ApiError {
