@@ -17,10 +17,15 @@ GRANT SELECT, INSERT, UPDATE ON keys, enrollments TO :"runtime";
 -- Leases of jobs that run on one node at a time (the automatic key schedule).
 GRANT SELECT, INSERT, UPDATE ON leases TO :"runtime";
 
--- Audit trail and its archive manifests: append-only. Retention (`symbolon audit
--- maintain`) deletes archived records as the owner role, never as this one.
+-- Audit trail and its archive manifests: append-only. `audit` is partitioned by month
+-- (migration 0008): the grants on the partitioned table are all that is needed, and
+-- the partitions themselves get none, so this role can neither read nor change them
+-- directly. Creating, detaching and dropping partitions (`symbolon audit maintain`,
+-- retention) needs ownership: the owner role, never this one.
 GRANT SELECT, INSERT ON audit, audit_checkpoints, audit_archives TO :"runtime";
 REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit, audit_checkpoints, audit_archives FROM :"runtime";
+-- The partition maintenance functions are the owner's (EXECUTE revoked from PUBLIC).
+REVOKE ALL ON FUNCTION audit_month_partition(DATE), audit_maintain_partitions(BIGINT, INTEGER) FROM :"runtime";
 
 -- Migration history: readable, so `symbolon` can tell the schema version.
 GRANT SELECT ON _sqlx_migrations TO :"runtime";

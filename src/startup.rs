@@ -208,6 +208,7 @@ impl Application {
         let expiry = Some(services.spawn_expiry_counter());
         // Rotations made elsewhere reach this node within keys.sync_interval.
         let key_maintenance = Some(services.spawn_key_maintenance());
+        let audit_partitions = services.spawn_audit_partitions();
         let refresher = services.trust_configured().then(|| services.spawn_trust_refresh_loop(log_refresh));
         while let ProcessSignal::Reload = signals.next().await {
             let mut reloading = vec![sd_notify::NotifyState::Reloading];
@@ -222,7 +223,8 @@ impl Application {
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         self.state.services.stop_push();
-        for task in [watchdog, refresher, checkpoints, key_maintenance, expiry].into_iter().flatten() {
+        for task in [watchdog, refresher, checkpoints, key_maintenance, expiry, audit_partitions].into_iter().flatten()
+        {
             task.abort();
         }
         let drained = tokio::time::timeout(grace, async {

@@ -326,7 +326,11 @@ impl Config {
         crate::keyring::KeyLifetimes {
             id_token: self.auth.token_ttl,
             otp: self.auth.otp_ttl,
-            session_kept: self.auth.otp_ttl + self.auth.browser_grace,
+            sealed_kept: (self.auth.otp_ttl + self.auth.browser_grace)
+                .max(self.auth.access_token_ttl)
+                .max(crate::oidc::CODE_LIFETIME)
+                // SAML SP session records (single logout) are sealed too.
+                .max(if self.saml.enabled { self.saml.session_lifetime } else { Duration::ZERO }),
             saml_assertion: self.saml.assertion_lifetime,
             saml_clock_skew: self.saml.clock_skew,
         }
@@ -612,6 +616,24 @@ mod tests {
             assert_eq!(c.server.shutdown_grace, Duration::from_secs(90));
             Ok(())
         });
+    }
+
+    #[test]
+    fn data_keys_outlive_everything_sealed_under_them() {
+        let mut c = Config::default();
+        // Defaults: access tokens (300 s) outlive a session and its grace (120 s + 60 s).
+        assert_eq!(c.key_lifetimes().sealed_kept, Duration::from_secs(300));
+        c.auth.access_token_ttl = Duration::from_secs(5);
+        assert_eq!(c.key_lifetimes().sealed_kept, Duration::from_secs(180));
+        c.auth.otp_ttl = Duration::from_secs(10);
+        c.auth.browser_grace = Duration::from_secs(5);
+        // Then the 60 s authorization codes are what lives longest.
+        assert_eq!(c.key_lifetimes().sealed_kept, crate::oidc::CODE_LIFETIME);
+        c.auth.access_token_ttl = Duration::from_secs(4);
+        assert!(c.auth.problems().iter().any(|p| p.path == "auth.access_token_ttl"));
+        // With SAML on, the SP session records kept for single logout live longest.
+        c.saml.enabled = true;
+        assert_eq!(c.key_lifetimes().sealed_kept, c.saml.session_lifetime);
     }
 
     #[test]

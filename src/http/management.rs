@@ -22,7 +22,7 @@ use super::extract::StrictJson;
 use super::operator::Operator;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::now_unix;
-use crate::service::key_admin::{ChangedKey, parse_purpose};
+use crate::service::key_admin::{ChangedKey, KeyChange};
 use crate::service::management::{
     AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, OperatorCall,
     UserView,
@@ -409,7 +409,7 @@ pub struct KeysChanged {
 
 #[utoipa::path(post, path = "/api/management/v1/keys/generate/{purpose}", tag = "management",
     security(("operator" = ["management.keys.write"])),
-    params(("purpose" = String, Path, description = "otp, jwt, saml, data, audit or pairwise")),
+    params(("purpose" = String, Path, description = "otp, jwt, saml, saml-rsa, data, audit or pairwise")),
     responses(
         (status = 200, description = "The key generated in the HSM (active when the purpose had none, else next)", body = KeysChanged),
         (status = 400, description = "Unknown purpose (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
@@ -422,18 +422,12 @@ pub async fn generate_key(
     headers: HeaderMap,
     Path(purpose): Path<String>,
 ) -> Result<Response, ApiError> {
-    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
-    let actor = operator.actor();
-    let purpose = parse_purpose(&purpose)?;
-    // Audited by the service, refusals included.
-    let keys =
-        state.services.management_generate_key(purpose, &operator_call(&operator, &actor, None), now_unix()).await?;
-    Ok(Json(KeysChanged { keys }).into_response())
+    change_key(&state, &headers, KeyChange::parse("generate", &purpose)?).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/keys/rotate/{purpose}", tag = "management",
     security(("operator" = ["management.keys.write"])),
-    params(("purpose" = String, Path, description = "otp, jwt, saml, data or audit")),
+    params(("purpose" = String, Path, description = "otp, jwt, saml, saml-rsa, data or audit")),
     responses(
         (status = 200, description = "next -> active, active -> retiring, and the new next key", body = KeysChanged),
         (status = 400, description = "Unknown purpose (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
@@ -446,12 +440,7 @@ pub async fn rotate_key(
     headers: HeaderMap,
     Path(purpose): Path<String>,
 ) -> Result<Response, ApiError> {
-    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
-    let actor = operator.actor();
-    let purpose = parse_purpose(&purpose)?;
-    let keys =
-        state.services.management_rotate_key(purpose, &operator_call(&operator, &actor, None), now_unix()).await?;
-    Ok(Json(KeysChanged { keys }).into_response())
+    change_key(&state, &headers, KeyChange::parse("rotate", &purpose)?).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/keys/retire/{label}", tag = "management",
@@ -468,9 +457,14 @@ pub async fn retire_key(
     headers: HeaderMap,
     Path(label): Path<String>,
 ) -> Result<Response, ApiError> {
-    let operator = authorize(&state, &headers, scopes::KEYS_WRITE).await?;
+    change_key(&state, &headers, KeyChange::Retire(&label)).await
+}
+
+/// The three key routes: `management.keys.write`, then the change, audited by the
+/// service (refusals included).
+async fn change_key(state: &AppState, headers: &HeaderMap, change: KeyChange<'_>) -> Result<Response, ApiError> {
+    let operator = authorize(state, headers, scopes::KEYS_WRITE).await?;
     let actor = operator.actor();
-    let keys =
-        state.services.management_retire_key(&label, &operator_call(&operator, &actor, None), now_unix()).await?;
+    let keys = state.services.change_key(change, &operator_call(&operator, &actor, None), now_unix()).await?;
     Ok(Json(KeysChanged { keys }).into_response())
 }

@@ -40,10 +40,10 @@ pub struct KeyLifetimes {
     pub id_token: Duration,
     /// Life of a session and its OTP (`auth.otp_ttl`).
     pub otp: Duration,
-    /// How long the session store keeps a session readable (`auth.otp_ttl` +
-    /// `auth.browser_grace`): an approved one holds its identity token sealed under the
-    /// data key that long.
-    pub session_kept: Duration,
+    /// How long the session store keeps something sealed under the data key readable:
+    /// an approved session's identity token (`auth.otp_ttl` + `auth.browser_grace`) and
+    /// OpenID Connect codes and access tokens, whichever lives longest.
+    pub sealed_kept: Duration,
     /// Life of a SAML assertion (`saml.assertion_lifetime`).
     pub saml_assertion: Duration,
     /// Clock skew SAML service providers are allowed (`saml.clock_skew`).
@@ -65,6 +65,15 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl Lifecycle {
+    /// Takes or renews, for this node, the lease of the jobs that run on one node at a
+    /// time: the rotation schedule and the audit partition maintenance (docs/cluster.md).
+    /// Long enough that a slow tick (HSM or database under load) does not hand it to
+    /// another node in the middle of a job.
+    pub async fn hold_schedule_lease(&self, now: i64) -> Result<bool, crate::store::StoreError> {
+        let until = now.saturating_add((3 * secs(self.keys.sync_interval)).max(LEASE_MIN_SECS));
+        self.ring.store().try_lease(SCHEDULE_LEASE, self.ring.actor(), now, until).await
+    }
+
     /// The rules of `keys` and `lifetimes` for `ring`.
     pub fn new(ring: KeyRing, keys: &KeysConfig, lifetimes: KeyLifetimes) -> Self {
         let keys = keys.clone();
@@ -94,9 +103,10 @@ impl Lifecycle {
             ),
             (
                 KeyPurpose::Data,
-                2 * sync + secs(lifetimes.session_kept),
-                "2 x keys.sync_interval + auth.otp_ttl + auth.browser_grace, so that no node seals under it any more \
-                 and the identity tokens it sealed in the session store are gone",
+                2 * sync + secs(lifetimes.sealed_kept),
+                "2 x keys.sync_interval + the longer of auth.otp_ttl + auth.browser_grace and auth.access_token_ttl, \
+                 so that no node seals under it any more and what it sealed in the \
+                 session store is gone",
             ),
             (KeyPurpose::Audit, sync, "keys.sync_interval, so that no node signs checkpoints with it any more"),
         ];
@@ -396,7 +406,6 @@ pub fn node_name() -> String {
 pub fn spawn_maintenance(lifecycle: Lifecycle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let interval = lifecycle.keys.sync_interval;
-        let holder = lifecycle.ring.actor().to_string();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -412,10 +421,7 @@ pub fn spawn_maintenance(lifecycle: Lifecycle) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(error = %e, "cannot retire keys whose retiring time is over; retrying later");
             }
             if !lifecycle.keys.schedule.is_empty() {
-                // Long enough that a slow tick (HSM or database under load) does not hand
-                // the schedule to another node in the middle of a rotation.
-                let until = now.saturating_add((3 * secs(interval)).max(LEASE_MIN_SECS));
-                match lifecycle.ring.store().try_lease(SCHEDULE_LEASE, &holder, now, until).await {
+                match lifecycle.hold_schedule_lease(now).await {
                     Ok(true) => {
                         if let Err(e) = lifecycle.apply_schedule(now).await {
                             tracing::warn!(error = %e, "scheduled key rotation failed; retrying later");

@@ -29,18 +29,9 @@ impl TokenSession {
         qinv_big.zeroize();
         let mut id = [0u8; 16];
         self.session.generate_random_slice(&mut id)?;
-        let mut template = vec![
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Id(id.to_vec()),
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::KeyType(KeyType::RSA)];
+        template.extend(private_key_attributes(label, &id));
+        template.extend([
             Attribute::Modulus(key.n().to_bytes_be()),
             Attribute::PublicExponent(key.e().to_bytes_be()),
             Attribute::PrivateExponent(key.d().to_bytes_be()),
@@ -49,7 +40,7 @@ impl TokenSession {
             Attribute::Exponent1(dp.to_vec()),
             Attribute::Exponent2(dq.to_vec()),
             Attribute::Coefficient(qinv.to_vec()),
-        ];
+        ]);
         let created = self.session.create_object(&template);
         wipe(&mut template);
         created?;
@@ -62,6 +53,22 @@ impl TokenSession {
         let key = self.find(ObjectClass::PRIVATE_KEY, label)?;
         Ok(self.session.sign(&Mechanism::Sha256RsaPkcs, key, message)?)
     }
+}
+
+/// What every RSA private key the server makes or imports is: a token object,
+/// private, sensitive, never extractable, usable only to sign.
+fn private_key_attributes(label: &str, id: &[u8]) -> [Attribute; 9] {
+    [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ]
 }
 
 /// Modulus length of the RSA key pairs the server generates (NIST SP 800-57: 128-bit
@@ -114,17 +121,7 @@ impl TokenSession {
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.to_vec()),
         ];
-        let private = vec![
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Id(id.to_vec()),
-        ];
+        let private = private_key_attributes(label, id);
         match self.session.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private) {
             Ok((_, private)) => Ok(private),
             Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::MechanismInvalid, _)) => {

@@ -22,8 +22,6 @@ use sha2::{Digest, Sha256};
 
 /// How long an authorization code may be exchanged (docs/protocol.md §14.4).
 pub const CODE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
-/// How long an access token is accepted at the userinfo endpoint.
-pub const ACCESS_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
 /// The furthest in the future a client assertion's `exp` may lie (RFC 7523 §3).
 pub const ASSERTION_MAX_LIFETIME: i64 = 300;
 /// Clock skew accepted on client assertions.

@@ -150,6 +150,9 @@ pub struct AuthConfig {
     /// How long after `expires_at` the browser token still reads the outcome.
     #[serde(with = "humantime_serde")]
     pub browser_grace: Duration,
+    /// Life of OpenID Connect access tokens (`/userinfo`, docs/protocol.md §14).
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
     /// Time the browser has to send `hello` on the WebSocket.
     #[serde(with = "humantime_serde")]
     pub hello_timeout: Duration,
@@ -181,6 +184,7 @@ impl Default for AuthConfig {
             session_max_failures: 5,
             token_ttl: Duration::from_secs(300),
             browser_grace: Duration::from_secs(60),
+            access_token_ttl: Duration::from_secs(300),
             hello_timeout: Duration::from_secs(5),
             client_jwks_cache: Duration::from_secs(600),
             client_jwks_refetch_interval: Duration::from_secs(30),
@@ -321,11 +325,21 @@ pub struct AuditConfig {
     /// Months of audit records kept in the database besides the current one, once
     /// archived (`symbolon audit maintain`); 0 keeps everything.
     pub retention_months: u32,
+    /// PostgreSQL: how often a server whose database role owns the audit table keeps
+    /// its monthly partitions (the current and the next three), on the node holding
+    /// the key schedule's lease. Also run at start.
+    #[serde(with = "humantime_serde")]
+    pub partition_interval: Duration,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(60), retention_months: 0 }
+        Self {
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(60),
+            retention_months: 0,
+            partition_interval: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -362,6 +376,9 @@ impl AuthConfig {
         if self.token_ttl < Duration::from_secs(10) {
             p.push(ConfigProblem::new("auth.token_ttl", "must be at least 10s"));
         }
+        if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&self.access_token_ttl) {
+            p.push(ConfigProblem::new("auth.access_token_ttl", "must be between 5s and 1h"));
+        }
         if self.client_jwks_cache.is_zero() {
             p.push(ConfigProblem::new("auth.client_jwks_cache", "must be greater than zero"));
         }
@@ -386,6 +403,9 @@ impl AuditConfig {
         let mut p = Vec::new();
         if self.checkpoint_every == 0 || self.checkpoint_interval < Duration::from_secs(1) {
             p.push(ConfigProblem::new("audit.checkpoint_every", "checkpoint_every ≥ 1 and checkpoint_interval ≥ 1s"));
+        }
+        if self.partition_interval < Duration::from_secs(1) {
+            p.push(ConfigProblem::new("audit.partition_interval", "at least 1s"));
         }
         p
     }

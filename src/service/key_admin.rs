@@ -14,7 +14,7 @@ use crate::keyring::{CatalogEntry, KeyError};
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ChangedKey {
     pub label: String,
-    /// `otp`, `jwt`, `saml`, `data`, `audit` or `pairwise`.
+    /// `otp`, `jwt`, `saml`, `saml-rsa`, `data`, `audit` or `pairwise`.
     pub purpose: String,
     /// `next`, `active`, `retiring` or `retired`.
     pub state: String,
@@ -44,16 +44,68 @@ fn key_error(e: KeyError) -> ApiError {
     }
 }
 
+/// An operator's change to the key catalog: `generate` and `rotate` name a purpose,
+/// `retire` a key's label.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyChange<'a> {
+    /// A new key of the purpose (`active` when the purpose has none, else `next`).
+    Generate(KeyPurpose),
+    /// `next` → `active`, `active` → `retiring`, and the following `next` key made.
+    Rotate(KeyPurpose),
+    /// The key retired, when the rules allow it now (else `409 invalid_state` saying when).
+    Retire(&'a str),
+}
+
+impl<'a> KeyChange<'a> {
+    /// The change `action` (`generate`, `rotate`, `retire`) on `target` (a purpose, or
+    /// a label for `retire`), as the console's and the management API's paths name it.
+    pub fn parse(action: &str, target: &'a str) -> Result<Self, ApiError> {
+        match action {
+            "generate" => parse_purpose(target).map(KeyChange::Generate),
+            "rotate" => parse_purpose(target).map(KeyChange::Rotate),
+            "retire" => Ok(KeyChange::Retire(target)),
+            other => Err(ApiError::invalid_request(format!("unknown key action {other:?}"))),
+        }
+    }
+
+    /// `generate`, `rotate` or `retire`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            KeyChange::Generate(_) => "generate",
+            KeyChange::Rotate(_) => "rotate",
+            KeyChange::Retire(_) => "retire",
+        }
+    }
+
+    /// The purpose or the label acted on.
+    pub fn target(&self) -> &'a str {
+        match self {
+            KeyChange::Generate(p) | KeyChange::Rotate(p) => p.as_str(),
+            KeyChange::Retire(label) => label,
+        }
+    }
+}
+
 impl Services {
-    /// Audits the call (`keys.<action>` on `subject`) with its outcome.
-    async fn key_change(
+    /// Applies `change` with the life-cycle rules of `symbolon keys` and audits the
+    /// call (`keys.<action>` on the purpose or label) with its outcome, refusals
+    /// included; returns the keys whose state changed or that were made.
+    pub async fn change_key(
         &self,
+        change: KeyChange<'_>,
         by: &OperatorCall<'_>,
-        action: &str,
-        subject: &str,
-        result: Result<Vec<ChangedKey>, KeyError>,
+        now: i64,
     ) -> Result<Vec<ChangedKey>, ApiError> {
-        let name = format!("keys.{action}");
+        let result = match change {
+            KeyChange::Generate(purpose) => {
+                self.key_rules.generate(purpose, now).await.map(|e| vec![ChangedKey::from(&e)])
+            }
+            KeyChange::Rotate(purpose) => self.key_rules.rotate(purpose, now, true).await.map(|r| {
+                std::iter::once(&r.activated).chain(&r.retiring).chain(&r.next).map(ChangedKey::from).collect()
+            }),
+            KeyChange::Retire(label) => self.key_rules.retire(label, now).await.map(|e| vec![ChangedKey::from(&e)]),
+        };
+        let (name, subject) = (format!("keys.{}", change.action()), change.target());
         match result {
             Ok(keys) => {
                 self.management().record(by.actor, subject, by.detail(&name, 200, &[])).await?;
@@ -62,43 +114,5 @@ impl Services {
             }
             Err(e) => self.management().refused(by, subject, &name, key_error(e)).await,
         }
-    }
-
-    /// Generates a key of `purpose` (`active` when the purpose has none, else `next`).
-    pub async fn management_generate_key(
-        &self,
-        purpose: KeyPurpose,
-        by: &OperatorCall<'_>,
-        now: i64,
-    ) -> Result<Vec<ChangedKey>, ApiError> {
-        let result = self.key_rules.generate(purpose, now).await.map(|e| vec![ChangedKey::from(&e)]);
-        self.key_change(by, "generate", purpose.as_str(), result).await
-    }
-
-    /// Rotates `purpose` (`next` → `active`, `active` → `retiring`) and generates the
-    /// following `next` key; returns the keys whose state changed or that were made.
-    pub async fn management_rotate_key(
-        &self,
-        purpose: KeyPurpose,
-        by: &OperatorCall<'_>,
-        now: i64,
-    ) -> Result<Vec<ChangedKey>, ApiError> {
-        let result =
-            self.key_rules.rotate(purpose, now, true).await.map(|r| {
-                std::iter::once(&r.activated).chain(&r.retiring).chain(&r.next).map(ChangedKey::from).collect()
-            });
-        self.key_change(by, "rotate", purpose.as_str(), result).await
-    }
-
-    /// Retires the key `label` when the rules allow it now (else `409 invalid_state`
-    /// saying when).
-    pub async fn management_retire_key(
-        &self,
-        label: &str,
-        by: &OperatorCall<'_>,
-        now: i64,
-    ) -> Result<Vec<ChangedKey>, ApiError> {
-        let result = self.key_rules.retire(label, now).await.map(|e| vec![ChangedKey::from(&e)]);
-        self.key_change(by, "retire", label, result).await
     }
 }

@@ -52,6 +52,16 @@ impl Services {
         self.audit.spawn_checkpoint_loop()
     }
 
+    /// PostgreSQL: keeps the audit table's monthly partitions, on the node holding the
+    /// key schedule's lease, when this server's role owns the table.
+    pub fn spawn_audit_partitions(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let rules = self.key_rules.clone();
+        self.audit.spawn_partition_loop(crate::keyring::node_name(), move |now| {
+            let rules = rules.clone();
+            async move { rules.hold_schedule_lease(now).await }
+        })
+    }
+
     /// Rotations made elsewhere reach this node within `keys.sync_interval`; due
     /// rotations and retirements are made here.
     pub fn spawn_key_maintenance(&self) -> tokio::task::JoinHandle<()> {

@@ -56,6 +56,9 @@ pub mod kinds {
     /// and retention"): actor `operator`, subject the month.
     pub const AUDIT_ARCHIVED: &str = "audit.archived";
     pub const AUDIT_RETENTION_DROPPED: &str = "audit.retention_dropped";
+    /// PostgreSQL partition maintenance created partitions or moved records out of the
+    /// default one (docs/operations.md "Audit partitions").
+    pub const AUDIT_PARTITIONS_MAINTAINED: &str = "audit.partitions_maintained";
     /// OpenID Connect (docs/protocol.md §14.8): actor and subject are the client id.
     pub const OIDC_CODE_ISSUED: &str = "oidc.code_issued";
     pub const OIDC_TOKEN_ISSUED: &str = "oidc.token_issued";
@@ -84,10 +87,51 @@ pub trait AuditStore: Send + Sync {
     async fn insert_archive(&self, a: &AuditArchive) -> Result<bool, StoreError>;
     /// Every recorded archive manifest, in `first_seq` order.
     async fn archives(&self) -> Result<Vec<AuditArchive>, StoreError>;
-    /// Retention: in one write transaction, deletes every record with `seq < keep_from`
-    /// (all covered by recorded archives; the database refuses others) and appends
-    /// `event`. Returns the number of records deleted and the event's record.
-    async fn drop_archived(&self, keep_from: i64, event: &AuditEvent) -> Result<(u64, AuditRecord), StoreError>;
+    /// Retention of the recorded archive `archive`, in one write transaction with
+    /// appending `event`. SQLite deletes every record before the archive's last one
+    /// (kept as the chain anchor; the database refuses to delete a record no recorded
+    /// archive covers). PostgreSQL drops the monthly partitions through the archive's
+    /// month, after checking that they hold exactly the archived records
+    /// ([`StoreError::Refused`] says why not). Returns the records removed and the
+    /// event's record.
+    async fn drop_archived(&self, archive: &AuditArchive, event: &AuditEvent)
+    -> Result<(u64, AuditRecord), StoreError>;
+    /// How retention removes a month on this database.
+    fn retention_mechanism(&self) -> RetentionMechanism;
+    /// Whether this connection may change the audit table's structure (PostgreSQL: its
+    /// role owns `audit`). Always true on SQLite.
+    async fn audit_owner_rights(&self) -> Result<bool, StoreError>;
+    /// PostgreSQL: moves records of the default partition into monthly ones and makes
+    /// sure the current and the next `ahead` months (of `now`) have a partition, under
+    /// the audit lock; when it changed anything, appends an `audit.partitions_maintained`
+    /// event by `actor` in the same transaction. `None` on SQLite (no partitions).
+    async fn maintain_partitions(
+        &self,
+        now: i64,
+        ahead: u32,
+        actor: &str,
+    ) -> Result<Option<PartitionsMaintained>, StoreError>;
+}
+
+/// How retention removes the records of archived months.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionMechanism {
+    /// Deletes the rows, keeping the last archived record as the chain anchor (SQLite).
+    DeleteRowsKeepAnchor,
+    /// Drops the monthly partitions; the first live record's `prev_hash` is the last
+    /// archived hash (PostgreSQL).
+    DropPartitions,
+}
+
+/// What partition maintenance did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionsMaintained {
+    /// Months (`YYYY-MM`) whose partition was created.
+    pub created: Vec<String>,
+    /// Records moved out of the default partition.
+    pub moved: i64,
+    /// The audit event, when anything changed.
+    pub record: Option<AuditRecord>,
 }
 
 /// A month of the trail written to an archive file by `symbolon audit archive`: the

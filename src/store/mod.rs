@@ -31,8 +31,8 @@ pub use memory::MemorySessionStore;
 pub use postgres::PostgresStore;
 pub use redis::RedisSessionStore;
 pub use sessions::{
-    AuthSession, SESSION_INDEX_MAX, SessionEnd, SessionStatus, SessionStore, SessionStoreError, session_position,
-    session_position_since,
+    AuthSession, Member, SESSION_INDEX_MAX, SessionEnd, SessionStatus, SessionStore, SessionStoreError,
+    session_position, session_position_since,
 };
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
@@ -64,6 +64,10 @@ pub enum StoreError {
     /// The operation is not offered on this database (e.g. `backup` on PostgreSQL).
     #[error("{0}")]
     Unsupported(String),
+    /// The database state does not allow the operation; the message says why
+    /// (e.g. retention refusing a partition that holds records no archive covers).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -81,18 +85,20 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unavailable(e.to_string())
             }
-            // SQLite: SQLITE_BUSY or SQLITE_LOCKED and their extended codes (the write
-            // lock was held past `busy_timeout`): a retry can succeed.
+            // SQLite: the database stayed busy or locked by another writer past the busy
+            // timeout (primary codes 5 and 6 under their extended codes): a load
+            // condition like a pool timeout, not a fault.
             sqlx::Error::Database(ref db) if sqlite_busy(db.as_ref()) => StoreError::Unavailable(e.to_string()),
             other => StoreError::Database(other.to_string()),
         }
     }
 }
 
-/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included (their low byte).
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`, whatever the extended code (sqlx reports the
+/// extended result code; its low byte is the primary one).
 fn sqlite_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
     db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-        && db.code().and_then(|c| c.parse::<u32>().ok()).is_some_and(|n| matches!(n & 0xff, 5 | 6))
+        && db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 impl From<StoreError> for ApiError {
@@ -153,5 +159,34 @@ pub fn open_session_store(
             Ok(Arc::new(RedisSessionStore::open_with_max_channels(config, max_channels)?))
         }
         other => Err(SessionStoreError::Unavailable(format!("unsupported session store url {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::StoreError;
+
+    #[tokio::test]
+    async fn a_busy_sqlite_database_is_unavailable_not_a_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let options = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let mut writer = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)").execute(&mut writer).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+
+        let impatient = options.busy_timeout(std::time::Duration::ZERO);
+        let mut other = SqliteConnection::connect_with(&impatient).await.unwrap();
+        let err = sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_err();
+        assert!(matches!(StoreError::from(err), StoreError::Unavailable(_)));
+
+        // Other database errors stay faults.
+        let err = sqlx::query("SELECT nope FROM t").execute(&mut writer).await.unwrap_err();
+        assert!(matches!(StoreError::from(err), StoreError::Database(_)));
     }
 }

@@ -24,6 +24,13 @@ impl Dialect for Postgres {
 
     const UNBOUNDED_TX: Option<&'static str> = Some("SET LOCAL statement_timeout = 0");
     const BACKUP_INTO: Option<&'static str> = None;
+    const PARTITIONED_AUDIT: bool = true;
+    // Creating, detaching and dropping partitions needs ownership of `audit` (or
+    // membership in the role that owns it); the runtime role has neither.
+    const AUDIT_OWNER_QUERY: Option<&'static str> = Some(
+        "SELECT CAST(CASE WHEN pg_has_role(current_user, c.relowner, 'USAGE') THEN 1 ELSE 0 END AS BIGINT) AS n
+         FROM pg_class c WHERE c.oid = CAST('audit' AS regclass)",
+    );
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
+use super::audit::{PartitionsMaintained, RetentionMechanism};
 use super::management::DeletionEvent;
 use super::rows::{
     StoreRow, archive_from_row, audit_from_row, checkpoint_from_row, enrollment_from_row, is_unique_violation,
@@ -36,6 +37,12 @@ pub trait Dialect: Database {
     /// The statement writing an online, consistent copy of the database to the file
     /// `$1` (`None`: the database has its own backup tools).
     const BACKUP_INTO: Option<&'static str>;
+    /// The audit table is partitioned by month (PostgreSQL, migration 0008): retention
+    /// drops partitions and maintenance keeps future ones.
+    const PARTITIONED_AUDIT: bool;
+    /// A query answering one row, column `n`: 1 when this connection's role may change
+    /// the audit table's structure (owns it), else 0 (`None`: always may).
+    const AUDIT_OWNER_QUERY: Option<&'static str>;
 
     /// Rows an `INSERT`, `UPDATE` or `DELETE` changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -759,7 +766,7 @@ where
         .await
     }
 
-    async fn drop_archived(&self, keep_from: i64, event: &AuditEvent) -> Result<(u64, AuditRecord), StoreError> {
+    async fn drop_archived(&self, a: &AuditArchive, event: &AuditEvent) -> Result<(u64, AuditRecord), StoreError> {
         // Not bounded by the per-call time: a month may hold many records. The audit
         // lock first, so no appender reads the head while the records go.
         let mut tx = self.begin_write().await?;
@@ -769,10 +776,157 @@ where
         if let Some(lock) = DB::AUDIT_LOCK {
             sqlx::query(lock).execute(&mut *tx).await?;
         }
-        let done = sqlx::query("DELETE FROM audit WHERE seq < $1").bind(keep_from).execute(&mut *tx).await?;
+        let removed = if DB::PARTITIONED_AUDIT {
+            Self::drop_partitions_in(&mut tx, a).await?
+        } else {
+            let done = sqlx::query("DELETE FROM audit WHERE seq < $1").bind(a.last_seq).execute(&mut *tx).await?;
+            DB::rows_affected(&done)
+        };
         let record = Self::append_audit_in(&mut tx, event).await?;
         tx.commit().await?;
-        Ok((DB::rows_affected(&done), record))
+        Ok((removed, record))
+    }
+
+    fn retention_mechanism(&self) -> RetentionMechanism {
+        if DB::PARTITIONED_AUDIT {
+            RetentionMechanism::DropPartitions
+        } else {
+            RetentionMechanism::DeleteRowsKeepAnchor
+        }
+    }
+
+    async fn audit_owner_rights(&self) -> Result<bool, StoreError> {
+        let Some(query) = DB::AUDIT_OWNER_QUERY else { return Ok(true) };
+        self.bounded(async {
+            let row = self.fetch_optional(sqlx::query(query)).await?;
+            Ok(row.map(|r| r.int("n")).transpose()? == Some(1))
+        })
+        .await
+    }
+
+    async fn maintain_partitions(
+        &self,
+        now: i64,
+        ahead: u32,
+        actor: &str,
+    ) -> Result<Option<PartitionsMaintained>, StoreError> {
+        if !DB::PARTITIONED_AUDIT {
+            return Ok(None);
+        }
+        let mut tx = self.begin_write().await?;
+        if let Some(unbounded) = DB::UNBOUNDED_TX {
+            sqlx::query(unbounded).execute(&mut *tx).await?;
+        }
+        if let Some(lock) = DB::AUDIT_LOCK {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        let row = sqlx::query(
+            "SELECT coalesce(array_to_string(created, ','), '') AS created, moved AS n
+             FROM audit_maintain_partitions($1, CAST($2 AS INTEGER))",
+        )
+        .bind(now)
+        .bind(i64::from(ahead))
+        .fetch_one(&mut *tx)
+        .await?;
+        let created: Vec<String> =
+            row.text("created")?.split(',').filter(|m| !m.is_empty()).map(String::from).collect();
+        let moved = row.int("n")?;
+        let record = if created.is_empty() && moved == 0 {
+            None
+        } else {
+            let event = AuditEvent::new(
+                now,
+                audit::kinds::AUDIT_PARTITIONS_MAINTAINED,
+                actor,
+                "audit",
+                serde_json::json!({"created": created, "moved": moved, "ahead": ahead}),
+            );
+            Some(Self::append_audit_in(&mut tx, &event).await?)
+        };
+        tx.commit().await?;
+        Ok(Some(PartitionsMaintained { created, moved, record }))
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    /// PostgreSQL retention of the archive `a` (caller holds the audit lock): drops every
+    /// monthly partition through `a.month` once they hold exactly the records up to
+    /// `a.last_seq` and no such record lives elsewhere. Returns the records dropped.
+    async fn drop_partitions_in(conn: &mut DB::Connection, a: &AuditArchive) -> Result<u64, StoreError> {
+        let (year, month) = a
+            .month
+            .split_once('-')
+            .filter(|(y, m)| y.len() == 4 && m.len() == 2 && y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| StoreError::Corrupt(format!("archive month {:?} is not YYYY-MM", a.month)))?;
+        let last_partition = format!("audit_y{year}m{month}");
+        let end: i64 = sqlx::query(
+            "SELECT CAST(extract(epoch FROM (to_date($1, 'YYYY-MM') + interval '1 month')) AS BIGINT) AS n",
+        )
+        .bind(a.month.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .int("n")?;
+        let checks: [(&str, String); 3] = [
+            (
+                "SELECT count(*) AS n FROM audit_default WHERE at < $1 AND CAST($2 AS BIGINT) IS NOT NULL",
+                "the default partition holds records stamped in or before it: run `symbolon audit maintain` \
+                 (without --archive) to move them into monthly partitions first"
+                    .to_string(),
+            ),
+            (
+                "SELECT count(*) AS n FROM audit WHERE at < $1 AND seq > $2",
+                format!(
+                    "records after its archive's last one (seq {}) are stamped in or before it (a clock stepped \
+                     back): its partitions are dropped together with the later month whose archive holds them",
+                    a.last_seq
+                ),
+            ),
+            (
+                "SELECT count(*) AS n FROM audit WHERE at >= $1 AND seq <= $2",
+                format!(
+                    "records of its archive (seq <= {}) are stamped after it (clock skew) and live in a later \
+                     partition: it is dropped together with that month",
+                    a.last_seq
+                ),
+            ),
+        ];
+        for (sql, why) in checks {
+            let n = sqlx::query(sql).bind(end).bind(a.last_seq).fetch_one(&mut *conn).await?.int("n")?;
+            if n > 0 {
+                return Err(StoreError::Refused(format!("{n} {why}")));
+            }
+        }
+        let partitions: Vec<String> = sqlx::query(
+            "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = CAST('audit' AS regclass) AND c.relname LIKE 'audit\\_y____m__' AND c.relname <= $1
+             ORDER BY c.relname",
+        )
+        .bind(last_partition.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.text("name"))
+        .collect::<Result<_, _>>()?;
+        let mut removed = 0u64;
+        for name in partitions {
+            // Names come from the catalog and match audit_yYYYYmMM: safe to quote as is.
+            let n =
+                sqlx::query(&format!("SELECT count(*) AS n FROM \"{name}\"")).fetch_one(&mut *conn).await?.int("n")?;
+            sqlx::query(&format!("ALTER TABLE audit DETACH PARTITION \"{name}\"")).execute(&mut *conn).await?;
+            sqlx::query(&format!("DROP TABLE \"{name}\"")).execute(&mut *conn).await?;
+            removed += u64::try_from(n).unwrap_or(0);
+        }
+        Ok(removed)
     }
 }
 

@@ -23,6 +23,8 @@ impl Dialect for Sqlite {
 
     const UNBOUNDED_TX: Option<&'static str> = None;
     const BACKUP_INTO: Option<&'static str> = Some("VACUUM INTO $1");
+    const PARTITIONED_AUDIT: bool = false;
+    const AUDIT_OWNER_QUERY: Option<&'static str> = None;
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()

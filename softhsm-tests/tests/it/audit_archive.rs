@@ -72,6 +72,13 @@ fn day_of(month: u8, day: u8) -> i64 {
 /// A token with keys and a database holding ten events in each of January, February
 /// and March 2026, then the key events of `keys init` (now).
 async fn setup(postgres: bool) -> Setup {
+    let stamps: Vec<i64> = (1..=3u8).flat_map(|month| (0..10u8).map(move |i| day_of(month, 1 + i))).collect();
+    setup_with(postgres, &stamps).await
+}
+
+/// A token with keys and a database holding one event stamped at each of `stamps`
+/// (subjects `m<month>-<i>`), then the key events of `keys init` (now).
+async fn setup_with(postgres: bool, stamps: &[i64]) -> Setup {
     let token = TestToken::new().unwrap();
     let dir = tempfile::Builder::new().prefix("symbolon-archive-").tempdir().unwrap();
     let pg = postgres.then(|| PgDatabase::create().unwrap());
@@ -84,17 +91,13 @@ async fn setup(postgres: bool) -> Setup {
     let database = DatabaseConfig { url: pg.as_ref().map(PgDatabase::url).unwrap_or_default(), ..Default::default() };
     let store = open_durable(&database, &state).await.unwrap();
     store.migrate().await.unwrap();
-    for month in 1..=3u8 {
-        for i in 0..10u8 {
-            let e = AuditEvent::new(
-                day_of(month, 1 + i),
-                "test.event",
-                "system",
-                format!("m{month}-{i}"),
-                serde_json::json!({"n": i}),
-            );
-            store.append_audit(&e).await.unwrap();
-        }
+    let mut per_month = std::collections::BTreeMap::<u8, u32>::new();
+    for &at in stamps {
+        let month = u8::from(time::OffsetDateTime::from_unix_timestamp(at).unwrap().month());
+        let i = per_month.entry(month).or_default();
+        let e = AuditEvent::new(at, "test.event", "system", format!("m{month}-{i}"), serde_json::json!({"n": *i}));
+        *i += 1;
+        store.append_audit(&e).await.unwrap();
     }
     drop(store);
     let db = match pg {
@@ -121,6 +124,26 @@ async fn archive_tamper_and_retention(postgres: bool) {
     let a = archive.to_str().unwrap();
     let total = s.db.int("SELECT count(*) FROM audit").await;
     assert!(total > 30, "{total}");
+    if postgres {
+        // The months of 2026 were appended after the migration made the current and
+        // the next three months' partitions: they wait in the default partition until
+        // maintenance moves them into partitions of their own, chain intact.
+        assert_eq!(s.db.int("SELECT count(*) FROM audit_default").await, 30);
+        let out = s.ok(&["audit", "maintain"]);
+        assert!(out.contains("partitions: created 2026-01, 2026-02, 2026-03 (30 records moved"), "{out}");
+        assert_eq!(s.db.int("SELECT count(*) FROM audit_default").await, 0);
+        for month in ["01", "02", "03"] {
+            assert_eq!(s.db.int(&format!("SELECT count(*) FROM audit_y2026m{month}")).await, 10);
+        }
+        assert_eq!(s.db.int("SELECT count(*) FROM audit").await, total + 1);
+        assert_eq!(
+            s.db.int("SELECT count(*) FROM audit WHERE kind = 'audit.partitions_maintained' AND actor = 'operator'")
+                .await,
+            1
+        );
+        assert!(s.ok(&["audit", "maintain"]).contains("the current and the next 3 months are ready"));
+        assert!(s.ok(&["audit", "verify"]).starts_with("OK: "));
+    }
 
     // Only ended months; a bad month is refused with its reason.
     s.refused(&["audit", "archive", "--through", "2026-13", "--out", a], "not a month");
@@ -189,11 +212,19 @@ async fn archive_tamper_and_retention(postgres: bool) {
 
     // Retention: January and February go (their files verified), the last archived
     // record stays as the anchor; March has no archive: refused, with the way out.
+    // On PostgreSQL the months' partitions are dropped whole: the first live record
+    // continues from the last archived hash.
+    let anchor = if postgres { 0 } else { 1 };
     let out = s.refused(&["audit", "maintain", "--archive", a], "REFUSED: 2026-03 is due but not dropped");
-    assert!(out.contains("dropped 2026-01: 9 records deleted"), "{out}");
+    assert!(out.contains(&format!("dropped 2026-01: {} records deleted", 10 - anchor)), "{out}");
     assert!(out.contains("dropped 2026-02: 10 records deleted"), "{out}");
     assert!(out.contains("audit archive --through 2026-03"), "{out}");
-    assert_eq!(s.db.int("SELECT min(seq) FROM audit").await, 20);
+    assert_eq!(s.db.int("SELECT min(seq) FROM audit").await, 21 - anchor);
+    if postgres {
+        let left = s.db.sql("SELECT count(*) FROM pg_class WHERE relname IN ('audit_y2026m01', 'audit_y2026m02')");
+        assert_eq!(left.await.unwrap(), "0", "the partitions are gone");
+        assert_eq!(s.db.int("SELECT count(*) FROM audit_y2026m03").await, 10);
+    }
     let dropped: Vec<serde_json::Value> = s
         .ok(&["audit", "export"])
         .lines()
@@ -201,14 +232,19 @@ async fn archive_tamper_and_retention(postgres: bool) {
         .filter(|r| r["kind"] == "audit.retention_dropped")
         .collect();
     assert_eq!(dropped.len(), 2, "{dropped:?}");
-    assert_eq!(dropped[1]["detail"]["anchor_seq"], 20);
+    if postgres {
+        assert_eq!(dropped[1]["detail"]["partitions_through"], "2026-02");
+    } else {
+        assert_eq!(dropped[1]["detail"]["anchor_seq"], 20);
+    }
     let out = s.ok(&["audit", "verify"]);
     assert!(out.starts_with("OK: "), "{out}");
     let out = s.ok(&["audit", "verify", "--archive", a]);
     assert!(out.contains("OK: 2 archives, 20 archived events"), "{out}");
 
     // The database refuses to delete the anchor or a record no archive covers.
-    assert!(s.db.sql("DELETE FROM audit WHERE seq = 20").await.is_err());
+    let first_live = 21 - anchor;
+    assert!(s.db.sql(&format!("DELETE FROM audit WHERE seq = {first_live}")).await.is_err());
     assert!(s.db.sql("DELETE FROM audit WHERE seq = 25").await.is_err());
     assert!(s.db.sql("DELETE FROM audit_archives").await.is_err());
 
@@ -217,7 +253,7 @@ async fn archive_tamper_and_retention(postgres: bool) {
     assert!(out.contains("archived 2026-03: seq 21..=30"), "{out}");
     let out = s.ok(&["audit", "maintain", "--archive", a]);
     assert!(out.contains("dropped 2026-03: 10 records deleted"), "{out}");
-    assert_eq!(s.db.int("SELECT min(seq) FROM audit").await, 30);
+    assert_eq!(s.db.int("SELECT min(seq) FROM audit").await, 31 - anchor);
     assert!(s.ok(&["audit", "verify", "--archive", a]).contains("OK: 3 archives, 30 archived events"));
     s.ok(&["audit", "verify"]);
 
@@ -242,6 +278,79 @@ async fn archive_tamper_and_retention_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_tamper_and_retention_on_postgres() {
     archive_tamper_and_retention(true).await;
+}
+
+/// PostgreSQL: a record chained after January's archive but stamped in January (a
+/// clock stepped back) lies in January's partition. Dropping that partition would lose
+/// a record January's archive does not hold: retention refuses and says why, and drops
+/// it together with February, whose archive holds the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_retention_waits_for_a_record_stamped_out_of_order() {
+    let mut stamps: Vec<i64> = (1..=5u8).map(|d| day_of(1, d)).collect();
+    stamps.extend([day_of(2, 2), day_of(1, 20), day_of(2, 3)]);
+    let s = setup_with(true, &stamps).await;
+    let base = tempfile::tempdir().unwrap();
+    let archive = base.path().join("archive");
+    let a = archive.to_str().unwrap();
+    assert!(s.ok(&["audit", "maintain"]).contains("partitions: created 2026-01, 2026-02 (8 records moved"));
+    assert_eq!(s.db.int("SELECT count(*) FROM audit_y2026m01").await, 6);
+
+    let out = s.ok(&["audit", "archive", "--through", "2026-01", "--out", a]);
+    assert!(out.contains("archived 2026-01: seq 1..=5 (5 events)"), "{out}");
+    let out = s.refused(&["audit", "maintain", "--archive", a], "REFUSED: 2026-01 is due but not dropped: 1 records after its archive's last one (seq 5) are stamped in or before it");
+    assert!(!out.contains("dropped 2026"), "{out}");
+    assert_eq!(s.db.int("SELECT count(*) FROM audit_y2026m01").await, 6, "nothing dropped");
+
+    let out = s.ok(&["audit", "archive", "--through", "2026-02", "--out", a]);
+    assert!(out.contains("archived 2026-02: seq 6..=8 (3 events)"), "{out}");
+    let out = s.ok(&["audit", "maintain", "--archive", a]);
+    assert!(out.contains("dropped 2026-02: 8 records deleted") && !out.contains("REFUSED"), "{out}");
+    assert_eq!(s.db.int("SELECT min(seq) FROM audit").await, 9);
+    assert!(s.ok(&["audit", "verify", "--archive", a]).contains("OK: 2 archives, 8 archived events"));
+}
+
+/// PostgreSQL: a server whose role owns the audit table keeps the current and the next
+/// three months' partitions itself, at start and every `audit.partition_interval`, on
+/// the node holding the key schedule's lease, and audits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_keeps_the_partitions_ahead() {
+    let pg = PgDatabase::create().unwrap();
+    let database = DatabaseConfig { url: pg.url(), ..Default::default() };
+    let store = open_durable(&database, Path::new("/nonexistent")).await.unwrap();
+    store.migrate().await.unwrap();
+    drop(store);
+    let now = time::OffsetDateTime::now_utc();
+    let (mut year, mut month) = (now.year(), u8::from(now.month()) + 3);
+    if month > 12 {
+        (year, month) = (year + 1, month - 12);
+    }
+    let furthest = format!("audit_y{year:04}m{month:02}");
+    let exists = |name: &str| pg.sql(&format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'")).unwrap();
+    assert_eq!(exists(&furthest).trim(), "1", "the migration made it");
+    pg.sql(&format!("ALTER TABLE audit DETACH PARTITION {furthest}; DROP TABLE {furthest}")).unwrap();
+
+    let extra = format!(
+        "{}
+[session_store]
+url = \"memory://\"
+[audit]
+partition_interval = \"1s\"
+",
+        pg.toml()
+    );
+    let env = SignIn::start(&extra, ServerOptions::default()).await.unwrap();
+    let start = std::time::Instant::now();
+    while exists(&furthest).trim() != "1" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the server did not create {furthest}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let event = pg.sql("SELECT actor || ' ' || detail FROM audit WHERE kind = 'audit.partitions_maintained'").unwrap();
+    assert!(event.starts_with("node:"), "{event}");
+    assert!(event.contains(&format!("\"created\":[\"{year:04}-{month:02}\"]")), "{event}");
+    let holder = pg.sql("SELECT holder FROM leases WHERE name = 'keys.schedule'").unwrap();
+    assert_eq!(holder.trim(), event.split_whitespace().next().unwrap(), "under the key schedule's lease");
+    let (ok, out) = cli(&env, &["audit", "verify"]);
+    assert!(ok && out.starts_with("OK:"), "{out}");
 }
 
 /// `symbolon ARGS` with the server's configuration: (success, stdout + stderr).

@@ -532,6 +532,36 @@ async fn two_roles_the_runtime_role_cannot_change_the_audit_trail() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("permission denied"), "{sql}: {err}");
     }
+    // Nor its monthly partitions (migration 0008): no privilege on them, no ownership to
+    // detach or drop one, no right to run the maintenance function.
+    let now = time::OffsetDateTime::now_utc();
+    let current = format!("audit_y{:04}m{:02}", now.year(), u8::from(now.month()));
+    for sql in [
+        "DROP TABLE audit".to_string(),
+        format!("DROP TABLE {current}"),
+        "DROP TABLE audit_default".to_string(),
+        format!("ALTER TABLE audit DETACH PARTITION {current}"),
+        format!("DELETE FROM {current}"),
+        format!("UPDATE {current} SET kind = 'x'"),
+        format!("TRUNCATE {current}"),
+        "SELECT audit_maintain_partitions(0, 3)".to_string(),
+    ] {
+        let out = as_runtime(&sql);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && (err.contains("permission denied") || err.contains("must be owner")),
+            "{sql}: {err}"
+        );
+    }
+    let count = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(count(as_runtime(&format!("SELECT count(*) FROM pg_class WHERE relname = '{current}'"))), "1");
+    // `audit maintain` needs the owner's credentials, as `migrate` does.
+    let out = symbolon_cli(&env.token, &env.server.config_path, &["audit", "maintain"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("does not own the audit table"), "{text}");
+    let out = symbolon_cli(&env.token, &config, &["audit", "maintain"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("partitions:"), "{text}");
     drop(env);
     drop(db);
     drop(roles);

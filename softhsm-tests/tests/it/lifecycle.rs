@@ -17,9 +17,11 @@ use softhsm_tests::signin::SignIn;
 use softhsm_tests::{ServerOptions, TestToken};
 
 /// Catalog re-read every second; JWT keys retire 10 s + 1 s + 1 s after rotation, data
-/// keys 1 s + 1 s + 15 s + 5 s (their identity tokens sealed in the session store).
+/// keys 1 s + 1 s + 15 s + 5 s (their identity tokens sealed in the session store; the
+/// 5 s access tokens and 60 s codes of OpenID Connect are sealed under them too, so the
+/// code lifetime makes it 1 s + 1 s + 60 s).
 const FAST_KEYS: &str = "[keys]\nsync_interval = \"1s\"\nclock_skew = \"1s\"\n\n[auth]\nmax_pending = 100\ntoken_ttl = \"10s\"\n\
-                         otp_ttl = \"15s\"\nbrowser_grace = \"5s\"\n";
+                         otp_ttl = \"15s\"\nbrowser_grace = \"5s\"\naccess_token_ttl = \"5s\"\n";
 
 fn options() -> ServerOptions {
     ServerOptions {
@@ -382,7 +384,7 @@ async fn rewrap_lets_the_old_data_key_retire_and_retire_is_refused_before() {
     assert_eq!(rows.iter().find(|r| r.label == new).unwrap().note, "sealed=1", "{rows:#?}");
 
     // Now only the retiring time holds it (the server may retire it first).
-    eventually(Duration::from_secs(30), "the old data key to retire", || async {
+    eventually(Duration::from_secs(90), "the old data key to retire", || async {
         let (ok, out, err) = cli(&env, &["keys", "retire", &old.label]).await;
         if ok {
             assert!(out.contains(&format!("retired {}", old.label)), "{out}");

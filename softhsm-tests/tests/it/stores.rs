@@ -67,6 +67,35 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(b.get_value("v4").await.unwrap(), None);
 
+    // Bounded sets (the SAML SP sessions of a person): written on one node, read and
+    // taken on the other; expired members are never listed; past the bound the member
+    // that expires first is dropped; concurrent adds from both nodes keep the bound.
+    let n = now();
+    a.put_member("set", "m1", "v1", n + 100, 3).await.unwrap();
+    b.put_member("set", "m2", "v2", n + 300, 3).await.unwrap();
+    a.put_member("set", "old", "v0", n - 5, 3).await.unwrap();
+    let names = |m: Vec<symbolon::store::Member>| m.into_iter().map(|m| m.member).collect::<Vec<_>>();
+    assert_eq!(names(b.members("set", n).await.unwrap()), ["m1", "m2"]);
+    b.put_member("set", "m3", "v3", n + 200, 3).await.unwrap();
+    a.put_member("set", "m4", "v4", n + 400, 3).await.unwrap();
+    let live = b.members("set", n).await.unwrap();
+    assert_eq!(names(live.clone()), ["m3", "m2", "m4"], "m1 expired first and was dropped");
+    assert_eq!((live[0].value.as_str(), live[0].expires_at), ("v3", n + 200));
+    assert_eq!(names(a.members("set", n + 250).await.unwrap()), ["m2", "m4"]);
+    assert_eq!(a.take_member("set", "m2", n).await.unwrap().as_deref(), Some("v2"));
+    assert_eq!(b.take_member("set", "m2", n).await.unwrap(), None, "taken once across nodes");
+    assert_eq!(b.take_member("set", "m3", n + 250).await.unwrap(), None, "expired: not returned");
+    let adds: Vec<_> = (0..10)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.put_member("burst", &format!("x{i}"), "v", n + 100 + i, 4).await.unwrap() })
+        })
+        .collect();
+    for x in adds {
+        x.await.unwrap();
+    }
+    assert_eq!(names(a.members("burst", n).await.unwrap()), ["x6", "x7", "x8", "x9"]);
+
     // Sliding window shared by both nodes.
     for i in 0..3 {
         let s = if i % 2 == 0 { &a } else { &b };
@@ -663,4 +692,74 @@ async fn migration_0005_attributes_existing_enrollments_postgres() {
     let store = PostgresStore::open(&db.url(), &softhsm_tests::backends::test_database_config()).unwrap();
     store.migrate().await.unwrap();
     legacy_rows_are_attributed(&store).await;
+}
+
+/// Migration 0008 converts a PostgreSQL audit table that already holds records (with
+/// a signed checkpoint) into monthly partitions: every record kept byte for byte in
+/// its month's partition, the chain and the checkpoint still matching, the runtime
+/// role's grants carried over, partitions for the current and the next three months,
+/// and new appends continuing the chain.
+#[tokio::test]
+async fn migration_0008_partitions_the_audit_table_keeping_the_chain() {
+    use symbolon::store::AuditStore;
+    let db = PgDatabase::create().unwrap();
+    {
+        let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+        let old = migrations_until("postgres", "0007");
+        sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = PostgresStore::open(&db.url(), &softhsm_tests::backends::test_database_config()).unwrap();
+    // Two records in March 2025, one in January 2026, one now.
+    for at in [1_741_000_000, 1_741_100_000, 1_767_300_000, now()] {
+        store
+            .append_audit(&AuditEvent::new(at, "test.event", "system", "s", serde_json::json!({"at": at})))
+            .await
+            .unwrap();
+    }
+    let (seq, hash) = store.audit_head().await.unwrap().unwrap();
+    let checkpoint =
+        AuditCheckpoint { seq, hash: hash.clone(), at: now(), key_label: "k".into(), signature: "sig".into() };
+    assert!(store.insert_checkpoint(&checkpoint).await.unwrap());
+    db.sql("GRANT SELECT, INSERT ON audit TO PUBLIC").unwrap();
+    let before = db.sql(
+        "SELECT string_agg(seq::text || at::text || kind || detail || prev_hash || hash, ',' ORDER BY seq) FROM audit",
+    );
+    let before = before.unwrap();
+
+    store.migrate().await.unwrap();
+    let after = db.sql(
+        "SELECT string_agg(seq::text || at::text || kind || detail || prev_hash || hash, ',' ORDER BY seq) FROM audit",
+    );
+    assert_eq!(after.unwrap(), before, "every record kept as it was");
+    assert_eq!(db.sql("SELECT relkind FROM pg_class WHERE relname = 'audit'").unwrap().trim(), "p");
+    let placed = db.sql("SELECT string_agg(tableoid::regclass || ':' || seq, ' ' ORDER BY seq) FROM audit").unwrap();
+    let t = time::OffsetDateTime::now_utc();
+    let current = format!("audit_y{:04}m{:02}", t.year(), u8::from(t.month()));
+    assert_eq!(placed.trim(), format!("audit_y2025m03:1 audit_y2025m03:2 audit_y2026m01:3 {current}:4"));
+    let partitions = db.sql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit'::regclass").unwrap();
+    // March 2025, January 2026, the current and the next three months (the current may
+    // be January 2026 only on a clock set back), and the default partition.
+    assert!(partitions.trim().parse::<i64>().unwrap() >= 6, "{partitions}");
+    assert_eq!(db.sql("SELECT count(*) FROM audit_default").unwrap().trim(), "0");
+    assert!(db.sql("SELECT has_table_privilege('public', 'audit', 'INSERT')").is_ok());
+    let acl = db.sql("SELECT relacl::text FROM pg_class WHERE relname = 'audit'").unwrap();
+    assert!(acl.contains("=ar/"), "the PUBLIC grant carried over: {acl}");
+    // The chain: each record's hash from its content and the one before; the checkpoint.
+    let page = store.audit_page(0, i64::MIN, 100).await.unwrap();
+    let mut prev = GENESIS_HASH.to_string();
+    for r in &page {
+        assert_eq!(r.prev_hash, prev);
+        assert_eq!(chain_hash(&r.prev_hash, r.seq, &r.event()).unwrap(), r.hash);
+        prev = r.hash.clone();
+    }
+    assert_eq!(store.checkpoints().await.unwrap(), vec![checkpoint]);
+    let next = store.append_audit(&AuditEvent::new(now(), "test.event", "system", "s", serde_json::json!({}))).await;
+    let next = next.unwrap();
+    assert_eq!((next.seq, next.prev_hash.as_str()), (seq + 1, hash.as_str()));
+    // Append-only as before, on the table and on each partition.
+    assert!(db.sql("UPDATE audit SET kind = 'x'").is_err());
+    assert!(db.sql("DELETE FROM audit WHERE seq = 1").is_err());
+    assert!(db.sql("TRUNCATE audit_y2025m03").is_err());
+    assert!(db.sql("TRUNCATE audit").is_err());
 }

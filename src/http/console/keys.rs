@@ -14,28 +14,10 @@ use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
 
-use crate::service::key_admin::{KeyPurpose, parse_purpose};
+use crate::service::key_admin::{KeyChange, KeyPurpose};
 use crate::service::management::OperatorCall;
 use crate::web::console::{self as view, date, notice, state as st, table};
 use crate::web::escape;
-
-/// A key action and what it acts on.
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Generate(KeyPurpose),
-    Rotate(KeyPurpose),
-    Retire,
-}
-
-/// `generate` / `rotate` take a purpose, `retire` a label.
-fn parse_action(action: &str, target: &str) -> Option<Action> {
-    match action {
-        "generate" => parse_purpose(target).ok().map(Action::Generate),
-        "rotate" => parse_purpose(target).ok().map(Action::Rotate),
-        "retire" => Some(Action::Retire),
-        _ => None,
-    }
-}
 
 /// Query of the Keys page: the action just done and on what.
 #[derive(Debug, Deserialize)]
@@ -116,23 +98,23 @@ pub async fn keys(State(state): State<AppState>, console: Console, Query(q): Que
     render(&console, "/console/keys", "Keys", &body)
 }
 
-fn title_and_effect(action: Action, target: &str) -> (String, String) {
-    match action {
-        Action::Generate(p) => (
+fn title_and_effect(change: KeyChange<'_>) -> (String, String) {
+    match change {
+        KeyChange::Generate(p) => (
             format!("Generate a {} key", p.as_str()),
             format!(
                 "A new {} key is made in the HSM: active if the purpose has none, else next (published, used after the next rotation).",
                 p.as_str()
             ),
         ),
-        Action::Rotate(p) => (
+        KeyChange::Rotate(p) => (
             format!("Rotate the {} keys", p.as_str()),
             format!(
                 "The next {0} key becomes active and the active one retiring; a new next key is generated. Every node switches within keys.sync_interval.",
                 p.as_str()
             ),
         ),
-        Action::Retire => (
+        KeyChange::Retire(target) => (
             "Retire key".into(),
             format!(
                 "{target} is no longer used or published. It stays in the HSM. Refused while what it made may still be in use."
@@ -147,13 +129,13 @@ pub async fn confirm(
     console: Console,
     Path((action, target)): Path<(String, String)>,
 ) -> Response {
-    let Some(a) = parse_action(&action, &target) else {
+    let Ok(change) = KeyChange::parse(&action, &target) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
     if let Err(r) = console.require(&state, scopes::KEYS_WRITE).await {
         return r;
     }
-    let (title, effect) = title_and_effect(a, &target);
+    let (title, effect) = title_and_effect(change);
     let action_url = format!("/console/keys/{action}/{}", url_segment(&target));
     let body = view::confirm_body(&view::Confirm {
         title: &title,
@@ -161,7 +143,7 @@ pub async fn confirm(
         action: &action_url,
         back: "/console/keys",
         csrf: console.csrf(),
-        danger: matches!(a, Action::Retire),
+        danger: matches!(change, KeyChange::Retire(_)),
     });
     render(&console, "/console/keys", &title, &body)
 }
@@ -174,7 +156,7 @@ pub async fn change(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(a) = parse_action(&action, &target) else {
+    let Ok(change) = KeyChange::parse(&action, &target) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
     if !csrf_posted(&console, &headers, &body) {
@@ -185,13 +167,7 @@ pub async fn change(
     }
     let actor = console.operator.actor();
     let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
-    let now = now_unix();
-    let result = match a {
-        Action::Generate(p) => state.services.management_generate_key(p, &by, now).await,
-        Action::Rotate(p) => state.services.management_rotate_key(p, &by, now).await,
-        Action::Retire => state.services.management_retire_key(&target, &by, now).await,
-    };
-    match result {
+    match state.services.change_key(change, &by, now_unix()).await {
         Ok(_) => {
             let to = format!("/console/keys?done={action}&target={}", url_segment(&target));
             Redirect::to(&to).into_response()

@@ -9,10 +9,12 @@
 //! first and last hash, count, SHA-256 of the file), signed with the HSM `audit` key
 //! and recorded in the database.
 //!
-//! Retention deletes the records of months whose manifest is recorded and verifies
+//! Retention removes the records of months whose manifest is recorded and verifies
 //! against a re-read of the archive file, in one transaction with the audit event that
-//! says so. The last record of the last dropped month stays: the chain anchor, whose
-//! hash the signed manifest names and from which the live chain continues.
+//! says so. SQLite deletes rows and keeps the last record of the last dropped month:
+//! the chain anchor, whose hash the signed manifest names and from which the live
+//! chain continues. PostgreSQL drops the months' partitions (docs/operations.md "Audit
+//! partitions"): the first live record's `prev_hash` is the manifest's `last_hash`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,7 +27,7 @@ use time::{Date, Month, OffsetDateTime};
 use super::gzip::{GzReader, GzWriter};
 use super::{AuditError, check_signature};
 use crate::keyring::{KeyPurpose, KeyRing};
-use crate::store::audit::{GENESIS_HASH, chain_hash, hex, kinds};
+use crate::store::audit::{GENESIS_HASH, RetentionMechanism, chain_hash, hex, kinds};
 use crate::store::{AuditArchive, AuditCheckpoint, AuditEvent, AuditRecord, DurableStore, StoreError};
 
 /// Largest manifest file read.
@@ -467,11 +469,13 @@ pub async fn maintain(
     let audit_keys = super::audit_key_labels(store).await?;
     let recorded = store.archives().await?;
     let Some(first) = store.audit_page(0, i64::MIN, 1).await?.into_iter().next() else { return Ok(done) };
-    // Months whose last record is the first live one are dropped already (the anchor).
+    let mechanism = store.retention_mechanism();
+    // Months that end before the first live record, or whose last record is the first
+    // live one (the anchor SQLite keeps), are dropped already.
     for a in recorded.iter().filter(|a| a.last_seq > first.seq) {
         let month = YearMonth::parse(&a.month).map_err(AuditError::Archive)?;
         if month.end() > cutoff {
-            return Ok(done);
+            break;
         }
         let on_disk = match read_manifests(dir) {
             Ok(all) => all.into_iter().find(|m| m.month == a.month),
@@ -492,19 +496,31 @@ pub async fn maintain(
             done.refused = Some(format!("{} is due but not dropped: {problem}", a.month));
             return Ok(done);
         }
-        let event = AuditEvent::new(
-            now,
-            kinds::AUDIT_RETENTION_DROPPED,
-            "operator",
-            a.month.clone(),
-            serde_json::json!({
-                "month": a.month, "first_seq": a.first_seq, "last_seq": a.last_seq, "sha256": a.sha256,
-                "anchor_seq": a.last_seq, "retention_months": retention_months,
-            }),
-        );
-        let (deleted, _) = store.drop_archived(a.last_seq, &event).await?;
-        tracing::info!(month = %a.month, deleted, "audit month dropped after its archive verified");
-        done.dropped.push((a.month.clone(), deleted));
+        let mut detail = serde_json::json!({
+            "month": a.month, "first_seq": a.first_seq, "last_seq": a.last_seq, "sha256": a.sha256,
+            "retention_months": retention_months,
+        });
+        match mechanism {
+            RetentionMechanism::DeleteRowsKeepAnchor => detail["anchor_seq"] = a.last_seq.into(),
+            RetentionMechanism::DropPartitions => detail["partitions_through"] = a.month.clone().into(),
+        }
+        let event = AuditEvent::new(now, kinds::AUDIT_RETENTION_DROPPED, "operator", a.month.clone(), detail);
+        match store.drop_archived(a, &event).await {
+            Ok((deleted, _)) => {
+                tracing::info!(month = %a.month, deleted, "audit month dropped after its archive verified");
+                done.dropped.push((a.month.clone(), deleted));
+                done.refused = None;
+            }
+            // Its archive verified: a later month's drop may take its partition along
+            // (clock skew across the month's end), so the next one is still tried.
+            Err(StoreError::Refused(why)) => {
+                done.refused = Some(format!("{} is due but not dropped: {why}", a.month));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if done.refused.is_some() {
+        return Ok(done);
     }
     // A due month that has no recorded archive holds everything after it.
     let archived_through = recorded.last().map_or(0, |a| a.last_seq);

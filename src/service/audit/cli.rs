@@ -23,7 +23,9 @@ pub enum AuditCommand {
     /// Write each month not yet archived, through YYYY-MM, as gzip NDJSON with a
     /// manifest signed by the HSM audit key; record the manifests in the database.
     Archive(ArchiveArgs),
-    /// Retention (audit.retention_months): drop months whose recorded manifest verifies
+    /// PostgreSQL: keep the monthly partitions (the current and the next three; move
+    /// records out of the default partition), as the owner role. With --archive, then
+    /// retention (audit.retention_months): drop months whose recorded manifest verifies
     /// against a re-read of their archive; exit 1 when a due month is refused.
     Maintain(MaintainArgs),
 }
@@ -48,9 +50,9 @@ pub struct ArchiveArgs {
 
 #[derive(Debug, Args)]
 pub struct MaintainArgs {
-    /// Directory of the archives written by `audit archive`.
+    /// Directory of the archives written by `audit archive`: apply retention too.
     #[arg(long, value_name = "DIR")]
-    pub archive: PathBuf,
+    pub archive: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -133,10 +135,19 @@ pub async fn run(
             Ok(true)
         }
         AuditCommand::Maintain(args) => {
+            if !partitions(store.as_ref(), now).await? {
+                return Ok(false);
+            }
             let months = audit.retention_months;
+            let Some(dir) = args.archive else {
+                if months > 0 {
+                    println!("retention not applied: give --archive DIR (audit.retention_months = {months})");
+                }
+                return Ok(true);
+            };
             let s = store.clone();
             let done = with_ring(hsm, imported, &store, |ring| async move {
-                archive::maintain(s.as_ref(), &ring, &args.archive, months, now).await
+                archive::maintain(s.as_ref(), &ring, &dir, months, now).await
             })
             .await?;
             for (month, deleted) in &done.dropped {
@@ -160,6 +171,34 @@ pub async fn run(
             }
         }
     }
+}
+
+/// PostgreSQL partition maintenance of `audit maintain`; `Ok(false)` (with the reason
+/// printed) when this role does not own the audit table. Nothing to do on SQLite.
+async fn partitions(store: &dyn DurableStore, now: i64) -> anyhow::Result<bool> {
+    use crate::store::audit::RetentionMechanism;
+    if store.retention_mechanism() != RetentionMechanism::DropPartitions {
+        return Ok(true);
+    }
+    if !store.audit_owner_rights().await? {
+        println!(
+            "REFUSED: this database role does not own the audit table; run `symbolon audit maintain` with the owner's credentials, as `symbolon migrate` (e.g. SYMBOLON_DATABASE__URL=postgres://symbolon_owner@...)"
+        );
+        return Ok(false);
+    }
+    let done = store.maintain_partitions(now, super::PARTITIONS_AHEAD, "operator").await?;
+    if let Some(done) = done {
+        if done.created.is_empty() && done.moved == 0 {
+            println!("partitions: the current and the next {} months are ready", super::PARTITIONS_AHEAD);
+        } else {
+            println!(
+                "partitions: created {} ({} records moved out of the default partition)",
+                if done.created.is_empty() { "none".to_string() } else { done.created.join(", ") },
+                done.moved
+            );
+        }
+    }
+    Ok(true)
 }
 
 /// Runs `f` with a key ring over a one-session pool on the token, then closes the pool

@@ -47,6 +47,8 @@ struct Inner {
     keys: Option<KeyRing>,
     every: i64,
     interval: std::time::Duration,
+    /// `audit.partition_interval`.
+    partition_interval: std::time::Duration,
     /// Highest `seq` known to be checkpointed (by any node), 0 before the first look.
     checkpointed: AtomicI64,
     /// Highest `seq` this process appended.
@@ -71,6 +73,7 @@ impl Audit {
                 keys: Some(keys),
                 every: i64::from(config.checkpoint_every.max(1)),
                 interval: config.checkpoint_interval,
+                partition_interval: config.partition_interval,
                 checkpointed: AtomicI64::new(0),
                 appended: AtomicI64::new(0),
                 signing: AtomicBool::new(false),
@@ -89,6 +92,7 @@ impl Audit {
                 keys: None,
                 every: i64::MAX,
                 interval: std::time::Duration::from_secs(3600),
+                partition_interval: std::time::Duration::from_secs(3600),
                 checkpointed: AtomicI64::new(0),
                 appended: AtomicI64::new(0),
                 signing: AtomicBool::new(false),
@@ -199,6 +203,67 @@ impl Audit {
     }
 }
 
+/// Months ahead of the current one that keep a partition ready (docs/operations.md
+/// "Audit partitions").
+pub const PARTITIONS_AHEAD: u32 = 3;
+
+impl Audit {
+    /// PostgreSQL: every `audit.partition_interval` (and at once), while `may_run` says
+    /// this node holds the key schedule's lease, keeps the monthly partitions of the
+    /// audit table (audited by the store). `None` on SQLite. A server whose role does
+    /// not own the table (the runtime role) only says so once: `symbolon audit
+    /// maintain` with the owner's credentials does it there.
+    pub fn spawn_partition_loop<F, Fut>(&self, actor: String, may_run: F) -> Option<tokio::task::JoinHandle<()>>
+    where
+        F: Fn(i64) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<bool, StoreError>> + Send,
+    {
+        use crate::store::audit::RetentionMechanism;
+        if self.inner.store.retention_mechanism() != RetentionMechanism::DropPartitions {
+            return None;
+        }
+        let audit = self.clone();
+        Some(tokio::spawn(async move {
+            match audit.inner.store.audit_owner_rights().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(
+                        "this database role does not own the audit table: run `symbolon audit maintain` with the owner's credentials (docs/operations.md, Audit partitions)"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether this role owns the audit table; trying anyway")
+                }
+            }
+            let mut tick = tokio::time::interval(audit.inner.partition_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = crate::ids::now_unix();
+                match may_run(now).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take the schedule lease for audit partitions");
+                        continue;
+                    }
+                }
+                match audit.inner.store.maintain_partitions(now, PARTITIONS_AHEAD, &actor).await {
+                    Ok(Some(done)) => {
+                        if let Some(record) = &done.record {
+                            tracing::info!(created = ?done.created, moved = done.moved, "audit partitions maintained");
+                            audit.appended(record);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "audit partition maintenance failed; retrying later"),
+                }
+            }
+        }))
+    }
+}
+
 /// What `audit verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
@@ -229,7 +294,8 @@ pub(crate) async fn audit_key_labels(store: &dyn DurableStore) -> Result<BTreeSe
 /// Walks the chain from the first record and checks each checkpoint's hash and its
 /// signature with the public half of the HSM key that made it. When retention dropped
 /// archived months, the live chain starts at its anchor: the last record of a
-/// recorded archive whose signed manifest names its hash. With `archives`, every
+/// recorded archive whose signed manifest names its hash (SQLite keeps it), or the
+/// record after it, whose `prev_hash` must be that hash (PostgreSQL drops partitions). With `archives`, every
 /// archive file of that directory is checked too, and the chain must run from seq 1
 /// through the archives into the live table.
 pub async fn verify(
@@ -256,16 +322,30 @@ pub async fn verify(
     let first = store.audit_page(0, i64::MIN, 1).await?.into_iter().next();
     let (mut expected, mut prev) = (1i64, GENESIS_HASH.to_string());
     if let Some(r) = first.as_ref().filter(|r| r.seq > 1) {
-        let Some(a) = recorded.iter().find(|a| a.last_seq == r.seq) else {
+        if let Some(a) = recorded.iter().find(|a| a.last_seq == r.seq) {
+            // Rows deleted up to the anchor, the archive's last record (SQLite).
+            if a.last_hash != r.hash {
+                return Ok(broken(
+                    r.seq,
+                    format!("the anchor's hash is not the one the manifest of {} signed", a.month),
+                ));
+            }
+            (expected, prev) = (r.seq, r.prev_hash.clone());
+        } else if let Some(a) = recorded.iter().find(|a| a.last_seq == r.seq - 1) {
+            // Partitions dropped through the archive's month (PostgreSQL): the first
+            // live record must continue from the hash the manifest signed.
+            (expected, prev) = (r.seq, a.last_hash.clone());
+        } else {
             return Ok(broken(
                 1,
-                format!("records 1..={} are missing and no recorded archive ends at {}", r.seq - 1, r.seq),
+                format!(
+                    "records 1..={} are missing and no recorded archive ends at {} or {}",
+                    r.seq - 1,
+                    r.seq - 1,
+                    r.seq
+                ),
             ));
-        };
-        if a.last_hash != r.hash {
-            return Ok(broken(r.seq, format!("the anchor's hash is not the one the manifest of {} signed", a.month)));
         }
-        (expected, prev) = (r.seq, r.prev_hash.clone());
     }
     let archive_ends: BTreeMap<i64, &str> = recorded.iter().map(|a| (a.last_seq, a.last_hash.as_str())).collect();
     let live_from = expected;
