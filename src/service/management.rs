@@ -42,6 +42,9 @@ pub struct CredentialView {
     pub claim_names: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the device last answered a sign-in (approved or rejected), to within 5
+    /// minutes; absent when never.
+    pub last_used_at: Option<i64>,
 }
 
 impl From<&Enrollment> for CredentialView {
@@ -57,6 +60,7 @@ impl From<&Enrollment> for CredentialView {
             claim_names: e.claim_names.clone(),
             created_at: e.created_at,
             updated_at: e.updated_at,
+            last_used_at: e.last_used_at,
         }
     }
 }
@@ -196,7 +200,7 @@ impl OperatorCall<'_> {
     }
 
     /// `400 invalid_request` for a reason that is too long or holds control characters.
-    fn check_reason(&self) -> Result<(), ApiError> {
+    pub(super) fn check_reason(&self) -> Result<(), ApiError> {
         match self.reason {
             Some(r) if r.chars().count() > MAX_REASON => {
                 Err(ApiError::invalid_request(format!("reason must be at most {MAX_REASON} characters")))

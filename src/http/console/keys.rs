@@ -8,14 +8,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::pages::{csrf_posted, opt_date, render, url_segment};
-use super::{Console, api_error_page, csrf_refused, error_page};
+use super::pages::{opt_date, render, url_segment};
+use super::{Console, api_error_page, error_page};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
 
 use crate::service::key_admin::{KeyChange, KeyPurpose};
-use crate::service::management::OperatorCall;
+use crate::service::management::{MAX_REASON, OperatorCall};
 use crate::web::console::{self as view, date, notice, state as st, table};
 use crate::web::escape;
 
@@ -144,11 +144,12 @@ pub async fn confirm(
         back: "/console/keys",
         csrf: console.csrf(),
         danger: matches!(change, KeyChange::Retire(_)),
+        max_reason: MAX_REASON,
     });
     render(&console, "/console/keys", &title, &body)
 }
 
-/// `POST /console/keys/{action}/{target}` (form: `csrf`).
+/// `POST /console/keys/{action}/{target}` (form: `csrf`, `reason`).
 pub async fn change(
     State(state): State<AppState>,
     console: Console,
@@ -159,14 +160,12 @@ pub async fn change(
     let Ok(change) = KeyChange::parse(&action, &target) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scopes::KEYS_WRITE).await {
-        return r;
-    }
+    let reason = match console.confirmed(&state, scopes::KEYS_WRITE, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
     match state.services.change_key(change, &by, now_unix()).await {
         Ok(_) => {
             let to = format!("/console/keys?done={action}&target={}", url_segment(&target));

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Console, api_error_page, csrf_refused, error_page, form, html};
+use super::{Console, api_error_page, error_page, html};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
-use crate::service::management::{CredentialAction, FlowStatus, OperatorCall};
+use crate::service::console::TrustView;
+use crate::service::management::{CredentialAction, FlowStatus, MAX_REASON, OperatorCall};
 use crate::web::console::{self as view, NavItem, date, state as st, table};
 use crate::web::{self, escape};
 
@@ -25,8 +26,12 @@ const PAGE_SIZE: u32 = 50;
 /// The pages this operator may open.
 fn nav(console: &Console) -> Vec<NavItem> {
     let o = &console.operator;
-    let mut items =
-        vec![NavItem { href: "/console/", label: "Overview" }, NavItem { href: "/console/keys", label: "Keys" }];
+    let mut items = vec![
+        NavItem { href: "/console/", label: "Overview" },
+        NavItem { href: "/console/keys", label: "Keys" },
+        NavItem { href: "/console/trust", label: "Trust" },
+        NavItem { href: "/console/services", label: "Relying parties" },
+    ];
     if o.has(scopes::USERS_READ) {
         items.push(NavItem { href: "/console/users", label: "Users" });
     }
@@ -114,7 +119,17 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Respon
         &["Purpose", "Label", "State", "Created", "Activated", "Retiring since"],
         &keys,
     ));
-    body.push_str(&format!("<h2>Trust lists</h2>\n<p>Last refresh: {}</p>\n", escape(&opt_date(last_refresh))));
+    body.push_str(&format!(
+        "<h2>Trust lists</h2>\n<p>Last refresh: {} · {}</p>\n",
+        escape(&opt_date(last_refresh)),
+        view::link("/console/trust", "Trust page")
+    ));
+    body.push_str(&trust_table(&lists, now));
+    render(&console, "/console/", "Overview", &body)
+}
+
+/// The table of every trust list, CRL and VRL at `now` (Overview and the Trust page).
+pub(super) fn trust_table(lists: &[TrustView], now: i64) -> String {
     let rows: Vec<Vec<String>> = lists
         .iter()
         .map(|l| {
@@ -135,13 +150,12 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Respon
             ]
         })
         .collect();
-    body.push_str(&table(
+    table(
         "trust",
         "Trust lists, CRLs and VRLs",
-        &["Kind", "Name", "Seq", "Issued", "Next update", "Fetched", "State", "Source"],
+        &["Kind", "Name", "Seq", "Issued", "Next update", "Age (fetched)", "State", "Source"],
         &rows,
-    ));
-    render(&console, "/console/", "Overview", &body)
+    )
 }
 
 /// Query of `GET /console/users`.
@@ -288,6 +302,7 @@ pub async fn user(
                 format!("<span class=\"wrap\">{}</span>", escape(&d.claim_names.join(", "))),
                 if d.push_registered { escape(&d.push_provider) } else { "none".into() },
                 date(d.created_at),
+                opt_date(d.last_used_at),
                 date(d.updated_at),
             ]
         })
@@ -296,7 +311,7 @@ pub async fn user(
     body.push_str(&table(
         "devices",
         "Enrolled devices",
-        &["Device id", "State", "Actions", "Name", "Claims (names)", "Push", "Enrolled", "Last change"],
+        &["Device id", "State", "Actions", "Name", "Claims (names)", "Push", "Enrolled", "Last used", "Last change"],
         &rows,
     ));
     if o.has(scopes::USERS_DELETE) {
@@ -359,17 +374,12 @@ pub async fn confirm_change(
         back: &back,
         csrf: console.csrf(),
         danger: a == CredentialAction::Revoke,
+        max_reason: MAX_REASON,
     });
     render(&console, "/console/users", title, &body)
 }
 
-/// The posted form of an action carries the session's CSRF token.
-pub(super) fn csrf_posted(console: &Console, headers: &HeaderMap, body: &[u8]) -> bool {
-    let fields = form(headers, body);
-    console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str))
-}
-
-/// `POST /console/credentials/{device_id}/{action}` (form: `csrf`).
+/// `POST /console/credentials/{device_id}/{action}` (form: `csrf`, `reason`).
 pub async fn change(
     State(state): State<AppState>,
     console: Console,
@@ -380,14 +390,12 @@ pub async fn change(
     let Some((a, scope, _, _)) = parse_action(&action) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scope).await {
-        return r;
-    }
+    let reason = match console.confirmed(&state, scope, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
     match state.services.management().change_credential(&device_id, a, &by, now_unix()).await {
         Ok(outcome) => {
             let view = outcome.credential;
@@ -417,11 +425,12 @@ pub async fn confirm_delete(State(state): State<AppState>, console: Console, Pat
         back: &back,
         csrf: console.csrf(),
         danger: true,
+        max_reason: MAX_REASON,
     });
     render(&console, "/console/users", "Delete user", &body)
 }
 
-/// `POST /console/users/{token_id}/delete` (form: `csrf`).
+/// `POST /console/users/{token_id}/delete` (form: `csrf`, `reason`).
 pub async fn delete(
     State(state): State<AppState>,
     console: Console,
@@ -429,14 +438,12 @@ pub async fn delete(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scopes::USERS_DELETE).await {
-        return r;
-    }
+    let reason = match console.confirmed(&state, scopes::USERS_DELETE, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
     match state.services.management().delete_user(&token_id, &by).await {
         Ok(_) => Redirect::to("/console/users?done=deleted").into_response(),
         Err(e) => api_error_page(&e),
