@@ -608,7 +608,7 @@ impl Services {
                     &ended.token_id,
                     serde_json::json!({"session_id": ended.id, "service_id": ended.service_id, "scopes": granted_names}),
                 );
-                self.note_device_use(&enrollment, now);
+                self.note_device_use(enrollment, now);
                 Ok(Verified { status })
             }
             Some(Err(_)) => Err(ApiError::new(ErrorCode::SessionClosed, "the session has ended")),

@@ -295,6 +295,7 @@ mod tests {
                 signer_serial: String::new(),
                 created_at: 0,
                 updated_at: 0,
+                last_used_at: None,
             })
             .unwrap(),
         )

@@ -33,8 +33,7 @@ use redis::{AsyncCommands, Client, IntoConnectionInfo, RedisError, Script};
 use super::config::SessionStoreConfig;
 use super::{
     AuthSession, EnrollmentChange, EventHub, Member, SESSION_INDEX_MAX, SessionEnd, SessionEvents, SessionStatus,
-    SessionStore,
-    SessionStoreError, session_position, session_position_since,
+    SessionStore, SessionStoreError, session_position, session_position_since,
 };
 
 /// Version of the session hash layout; a node refuses sessions of a version it does not know.
