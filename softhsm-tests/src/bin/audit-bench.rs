@@ -24,7 +24,7 @@
 //! timings.
 //!
 //! Usage: audit-bench [--events 1000000] [--small 100000] [--sqlite] [--seconds 10]
-//!        [--appenders 4] [--concurrency 3] [--inserts-only]
+//!        [--appenders 4] [--concurrency 3] [--inserts-only [--unpartitioned-baseline]]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -67,6 +67,10 @@ struct Args {
     /// records, partitioned by `audit maintain`), not the commands.
     #[arg(long)]
     inserts_only: bool,
+    /// With --inserts-only: measure the same on a database of as many records whose
+    /// audit table is not partitioned (migrations through 0007), after the partitioned one.
+    #[arg(long)]
+    unpartitioned_baseline: bool,
 }
 
 /// Wall time and peak RSS of one command.
@@ -166,18 +170,44 @@ impl WaitRusage for std::process::Child {
 
 /// A fresh database (PostgreSQL or SQLite) with `n` chained events, then `keys init`.
 async fn fill(n: u64, postgres: bool) -> anyhow::Result<Filled> {
+    fill_at(n, postgres, false).await
+}
+
+/// As [`fill`]; `unpartitioned`: PostgreSQL migrated through 0007 only (the audit
+/// table before partitioning), and nothing migrates it further (`auto_migrate = false`).
+async fn fill_at(n: u64, postgres: bool, unpartitioned: bool) -> anyhow::Result<Filled> {
     let token = TestToken::new()?;
     let dir = tempfile::Builder::new().prefix("audit-bench-").tempdir()?;
     let pg = if postgres { Some(PgDatabase::create()?) } else { None };
     let db_toml = pg.as_ref().map(PgDatabase::toml).unwrap_or_default();
     // Commands may run for minutes on a million records.
-    let db_toml = db_toml.replace("statement_timeout = \"2s\"", "statement_timeout = \"600s\"");
+    let mut db_toml = db_toml.replace("statement_timeout = \"2s\"", "statement_timeout = \"600s\"");
+    if unpartitioned {
+        db_toml.push_str("auto_migrate = false\n");
+    }
     let [public, admin] = free_ports()?;
     let config = write_config(dir.path(), &token, public, admin, &db_toml)?;
     let filled = Filled { token, config, dir, pg, fill_secs: 0.0 };
-    let store = open_durable(&filled.database(), &filled.state()).await?;
-    store.migrate().await?;
-    drop(store);
+    match (&filled.pg, unpartitioned) {
+        (Some(pg), true) => {
+            let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../migrations/postgres");
+            let old = tempfile::tempdir()?;
+            for entry in std::fs::read_dir(src)? {
+                let path = entry?.path();
+                let name = path.file_name().context("file name")?.to_string_lossy().into_owned();
+                if name.as_str() < "0008" {
+                    std::fs::copy(&path, old.path().join(&name))?;
+                }
+            }
+            let pool = sqlx::PgPool::connect(&pg.url()).await?;
+            sqlx::migrate::Migrator::new(old.path()).await?.run(&pool).await?;
+            pool.close().await;
+        }
+        _ => {
+            let store = open_durable(&filled.database(), &filled.state()).await?;
+            store.migrate().await?;
+        }
+    }
     let start = Instant::now();
     match &filled.pg {
         Some(pg) => {
@@ -412,12 +442,13 @@ async fn count(pg: &PgDatabase) -> anyhow::Result<i64> {
     Ok(pg.sql("SELECT count(*) FROM audit")?.trim().parse()?)
 }
 
-async fn insert_under_load(args: &Args, large: Filled) -> anyhow::Result<()> {
+async fn insert_under_load(args: &Args, large: Filled, unpartitioned: bool) -> anyhow::Result<()> {
     let pg = large.pg.as_ref().context("PostgreSQL")?;
     let partitions = pg.sql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit'::regclass")?;
     println!(
-        "\n## audit inserts on PostgreSQL, {} partitions, {} records in the table\n",
+        "\n## audit inserts on PostgreSQL, {} partitions{}, {} records in the table\n",
         partitions.trim(),
+        if unpartitioned { " (migrated through 0007: not partitioned)" } else { "" },
         count(pg).await?
     );
     let store = open_durable(&large.database(), &large.state()).await?;
@@ -425,8 +456,9 @@ async fn insert_under_load(args: &Args, large: Filled) -> anyhow::Result<()> {
     println!("load average before the sign-ins: {}", load_average());
 
     let extra = format!(
-        "{}\n[session_store]\nurl = \"memory://\"\n[audit]\npartition_interval = \"1h\"\n",
-        pg.toml().replace("statement_timeout = \"2s\"", "statement_timeout = \"10s\"")
+        "{}{}\n[session_store]\nurl = \"memory://\"\n[audit]\npartition_interval = \"1h\"\n",
+        pg.toml().replace("statement_timeout = \"2s\"", "statement_timeout = \"10s\""),
+        if unpartitioned { "auto_migrate = false\n" } else { "" }
     );
     // One enrolled device signs in over and over: lift its per-token guard.
     let options = ServerOptions {
@@ -480,6 +512,11 @@ async fn main() -> anyhow::Result<()> {
         backends.clear();
         large_pg = Some(f);
     }
+    let unpartitioned = if args.inserts_only && args.unpartitioned_baseline {
+        Some(fill_at(args.events, true, true).await?)
+    } else {
+        None
+    };
     for postgres in backends {
         let label = if postgres { "PostgreSQL (partitioned)" } else { "SQLite" };
         eprintln!("{label}: {} events", args.small);
@@ -493,7 +530,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(f) = large_pg {
-        insert_under_load(&args, f).await?;
+        insert_under_load(&args, f, false).await?;
+    }
+    if let Some(f) = unpartitioned {
+        insert_under_load(&args, f, true).await?;
     }
     println!("\nload average at the end {}", load_average());
     if !args.inserts_only {
