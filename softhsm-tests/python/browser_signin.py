@@ -20,6 +20,11 @@ printing its environment), then opens the SP's logout URL and waits until the
 browser is back on Symbolon's sign-in page (the logout's ReturnTo is the protected
 page again); writes {"protected_url", "protected_text", "after_logout_url",
 "after_logout_has_form"} to FILE.
+mellon with --end-session-url: instead of the SP's logout, opens Symbolon's OIDC
+end_session URL (RP-initiated logout of another client of the same person), waits
+until the browser arrives at --after-end-session (the post_logout_redirect_uri), then
+opens the protected page again and waits for Symbolon's sign-in page; adds
+"after_end_session_url".
 """
 import argparse
 import json
@@ -119,6 +124,8 @@ def main():
     ap.add_argument("--acs-port", type=int)
     ap.add_argument("--logout-url", help="mellon: the SP's logout URL")
     ap.add_argument("--idp-url", help="mellon: Symbolon's issuer URL")
+    ap.add_argument("--end-session-url", help="mellon: log out at Symbolon's end_session instead")
+    ap.add_argument("--after-end-session", help="mellon: where end_session ends (post_logout_redirect_uri)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--screenshot", required=True)
     ap.add_argument("--timeout", type=float, default=60)
@@ -160,7 +167,13 @@ def main():
                 }
                 if args.result_screenshot:
                     driver.save_screenshot(args.result_screenshot)
-                driver.get(args.logout_url)
+                if args.end_session_url:
+                    driver.get(args.end_session_url)
+                    wait.until(lambda d: d.current_url.startswith(args.after_end_session))
+                    result["after_end_session_url"] = driver.current_url
+                    driver.get(args.url)
+                else:
+                    driver.get(args.logout_url)
                 wait.until(
                     lambda d: d.current_url.startswith(args.idp_url + "/saml/sso")
                     and d.find_elements(By.ID, "token-id")

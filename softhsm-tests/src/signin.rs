@@ -137,6 +137,80 @@ impl SignIn {
         Ok((status, r.json().await?, headers))
     }
 
+    /// The authorization code flow of a public OIDC client (`token_endpoint_auth_method
+    /// = "none"`, PKCE S256) over HTTP as the hosted page runs it, the device approving
+    /// `scopes` for this token id: the token response (`id_token`, `access_token`, ...).
+    pub async fn oidc_public_sign_in(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        scopes: &[&str],
+    ) -> anyhow::Result<Value> {
+        use anyhow::Context;
+        const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let base = &self.server.public_url;
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        let scope = std::iter::once("openid").chain(scopes.iter().copied()).collect::<Vec<_>>().join(" ");
+        let pairs = [
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("response_type", "code"),
+            ("scope", scope.as_str()),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ];
+        let page = http.get(reqwest::Url::parse_with_params(&format!("{base}/authorize"), &pairs)?).send().await?;
+        anyhow::ensure!(page.status().as_u16() == 200, "authorize: {}", page.status());
+        let cookie = page
+            .headers()
+            .get("set-cookie")
+            .and_then(|c| c.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .context("no flow cookie")?
+            .to_string();
+        let body = page.text().await?;
+        let marker = "name=\"context\" value=\"";
+        let start = body.find(marker).context("no context on the page")? + marker.len();
+        let context = body[start..].split('"').next().context("context")?.to_string();
+        let started: Value = http
+            .post(format!("{base}/v1/auth/initiate"))
+            .header("Origin", base.as_str())
+            .json(&serde_json::json!({"token_id": self.token_id, "service_id": client_id, "scopes": scopes}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let sid = started["session_id"].as_str().with_context(|| format!("initiate: {started}"))?.to_string();
+        let bt = started["browser_token"].as_str().context("initiate")?.to_string();
+        let pending = self.device_client.pending(&self.device).await?;
+        let otp = pending.sessions.iter().find(|s| s.session_id == sid).context("not pending")?.otp.clone();
+        let granted = scopes.iter().map(|s| s.to_string()).collect();
+        self.device_client.verify(&self.device, &sid, &otp, crate::device::Decision::Approve, Some(granted)).await?;
+        let done = http
+            .post(format!("{base}/authorize/complete"))
+            .header("cookie", cookie)
+            .form(&[("context", context.as_str()), ("session_id", &sid), ("browser_token", &bt)])
+            .send()
+            .await?;
+        let location = done.headers().get("location").and_then(|l| l.to_str().ok()).context("no redirect")?;
+        let code = reqwest::Url::parse(location)?
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .context("no code")?;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", VERIFIER),
+        ];
+        let tokens: Value = http.post(format!("{base}/token")).form(&form).send().await?.json().await?;
+        anyhow::ensure!(tokens["id_token"].is_string(), "token response: {tokens}");
+        Ok(tokens)
+    }
+
     /// Another node: a server with the same token and configuration (a cluster when
     /// the configuration names shared stores).
     pub fn another_node(&self) -> anyhow::Result<TestServer> {

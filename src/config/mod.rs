@@ -328,7 +328,9 @@ impl Config {
             otp: self.auth.otp_ttl,
             sealed_kept: (self.auth.otp_ttl + self.auth.browser_grace)
                 .max(self.auth.access_token_ttl)
-                .max(crate::oidc::CODE_LIFETIME),
+                .max(crate::oidc::CODE_LIFETIME)
+                // SAML SP session records (single logout) are sealed too.
+                .max(if self.saml.enabled { self.saml.session_lifetime } else { Duration::ZERO }),
             saml_assertion: self.saml.assertion_lifetime,
             saml_clock_skew: self.saml.clock_skew,
         }
@@ -629,6 +631,9 @@ mod tests {
         assert_eq!(c.key_lifetimes().sealed_kept, crate::oidc::CODE_LIFETIME);
         c.auth.access_token_ttl = Duration::from_secs(4);
         assert!(c.auth.problems().iter().any(|p| p.path == "auth.access_token_ttl"));
+        // With SAML on, the SP session records kept for single logout live longest.
+        c.saml.enabled = true;
+        assert_eq!(c.key_lifetimes().sealed_kept, c.saml.session_lifetime);
     }
 
     #[test]

@@ -27,9 +27,27 @@ pub(super) fn set_cookie(
     HeaderValue::from_str(&format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}")).ok()
 }
 
-/// The flow's browser secret as the request presents it: its cookie, sent exactly once.
-pub(super) fn presented(state: &AppState, headers: &HeaderMap, kind: FlowKind, context_id: &str) -> Option<String> {
-    let name = flow_cookie_name(kind, context_id, secure(state))?;
+/// The cookie of a single-logout chain (one per browser; a new chain replaces it):
+/// `SameSite=Lax`, because the SPs send the browser back to `/saml/slo` by a top-level
+/// redirect from their site; `HttpOnly`, and `__Host-`/`Secure` on an `https://` issuer.
+fn logout_cookie_name(secure: bool) -> &'static str {
+    if secure { "__Host-symbolon-logout" } else { "symbolon-logout" }
+}
+
+/// The `Set-Cookie` of a logout chain's browser secret (`max_age` 0 clears it).
+pub(super) fn set_logout_cookie(state: &AppState, value: &str, max_age: u64) -> Option<HeaderValue> {
+    let secure = secure(state);
+    let flags = if secure { "; Secure" } else { "" };
+    let name = logout_cookie_name(secure);
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{flags}")).ok()
+}
+
+/// The logout chain's browser secret as the request presents it (sent exactly once).
+pub(super) fn presented_logout(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    cookie_once(headers, logout_cookie_name(secure(state)))
+}
+
+fn cookie_once(headers: &HeaderMap, name: &str) -> Option<String> {
     let mut found = None;
     for header in headers.get_all(header::COOKIE) {
         for pair in header.to_str().ok()?.split(';') {
@@ -42,6 +60,12 @@ pub(super) fn presented(state: &AppState, headers: &HeaderMap, kind: FlowKind, c
         }
     }
     found
+}
+
+/// The flow's browser secret as the request presents it: its cookie, sent exactly once.
+pub(super) fn presented(state: &AppState, headers: &HeaderMap, kind: FlowKind, context_id: &str) -> Option<String> {
+    let name = flow_cookie_name(kind, context_id, secure(state))?;
+    cookie_once(headers, &name)
 }
 
 pub(super) fn is_form(headers: &HeaderMap) -> bool {

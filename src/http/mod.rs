@@ -109,6 +109,7 @@ pub fn public_router(state: AppState) -> Router {
             .route("/saml/metadata", get(pages::metadata))
             .route("/saml/sso", get(pages::sso))
             .route("/saml/slo", get(pages::slo))
+            .route("/saml/logout", get(pages::logout_step))
             .route("/saml/complete", post(pages::complete))
             .route("/saml/cancel", post(pages::cancel))
     } else {

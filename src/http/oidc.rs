@@ -197,6 +197,7 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
 async fn end_session(state: &AppState, raw: &[u8]) -> Response {
     match state.services.oidc_end_session(raw).await {
         Ok(EndSession::Redirect(url)) => redirect(StatusCode::SEE_OTHER, &url),
+        Ok(EndSession::SamlLogout(start)) => super::pages::start_logout_chain(state, &start),
         Ok(EndSession::SignedOut) => html(
             StatusCode::OK,
             web::notice_page(&web::nonce(), "Signed out", "You are signed out. You can close this window."),

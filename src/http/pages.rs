@@ -13,6 +13,7 @@ use super::flow;
 use crate::ids::now_unix;
 use crate::service::flow::FlowKind;
 use crate::service::saml::{SIGN_IN_CONTEXT_TTL, SamlFlowError, SamlPost, SloOutcome, SsoBegin};
+use crate::service::saml_logout::{LOGOUT_CHAIN_TTL, LogoutFinish, LogoutStart, LogoutStep};
 use crate::web::{self, Page, SignInTarget};
 
 pub(super) fn html(status: StatusCode, page: Page) -> Response {
@@ -92,10 +93,81 @@ pub async fn sso(State(state): State<AppState>, ClientIp(ip): ClientIp, RawQuery
     }
 }
 
+/// A `303 See Other` to `url`.
+fn see_other(url: &str) -> Option<Response> {
+    let location = HeaderValue::from_str(url).ok()?;
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut().insert(header::LOCATION, location);
+    Some(r)
+}
+
+fn logout_step_url(chain_id: &str) -> String {
+    format!(
+        "/saml/logout?chain={}",
+        percent_encoding::utf8_percent_encode(chain_id, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// A started logout chain: its cookie, and on to its first step.
+pub(super) fn start_logout_chain(state: &AppState, start: &LogoutStart) -> Response {
+    let Some(mut r) = see_other(&logout_step_url(&start.chain_id)) else {
+        return saml_error("slo", &SamlFlowError::LogoutGone);
+    };
+    if let Some(cookie) = flow::set_logout_cookie(state, &start.browser_secret, LOGOUT_CHAIN_TTL.as_secs()) {
+        r.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    r
+}
+
+/// `GET /saml/logout?chain=…`: the next step of a single logout (docs/protocol.md
+/// §8.6): the page that sends the browser to the next SP, or the chain's end (its
+/// cookie cleared).
+pub async fn logout_step(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let chain = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "chain").map(|(_, v)| v.into_owned());
+    let Some(chain) = chain else { return saml_error("logout", &SamlFlowError::LogoutGone) };
+    let secret = flow::presented_logout(&state, &headers);
+    let step = state.services.saml_logout_step(&chain, secret.as_deref(), now_unix()).await;
+    let mut response = match step {
+        Ok(LogoutStep::ToSp { url, sp_name, position, total }) => {
+            let page = web::logout_step_page(&web::nonce(), &sp_name, &url, &logout_step_url(&chain), position, total);
+            let mut r = html(StatusCode::OK, page);
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+        Ok(LogoutStep::Done(LogoutFinish::Redirect(url))) => {
+            see_other(&url).unwrap_or_else(|| saml_error("logout", &SamlFlowError::bad_slo_url()))
+        }
+        Ok(LogoutStep::Done(LogoutFinish::SignedOut)) => html(
+            StatusCode::OK,
+            web::notice_page(&web::nonce(), "Signed out", "You are signed out. You can close this window."),
+        ),
+        Err(e) => return saml_error("logout", &e),
+    };
+    if let Some(clear) = flow::set_logout_cookie(&state, "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
+}
+
 /// `GET /saml/slo`: a checked `LogoutRequest` is answered by a redirect carrying the
-/// signed `LogoutResponse`; an asynchronous one by a plain page.
-pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    match state.services.saml_logout(query.as_deref().unwrap_or(""), now_unix()).await {
+/// signed `LogoutResponse` (after the person's other SPs, when they have some); an
+/// asynchronous one by a plain page. A `LogoutResponse` answers a step of a logout
+/// chain, which then goes on.
+pub async fn slo(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let is_response = query.split('&').any(|p| p.starts_with("SAMLResponse="));
+    if is_response {
+        let secret = flow::presented_logout(&state, &headers);
+        return match state.services.saml_logout_answer(&query, secret.as_deref(), now_unix()).await {
+            Ok(chain) => {
+                see_other(&logout_step_url(&chain)).unwrap_or_else(|| saml_error("slo", &SamlFlowError::LogoutGone))
+            }
+            Err(e) => saml_error("slo", &e),
+        };
+    }
+    match state.services.saml_logout(&query, now_unix()).await {
+        Ok(SloOutcome::Chain(start)) => start_logout_chain(&state, &start),
         Ok(SloOutcome::Asynchronous) => html(
             StatusCode::OK,
             web::notice_page(

@@ -177,6 +177,11 @@ pub struct SamlConfig {
     /// Oldest `IssueInstant` accepted on an SP request.
     #[serde(with = "humantime_serde")]
     pub request_max_age: Duration,
+    /// How long an SP may keep the session an assertion starts: the assertion's
+    /// `SessionNotOnOrAfter`, and how long the IdP remembers that SP session for
+    /// single logout (docs/protocol.md §8.6).
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
 }
 
 impl Default for SamlConfig {
@@ -188,6 +193,7 @@ impl Default for SamlConfig {
             assertion_lifetime: Duration::from_secs(300),
             clock_skew: Duration::from_secs(60),
             request_max_age: Duration::from_secs(300),
+            session_lifetime: Duration::from_secs(8 * 3600),
         }
     }
 }
@@ -202,6 +208,9 @@ impl SamlConfig {
         }
         if self.request_max_age < Duration::from_secs(10) {
             p.push(ConfigProblem::new("saml.request_max_age", "must be at least 10s"));
+        }
+        if self.session_lifetime < Duration::from_secs(10) || self.session_lifetime > Duration::from_secs(30 * 86_400) {
+            p.push(ConfigProblem::new("saml.session_lifetime", "must be between 10s and 30d"));
         }
         if self.certificate_validity < Duration::from_secs(86_400) {
             p.push(ConfigProblem::new("saml.certificate_validity", "must be at least 1 day"));
@@ -232,7 +241,8 @@ pub struct SamlSpConfig {
     pub entity_id: String,
     /// The one Assertion Consumer Service URL (HTTP-POST) responses go to.
     pub acs_url: String,
-    /// Where `LogoutResponse`s go (HTTP-Redirect); no SLO without it.
+    /// The SP's SingleLogoutService (HTTP-Redirect): where `LogoutResponse`s go, and
+    /// the `LogoutRequest`s of a logout started elsewhere; no SLO without it.
     #[serde(default)]
     pub slo_url: Option<String>,
     /// Attribute name per claim. A granted claim without an entry is sent under its

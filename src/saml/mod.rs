@@ -21,6 +21,7 @@ pub mod c14n;
 pub mod cert;
 pub mod config;
 pub mod dsig;
+pub mod logout;
 pub mod metadata;
 pub mod redirect;
 pub mod response;

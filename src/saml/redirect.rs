@@ -240,11 +240,11 @@ pub struct LogoutRequest {
     pub asynchronous: bool,
 }
 
-fn invalid(s: impl Into<String>) -> RequestError {
+pub(super) fn invalid(s: impl Into<String>) -> RequestError {
     RequestError::Invalid(s.into())
 }
 
-fn xml_root(xml: &str, local: &str) -> Result<Element, RequestError> {
+pub(super) fn xml_root(xml: &str, local: &str) -> Result<Element, RequestError> {
     let root = parse(xml).map_err(|e| RequestError::Xml(e.to_string()))?;
     if !root.is(SAMLP_NS, local) {
         return Err(invalid(format!("expected samlp:{local}, got {{{}}}{}", root.ns, root.local)));
@@ -255,7 +255,7 @@ fn xml_root(xml: &str, local: &str) -> Result<Element, RequestError> {
     Ok(root)
 }
 
-fn check_attrs(el: &Element, allowed: &[&str]) -> Result<(), RequestError> {
+pub(super) fn check_attrs(el: &Element, allowed: &[&str]) -> Result<(), RequestError> {
     for (ns, local, _) in &el.attrs {
         if ns.is_empty() && !allowed.contains(&local.as_str()) {
             return Err(invalid(format!("unexpected attribute {local} on {}", el.local)));
@@ -295,7 +295,7 @@ fn saml_id(el: &Element) -> Result<String, RequestError> {
     Ok(id.to_string())
 }
 
-fn common(el: &Element) -> Result<(String, i64, Option<String>, String), RequestError> {
+pub(super) fn common(el: &Element) -> Result<(String, i64, Option<String>, String), RequestError> {
     let id = saml_id(el)?;
     if el.attr("Version") != Some("2.0") {
         return Err(invalid("Version must be 2.0"));
@@ -428,7 +428,7 @@ pub fn parse_logout_request(xml: &str) -> Result<LogoutRequest, RequestError> {
     })
 }
 
-fn check_time(instant: i64, now: i64, cfg: &SamlConfig) -> Result<(), RequestError> {
+pub(super) fn check_time(instant: i64, now: i64, cfg: &SamlConfig) -> Result<(), RequestError> {
     let skew = i64::try_from(cfg.clock_skew.as_secs()).unwrap_or(0);
     let max_age = i64::try_from(cfg.request_max_age.as_secs()).unwrap_or(0);
     if instant > now.saturating_add(skew) || instant < now.saturating_sub(max_age + skew) {
@@ -437,7 +437,7 @@ fn check_time(instant: i64, now: i64, cfg: &SamlConfig) -> Result<(), RequestErr
     Ok(())
 }
 
-fn check_signature(msg: &RedirectMessage, sp: &SamlSpConfig) -> Result<(), RequestError> {
+pub(super) fn check_signature(msg: &RedirectMessage, sp: &SamlSpConfig) -> Result<(), RequestError> {
     let cert = sp.certificate_der().map_err(RequestError::Certificate)?;
     match (sp.requests_signed, msg.is_signed(), cert) {
         (true, false, _) => Err(RequestError::Unsigned),
@@ -499,7 +499,7 @@ pub fn receive_authn_request<'a>(
     Ok(SsoRequest { request, sp, relay_state: msg.relay_state, name_id_format })
 }
 
-fn check_destination(dest: Option<&str>, ours: &str, signed: bool) -> Result<(), RequestError> {
+pub(super) fn check_destination(dest: Option<&str>, ours: &str, signed: bool) -> Result<(), RequestError> {
     match dest {
         Some(d) if d != ours => Err(RequestError::DestinationMismatch(d.to_string())),
         None if signed => Err(invalid("Destination is required on a signed request")),
@@ -568,7 +568,7 @@ pub fn logout_response_xml(issuer: &str, destination: &str, in_response_to: &str
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 

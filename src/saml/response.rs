@@ -83,6 +83,8 @@ pub struct ResponseParams<'a> {
     pub lifetime: Duration,
     /// `NotBefore` = `now` − skew.
     pub clock_skew: Duration,
+    /// `SessionNotOnOrAfter` of the `AuthnStatement`, when the SP session has a limit.
+    pub session_not_on_or_after: Option<i64>,
     /// Granted claims (any order; written in the order of docs/protocol.md §7.3).
     pub claims: &'a [(Claim, ClaimValue)],
 }
@@ -119,7 +121,12 @@ pub fn assertion_xml(p: &ResponseParams<'_>) -> (String, String) {
     w.end();
     w.end();
     let authn_instant = saml_time(p.authn_instant);
-    w.start("saml:AuthnStatement", &[("AuthnInstant", &authn_instant), ("SessionIndex", p.session_index)]);
+    let session_end = p.session_not_on_or_after.map(saml_time);
+    let mut statement = vec![("AuthnInstant", authn_instant.as_str()), ("SessionIndex", p.session_index)];
+    if let Some(end) = &session_end {
+        statement.push(("SessionNotOnOrAfter", end.as_str()));
+    }
+    w.start("saml:AuthnStatement", &statement);
     w.start("saml:AuthnContext", &[]);
     w.leaf("saml:AuthnContextClassRef", &[], AUTHN_CONTEXT);
     w.end();

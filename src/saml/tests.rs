@@ -13,7 +13,7 @@ use super::dsig;
 use super::redirect::{self, RequestError, encode_query};
 use super::response::{ClaimValue, ResponseParams, assertion_xml};
 use super::xml::parse;
-use super::{SAML_NS, SAMLP_NS};
+use super::{SAML_NS, SAMLP_NS, saml_time};
 use crate::trust::testkit::{TestCa, TestKey, rsa2048};
 
 fn c14n_str(xml: &str) -> String {
@@ -189,6 +189,7 @@ fn assertion_has_the_required_elements() {
         now: 1_800_000_010,
         lifetime: Duration::from_secs(300),
         clock_skew: Duration::from_secs(60),
+        session_not_on_or_after: Some(1_800_028_810),
         claims: &claims,
     };
     let (xml, id) = assertion_xml(&p);
@@ -213,6 +214,7 @@ fn assertion_has_the_required_elements() {
     let authn = a.child(SAML_NS, "AuthnStatement").unwrap();
     assert_eq!(authn.attr("AuthnInstant"), Some("2027-01-15T08:00:00Z"));
     assert_eq!(authn.attr("SessionIndex"), Some("sess"));
+    assert_eq!(authn.attr("SessionNotOnOrAfter"), Some(saml_time(1_800_028_810).as_str()));
     let attrs: Vec<_> = a
         .child(SAML_NS, "AttributeStatement")
         .unwrap()
@@ -671,6 +673,7 @@ fn transient_name_id_is_written_with_its_format() {
         now: NOW,
         lifetime: Duration::from_secs(300),
         clock_skew: Duration::from_secs(60),
+        session_not_on_or_after: None,
         claims: &[],
     };
     let (xml, _) = assertion_xml(&p);
@@ -701,6 +704,7 @@ fn uri_attribute_names_use_standard_oids_and_their_value_syntax() {
             now: NOW,
             lifetime: Duration::from_secs(300),
             clock_skew: Duration::from_secs(60),
+            session_not_on_or_after: None,
             claims,
         };
         let a = parse(&assertion_xml(&p).0).unwrap();

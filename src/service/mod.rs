@@ -33,6 +33,7 @@ pub mod probe;
 pub mod readiness;
 pub mod relying_parties;
 pub mod saml;
+pub mod saml_logout;
 pub mod subject;
 
 use std::sync::Arc;

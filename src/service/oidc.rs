@@ -19,6 +19,7 @@ use super::config::{SCOPES, ServiceConfig};
 use super::flow::{BrowserSecret, FlowKind, browser_bound};
 use super::idtoken::signing_input;
 use super::saml::SIGN_IN_CONTEXT_TTL;
+use super::saml_logout::{LogoutFinish, LogoutStart};
 use crate::error::{ApiError, ErrorCode};
 use crate::keyring::KeyPurpose;
 use crate::metrics::{METRICS, OidcEvent};
@@ -68,6 +69,9 @@ struct CodeRecord {
     sub: String,
     claims: Map<String, Value>,
     created_at: i64,
+    /// The person's key for single logout (`service::saml_logout::person_key`).
+    #[serde(default)]
+    person: String,
 }
 
 /// What an access token stands for, kept under its hash for `auth.access_token_ttl`,
@@ -236,14 +240,22 @@ fn access_key(hash: &str) -> String {
 fn sid_key(sid: &str) -> String {
     format!("oidc-sid:{sid}")
 }
+/// The person a sign-in (`sid`) was for, for RP-initiated logout to reach their SAML
+/// SP sessions.
+fn sid_person_key(sid: &str) -> String {
+    format!("oidc-sid-person:{sid}")
+}
 
-/// Where RP-initiated logout ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where RP-initiated logout goes.
+#[derive(Debug, Clone)]
 pub enum EndSession {
     /// Back to the client's registered `post_logout_redirect_uri` (with `state`).
     Redirect(String),
     /// A "signed out" page on Symbolon.
     SignedOut,
+    /// The person's SAML SP sessions are logged out first (`service::saml_logout`);
+    /// the chain ends where the two other variants would.
+    SamlLogout(LogoutStart),
 }
 
 /// The payload of a compact JWS as a JSON object (our own token, read not re-verified).
@@ -421,6 +433,7 @@ impl Services {
             sub,
             claims,
             created_at: now,
+            person: super::saml_logout::person_key(&session.token_id),
         };
         let key = code_key(&crate::oidc::sha256_hex(&code));
         let sealed = self.seal_record(&key, &record).await?;
@@ -586,6 +599,10 @@ impl Services {
         self.sessions.put_value(&access_key(&at_hash), &sealed, self.settings.auth.access_token_ttl).await?;
         // RP-initiated logout ends what the sign-in (`sid`) still holds: this token.
         self.sessions.put_value(&sid_key(&record.session_id), &at_hash, self.settings.auth.access_token_ttl).await?;
+        if !record.person.is_empty() {
+            let keep = self.settings.saml.session_lifetime.max(lifetime);
+            self.sessions.put_value(&sid_person_key(&record.session_id), &record.person, keep).await?;
+        }
         METRICS.oidc(OidcEvent::TokenIssued);
         self.audit_event(
             kinds::OIDC_TOKEN_ISSUED,
@@ -628,7 +645,9 @@ impl Services {
     /// `GET`/`POST /end_session` (RP-Initiated Logout 1.0): `id_token_hint` verified
     /// with our keys (expiry ignored), `client_id` consistent with it,
     /// `post_logout_redirect_uri` an exact registered one (it needs a client), `state`
-    /// returned. The access token the hinted sign-in (`sid`) was given is revoked.
+    /// returned. The access token the hinted sign-in (`sid`) was given is revoked, and
+    /// when the same person has SAML SP sessions with a SingleLogoutService, a logout
+    /// chain ends them before the redirect (docs/protocol.md §14.6).
     pub async fn oidc_end_session(&self, raw: &[u8]) -> Result<EndSession, OidcPageError> {
         let params = Params::parse(raw);
         if !params.repeated().is_empty() {
@@ -667,13 +686,23 @@ impl Services {
                 EndSession::Redirect(authorize::redirect_with(uri, &pairs).ok_or(OidcPageError::BadRedirectUri)?)
             }
         };
-        if let Some(sid) = sid
-            && let Some(at_hash) = self.sessions.take_value(&sid_key(&sid)).await?
-        {
+        let Some(sid) = sid else { return Ok(answer) };
+        if let Some(at_hash) = self.sessions.take_value(&sid_key(&sid)).await? {
             let revoked = self.sessions.take_value(&access_key(&at_hash)).await?.is_some();
             tracing::info!(client_id = ?client_id, revoked, "RP-initiated logout ended the sign-in's access token");
         }
-        Ok(answer)
+        let Some(person) = self.sessions.get_value(&sid_person_key(&sid)).await? else { return Ok(answer) };
+        let finish = match &answer {
+            EndSession::Redirect(url) => LogoutFinish::Redirect(url.clone()),
+            _ => LogoutFinish::SignedOut,
+        };
+        match self.begin_sp_logout(&person, None, finish, crate::ids::now_unix()).await? {
+            Some(start) => {
+                tracing::info!(client_id = ?client_id, "RP-initiated logout goes on to the person's SAML SPs");
+                Ok(EndSession::SamlLogout(start))
+            }
+            None => Ok(answer),
+        }
     }
 
     /// A code or access-token record as the session store keeps it: its JSON sealed

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Services;
 use super::config::ServiceConfig;
 use super::flow::{BrowserSecret, FlowKind, browser_bound};
+use super::saml_logout::{LogoutFinish, LogoutStart, SpSession};
 use crate::error::{ApiError, ErrorCode};
 use crate::saml::redirect::{self, RequestError};
 use crate::saml::response::{
@@ -61,6 +62,9 @@ pub enum SloOutcome {
     Redirect(String),
     /// The request was asynchronous: no `LogoutResponse`, a plain page instead.
     Asynchronous,
+    /// The person has other SP sessions: their logout chain runs first
+    /// (`service::saml_logout`), and ends with the `LogoutResponse` (or the page).
+    Chain(LogoutStart),
 }
 
 /// What the sign-in page needs after a checked `AuthnRequest`.
@@ -110,6 +114,8 @@ pub enum SamlFlowError {
     SessionUsed,
     #[error("the approved session carries no readable identity token")]
     BadIdToken,
+    #[error("the logout is unknown, expired or already finished")]
+    LogoutGone,
     #[error("{0}")]
     Api(ApiError),
     #[error("SAML: {0}")]
@@ -145,7 +151,10 @@ impl SamlFlowError {
             SamlFlowError::Disabled => 404,
             SamlFlowError::Api(e) => e.code.status(),
             SamlFlowError::Saml(_) => 500,
-            SamlFlowError::ContextGone | SamlFlowError::NotApproved | SamlFlowError::SessionUsed => 409,
+            SamlFlowError::ContextGone
+            | SamlFlowError::NotApproved
+            | SamlFlowError::SessionUsed
+            | SamlFlowError::LogoutGone => 409,
             SamlFlowError::OtherBrowser => ErrorCode::OriginNotAllowed.status(),
             _ => 400,
         }
@@ -196,6 +205,12 @@ impl SamlFlowError {
             SamlFlowError::NotApproved | SamlFlowError::WrongService | SamlFlowError::SessionUsed => (
                 "Sign-in not completed",
                 format!("This sign-in was not approved on the phone or was already used. {back}"),
+            ),
+            SamlFlowError::LogoutGone => (
+                "Sign-out already finished",
+                "This sign-out finished or expired. You may still be signed in to services that did not answer; \
+                 sign out there if so."
+                    .into(),
             ),
             SamlFlowError::BadIdToken | SamlFlowError::Saml(_) => {
                 ("Something went wrong", "The sign-in server could not complete the sign-in. Try again later.".into())
@@ -403,6 +418,15 @@ impl Services {
                 transient.as_str()
             }
         };
+        let session_end = now.saturating_add(secs(cfg.session_lifetime));
+        let sp_session = SpSession {
+            service_id: context.service_id.clone(),
+            sp_entity_id: sp.entity_id.clone(),
+            name_id: name_id.to_string(),
+            name_id_format: context.name_id_format,
+            session_index: session.id.clone(),
+        };
+        self.record_sp_session(&session.token_id, &sp_session, session_end, now).await?;
         let xml = build_response(
             &self.keys,
             &cert,
@@ -417,6 +441,7 @@ impl Services {
                 now,
                 lifetime: cfg.assertion_lifetime,
                 clock_skew: cfg.clock_skew,
+                session_not_on_or_after: Some(session_end),
                 claims: &claims,
             },
         )
@@ -459,7 +484,9 @@ impl Services {
     /// `GET /saml/slo`: a checked `LogoutRequest` gets a signed `LogoutResponse`
     /// (Success; the IdP keeps no browser session to end) redirected to the SP's SLO URL,
     /// unless it is asynchronous (its `Extensions` carry `aslo:Asynchronous`): then no
-    /// response is sent at all.
+    /// response is sent at all. The SP session it names is forgotten, and when the same
+    /// person has other SP sessions with a SingleLogoutService, a logout chain logs
+    /// them out first (SAML profiles §4.4.3.1) and the response (or the page) ends it.
     pub async fn saml_logout(&self, query: &str, now: i64) -> Result<SloOutcome, SamlFlowError> {
         let cfg = &self.settings.saml;
         if !cfg.enabled {
@@ -472,11 +499,25 @@ impl Services {
         if self.sessions.hit(&replay_key, 1, window).await?.is_err() {
             return Err(SamlFlowError::Replayed(slo.request.id));
         }
+        let finish = if slo.request.asynchronous {
+            LogoutFinish::SignedOut
+        } else {
+            LogoutFinish::Redirect(
+                redirect::logout_response_redirect(&self.keys, &self.settings.issuer, &slo, now).await?,
+            )
+        };
+        let r = &slo.request;
+        if let Some(start) =
+            self.propagate_sp_logout(&slo.sp.entity_id, &r.name_id, &r.session_indexes, finish.clone(), now).await?
+        {
+            tracing::info!(sp = %slo.sp.entity_id, request_id = %r.id, "SAML logout goes on to the person's other SPs");
+            return Ok(SloOutcome::Chain(start));
+        }
         if slo.request.asynchronous {
             tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML asynchronous logout: no response sent");
             return Ok(SloOutcome::Asynchronous);
         }
-        let url = redirect::logout_response_redirect(&self.keys, &self.settings.issuer, &slo, now).await?;
+        let LogoutFinish::Redirect(url) = finish else { return Ok(SloOutcome::Asynchronous) };
         tracing::info!(sp = %slo.sp.entity_id, request_id = %slo.request.id, "SAML logout answered");
         Ok(SloOutcome::Redirect(url))
     }

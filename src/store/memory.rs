@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    AuthSession, EventHub, SessionEnd, SessionEvents, SessionStatus, SessionStore, SessionStoreError, session_position,
-    session_position_since,
+    AuthSession, EventHub, Member, SessionEnd, SessionEvents, SessionStatus, SessionStore, SessionStoreError,
+    session_position, session_position_since,
 };
 
 /// Entries expire lazily; a sweep runs every `SWEEP_EVERY` writes so memory stays bounded.
@@ -26,6 +26,8 @@ struct Inner {
     by_token: HashMap<String, Vec<String>>,
     /// Session ids by listing position (`session_position`), for the management API.
     listing: BTreeMap<String, String>,
+    /// Bounded sets: key → member → (value, expires_at unix seconds).
+    sets: HashMap<String, HashMap<String, (String, i64)>>,
     writes: u64,
 }
 
@@ -42,6 +44,10 @@ impl Inner {
             .retain(|_, (window, hits)| hits.back().is_some_and(|(last, _)| now.duration_since(*last) < *window));
         self.locks.retain(|_, until| *until > now);
         let unix = crate::ids::now_unix();
+        for set in self.sets.values_mut() {
+            set.retain(|_, (_, exp)| *exp > unix);
+        }
+        self.sets.retain(|_, set| !set.is_empty());
         let gone: Vec<String> =
             self.sessions.iter().filter(|(_, (_, keep))| *keep < unix).map(|(id, _)| id.clone()).collect();
         for id in gone {
@@ -290,6 +296,54 @@ impl SessionStore for MemorySessionStore {
         let now = Instant::now();
         Ok(inner.locks.get(key).filter(|until| **until > now).map(|until| *until - now))
     }
+
+    async fn put_member(
+        &self,
+        key: &str,
+        member: &str,
+        value: &str,
+        expires_at: i64,
+        max: usize,
+    ) -> Result<(), SessionStoreError> {
+        let unix = crate::ids::now_unix();
+        let mut inner = self.guard()?;
+        inner.sweep(Instant::now());
+        let set = inner.sets.entry(key.to_string()).or_default();
+        set.retain(|_, (_, exp)| *exp > unix);
+        set.insert(member.to_string(), (value.to_string(), expires_at));
+        while set.len() > max {
+            let Some(first) = set.iter().min_by_key(|(m, (_, exp))| (*exp, (*m).clone())).map(|(m, _)| m.clone())
+            else {
+                break;
+            };
+            set.remove(&first);
+        }
+        Ok(())
+    }
+
+    async fn members(&self, key: &str, now: i64) -> Result<Vec<Member>, SessionStoreError> {
+        let inner = self.guard()?;
+        let mut out: Vec<Member> = inner
+            .sets
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(_, (_, exp))| *exp > now)
+            .map(|(m, (v, exp))| Member { member: m.clone(), value: v.clone(), expires_at: *exp })
+            .collect();
+        out.sort_by(|a, b| (a.expires_at, &a.member).cmp(&(b.expires_at, &b.member)));
+        Ok(out)
+    }
+
+    async fn take_member(&self, key: &str, member: &str, now: i64) -> Result<Option<String>, SessionStoreError> {
+        let mut inner = self.guard()?;
+        let Some(set) = inner.sets.get_mut(key) else { return Ok(None) };
+        let taken = set.remove(member).filter(|(_, exp)| *exp > now).map(|(v, _)| v);
+        if set.is_empty() {
+            inner.sets.remove(key);
+        }
+        Ok(taken)
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +376,27 @@ mod tests {
         s.put_value("short", "v", Duration::from_millis(1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(s.take_value("short").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn bounded_sets_expire_members_and_drop_the_soonest_expiring_past_the_bound() {
+        let s = MemorySessionStore::new();
+        let now = crate::ids::now_unix();
+        s.put_member("p", "a", "va", now + 100, 2).await.unwrap();
+        s.put_member("p", "b", "vb", now + 300, 2).await.unwrap();
+        s.put_member("p", "gone", "vg", now - 1, 2).await.unwrap();
+        let m = s.members("p", now).await.unwrap();
+        assert_eq!(m.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(), ["a", "b"], "expired never listed");
+        s.put_member("p", "c", "vc", now + 200, 2).await.unwrap();
+        let m = s.members("p", now).await.unwrap();
+        assert_eq!(m.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(), ["c", "b"], "a expired first: dropped");
+        assert_eq!(m[0].value, "vc");
+        assert_eq!(s.members("p", now + 250).await.unwrap().len(), 1, "c is past its expiry at now+250");
+        assert_eq!(s.take_member("p", "b", now).await.unwrap().as_deref(), Some("vb"));
+        assert_eq!(s.take_member("p", "b", now).await.unwrap(), None, "taken once");
+        assert_eq!(s.take_member("p", "c", now + 250).await.unwrap(), None, "an expired member is not returned");
+        assert!(s.members("p", now).await.unwrap().is_empty());
+        assert!(s.members("other", now).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -31,8 +31,8 @@ pub use memory::MemorySessionStore;
 pub use postgres::PostgresStore;
 pub use redis::RedisSessionStore;
 pub use sessions::{
-    AuthSession, SESSION_INDEX_MAX, SessionEnd, SessionStatus, SessionStore, SessionStoreError, session_position,
-    session_position_since,
+    AuthSession, Member, SESSION_INDEX_MAX, SessionEnd, SessionStatus, SessionStore, SessionStoreError,
+    session_position, session_position_since,
 };
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;

@@ -12,6 +12,8 @@
 //! - `P n:<nonce>`, `P l:<key>`, `P v:<key>`: nonces, locks and single-use values,
 //!   plain TTL keys.
 //! - `P w:<key>`, `P u:<key>`: sliding windows, sorted sets scored by Redis time in ms.
+//! - `P m:<key>` and `P mv:<key>`: a bounded set, its members scored by their expiry
+//!   (unix seconds) and their values in a hash; both expire with the last member.
 //!
 //! Every state change is one Lua script, so no read-modify-write race exists between
 //! nodes. A session's end is published on `P events`; each process holds one
@@ -29,7 +31,7 @@ use redis::{AsyncCommands, Client, IntoConnectionInfo, RedisError, Script};
 
 use super::config::SessionStoreConfig;
 use super::{
-    AuthSession, EventHub, SESSION_INDEX_MAX, SessionEnd, SessionEvents, SessionStatus, SessionStore,
+    AuthSession, EventHub, Member, SESSION_INDEX_MAX, SessionEnd, SessionEvents, SessionStatus, SessionStore,
     SessionStoreError, session_position, session_position_since,
 };
 
@@ -122,6 +124,58 @@ end
 return total
 "#;
 
+/// ARGV: now, member, value, expires_at, max. KEYS: the set's zset, its values hash.
+const PUT_MEMBER: &str = r#"
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if #gone > 0 then
+    redis.call('ZREM', KEYS[1], unpack(gone))
+    redis.call('HDEL', KEYS[2], unpack(gone))
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+local max = tonumber(ARGV[5])
+if n > max then
+    local drop = redis.call('ZRANGE', KEYS[1], 0, n - max - 1)
+    redis.call('ZREM', KEYS[1], unpack(drop))
+    redis.call('HDEL', KEYS[2], unpack(drop))
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local ttl = 1
+if #last == 2 then ttl = math.max(1, tonumber(last[2]) - tonumber(ARGV[1])) end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return n
+"#;
+
+/// ARGV: now. Returns {member, value, expires_at, ...} of the live members.
+const MEMBERS: &str = r#"
+local out = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')) do
+    table.insert(out, m)
+end
+local res = {}
+for i = 1, #out, 2 do
+    local v = redis.call('HGET', KEYS[2], out[i])
+    if v then
+        table.insert(res, out[i])
+        table.insert(res, v)
+        table.insert(res, out[i + 1])
+    end
+end
+return res
+"#;
+
+/// ARGV: now, member. Returns the value if the member was live.
+const TAKE_MEMBER: &str = r#"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+local v = redis.call('HGET', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2])
+if score and v and tonumber(score) > tonumber(ARGV[1]) then return v end
+return false
+"#;
+
 /// Whether the one subscription of this process is up (readiness: without it browsers
 /// hear of a verify on another node only when their session expires).
 #[derive(Debug, Default)]
@@ -156,6 +210,9 @@ struct Scripts {
     pending: Script,
     hit: Script,
     add_units: Script,
+    put_member: Script,
+    members: Script,
+    take_member: Script,
 }
 
 impl std::fmt::Debug for RedisSessionStore {
@@ -224,6 +281,9 @@ impl RedisSessionStore {
                 pending: Script::new(PENDING),
                 hit: with_clock(HIT),
                 add_units: with_clock(ADD_UNITS),
+                put_member: Script::new(PUT_MEMBER),
+                members: Script::new(MEMBERS),
+                take_member: Script::new(TAKE_MEMBER),
             },
         })
     }
@@ -557,5 +617,43 @@ impl SessionStore for RedisSessionStore {
         call.arg(millis(window)).arg(limit).arg(crate::ids::new_id());
         let (allowed, wait_ms): (i64, i64) = self.bounded(call.invoke_async(&mut conn)).await?;
         Ok(if allowed == 1 { Ok(()) } else { Err(Duration::from_millis(wait_ms.max(0).unsigned_abs())) })
+    }
+
+    async fn put_member(
+        &self,
+        key: &str,
+        member: &str,
+        value: &str,
+        expires_at: i64,
+        max: usize,
+    ) -> Result<(), SessionStoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.put_member.key(self.key("m", key));
+        call.key(self.key("mv", key));
+        call.arg(crate::ids::now_unix()).arg(member).arg(value).arg(expires_at).arg(max.max(1));
+        let _: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn members(&self, key: &str, now: i64) -> Result<Vec<Member>, SessionStoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.members.key(self.key("m", key));
+        call.key(self.key("mv", key));
+        call.arg(now);
+        let flat: Vec<String> = self.bounded(call.invoke_async(&mut conn)).await?;
+        let mut out = Vec::with_capacity(flat.len() / 3);
+        for c in flat.chunks_exact(3) {
+            let expires_at = c[2].parse::<f64>().map_err(|_| unavailable("bad member score"))? as i64;
+            out.push(Member { member: c[0].clone(), value: c[1].clone(), expires_at });
+        }
+        Ok(out)
+    }
+
+    async fn take_member(&self, key: &str, member: &str, now: i64) -> Result<Option<String>, SessionStoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.take_member.key(self.key("m", key));
+        call.key(self.key("mv", key));
+        call.arg(now).arg(member);
+        self.bounded(call.invoke_async(&mut conn)).await
     }
 }

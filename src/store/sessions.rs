@@ -161,6 +161,33 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Sliding-window counter: records one hit for `key` and tells whether the window
     /// (`limit` hits per `window`) still allows it; when not, how long until it does.
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<Result<(), Duration>, SessionStoreError>;
+
+    /// Adds (or replaces) `member` with `value` in the bounded set `key`; the member
+    /// lives until `expires_at` (unix seconds). The set keeps at most `max` members:
+    /// past that, those that expire first are dropped (e.g. the SAML SP sessions of one
+    /// person, docs/protocol.md §8.6).
+    async fn put_member(
+        &self,
+        key: &str,
+        member: &str,
+        value: &str,
+        expires_at: i64,
+        max: usize,
+    ) -> Result<(), SessionStoreError>;
+    /// The live members of the set `key` at `now` (unix seconds): (member, value, expires_at),
+    /// in expiry order.
+    async fn members(&self, key: &str, now: i64) -> Result<Vec<Member>, SessionStoreError>;
+    /// Removes `member` from the set `key` and returns its value if it was still live.
+    async fn take_member(&self, key: &str, member: &str, now: i64) -> Result<Option<String>, SessionStoreError>;
+}
+
+/// One member of a bounded set ([`SessionStore::put_member`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub member: String,
+    pub value: String,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 /// The listing order of sessions: creation time, then id. Also the management API's

@@ -12,6 +12,10 @@ use rand_core::{OsRng, RngCore};
 const STYLE: &str = include_str!("style.css");
 const SIGNIN_JS: &str = include_str!("signin.js");
 const POST_JS: &str = "document.getElementById('saml-post').submit();";
+/// After load, so the step page stays in the history: Back from an SP that does not
+/// answer returns here and the chain goes on.
+const LOGOUT_JS: &str = "window.addEventListener('load',function(){setTimeout(function(){\
+location.assign(document.getElementById('logout-next').href);},0);});";
 
 /// A rendered page with the CSP that must accompany it.
 #[derive(Debug, Clone)]
@@ -267,6 +271,22 @@ fn post_page(
     );
     let action = origin_of(acs_url).unwrap_or_else(|| "'none'".into());
     Page { html: layout(nonce, title, &body, Some(POST_JS)), csp: csp(nonce, None, &action) }
+}
+
+/// One step of a single logout (docs/protocol.md §8.6): a nonce'd script follows the
+/// link to the SP's SingleLogoutService with the signed `LogoutRequest`; the page says
+/// which SP, and offers to skip it when it does not send the browser back.
+pub fn logout_step_page(nonce: &str, sp_name: &str, url: &str, skip_url: &str, position: usize, total: usize) -> Page {
+    let body = format!(
+        r#"<h1>Signing you out</h1>
+<p role="status">Signing you out of <strong>{sp}</strong> ({position} of {total})…</p>
+<p><a id="logout-next" href="{url}">Continue to {sp}</a></p>
+<p class="hint">If {sp} does not send you back, return to this page or <a id="logout-skip" href="{skip}">skip it</a>.</p>"#,
+        sp = escape(sp_name),
+        url = escape(url),
+        skip = escape(skip_url),
+    );
+    Page { html: layout(nonce, "Signing you out", &body, Some(LOGOUT_JS)), csp: csp(nonce, None, "'none'") }
 }
 
 /// A notice (e.g. "signed out"): a title and a sentence, no script.

@@ -130,6 +130,7 @@ async fn response(ring: &KeyRing, cert: &SigningCertificate, sp: &SamlSpConfig, 
             now,
             lifetime: Duration::from_secs(300),
             clock_skew: Duration::from_secs(60),
+            session_not_on_or_after: None,
             claims: &claims,
         },
     )

@@ -180,9 +180,17 @@ impl Browser {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mod_auth_mellon_signs_in_and_out_with_rsa_sha256() {
-    let Some(py) = tools() else { return };
+/// The SP (mellon on a free port, its own RSA key) and Symbolon with that SP and a
+/// public OIDC client `rp` whose post-logout address is `{sp}/loggedout`.
+struct Mellon {
+    env: SignIn,
+    apache: Apache,
+    sp: String,
+    idp: String,
+    dir: tempfile::TempDir,
+}
+
+async fn start_mellon() -> Mellon {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().unwrap();
     let sp = format!("http://127.0.0.1:{port}");
@@ -210,6 +218,15 @@ signature_algorithm = "rsa-sha256"
 attribute_name_format = "uri"
 requests_signed = true
 certificate_pem = "{cert}"
+
+[[services]]
+id = "rp"
+name = "OIDC App"
+allowed_scopes = ["name"]
+[services.oidc]
+redirect_uris = ["https://rp.example/cb"]
+post_logout_redirect_uris = ["{sp}/loggedout"]
+token_endpoint_auth_method = "none"
 "#,
         cert = dir.path().join("sp-cert.pem").display()
     );
@@ -218,42 +235,66 @@ certificate_pem = "{cert}"
     let md = reqwest::get(format!("{idp}/saml/metadata")).await.unwrap().text().await.unwrap();
     assert_eq!(md.matches(r#"<md:KeyDescriptor use="signing">"#).count(), 2, "EC and RSA certificates: {md}");
     let apache = start_apache(dir.path(), port, &md);
+    Mellon { env, apache, sp, idp, dir }
+}
 
-    let shots = target_dir().join("screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = dir.path().join("mellon.json");
-    let protected = format!("{sp}/secret/env");
-    let logout = format!("{sp}/mellon/logout?ReturnTo={}", urlencode(&protected));
-    let mut browser = Browser::start(
-        &py,
-        &[
+impl Mellon {
+    /// Headless Chromium signs in at the protected page (the device approving the code
+    /// it shows), then does what `extra` asks (a logout); the script's JSON result.
+    async fn browse(&self, py: &Path, name: &str, extra: &[&str]) -> serde_json::Value {
+        let shots = target_dir().join("screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let out = self.dir.path().join(format!("{name}.json"));
+        let protected = format!("{}/secret/env", self.sp);
+        let otp_shot = shots.join(format!("{name}-otp.png"));
+        let result_shot = shots.join(format!("{name}-protected.png"));
+        let mut args = vec![
             "mellon",
             "--url",
             &protected,
-            "--logout-url",
-            &logout,
             "--idp-url",
-            &idp,
+            &self.idp,
             "--token-id",
-            &env.token_id,
+            &self.env.token_id,
             "--out",
             out.to_str().unwrap(),
             "--screenshot",
-            shots.join("mellon-otp.png").to_str().unwrap(),
+            otp_shot.to_str().unwrap(),
             "--result-screenshot",
-            shots.join("mellon-protected.png").to_str().unwrap(),
-        ],
-    );
-    let otp = tokio::task::block_in_place(|| browser.otp());
-    let pending = env.device_client.pending(&env.device).await.unwrap();
-    let entry = pending.sessions.iter().find(|s| s.otp == otp).expect("the device sees the code the page shows");
-    let scopes = vec!["name".to_string(), "birthdate".to_string(), "age".to_string()];
-    env.device_client.verify(&env.device, &entry.session_id, &otp, Decision::Approve, Some(scopes)).await.unwrap();
-    let finished = tokio::task::block_in_place(|| browser.finish());
-    let apache_log = apache.error_log();
-    assert!(finished, "browser script failed; mellon's log:\n{apache_log}\nsymbolon's log:\n{}", env.server.log());
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    eprintln!("{result:#}");
+            result_shot.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut browser = Browser::start(py, &args);
+        let otp = tokio::task::block_in_place(|| browser.otp());
+        let pending = self.env.device_client.pending(&self.env.device).await.unwrap();
+        let entry = pending.sessions.iter().find(|s| s.otp == otp).expect("the device sees the code the page shows");
+        let scopes = vec!["name".to_string(), "birthdate".to_string(), "age".to_string()];
+        self.env
+            .device_client
+            .verify(&self.env.device, &entry.session_id, &otp, Decision::Approve, Some(scopes))
+            .await
+            .unwrap();
+        let finished = tokio::task::block_in_place(|| browser.finish());
+        assert!(
+            finished,
+            "browser script failed; mellon's log:\n{}\nsymbolon's log:\n{}",
+            self.apache.error_log(),
+            self.env.server.log()
+        );
+        let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        eprintln!("{result:#}");
+        result
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mod_auth_mellon_signs_in_and_out_with_rsa_sha256() {
+    let Some(py) = tools() else { return };
+    let m = start_mellon().await;
+    let (env, sp, idp) = (&m.env, &m.sp, &m.idp);
+    let protected = format!("{sp}/secret/env");
+    let logout = format!("{sp}/mellon/logout?ReturnTo={}", urlencode(&protected));
+    let result = m.browse(&py, "mellon", &["--logout-url", &logout]).await;
 
     // What Apache handed the protected CGI: the attributes under their standard OIDs
     // (mapped to names by MellonSetEnv), the basic-named ones as they are, and a
@@ -276,6 +317,39 @@ certificate_pem = "{cert}"
     let log = env.server.log();
     assert!(log.contains("SAML response issued") && log.contains("SAML logout answered"), "{log}");
     assert!(!log.contains("SAML request refused"), "{log}");
+}
+
+/// RP-initiated logout at Symbolon ends the person's mellon session: an OIDC client
+/// signs the same token id in, mellon gets its session through Chromium, then the
+/// OIDC client's end_session sends the browser through mellon's SingleLogoutService
+/// (a LogoutRequest signed RSA-SHA256, which Lasso verifies) and back to Symbolon with
+/// mellon's signed LogoutResponse, then to the post-logout address with `state`. The
+/// protected page then asks for sign-in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rp_initiated_logout_at_symbolon_ends_the_mellon_session() {
+    let Some(py) = tools() else { return };
+    let m = start_mellon().await;
+    let tokens = m.env.oidc_public_sign_in("rp", "https://rp.example/cb", &["name"]).await.unwrap();
+    let hint = tokens["id_token"].as_str().unwrap();
+    let after = format!("{}/loggedout", m.sp);
+    let pairs = [("id_token_hint", hint), ("post_logout_redirect_uri", after.as_str()), ("state", "bye-42")];
+    let end_session = reqwest::Url::parse_with_params(&format!("{}/end_session", m.idp), &pairs).unwrap();
+    let result = m
+        .browse(&py, "mellon-rp-logout", &["--end-session-url", end_session.as_str(), "--after-end-session", &after])
+        .await;
+    let text = result["protected_text"].as_str().unwrap();
+    assert!(text.contains("MELLON_NAME_ID="), "signed in at mellon first: {text}");
+    assert_eq!(result["after_end_session_url"], format!("{after}?state=bye-42").as_str(), "{result}");
+    // The mellon session is gone: the protected page sent the browser to sign in again.
+    assert!(result["after_logout_url"].as_str().unwrap().starts_with(&format!("{}/saml/sso?", m.idp)), "{result}");
+    assert_eq!(result["after_logout_has_form"], true);
+    let log = m.env.server.log();
+    assert!(log.contains("SAML LogoutRequest sent"), "{log}");
+    assert!(log.contains("SAML LogoutResponse: the SP ended its session"), "mellon confirmed: {log}");
+    assert!(log.contains("SAML single logout finished"), "{log}");
+    assert!(!log.contains("LogoutResponse refused") && !log.contains("did not answer"), "{log}");
+    let mellon_log = m.apache.error_log();
+    assert!(!mellon_log.contains("Failed to verify"), "{mellon_log}");
 }
 
 fn urlencode(s: &str) -> String {

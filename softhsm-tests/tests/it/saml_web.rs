@@ -21,6 +21,9 @@ use symbolon::saml::saml_time;
 const SP_ENTITY: &str = "https://sp.example/saml2/metadata";
 const SP_SLO: &str = "https://sp.example/saml2/slo";
 const SIGNED_SP_ENTITY: &str = "https://signed-sp.example/metadata";
+const THIRD_SP_ENTITY: &str = "https://third-sp.example/metadata";
+const THIRD_SP_SLO: &str = "https://third-sp.example/slo";
+const RP_BYE: &str = "https://rp.example/bye";
 const SCOPES: [&str; 3] = ["name", "age", "nationality"];
 const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -40,6 +43,11 @@ fn sh(cmd: &mut Command) -> (bool, String) {
 }
 
 async fn start(acs_port: u16) -> Env {
+    start_with(acs_port, "").await
+}
+
+/// [`start`] with extra `[saml]` settings.
+async fn start_with(acs_port: u16, saml_extra: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let sp_key = dir.path().join("sp-key.pem");
     let sp_cert = dir.path().join("sp-cert.pem");
@@ -55,6 +63,7 @@ async fn start(acs_port: u16) -> Env {
         r#"
 [saml]
 enabled = true
+{saml_extra}
 
 [demo]
 enabled = true
@@ -88,11 +97,24 @@ certificate_pem = "{cert}"
 default_scopes = ["age"]
 
 [[services]]
+id = "sp3"
+name = "Third SP"
+allowed_scopes = ["age"]
+[services.saml]
+entity_id = "{THIRD_SP_ENTITY}"
+acs_url = "https://third-sp.example/acs"
+slo_url = "{THIRD_SP_SLO}"
+requests_signed = true
+certificate_pem = "{cert}"
+default_scopes = ["age"]
+
+[[services]]
 id = "oidc1"
 name = "OIDC App"
 allowed_scopes = ["name"]
 [services.oidc]
 redirect_uris = ["https://rp.example/cb"]
+post_logout_redirect_uris = ["{RP_BYE}"]
 token_endpoint_auth_method = "none"
 "#,
         cert = sp_cert.display()
@@ -163,11 +185,21 @@ impl Env {
     /// SSO page → initiate from the issuer origin → the device approves → completion.
     /// Returns the completion page and the session's identity-token claims.
     async fn sign_in(&self, sso: &str) -> (u16, reqwest::header::HeaderMap, String, Value) {
+        self.sign_in_to(sso, "sp1", &SCOPES).await
+    }
+
+    /// [`Env::sign_in`] for the SP of `service` with `scopes`.
+    async fn sign_in_to(
+        &self,
+        sso: &str,
+        service: &str,
+        scopes: &[&str],
+    ) -> (u16, reqwest::header::HeaderMap, String, Value) {
         let (status, headers, page) = self.get(sso).await;
         assert_eq!(status, 200, "{page}");
         let context = attr_value(&page, "name=\"context\" value=\"").unwrap();
         let cookie = flow_cookie(&headers);
-        let (sid, bt, claims) = self.approved_session().await;
+        let (sid, bt, claims) = self.approved_session_for(service, scopes).await;
         let r = client()
             .post(self.url("/saml/complete"))
             .header("cookie", cookie)
@@ -182,10 +214,15 @@ impl Env {
 
     /// A session for sp1 started as the sign-in page does, approved by the device.
     async fn approved_session(&self) -> (String, String, Value) {
+        self.approved_session_for("sp1", &SCOPES).await
+    }
+
+    /// A session for `service` started as the sign-in page does, approved with `scopes`.
+    async fn approved_session_for(&self, service: &str, scopes: &[&str]) -> (String, String, Value) {
         let r = client()
             .post(self.url("/v1/auth/initiate"))
             .header("Origin", &self.env.server.public_url)
-            .json(&serde_json::json!({"token_id": self.env.token_id, "service_id": "sp1", "scopes": SCOPES}))
+            .json(&serde_json::json!({"token_id": self.env.token_id, "service_id": service, "scopes": scopes}))
             .send()
             .await
             .unwrap();
@@ -195,7 +232,7 @@ impl Env {
         let bt = started["browser_token"].as_str().unwrap().to_string();
         let pending = self.env.device_client.pending(&self.env.device).await.unwrap();
         let entry = pending.sessions.iter().find(|s| s.session_id == sid).unwrap();
-        let scopes = SCOPES.iter().map(|s| s.to_string()).collect();
+        let scopes = scopes.iter().map(|s| s.to_string()).collect();
         self.env
             .device_client
             .verify(&self.env.device, &sid, &entry.otp, Decision::Approve, Some(scopes))
@@ -1016,4 +1053,279 @@ async fn asynchronous_logout_request_gets_no_logout_response() {
     let (status, headers, _) = e.get(&url(&xml("_async2", ""))).await;
     assert_eq!(status, 303);
     assert!(headers["location"].to_str().unwrap().starts_with(&format!("{SP_SLO}?SAMLResponse=")));
+}
+
+// ------------------------------------------------------------------ single logout (§8.6)
+
+/// One run of a logout chain as a browser would: the cookie it holds.
+struct LogoutBrowser {
+    cookie: String,
+}
+
+impl Env {
+    /// A sign-in of the public OIDC client `oidc1` (PKCE) for the same token id:
+    /// its id_token.
+    async fn oidc_id_token(&self) -> String {
+        let tokens = self.env.oidc_public_sign_in("oidc1", "https://rp.example/cb", &["name"]).await.unwrap();
+        tokens["id_token"].as_str().unwrap().to_string()
+    }
+
+    /// RP-initiated logout with `hint`, returning to `RP_BYE` with `state`.
+    async fn end_session(&self, hint: &str, state: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let pairs = [("id_token_hint", hint), ("post_logout_redirect_uri", RP_BYE), ("state", state)];
+        let url = reqwest::Url::parse_with_params(&self.url("/end_session"), &pairs).unwrap();
+        self.get(url.as_str()).await
+    }
+
+    async fn get_with(&self, url: &str, cookie: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut r = client().get(url);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().await.unwrap())
+    }
+
+    /// Starts the chain that `end_session` answered with: the browser with its cookie
+    /// and the first step page.
+    fn chain_started(&self, headers: &reqwest::header::HeaderMap) -> (LogoutBrowser, String) {
+        let set = headers["set-cookie"].to_str().unwrap();
+        assert!(
+            set.starts_with("symbolon-logout=") && set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+            "{set}"
+        );
+        let location = headers["location"].to_str().unwrap();
+        assert!(location.starts_with("/saml/logout?chain="), "{location}");
+        (LogoutBrowser { cookie: set.split(';').next().unwrap().to_string() }, self.url(location))
+    }
+
+    /// The step page at `step`: the SP's SLO URL it sends the browser to, checked
+    /// (signed by our published key over the query, the LogoutRequest's fields): the
+    /// request XML and the RelayState (the chain id).
+    async fn logout_step(&self, b: &LogoutBrowser, step: &str, cert_pem: &str, slo: &str) -> (String, String) {
+        let (status, headers, page) = self.get_with(step, Some(&b.cookie)).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'nonce-"));
+        let next = attr_value(&page, "id=\"logout-next\" href=\"").unwrap();
+        let query = next.strip_prefix(&format!("{slo}?")).unwrap_or_else(|| panic!("{next}"));
+        let (signed, sig) = query.rsplit_once("&Signature=").unwrap();
+        let sig = STANDARD.decode(percent_encoding::percent_decode_str(sig).decode_utf8().unwrap().as_ref()).unwrap();
+        use der::DecodePem;
+        let cert = x509_cert::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
+        let point = cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes();
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).unwrap();
+        use p256::ecdsa::signature::Verifier;
+        key.verify(signed.as_bytes(), &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+            .expect("LogoutRequest signature");
+        let pairs: std::collections::HashMap<String, String> =
+            reqwest::Url::parse(&format!("http://sp/?{signed}")).unwrap().query_pairs().into_owned().collect();
+        let deflated = STANDARD.decode(&pairs["SAMLRequest"]).unwrap();
+        let xml = String::from_utf8(inflate(&deflated, 65536).unwrap()).unwrap();
+        assert!(xml.contains(&format!("Destination=\"{slo}\"")), "{xml}");
+        assert!(xml.contains("Reason=\"urn:oasis:names:tc:SAML:2.0:logout:user\""), "{xml}");
+        (xml, pairs["RelayState"].clone())
+    }
+
+    /// The SP's `LogoutResponse` to `irt` at our `/saml/slo`, unsigned or signed by `key`.
+    async fn answer_logout(
+        &self,
+        b: Option<&LogoutBrowser>,
+        issuer: &str,
+        irt: &str,
+        relay: &str,
+        status: &str,
+        key: Option<&Path>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let xml = format!(
+            r#"<samlp:LogoutResponse xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="_resp{n}" Version="2.0" IssueInstant="{t}" Destination="{d}" InResponseTo="{irt}"><saml:Issuer>{issuer}</saml:Issuer><samlp:Status><samlp:StatusCode Value="{status}"/></samlp:Status></samlp:LogoutResponse>"#,
+            n = symbolon::ids::new_id().replace('-', "_"),
+            t = saml_time(now()),
+            d = self.url("/saml/slo"),
+        );
+        let dir = self.dir.path().to_path_buf();
+        let query = match key {
+            None => encode_query("SAMLResponse", &xml, Some(relay), None, |_| vec![]),
+            Some(key) => encode_query(
+                "SAMLResponse",
+                &xml,
+                Some(relay),
+                Some("http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"),
+                |octets| {
+                    let input = dir.join("octets");
+                    std::fs::write(&input, octets).unwrap();
+                    Command::new("openssl")
+                        .args(["dgst", "-sha256", "-sign"])
+                        .arg(key)
+                        .arg(&input)
+                        .output()
+                        .unwrap()
+                        .stdout
+                },
+            ),
+        };
+        self.get_with(&format!("{}?{query}", self.url("/saml/slo")), b.map(|b| b.cookie.as_str())).await
+    }
+}
+
+fn request_id_of(xml: &str) -> String {
+    between(xml, " ID=\"", "\"").unwrap().to_string()
+}
+
+fn session_index_of(xml: &str) -> String {
+    between(xml, "<samlp:SessionIndex>", "</samlp:SessionIndex>").unwrap().to_string()
+}
+
+const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+
+#[tokio::test]
+async fn rp_initiated_logout_logs_the_person_out_of_their_saml_sps_one_after_another() {
+    let e = start(free_port().unwrap()).await;
+    let (_, cert_pem) = e.metadata_cert_pem().await;
+    // SP sessions at sp1 (persistent NameID) and sp3 (transient), then an OIDC sign-in.
+    let (status, _, page, _) = e.sign_in(&e.sso_url(&e.good_request("_slo1"), None)).await;
+    assert_eq!(status, 200, "{page}");
+    let sp1_xml = saml_response_of(&page);
+    let sp1_index = between(&sp1_xml, "SessionIndex=\"", "\"").unwrap().to_string();
+    assert!(sp1_xml.contains("SessionNotOnOrAfter=\""), "{sp1_xml}");
+    let third = e
+        .authn_request("_slo3", THIRD_SP_ENTITY, Some("https://third-sp.example/acs"), now(), "")
+        .replace("nameid-format:persistent", "nameid-format:transient");
+    let q = e.signed_query(&third, &e.sp_key);
+    let (status, _, page, _) = e.sign_in_to(&format!("{}?{q}", e.url("/saml/sso")), "sp3", &["age"]).await;
+    assert_eq!(status, 200, "{page}");
+    let sp3_xml = saml_response_of(&page);
+    let sp3_name_id = between(&sp3_xml, "nameid-format:transient\" NameQualifier=", "</saml:NameID>")
+        .unwrap()
+        .rsplit('>')
+        .next()
+        .unwrap()
+        .to_string();
+    let hint = e.oidc_id_token().await;
+
+    // Run 1: sp1 answers with a wrong InResponseTo, sp3 with a forged signature: both
+    // refused and logged, the chain goes on and ends at the RP with its state.
+    let (status, headers, body) = e.end_session(&hint, "s-1").await;
+    assert_eq!(status, 303, "{body}");
+    let (b, step) = e.chain_started(&headers);
+    let (xml, relay) = e.logout_step(&b, &step, &cert_pem, SP_SLO).await;
+    assert!(xml.contains(&format!(">{}</saml:NameID>", e.env.token_id)), "persistent NameID: {xml}");
+    assert!(xml.contains(&format!("SPNameQualifier=\"{SP_ENTITY}\"")), "{xml}");
+    assert_eq!(session_index_of(&xml), sp1_index);
+    let (status, headers, body) = e.answer_logout(Some(&b), SP_ENTITY, "_not_ours", &relay, SUCCESS, None).await;
+    assert_eq!(status, 303, "{body}");
+    assert_eq!(e.url(headers["location"].to_str().unwrap()), step);
+    e.assert_logged("InResponseTo does not name the LogoutRequest we sent").await;
+    let (xml, relay3) = e.logout_step(&b, &step, &cert_pem, THIRD_SP_SLO).await;
+    assert_eq!(relay3, relay, "one chain: its id is every request's RelayState");
+    assert!(xml.contains(&format!(">{sp3_name_id}</saml:NameID>")) && xml.contains("transient"), "{xml}");
+    let forger = e.dir.path().join("forger.pem");
+    let (ok, text) =
+        sh(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&forger));
+    assert!(ok, "{text}");
+    let (status, _, body) =
+        e.answer_logout(Some(&b), THIRD_SP_ENTITY, &request_id_of(&xml), &relay, SUCCESS, Some(&forger)).await;
+    assert_eq!(status, 303, "{body}");
+    e.assert_logged("signature does not verify").await;
+    let (status, headers, body) = e.get_with(&step, Some(&b.cookie)).await;
+    assert_eq!(status, 303, "{body}");
+    assert_eq!(headers["location"], format!("{RP_BYE}?state=s-1").as_str());
+    assert!(headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"), "the chain's cookie is cleared");
+    // The chain is over: a late answer, or the step again, gets the error page.
+    let (status, _, _) = e.get_with(&step, Some(&b.cookie)).await;
+    assert_eq!(status, 409);
+
+    // Run 2 (the same hint again: the RP may repeat a logout): both SP sessions are
+    // still there (refused answers end nothing). sp1 does
+    // not answer (the browser comes back to the step): skipped; sp3 answers Success,
+    // signed by its key. A response without the chain's cookie is refused.
+    let (status, headers, _) = e.end_session(&hint, "s-2").await;
+    assert_eq!(status, 303);
+    let (b, step) = e.chain_started(&headers);
+    let (xml, _) = e.logout_step(&b, &step, &cert_pem, SP_SLO).await;
+    assert_eq!(session_index_of(&xml), sp1_index, "sp1's session was kept after the wrong answer");
+    let (xml, relay) = e.logout_step(&b, &step, &cert_pem, THIRD_SP_SLO).await;
+    e.assert_logged("the SP did not answer; going on").await;
+    let irt = request_id_of(&xml);
+    let (status, _, body) = e.answer_logout(None, THIRD_SP_ENTITY, &irt, &relay, SUCCESS, Some(&e.sp_key)).await;
+    assert_eq!(status, 403, "no cookie, another browser: {body}");
+    let (status, _, body) = e.answer_logout(Some(&b), THIRD_SP_ENTITY, &irt, &relay, SUCCESS, Some(&e.sp_key)).await;
+    assert_eq!(status, 303, "{body}");
+    e.assert_logged("SAML LogoutResponse: the SP ended its session").await;
+    let (status, headers, _) = e.get_with(&step, Some(&b.cookie)).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (303, format!("{RP_BYE}?state=s-2").as_str()));
+
+    // Run 3: only sp1 is left; it answers Success (unsigned: it does not sign).
+    let (status, headers, _) = e.end_session(&hint, "s-3").await;
+    assert_eq!(status, 303);
+    let (b, step) = e.chain_started(&headers);
+    let (xml, relay) = e.logout_step(&b, &step, &cert_pem, SP_SLO).await;
+    let (status, _, _) = e.answer_logout(Some(&b), SP_ENTITY, &request_id_of(&xml), &relay, SUCCESS, None).await;
+    assert_eq!(status, 303);
+    let (status, headers, _) = e.get_with(&step, Some(&b.cookie)).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (303, format!("{RP_BYE}?state=s-3").as_str()));
+
+    // Run 4: no SP session left: straight back to the RP.
+    let (status, headers, _) = e.end_session(&hint, "s-4").await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], format!("{RP_BYE}?state=s-4").as_str());
+    assert!(headers.get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn sp_initiated_logout_goes_on_to_the_persons_other_sps_then_answers() {
+    let e = start(free_port().unwrap()).await;
+    let (_, cert_pem) = e.metadata_cert_pem().await;
+    let (_, _, page, _) = e.sign_in(&e.sso_url(&e.good_request("_spi1"), None)).await;
+    let sp1_index = between(&saml_response_of(&page), "SessionIndex=\"", "\"").unwrap().to_string();
+    let third = e.authn_request("_spi3", THIRD_SP_ENTITY, Some("https://third-sp.example/acs"), now(), "");
+    let q = e.signed_query(&third, &e.sp_key);
+    let (status, _, page, _) = e.sign_in_to(&format!("{}?{q}", e.url("/saml/sso")), "sp3", &["age"]).await;
+    assert_eq!(status, 200, "{page}");
+    // sp1 asks to log out its session: sp3 gets a LogoutRequest first, then sp1 its
+    // LogoutResponse with its RelayState.
+    let xml = format!(
+        r#"<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="_spi_lo" Version="2.0" IssueInstant="{t}" Destination="{d}"><saml:Issuer>{SP_ENTITY}</saml:Issuer><saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent">{tid}</saml:NameID><samlp:SessionIndex>{sp1_index}</samlp:SessionIndex></samlp:LogoutRequest>"#,
+        t = saml_time(now()),
+        d = e.url("/saml/slo"),
+        tid = e.env.token_id,
+    );
+    let url =
+        format!("{}?{}", e.url("/saml/slo"), encode_query("SAMLRequest", &xml, Some("sp1-back"), None, |_| vec![]));
+    let (status, headers, body) = e.get(&url).await;
+    assert_eq!(status, 303, "{body}");
+    let (b, step) = e.chain_started(&headers);
+    let (lr, relay) = e.logout_step(&b, &step, &cert_pem, THIRD_SP_SLO).await;
+    let (status, _, _) =
+        e.answer_logout(Some(&b), THIRD_SP_ENTITY, &request_id_of(&lr), &relay, SUCCESS, Some(&e.sp_key)).await;
+    assert_eq!(status, 303);
+    let (status, headers, _) = e.get_with(&step, Some(&b.cookie)).await;
+    assert_eq!(status, 303);
+    let location = headers["location"].to_str().unwrap();
+    assert!(location.starts_with(&format!("{SP_SLO}?SAMLResponse=")) && location.contains("RelayState=sp1-back"));
+    let pairs: std::collections::HashMap<String, String> =
+        reqwest::Url::parse(location).unwrap().query_pairs().into_owned().collect();
+    let response =
+        String::from_utf8(inflate(&STANDARD.decode(&pairs["SAMLResponse"]).unwrap(), 65536).unwrap()).unwrap();
+    assert!(response.contains("InResponseTo=\"_spi_lo\"") && response.contains(SUCCESS), "{response}");
+    // Both SP sessions are gone: an OIDC logout of the same person now has no SP to visit.
+    let (status, headers, _) = e.end_session(&e.oidc_id_token().await, "after").await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (303, format!("{RP_BYE}?state=after").as_str()));
+}
+
+#[tokio::test]
+async fn an_expired_sp_session_is_not_logged_out_again() {
+    let e = start_with(free_port().unwrap(), "session_lifetime = \"10s\"").await;
+    let (_, _, page, _) = e.sign_in(&e.sso_url(&e.good_request("_exp1"), None)).await;
+    let xml = saml_response_of(&page);
+    let end = between(&xml, "SessionNotOnOrAfter=\"", "\"").unwrap();
+    let end = symbolon::saml::parse_saml_time(end).unwrap();
+    assert!((end - now() - 10).abs() <= 2, "SessionNotOnOrAfter is now + session_lifetime: {xml}");
+    let hint = e.oidc_id_token().await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (status, headers, _) = e.end_session(&hint, "late").await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (303, format!("{RP_BYE}?state=late").as_str()));
+    assert!(headers.get("set-cookie").is_none(), "no chain for an expired SP session");
 }

@@ -67,6 +67,35 @@ async fn session_store_contract(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStor
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(b.get_value("v4").await.unwrap(), None);
 
+    // Bounded sets (the SAML SP sessions of a person): written on one node, read and
+    // taken on the other; expired members are never listed; past the bound the member
+    // that expires first is dropped; concurrent adds from both nodes keep the bound.
+    let n = now();
+    a.put_member("set", "m1", "v1", n + 100, 3).await.unwrap();
+    b.put_member("set", "m2", "v2", n + 300, 3).await.unwrap();
+    a.put_member("set", "old", "v0", n - 5, 3).await.unwrap();
+    let names = |m: Vec<symbolon::store::Member>| m.into_iter().map(|m| m.member).collect::<Vec<_>>();
+    assert_eq!(names(b.members("set", n).await.unwrap()), ["m1", "m2"]);
+    b.put_member("set", "m3", "v3", n + 200, 3).await.unwrap();
+    a.put_member("set", "m4", "v4", n + 400, 3).await.unwrap();
+    let live = b.members("set", n).await.unwrap();
+    assert_eq!(names(live.clone()), ["m3", "m2", "m4"], "m1 expired first and was dropped");
+    assert_eq!((live[0].value.as_str(), live[0].expires_at), ("v3", n + 200));
+    assert_eq!(names(a.members("set", n + 250).await.unwrap()), ["m2", "m4"]);
+    assert_eq!(a.take_member("set", "m2", n).await.unwrap().as_deref(), Some("v2"));
+    assert_eq!(b.take_member("set", "m2", n).await.unwrap(), None, "taken once across nodes");
+    assert_eq!(b.take_member("set", "m3", n + 250).await.unwrap(), None, "expired: not returned");
+    let adds: Vec<_> = (0..10)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.put_member("burst", &format!("x{i}"), "v", n + 100 + i, 4).await.unwrap() })
+        })
+        .collect();
+    for x in adds {
+        x.await.unwrap();
+    }
+    assert_eq!(names(a.members("burst", n).await.unwrap()), ["x6", "x7", "x8", "x9"]);
+
     // Sliding window shared by both nodes.
     for i in 0..3 {
         let s = if i % 2 == 0 { &a } else { &b };
