@@ -1,7 +1,7 @@
 //! Building the application (stores, HSM, routers) and running it until stopped.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +23,6 @@ pub struct Application {
     state: AppState,
     public: TcpListener,
     admin: TcpListener,
-    /// The configuration file, re-read on SIGHUP.
-    config_path: Option<PathBuf>,
 }
 
 /// Process hardening at start (docs/architecture.md §Process): no core dumps, not
@@ -134,15 +132,9 @@ impl Application {
         }));
         services.prepare_push_decoy().await;
         if services.trust_configured() {
-            let now = crate::ids::now_unix();
-            match services.refresh_trust(now).await {
-                Ok(report) => {
-                    log_refresh(&report);
-                    services.audit_trust_refresh(&report, now);
-                }
-                Err(e) => tracing::warn!(error = %e, "initial trust refresh failed; using the cached lists"),
+            if let Err(e) = services.refresh_trust(crate::ids::now_unix()).await {
+                tracing::warn!(error = %e, "initial trust refresh failed; using the cached lists");
             }
-            services.apply_revocations(now).await;
         } else {
             tracing::warn!("trust.governance_url is empty: enrollment is disabled until trust lists are configured");
         }
@@ -160,12 +152,13 @@ impl Application {
             http: Arc::new(config.http_settings()),
             health: Default::default(),
         };
-        Ok(Self { config, state, public, admin, config_path: None })
+        Ok(Self { config, state, public, admin })
     }
 
-    /// Names the configuration file that SIGHUP re-reads.
-    pub fn with_config_path(mut self, path: PathBuf) -> Self {
-        self.config_path = Some(path);
+    /// Names the configuration file that a reload (SIGHUP, the console) re-reads.
+    pub fn with_config_path(self, path: PathBuf) -> Self {
+        let source = ConfigFile { running: self.config.clone(), path };
+        self.state.services.set_config_source(Arc::new(source));
         self
     }
 
@@ -207,14 +200,14 @@ impl Application {
         // Rotations made elsewhere reach this node within keys.sync_interval.
         let key_maintenance = Some(services.spawn_key_maintenance());
         let audit_partitions = services.spawn_audit_partitions();
-        let refresher = services.trust_configured().then(|| services.spawn_trust_refresh_loop(log_refresh));
+        let refresher = services.trust_configured().then(|| services.spawn_trust_refresh_loop());
         while let ProcessSignal::Reload = signals.next().await {
             let mut reloading = vec![sd_notify::NotifyState::Reloading];
             if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
                 reloading.push(now);
             }
             notify(&reloading);
-            reload(&self.state, &self.config, self.config_path.as_deref()).await;
+            self.state.services.reload_configuration("SIGHUP", crate::ids::now_unix()).await;
             notify(&[sd_notify::NotifyState::Ready]);
         }
         tracing::info!("shutting down");
@@ -236,42 +229,6 @@ impl Application {
         // Sign the events of the last moments before the HSM goes away.
         self.state.services.close(crate::ids::now_unix()).await;
         Ok(())
-    }
-}
-
-/// Applies the relying parties of a re-read, valid configuration and audits the change.
-fn apply_reloaded(state: &AppState, running: &Config, path: &Path, new: Config) {
-    let restart = running.sections_needing_restart(&new);
-    if !restart.is_empty() {
-        tracing::warn!(
-            file = %path.display(),
-            sections = %restart.join(", "),
-            "SIGHUP: these sections changed and take effect at the next restart"
-        );
-    }
-    let changes = state.services.replace_relying_parties(new.services);
-    if changes.is_empty() {
-        tracing::info!(file = %path.display(), "SIGHUP: configuration re-read; relying parties unchanged");
-        return;
-    }
-    tracing::info!(
-        file = %path.display(),
-        added = ?changes.added,
-        removed = ?changes.removed,
-        changed = ?changes.changed,
-        "SIGHUP: relying parties replaced"
-    );
-}
-
-fn log_refresh(report: &crate::trust::RefreshReport) {
-    for name in &report.updated {
-        tracing::info!(list = %name, "trust document updated");
-    }
-    for f in &report.failed {
-        tracing::warn!(list = %f.list, url = %f.url, reason = %f.reason, "trust document refused or unreachable; keeping the last good copy");
-    }
-    if !report.fresh {
-        tracing::warn!("trust lists are stale: enrollment fails closed until they are refreshed");
     }
 }
 
@@ -343,27 +300,19 @@ impl ProcessSignals {
     }
 }
 
-/// SIGHUP: re-reads the configuration file and fetches the trust lists now. A valid
-/// file replaces the relying parties (`[[services]]`) at once; other sections that
-/// changed are named in the log and take effect at the next restart. An invalid file
-/// changes nothing.
-async fn reload(state: &AppState, running: &Config, path: Option<&Path>) {
-    match path.map(|p| (p, Config::load(Some(p)))) {
-        None => tracing::info!("SIGHUP: no configuration file to re-read"),
-        Some((p, Ok(new))) => apply_reloaded(state, running, p, new),
-        Some((p, Err(problems))) => {
-            for problem in &problems {
-                tracing::error!(file = %p.display(), problem = %problem, "SIGHUP: invalid configuration");
-            }
-            tracing::error!(file = %p.display(), "SIGHUP: configuration not applied; the running one stays");
+/// The configuration file a reload re-reads, and the configuration running since start
+/// (to name the sections that changed and wait for a restart).
+struct ConfigFile {
+    running: Config,
+    path: PathBuf,
+}
+
+impl crate::service::operations::ConfigSource for ConfigFile {
+    fn reread(&self) -> crate::service::operations::Reread {
+        use crate::service::operations::Reread;
+        match Config::load(Some(&self.path)) {
+            Ok(new) => Reread::Valid { restart: self.running.sections_needing_restart(&new), services: new.services },
+            Err(problems) => Reread::Invalid(problems.iter().map(ToString::to_string).collect()),
         }
-    }
-    if state.services.trust_configured() {
-        let now = crate::ids::now_unix();
-        match state.services.refresh_trust(now).await {
-            Ok(report) => log_refresh(&report),
-            Err(e) => tracing::warn!(error = %e, "SIGHUP: trust refresh failed"),
-        }
-        state.services.apply_revocations(now).await;
     }
 }

@@ -8,10 +8,11 @@ Signs in through the operator provider (the test provider signs in at once), ope
 every console page, runs axe-core in each (WCAG 2.0/2.1 A and AA rules) and records
 its serious and critical violations, takes screenshots at 1280 and 390 px wide
 (DIR/<page>-<width>.png), checks that the page is usable by keyboard (the first Tab
-reaches a focusable element with a visible outline), then suspends the user's device
-and rotates the otp keys through the confirmation steps. Writes
-{"pages": [{"name", "violations", "csp"}], "suspended": bool, "rotated": bool} to FILE and exits 1
-when anything failed.
+reaches a focusable element with a visible outline), then, each through its
+confirmation step with a reason, suspends the user's device, rotates the otp keys,
+refreshes the trust lists and reloads the configuration. Writes
+{"pages": [{"name", "violations", "csp"}], "suspended", "rotated", "refreshed", "reloaded": bool}
+to FILE and exits 1 when anything failed.
 """
 import argparse
 import base64
@@ -110,7 +111,7 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     axe_source = open(args.axe, encoding="utf-8").read()
-    result = {"pages": [], "suspended": False, "rotated": False}
+    result = {"pages": [], "suspended": False, "rotated": False, "refreshed": False, "reloaded": False}
     failed = []
     with tempfile.TemporaryDirectory() as profile:
         driver = browser(profile)
@@ -149,6 +150,7 @@ def main():
             suspend.click()
             wait.until(ec.presence_of_element_located((By.ID, "confirm")))
             check("confirm-suspend")
+            driver.find_element(By.ID, "reason").send_keys("phone reported lost, ticket 4711")
             driver.find_element(By.ID, "confirm").click()
             notice = wait.until(ec.presence_of_element_located((By.ID, "notice")))
             result["suspended"] = "suspended" in notice.text
@@ -159,10 +161,33 @@ def main():
             rotate.click()
             wait.until(ec.presence_of_element_located((By.ID, "confirm")))
             check("confirm-rotate")
+            driver.find_element(By.ID, "reason").send_keys("scheduled rotation")
             driver.find_element(By.ID, "confirm").click()
             notice = wait.until(ec.presence_of_element_located((By.ID, "notice")))
             result["rotated"] = "rotated" in notice.text
             check("keys-rotated")
+            driver.get(f"{admin}/console/trust")
+            refresh = wait.until(ec.presence_of_element_located((By.ID, "refresh-trust")))
+            check("trust")
+            refresh.click()
+            wait.until(ec.presence_of_element_located((By.ID, "confirm")))
+            check("confirm-refresh")
+            driver.find_element(By.ID, "reason").send_keys("CRL published early")
+            driver.find_element(By.ID, "confirm").click()
+            notice = wait.until(ec.presence_of_element_located((By.ID, "notice")))
+            result["refreshed"] = "Refreshed" in notice.text
+            check("trust-refreshed")
+            driver.get(f"{admin}/console/services")
+            reload = wait.until(ec.presence_of_element_located((By.ID, "reload-config")))
+            check("services")
+            reload.click()
+            wait.until(ec.presence_of_element_located((By.ID, "confirm")))
+            check("confirm-reload")
+            driver.find_element(By.ID, "reason").send_keys("new relying party")
+            driver.find_element(By.ID, "confirm").click()
+            notice = wait.until(ec.presence_of_element_located((By.ID, "notice")))
+            result["reloaded"] = "reloaded" in notice.text
+            check("services-reloaded")
             driver.get(f"{admin}/console/flows")
             check("flows")
             driver.get(f"{admin}/console/audit")

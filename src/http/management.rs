@@ -27,6 +27,7 @@ use crate::service::management::{
     AuditEntry, CredentialAction, CredentialView, DEFAULT_LIMIT, FlowStatus, FlowView, MAX_LIMIT, OperatorCall,
     UserView,
 };
+use crate::service::operations::{ReloadReport, TrustRefreshOutcome};
 
 /// The scopes of docs/protocol.md §11.
 pub mod scopes {
@@ -39,6 +40,8 @@ pub mod scopes {
     pub const FLOWS_READ: &str = "management.flows.read";
     pub const AUDIT_READ: &str = "management.audit.read";
     pub const KEYS_WRITE: &str = "management.keys.write";
+    pub const TRUST_REFRESH: &str = "management.trust.refresh";
+    pub const CONFIG_RELOAD: &str = "management.config.reload";
 }
 
 /// Path prefix of every route.
@@ -58,6 +61,8 @@ pub fn routes() -> Router<AppState> {
         .route(&format!("{PREFIX}/keys/generate/{{purpose}}"), post(generate_key))
         .route(&format!("{PREFIX}/keys/rotate/{{purpose}}"), post(rotate_key))
         .route(&format!("{PREFIX}/keys/retire/{{label}}"), post(retire_key))
+        .route(&format!("{PREFIX}/trust/refresh"), post(refresh_trust))
+        .route(&format!("{PREFIX}/config/reload"), post(reload_config))
 }
 
 /// Authenticates the caller and checks `scope`. A refused scope is audited.
@@ -410,9 +415,10 @@ pub struct KeysChanged {
 #[utoipa::path(post, path = "/api/management/v1/keys/generate/{purpose}", tag = "management",
     security(("operator" = ["management.keys.write"])),
     params(("purpose" = String, Path, description = "otp, jwt, saml, saml-rsa, data, audit or pairwise")),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
         (status = 200, description = "The key generated in the HSM (active when the purpose had none, else next)", body = KeysChanged),
-        (status = 400, description = "Unknown purpose (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown purpose, bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The pairwise key exists and never rotates (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::ManagementErrors
     )
@@ -421,16 +427,18 @@ pub async fn generate_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(purpose): Path<String>,
+    body: ActionInput,
 ) -> Result<Response, ApiError> {
-    change_key(&state, &headers, KeyChange::parse("generate", &purpose)?).await
+    change_key(&state, &headers, body, KeyChange::parse("generate", &purpose)?).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/keys/rotate/{purpose}", tag = "management",
     security(("operator" = ["management.keys.write"])),
     params(("purpose" = String, Path, description = "otp, jwt, saml, saml-rsa, data or audit")),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
         (status = 200, description = "next -> active, active -> retiring, and the new next key", body = KeysChanged),
-        (status = 400, description = "Unknown purpose (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown purpose, bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Refused by the life-cycle rules, e.g. pairwise (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::ManagementErrors
     )
@@ -439,15 +447,18 @@ pub async fn rotate_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(purpose): Path<String>,
+    body: ActionInput,
 ) -> Result<Response, ApiError> {
-    change_key(&state, &headers, KeyChange::parse("rotate", &purpose)?).await
+    change_key(&state, &headers, body, KeyChange::parse("rotate", &purpose)?).await
 }
 
 #[utoipa::path(post, path = "/api/management/v1/keys/retire/{label}", tag = "management",
     security(("operator" = ["management.keys.write"])),
     params(("label" = String, Path, description = "The key's label")),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
     responses(
         (status = 200, description = "The key, retired (it stays in the token)", body = KeysChanged),
+        (status = 400, description = "Bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Unknown key, or not retirable yet; the detail says when (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
         super::openapi::ManagementErrors
     )
@@ -456,15 +467,137 @@ pub async fn retire_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(label): Path<String>,
+    body: ActionInput,
 ) -> Result<Response, ApiError> {
-    change_key(&state, &headers, KeyChange::Retire(&label)).await
+    change_key(&state, &headers, body, KeyChange::Retire(&label)).await
 }
 
 /// The three key routes: `management.keys.write`, then the change, audited by the
 /// service (refusals included).
-async fn change_key(state: &AppState, headers: &HeaderMap, change: KeyChange<'_>) -> Result<Response, ApiError> {
+async fn change_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: ActionInput,
+    change: KeyChange<'_>,
+) -> Result<Response, ApiError> {
     let operator = authorize(state, headers, scopes::KEYS_WRITE).await?;
     let actor = operator.actor();
-    let keys = state.services.change_key(change, &operator_call(&operator, &actor, None), now_unix()).await?;
+    let StrictJson(body) = body?;
+    // Audited by the service, refusals included.
+    let by = operator_call(&operator, &actor, body.reason.as_deref());
+    let keys = state.services.change_key(change, &by, now_unix()).await?;
     Ok(Json(KeysChanged { keys }).into_response())
+}
+
+/// What a trust refresh did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrustRefreshed {
+    /// Lists, CRLs and VRLs whose content changed.
+    pub updated: Vec<String>,
+    /// `list: reason` of each document refused or unreachable (the last good copy stays).
+    pub failed: Vec<String>,
+    /// Every document is fresh now.
+    pub fresh: bool,
+}
+
+impl From<TrustRefreshOutcome> for TrustRefreshed {
+    fn from(o: TrustRefreshOutcome) -> Self {
+        Self { updated: o.updated, failed: o.failed, fresh: o.fresh }
+    }
+}
+
+/// The relying parties a reload added, removed or changed, by service id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RelyingPartiesChanged {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+/// What a reload did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    /// A configuration file was read (`false`: the server runs without one).
+    pub file: bool,
+    /// The file was valid and its relying parties are in effect.
+    pub applied: bool,
+    /// Why the file was not applied.
+    pub problems: Vec<String>,
+    /// Sections that changed and take effect at the next restart.
+    pub restart: Vec<String>,
+    /// Absent when the file was not applied.
+    pub relying_parties: Option<RelyingPartiesChanged>,
+    /// The trust refresh that followed (absent when no trust lists are configured).
+    pub trust: Option<TrustRefreshed>,
+    /// Why that refresh failed.
+    pub trust_error: Option<String>,
+}
+
+impl From<ReloadReport> for Reloaded {
+    fn from(r: ReloadReport) -> Self {
+        let (trust, trust_error) = match r.trust {
+            Some(Ok(o)) => (Some(o.into()), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        Self {
+            file: r.file,
+            applied: r.relying_parties.is_some(),
+            problems: r.problems,
+            restart: r.restart,
+            relying_parties: r.relying_parties.map(|c| RelyingPartiesChanged {
+                added: c.added,
+                removed: c.removed,
+                changed: c.changed,
+            }),
+            trust,
+            trust_error,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/management/v1/trust/refresh", tag = "management",
+    security(("operator" = ["management.trust.refresh"])),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The trust lists, CRLs and VRLs fetched now, as on the schedule (changes audited, revocations applied)", body = TrustRefreshed),
+        (status = 400, description = "Bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No trust lists are configured (`invalid_state`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        super::openapi::ManagementErrors
+    )
+)]
+pub async fn refresh_trust(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ActionInput,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::TRUST_REFRESH).await?;
+    let actor = operator.actor();
+    let StrictJson(body) = body?;
+    // Audited by the service, refusals included.
+    let by = operator_call(&operator, &actor, body.reason.as_deref());
+    let outcome = state.services.management_refresh_trust(&by, now_unix()).await?;
+    Ok(Json(TrustRefreshed::from(outcome)).into_response())
+}
+
+#[utoipa::path(post, path = "/api/management/v1/config/reload", tag = "management",
+    security(("operator" = ["management.config.reload"])),
+    request_body(content = Option<ActionBody>, description = "Optional: why (into the audit event)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The configuration file re-read as on SIGHUP: a valid file's relying parties are in effect, an invalid file changed nothing (`applied` false, `problems`); then the trust lists were refreshed", body = Reloaded),
+        (status = 400, description = "Bad body or reason (`invalid_request`)", body = super::openapi::Problem, content_type = "application/problem+json"),
+        super::openapi::ManagementErrors
+    )
+)]
+pub async fn reload_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ActionInput,
+) -> Result<Response, ApiError> {
+    let operator = authorize(&state, &headers, scopes::CONFIG_RELOAD).await?;
+    let actor = operator.actor();
+    let StrictJson(body) = body?;
+    let by = operator_call(&operator, &actor, body.reason.as_deref());
+    let report = state.services.management_reload(&by, now_unix()).await?;
+    Ok(Json(Reloaded::from(report)).into_response())
 }

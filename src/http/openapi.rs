@@ -107,6 +107,8 @@ impl Modify for BearerSchemes {
         super::management::generate_key,
         super::management::rotate_key,
         super::management::retire_key,
+        super::management::refresh_trust,
+        super::management::reload_config,
     ),
     // `Problem` is named by `BodyErrors` and `ManagementErrors` (hand-written maps) too.
     components(schemas(Problem)),

@@ -120,7 +120,7 @@ pub(super) fn start_logout_chain(state: &AppState, start: &LogoutStart) -> Respo
 }
 
 /// `GET /saml/logout?chain=…`: the next step of a single logout (docs/protocol.md
-/// §8.6): the page that sends the browser to the next SP, or the chain's end (its
+/// §8.1): the page that sends the browser to the next SP, or the chain's end (its
 /// cookie cleared).
 pub async fn logout_step(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();

@@ -179,7 +179,7 @@ pub struct SamlConfig {
     pub request_max_age: Duration,
     /// How long an SP may keep the session an assertion starts: the assertion's
     /// `SessionNotOnOrAfter`, and how long the IdP remembers that SP session for
-    /// single logout (docs/protocol.md §8.6).
+    /// single logout (docs/protocol.md §8.1).
     #[serde(with = "humantime_serde")]
     pub session_lifetime: Duration,
 }

@@ -258,3 +258,104 @@ impl Services {
         Ok(super::management::Page { items, next_cursor })
     }
 }
+
+/// A relying party (`[[services]]`) as the console shows it: its settings, read only.
+/// Never a secret, a secret's hash or a key: how a client authenticates is named, and
+/// where its public keys are (inline, or the `jwks_uri`), not what they are.
+#[derive(Debug, Clone)]
+pub struct RelyingPartyView {
+    pub id: String,
+    pub name: String,
+    /// (setting, value) of the service itself.
+    pub settings: Vec<(&'static str, String)>,
+    /// The OpenID Connect client's settings (`[services.oidc]`).
+    pub oidc: Option<Vec<(&'static str, String)>>,
+    /// The SAML service provider's settings (`[services.saml]`).
+    pub saml: Option<Vec<(&'static str, String)>>,
+}
+
+/// The wire name of a configuration enum (its serde name).
+fn wire<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "—".into() } else { items.join(", ") }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+/// Where a client's credentials are registered, without them.
+fn credentials(reg: &crate::oidc::Registration<'_>) -> String {
+    let mut out = Vec::new();
+    if reg.secret_sha256.is_some() {
+        out.push("a secret (its hash is configured)".to_string());
+    }
+    if reg.jwks.is_some() {
+        out.push(format!("inline JWKS ({} keys)", reg.jwks_keys().len()));
+    }
+    if let Some(uri) = reg.jwks_uri {
+        out.push(format!("jwks_uri {uri}"));
+    }
+    if out.is_empty() { "none".into() } else { out.join("; ") }
+}
+
+impl RelyingPartyView {
+    fn of(s: &super::config::ServiceConfig) -> Self {
+        let subject = s.subject_type();
+        let mut settings = vec![
+            ("Allowed scopes", list(&s.allowed_scopes)),
+            ("Allowed origins", list(&s.allowed_origins)),
+            ("Subject type", subject.as_str().to_string()),
+        ];
+        if subject == super::config::SubjectType::Pairwise {
+            settings.push(("Sector", s.sector().unwrap_or_else(|e| format!("none: {e}"))));
+        }
+        settings.push(("Initiate", wire(&s.initiate)));
+        if let Some(auth) = &s.client_auth {
+            let reg = auth.registration();
+            settings.push(("Backend client authentication", wire(&reg.method)));
+            settings.push(("Backend credentials", credentials(&reg)));
+        }
+        let oidc = s.oidc.as_ref().map(|c| {
+            let reg = c.registration();
+            vec![
+                ("Client id", s.id.clone()),
+                ("Redirect URIs", list(&c.redirect_uris)),
+                ("Post-logout redirect URIs", list(&c.post_logout_redirect_uris)),
+                ("Token endpoint authentication", wire(&reg.method)),
+                ("Credentials", credentials(&reg)),
+                (
+                    "id_token lifetime",
+                    c.id_token_lifetime.map(|d| humantime::format_duration(d).to_string()).unwrap_or("default".into()),
+                ),
+            ]
+        });
+        let saml = s.saml.as_ref().map(|sp| {
+            let names: Vec<String> = sp.attribute_names.iter().map(|(c, n)| format!("{} → {n}", wire(c))).collect();
+            vec![
+                ("Entity id", sp.entity_id.clone()),
+                ("ACS URL", sp.acs_url.clone()),
+                ("SLO URL", sp.slo_url.clone().unwrap_or_else(|| "—".into())),
+                ("Signature algorithm", wire(&sp.signature_algorithm)),
+                ("Requests signed", yes_no(sp.requests_signed)),
+                ("SP certificate", if sp.certificate_pem.is_some() { "configured".into() } else { "—".into() }),
+                ("Response signed too", yes_no(sp.sign_response)),
+                ("NameID format", wire(&sp.name_id_format)),
+                ("Attribute name format", wire(&sp.attribute_name_format)),
+                ("Attribute names", list(&names)),
+                ("Default scopes", list(&sp.default_scopes)),
+            ]
+        });
+        RelyingPartyView { id: s.id.clone(), name: s.name.clone(), settings, oidc, saml }
+    }
+}
+
+impl Services {
+    /// The relying parties in effect now (the last reload's), in configuration order.
+    pub fn console_relying_parties(&self) -> Vec<RelyingPartyView> {
+        self.relying_parties.snapshot().iter().map(|s| RelyingPartyView::of(s)).collect()
+    }
+}

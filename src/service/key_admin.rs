@@ -96,6 +96,10 @@ impl Services {
         by: &OperatorCall<'_>,
         now: i64,
     ) -> Result<Vec<ChangedKey>, ApiError> {
+        let (name, subject) = (format!("keys.{}", change.action()), change.target());
+        if let Err(e) = by.check_reason() {
+            return self.management().refused(by, subject, &name, e).await;
+        }
         let result = match change {
             KeyChange::Generate(purpose) => {
                 self.key_rules.generate(purpose, now).await.map(|e| vec![ChangedKey::from(&e)])
@@ -105,7 +109,6 @@ impl Services {
             }),
             KeyChange::Retire(label) => self.key_rules.retire(label, now).await.map(|e| vec![ChangedKey::from(&e)]),
         };
-        let (name, subject) = (format!("keys.{}", change.action()), change.target());
         match result {
             Ok(keys) => {
                 self.management().record(by.actor, subject, by.detail(&name, 200, &[])).await?;

@@ -195,7 +195,7 @@ impl OperatorCall<'_> {
     }
 
     /// `400 invalid_request` for a reason that is too long or holds control characters.
-    fn check_reason(&self) -> Result<(), ApiError> {
+    pub(super) fn check_reason(&self) -> Result<(), ApiError> {
         match self.reason {
             Some(r) if r.chars().count() > MAX_REASON => {
                 Err(ApiError::invalid_request(format!("reason must be at most {MAX_REASON} characters")))

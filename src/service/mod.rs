@@ -26,6 +26,7 @@ pub mod jws;
 pub mod key_admin;
 pub mod management;
 pub mod management_cli;
+pub mod node_admin;
 pub mod oidc;
 pub mod operations;
 pub mod otp;
@@ -70,6 +71,8 @@ pub struct Services {
     client_jwks: client_auth::ClientJwks,
     /// The management operations (API, console), over the same stores and audit trail.
     management: management::Management,
+    /// Where a reload re-reads the configuration (set by `startup`).
+    config_source: std::sync::OnceLock<Arc<dyn operations::ConfigSource>>,
 }
 
 /// What [`Services::new`] is built from (`startup` opens each part).
@@ -114,6 +117,7 @@ impl Services {
             push_decoy: Default::default(),
             client_jwks,
             management,
+            config_source: Default::default(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Single logout across the SAML SPs a person is signed in to (docs/protocol.md §8.6,
+//! Single logout across the SAML SPs a person is signed in to (docs/protocol.md §8.1,
 //! SAML profiles §4.4). Each assertion the IdP issues leaves an SP session record in
 //! the session store, keyed by a digest of the person's token id and sealed under the
 //! data key: the SP, the NameID it got (format, `SPNameQualifier`) and the
@@ -131,7 +131,13 @@ impl Services {
         now: i64,
     ) -> Result<(), ApiError> {
         let person = person_key(token_id);
-        let member = crate::ids::new_id();
+        // Time first: sessions that end in the same second are logged out in the order
+        // they began (the store orders members by expiry, then by name).
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let member = format!("{started:032x}-{}", crate::ids::new_id());
         let json = serde_json::to_vec(session).map_err(|_| ApiError::internal())?;
         let sealed = self.keys.seal(&record_aad(&person, &member), json).await?;
         let ttl = Duration::from_secs(u64::try_from(not_on_or_after - now).unwrap_or(1).max(1));

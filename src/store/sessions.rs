@@ -165,7 +165,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Adds (or replaces) `member` with `value` in the bounded set `key`; the member
     /// lives until `expires_at` (unix seconds). The set keeps at most `max` members:
     /// past that, those that expire first are dropped (e.g. the SAML SP sessions of one
-    /// person, docs/protocol.md §8.6).
+    /// person, docs/protocol.md §8.1).
     async fn put_member(
         &self,
         key: &str,

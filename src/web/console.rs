@@ -197,12 +197,18 @@ pub struct Confirm<'a> {
     pub csrf: &'a str,
     /// The button is red (revoke, delete).
     pub danger: bool,
+    /// The longest reason the server takes.
+    pub max_reason: usize,
 }
 
-/// The body of a confirmation page.
+/// The body of a confirmation page: the effect, a required reason (kept in the audit
+/// event), confirm or cancel.
 pub fn confirm_body(c: &Confirm<'_>) -> String {
     format!(
         "<h1>{title}</h1>\n<p id=\"effect\">{effect}</p>\n<form method=\"post\" action=\"{action}\">\n{csrf}\n\
+         <div class=\"field\"><label for=\"reason\">Reason</label>\
+         <input id=\"reason\" name=\"reason\" type=\"text\" required maxlength=\"{max}\" autocomplete=\"off\" aria-describedby=\"reason-help\">\
+         <p class=\"hint\" id=\"reason-help\">Why, e.g. a ticket number: kept in the audit trail with your name (at most {max} characters).</p></div>\n\
          <div class=\"actions\"><button id=\"confirm\" type=\"submit\"{danger}>{title}</button>\
          <a class=\"button\" id=\"cancel\" href=\"{back}\">Cancel</a></div>\n</form>",
         title = escape(c.title),
@@ -211,6 +217,7 @@ pub fn confirm_body(c: &Confirm<'_>) -> String {
         back = escape(c.back),
         csrf = csrf_field(c.csrf),
         danger = if c.danger { " class=\"danger\"" } else { "" },
+        max = c.max_reason,
     )
 }
 
@@ -276,8 +283,10 @@ mod tests {
             back: "/console/b",
             csrf: "X",
             danger: true,
+            max_reason: 200,
         });
         assert!(c.contains("name=\"csrf\" value=\"X\"") && c.contains("id=\"cancel\" href=\"/console/b\""));
+        assert!(c.contains("name=\"reason\" type=\"text\" required maxlength=\"200\""), "a required reason: {c}");
         assert_eq!(date(0), "1970-01-01 00:00:00 UTC");
     }
 }

@@ -273,7 +273,7 @@ fn post_page(
     Page { html: layout(nonce, title, &body, Some(POST_JS)), csp: csp(nonce, None, &action) }
 }
 
-/// One step of a single logout (docs/protocol.md §8.6): a nonce'd script follows the
+/// One step of a single logout (docs/protocol.md §8.1): a nonce'd script follows the
 /// link to the SP's SingleLogoutService with the signed `LogoutRequest`; the page says
 /// which SP, and offers to skip it when it does not send the browser back.
 pub fn logout_step_page(nonce: &str, sp_name: &str, url: &str, skip_url: &str, position: usize, total: usize) -> Page {

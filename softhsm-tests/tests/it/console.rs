@@ -18,7 +18,7 @@ use softhsm_tests::{ServerOptions, free_ports};
 
 const CLIENT_ID: &str = "symbolon-console";
 const READ_ONLY: [&str; 1] = ["management.users.read"];
-const OPERATOR: [&str; 8] = [
+const OPERATOR: [&str; 10] = [
     "management.users.read",
     "management.users.delete",
     "management.credentials.suspend",
@@ -27,6 +27,8 @@ const OPERATOR: [&str; 8] = [
     "management.flows.read",
     "management.audit.read",
     "management.keys.write",
+    "management.trust.refresh",
+    "management.config.reload",
 ];
 /// A break-glass token of 256 bits (hex).
 const BREAK_GLASS: &str = "7c1f0e5a9b3d4c2e8f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
@@ -222,7 +224,8 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     );
     let device_id = e.env.device.device_id();
     let csrf = op.csrf().await;
-    let (status, _, body) = op.post(&format!("/console/credentials/{device_id}/suspend"), &[("csrf", &csrf)]).await;
+    let (status, _, body) =
+        op.post(&format!("/console/credentials/{device_id}/suspend"), &[("csrf", &csrf), ("reason", "x")]).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("management.credentials.suspend"), "{body}");
     let (status, _, _) = op.get("/console/audit").await;
@@ -243,12 +246,15 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
     let otp = pending.sessions.iter().find(|s| s.session_id == sid).unwrap().otp.clone();
     let path = format!("/console/credentials/{device_id}/suspend");
-    let (status, _, _) = alice.post(&path, &[("note", "lost phone")]).await;
+    let (status, _, _) = alice.post(&path, &[("reason", "lost phone")]).await;
     assert_eq!(status, 403, "no CSRF token");
-    let (status, _, _) = alice.post(&path, &[("csrf", "wrong"), ("note", "lost phone")]).await;
+    let (status, _, _) = alice.post(&path, &[("csrf", "wrong"), ("reason", "lost phone")]).await;
     assert_eq!(status, 403, "a wrong CSRF token");
     let csrf = alice.csrf().await;
-    let (status, headers, body) = alice.post(&path, &[("csrf", &csrf), ("note", "lost phone")]).await;
+    assert!(html.contains("name=\"reason\"") && html.contains("required"), "the confirmation asks why: {html}");
+    let (status, _, body) = alice.post(&path, &[("csrf", &csrf), ("reason", "  ")]).await;
+    assert_eq!(status, 400, "a reason is needed: {body}");
+    let (status, headers, body) = alice.post(&path, &[("csrf", &csrf), ("reason", "lost phone, ticket 4711")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(headers[LOCATION].to_str().unwrap(), format!("/console/users/{tid}?done=suspend"));
     let err = e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
@@ -263,6 +269,17 @@ async fn sign_in_through_the_provider_with_a_strict_cookie_and_csrf_and_scopes_e
     assert!(has("operator:olivia", "console.sign_in") && has("operator:alice", "console.sign_in"));
     assert!(has("operator:olivia", "denied"));
     assert!(has("operator:alice", "credentials.suspend"));
+    let suspensions = |actions: &[Value]| -> Vec<Value> {
+        actions.iter().filter(|r| r["detail"]["action"] == "credentials.suspend").cloned().collect()
+    };
+    let first = suspensions(&actions);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["detail"]["reason"], "lost phone, ticket 4711", "the reason is in the audit event");
+    // Suspending again changes nothing and writes no second event.
+    let csrf = alice.csrf().await;
+    let (status, _, body) = alice.post(&path, &[("csrf", &csrf), ("reason", "again")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(suspensions(&audit_actions(&e).await).len(), 1, "idempotent: no second event");
 
     // Sign-out ends the session on the server: the old cookie no longer works.
     let csrf = alice.csrf().await;
@@ -307,7 +324,7 @@ async fn keys_are_rotated_in_the_console_and_the_api_only_with_the_keys_write_sc
     let (status, _, _) = olivia.get("/console/keys/rotate/jwt").await;
     assert_eq!(status, 403);
     let csrf = olivia.csrf().await;
-    let (status, _, body) = olivia.post("/console/keys/rotate/jwt", &[("csrf", &csrf)]).await;
+    let (status, _, body) = olivia.post("/console/keys/rotate/jwt", &[("csrf", &csrf), ("reason", "x")]).await;
     assert_eq!(status, 403, "a forged POST: {body}");
     assert!(body.contains("management.keys.write"), "{body}");
     let r = api("rotate/jwt", "olivia", &READ_ONLY).await.unwrap();
@@ -327,7 +344,8 @@ async fn keys_are_rotated_in_the_console_and_the_api_only_with_the_keys_write_sc
     let (status, _, _) = alice.post("/console/keys/rotate/jwt", &[("csrf", "wrong")]).await;
     assert_eq!(status, 403, "a wrong CSRF token");
     let csrf = alice.csrf().await;
-    let (status, headers, body) = alice.post("/console/keys/rotate/jwt", &[("csrf", &csrf)]).await;
+    let (status, headers, body) =
+        alice.post("/console/keys/rotate/jwt", &[("csrf", &csrf), ("reason", "yearly rotation")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(headers[LOCATION], "/console/keys?done=rotate&target=jwt");
     let rotated = active_key(&e, "jwt");
@@ -364,6 +382,143 @@ async fn keys_are_rotated_in_the_console_and_the_api_only_with_the_keys_write_sc
             .any(|r| r["actor"] == "operator:olivia" && r["detail"]["missing_scope"] == "management.keys.write"),
         "the refused scope is audited"
     );
+}
+
+/// A relying party with an OpenID Connect client (secret hash) and a SAML SP.
+const RICH_SERVICE: &str = r#"
+[[services]]
+id = "rp-oidc"
+name = "Portal"
+allowed_scopes = ["name"]
+
+[services.oidc]
+redirect_uris = ["https://portal.example/cb"]
+token_endpoint_auth_method = "client_secret_basic"
+client_secret_sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+
+[services.saml]
+entity_id = "https://portal.example/sp"
+acs_url = "https://portal.example/acs"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_refresh_and_configuration_reload_need_their_scopes_a_reason_and_are_audited() {
+    let e = start(&format!("\n{RICH_SERVICE}")).await;
+    const REFRESH: [&str; 1] = ["management.trust.refresh"];
+    const RELOAD: [&str; 1] = ["management.config.reload"];
+
+    // Read-only: the pages, no buttons; forged POSTs refused.
+    e.issuer.sign_in_as(Some(("olivia", &READ_ONLY)));
+    let mut olivia = Operator::new(&e.admin);
+    olivia.sign_in().await;
+    let (status, _, html) = olivia.get("/console/trust").await;
+    assert_eq!(status, 200, "{html}");
+    for kind in ["governance", "tsl", "crl"] {
+        assert!(html.contains(&format!("<td>{kind}</td>")), "{kind} listed: {html}");
+    }
+    assert!(html.contains("Age (fetched)") && html.contains("Next update") && !html.contains("id=\"refresh-trust\""));
+    let (status, _, html) = olivia.get("/console/services").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("rp1")
+            && html.contains("https://portal.example/cb")
+            && html.contains("https://portal.example/acs")
+    );
+    assert!(html.contains("client_secret_basic") && html.contains("a secret (its hash is configured)"), "{html}");
+    assert!(!html.contains("5e884898da28"), "never a secret's hash");
+    assert!(!html.contains("id=\"reload-config\""));
+    let csrf = olivia.csrf().await;
+    for path in ["/console/trust/refresh", "/console/services/reload"] {
+        let (status, _, body) = olivia.post(path, &[("csrf", &csrf), ("reason", "x")]).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+
+    // With the scopes: a confirmation with a reason; the refresh runs.
+    e.issuer.sign_in_as(Some(("alice", &OPERATOR)));
+    let mut alice = Operator::new(&e.admin);
+    alice.sign_in().await;
+    let (_, _, html) = alice.get("/console/trust").await;
+    assert!(html.contains("id=\"refresh-trust\""), "{html}");
+    let (status, _, html) = alice.get("/console/trust/refresh").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"confirm\"") && html.contains("name=\"reason\""), "{html}");
+    let csrf = alice.csrf().await;
+    let (status, _, _) = alice.post("/console/trust/refresh", &[("reason", "check")]).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, _, _) = alice.post("/console/trust/refresh", &[("csrf", &csrf)]).await;
+    assert_eq!(status, 400, "no reason");
+    let (status, headers, body) =
+        alice.post("/console/trust/refresh", &[("csrf", &csrf), ("reason", "CRL published early")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers[LOCATION], "/console/trust?updated=0&failed=0", "nothing changed at the source");
+    let (_, _, html) = alice.get("/console/trust?updated=0&failed=0").await;
+    assert!(html.contains("id=\"notice\""), "{html}");
+
+    // Reload: a service added to the file is in effect at once.
+    let path = e.env.server.config_path.clone();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[[services]]\nid = \"rp-new\"\nname = \"New Shop\"\nallowed_scopes = [\"age\"]\n");
+    std::fs::write(&path, text).unwrap();
+    let (status, _, html) = alice.get("/console/services/reload").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("name=\"reason\""), "{html}");
+    let (status, headers, body) =
+        alice.post("/console/services/reload", &[("csrf", &csrf), ("reason", "shop onboarded")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers[LOCATION], "/console/services?reload=applied&added=1&removed=0&changed=0&restart=0");
+    let (_, _, html) = alice.get("/console/services").await;
+    assert!(html.contains("rp-new") && html.contains("New Shop"), "{html}");
+    let (status, _, _) = e.env.initiate(&e.env.token_id, "rp-new", &["age"]).await.unwrap();
+    assert_eq!(status, 201, "the new service signs in");
+
+    // An invalid file changes nothing.
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{good}\n[nonsense]\nx = 1\n")).unwrap();
+    let (status, headers, _) = alice.post("/console/services/reload", &[("csrf", &csrf), ("reason", "typo")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers[LOCATION].to_str().unwrap().starts_with("/console/services?reload=invalid&problems="));
+    std::fs::write(&path, good).unwrap();
+
+    // The API: the same calls, scope-checked.
+    let api = |path: &str, sub: &str, scopes: &[&str]| {
+        client()
+            .post(format!("{}/api/management/v1/{path}", e.admin))
+            .bearer_auth(e.issuer.token(sub, scopes))
+            .json(&serde_json::json!({"reason": "from the API"}))
+            .send()
+    };
+    let r = api("trust/refresh", "olivia", &READ_ONLY).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = api("config/reload", "olivia", &REFRESH).await.unwrap();
+    assert_eq!(r.status(), 403, "the refresh scope does not reload");
+    let r = api("trust/refresh", "bob", &REFRESH).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let refreshed: Value = r.json().await.unwrap();
+    assert_eq!((refreshed["fresh"].clone(), refreshed["failed"].clone()), (Value::Bool(true), serde_json::json!([])));
+    let r = api("config/reload", "bob", &RELOAD).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let reloaded: Value = r.json().await.unwrap();
+    assert_eq!(reloaded["applied"], true, "{reloaded}");
+    assert_eq!(reloaded["relying_parties"]["added"], serde_json::json!([]), "nothing new since: {reloaded}");
+
+    // Audited with operator and reason.
+    let actions = audit_actions(&e).await;
+    let found = |actor: &str, action: &str, reason: &str| {
+        actions
+            .iter()
+            .any(|r| r["actor"] == actor && r["detail"]["action"] == action && r["detail"]["reason"] == reason)
+    };
+    assert!(found("operator:alice", "trust.refresh", "CRL published early"), "{actions:?}");
+    assert!(found("operator:alice", "config.reload", "shop onboarded"));
+    assert!(found("operator:alice", "config.reload", "typo"));
+    assert!(
+        found("operator:bob", "trust.refresh", "from the API")
+            && found("operator:bob", "config.reload", "from the API")
+    );
+    let reload = actions.iter().find(|r| r["detail"]["reason"] == "shop onboarded").unwrap();
+    assert_eq!(reload["detail"]["added"], serde_json::json!(["rp-new"]));
+    let typo = actions.iter().find(|r| r["detail"]["reason"] == "typo").unwrap();
+    assert_eq!(typo["detail"]["applied"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,6 +658,11 @@ async fn chromium_walks_every_page_with_axe_and_suspends_a_device_and_rotates_ke
     }
     assert_eq!(result["suspended"], true, "{result}");
     assert_eq!(result["rotated"], true, "{result}");
+    assert_eq!(result["refreshed"], true, "{result}");
+    assert_eq!(result["reloaded"], true, "{result}");
+    for page in ["trust", "services", "confirm-refresh", "confirm-reload"] {
+        assert!(pages.iter().any(|p| p["name"] == page), "axe ran on {page}");
+    }
     let err = e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap_err();
     assert_eq!(err.problem_code(), (403, "device_inactive".into()));
     eprintln!("screenshots: {}", shots.display());

@@ -1055,7 +1055,7 @@ async fn asynchronous_logout_request_gets_no_logout_response() {
     assert!(headers["location"].to_str().unwrap().starts_with(&format!("{SP_SLO}?SAMLResponse=")));
 }
 
-// ------------------------------------------------------------------ single logout (§8.6)
+// ------------------------------------------------------------------ single logout (§8.1)
 
 /// One run of a logout chain as a browser would: the cookie it holds.
 struct LogoutBrowser {

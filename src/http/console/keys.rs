@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::pages::{csrf_posted, opt_date, render, url_segment};
-use super::{Console, api_error_page, csrf_refused, error_page};
+use super::{Console, api_error_page, csrf_refused, error_page, reason_missing, reason_posted};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
 
 use crate::service::key_admin::{KeyChange, KeyPurpose};
-use crate::service::management::OperatorCall;
+use crate::service::management::{MAX_REASON, OperatorCall};
 use crate::web::console::{self as view, date, notice, state as st, table};
 use crate::web::escape;
 
@@ -144,11 +144,12 @@ pub async fn confirm(
         back: "/console/keys",
         csrf: console.csrf(),
         danger: matches!(change, KeyChange::Retire(_)),
+        max_reason: MAX_REASON,
     });
     render(&console, "/console/keys", &title, &body)
 }
 
-/// `POST /console/keys/{action}/{target}` (form: `csrf`).
+/// `POST /console/keys/{action}/{target}` (form: `csrf`, `reason`).
 pub async fn change(
     State(state): State<AppState>,
     console: Console,
@@ -165,8 +166,11 @@ pub async fn change(
     if let Err(r) = console.require(&state, scopes::KEYS_WRITE).await {
         return r;
     }
+    let Some(reason) = reason_posted(&headers, &body) else {
+        return reason_missing();
+    };
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
     match state.services.change_key(change, &by, now_unix()).await {
         Ok(_) => {
             let to = format!("/console/keys?done={action}&target={}", url_segment(&target));

@@ -7,11 +7,15 @@
 //! token; every action checks its scope on the server whatever the page showed.
 //!
 //! `signin.rs`: the authorization code flow with PKCE and the break-glass form;
-//! `pages.rs`: Overview, Users (with their actions), Sign-in flows and Audit.
+//! `pages.rs`: Overview, Users (with their actions), Sign-in flows and Audit;
+//! `keys.rs`: the key catalog and its life cycle; `trust.rs`: the trust lists and
+//! "Refresh now"; `services.rs`: the relying parties and "Reload configuration".
 
 mod keys;
 mod pages;
+mod services;
 mod signin;
+mod trust;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -45,6 +49,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/credentials/{device_id}/{action}", get(pages::confirm_change).post(pages::change))
         .route("/console/keys", get(keys::keys))
         .route("/console/keys/{action}/{target}", get(keys::confirm).post(keys::change))
+        .route("/console/trust", get(trust::trust))
+        .route("/console/trust/refresh", get(trust::confirm_refresh).post(trust::refresh))
+        .route("/console/services", get(services::services))
+        .route("/console/services/reload", get(services::confirm_reload).post(services::reload))
         .route("/console/flows", get(pages::flows))
         .route("/console/audit", get(pages::audit))
         .route("/console/audit/export", get(pages::audit_export))
@@ -245,6 +253,22 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Option<std::collections::HashMap<St
         }
     }
     Some(out)
+}
+
+/// The reason an operator gave in a confirmation form (required there; the service
+/// checks its length and characters); `None` when the field is missing or blank.
+fn reason_posted(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let reason = form(headers, body)?.remove("reason")?.trim().to_string();
+    (!reason.is_empty()).then_some(reason)
+}
+
+/// `400` for a confirmation posted without a reason.
+fn reason_missing() -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "A reason is needed",
+        "Say why in the Reason field (it is kept in the audit trail), then confirm again.",
+    )
 }
 
 /// `403` for a state-changing request without the right CSRF token.

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Console, api_error_page, csrf_refused, error_page, form, html};
+use super::{Console, api_error_page, csrf_refused, error_page, form, html, reason_missing, reason_posted};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
-use crate::service::management::{CredentialAction, FlowStatus, OperatorCall};
+use crate::service::console::TrustView;
+use crate::service::management::{CredentialAction, FlowStatus, MAX_REASON, OperatorCall};
 use crate::web::console::{self as view, NavItem, date, state as st, table};
 use crate::web::{self, escape};
 
@@ -25,8 +26,12 @@ const PAGE_SIZE: u32 = 50;
 /// The pages this operator may open.
 fn nav(console: &Console) -> Vec<NavItem> {
     let o = &console.operator;
-    let mut items =
-        vec![NavItem { href: "/console/", label: "Overview" }, NavItem { href: "/console/keys", label: "Keys" }];
+    let mut items = vec![
+        NavItem { href: "/console/", label: "Overview" },
+        NavItem { href: "/console/keys", label: "Keys" },
+        NavItem { href: "/console/trust", label: "Trust" },
+        NavItem { href: "/console/services", label: "Relying parties" },
+    ];
     if o.has(scopes::USERS_READ) {
         items.push(NavItem { href: "/console/users", label: "Users" });
     }
@@ -114,7 +119,17 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Respon
         &["Purpose", "Label", "State", "Created", "Activated", "Retiring since"],
         &keys,
     ));
-    body.push_str(&format!("<h2>Trust lists</h2>\n<p>Last refresh: {}</p>\n", escape(&opt_date(last_refresh))));
+    body.push_str(&format!(
+        "<h2>Trust lists</h2>\n<p>Last refresh: {} · {}</p>\n",
+        escape(&opt_date(last_refresh)),
+        view::link("/console/trust", "Trust page")
+    ));
+    body.push_str(&trust_table(&lists, now));
+    render(&console, "/console/", "Overview", &body)
+}
+
+/// The table of every trust list, CRL and VRL at `now` (Overview and the Trust page).
+pub(super) fn trust_table(lists: &[TrustView], now: i64) -> String {
     let rows: Vec<Vec<String>> = lists
         .iter()
         .map(|l| {
@@ -135,13 +150,12 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Respon
             ]
         })
         .collect();
-    body.push_str(&table(
+    table(
         "trust",
         "Trust lists, CRLs and VRLs",
-        &["Kind", "Name", "Seq", "Issued", "Next update", "Fetched", "State", "Source"],
+        &["Kind", "Name", "Seq", "Issued", "Next update", "Age (fetched)", "State", "Source"],
         &rows,
-    ));
-    render(&console, "/console/", "Overview", &body)
+    )
 }
 
 /// Query of `GET /console/users`.
@@ -359,6 +373,7 @@ pub async fn confirm_change(
         back: &back,
         csrf: console.csrf(),
         danger: a == CredentialAction::Revoke,
+        max_reason: MAX_REASON,
     });
     render(&console, "/console/users", title, &body)
 }
@@ -369,7 +384,7 @@ pub(super) fn csrf_posted(console: &Console, headers: &HeaderMap, body: &[u8]) -
     console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str))
 }
 
-/// `POST /console/credentials/{device_id}/{action}` (form: `csrf`).
+/// `POST /console/credentials/{device_id}/{action}` (form: `csrf`, `reason`).
 pub async fn change(
     State(state): State<AppState>,
     console: Console,
@@ -386,8 +401,11 @@ pub async fn change(
     if let Err(r) = console.require(&state, scope).await {
         return r;
     }
+    let Some(reason) = reason_posted(&headers, &body) else {
+        return reason_missing();
+    };
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
     match state.services.management().change_credential(&device_id, a, &by, now_unix()).await {
         Ok(outcome) => {
             let view = outcome.credential;
@@ -417,11 +435,12 @@ pub async fn confirm_delete(State(state): State<AppState>, console: Console, Pat
         back: &back,
         csrf: console.csrf(),
         danger: true,
+        max_reason: MAX_REASON,
     });
     render(&console, "/console/users", "Delete user", &body)
 }
 
-/// `POST /console/users/{token_id}/delete` (form: `csrf`).
+/// `POST /console/users/{token_id}/delete` (form: `csrf`, `reason`).
 pub async fn delete(
     State(state): State<AppState>,
     console: Console,
@@ -435,8 +454,11 @@ pub async fn delete(
     if let Err(r) = console.require(&state, scopes::USERS_DELETE).await {
         return r;
     }
+    let Some(reason) = reason_posted(&headers, &body) else {
+        return reason_missing();
+    };
     let actor = console.operator.actor();
-    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: None };
+    let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
     match state.services.management().delete_user(&token_id, &by).await {
         Ok(_) => Redirect::to("/console/users?done=deleted").into_response(),
         Err(e) => api_error_page(&e),
