@@ -48,6 +48,11 @@ async fn start(acs_port: u16) -> Env {
 
 /// [`start`] with extra `[saml]` settings.
 async fn start_with(acs_port: u16, saml_extra: &str) -> Env {
+    start_full(acs_port, saml_extra, "").await
+}
+
+/// [`start_with`] with more `[[services]]` at the end.
+async fn start_full(acs_port: u16, saml_extra: &str, services_extra: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let sp_key = dir.path().join("sp-key.pem");
     let sp_cert = dir.path().join("sp-cert.pem");
@@ -116,6 +121,7 @@ allowed_scopes = ["name"]
 redirect_uris = ["https://rp.example/cb"]
 post_logout_redirect_uris = ["{RP_BYE}"]
 token_endpoint_auth_method = "none"
+{services_extra}
 "#,
         cert = sp_cert.display()
     );
@@ -1328,4 +1334,82 @@ async fn an_expired_sp_session_is_not_logged_out_again() {
     let (status, headers, _) = e.end_session(&hint, "late").await;
     assert_eq!((status, headers["location"].to_str().unwrap()), (303, format!("{RP_BYE}?state=late").as_str()));
     assert!(headers.get("set-cookie").is_none(), "no chain for an expired SP session");
+}
+
+/// pysaml2, an SP nobody here wrote, receives the LogoutRequest of an RP-initiated
+/// logout (RSA-SHA256: pysaml2 has no ECDSA on the redirect binding), verifies its
+/// query signature against our metadata, finds its NameID, and answers with its own
+/// RSA-signed LogoutResponse, which Symbolon verifies with the SP's certificate and
+/// takes as the end of that SP session. A tampered request fails pysaml2's check.
+#[tokio::test]
+async fn pysaml2_sp_answers_the_logout_request_of_an_rp_initiated_logout() {
+    let Some(py) = python_or_skip(&["saml2"], "pysaml2 SP") else { return };
+    let keys = tempfile::tempdir().unwrap();
+    let (key, cert) = (keys.path().join("py-key.pem"), keys.path().join("py-cert.pem"));
+    let (ok, text) = sh(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=py-sp", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert!(ok, "{text}");
+    let (py_entity, py_slo, py_acs) =
+        ("https://py-sp.example/md", "https://py-sp.example/slo", "https://py-sp.example/acs");
+    let sp4 = format!(
+        r#"
+[[services]]
+id = "sp4"
+name = "pysaml2 SP"
+allowed_scopes = ["age"]
+[services.saml]
+entity_id = "{py_entity}"
+acs_url = "{py_acs}"
+slo_url = "{py_slo}"
+signature_algorithm = "rsa-sha256"
+certificate_pem = "{cert}"
+default_scopes = ["age"]
+"#,
+        cert = cert.display()
+    );
+    let e = start_full(free_port().unwrap(), "", &sp4).await;
+    let (status, _, md) = e.get(&e.url("/saml/metadata")).await;
+    assert_eq!(status, 200);
+    let (status, _, page, _) = e
+        .sign_in_to(&e.sso_url(&e.authn_request("_py1", py_entity, Some(py_acs), now(), ""), None), "sp4", &["age"])
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let (status, headers, _) = e.end_session(&e.oidc_id_token().await, "py").await;
+    assert_eq!(status, 303);
+    let (b, step) = e.chain_started(&headers);
+    let (status, _, page) = e.get_with(&step, Some(&b.cookie)).await;
+    assert_eq!(status, 200, "{page}");
+    let request_url = attr_value(&page, "id=\"logout-next\" href=\"").unwrap();
+    assert!(request_url.starts_with(&format!("{py_slo}?SAMLRequest=")), "{request_url}");
+    assert!(request_url.contains("SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23rsa-sha256"));
+    let md_path = keys.path().join("idp.xml");
+    std::fs::write(&md_path, &md).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/saml_sp_logout.py");
+    let run = |url: &str| {
+        sh(Command::new(&py)
+            .arg(&script)
+            .arg(&md_path)
+            .args([py_entity, py_slo])
+            .arg(&key)
+            .arg(&cert)
+            .args([url, e.env.token_id.as_str()]))
+    };
+    // pysaml2 refuses a request whose signed query was changed.
+    let (ok, text) = run(&request_url.replace("RelayState=", "RelayState=x"));
+    assert!(!ok && text.contains("REJECTED") && !text.contains("VERIFIED"), "pysaml2 took a tampered request:\n{text}");
+    eprintln!("pysaml2 on the tampered request: {text}");
+    let (ok, text) = run(&request_url);
+    eprintln!("pysaml2:\n{text}");
+    assert!(ok && text.contains(&format!("VERIFIED {} ", e.env.token_id)), "{text}");
+    let location = text.lines().find_map(|l| l.strip_prefix("LOCATION ")).unwrap().trim().to_string();
+    assert!(location.starts_with(&format!("{}?SAMLResponse=", e.url("/saml/slo"))), "{location}");
+    let (status, headers, body) = e.get_with(&location, Some(&b.cookie)).await;
+    assert_eq!(status, 303, "{body}");
+    assert_eq!(e.url(headers["location"].to_str().unwrap()), step);
+    e.assert_logged("SAML LogoutResponse: the SP ended its session").await;
+    let (status, headers, _) = e.get_with(&step, Some(&b.cookie)).await;
+    assert_eq!((status, headers["location"].to_str().unwrap()), (303, format!("{RP_BYE}?state=py").as_str()));
 }
