@@ -42,5 +42,6 @@ pub fn active_enrollment(token_id: &str, device_id: &str, t: i64) -> Enrollment 
         signer_serial: "01".into(),
         created_at: t,
         updated_at: t,
+        last_used_at: None,
     }
 }

@@ -199,6 +199,11 @@ fn units_key(token_id: &str) -> String {
     format!("failures:{token_id}")
 }
 
+/// A device's "last used" time is written at most once per this many seconds (and
+/// is that coarse): the sign-in path reads the enrollment anyway and skips the write
+/// while the recorded use is recent.
+pub const LAST_USED_GRANULARITY: i64 = 300;
+
 impl Services {
     fn service_or_err(&self, id: &str) -> Result<Arc<ServiceConfig>, ApiError> {
         self.service(id)
@@ -559,11 +564,28 @@ impl Services {
                     &ended.token_id,
                     serde_json::json!({"session_id": ended.id, "service_id": ended.service_id, "scopes": granted_names}),
                 );
+                self.note_device_use(&enrollment, now);
                 Ok(Verified { status })
             }
             Some(Err(_)) => Err(ApiError::new(ErrorCode::SessionClosed, "the session has ended")),
             None => Err(not_found()),
         }
+    }
+
+    /// Records that the device answered a sign-in, for operators' "last used": only
+    /// when the enrollment just read says the last record is older than
+    /// [`LAST_USED_GRANULARITY`], and off the response path, so a busy device costs
+    /// one write per interval, not one per sign-in (docs/operations.md).
+    fn note_device_use(&self, enrollment: &Enrollment, now: i64) {
+        if enrollment.last_used_at.is_some_and(|t| now - t < LAST_USED_GRANULARITY) {
+            return;
+        }
+        let (store, device_id) = (self.store.clone(), enrollment.device_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.record_device_use(&device_id, now, now - LAST_USED_GRANULARITY).await {
+                tracing::warn!(error = %e, device_id = %device_id, "cannot record the device's last use");
+            }
+        });
     }
 
     /// Signs the identity token for an approved session in the HSM (§7).

@@ -142,6 +142,7 @@ impl Services {
             signer_serial: verified.signer_serial_hex.clone(),
             created_at: now,
             updated_at: now,
+            last_used_at: None,
         };
         // The enrollment and its audit event commit together.
         let event = crate::store::AuditEvent::new(

@@ -41,6 +41,9 @@ pub struct CredentialView {
     pub claim_names: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the device last answered a sign-in (approved or rejected), to within 5
+    /// minutes; absent when never.
+    pub last_used_at: Option<i64>,
 }
 
 impl From<&Enrollment> for CredentialView {
@@ -56,6 +59,7 @@ impl From<&Enrollment> for CredentialView {
             claim_names: e.claim_names.clone(),
             created_at: e.created_at,
             updated_at: e.updated_at,
+            last_used_at: e.last_used_at,
         }
     }
 }

@@ -424,6 +424,7 @@ mod tests {
             claim_names: (0..30).map(|i| format!("claim_number_{i}")).collect(),
             created_at: 1_796_000_000,
             updated_at: 1_796_003_600,
+            last_used_at: None,
         }
     }
 

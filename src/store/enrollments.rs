@@ -61,6 +61,9 @@ pub struct Enrollment {
     pub signer_serial: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the device last approved a sign-in, to within the granularity its writer
+    /// keeps (never set on enrollment).
+    pub last_used_at: Option<i64>,
 }
 
 /// Enrollments as the enrollment and sign-in flows and the trust refresh use them.
@@ -76,6 +79,9 @@ pub trait EnrollmentStore: Send + Sync {
     async fn enrollment_by_device(&self, device_id: &str) -> Result<Option<Enrollment>, StoreError>;
     /// The active enrollment of a token id.
     async fn active_enrollment(&self, token_id: &str) -> Result<Option<Enrollment>, StoreError>;
+    /// Records that the device was used at `at`, unless a use at or after `not_before`
+    /// is recorded already (another node wrote it meanwhile). Changes nothing else.
+    async fn record_device_use(&self, device_id: &str, at: i64, not_before: i64) -> Result<(), StoreError>;
     /// Suspends the active enrollments of these token ids made in `territory` with a
     /// credential of the CA `ca_sha256` (the VRL's scope, docs/credentials.md §6 rule 10);
     /// returns those changed.

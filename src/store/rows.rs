@@ -83,6 +83,7 @@ where
         signer_serial: row.text("signer_serial")?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
+        last_used_at: row.opt_int("last_used_at")?,
     })
 }
 

@@ -488,6 +488,20 @@ where
         .await
     }
 
+    async fn record_device_use(&self, device_id: &str, at: i64, not_before: i64) -> Result<(), StoreError> {
+        self.bounded(async {
+            let q = sqlx::query(
+                "UPDATE enrollments SET last_used_at = $1
+                  WHERE device_id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+            )
+            .bind(at)
+            .bind(device_id)
+            .bind(not_before);
+            self.execute(q).await.map(|_| ())
+        })
+        .await
+    }
+
     async fn active_enrollment(&self, token_id: &str) -> Result<Option<Enrollment>, StoreError> {
         self.bounded(async {
             let q = sqlx::query("SELECT * FROM enrollments WHERE token_id = $1 AND status = 'active'").bind(token_id);

@@ -667,3 +667,63 @@ async fn chromium_walks_every_page_with_axe_and_suspends_a_device_and_rotates_ke
     assert_eq!(err.problem_code(), (403, "device_inactive".into()));
     eprintln!("screenshots: {}", shots.display());
 }
+
+/// Approves a sign-in of the enrolled device.
+async fn approve_sign_in(e: &Env) {
+    let (_, started, _) = e.env.initiate(&e.env.token_id, "rp1", &["name"]).await.unwrap();
+    let sid = started["session_id"].as_str().unwrap().to_string();
+    let pending = e.env.device_client.pending(&e.env.device).await.unwrap();
+    let otp = pending.sessions.iter().find(|s| s.session_id == sid).unwrap().otp.clone();
+    e.env.device_client.verify(&e.env.device, &sid, &otp, Decision::Approve, Some(vec![])).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_shows_when_it_was_last_used_written_at_most_once_per_interval() {
+    let e = start("").await;
+    let user = || async {
+        let r = client()
+            .get(format!("{}/api/management/v1/users/{}", e.admin, e.env.token_id))
+            .bearer_auth(e.issuer.token("alice", &READ_ONLY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["devices"][0]["last_used_at"].clone()
+    };
+    assert_eq!(user().await, Value::Null, "never used yet");
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    approve_sign_in(&e).await;
+    // Written off the response path: wait for it.
+    let mut first = Value::Null;
+    for _ in 0..50 {
+        first = user().await;
+        if !first.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let t = first.as_i64().expect("last_used_at recorded after an approved sign-in");
+    assert!((before..=before + 30).contains(&t), "{t} vs {before}");
+    // A second sign-in within the interval writes nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    approve_sign_in(&e).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(user().await, first, "at most one write per 5 minutes per device");
+
+    // The console shows it next to the enrollment time.
+    e.issuer.sign_in_as(Some(("olivia", &READ_ONLY)));
+    let mut olivia = Operator::new(&e.admin);
+    olivia.sign_in().await;
+    let (_, _, html) = olivia.get(&format!("/console/users/{}", e.env.token_id)).await;
+    assert!(html.contains("<th scope=\"col\">Last used</th>") && html.contains("<th scope=\"col\">Enrolled</th>"));
+    let shown = time::OffsetDateTime::from_unix_timestamp(t).unwrap();
+    let text = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        shown.year(),
+        shown.month() as u8,
+        shown.day(),
+        shown.hour(),
+        shown.minute()
+    );
+    assert!(html.contains(&text), "{text} in {html}");
+}

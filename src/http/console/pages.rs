@@ -302,6 +302,7 @@ pub async fn user(
                 format!("<span class=\"wrap\">{}</span>", escape(&d.claim_names.join(", "))),
                 if d.push_registered { escape(&d.push_provider) } else { "none".into() },
                 date(d.created_at),
+                opt_date(d.last_used_at),
                 date(d.updated_at),
             ]
         })
@@ -310,7 +311,7 @@ pub async fn user(
     body.push_str(&table(
         "devices",
         "Enrolled devices",
-        &["Device id", "State", "Actions", "Name", "Claims (names)", "Push", "Enrolled", "Last change"],
+        &["Device id", "State", "Actions", "Name", "Claims (names)", "Push", "Enrolled", "Last used", "Last change"],
         &rows,
     ));
     if o.has(scopes::USERS_DELETE) {
