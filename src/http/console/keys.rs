@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::pages::{csrf_posted, opt_date, render, url_segment};
-use super::{Console, api_error_page, csrf_refused, error_page, reason_missing, reason_posted};
+use super::pages::{opt_date, render, url_segment};
+use super::{Console, api_error_page, error_page};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
@@ -160,14 +160,9 @@ pub async fn change(
     let Ok(change) = KeyChange::parse(&action, &target) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scopes::KEYS_WRITE).await {
-        return r;
-    }
-    let Some(reason) = reason_posted(&headers, &body) else {
-        return reason_missing();
+    let reason = match console.confirmed(&state, scopes::KEYS_WRITE, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let actor = console.operator.actor();
     let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };

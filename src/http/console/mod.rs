@@ -189,6 +189,23 @@ impl Console {
         Err(error_page(StatusCode::FORBIDDEN, "Not allowed", &format!("This needs the scope {scope}.")))
     }
 
+    /// A confirmation form posted for an action needing `scope`: the CSRF token first
+    /// (`403`), then the scope (`403`, audited), then the reason (`400` without one).
+    /// Returns the reason.
+    async fn confirmed(
+        &self,
+        state: &AppState,
+        scope: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<String, Response> {
+        if !csrf_posted(self, headers, body) {
+            return Err(csrf_refused());
+        }
+        self.require(state, scope).await?;
+        reason_posted(headers, body).ok_or_else(reason_missing)
+    }
+
     /// How the operator authenticated, for audit events.
     fn auth(&self) -> &'static str {
         if self.operator.break_glass { "break_glass" } else { "oidc" }
@@ -253,6 +270,12 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Option<std::collections::HashMap<St
         }
     }
     Some(out)
+}
+
+/// The posted form of an action carries the session's CSRF token.
+fn csrf_posted(console: &Console, headers: &HeaderMap, body: &[u8]) -> bool {
+    let fields = form(headers, body);
+    console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str))
 }
 
 /// The reason an operator gave in a confirmation form (required there; the service

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Console, api_error_page, csrf_refused, error_page, form, html, reason_missing, reason_posted};
+use super::{Console, api_error_page, error_page, html};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
@@ -379,12 +379,6 @@ pub async fn confirm_change(
     render(&console, "/console/users", title, &body)
 }
 
-/// The posted form of an action carries the session's CSRF token.
-pub(super) fn csrf_posted(console: &Console, headers: &HeaderMap, body: &[u8]) -> bool {
-    let fields = form(headers, body);
-    console.csrf_ok(fields.as_ref().and_then(|f| f.get("csrf")).map(String::as_str))
-}
-
 /// `POST /console/credentials/{device_id}/{action}` (form: `csrf`, `reason`).
 pub async fn change(
     State(state): State<AppState>,
@@ -396,14 +390,9 @@ pub async fn change(
     let Some((a, scope, _, _)) = parse_action(&action) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "No such action.");
     };
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scope).await {
-        return r;
-    }
-    let Some(reason) = reason_posted(&headers, &body) else {
-        return reason_missing();
+    let reason = match console.confirmed(&state, scope, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let actor = console.operator.actor();
     let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
@@ -449,14 +438,9 @@ pub async fn delete(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scopes::USERS_DELETE).await {
-        return r;
-    }
-    let Some(reason) = reason_posted(&headers, &body) else {
-        return reason_missing();
+    let reason = match console.confirmed(&state, scopes::USERS_DELETE, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let actor = console.operator.actor();
     let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };

@@ -10,8 +10,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::pages::{csrf_posted, render};
-use super::{Console, api_error_page, csrf_refused, reason_missing, reason_posted};
+use super::pages::render;
+use super::{Console, api_error_page};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
@@ -137,14 +137,9 @@ pub async fn confirm_reload(State(state): State<AppState>, console: Console) -> 
 
 /// `POST /console/services/reload` (form: `csrf`, `reason`).
 pub async fn reload(State(state): State<AppState>, console: Console, headers: HeaderMap, body: Bytes) -> Response {
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scopes::CONFIG_RELOAD).await {
-        return r;
-    }
-    let Some(reason) = reason_posted(&headers, &body) else {
-        return reason_missing();
+    let reason = match console.confirmed(&state, scopes::CONFIG_RELOAD, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let actor = console.operator.actor();
     let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };

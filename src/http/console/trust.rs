@@ -10,8 +10,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::pages::{csrf_posted, opt_date, render, trust_table};
-use super::{Console, api_error_page, csrf_refused, reason_missing, reason_posted};
+use super::pages::{opt_date, render, trust_table};
+use super::{Console, api_error_page};
 use crate::http::AppState;
 use crate::http::management::scopes;
 use crate::ids::now_unix;
@@ -74,14 +74,9 @@ pub async fn confirm_refresh(State(state): State<AppState>, console: Console) ->
 
 /// `POST /console/trust/refresh` (form: `csrf`, `reason`).
 pub async fn refresh(State(state): State<AppState>, console: Console, headers: HeaderMap, body: Bytes) -> Response {
-    if !csrf_posted(&console, &headers, &body) {
-        return csrf_refused();
-    }
-    if let Err(r) = console.require(&state, scopes::TRUST_REFRESH).await {
-        return r;
-    }
-    let Some(reason) = reason_posted(&headers, &body) else {
-        return reason_missing();
+    let reason = match console.confirmed(&state, scopes::TRUST_REFRESH, &headers, &body).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let actor = console.operator.actor();
     let by = OperatorCall { actor: &actor, auth: console.auth(), reason: Some(&reason) };
