@@ -129,6 +129,8 @@ impl Application {
             push,
             audit,
             browser_channels,
+            enrollment_change_file: (config.session_store.url == "memory://")
+                .then(|| config.server.state_dir.join(crate::service::enrollment_cache::CHANGE_FILE)),
         }));
         services.prepare_push_decoy().await;
         if services.trust_configured() {

@@ -139,14 +139,19 @@ pub async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let permit = state.services.admit_browser_channel(&id, origin(&headers), ip).await?;
-    // The browser sends one small `hello`: a 4 KiB read buffer instead of tungstenite's
-    // 128 KiB default keeps a pending session's socket at a few KiB (10,000 held sessions
-    // took 1.3 GB with the default).
-    Ok(upgrade.max_message_size(4096).read_buffer_size(4096).on_upgrade(move |socket| async move {
+    // The browser sends one small `hello`: a read buffer of HELLO_READ_BUFFER bytes
+    // instead of tungstenite's 128 KiB default (10,000 held sessions took 1.3 GB with
+    // it, and 4 KiB was still 40 % of a pending session's memory); larger messages, up
+    // to the 4 KiB limit, are still read, in more than one read.
+    Ok(upgrade.max_message_size(4096).read_buffer_size(HELLO_READ_BUFFER).on_upgrade(move |socket| async move {
         browser_channel(state, id, socket).await;
         drop(permit);
     }))
 }
+
+/// Bytes read from a browser socket at a time (and held by it while it waits): a
+/// `hello` is about 80.
+const HELLO_READ_BUFFER: usize = 256;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +193,9 @@ async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
         },
         _ => return close(socket, CLOSE_UNAUTHORIZED, "hello expected").await,
     };
-    let attached = match state.services.attach_browser_channel(&id, &token, now_unix()).await {
+    // The one-shot calls are boxed: their futures would otherwise stay part of this
+    // task's state while it waits, about 2 KiB per pending session.
+    let attached = match Box::pin(state.services.attach_browser_channel(&id, &token, now_unix())).await {
         Ok(a) => a,
         Err(e) if e.code == ErrorCode::NotFound => return close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await,
         Err(e) if e.code == ErrorCode::Overloaded => return close(socket, CLOSE_TRY_AGAIN, "overloaded").await,
@@ -215,7 +222,7 @@ async fn browser_channel(state: AppState, id: String, mut socket: WebSocket) {
                     Some(Ok(_)) => continue,
                 },
             }
-            let Ok(view) = state.services.browser_update(&id, now_unix()).await else {
+            let Ok(view) = Box::pin(state.services.browser_update(&id, now_unix())).await else {
                 return close(socket, 1011, "unavailable").await;
             };
             if let Some(msg) = terminal_message(&view) {

@@ -10,12 +10,12 @@ use sha2::{Digest, Sha256};
 use super::Services;
 use super::claims::StoredClaims;
 use super::config::ServiceConfig;
+use super::enrollment_cache::KnownDevice;
 use super::idtoken::{IdClaims, ordered_scopes, scope_claims, signing_input};
 use super::jws::{HasIat, ParsedJws, TYP_DEVICE};
 use super::otp::{codes_equal, otp_message, truncate};
 use crate::error::{ApiError, ErrorCode};
 use crate::keyring::KeyPurpose;
-use crate::keys::EcPublicJwk;
 use crate::metrics::{METRICS, SessionOutcome};
 use crate::store::audit::kinds;
 use crate::store::{AuthSession, Enrollment, EnrollmentStatus, SessionEnd, SessionStatus};
@@ -232,13 +232,12 @@ impl Services {
         Ok(())
     }
 
-    /// Computes a session's OTP in the HSM with the key the session names.
-    /// A code computed less than a second ago in this process is reused, so however
-    /// fast a session is polled its OTP costs at most one HMAC per second (the code is
-    /// never stored: see [`super::otp::OtpCache`]).
+    /// Computes a session's OTP in the HSM with the key the session names, once per
+    /// session in this process: the code is kept in memory until the session expires or
+    /// ends here (never stored: see [`super::otp::OtpCache`]).
     pub(super) async fn session_otp(&self, s: &AuthSession) -> Result<String, ApiError> {
         self.otp_cache
-            .get_or_compute(&s.id, || async {
+            .get_or_compute(&s.id, s.expires_at, || async {
                 let mac = self.keys.hmac(&s.otp_key, otp_message(&s.id, &s.token_id, s.created_at)).await?;
                 Ok(truncate(&mac, s.otp_digits))
             })
@@ -280,7 +279,8 @@ impl Services {
         self.check_lockout(&req.token_id).await?;
         self.rate_limit(&format!("token-initiate:{}", req.token_id), limits.initiate_per_token_per_minute).await?;
 
-        let enrollment = self.store.active_enrollment(&req.token_id).await?;
+        let known = self.active_enrollment(&req.token_id).await?;
+        let enrollment = known.as_deref().map(|k| &k.enrollment);
         let otp_key = self.keys.active(KeyPurpose::Otp)?;
         let ttl = self.settings.auth.otp_ttl.as_secs() as i64;
         let browser_token = crate::ids::new_id();
@@ -312,7 +312,7 @@ impl Services {
         // While push is on, every session opens one envelope with the data key: the
         // device's push token, or a decoy for an unknown, inactive or push-less token id
         // (same HSM operations, one timing class, §5.1).
-        let push_token = self.open_push_token(enrollment.as_ref(), &session.id).await;
+        let push_token = self.open_push_token(enrollment, &session.id).await;
         if let Some(token) = push_token {
             self.push_session(&session, &service, &otp, token);
         }
@@ -439,22 +439,60 @@ impl Services {
         &self,
         body: &[u8],
         now: i64,
-    ) -> Result<(Enrollment, T), ApiError> {
+    ) -> Result<(Arc<KnownDevice>, T), ApiError> {
         let jws = ParsedJws::parse(body, TYP_DEVICE)?;
         let kid = jws.header_str("kid").ok_or_else(|| ApiError::invalid_request("kid must be a string"))?;
-        let enrollment = self
-            .store
-            .enrollment_by_device(kid)
+        let device = self
+            .known_device(kid)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::UnknownDevice, "no enrolled device has this kid"))?;
-        let jwk: EcPublicJwk = serde_json::from_str(&enrollment.device_jwk).map_err(|_| ApiError::internal())?;
-        let key = jwk.to_public_key().ok_or_else(ApiError::internal)?;
-        jws.verify(&key)?;
-        if enrollment.status != EnrollmentStatus::Active {
+        jws.verify(&device.key)?;
+        if device.enrollment.status != EnrollmentStatus::Active {
             return Err(ApiError::new(ErrorCode::DeviceInactive, "this device is not active"));
         }
         let payload = jws.payload(now, self.settings.device.iat_skew.as_secs())?;
-        Ok((enrollment, payload))
+        Ok((device, payload))
+    }
+
+    /// The enrollment cache may be read and filled: this node hears every enrollment
+    /// change, and the database takes audit events (else sign-ins must reach it).
+    fn enrollment_cache_usable(&self) -> bool {
+        self.sessions.hears_enrollment_changes() && !self.audit.is_failing()
+    }
+
+    /// The enrollment of a device id: from this process's cache, else from the database
+    /// (and then cached while this node hears every change, see
+    /// [`super::enrollment_cache`]).
+    async fn known_device(&self, device_id: &str) -> Result<Option<Arc<KnownDevice>>, ApiError> {
+        let hears = self.enrollment_cache_usable();
+        if hears && let Some(device) = self.enrollments.device(device_id) {
+            return Ok(Some(device));
+        }
+        let ticket = self.enrollments.ticket();
+        let Some(enrollment) = self.store.enrollment_by_device(device_id).await? else { return Ok(None) };
+        let device = Arc::new(KnownDevice::new(enrollment).ok_or_else(ApiError::internal)?);
+        if hears {
+            self.enrollments.put_device(ticket, device.clone());
+        }
+        Ok(Some(device))
+    }
+
+    /// The active enrollment of a token id, cached as [`Self::known_device`] (its
+    /// absence too).
+    async fn active_enrollment(&self, token_id: &str) -> Result<Option<Arc<KnownDevice>>, ApiError> {
+        let hears = self.enrollment_cache_usable();
+        if hears && let Some(active) = self.enrollments.active(token_id) {
+            return Ok(active);
+        }
+        let ticket = self.enrollments.ticket();
+        let active = match self.store.active_enrollment(token_id).await? {
+            Some(e) => Some(Arc::new(KnownDevice::new(e).ok_or_else(ApiError::internal)?)),
+            None => None,
+        };
+        if hears {
+            self.enrollments.put_active(ticket, token_id, active.clone());
+        }
+        Ok(active)
     }
 
     /// `POST /v1/device/pending`: the device's pending sessions with their OTPs.
@@ -462,7 +500,8 @@ impl Services {
     /// the browser's polls), before the signature is checked.
     pub async fn device_pending(&self, body: &[u8], ip: IpAddr, now: i64) -> Result<PendingList, ApiError> {
         self.rate_limit(&format!("ip-pending:{ip}"), self.settings.limits.poll_per_ip_per_minute).await?;
-        let (enrollment, _payload): (Enrollment, PendingPayload) = self.authenticate_device(body, now).await?;
+        let (device, _payload): (Arc<KnownDevice>, PendingPayload) = self.authenticate_device(body, now).await?;
+        let enrollment = &device.enrollment;
         let mut sessions = Vec::new();
         for s in self.sessions.pending_sessions(&enrollment.token_id, now).await? {
             if s.device_id.as_deref() != Some(enrollment.device_id.as_str()) {
@@ -489,6 +528,7 @@ impl Services {
         let max = self.settings.auth.session_max_failures;
         if after.as_ref().is_some_and(|s| s.status == SessionStatus::Locked && s.failures == max) {
             tracing::warn!(session_id = %session.id, "session locked after repeated failed verifies");
+            self.otp_cache.forget(&session.id);
             METRICS.session(SessionOutcome::Locked);
             METRICS.pending_sessions.ended(&session.id);
             self.audit_event(
@@ -519,7 +559,8 @@ impl Services {
 
     /// `POST /v1/auth/verify` with the ordered checks of §5.5 and §12 rules 5 and 6.
     pub async fn verify(&self, body: &[u8], now: i64) -> Result<Verified, ApiError> {
-        let (enrollment, payload): (Enrollment, VerifyPayload) = self.authenticate_device(body, now).await?;
+        let (device, payload): (Arc<KnownDevice>, VerifyPayload) = self.authenticate_device(body, now).await?;
+        let enrollment = &device.enrollment;
         let not_found = || ApiError::new(ErrorCode::SessionNotFound, "no such session");
         let session = self.sessions.get_session(&payload.session_id).await?.ok_or_else(not_found)?;
         if !session.is_pending(now) {
@@ -547,11 +588,14 @@ impl Services {
                         "granted scopes must be among the requested ones",
                     ));
                 }
-                let id_token = self.issue_id_token(&session, &enrollment, &granted, now).await?;
+                let id_token = self.issue_id_token(&session, enrollment, &granted, now).await?;
                 SessionEnd::Approved { id_token_sealed: self.keys.seal(&session.id, id_token.into_bytes()).await? }
             }
         };
-        match self.sessions.end_session(&session.id, end, now).await? {
+        let outcome = self.sessions.end_session(&session.id, end, now).await?;
+        // Ended here or by a race: no one needs its code any more.
+        self.otp_cache.forget(&session.id);
+        match outcome {
             Some(Ok(ended)) => {
                 let approved = ended.status == SessionStatus::Approved;
                 let status = if approved { "approved" } else { "rejected" };
@@ -564,7 +608,7 @@ impl Services {
                     &ended.token_id,
                     serde_json::json!({"session_id": ended.id, "service_id": ended.service_id, "scopes": granted_names}),
                 );
-                self.note_device_use(&enrollment, now);
+                self.note_device_use(enrollment, now);
                 Ok(Verified { status })
             }
             Some(Err(_)) => Err(ApiError::new(ErrorCode::SessionClosed, "the session has ended")),

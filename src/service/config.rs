@@ -162,6 +162,17 @@ pub struct AuthConfig {
     /// Least time between two fetches of one `jwks_uri` (an unknown `kid`).
     #[serde(with = "humantime_serde")]
     pub client_jwks_refetch_interval: Duration,
+    /// Enrollments kept in memory for the sign-in path, by device id and by token id
+    /// each (0: none, every sign-in reads the database).
+    pub enrollment_cache_entries: usize,
+    /// Longest time an enrollment is kept in memory. Changes made through any node are
+    /// heard at once; this bounds only those no node announces (a `symbolon users`
+    /// command against SQLite while the server runs).
+    #[serde(with = "humantime_serde")]
+    pub enrollment_cache_ttl: Duration,
+    /// Live sessions whose OTP this process keeps in memory (past it, codes are
+    /// computed again when needed).
+    pub otp_cache_entries: usize,
 }
 
 impl Default for AuthConfig {
@@ -177,6 +188,9 @@ impl Default for AuthConfig {
             hello_timeout: Duration::from_secs(5),
             client_jwks_cache: Duration::from_secs(600),
             client_jwks_refetch_interval: Duration::from_secs(30),
+            enrollment_cache_entries: 100_000,
+            enrollment_cache_ttl: Duration::from_secs(10),
+            otp_cache_entries: super::otp::DEFAULT_OTP_CACHE_ENTRIES,
         }
     }
 }

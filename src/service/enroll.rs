@@ -163,6 +163,13 @@ impl Services {
         );
         let record = self.store.insert_enrollment_audited(&enrollment, &event).await?;
         self.audit.appended(&record);
+        // Nodes that cached "no active enrollment" for this token id forget it.
+        super::enrollment_cache::announce(
+            &self.enrollments,
+            self.sessions.as_ref(),
+            std::slice::from_ref(&enrollment.token_id),
+        )
+        .await;
         tracing::info!(
             token_id = %enrollment.token_id,
             device_id = %device_id,

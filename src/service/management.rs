@@ -10,6 +10,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use super::audit::Audit;
+use super::enrollment_cache::{EnrollmentCache, announce};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::audit::kinds;
 use crate::store::{
@@ -247,6 +248,8 @@ pub struct Management {
     store: Arc<dyn DurableStore>,
     sessions: Arc<dyn SessionStore>,
     audit: Audit,
+    /// Forgets (and announces to the other nodes) enrollments this changes.
+    enrollments: Arc<EnrollmentCache>,
 }
 
 impl std::fmt::Debug for Management {
@@ -272,8 +275,13 @@ fn not_found(what: &str) -> ApiError {
 }
 
 impl Management {
-    pub fn new(store: Arc<dyn DurableStore>, sessions: Arc<dyn SessionStore>, audit: Audit) -> Self {
-        Self { store, sessions, audit }
+    pub fn new(
+        store: Arc<dyn DurableStore>,
+        sessions: Arc<dyn SessionStore>,
+        audit: Audit,
+        enrollments: Arc<EnrollmentCache>,
+    ) -> Self {
+        Self { store, sessions, audit, enrollments }
     }
 
     /// Users ordered by token id, `limit` per page.
@@ -318,6 +326,7 @@ impl Management {
         match self.store.delete_enrollments_audited(token_id, &event).await {
             Ok(Some((devices, record))) => {
                 self.audit.appended(&record);
+                announce(&self.enrollments, self.sessions.as_ref(), &[token_id.to_string()]).await;
                 Ok(devices)
             }
             Ok(None) => Err(not_found("user")),
@@ -393,6 +402,7 @@ impl Management {
             return Err(ApiError::new(ErrorCode::InvalidState, "the credential changed meanwhile; read it again"));
         };
         self.audit.appended(&record);
+        announce(&self.enrollments, self.sessions.as_ref(), std::slice::from_ref(&e.token_id)).await;
         let changed = self.store.enrollment_by_device(device_id).await?.ok_or_else(|| not_found("credential"))?;
         Ok(ActionOutcome { credential: CredentialView::from(&changed), changed: true })
     }

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::audit::Audit;
+use super::enrollment_cache::EnrollmentCache;
 use super::management::{
     CredentialAction, CredentialView, FlowStatus, FlowView, MAX_LIMIT, Management, OperatorCall, UserView,
 };
@@ -126,19 +127,24 @@ pub fn cli_actor() -> String {
 
 async fn open(stores: &Stores<'_>, with_sessions: bool) -> anyhow::Result<Management> {
     let store = open_durable(stores.database, stores.state_dir).await.context("durable store")?;
-    let sessions: Arc<dyn SessionStore> = if with_sessions {
-        if stores.session_store.url == "memory://" {
-            anyhow::bail!(
-                "session_store.url is \"memory://\": the flows live in the server's memory, where this \
-                 command cannot read them; list them with GET /api/management/v1/flows"
-            );
-        }
+    let mut change_file = None;
+    let sessions: Arc<dyn SessionStore> = if stores.session_store.url != "memory://" {
+        // `users` commands announce their changes through it, so every node's
+        // enrollment cache forgets the enrollments they change at once.
         open_session_store(stores.session_store, 1).context("session store")?
+    } else if with_sessions {
+        anyhow::bail!(
+            "session_store.url is \"memory://\": the flows live in the server's memory, where this \
+             command cannot read them; list them with GET /api/management/v1/flows"
+        );
     } else {
-        // `users` commands read and change enrollments only.
+        // A running single node shares no session store with this process: it hears
+        // of changes through the change file in the state directory.
+        change_file = Some(stores.state_dir.join(super::enrollment_cache::CHANGE_FILE));
         Arc::new(MemorySessionStore::new())
     };
-    Ok(Management::new(store.clone(), sessions, Audit::appender(store)))
+    let cache = Arc::new(EnrollmentCache::announcer(change_file));
+    Ok(Management::new(store.clone(), sessions, Audit::appender(store), cache))
 }
 
 fn check_limit(limit: u32) -> anyhow::Result<u32> {

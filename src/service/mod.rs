@@ -19,6 +19,7 @@ pub mod client_auth;
 pub mod config;
 pub mod console;
 pub mod enroll;
+pub mod enrollment_cache;
 pub mod expiry;
 pub mod flow;
 pub mod idtoken;
@@ -61,9 +62,11 @@ pub struct Services {
     audit: audit::Audit,
     /// Browser WebSockets open on this node (bounded by `limits.websocket_max_open`).
     browser_channels: Arc<channel::OpenChannels>,
-    /// Sessions' OTPs for one second, in this process only (at most one HMAC per
-    /// session per second whatever the polling rate).
+    /// Sessions' OTPs while they live, in this process only (one HMAC per session
+    /// per node whatever the polling rate).
     otp_cache: otp::OtpCache,
+    /// Enrollments the sign-in path reads, kept until changed (`enrollment_cache.rs`).
+    enrollments: Arc<enrollment_cache::EnrollmentCache>,
     /// The envelope opened for sessions without a push token while push is on.
     push_decoy: auth::PushDecoy,
     /// Clients' `jwks_uri` key sets, cached.
@@ -86,6 +89,10 @@ pub struct Parts {
     pub push: crate::push::PushQueue,
     pub audit: audit::Audit,
     pub browser_channels: Arc<channel::OpenChannels>,
+    /// A single node's enrollment change file (`enrollment_cache::CHANGE_FILE` in the
+    /// state directory), where commands announce changes; `None` in a cluster (they
+    /// announce through Redis).
+    pub enrollment_change_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Services {
@@ -96,11 +103,35 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(parts: Parts) -> Self {
-        let Parts { settings, relying_parties, keys, key_rules, store, sessions, trust, push, audit, browser_channels } =
-            parts;
+        let Parts {
+            settings,
+            relying_parties,
+            keys,
+            key_rules,
+            store,
+            sessions,
+            trust,
+            push,
+            audit,
+            browser_channels,
+            enrollment_change_file,
+        } = parts;
         let client_jwks =
             client_auth::ClientJwks::new(settings.auth.client_jwks_cache, settings.auth.client_jwks_refetch_interval);
-        let management = management::Management::new(store.clone(), sessions.clone(), audit.clone());
+        let otp_cache = otp::OtpCache::new(settings.auth.otp_cache_entries);
+        let mut enrollments = enrollment_cache::EnrollmentCache::new(
+            settings.auth.enrollment_cache_entries,
+            settings.auth.enrollment_cache_ttl,
+        );
+        if let Some(path) = enrollment_change_file {
+            enrollments = enrollments.watching(path);
+        }
+        let enrollments = Arc::new(enrollments);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            enrollment_cache::follow(&enrollments, sessions.as_ref());
+        }
+        let management =
+            management::Management::new(store.clone(), sessions.clone(), audit.clone(), enrollments.clone());
         Self {
             settings,
             relying_parties,
@@ -112,7 +143,8 @@ impl Services {
             push,
             audit,
             browser_channels,
-            otp_cache: Default::default(),
+            otp_cache,
+            enrollments,
             push_decoy: Default::default(),
             client_jwks,
             management,
@@ -189,6 +221,7 @@ impl Services {
             let reason = "token id revoked by VRL";
             match self.store.suspend_token_ids(&vrl.territory, &vrl.ca_sha256, &ids, reason, now).await {
                 Ok(changed) => {
+                    enrollment_cache::announce(&self.enrollments, self.sessions.as_ref(), &changed).await;
                     for token_id in changed {
                         tracing::warn!(token_id = %token_id, reason = "vrl", "enrollment suspended: credential revoked");
                         self.audit_event(
@@ -209,6 +242,7 @@ impl Services {
                 .await
             {
                 Ok(changed) => {
+                    enrollment_cache::announce(&self.enrollments, self.sessions.as_ref(), &changed).await;
                     for token_id in changed {
                         tracing::warn!(token_id = %token_id, reason = "crl", "enrollment suspended: credential revoked");
                         self.audit_event(

@@ -1,61 +1,92 @@
 //! One-time codes (docs/protocol.md §6): HMAC-SHA256 inside the HSM over a fixed message,
-//! dynamic truncation, 6 to 8 digits. Recomputed when needed, never stored: the session
-//! store keeps no OTP; this process remembers a session's code for one second at most
-//! ([`OtpCache`]), so polling cannot make the HSM compute it more than once a second.
+//! dynamic truncation, 6 to 8 digits. Never stored: the session store keeps no OTP.
+//! This process remembers a session's code in its memory ([`OtpCache`]) until the
+//! session expires or ends here, so a sign-in costs one HMAC per node that serves it
+//! however often its code is shown or checked; another node, or this one after a
+//! restart, computes it again.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OnceCell;
 
-/// How long a computed OTP is reused for its session.
-pub const OTP_REUSE: Duration = Duration::from_secs(1);
+/// Codes held at most unless configured (`auth.otp_cache_entries`).
+pub const DEFAULT_OTP_CACHE_ENTRIES: usize = 100_000;
 
-/// Each session's OTP as last computed, for [`OTP_REUSE`], in this process's memory only.
-/// Concurrent requests for one session share one computation.
-#[derive(Debug, Default)]
+/// Each live session's OTP as computed, in this process's memory only, until the
+/// session expires or [`OtpCache::forget`]; at most `capacity` codes (past it a code
+/// is computed and not kept). Concurrent requests for one session share one computation.
+#[derive(Debug)]
 pub struct OtpCache {
     inner: Mutex<CacheInner>,
+    capacity: usize,
 }
 
 #[derive(Debug, Default)]
 struct CacheInner {
-    codes: HashMap<String, (Instant, Arc<OnceCell<String>>)>,
-    swept: Option<Instant>,
+    /// Session id -> (its `expires_at`, the code).
+    codes: HashMap<String, (i64, Arc<OnceCell<String>>)>,
+    /// When expired codes were last swept (unix seconds).
+    swept: i64,
+}
+
+impl Default for OtpCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_OTP_CACHE_ENTRIES)
+    }
 }
 
 impl OtpCache {
-    /// The code of session `id`: computed by `compute` unless it was computed (or is
-    /// being computed) less than [`OTP_REUSE`] ago. A failed computation is not kept.
-    pub async fn get_or_compute<E, F, Fut>(&self, id: &str, compute: F) -> Result<String, E>
+    /// A cache of at most `capacity` codes (0: none kept).
+    pub fn new(capacity: usize) -> Self {
+        Self { inner: Mutex::new(CacheInner::default()), capacity }
+    }
+
+    /// The code of session `id`, which expires at `expires_at` (unix seconds): computed
+    /// by `compute` unless it was computed (or is being computed) here before. A failed
+    /// computation is not kept.
+    pub async fn get_or_compute<E, F, Fut>(&self, id: &str, expires_at: i64, compute: F) -> Result<String, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<String, E>>,
     {
         let cell = {
-            let now = Instant::now();
-            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Forget stale codes at most once per reuse period: the map holds the codes
-            // of about two periods, never more.
-            if inner.swept.is_none_or(|t| now.duration_since(t) >= OTP_REUSE) {
-                inner.codes.retain(|_, (at, _)| now.duration_since(*at) < OTP_REUSE);
-                inner.swept = Some(now);
+            let now = crate::ids::now_unix();
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            // Forget expired codes at most once a second.
+            if inner.swept != now {
+                inner.codes.retain(|_, (until, _)| *until >= now);
+                inner.swept = now;
             }
             match inner.codes.get(id) {
-                Some((at, cell)) if now.duration_since(*at) < OTP_REUSE => cell.clone(),
-                _ => {
+                Some((_, cell)) => cell.clone(),
+                None => {
                     let cell = Arc::new(OnceCell::new());
-                    inner.codes.insert(id.to_string(), (now, cell.clone()));
+                    if inner.codes.len() < self.capacity && expires_at >= now {
+                        inner.codes.insert(id.to_string(), (expires_at, cell.clone()));
+                    }
                     cell
                 }
             }
         };
-        cell.get_or_try_init(compute).await.cloned()
+        let result = cell.get_or_try_init(compute).await.cloned();
+        if result.is_err() {
+            // The next caller computes again rather than waiting on a failed cell.
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            if inner.codes.get(id).is_some_and(|(_, c)| Arc::ptr_eq(c, &cell)) {
+                inner.codes.remove(id);
+            }
+        }
+        result
     }
 
-    /// Codes held now (tests).
+    /// Forgets the code of a session that ended.
+    pub fn forget(&self, id: &str) {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).codes.remove(id);
+    }
+
+    /// Codes held now.
     pub fn len(&self) -> usize {
         self.inner.lock().map(|i| i.codes.len()).unwrap_or(0)
     }
@@ -105,26 +136,42 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_code_is_computed_once_per_second_per_session() {
-        let cache = OtpCache::default();
-        let computed = std::sync::atomic::AtomicU32::new(0);
+    async fn a_code_is_computed_once_per_session_until_it_ends() {
+        use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+        let cache = OtpCache::new(3);
+        let later = crate::ids::now_unix() + 120;
+        let computed = AtomicU32::new(0);
         let compute = || async {
-            computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            computed.fetch_add(1, SeqCst);
             Ok::<_, ()>("123456".to_string())
         };
-        let (a, b) = tokio::join!(cache.get_or_compute("s1", compute), cache.get_or_compute("s1", compute));
+        let (a, b) =
+            tokio::join!(cache.get_or_compute("s1", later, compute), cache.get_or_compute("s1", later, compute));
         assert_eq!((a, b), (Ok("123456".into()), Ok("123456".into())));
-        assert_eq!(cache.get_or_compute("s1", compute).await, Ok("123456".into()));
-        assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 1, "concurrent and repeated calls share one");
-        cache.get_or_compute("s2", compute).await.unwrap();
-        assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 2, "another session computes its own");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_eq!(cache.get_or_compute("s1", later, compute).await, Ok("123456".into()));
+        assert_eq!(computed.load(SeqCst), 1, "concurrent and later calls share one computation");
+        cache.get_or_compute("s2", later, compute).await.unwrap();
+        assert_eq!(computed.load(SeqCst), 2, "another session computes its own");
         // A failure is not kept.
-        assert_eq!(cache.get_or_compute("s3", || async { Err::<String, _>(7) }).await, Err(7));
-        assert_eq!(cache.get_or_compute("s3", || async { Ok::<_, u8>("1".into()) }).await, Ok("1".into()));
-        tokio::time::sleep(OTP_REUSE + Duration::from_millis(50)).await;
-        cache.get_or_compute("s1", compute).await.unwrap();
-        assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 3, "recomputed after a second");
-        assert_eq!(cache.len(), 1, "stale codes are forgotten");
+        assert_eq!(cache.get_or_compute("s3", later, || async { Err::<String, _>(7) }).await, Err(7));
+        assert_eq!(cache.get_or_compute("s3", later, || async { Ok::<_, u8>("1".into()) }).await, Ok("1".into()));
+        assert_eq!(cache.len(), 3);
+        // Full: a fourth session's code is computed and not kept.
+        cache.get_or_compute("s4", later, compute).await.unwrap();
+        cache.get_or_compute("s4", later, compute).await.unwrap();
+        assert_eq!(computed.load(SeqCst), 4, "past capacity every call computes");
+        assert_eq!(cache.len(), 3, "bounded");
+        // The session ends: its code goes.
+        cache.forget("s1");
+        cache.get_or_compute("s1", later, compute).await.unwrap();
+        assert_eq!(computed.load(SeqCst), 5, "computed again after the session ended here");
+        // An expired session's code is swept.
+        let gone = crate::ids::now_unix() - 1;
+        cache.forget("s2");
+        cache.forget("s3");
+        cache.get_or_compute("old", gone, compute).await.unwrap();
+        assert!(!cache.inner.lock().unwrap().codes.contains_key("old"), "an expired session's code is not kept");
     }
 
     #[test]

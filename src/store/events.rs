@@ -12,6 +12,20 @@ use tokio::sync::broadcast;
 
 use super::SessionStoreError;
 
+/// A change to enrollments announced by a node (docs/architecture.md, "Enrollment
+/// cache"): what each process's enrollment cache must forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollmentChange {
+    /// The enrollments of these token ids changed (enrolled, suspended, activated,
+    /// revoked or deleted).
+    TokenIds(Vec<String>),
+    /// Changes may have been missed (the subscription went down or came up): forget all.
+    All,
+}
+
+/// Changes heard at most, queued, before a slow listener lags (and then forgets all).
+pub const ENROLLMENT_CHANGES_QUEUE: usize = 1024;
+
 /// Channels a process holds at most unless told otherwise (the default of
 /// `limits.websocket_max_open`, which bounds the browser channels).
 pub const DEFAULT_MAX_CHANNELS: usize = 20_000;

@@ -25,7 +25,7 @@ pub use catalog::{
 };
 pub use config::{DatabaseConfig, DatabaseTls, SessionStoreConfig};
 pub use enrollments::{Enrollment, EnrollmentStatus, EnrollmentStore};
-pub use events::{DEFAULT_MAX_CHANNELS, EventHub, SessionEvents};
+pub use events::{DEFAULT_MAX_CHANNELS, ENROLLMENT_CHANGES_QUEUE, EnrollmentChange, EventHub, SessionEvents};
 pub use management::ManagementQueries;
 pub use memory::MemorySessionStore;
 pub use postgres::PostgresStore;

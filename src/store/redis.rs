@@ -17,7 +17,8 @@
 //!
 //! Every state change is one Lua script, so no read-modify-write race exists between
 //! nodes. A session's end is published on `P events`; each process holds one
-//! subscription and fans messages out to per-session broadcast channels.
+//! subscription and fans messages out to per-session broadcast channels. Enrollment
+//! changes go out on the same channel as `enrollments:<token ids, one per line>`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,8 +32,8 @@ use redis::{AsyncCommands, Client, IntoConnectionInfo, RedisError, Script};
 
 use super::config::SessionStoreConfig;
 use super::{
-    AuthSession, EventHub, Member, SESSION_INDEX_MAX, SessionEnd, SessionEvents, SessionStatus, SessionStore,
-    SessionStoreError, session_position, session_position_since,
+    AuthSession, EnrollmentChange, EventHub, Member, SESSION_INDEX_MAX, SessionEnd, SessionEvents, SessionStatus,
+    SessionStore, SessionStoreError, session_position, session_position_since,
 };
 
 /// Version of the session hash layout; a node refuses sessions of a version it does not know.
@@ -196,6 +197,7 @@ pub struct RedisSessionStore {
     conn: ConnectionManager,
     prefix: String,
     channel: String,
+    enrollment_changes: tokio::sync::broadcast::Sender<EnrollmentChange>,
     timeout: Duration,
     hub: Arc<EventHub>,
     subscribed: Arc<Subscribed>,
@@ -263,13 +265,21 @@ impl RedisSessionStore {
         let hub = EventHub::new(max_channels);
         let subscribed = Arc::new(Subscribed::default());
         let channel = format!("{}events", config.key_prefix);
-        let task =
-            tokio::spawn(run_subscription(client, channel.clone(), hub.clone(), subscribed.clone(), config.timeout));
+        let (enrollment_changes, _) = tokio::sync::broadcast::channel(super::ENROLLMENT_CHANGES_QUEUE);
+        let task = tokio::spawn(run_subscription(
+            client,
+            channel.clone(),
+            hub.clone(),
+            enrollment_changes.clone(),
+            subscribed.clone(),
+            config.timeout,
+        ));
         let with_clock = |body: &str| Script::new(&format!("{NOW_MS}{body}"));
         Ok(Self {
             conn,
             prefix: config.key_prefix.clone(),
             channel,
+            enrollment_changes,
             timeout: config.timeout,
             hub,
             subscribed,
@@ -338,13 +348,20 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// Prefix of an enrollment change on the events channel (then token ids, one per
+/// line). A session id never holds a `:`, so the two kinds of message cannot be taken
+/// for each other, and one channel keeps the documented ACL (`&P events`) sufficient.
+const ENROLLMENTS_MESSAGE: &str = "enrollments:";
+
 /// The one subscription of this process to the events channel. Reconnects with
-/// backoff (also when a heartbeat PING goes unanswered); after each (re)connect every local listener re-reads its session, so an
-/// event published while the subscription was down is not lost.
+/// backoff (also when a heartbeat PING goes unanswered); after each (re)connect and
+/// loss every local listener re-reads its session and the enrollment cache forgets
+/// everything, so an event published while the subscription was down is not lost.
 async fn run_subscription(
     client: Client,
     channel: String,
     hub: Arc<EventHub>,
+    enrollment_changes: tokio::sync::broadcast::Sender<EnrollmentChange>,
     subscribed: Arc<Subscribed>,
     timeout: Duration,
 ) {
@@ -364,6 +381,7 @@ async fn run_subscription(
                 backoff = MIN_BACKOFF;
                 subscribed.0.store(true, std::sync::atomic::Ordering::Release);
                 hub.notify_all();
+                let _ = enrollment_changes.send(EnrollmentChange::All);
                 let (mut sink, mut messages) = pubsub.split();
                 // A PING now and then notices a connection that died without a FIN.
                 let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -371,11 +389,19 @@ async fn run_subscription(
                 loop {
                     tokio::select! {
                         msg = messages.next() => match msg {
-                            Some(msg) => {
-                                if let Ok(id) = msg.get_payload::<String>() {
-                                    hub.notify(&id);
+                            Some(msg) => match msg.get_payload::<String>() {
+                                Ok(text) => match text.strip_prefix(ENROLLMENTS_MESSAGE) {
+                                    Some(ids) => {
+                                        let ids = ids.lines().map(str::to_string).collect();
+                                        let _ = enrollment_changes.send(EnrollmentChange::TokenIds(ids));
+                                    }
+                                    None => hub.notify(&text),
+                                },
+                                // Not text: it may have been a change we cannot read.
+                                Err(_) => {
+                                    let _ = enrollment_changes.send(EnrollmentChange::All);
                                 }
-                            }
+                            },
                             None => break,
                         },
                         _ = heartbeat.tick() => {
@@ -389,6 +415,7 @@ async fn run_subscription(
                 tracing::warn!(channel = %channel, "redis event subscription lost; reconnecting");
                 subscribed.0.store(false, std::sync::atomic::Ordering::Release);
                 hub.notify_all();
+                let _ = enrollment_changes.send(EnrollmentChange::All);
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "redis event subscription failed; retrying"),
             Err(_) => tracing::warn!("redis event subscription timed out; retrying"),
@@ -552,6 +579,20 @@ impl SessionStore for RedisSessionStore {
 
     async fn subscribe(&self, id: &str) -> Result<SessionEvents, SessionStoreError> {
         self.hub.subscribe(id)
+    }
+
+    async fn publish_enrollment_change(&self, token_ids: &[String]) -> Result<(), SessionStoreError> {
+        let mut conn = self.conn.clone();
+        let (channel, payload) = (self.channel.clone(), format!("{ENROLLMENTS_MESSAGE}{}", token_ids.join("\n")));
+        self.bounded(async move { conn.publish::<_, _, i64>(channel, payload).await }).await.map(drop)
+    }
+
+    fn watch_enrollment_changes(&self) -> Option<tokio::sync::broadcast::Receiver<EnrollmentChange>> {
+        Some(self.enrollment_changes.subscribe())
+    }
+
+    fn hears_enrollment_changes(&self) -> bool {
+        self.subscribed.0.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn event_channels(&self) -> usize {

@@ -132,6 +132,23 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Session event channels this process holds now (a metrics gauge).
     fn event_channels(&self) -> usize;
 
+    /// Announces to every other process sharing this store that the enrollments of
+    /// `token_ids` changed (their enrollment caches forget them). A store that no other
+    /// process shares (memory) has no one to tell.
+    async fn publish_enrollment_change(&self, _token_ids: &[String]) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
+    /// The changes other processes announce, and `All` whenever some may have been
+    /// missed; `None` where no other process can announce any (memory).
+    fn watch_enrollment_changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::EnrollmentChange>> {
+        None
+    }
+    /// Whether announcements of other processes reach this one now (Redis: the event
+    /// subscription is up). While not, enrollments must be read from the database.
+    fn hears_enrollment_changes(&self) -> bool {
+        true
+    }
+
     /// Adds `units` to the sliding window of `key` and returns the window's total.
     async fn add_units(&self, key: &str, units: u32, window: Duration) -> Result<u32, SessionStoreError>;
     /// Locks `key` for `ttl`.

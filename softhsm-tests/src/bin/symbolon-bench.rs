@@ -121,6 +121,15 @@ struct Args {
     /// Rounds per server in the A/B (each `--seconds` / rounds long).
     #[arg(long, default_value_t = 6)]
     ab_rounds: usize,
+    /// Only the OpenID Connect code flow (issue 21 item 4): phase 1, then closed-loop
+    /// code flows (authorize → sign-in → /token with private_key_jwt → /userinfo)
+    /// against their own in-run bound.
+    #[arg(long)]
+    oidc: bool,
+    /// Only memory at scale (issue 21 item 5): idle RSS, `--pending` WebSocket sessions
+    /// held (RSS per session), released, then `--bogus-upgrades` (RSS before/after).
+    #[arg(long)]
+    memory: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -197,12 +206,15 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// Raises RLIMIT_NOFILE to the hard limit; the server child inherits it.
+/// Raises RLIMIT_NOFILE to 400,000 where allowed (root), else to the hard limit; the
+/// server child inherits it (`--memory` holds 100,000 sockets on each side).
 fn raise_nofile() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((_, hard)) => {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            if setrlimit(Resource::RLIMIT_NOFILE, 400_000, 400_000.max(hard)).is_err() {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
             getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
         }
         Err(_) => 0,
@@ -405,6 +417,8 @@ struct Bench {
     pid: u32,
     /// The server's RSS (MiB) once started and the devices enrolled.
     rss_idle: f64,
+    /// The OpenID Connect client of `--oidc` (then every sign-in is a code flow).
+    oidc: Option<OidcClient>,
     /// Nodes besides `env.server` (phase 6), stopped when the bench is dropped.
     _more_nodes: Vec<TestServer>,
     /// The PostgreSQL database and Redis prefix of phase 6, dropped after the nodes.
@@ -434,6 +448,7 @@ impl Bench {
             scopes: scopes.to_vec(),
             pid,
             rss_idle: rss_mib(pid).0,
+            oidc: None,
             env,
             _more_nodes: more,
             _stores: stores,
@@ -468,6 +483,12 @@ struct Trace {
     verify: Duration,
     /// Verify sent until the browser's `approved` (the headline latency).
     approved: Duration,
+    /// Code flow only: the authorization page, the completion (303 with the code),
+    /// the token request, the userinfo request.
+    authorize: Duration,
+    complete: Duration,
+    token: Duration,
+    userinfo: Duration,
     /// Whole sign-in.
     total: Duration,
 }
@@ -514,13 +535,39 @@ async fn initiate(b: &Bench, node: &str, body: String, a: &mut Attempt) -> anyho
     Ok(Some((field("session_id")?, field("browser_token")?)))
 }
 
+/// Source addresses WebSockets are opened from, in turn: one address has about 28,000
+/// ephemeral ports, and `--memory` holds 100,000 sockets to one server port.
+const SOURCE_ADDRESSES: u64 = 32;
+static NEXT_SOURCE: AtomicU64 = AtomicU64::new(0);
+
+/// Opens a WebSocket to the loopback `url` from the next of 127.0.0.1..=127.0.0.32.
+async fn ws_connect(url: &str) -> anyhow::Result<Ws> {
+    // Small read buffer: tungstenite's 128 KiB default would make the bench, not the
+    // server, the memory hog when 100,000 sessions are held.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let parsed = reqwest::Url::parse(url)?;
+    let host: std::net::IpAddr = parsed.host_str().context("no host")?.parse()?;
+    let server = std::net::SocketAddr::new(host, parsed.port().context("no port")?);
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if host.is_loopback() {
+        let n = (NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCE_ADDRESSES) as u8;
+        socket.bind(std::net::SocketAddr::new(std::net::Ipv4Addr::new(127, 0, 0, 1 + n).into(), 0))?;
+    }
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await?;
+    Ok(ws)
+}
+
 /// Opens the browser channel and waits for `otp`.
 async fn open_channel(node: &str, sid: &str, bt: &str) -> anyhow::Result<(Ws, String)> {
-    // Small read buffer: tungstenite's 128 KiB default would make the bench, not the
-    // server, the memory hog when 10,000 sessions are held.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
     let url = format!("{}/v1/auth/sessions/{sid}/ws", node.replace("http://", "ws://"));
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    let mut ws = ws_connect(&url).await?;
     ws.send(Message::Text(json!({"type": "hello", "browser_token": bt}).to_string().into())).await?;
     let msg = next_json(&mut ws).await?;
     if msg["type"] != "otp" {
@@ -538,13 +585,35 @@ async fn sign_in(b: &Bench) -> Attempt {
 }
 
 async fn sign_in_inner(b: &Bench, a: &mut Attempt) -> anyhow::Result<()> {
+    if b.oidc.is_some() {
+        return code_flow(b, a).await;
+    }
     let (start_node, verify_node) = b.pick_nodes();
     let (device, token_id) = b.pick_device();
     let body = json!({"token_id": token_id, "service_id": "rp1", "scopes": b.scopes}).to_string();
     let t0 = Instant::now();
     let Some((sid, bt)) = initiate(b, start_node, body, a).await? else { return Ok(()) };
+    let initiated = t0.elapsed();
+    let Some(mut trace) = approve(b, start_node, verify_node, device, sid, &bt, a).await? else { return Ok(()) };
+    trace.initiate = initiated;
+    trace.total = t0.elapsed();
+    a.trace = Some(trace);
+    Ok(())
+}
+
+/// After initiate: the browser's channel and `otp`, the phone's pending list and
+/// verify, the browser's `approved`. `None` when the verify was refused (in `a`).
+async fn approve(
+    b: &Bench,
+    start_node: &str,
+    verify_node: &str,
+    device: &Device,
+    sid: String,
+    bt: &str,
+    a: &mut Attempt,
+) -> anyhow::Result<Option<Trace>> {
     let t1 = Instant::now();
-    let (mut ws, otp) = open_channel(start_node, &sid, &bt).await?;
+    let (mut ws, otp) = open_channel(start_node, &sid, bt).await?;
     let t2 = Instant::now();
     // The phone learns the session from its pending list, and the user compares codes.
     let pending = b
@@ -595,7 +664,7 @@ async fn sign_in_inner(b: &Bench, a: &mut Attempt) -> anyhow::Result<()> {
                 let (status, took) = r?;
                 a.verify = Some((status, took));
                 if status != 200 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 verified = Some(took);
             }
@@ -608,15 +677,191 @@ async fn sign_in_inner(b: &Bench, a: &mut Attempt) -> anyhow::Result<()> {
             }
         }
     }
-    a.trace = Some(Trace {
-        initiate: t1 - t0,
+    Ok(Some(Trace {
         otp: t2 - t1,
         pending: t2p - t2,
         jws: t3 - t2p,
         verify: verified.unwrap_or_default(),
         approved: approved.unwrap_or_default(),
-        total: t0.elapsed(),
-    });
+        ..Trace::default()
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// The OpenID Connect code flow (`--oidc`)
+
+/// The relying party of `--oidc`: a confidential client authenticating at `/token` with
+/// `private_key_jwt` (ES256), redirect URI never followed.
+struct OidcClient {
+    key: softhsm_tests::oidc::IssuerKey,
+    /// No redirects followed (the completion answers 303 to the client's callback).
+    http: reqwest::Client,
+}
+
+const OIDC_CLIENT: &str = "bench-oidc";
+const OIDC_CALLBACK: &str = "https://rp.bench.example/cb";
+/// A PKCE pair (RFC 7636 appendix B).
+const PKCE_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const PKCE_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+impl OidcClient {
+    fn new() -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(usize::MAX)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { key: softhsm_tests::oidc::IssuerKey::generate("bench-es-1"), http })
+    }
+
+    /// The `[[services]]` entry of the client, its key inline.
+    fn toml(&self, scopes: &[String]) -> String {
+        let jwks = json!({"keys": [self.key.jwk()]}).to_string();
+        let allowed: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+        format!(
+            "[[services]]\nid = \"{OIDC_CLIENT}\"\nname = \"Bench RP\"\nallowed_scopes = [{}]\n\
+             [services.oidc]\nredirect_uris = [\"{OIDC_CALLBACK}\"]\n\
+             token_endpoint_auth_method = \"private_key_jwt\"\njwks = '{jwks}'\n",
+            allowed.join(", ")
+        )
+    }
+
+    /// A fresh client assertion for the token endpoint at `token_url`.
+    fn assertion(&self, token_url: &str) -> anyhow::Result<String> {
+        let now = unix_now();
+        let claims = json!({"iss": OIDC_CLIENT, "sub": OIDC_CLIENT, "aud": token_url, "iat": now,
+                            "exp": now + 60, "jti": symbolon::ids::new_id()});
+        let header = json!({"alg": "ES256", "kid": self.key.kid, "typ": "JWT"});
+        Ok(softhsm_tests::jose::compact_es256(&self.key.key, &header, &claims)?)
+    }
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)? + i;
+    Some(&s[i..j])
+}
+
+/// One code flow as a browser, a phone and a relying party's back end do it: the
+/// authorization page, the sign-in started from the issuer's origin, the completion
+/// (303 to the callback with the code), `/token` with `private_key_jwt` and PKCE, then
+/// `/userinfo` with the access token.
+async fn code_flow(b: &Bench, a: &mut Attempt) -> anyhow::Result<()> {
+    let Some(rp) = &b.oidc else { bail!("no OIDC client") };
+    let node = b.nodes[0].as_str();
+    let (device, token_id) = b.pick_device();
+    let scope = std::iter::once("openid").chain(b.scopes.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+    let state = symbolon::ids::short_id();
+    let t0 = Instant::now();
+    let url = reqwest::Url::parse_with_params(
+        &format!("{node}/authorize"),
+        [
+            ("client_id", OIDC_CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", OIDC_CALLBACK),
+            ("scope", scope.as_str()),
+            ("state", state.as_str()),
+            ("code_challenge", PKCE_CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ],
+    )?;
+    let page = rp.http.get(url).send().await?;
+    if page.status() != 200 {
+        bail!("authorize answered {}", page.status());
+    }
+    let cookie = page
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string)
+        .context("the authorization page set no flow cookie")?;
+    let html = page.text().await?;
+    let context = between(&html, "name=\"context\" value=\"", "\"").context("no context on the page")?.to_string();
+    let authorized = t0.elapsed();
+
+    // The hosted page starts the sign-in from the issuer's origin.
+    let t1 = Instant::now();
+    let body = json!({"token_id": token_id, "service_id": OIDC_CLIENT, "scopes": b.scopes}).to_string();
+    let r = b
+        .browser
+        .post(format!("{node}/v1/auth/initiate"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::ORIGIN, node)
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await?;
+    a.initiate = Some((status, t1.elapsed()));
+    if status != 201 {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(&bytes)?;
+    let field = |n: &str| v[n].as_str().map(str::to_string).context("initiate answer");
+    let (sid, bt) = (field("session_id")?, field("browser_token")?);
+    let initiated = t1.elapsed();
+    let Some(mut trace) = approve(b, node, node, device, sid.clone(), &bt, a).await? else { return Ok(()) };
+
+    let t4 = Instant::now();
+    let done = rp
+        .http
+        .post(format!("{node}/authorize/complete"))
+        .header(reqwest::header::COOKIE, cookie)
+        .form(&[("context", context.as_str()), ("session_id", sid.as_str()), ("browser_token", bt.as_str())])
+        .send()
+        .await?;
+    if done.status() != 303 {
+        bail!("completion answered {}", done.status());
+    }
+    let location = done.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let location = reqwest::Url::parse(location)?;
+    let code = location.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).context("no code")?;
+    let completed = t4.elapsed();
+
+    let t5 = Instant::now();
+    let token_url = format!("{node}/token");
+    let assertion = rp.assertion(&token_url)?;
+    let tokens = rp
+        .http
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", OIDC_CALLBACK),
+            ("code_verifier", PKCE_VERIFIER),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .send()
+        .await?;
+    if tokens.status() != 200 {
+        let status = tokens.status();
+        bail!("token answered {status}: {}", tokens.text().await.unwrap_or_default());
+    }
+    let tokens: Value = tokens.json().await?;
+    let access = tokens["access_token"].as_str().context("no access_token")?.to_string();
+    if tokens["id_token"].as_str().is_none() {
+        bail!("no id_token");
+    }
+    let token_took = t5.elapsed();
+
+    let t6 = Instant::now();
+    let info = rp.http.get(format!("{node}/userinfo")).bearer_auth(access).send().await?;
+    if info.status() != 200 {
+        bail!("userinfo answered {}", info.status());
+    }
+    let info: Value = info.json().await?;
+    if info["sub"].as_str().is_none() {
+        bail!("userinfo without sub: {info}");
+    }
+    trace.authorize = authorized;
+    trace.initiate = initiated;
+    trace.complete = completed;
+    trace.token = token_took;
+    trace.userinfo = t6.elapsed();
+    trace.total = t0.elapsed();
+    a.trace = Some(trace);
     Ok(())
 }
 
@@ -650,8 +895,15 @@ fn print_steps(traces: &[Trace]) {
         ("verify→approved (WS)", |t| t.approved),
         ("whole sign-in", |t| t.total),
     ];
+    let flow: [Step; 4] = [
+        ("authorize page (HTTP)", |t| t.authorize),
+        ("complete → 303 code", |t| t.complete),
+        ("/token private_key_jwt", |t| t.token),
+        ("/userinfo", |t| t.userinfo),
+    ];
+    let code_flow = traces.iter().any(|t| t.token > Duration::ZERO);
     println!("    {:<24} {:>9} {:>9} {:>9}", "step", "p50 ms", "p99 ms", "mean ms");
-    for (name, f) in steps {
+    for (name, f) in steps.into_iter().chain(flow.into_iter().filter(|_| code_flow)) {
         let v = sorted(traces, f);
         let mean = if v.is_empty() { 0.0 } else { v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64 };
         println!("    {:<24} {:>9.2} {:>9.2} {:>9.2}", name, ms(pct(&v, 50.0)), ms(pct(&v, 99.0)), mean);
@@ -920,8 +1172,7 @@ async fn bogus_upgrades(b: &Arc<Bench>, count: usize) -> anyhow::Result<BogusUpg
         let (sem, url) = (sem.clone(), format!("{ws_base}/v1/auth/sessions/{}/ws", symbolon::ids::new_id()));
         set.spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let config = WebSocketConfig::default().read_buffer_size(4096);
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+            let mut ws = ws_connect(&url).await?;
             let hello = json!({"type": "hello", "browser_token": symbolon::ids::new_id()});
             ws.send(Message::Text(hello.to_string().into())).await?;
             if i % 3 == 0 {
@@ -1020,6 +1271,13 @@ async fn main() -> anyhow::Result<()> {
 
     if let Some(bin) = &args.ab {
         return ab_run(&args, &scopes, bin).await;
+    }
+
+    if args.oidc {
+        return oidc_run(&args, &scopes).await;
+    }
+    if args.memory {
+        return memory_run(&args, &scopes).await;
     }
 
     if args.hardening {
@@ -1222,6 +1480,146 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--oidc`: phase 1, then the code flow's closed-loop peak against its own bound: the
+/// HSM operations the server did per flow (its metrics) plus three P-256 verifies (the
+/// phone's pending list and verify, and the client assertion at `/token`, which
+/// jsonwebtoken verifies with ring).
+async fn oidc_run(args: &Args, scopes: &[String]) -> anyhow::Result<()> {
+    println!("\n[1] raw rates ({:.0} s per measurement, fresh SoftHSM2 token)", args.raw_seconds);
+    let raw = raw_rates(args.raw_seconds).await?;
+    let show = |what: &str, r: (f64, f64)| println!("    {what:<38} {:>8.0}/s  {:>7.1} µs CPU/op", r.0, r.1 * 1e6);
+    show("HSM ES256 sign   (pool, 2 workers)", raw.sign);
+    show("HSM HMAC-SHA256  (pool, 2 workers)", raw.hmac);
+    show("HSM AES-256-GCM  (pool, 2 workers)", raw.aes);
+    show(&format!("P-256 verify, {} (server's, 2 thr)", SERVER_VERIFY.name()), raw.verify);
+    println!("\nOIDC code flows, scopes {scopes:?}, {} devices", args.devices);
+    let (b, _) = start_server_with(args, scopes, None, Some(OidcClient::new()?), Vec::new()).await?;
+    println!("\n[oidc] peak: {} closed-loop flows, {:.0} s (after 1 s warm-up)", args.concurrency, args.seconds);
+    let ops_before = hsm_operations(&b.env.server.admin_url).await?;
+    let run = closed_loop(&b, args.concurrency, args.seconds).await;
+    let ops_after = hsm_operations(&b.env.server.admin_url).await?;
+    let done = run.completed_all.max(1) as f64;
+    let per_op = |i: usize| (ops_after[i] - ops_before[i]) / done;
+    let per = PerSignIn {
+        verify: DEVICE_JWS_PER_SIGN_IN + 1.0,
+        sign: per_op(0),
+        hmac: per_op(1),
+        encrypt: per_op(2),
+        decrypt: per_op(3),
+    };
+    let traces: Vec<Trace> = run.attempts.iter().filter_map(|a| a.trace).collect();
+    let peak = traces.len() as f64 / run.elapsed;
+    print_steps(&traces);
+    print_errors(&run.attempts);
+    let (bound, bound_cpu) = (per.bound(&raw, raw.verify), per.cpu(&raw, raw.verify));
+    let ratio = peak / bound;
+    let server_us = run.server_cpu / traces.len().max(1) as f64 * 1e6;
+    println!(
+        "    server work per flow (its metrics, {} flows): {:.2} ES256 signs, {:.2} HMACs, {:.2} AES-GCM \
+         encryptions, {:.2} decryptions; {:.0} P-256 verifies (2 device JWS, 1 client assertion)",
+        run.completed_all, per.sign, per.hmac, per.encrypt, per.decrypt, per.verify
+    );
+    println!(
+        "    bound = 1 / Σ(ops per flow / rate) = {bound:.0} flows/s ({:.0} µs CPU per flow); \
+         {} flows in {:.1} s = {peak:.0}/s = {:.0} % of it",
+        bound_cpu * 1e6,
+        traces.len(),
+        run.elapsed,
+        ratio * 100.0
+    );
+    println!(
+        "    CPU per flow: server {server_us:.0} µs ({:.1}× the bound's crypto), bench client {:.0} µs",
+        server_us / (bound_cpu * 1e6),
+        run.bench_cpu / traces.len().max(1) as f64 * 1e6
+    );
+    let approved = sorted(&traces, |t| t.approved);
+    let rows = vec![
+        Row {
+            what: "OIDC code flow peak vs its in-run bound".into(),
+            measured: format!("{peak:.0}/s of {bound:.0}/s = {:.0} %", ratio * 100.0),
+            target: "≥ 50 %".into(),
+            pass: ratio >= 0.5,
+        },
+        Row {
+            what: "server CPU per code flow vs the bound's crypto".into(),
+            measured: format!("{server_us:.0} µs vs {:.0} µs = {:.1}×", bound_cpu * 1e6, server_us / (bound_cpu * 1e6)),
+            target: "(info)".into(),
+            pass: true,
+        },
+        Row {
+            what: "code flow: verify→approved p50 / p99".into(),
+            measured: format!("{:.1} / {:.1} ms", ms(pct(&approved, 50.0)), ms(pct(&approved, 99.0))),
+            target: "(info)".into(),
+            pass: true,
+        },
+    ];
+    print_rows(&rows);
+    Ok(())
+}
+
+/// `--memory`: the server's RSS idle, holding `--pending` pending WebSocket sessions
+/// (each a distinct unknown token id: hello done, `otp` received), after they are
+/// released, and around `--bogus-upgrades` upgrades to random session ids.
+async fn memory_run(args: &Args, scopes: &[String]) -> anyhow::Result<()> {
+    let open = (args.pending + 1000).to_string();
+    let extra_env = vec![("SYMBOLON_LIMITS__WEBSOCKET_MAX_OPEN".to_string(), open)];
+    let (b, _) = start_server_with(args, scopes, None, None, extra_env).await?;
+    let pid = b.pid;
+    // Let the start-up settle (enrollments, the smoke test's session) before the baseline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_idle, _) = rss_mib(pid);
+    println!("\n[4] {} pending WebSocket sessions (unknown token ids, hello done, otp received)", args.pending);
+    let t = Instant::now();
+    let (held, failed) = hold_pending(&b, args.pending).await?;
+    let opened_in = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_pending, hwm) = rss_mib(pid);
+    let per_session_kib = (rss_pending - rss_idle) * 1024.0 / held.len().max(1) as f64;
+    println!(
+        "    {} held ({failed} failed), opened in {:.1} s; server RSS {rss_idle:.1} → {rss_pending:.1} MiB \
+         (peak {hwm:.1}), {per_session_kib:.2} KiB per session",
+        held.len(),
+        opened_in.as_secs_f64(),
+    );
+    let held_count = held.len();
+    drop(held);
+    let admin = b.env.server.admin_url.clone();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        let open = softhsm_tests::metrics::value(&admin, "symbolon_websockets_open").await.unwrap_or(f64::NAN);
+        if open == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_released, _) = rss_mib(pid);
+    println!("    released: server RSS {rss_released:.1} MiB");
+    let mut rows = vec![
+        Row {
+            what: "server RSS idle (after start and enrollments)".into(),
+            measured: format!("{rss_idle:.1} MiB"),
+            target: "≤ 64 MiB".into(),
+            pass: rss_idle <= 64.0,
+        },
+        Row {
+            what: format!("server RSS holding {held_count} pending WS"),
+            measured: format!("{rss_pending:.1} MiB, {per_session_kib:.2} KiB per session"),
+            target: format!("{} held, ≤ 5 KiB per session", args.pending),
+            pass: held_count == args.pending && per_session_kib <= 5.0,
+        },
+        Row {
+            what: "server RSS after the sessions closed".into(),
+            measured: format!("{rss_released:.1} MiB"),
+            target: "(info)".into(),
+            pass: true,
+        },
+    ];
+    rows.extend(hardening_phases(args, &b, false).await?);
+    print_rows(&rows);
+    Ok(())
+}
+
 /// Same-run A/B: servers A (the default binary) and B (`bin`), alike but for the binary,
 /// take turns in closed-loop rounds; prints each one's sign-ins/s and server CPU per
 /// sign-in per round and the medians of the per-round ratios B / A.
@@ -1270,8 +1668,20 @@ async fn start_server(
     scopes: &[String],
     serve_bin: Option<std::path::PathBuf>,
 ) -> anyhow::Result<(Arc<Bench>, Vec<(String, String)>)> {
+    start_server_with(args, scopes, serve_bin, None, Vec::new()).await
+}
+
+/// As [`start_server`]; with `oidc`, its client is configured and every sign-in is a
+/// code flow (the `/authorize` limits lifted too).
+async fn start_server_with(
+    args: &Args,
+    scopes: &[String],
+    serve_bin: Option<std::path::PathBuf>,
+    oidc: Option<OidcClient>,
+    extra_env: Vec<(String, String)>,
+) -> anyhow::Result<(Arc<Bench>, Vec<(String, String)>)> {
     let max_in_flight = args.max_in_flight.to_string();
-    let env_overrides: Vec<(String, String)> = [
+    let mut env_overrides: Vec<(String, String)> = [
         ("SYMBOLON_AUTH__MAX_PENDING", "1000000"),
         ("SYMBOLON_LIMITS__INITIATE_PER_IP_PER_MINUTE", "1000000000"),
         ("SYMBOLON_LIMITS__INITIATE_PER_TOKEN_PER_MINUTE", "1000000000"),
@@ -1284,10 +1694,24 @@ async fn start_server(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let (env, devices) =
-        start_signin("", ServerOptions { env: env_overrides.clone(), serve_bin, ..Default::default() }, args.devices)
-            .await?;
-    let b = Arc::new(Bench::new(env, devices, Vec::new(), None, scopes)?);
+    env_overrides.extend(extra_env);
+    let extra = match &oidc {
+        Some(rp) => {
+            env_overrides.push(("SYMBOLON_LIMITS__OIDC_AUTHORIZE_PER_IP_PER_MINUTE".into(), "1000000000".into()));
+            env_overrides.push(("SYMBOLON_LIMITS__OIDC_MAX_PENDING_CONTEXTS".into(), "1000000".into()));
+            rp.toml(scopes)
+        }
+        None => String::new(),
+    };
+    let (env, devices) = start_signin(
+        &extra,
+        ServerOptions { env: env_overrides.clone(), serve_bin, ..Default::default() },
+        args.devices,
+    )
+    .await?;
+    let mut b = Bench::new(env, devices, Vec::new(), None, scopes)?;
+    b.oidc = oidc;
+    let b = Arc::new(b);
     println!("\nserver pid {}, hsm.workers 2, limits lifted so they do not shape the numbers:", b.pid);
     for (k, v) in &env_overrides {
         println!("    {k}={v}");

@@ -112,6 +112,94 @@ async fn browser_on_one_node_device_on_the_other() {
     }
 }
 
+const BREAK_GLASS: &str = "5d0a3c9e8b7f6a5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e";
+
+/// A management call with the break-glass token: its status.
+async fn manage(server: &TestServer, path: &str, body: Value) -> u16 {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/management/v1{path}", server.admin_url))
+        .bearer_auth(BREAK_GLASS)
+        .json(&body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Issue 21 item 2: each node keeps the enrollments its sign-ins read in memory; a
+/// change made through one node reaches the other's cache at once, through Redis.
+#[tokio::test]
+async fn a_suspension_on_one_node_is_seen_by_the_next_verify_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("break-glass");
+    std::fs::write(&file, format!("{BREAK_GLASS}\n")).unwrap();
+    let (_stores, env, b) = cluster(&format!("[management]\nbreak_glass_token_file = \"{}\"", file.display())).await;
+    let a = &env.server;
+    let device_b = DeviceClient::new(&b.public_url).unwrap();
+    let device_id = env.device.device_id();
+    // Two rounds of two initiates each: `initiate_per_token_per_minute` is 5.
+    for round in 0..2 {
+        // B reads the device (and caches it) for a sign-in and a pending session.
+        sign_in(&env, &b).await;
+        let (status, started) = initiate(&b, &env.token_id).await;
+        assert_eq!(status, 201, "{started}");
+        let sid = started["session_id"].as_str().unwrap();
+        let pending = device_b.pending(&env.device).await.unwrap();
+        assert_eq!(pending.sessions.len(), 1, "round {round}");
+        let otp = pending.sessions[0].otp.clone();
+
+        assert_eq!(manage(a, &format!("/credentials/{device_id}/suspend"), json!({"reason": "lost"})).await, 200);
+        let e = device_b.verify(&env.device, sid, &otp, Decision::Approve, None).await.unwrap_err();
+        assert_eq!(e.problem_code(), (403, "device_inactive".into()), "round {round}: B's next verify");
+        let e = device_b.pending(&env.device).await.unwrap_err();
+        assert_eq!(e.problem_code(), (403, "device_inactive".into()), "round {round}");
+
+        assert_eq!(manage(a, &format!("/credentials/{device_id}/activate"), json!({})).await, 200);
+        let r = device_b.verify(&env.device, sid, &otp, Decision::Approve, None).await.unwrap();
+        assert_eq!(r, json!({"status": "approved"}), "round {round}: activated on A, B takes it at once");
+    }
+    // A command-line change announces itself through Redis too.
+    let out =
+        symbolon_cli(&env.token, &a.config_path, &["users", "suspend", &env.token_id, "--reason", "cli"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = device_b.pending(&env.device).await.unwrap_err();
+    assert_eq!(e.problem_code(), (403, "device_inactive".into()), "B hears the command's suspension");
+    // Deleted on A: B no longer knows the device, and initiate on B finds no device to push to.
+    let out =
+        symbolon_cli(&env.token, &a.config_path, &["users", "delete", &env.token_id, "--reason", "gone"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = device_b.pending(&env.device).await.unwrap_err();
+    assert_eq!(e.problem_code(), (401, "unknown_device".into()));
+}
+
+/// The cache at work: with the database cut, a node still serves the device it has
+/// cached, and answers `503 unavailable` fast for what it must read.
+#[tokio::test]
+async fn a_cached_device_needs_no_database_round_trip() {
+    let pg = PgDatabase::create().unwrap();
+    let cut = TcpCut::start(pg_addr().unwrap()).unwrap();
+    let prefix = RedisPrefix::new();
+    let env = SignIn::start(&format!("{}\n{}", pg.toml_via(cut.port), prefix.toml()), ServerOptions::default())
+        .await
+        .unwrap();
+    let server = &env.server;
+    sign_in(&env, server).await;
+    // The approval's audit event is appended in the background: let it land first (a
+    // node whose last append failed reads enrollments from the database).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cut.cut();
+    for _ in 0..3 {
+        let pending = env.device_client.pending(&env.device).await.unwrap();
+        assert!(pending.sessions.is_empty());
+    }
+    let start = Instant::now();
+    let e = env.device_client.pending(&Device::generate()).await.unwrap_err();
+    assert_eq!(e.problem_code(), (503, "unavailable".into()), "an unknown device must be read");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    cut.restore();
+}
+
 #[tokio::test]
 async fn nonce_issued_by_one_node_is_consumed_by_the_other() {
     let (_stores, env, b) = cluster("").await;
@@ -236,10 +324,11 @@ async fn postgres_unreachable_gives_503_fast_and_the_node_recovers() {
     cut.cut();
     wait_readyz(server, 503, Duration::from_secs(8)).await;
     let start = Instant::now();
-    let (status, body) = initiate(server, &env.token_id).await;
+    // Token ids and devices this node has not cached (see the test above for those it has).
+    let (status, body) = initiate(server, "UNSEEN-TOKEN").await;
     assert_eq!((status, body["code"].as_str().unwrap()), (503, "unavailable"), "{body}");
     assert!(start.elapsed() < Duration::from_secs(5), "initiate took {:?}", start.elapsed());
-    let e = env.device_client.pending(&env.device).await.unwrap_err();
+    let e = env.device_client.pending(&Device::generate()).await.unwrap_err();
     assert_eq!(e.problem_code(), (503, "unavailable".into()));
 
     cut.restore();

@@ -250,7 +250,7 @@ async fn polls_are_limited_per_ip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn polling_computes_a_session_otp_at_most_once_a_second() {
+async fn polling_computes_a_session_otp_once_per_node() {
     let env = SignIn::start("", ServerOptions::default()).await.unwrap();
     let admin = env.server.admin_url.clone();
     let (_, started, _) = env.initiate(&env.token_id, "rp1", &[]).await.unwrap();
@@ -269,6 +269,8 @@ async fn polling_computes_a_session_otp_at_most_once_a_second() {
         assert_eq!(status, 200, "{body}");
         otps.insert(body["otp"].as_str().unwrap().to_string());
     }
+    // Well past a second after initiate computed the code: still no new computation.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for _ in 0..20 {
         let pending = env.device_client.pending(&env.device).await.unwrap();
         otps.insert(pending.sessions[0].otp.clone());
@@ -277,10 +279,7 @@ async fn polling_computes_a_session_otp_at_most_once_a_second() {
     let ops = ops_since(&admin, &before).await;
     let hmacs = ops.get("hmac").copied().unwrap_or(0);
     assert_eq!(otps.len(), 1, "every answer carries the session's one code");
-    assert!(
-        hmacs as f64 <= elapsed.floor() + 1.0,
-        "{hmacs} OTP computations for 80 polls in {elapsed:.2} s: at most one a second"
-    );
+    assert_eq!(hmacs, 0, "{hmacs} OTP computations for 80 polls in {elapsed:.2} s: initiate's is kept for the session");
     assert_eq!(ops.keys().filter(|k| *k != "hmac").count(), 0, "{ops:?}");
 }
 

@@ -55,6 +55,8 @@ struct Inner {
     appended: AtomicI64,
     /// A checkpoint is being signed by this process (one at a time is enough).
     signing: AtomicBool,
+    /// The last append of this process failed: the database is not taking events.
+    failing: AtomicBool,
 }
 
 impl std::fmt::Debug for Audit {
@@ -75,6 +77,7 @@ impl Audit {
                 checkpointed: AtomicI64::new(0),
                 appended: AtomicI64::new(0),
                 signing: AtomicBool::new(false),
+                failing: AtomicBool::new(false),
             }),
         }
     }
@@ -93,15 +96,25 @@ impl Audit {
                 checkpointed: AtomicI64::new(0),
                 appended: AtomicI64::new(0),
                 signing: AtomicBool::new(false),
+                failing: AtomicBool::new(false),
             }),
         }
     }
 
     /// Appends an event and signs a checkpoint (in the background) when one is due.
     pub async fn record(&self, event: AuditEvent) -> Result<AuditRecord, StoreError> {
-        let record = self.inner.store.append_audit(&event).await?;
+        let appended = self.inner.store.append_audit(&event).await;
+        self.inner.failing.store(appended.is_err(), Ordering::Relaxed);
+        let record = appended?;
         self.appended(&record);
         Ok(record)
+    }
+
+    /// Whether this process's last append failed. The sign-in path then reads
+    /// enrollments from the database rather than its cache, so that sign-ins stop
+    /// (`503 unavailable`) rather than go on unaudited while the database is away.
+    pub fn is_failing(&self) -> bool {
+        self.inner.failing.load(Ordering::Relaxed)
     }
 
     /// Appends an event without waiting; a failure is logged (with the event's kind and
