@@ -588,7 +588,13 @@ async fn a_management_change_and_its_audit_event_commit_together_sqlite() {
     let path = dir.path().join("symbolon.db");
     let toml = format!("[database]\nurl = \"sqlite://{}\"\n", path.display());
     let sqlite = |sql: &str| {
-        let out = std::process::Command::new("sqlite3").arg(&path).arg(sql).output().unwrap();
+        // The server may hold the write lock for a moment: wait for it as the server does.
+        let out = std::process::Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
+            .arg(&path)
+            .arg(sql)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let refuse = |on: bool| {
